@@ -1,0 +1,121 @@
+"""The backend protocol: compile a (transformed) model for one config, return a runtime.
+
+Backends run inside the isolated worker process.  Module-level code here and in
+every backend module must stay light: import torch/onnxruntime/tvm inside methods.
+Failures are data: `compile` returns a `BuildResult` whose `error` is set, or
+raises `CandidateFailed`; it never kills the study.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from planner.config import TrialConfig
+    from planner.source import ModelSource
+    from planner.target import Target
+
+
+class Runtime(ABC):
+    """A loaded, compiled engine ready to run batches."""
+
+    device: str = "cpu"
+
+    @abstractmethod
+    def bind(self, inputs: dict[str, "np.ndarray"]) -> Callable[[], Any]:
+        """Place ``inputs`` where the engine reads them; return a zero-argument call that runs
+        one batch (what the timer times).  Host-to-device copies happen here, not in the call."""
+
+    @abstractmethod
+    def infer(self, inputs: dict[str, "np.ndarray"]) -> list["np.ndarray"]:
+        """Run one batch and return the outputs as float32/numeric numpy arrays on the host."""
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (GPU backends); no-op on CPU."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+@dataclass
+class BuildResult:
+    runtime: Runtime | None = None
+    artifacts: list[Path] = field(default_factory=list)  # engine files to log/export
+    compile_seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)  # backend facts for the manifest
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.runtime is not None
+
+
+@dataclass(frozen=True)
+class Availability:
+    usable: bool
+    detail: str  # version when usable, install hint otherwise
+
+
+class Backend(ABC):
+    """One compiler/runtime.  Class attributes are the capability declaration."""
+
+    name: ClassVar[str]
+    modules: ClassVar[tuple[str, ...]] = ()  # Python modules it needs
+    install_hint: ClassVar[str] = ""
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    input_format: ClassVar[str] = "torch"  # "torch" (nn.Module) or "onnx"
+    quant_schemes: ClassVar[tuple[str, ...]] = ("none",)
+    accepts_onnx: ClassVar[bool] = False  # a torch-input backend that can also import ONNX files
+    # option name -> allowed values (tuple) or a type (int/float/str) for open ranges
+    options: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def availability(cls) -> Availability:
+        missing = [m for m in cls.modules if importlib.util.find_spec(m) is None]
+        if missing:
+            return Availability(False, f"missing {', '.join(missing)}: {cls.install_hint}")
+        return Availability(True, cls.version())
+
+    @classmethod
+    def version(cls) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = []
+        for m in cls.modules:
+            dist = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm", "tensorrt": "tensorrt"}.get(m, m)
+            try:
+                out.append(f"{dist} {version(dist)}")
+            except PackageNotFoundError:
+                out.append(m)
+        return ", ".join(out)
+
+    @classmethod
+    def check(cls, cfg: "TrialConfig", target: "Target", model_format: str) -> str | None:
+        """Why this config cannot run here (None when it can).  Called before compiling."""
+        if target.device.kind not in cls.devices:
+            return f"{cls.name} does not run on {target.device.kind}"
+        if model_format == "onnx" and cls.input_format == "torch" and not cls.accepts_onnx:
+            return f"{cls.name} needs a PyTorch model; this model is an ONNX file"
+        if cfg.quant.scheme not in cls.quant_schemes:
+            return f"{cls.name} does not implement quantization scheme {cfg.quant.scheme!r}"
+        from planner.transforms.schemes import SCHEMES
+
+        scheme = SCHEMES.get(cfg.quant.scheme)
+        if scheme and scheme.precision not in target.precisions:
+            return f"target '{target.name}' does not support precision {scheme.precision}"
+        if (cfg.prune.active or cfg.distill.active) and model_format == "onnx":
+            return "pruning and distillation need a PyTorch model"
+        unknown = sorted(set(cfg.options()) - set(cls.options))
+        if unknown:
+            return f"{cls.name}: unknown option(s) {unknown}; valid: {sorted(cls.options)}"
+        return None
+
+    @abstractmethod
+    def compile(self, source: "ModelSource", cfg: "TrialConfig", target: "Target", workdir: Path) -> BuildResult:
+        """Build an engine for ``cfg`` in ``workdir``; artifacts are files under it."""

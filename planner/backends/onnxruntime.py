@@ -1,0 +1,117 @@
+"""ONNX Runtime: the exported ONNX graph (optionally quantized) in an InferenceSession."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from planner.backends.base import Backend, BuildResult, Runtime
+
+LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+class OrtRuntime(Runtime):
+    def __init__(self, session, device: str = "cpu"):
+        self.session = session
+        self.device = device
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    def _feeds(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: np.ascontiguousarray(v) for name, v in zip(self.input_names, inputs.values())}
+
+    def bind(self, inputs: dict[str, np.ndarray]) -> Callable[[], Any]:
+        feeds = self._feeds(inputs)
+        sess, names = self.session, self.output_names
+        return lambda: sess.run(names, feeds)
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(o) for o in self.session.run(self.output_names, self._feeds(inputs))]
+
+
+def make_session(path: Path, opts: dict, target, optimized_path: Path | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[opts.get("graph_optimization_level", "all")])
+    so.execution_mode = (
+        ort.ExecutionMode.ORT_PARALLEL if opts.get("execution_mode") == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+    )
+    so.intra_op_num_threads = int(opts.get("intra_op_threads") or target.thread_count())
+    so.inter_op_num_threads = int(opts.get("inter_op_threads") or 1)
+    so.log_severity_level = 3
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
+    ep = opts.get("execution_provider", "cuda" if target.is_gpu else "cpu")
+    providers = [PROVIDERS[ep]] + (["CPUExecutionProvider"] if ep != "cpu" else [])
+    available = ort.get_available_providers()
+    if PROVIDERS[ep] not in available:
+        from planner.errors import CandidateFailed, FailReason
+
+        raise CandidateFailed(FailReason.UNSUPPORTED, f"ONNX Runtime has no {PROVIDERS[ep]} here (has {available}); install onnxruntime-gpu")
+    return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+
+
+class OnnxRuntime(Backend):
+    name = "onnxruntime"
+    modules = ("onnxruntime",)
+    install_hint = "pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+    devices = ("cpu", "cuda")
+    input_format = "onnx"
+    quant_schemes = ("none", "int8_dynamic", "int8_static", "fp16")
+    options = {
+        "graph_optimization_level": tuple(LEVELS),
+        "execution_mode": ("sequential", "parallel"),
+        "intra_op_threads": int,
+        "inter_op_threads": int,
+        "execution_provider": tuple(PROVIDERS),
+    }
+
+    def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
+        t0 = time.perf_counter()
+        src = source.onnx_path(cfg)
+        model = workdir / "model.onnx"
+        info: dict[str, Any] = {"onnx_export_cached": True}
+        if cfg.quant.active:
+            from planner.transforms.quantize import quantize_onnx
+
+            calib = source.sample_inputs(32, seed=21) if cfg.quant.scheme == "int8_static" else None
+            info.update(quantize_onnx(src, model, cfg.quant, calib) or {})
+        else:
+            shutil.copyfile(src, model)
+        opts = cfg.options()
+        sess = make_session(model, opts, target)
+        info["providers"] = sess.get_providers()
+        device = "cuda" if target.is_gpu else "cpu"
+        (workdir / "session.json").write_text(_session_json(opts, target))
+        return BuildResult(OrtRuntime(sess, device), [model, workdir / "session.json"], time.perf_counter() - t0, info)
+
+
+def _session_json(opts: dict, target) -> str:
+    import json
+
+    full = {
+        "graph_optimization_level": opts.get("graph_optimization_level", "all"),
+        "execution_mode": opts.get("execution_mode", "sequential"),
+        "intra_op_threads": int(opts.get("intra_op_threads") or target.thread_count()),
+        "inter_op_threads": int(opts.get("inter_op_threads") or 1),
+        "execution_provider": opts.get("execution_provider", "cuda" if target.is_gpu else "cpu"),
+    }
+    return json.dumps(full, indent=2)
+
+
+def load_artifact(directory: Path, target=None) -> OrtRuntime:
+    """Load ``model.onnx`` with the session options recorded beside it (used by export/verify)."""
+    import json
+
+    from types import SimpleNamespace
+
+    d = Path(directory)
+    opts = json.loads((d / "session.json").read_text()) if (d / "session.json").is_file() else {}
+    tgt = target or SimpleNamespace(is_gpu=opts.get("execution_provider") == "cuda", thread_count=lambda: opts.get("intra_op_threads") or 1)
+    return OrtRuntime(make_session(d / "model.onnx", opts, tgt))

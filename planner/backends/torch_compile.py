@@ -1,0 +1,50 @@
+"""torch.compile (Inductor).  Cold compiles take tens of seconds: counted as compile time, never latency."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from planner.backends.base import Backend, BuildResult
+
+
+class TorchCompile(Backend):
+    name = "torch_compile"
+    modules = ("torch",)
+    install_hint = "pip install torch==2.13.0"
+    devices = ("cpu", "cuda")
+    input_format = "torch"
+    quant_schemes = ("none", "int8_dynamic", "int8_weight_only", "fp16", "bf16")
+    options = {
+        "mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        "freezing": (True, False),  # inductor constant-folds weights (a big win for CPU inference)
+        "dynamic": (False, True),
+    }
+
+    def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
+        import torch
+
+        from planner.backends._torch_runtime import TorchRuntime, prepare_torch_module, save_exported_program
+
+        opts = cfg.options()
+        module, device, in_dtype = prepare_torch_module(source, cfg, target)
+        info = {"device": device, "mode": opts.get("mode", "default")}
+        artifacts = []
+        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype)
+        if note:
+            info["artifact_note"] = note
+        else:
+            artifacts.append(workdir / "model.pt2")
+
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = bool(opts.get("freezing", False))
+        t0 = time.perf_counter()
+        compiled = torch.compile(module, mode=opts.get("mode", "default"), dynamic=bool(opts.get("dynamic", False)))
+        rt = TorchRuntime(compiled, device, in_dtype)
+        example = source.example_inputs(cfg.batch_size, seed=3)
+        rt.infer(example)  # triggers compilation for this shape
+        rt.infer(example)
+        rt.synchronize()
+        compile_s = time.perf_counter() - t0
+        return BuildResult(rt, artifacts, compile_s, info)

@@ -1,0 +1,33 @@
+"""PyTorch eager execution: the baseline every other backend is compared with."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from planner.backends.base import Backend, BuildResult
+
+
+class TorchEager(Backend):
+    name = "torch"
+    modules = ("torch",)
+    install_hint = "pip install torch==2.13.0"
+    devices = ("cpu", "cuda")
+    input_format = "torch"
+    quant_schemes = ("none", "int8_dynamic", "int8_weight_only", "fp16", "bf16")
+    options: dict = {}
+
+    def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
+        from planner.backends._torch_runtime import TorchRuntime, prepare_torch_module, save_exported_program
+
+        t0 = time.perf_counter()
+        module, device, in_dtype = prepare_torch_module(source, cfg, target)
+        compile_s = time.perf_counter() - t0
+        info = {"device": device}
+        artifacts = []
+        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype)
+        if note:
+            info["artifact_note"] = note
+        else:
+            artifacts.append(workdir / "model.pt2")
+        return BuildResult(TorchRuntime(module, device, in_dtype), artifacts, compile_s, info)

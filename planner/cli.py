@@ -1,0 +1,301 @@
+"""Command-line interface.  Thin: parses, validates, calls the library; heavy imports live inside commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from planner.errors import ConfigError, PlannerError
+
+app = typer.Typer(
+    help="planner: find the fastest deployment of a model that meets your quality bar and latency SLO, by measuring.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+targets_app = typer.Typer(help="List, show and validate hardware targets.", no_args_is_help=True)
+spaces_app = typer.Typer(help="List, show and validate search spaces.", no_args_is_help=True)
+app.add_typer(targets_app, name="targets")
+app.add_typer(spaces_app, name="spaces")
+
+HomeOpt = typer.Option(None, "--home", help="State folder (Optuna/MLflow sqlite, caches). Default: $PLANNER_HOME or ./.planner")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+# ------------------------------------------------------------------ optimize
+@app.command()
+def optimize(
+    model: str = typer.Option(..., "--model", "-m", help="zoo name, file.py:factory, package.module:factory, model.onnx or model.yaml"),
+    target: str = typer.Option("cpu", "--target", "-t", help="target YAML or built-in name"),
+    space: str = typer.Option("default", "--space", "-s", help="search space YAML or built-in name"),
+    trials: int = typer.Option(20, "--trials", "-n", help="number of trials (Optuna asks) to run now"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="stop starting trials after this many seconds"),
+    trial_timeout: float = typer.Option(900.0, "--trial-timeout", help="seconds allowed per candidate (compile+measure)"),
+    study: Optional[str] = typer.Option(None, "--study", help="study name; an existing study resumes"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite in the home folder)"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: sqlite in the home folder)"),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | random | grid"),
+    seed: Optional[int] = typer.Option(0, "--seed", help="sampler seed"),
+    objectives: str = typer.Option("latency,quality", "--objectives", help="comma list of latency, quality, throughput, memory, size"),
+    inputs: Optional[str] = typer.Option(None, "--inputs", help="input shapes without batch axis: NAME:DIMxDIM[:DTYPE],..."),
+    output_kind: str = typer.Option("auto", "--output-kind", help="auto | logits | embedding (for the quality metric)"),
+    data: Optional[str] = typer.Option(None, "--data", help=".npz of evaluation/calibration inputs (optional 'labels')"),
+    eval_samples: int = typer.Option(32, "--eval-samples", help="evaluation samples for the quality check"),
+    early_exit: float = typer.Option(20.0, "--early-exit-factor", help="stop measuring a candidate this many times slower per sample than the best (0 = never)"),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="run a GPU target on a different GPU model"),
+    home: Optional[Path] = HomeOpt,
+):
+    """Search deployments of MODEL on TARGET; log every trial to MLflow; print the Pareto front."""
+    from planner.model import parse_input_shapes, parse_model
+    from planner.paths import Home
+    from planner.search.study import Optimizer, StudyOptions
+    from planner.space import load_space
+    from planner.target import load_target
+
+    errors: list[str] = []
+
+    def collect(fn):
+        try:
+            return fn()
+        except ConfigError as e:
+            errors.extend(e.errors)
+            return None
+
+    shapes = collect(lambda: parse_input_shapes(inputs)) if inputs else ()
+    spec = collect(lambda: parse_model(model, shapes or (), output_kind, data))
+    tgt = collect(lambda: load_target(target))
+    spc = collect(lambda: load_space(space))
+    if eval_samples < 2:
+        errors.append(f"--eval-samples {eval_samples}: need at least 2 samples")
+    if errors:
+        raise ConfigError(errors)
+    opts = StudyOptions(
+        trials=trials, timeout=timeout, trial_timeout=trial_timeout, study_name=study, storage=storage,
+        tracking_uri=tracking_uri, sampler=sampler, seed=seed, objectives=tuple(objectives.split(",")),
+        eval_samples=eval_samples, early_exit_factor=early_exit or None, allow_mismatch=allow_mismatch,
+    )
+    from planner.console import RichReporter
+
+    opt = Optimizer(spec, tgt, spc, Home.resolve(home), opts, RichReporter(_console()))
+    try:
+        opt.run()
+    except KeyboardInterrupt:
+        _console(True).print("[yellow]interrupted[/]: finished trials are kept; run the same command to resume.")
+        raise typer.Exit(130)
+
+
+# ------------------------------------------------------------------ targets
+@targets_app.command("list")
+def targets_list():
+    """Built-in targets."""
+    from planner.target import builtin_targets, load_target
+
+    c = _console()
+    for name, path in builtin_targets().items():
+        t = load_target(path)
+        c.print(f"{name:8s} {t.device.kind:5s} {t.description}  [dim]{path}[/]")
+
+
+@targets_app.command("show")
+def targets_show(target: str = typer.Argument(..., help="target YAML or built-in name")):
+    """Print a target, validated, with defaults filled in."""
+    from planner.target import load_target
+
+    typer.echo(load_target(target).to_yaml(), nl=False)
+
+
+@targets_app.command("validate")
+def targets_validate(files: list[str] = typer.Argument(..., help="target YAML files")):
+    """Validate target files; every error is reported."""
+    from planner.target import load_target
+
+    errors = []
+    for f in files:
+        try:
+            load_target(f)
+            typer.echo(f"ok: {f}")
+        except ConfigError as e:
+            errors.extend(e.errors)
+    if errors:
+        raise ConfigError(errors)
+
+
+@app.command()
+def probe(out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the YAML here instead of printing it")):
+    """Describe this host as a target YAML (first NVIDIA GPU if any, else the CPU)."""
+    from planner.target import probe_host
+
+    text = "# written by `planner probe`; edit constraints and measurement to taste\n" + probe_host().to_yaml()
+    if out:
+        if out.exists():
+            raise ConfigError(f"--out {out}: file exists; remove it or choose another path")
+        out.write_text(text)
+        typer.echo(f"wrote {out}")
+    else:
+        typer.echo(text, nl=False)
+
+
+# ------------------------------------------------------------------ spaces
+@spaces_app.command("list")
+def spaces_list():
+    """Built-in search spaces."""
+    from planner.space import builtin_spaces, load_space
+
+    c = _console()
+    for name, path in builtin_spaces().items():
+        s = load_space(path)
+        c.print(f"{name:12s} backends: {', '.join(s.backends)}  [dim]{s.description}[/]")
+
+
+@spaces_app.command("show")
+def spaces_show(space: str = typer.Argument(..., help="space YAML or built-in name")):
+    """Print a search space, validated."""
+    import yaml
+
+    from planner.space import load_space
+
+    typer.echo(yaml.safe_dump(load_space(space).model_dump(mode="json", exclude_none=True), sort_keys=False), nl=False)
+
+
+@spaces_app.command("validate")
+def spaces_validate(files: list[str] = typer.Argument(..., help="search space YAML files")):
+    """Validate search space files; every error is reported."""
+    from planner.space import load_space
+
+    errors = []
+    for f in files:
+        try:
+            load_space(f)
+            typer.echo(f"ok: {f}")
+        except ConfigError as e:
+            errors.extend(e.errors)
+    if errors:
+        raise ConfigError(errors)
+
+
+# ------------------------------------------------------------------ inventory
+@app.command()
+def backends():
+    """Each backend, whether it is usable here, and how to install it if not."""
+    from rich.table import Table
+
+    from planner.backends import registry
+
+    t = Table("backend", "usable", "devices", "input", "quantization", "detail")
+    for name in registry.names():
+        cls = registry.get(name)
+        a = cls.availability()
+        t.add_row(name, "[green]yes[/]" if a.usable else "[red]no[/]", ",".join(cls.devices), cls.input_format,
+                  ",".join(cls.quant_schemes), a.detail)
+    _console().print(t)
+
+
+@app.command()
+def models():
+    """Built-in zoo models (user models: file.py:factory, package.module:factory, .onnx, model.yaml)."""
+    from planner.zoo import ZOO
+
+    for name, module in ZOO.items():
+        typer.echo(f"{name:12s} {module}")
+
+
+# ------------------------------------------------------------------ results
+@app.command()
+def pareto(
+    study: str = typer.Option(..., "--study", help="study name"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="fastest | most-accurate | knee | fastest-within:Q | max-throughput-within:MS"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL"),
+    home: Optional[Path] = HomeOpt,
+):
+    """Print the Pareto front of a study and, with --policy, the pick."""
+    from planner.paths import Home
+    from planner.select.pareto import parse_policy, pareto_front
+    from planner.console import pareto_table
+
+    pol = parse_policy(policy) if policy else None
+    st = _load_study(study, storage or Home.resolve(home).optuna_url)
+    front = pareto_front(st)
+    c = _console()
+    c.print(pareto_table(front, title=f"Pareto front of {study} ({len(front)} deployments)"))
+    if pol is not None:
+        pick = pol.select(front)
+        c.print(f"[bold]{pol.name}[/]: " + (f"trial {pick.number} {pick.label} (run {pick.run_id})" if pick else "no deployment satisfies it"))
+        if pick is None:
+            raise typer.Exit(1)
+
+
+def _load_study(name: str, storage: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise ConfigError(f"--study {name!r}: no such study in {storage}; studies: {', '.join(names) or 'none'}") from None
+
+
+@app.command()
+def ui(
+    port: int = typer.Option(5000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="bind address (127.0.0.1 keeps it local)"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
+    home: Optional[Path] = HomeOpt,
+):
+    """Start the MLflow UI on the planner's tracking store."""
+    import os
+    import subprocess
+
+    from planner.paths import Home
+
+    h = Home.resolve(home)
+    uri = tracking_uri or h.tracking_uri
+    if tracking_uri is None and not (h.root / "mlflow.db").is_file():
+        raise ConfigError(f"no MLflow store at {h.root / 'mlflow.db'}: run `planner optimize` first, or pass --home/--tracking-uri")
+    typer.echo(f"MLflow UI on http://{host}:{port}  (store: {uri}; Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if tracking_uri is None:
+        cmd += ["--default-artifact-root", h.artifacts.as_uri()]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@app.command()
+def dashboard(
+    port: int = typer.Option(8080, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    storage: Optional[str] = typer.Option(None, "--storage"),
+    home: Optional[Path] = HomeOpt,
+):
+    """Start optuna-dashboard on the planner's Optuna storage (pip install 'planner[dashboard]')."""
+    import importlib.util
+    import subprocess
+
+    from planner.paths import Home
+
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        raise ConfigError("optuna-dashboard is not installed: pip install 'planner[dashboard]'")
+    url = storage or Home.resolve(home).optuna_url
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "optuna_dashboard", url, "--host", host, "--port", str(port)]))
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as e:
+        for line in e.errors:
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+    except PlannerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

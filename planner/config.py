@@ -1,0 +1,128 @@
+"""Frozen, hashable configurations of one candidate deployment.
+
+A `TrialConfig` is what `space.sample` produces and what every later stage
+(transforms, backend, measurement, export) consumes.  It is deliberately a
+separate type from the search space: a config holds values, never ranges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Options = tuple[tuple[str, Any], ...]
+
+
+def freeze_options(options: dict[str, Any] | None) -> Options:
+    return tuple(sorted((options or {}).items()))
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Structured/unstructured pruning. ``method='none'`` or ``ratio == 0`` means no pruning."""
+
+    method: str = "none"  # none | l1 | l2 | magnitude | 2:4 | heads
+    ratio: float = 0.0
+    round_to: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.method != "none" and (self.ratio > 0 or self.method == "2:4")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Quantization scheme and its scheme-specific options (e.g. calibration method)."""
+
+    scheme: str = "none"  # none | fp16 | bf16 | int8_dynamic | int8_static | ...
+    options: Options = ()
+
+    @property
+    def active(self) -> bool:
+        return self.scheme != "none"
+
+    def opts(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Optional knowledge-distillation recovery after pruning/quantization."""
+
+    steps: int = 0
+    lr: float = 1e-4
+
+    @property
+    def active(self) -> bool:
+        return self.steps > 0
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    backend: str
+    batch_size: int
+    backend_options: Options = ()
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.backend_options)
+
+    @property
+    def precision(self) -> str:
+        from planner.transforms.schemes import precision_of
+
+        return precision_of(self.quant.scheme)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["backend_options"] = dict(self.backend_options)
+        d["quant"]["options"] = dict(self.quant.options)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialConfig":
+        q = dict(d.get("quant") or {})
+        q["options"] = freeze_options(q.get("options"))
+        return cls(
+            backend=d["backend"],
+            batch_size=int(d["batch_size"]),
+            backend_options=freeze_options(d.get("backend_options")),
+            prune=PruneConfig(**(d.get("prune") or {})),
+            quant=QuantConfig(**q),
+            distill=DistillConfig(**(d.get("distill") or {})),
+        )
+
+    def flat(self) -> dict[str, Any]:
+        """Flattened ``a.b`` keys, for MLflow params and tables."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.to_dict())
+        return out
+
+    def key(self) -> str:
+        """Stable content hash of the config (16 hex chars)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        """Short human label, e.g. ``onnxruntime[level=all] int8_dynamic prune=0.3``."""
+        opts = ",".join(f"{k}={v}" for k, v in self.backend_options)
+        parts = [f"{self.backend}[{opts}]" if opts else self.backend]
+        if self.quant.active:
+            parts.append(self.quant.scheme)
+        if self.prune.active:
+            parts.append(f"prune:{self.prune.method}={self.prune.ratio:g}")
+        if self.distill.active:
+            parts.append(f"distill={self.distill.steps}")
+        return " ".join(parts)

@@ -1,0 +1,83 @@
+"""Terminal presentation: a Rich progress bar while trials run, then the Pareto table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+STATUS_STYLE = {"ok": "green", "infeasible": "yellow", "failed": "red", "duplicate": "dim"}
+
+
+def pareto_table(front, title: str = "Pareto front") -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("trial", "deployment", "batch", "p50 ms", "p99 ms", "samples/s", "quality loss"):
+        t.add_column(col, justify="left" if col == "deployment" else "right", overflow="fold")
+    for p in front:
+        m = p.metrics
+        t.add_row(
+            str(p.number), p.label, str(p.config.get("batch_size")),
+            f"{m.get('latency_p50_ms', float('nan')):.3f}", f"{m.get('latency_p99_ms', float('nan')):.3f}",
+            f"{m.get('throughput', float('nan')):.0f}", f"{m.get('quality_loss', float('nan')):.1e}",
+        )
+    return t
+
+
+class RichReporter:
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console()
+        self.progress = None
+        self.task = None
+
+    def start(self, study_name: str, total: int, info: dict[str, Any]) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        c = self.console
+        mi = info.get("model_info", {})
+        c.print(f"[bold]study[/] {study_name}  [dim](MLflow experiment {info.get('experiment')})[/]")
+        if info.get("resumed"):
+            c.print(f"resuming: {info['resumed']} trials already in the study")
+        c.print(f"backends: {', '.join(info.get('backends', []))}")
+        for b, why in (info.get("skipped") or {}).items():
+            c.print(f"  [dim]skipped {b}: {why}[/]")
+        if mi.get("synthetic_data"):
+            c.print("[dim]quality is measured on seeded synthetic inputs (pass --data for real ones)[/]")
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=c, transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task("trials", total=total)
+
+    def trial_started(self, number: int, cfg) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"trial {number}: {cfg.describe()} b={cfg.batch_size}")
+
+    def trial_done(self, o) -> None:
+        style = STATUS_STYLE.get(o.status, "")
+        label = o.config.describe() if o.config else "?"
+        if o.status in ("ok", "infeasible"):
+            m = o.metrics
+            detail = (f"p50 {m['latency_p50_ms']:.3f} ms  p99 {m['latency_p99_ms']:.3f} ms  "
+                      f"{m['throughput']:.1f}/s  loss {m['quality_loss']:.2e}")
+            if o.status == "infeasible":
+                detail += f"  [yellow]{o.message}[/]"
+        elif o.status == "duplicate":
+            detail = o.message or ""
+        else:
+            detail = f"{o.reason}: {(o.message or '').splitlines()[0][:160] if o.message else ''}"
+        self.console.print(f"[{style}]{o.status:10s}[/] #{o.number:<4d} {label} b={o.config.batch_size if o.config else '?'}  {detail}")
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def end(self, result) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        c = self.console
+        n_ok = sum(o.status == "ok" for o in result.outcomes)
+        n_fail = sum(o.status == "failed" for o in result.outcomes)
+        c.print(f"\n{len(result.outcomes)} trials this run: {n_ok} feasible, {n_fail} failed; stopped: {result.stopped_because}")
+        c.print(pareto_table(result.front, title=f"Pareto front ({len(result.front)} deployments, feasible only)"))
+        c.print(f"Optuna storage : {result.storage}")
+        c.print(f"MLflow store   : {result.tracking_uri}  (experiment '{result.experiment}', run {result.parent_run_id})")
+        c.print(f"work dirs      : {result.home / 'studies'}")
+        c.print("browse         : planner ui" + ("" if str(result.home) == "" else f" --home {result.home}"))

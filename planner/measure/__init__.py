@@ -1,0 +1,1 @@
+"""Honest measurement: latency protocol (timer), output quality (quality), isolated worker process (worker)."""

@@ -1,0 +1,125 @@
+"""Latency protocol: warm-up, then repeat until both a minimum count and a minimum time.
+
+Every sample is one call of the engine on inputs already in place (one batch),
+with device synchronisation inside the timed region.  We report percentiles
+over per-call samples (never the max of a handful), the coefficient of
+variation, and re-measure when the window is unstable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+MIN_SAMPLES_FOR_P99 = 100
+
+
+class EarlyExit(Exception):
+    """The candidate is hopeless: its first samples are far slower than the current best."""
+
+    def __init__(self, median_ms: float, bound_ms: float):
+        self.median_ms = median_ms
+        self.bound_ms = bound_ms
+        super().__init__(f"median of first samples {median_ms:.3f} ms > bound {bound_ms:.3f} ms")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    n: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    cv: float
+    seconds: float  # wall time of the measured window
+    warmup_iters: int
+    windows: int  # 1 + number of re-measurements
+    unstable: bool  # CV stayed above threshold after re-measuring
+    p99_reliable: bool  # enough samples for p99 to mean something
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def at(self, percentile: str) -> float:
+        return {"p50": self.p50_ms, "p90": self.p90_ms, "p99": self.p99_ms}[percentile]
+
+
+def percentile(sorted_vals: list[float], q: float) -> float:
+    """Linear-interpolated percentile of an already sorted list (q in [0, 100])."""
+    if not sorted_vals:
+        return math.nan
+    k = (len(sorted_vals) - 1) * q / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
+
+
+def summarize(samples_s: list[float], seconds: float, warmup: int, windows: int, cv_threshold: float) -> LatencyStats:
+    ms = sorted(s * 1e3 for s in samples_s)
+    n = len(ms)
+    mean = sum(ms) / n
+    std = math.sqrt(sum((x - mean) ** 2 for x in ms) / (n - 1)) if n > 1 else 0.0
+    cv = std / mean if mean > 0 else 0.0
+    return LatencyStats(
+        n=n, p50_ms=percentile(ms, 50), p90_ms=percentile(ms, 90), p99_ms=percentile(ms, 99),
+        mean_ms=mean, std_ms=std, min_ms=ms[0], max_ms=ms[-1], cv=cv, seconds=seconds,
+        warmup_iters=warmup, windows=windows, unstable=cv > cv_threshold, p99_reliable=n >= MIN_SAMPLES_FOR_P99,
+    )
+
+
+def measure(
+    fn: Callable[[], Any],
+    protocol,
+    sync: Callable[[], None] | None = None,
+    abort_above_ms: float | None = None,
+    probe_samples: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> LatencyStats:
+    """Time ``fn`` per ``protocol`` (a target's `measurement` section).
+
+    ``abort_above_ms``: raise `EarlyExit` when the median of the first ``probe_samples``
+    samples exceeds it (hopeless candidate), before spending the full protocol.
+    """
+    sync = sync or (lambda: None)
+
+    # warm-up: at least warmup_iters calls and warmup_seconds
+    warm, t_start = 0, clock()
+    while warm < protocol.warmup_iters or clock() - t_start < protocol.warmup_seconds:
+        fn()
+        sync()
+        warm += 1
+        if clock() - t_start > protocol.max_seconds:
+            break
+
+    def window() -> tuple[list[float], float]:
+        samples: list[float] = []
+        w0 = clock()
+        while True:
+            t0 = clock()
+            fn()
+            sync()
+            samples.append(clock() - t0)
+            elapsed = clock() - w0
+            if abort_above_ms is not None and len(samples) == probe_samples:
+                med = sorted(samples)[len(samples) // 2] * 1e3
+                if med > abort_above_ms:
+                    raise EarlyExit(med, abort_above_ms)
+            if len(samples) >= protocol.min_repeats and elapsed >= protocol.min_seconds:
+                break
+            if elapsed >= protocol.max_seconds and len(samples) >= 3:
+                break
+        return samples, clock() - w0
+
+    samples, secs = window()
+    best = summarize(samples, secs, warm, 1, protocol.cv_threshold)
+    windows = 1
+    while best.unstable and windows <= protocol.max_remeasure:
+        samples, secs = window()
+        windows += 1
+        again = summarize(samples, secs, warm, windows, protocol.cv_threshold)
+        best = again if again.cv < best.cv else best
+    return LatencyStats(**{**best.to_dict(), "windows": windows})

@@ -1,0 +1,327 @@
+"""The isolated worker: one job (prepare the reference, or build+measure one trial) per process.
+
+Run as ``python -m planner.measure.worker JOB.json``.  It writes ``result.json``
+beside the job.  The parent (`run_job`) turns a crash, hang or OOM of this
+process into a failed trial with its reason: user model code and compiled
+engines never run in the planner process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from planner.errors import CandidateFailed, ConfigError, FailReason
+
+# ------------------------------------------------------------------ parent side
+
+
+def worker_env(target, cache_dir: Path) -> dict[str, str]:
+    """Environment of a worker: pinned thread pools, compiler caches in the planner cache, no telemetry."""
+    env = dict(os.environ)
+    threads = str(target.thread_count())
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS"):
+        env[var] = threads
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir) / "inductor")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DO_NOT_TRACK", "true")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_job(job: dict[str, Any], jobdir: Path, timeout: float, env: dict[str, str]) -> dict[str, Any]:
+    """Run one job in a fresh process; always return a result dict (never raises for candidate faults)."""
+    jobdir.mkdir(parents=True, exist_ok=True)
+    job_path, result_path, log_path = jobdir / "job.json", jobdir / "result.json", jobdir / "worker.log"
+    if result_path.exists():
+        result_path.unlink()
+    job = {**job, "result": str(result_path)}
+    job_path.write_text(json.dumps(job, indent=2, default=str))
+    t0 = time.perf_counter()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "planner.measure.worker", str(job_path)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return _failure(FailReason.TIMEOUT, f"worker exceeded the {timeout:.0f} s trial timeout", log_path, t0)
+        except KeyboardInterrupt:
+            _kill_group(proc)
+            raise
+    if result_path.is_file():
+        try:
+            res = json.loads(result_path.read_text())
+            res["wall_seconds"] = time.perf_counter() - t0
+            return res
+        except json.JSONDecodeError:
+            pass
+    if rc < 0:
+        sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+        if -rc == signal.SIGKILL:
+            return _failure(FailReason.OOM, "worker was killed (SIGKILL): most likely out of memory", log_path, t0)
+        return _failure(FailReason.CRASH, f"worker died from signal {sig}", log_path, t0)
+    return _failure(FailReason.CRASH, f"worker exited with code {rc} without a result", log_path, t0)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
+def _failure(reason: FailReason, message: str, log_path: Path, t0: float) -> dict[str, Any]:
+    tail = ""
+    if log_path.is_file():
+        tail = log_path.read_text(errors="replace")[-2000:]
+    return {"status": "failed", "reason": reason.value, "message": message, "log_tail": tail, "wall_seconds": time.perf_counter() - t0}
+
+
+# ------------------------------------------------------------------ worker side
+
+
+def _rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _batches(inputs: dict, n: int, batch: int):
+    """Yield (feed, valid) covering n samples in batches of exactly ``batch`` (last one padded)."""
+    import numpy as np
+
+    for start in range(0, n, batch):
+        idx = np.arange(start, start + batch) % n
+        valid = min(batch, n - start)
+        yield {k: np.ascontiguousarray(v[idx]) for k, v in inputs.items()}, valid
+
+
+def _flat_outputs(outs: list) -> "Any":
+    import numpy as np
+
+    b = outs[0].shape[0]
+    return np.concatenate([np.asarray(o, dtype=np.float32).reshape(b, -1) for o in outs], axis=1)
+
+
+def _setup_threads(target) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(target.thread_count())
+    except ImportError:
+        pass
+
+
+def do_prepare(job: dict) -> dict:
+    """Load the model, compute its hash and the fp32 eager reference outputs on the evaluation set."""
+    import numpy as np
+
+    from planner.model import ModelSpec
+    from planner.source import ModelSource
+    from planner.target import Target
+
+    spec = ModelSpec.from_dict(job["spec"])
+    target = Target.model_validate(job["target"])
+    _setup_threads(target)
+    src = ModelSource(spec, Path(job["cache_dir"]))
+    n = int(job.get("eval_samples", 32))
+    inputs = src.sample_inputs(n, seed=int(job.get("seed", 0)))
+    t0 = time.perf_counter()
+    if src.format == "onnx":
+        from planner.backends.onnxruntime import make_session
+
+        sess = make_session(Path(spec.ref), {"graph_optimization_level": "disable"}, target)
+        names = [i.name for i in sess.get_inputs()]
+        run = lambda feed: [np.asarray(o) for o in sess.run(None, dict(zip(names, feed.values())))]  # noqa: E731
+        params = None
+    else:
+        import torch
+
+        module = src.base_module()
+        params = sum(p.numel() for p in module.parameters())
+
+        def run(feed):
+            with torch.inference_mode():
+                out = module(*[torch.from_numpy(v) for v in feed.values()])
+            return [o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+
+    outs = []
+    for feed, valid in _batches(inputs, n, min(8, n)):
+        outs.append(_flat_outputs(run(feed))[:valid])
+    ref = np.concatenate(outs)
+    ref_seconds = time.perf_counter() - t0
+    arrays = {f"in:{k}": v for k, v in inputs.items()}
+    arrays["ref"] = ref
+    data = src.data()
+    if data is not None and "labels" in data:
+        arrays["labels"] = data["labels"][np.arange(n) % len(data["labels"])]
+    out_path = Path(job["reference"])
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out_path)
+    return {
+        "status": "ok",
+        "model_hash": src.model_hash(),
+        "inputs": [i.to_dict() for i in src.inputs],
+        "output_kind": src.output_kind,
+        "output_shape": list(ref.shape[1:]),
+        "param_count": params,
+        "synthetic_data": src.synthetic,
+        "has_labels": "labels" in arrays,
+        "format": src.format,
+        "reference_seconds": ref_seconds,
+    }
+
+
+def do_trial(job: dict) -> dict:
+    import numpy as np
+
+    from planner.backends import registry
+    from planner.config import TrialConfig
+    from planner.measure.quality import quality_metrics
+    from planner.measure.timer import EarlyExit, measure
+    from planner.model import ModelSpec
+    from planner.source import ModelSource
+    from planner.target import Target
+
+    spec = ModelSpec.from_dict(job["spec"])
+    target = Target.model_validate(job["target"])
+    cfg = TrialConfig.from_dict(job["config"])
+    workdir = Path(job["workdir"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    _setup_threads(target)
+    src = ModelSource(spec, Path(job["cache_dir"]))
+    backend_cls = registry.get(cfg.backend)
+    reason = backend_cls.check(cfg, target, src.format)
+    if reason:
+        raise CandidateFailed(FailReason.UNSUPPORTED, reason)
+    avail = backend_cls.availability()
+    if not avail.usable:
+        raise CandidateFailed(FailReason.UNSUPPORTED, avail.detail)
+
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    try:
+        build = backend_cls().compile(src, cfg, target, workdir)
+    except (CandidateFailed, ConfigError):
+        raise
+    except MemoryError:
+        raise CandidateFailed(FailReason.OOM, "out of memory while compiling") from None
+    except Exception as e:
+        traceback.print_exc()
+        raise CandidateFailed(FailReason.COMPILE, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}") from None
+    build_seconds = time.perf_counter() - t0
+    if not build.ok:
+        raise CandidateFailed(FailReason.COMPILE, build.error or "backend returned no runtime")
+    rt = build.runtime
+    assert rt is not None
+
+    # quality on the fixed evaluation set, against the fp32 eager reference
+    with np.load(job["reference"], allow_pickle=False) as z:
+        ref = z["ref"]
+        inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
+        labels = z["labels"] if "labels" in z.files else None
+    n = len(ref)
+    outs = []
+    try:
+        for feed, valid in _batches(inputs, n, cfg.batch_size):
+            outs.append(_flat_outputs(rt.infer(feed))[:valid])
+    except Exception as e:
+        traceback.print_exc()
+        raise CandidateFailed(FailReason.CRASH, f"inference failed: {type(e).__name__}: {str(e)[:300]}") from None
+    try:
+        quality = quality_metrics(ref, np.concatenate(outs), job.get("output_kind", "logits"), labels)
+    except ValueError as e:
+        raise CandidateFailed(FailReason.QUALITY, str(e)) from None
+
+    # latency: one batch, inputs in place, per the target's protocol
+    feed, _ = next(_batches(inputs, n, cfg.batch_size))
+    fn = rt.bind(feed)
+    try:
+        stats = measure(fn, target.measurement, sync=rt.synchronize, abort_above_ms=job.get("abort_above_ms"))
+    except EarlyExit as e:
+        return {
+            "status": "failed", "reason": FailReason.EARLY_EXIT.value,
+            "message": f"hopeless: {e}", "quality": quality, "early_exit_median_ms": e.median_ms,
+            "compile_seconds": build.compile_seconds,
+        }
+    peak = _peak_rss_mb()
+    gpu_peak = None
+    if rt.device.startswith("cuda"):
+        import torch
+
+        gpu_peak = torch.cuda.max_memory_allocated() / 2**20
+    artifacts = [p for p in build.artifacts if Path(p).is_file()]
+    return {
+        "status": "ok",
+        "latency": stats.to_dict(),
+        "quality": quality,
+        "compile_seconds": build.compile_seconds,
+        "build_seconds": build_seconds,
+        "build_info": build.info,
+        "transform_info": src.transform_info,
+        "artifacts": [str(Path(p).relative_to(workdir)) if Path(p).is_relative_to(workdir) else str(p) for p in artifacts],
+        "artifact_mb": sum(Path(p).stat().st_size for p in artifacts) / 2**20,
+        "peak_rss_mb": peak,
+        "model_rss_mb": max(0.0, peak - rss0),
+        "gpu_peak_mb": gpu_peak,
+        "device": rt.device,
+    }
+
+
+def main(argv: list[str]) -> int:
+    job_path = Path(argv[0])
+    job = json.loads(job_path.read_text())
+    result_path = Path(job["result"])
+    try:
+        res = do_prepare(job) if job["kind"] == "prepare" else do_trial(job)
+    except ConfigError as e:
+        res = {"status": "config_error", "message": str(e)}
+    except CandidateFailed as e:
+        res = {"status": "failed", "reason": e.reason.value, "message": e.message}
+    except MemoryError:
+        res = {"status": "failed", "reason": FailReason.OOM.value, "message": "out of memory"}
+    except Exception as e:  # anything else inside one candidate is that candidate's crash
+        traceback.print_exc()
+        res = {"status": "failed", "reason": FailReason.CRASH.value, "message": f"{type(e).__name__}: {str(e)[:300]}"}
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=2, default=_json_default))
+    os.replace(tmp, result_path)
+    return 0
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+    except ImportError:
+        pass
+    return str(o)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

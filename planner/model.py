@@ -1,0 +1,162 @@
+"""ModelSpec: what the user asked to optimize, validated without importing torch.
+
+Accepted references:
+  * a zoo name: ``tiny-mlp``, ``resnet18``, ``bert-mini`` (see ``planner models``)
+  * ``path/to/file.py:factory`` or ``package.module:factory`` returning an eval-mode ``nn.Module``
+  * ``path/to/model.onnx``
+  * ``path/to/model.yaml`` holding ``source`` plus optional ``inputs``, ``output_kind``, ``data``
+
+The user's code is only ever run inside worker processes (see ``source.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from planner.errors import ConfigError, did_you_mean
+
+DTYPES = ("float32", "float16", "int64", "int32", "bool")
+OUTPUT_KINDS = ("auto", "logits", "embedding")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input; axis 0 is the batch axis."""
+
+    name: str
+    shape: tuple[int, ...]  # without the batch axis
+    dtype: str = "float32"
+    low: int = 0  # integer inputs: values drawn from [low, high)
+    high: int = 2
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        return cls(d["name"], tuple(int(x) for x in d["shape"]), d.get("dtype", "float32"), int(d.get("low", 0)), int(d.get("high", 2)))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    ref: str  # as the user gave it (or the YAML's source)
+    kind: Literal["zoo", "file", "module", "onnx"]
+    name: str  # short name for experiment / registry names
+    inputs: tuple[InputSpec, ...] = ()  # empty: the factory or zoo entry provides them
+    output_kind: str = "auto"
+    data: Optional[str] = None  # .npz with evaluation/calibration inputs (and optional labels)
+    seed: int = 0
+    extra: tuple = field(default=())
+
+    def to_dict(self) -> dict:
+        return {
+            "ref": self.ref, "kind": self.kind, "name": self.name,
+            "inputs": [i.to_dict() for i in self.inputs], "output_kind": self.output_kind,
+            "data": self.data, "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(d["ref"], d["kind"], d["name"], tuple(InputSpec.from_dict(i) for i in d.get("inputs", ())),
+                   d.get("output_kind", "auto"), d.get("data"), int(d.get("seed", 0)))
+
+
+class _InputYAML(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    shape: list[int] = Field(description="shape without the batch axis")
+    dtype: Literal["float32", "float16", "int64", "int32", "bool"] = "float32"
+    low: int = 0
+    high: int = 2
+
+
+class _ModelYAML(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    name: Optional[str] = None
+    inputs: list[_InputYAML] = Field(default_factory=list)
+    output_kind: Literal["auto", "logits", "embedding"] = "auto"
+    data: Optional[str] = None
+    seed: int = 0
+
+
+_MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
+
+
+def parse_input_shapes(text: str) -> tuple[InputSpec, ...]:
+    """``name:3x224x224:float32,ids:128:int64`` -> InputSpecs (batch axis excluded)."""
+    out = []
+    for i, part in enumerate(p for p in text.split(",") if p.strip()):
+        bits = part.strip().split(":")
+        if len(bits) not in (2, 3):
+            raise ConfigError(f"--inputs: {part!r}: expected NAME:DIMxDIM[:DTYPE], e.g. x:3x224x224:float32")
+        name, dims = bits[0], bits[1]
+        dtype = bits[2] if len(bits) == 3 else "float32"
+        if dtype not in DTYPES:
+            raise ConfigError(f"--inputs: {part!r}: dtype {dtype!r}; {did_you_mean(dtype, DTYPES)}")
+        try:
+            shape = tuple(int(d) for d in dims.split("x") if d)
+        except ValueError:
+            raise ConfigError(f"--inputs: {part!r}: dimensions must be integers joined by 'x'") from None
+        if any(d <= 0 for d in shape):
+            raise ConfigError(f"--inputs: {part!r}: dimensions must be positive")
+        out.append(InputSpec(name or f"input{i}", shape, dtype, 0, 2))
+    return tuple(out)
+
+
+def parse_model(ref: str, inputs: tuple[InputSpec, ...] = (), output_kind: str = "auto", data: str | None = None) -> ModelSpec:
+    """Validate a model reference (syntax, file existence, zoo name) without running user code."""
+    from planner.zoo import ZOO
+
+    if output_kind not in OUTPUT_KINDS:
+        raise ConfigError(f"--output-kind: {output_kind!r}; {did_you_mean(output_kind, OUTPUT_KINDS)}")
+    if data is not None and not Path(data).is_file():
+        raise ConfigError(f"--data {data}: file not found (expected an .npz of inputs)")
+    if ref.endswith((".yaml", ".yml")):
+        from planner.yamlio import read_yaml, validate
+
+        y = validate(_ModelYAML, read_yaml(ref), ref)
+        base = Path(ref).resolve().parent
+        src = y.source
+        if (":" in src and src.split(":")[0].endswith(".py")) or src.endswith(".onnx"):
+            src = str((base / src).resolve()) if not Path(src).is_absolute() else src
+        d = y.data
+        if d is not None and not Path(d).is_absolute():
+            d = str((base / d).resolve())
+        spec = parse_model(src, tuple(InputSpec(i.name, tuple(i.shape), i.dtype, i.low, i.high) for i in y.inputs) or inputs,
+                           y.output_kind if y.output_kind != "auto" else output_kind, d or data)
+        return ModelSpec(spec.ref, spec.kind, y.name or spec.name, spec.inputs, spec.output_kind, spec.data, y.seed)
+    if ref in ZOO:
+        return ModelSpec(ref, "zoo", ref, inputs, output_kind, data)
+    if ref.endswith(".onnx"):
+        p = Path(ref)
+        if not p.is_file():
+            raise ConfigError(f"--model {ref}: ONNX file not found")
+        return ModelSpec(str(p.resolve()), "onnx", p.stem, inputs, output_kind, data)
+    if ":" in ref:
+        path, _, factory = ref.rpartition(":")
+        if path.endswith(".py"):
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"--model {ref}: file {path} not found")
+            if not factory.isidentifier():
+                raise ConfigError(f"--model {ref}: {factory!r} is not a Python function name")
+            return ModelSpec(f"{p.resolve()}:{factory}", "file", p.stem, inputs, output_kind, data)
+        if _MODULE_RE.match(ref):
+            return ModelSpec(ref, "module", path.rsplit(".", 1)[-1], inputs, output_kind, data)
+    raise ConfigError(
+        f"--model {ref!r}: not a zoo model, a file.py:factory, a package.module:factory, an .onnx or a model .yaml; "
+        f"zoo models: {', '.join(sorted(ZOO))}" + (f" (did you mean '{m}'?)" if (m := _close(ref, ZOO)) else "")
+    )
+
+
+def _close(name, choices):
+    import difflib
+
+    c = difflib.get_close_matches(name, list(choices), n=1)
+    return c[0] if c else None

@@ -1,0 +1,1 @@
+"""Recording: MLflow observer of trials, self-describing manifests."""

@@ -1,0 +1,48 @@
+"""Objectives and constraints of a study, from the target and the chosen objective names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.errors import ConfigError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str  # as given on the command line
+    metric: str  # key in a trial's metrics
+    direction: str  # minimize | maximize
+
+
+OBJECTIVES = {
+    "latency": Objective("latency", "latency_ms", "minimize"),
+    "quality": Objective("quality", "quality_loss", "minimize"),
+    "throughput": Objective("throughput", "throughput", "maximize"),
+    "memory": Objective("memory", "peak_rss_mb", "minimize"),
+    "size": Objective("size", "artifact_mb", "minimize"),
+}
+
+
+def parse_objectives(text: str | tuple[str, ...]) -> tuple[Objective, ...]:
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if not names:
+        raise ConfigError("--objectives: give at least one of " + ", ".join(OBJECTIVES))
+    bad = [n for n in names if n not in OBJECTIVES]
+    if bad:
+        raise ConfigError(f"--objectives: unknown objective {bad[0]!r}; {did_you_mean(bad[0], OBJECTIVES)}")
+    if len(set(names)) != len(names):
+        raise ConfigError("--objectives: an objective is listed twice")
+    return tuple(OBJECTIVES[n] for n in names)
+
+
+def constraints(metrics: dict[str, float], target) -> dict[str, float]:
+    """Optuna constraint values (≤ 0 feasible) from the target's constraints."""
+    c = target.constraints
+    out = {"quality": metrics["quality_loss"] - c.max_quality_loss}
+    if c.latency_slo_ms is not None:
+        out["latency_slo"] = metrics["latency_ms"] - c.latency_slo_ms
+    if c.max_memory_mb is not None:
+        mem = metrics.get("gpu_peak_mb") if target.is_gpu else metrics.get("peak_rss_mb")
+        if mem is not None:
+            out["memory"] = mem - c.max_memory_mb
+    return out

@@ -1,0 +1,503 @@
+"""The orchestrator: spec -> space -> config -> (worker: transform, compile, measure) -> record -> select.
+
+Only this module and the CLI meet every stage.  Optuna storage is the source
+of truth (resumable); MLflow observes; every candidate runs in its own worker
+process so that a crash, hang or OOM is one failed trial, never a dead study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from planner.config import TrialConfig
+from planner.errors import ConfigError, FailReason
+from planner.model import ModelSpec
+from planner.paths import Home
+from planner.search.objectives import Objective, constraints, parse_objectives
+from planner.space import SearchSpace, sample, usable_backends
+from planner.target import Target, check_host
+
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    trials: int = 20
+    timeout: float | None = None  # seconds for the whole study
+    trial_timeout: float = 900.0  # seconds per candidate (compile + measure)
+    study_name: str | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    sampler: str = "tpe"
+    seed: int | None = 0
+    objectives: tuple[str, ...] = ("latency", "quality")
+    eval_samples: int = 32
+    early_exit_factor: float | None = 20.0  # stop measuring a candidate this many times slower per sample than the best
+    allow_mismatch: bool = False
+    max_duplicates: int = 25  # consecutive already-measured suggestions before we call the space exhausted
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    config: TrialConfig | None
+    status: str  # ok | infeasible | failed | duplicate
+    reason: str | None = None
+    message: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+@dataclass
+class StudyResult:
+    study_name: str
+    storage: str
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str | None
+    outcomes: list[TrialOutcome]
+    front: list  # list[select.pareto.Point]
+    home: Path
+    stopped_because: str = ""
+
+
+class Reporter(Protocol):
+    def start(self, study_name: str, total: int, info: dict[str, Any]) -> None: ...
+    def trial_started(self, number: int, cfg: TrialConfig) -> None: ...
+    def trial_done(self, outcome: TrialOutcome) -> None: ...
+    def end(self, result: StudyResult) -> None: ...
+
+
+class SilentReporter:
+    def start(self, study_name, total, info): pass
+    def trial_started(self, number, cfg): pass
+    def trial_done(self, outcome): pass
+    def end(self, result): pass
+
+
+def default_study_name(model: ModelSpec, target: Target, space: SearchSpace) -> str:
+    return f"{model.name}-{target.name}-{space.name}"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:120]
+
+
+def make_sampler(name: str, seed: int | None, n_objectives: int):
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return _ExhaustiveSampler(seed=seed)
+    from planner.errors import did_you_mean
+
+    raise ConfigError(f"--sampler {name!r}; {did_you_mean(name, SAMPLERS)}")
+
+
+def _exhaustive_sampler_cls():
+    import optuna
+
+    class Exhaustive(optuna.samplers.BruteForceSampler):
+        """Brute force over the (conditional) space; flags exhaustion instead of calling study.stop()
+        outside optimize(), which Optuna forbids in the ask/tell loop."""
+
+        exhausted = False
+
+        def after_trial(self, study, trial, state, values):
+            try:
+                super().after_trial(study, trial, state, values)
+            except RuntimeError as e:
+                if "Study.stop" not in str(e):
+                    raise
+                self.exhausted = True
+
+    return Exhaustive
+
+
+def _ExhaustiveSampler(seed=None):
+    return _exhaustive_sampler_cls()(seed=seed)
+
+
+def metrics_of(res: dict[str, Any], cfg: TrialConfig, target: Target) -> dict[str, float]:
+    lat = res["latency"]
+    m: dict[str, float] = {
+        "latency_ms": lat[f"{target.constraints.latency_percentile}_ms"],
+        "latency_p50_ms": lat["p50_ms"], "latency_p90_ms": lat["p90_ms"], "latency_p99_ms": lat["p99_ms"],
+        "latency_mean_ms": lat["mean_ms"], "latency_min_ms": lat["min_ms"], "latency_cv": lat["cv"],
+        "latency_samples": lat["n"], "latency_windows": lat["windows"],
+        "latency_per_sample_ms": lat["p50_ms"] / cfg.batch_size,
+        "throughput": cfg.batch_size / (lat["p50_ms"] / 1e3),
+        "compile_seconds": res.get("compile_seconds", 0.0),
+        "peak_rss_mb": res.get("peak_rss_mb", 0.0),
+        "model_rss_mb": res.get("model_rss_mb", 0.0),
+        "artifact_mb": res.get("artifact_mb", 0.0),
+        "batch_size": cfg.batch_size,
+    }
+    if res.get("gpu_peak_mb") is not None:
+        m["gpu_peak_mb"] = res["gpu_peak_mb"]
+    for k, v in (res.get("quality") or {}).items():
+        m[k] = v
+    for k, v in (res.get("build_info") or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            m[f"build.{k}"] = v
+    for k, v in (res.get("transform_info") or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            m[f"transform.{k}"] = v
+    return m
+
+
+class Optimizer:
+    """One study: set-up, the trial loop, and the final Pareto bookkeeping."""
+
+    def __init__(self, model: ModelSpec, target: Target, space: SearchSpace, home: Home, options: StudyOptions,
+                 reporter: Reporter | None = None, space_path: Path | None = None, target_path: Path | None = None):
+        self.model, self.target, self.space, self.opts = model, target, space, options
+        self.home = home
+        self.reporter = reporter or SilentReporter()
+        self.space_path, self.target_path = space_path, target_path
+        self.objectives: tuple[Objective, ...] = parse_objectives(options.objectives)
+        if options.sampler not in SAMPLERS:
+            make_sampler(options.sampler, None, 1)  # raises ConfigError
+        if options.trials < 1:
+            raise ConfigError(f"--trials {options.trials}: must be ≥ 1")
+        if options.timeout is not None and options.timeout <= 0:
+            raise ConfigError(f"--timeout {options.timeout}: must be > 0 seconds")
+        if options.trial_timeout <= 0:
+            raise ConfigError(f"--trial-timeout {options.trial_timeout}: must be > 0 seconds")
+        self.study_name = options.study_name or default_study_name(model, target, space)
+        self.storage_url = options.storage or home.optuna_url
+        self.tracking_uri = options.tracking_uri or home.tracking_uri
+        self.experiment = f"planner/{model.name}/{target.name}"
+        self.study_dir = home.study_dir(_safe(self.study_name))
+
+    # ------------------------------------------------------------------ set-up
+    def validate(self) -> list[str]:
+        """Everything checkable before any state is written.  Returns the usable backends."""
+        check_host(self.target, self.opts.allow_mismatch)
+        fmt = "onnx" if self.model.kind == "onnx" else "torch"
+        backends, skipped = usable_backends(self.space, self.target, fmt)
+        self.skipped = skipped
+        if not backends:
+            why = "; ".join(f"{b}: {r}" for b, r in skipped.items())
+            raise ConfigError(f"search space '{self.space.name}': no backend usable on target '{self.target.name}' ({why})")
+        from planner.space import batch_sizes
+
+        if not batch_sizes(self.space, self.target):
+            raise ConfigError(
+                f"search space '{self.space.name}': batch_size values all exceed target '{self.target.name}' "
+                f"max_batch_size {self.target.max_batch_size}"
+            )
+        return backends
+
+    def prepare(self) -> dict[str, Any]:
+        """Load the model in a worker and compute the fp32 reference; user errors surface as ConfigError."""
+        from planner.measure.worker import run_job, worker_env
+
+        self.home.cache.mkdir(parents=True, exist_ok=True)
+        staging = self.home.root / "staging" / f"{_safe(self.study_name)}-{os.getpid()}"
+        ref = staging / "reference.npz"
+        job = {
+            "kind": "prepare", "spec": self.model.to_dict(), "target": self.target.model_dump(mode="json"),
+            "cache_dir": str(self.home.cache), "reference": str(ref), "eval_samples": self.opts.eval_samples,
+        }
+        res = run_job(job, staging, self.opts.trial_timeout, worker_env(self.target, self.home.cache))
+        if res["status"] == "config_error":
+            _rmtree(staging)
+            raise ConfigError(res["message"].splitlines())
+        if res["status"] != "ok":
+            tail = (res.get("log_tail") or "").strip().splitlines()[-1:] or [""]
+            _rmtree(staging)
+            raise ConfigError(f"model {self.model.ref}: could not be loaded and run in fp32 ({res.get('reason')}: {res.get('message')}) {tail[0]}")
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(ref, self.study_dir / "reference.npz")
+        _rmtree(staging)
+        self.model_info = res
+        return res
+
+    def open_study(self):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study = optuna.create_study(
+                study_name=self.study_name, storage=self.storage_url, load_if_exists=True,
+                directions=[o.direction for o in self.objectives],
+                sampler=make_sampler(self.opts.sampler, self.opts.seed, len(self.objectives)),
+            )
+        except ValueError as e:  # e.g. directions differ from the stored study
+            raise ConfigError(f"--study {self.study_name}: {e}") from None
+        except Exception as e:
+            from planner.record.mlflow import redact
+
+            raise ConfigError(f"--storage {redact(self.storage_url)}: cannot open the Optuna storage ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        attrs = study.user_attrs
+        mine = {"model": self.model.ref, "model_hash": self.model_info["model_hash"], "target": self.target.name,
+                "space": self.space.name, "objectives": [o.name for o in self.objectives]}
+        if attrs.get("model_hash"):
+            for k in ("model_hash", "target", "space", "objectives"):
+                if attrs.get(k) != mine[k]:
+                    raise ConfigError(
+                        f"--study {self.study_name}: exists with {k}={attrs.get(k)!r}, but this run has {mine[k]!r}; "
+                        "choose another --study name to start a new study"
+                    )
+        else:
+            for k, v in mine.items():
+                study.set_user_attr(k, v)
+            study.set_user_attr("model_spec", self.model.to_dict())
+            study.set_user_attr("target_spec", self.target.model_dump(mode="json"))
+            study.set_user_attr("space_spec", self.space.model_dump(mode="json"))
+            study.set_user_attr("model_info", {k: v for k, v in self.model_info.items() if k != "status"})
+            study.set_metric_names([o.metric for o in self.objectives])
+        self._fail_orphans(study)
+        return study
+
+    def _fail_orphans(self, study) -> None:
+        """Trials left RUNNING by a dead process of this host are failed, so resume neither loses nor repeats work."""
+        from optuna.trial import TrialState
+
+        host = socket.gethostname()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            pid = t.user_attrs.get("pid")
+            if t.user_attrs.get("host") == host and pid and not _pid_alive(int(pid)):
+                study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted")
+                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+
+    def open_recorder(self, study):
+        from planner.record.mlflow import MlflowRecorder
+
+        rec = MlflowRecorder(self.tracking_uri, self.experiment, self.home.artifacts if self.opts.tracking_uri is None else None)
+        files = []
+        snap = self.study_dir / "inputs"
+        snap.mkdir(parents=True, exist_ok=True)
+        (snap / "target.yaml").write_text(self.target.to_yaml())
+        import yaml
+
+        (snap / "search_space.yaml").write_text(yaml.safe_dump(self.space.model_dump(mode="json", exclude_none=True), sort_keys=False))
+        files = [snap / "target.yaml", snap / "search_space.yaml"]
+        params = {
+            "study": self.study_name, "model": self.model.ref, "model_hash": self.model_info["model_hash"],
+            "target": self.target.name, "search_space": self.space.name, "sampler": self.opts.sampler,
+            "objectives": ",".join(o.name for o in self.objectives), "latency_percentile": self.target.constraints.latency_percentile,
+            "max_quality_loss": self.target.constraints.max_quality_loss, "latency_slo_ms": self.target.constraints.latency_slo_ms,
+            "synthetic_data": self.model_info.get("synthetic_data"), "param_count": self.model_info.get("param_count"),
+        }
+        tags = {"planner.study": self.study_name, "planner.model": self.model.name, "planner.target": self.target.name,
+                "planner.data": "synthetic" if self.model_info.get("synthetic_data") else "user"}
+        parent = rec.start_study(self.study_name, study.user_attrs.get("mlflow_parent_run_id"), tags, params, files)
+        study.set_user_attr("mlflow_parent_run_id", parent)
+        study.set_user_attr("mlflow_experiment", self.experiment)
+        return rec
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> StudyResult:
+        backends = self.validate()
+        self.home.ensure()
+        self.prepare()
+        study = self.open_study()
+        rec = self.open_recorder(study)
+        seen = self._seen(study)
+        fmt = self.model_info.get("format", "torch")
+        outcomes: list[TrialOutcome] = []
+        self.reporter.start(self.study_name, self.opts.trials, {
+            "backends": backends, "skipped": self.skipped, "experiment": self.experiment,
+            "model_info": self.model_info, "resumed": len(study.trials),
+        })
+        t_start, dup_run, stopped = time.monotonic(), 0, "trial budget reached"
+        status = "FINISHED"
+        try:
+            for _ in range(self.opts.trials):
+                if self.opts.timeout is not None and time.monotonic() - t_start > self.opts.timeout:
+                    stopped = f"study timeout ({self.opts.timeout:.0f} s) reached"
+                    break
+                out = self._one_trial(study, rec, backends, fmt, seen)
+                outcomes.append(out)
+                self.reporter.trial_done(out)
+                dup_run = dup_run + 1 if out.status == "duplicate" else 0
+                if getattr(study.sampler, "exhausted", False):
+                    stopped = "search space exhausted (every combination measured)"
+                    break
+                if dup_run >= self.opts.max_duplicates:
+                    stopped = f"search space exhausted ({dup_run} suggestions in a row were already measured)"
+                    break
+        except KeyboardInterrupt:
+            status = "KILLED"
+            stopped = "interrupted"
+            raise
+        finally:
+            result = self._finish(study, rec, outcomes, stopped, status)
+        self.reporter.end(result)
+        return result
+
+    def _seen(self, study) -> dict[str, Any]:
+        from optuna.trial import TrialState
+
+        return {
+            t.user_attrs["config_key"]: t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "config_key" in t.user_attrs and t.user_attrs.get("duplicate_of") is None
+        }
+
+    def _best_per_sample_ms(self, study) -> float | None:
+        from planner.select.pareto import feasible_points
+
+        pts = feasible_points(study)
+        vals = [p.metrics.get("latency_per_sample_ms") for p in pts if p.metrics.get("latency_per_sample_ms")]
+        return min(vals) if vals else None
+
+    def _one_trial(self, study, rec, backends, fmt, seen) -> TrialOutcome:
+        from optuna.trial import TrialState
+
+        trial = study.ask()
+        try:
+            return self._run_trial(study, trial, rec, backends, fmt, seen)
+        except BaseException as e:  # a planner bug or Ctrl-C: never leave the Optuna trial RUNNING
+            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                trial.set_user_attr("fail_reason", "interrupted" if isinstance(e, KeyboardInterrupt) else "planner_error")
+                trial.set_user_attr("fail_message", f"{type(e).__name__}: {e}"[:2000])
+                study.tell(trial, state=TrialState.FAIL)
+            raise
+
+    def _run_trial(self, study, trial, rec, backends, fmt, seen) -> TrialOutcome:
+        from optuna.trial import TrialState
+
+        from planner.measure.worker import run_job, worker_env
+
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        cfg = sample(trial, self.space, self.target, fmt, backends)
+        key = cfg.key()
+        trial.set_user_attr("config_key", key)
+        trial.set_user_attr("config", cfg.to_dict())
+        trial.set_user_attr("label", cfg.describe())
+
+        prev = seen.get(key)
+        if prev is not None:  # measured before: reuse, do not measure again
+            trial.set_user_attr("duplicate_of", prev.number)
+            if prev.user_attrs.get("mlflow_run_id"):
+                trial.set_user_attr("mlflow_run_id", prev.user_attrs["mlflow_run_id"])
+            trial.set_user_attr("metrics", prev.user_attrs.get("metrics", {}))
+            for name, v in prev.constraints.items():
+                trial.set_constraint(name, v)
+            study.tell(trial, prev.values)
+            return TrialOutcome(trial.number, cfg, "duplicate", message=f"same config as trial {prev.number}",
+                                metrics=prev.user_attrs.get("metrics", {}), run_id=prev.user_attrs.get("mlflow_run_id"))
+
+        self.reporter.trial_started(trial.number, cfg)
+        run_id = rec.start_trial(trial.number, {**cfg.flat(), "config_key": key}, {
+            "backend": cfg.backend, "precision": cfg.precision, "batch_size": str(cfg.batch_size),
+            "planner.label": cfg.describe(), "planner.status": "running",
+        })
+        trial.set_user_attr("mlflow_run_id", run_id)
+        workdir = self.study_dir / "trials" / f"{trial.number:04d}"
+        best = self._best_per_sample_ms(study)
+        abort = best * cfg.batch_size * self.opts.early_exit_factor if (best and self.opts.early_exit_factor) else None
+        job = {
+            "kind": "trial", "spec": self.model.to_dict(), "target": self.target.model_dump(mode="json"),
+            "config": cfg.to_dict(), "cache_dir": str(self.home.cache), "workdir": str(workdir),
+            "reference": str(self.study_dir / "reference.npz"), "output_kind": self.model_info.get("output_kind", "logits"),
+            "abort_above_ms": abort,
+        }
+        try:
+            res = run_job(job, workdir, self.opts.trial_timeout, worker_env(self.target, self.home.cache))
+        except KeyboardInterrupt:
+            rec.end_trial(run_id, {}, {"planner.status": "interrupted"}, None, [], ok=False)
+            raise
+
+        if res.get("status") == "ok":
+            metrics = metrics_of(res, cfg, self.target)
+            cons = constraints(metrics, self.target)
+            feasible = all(v <= 0 for v in cons.values())
+            for name, v in cons.items():
+                trial.set_constraint(name, v)
+            trial.set_user_attr("metrics", metrics)
+            values = [metrics[o.metric] for o in self.objectives]
+            files = list(res.get("artifacts", []))
+            manifest = self._manifest(workdir, files, trial.number, cfg, metrics, res, trial.params)
+            study.tell(trial, values)
+            seen[key] = study.trials[trial.number] if len(study.trials) > trial.number else trial
+            status = "ok" if feasible else "infeasible"
+            violated = ",".join(k for k, v in cons.items() if v > 0)
+            tags = {"planner.status": status, "planner.violated": violated} if violated else {"planner.status": status}
+            rec.end_trial(run_id, metrics, tags, workdir, files + [manifest, "worker.log"], ok=True)
+            return TrialOutcome(trial.number, cfg, status, reason=(FailReason.QUALITY.value if "quality" in violated else (violated or None)),
+                                message=f"violates {violated}" if violated else None, metrics=metrics, run_id=run_id)
+
+        reason = res.get("reason", FailReason.CRASH.value) if res.get("status") == "failed" else FailReason.CRASH.value
+        message = res.get("message", "")
+        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr("fail_message", message[:2000])
+        study.tell(trial, state=TrialState.FAIL)
+        partial = {f"quality.{k}": v for k, v in (res.get("quality") or {}).items()}
+        if res.get("early_exit_median_ms"):
+            partial["early_exit_median_ms"] = res["early_exit_median_ms"]
+        rec.end_trial(run_id, partial, {"planner.status": "failed", "planner.fail_reason": reason, "planner.fail_message": message[:4000]},
+                      workdir, ["worker.log"], ok=False)
+        return TrialOutcome(trial.number, cfg, "failed", reason=reason, message=message, run_id=run_id)
+
+    def _manifest(self, workdir: Path, files: list[str], number: int, cfg: TrialConfig, metrics, res, params) -> str:
+        from planner.record.manifest import build_manifest, write_manifest
+
+        m = build_manifest(
+            directory=workdir, files=files,
+            model={**self.model.to_dict(), "hash": self.model_info["model_hash"], "inputs": self.model_info["inputs"],
+                   "output_kind": self.model_info.get("output_kind")},
+            target=self.target.model_dump(mode="json"),
+            trial={"study": self.study_name, "number": number, "config": cfg.to_dict(), "params": params, "config_key": cfg.key()},
+            metrics=metrics, backend_info={"name": cfg.backend, **(res.get("build_info") or {})},
+            reproduce=f"planner export --study {self.study_name} --trial {number} --out DIR",
+        )
+        write_manifest(workdir / "manifest.json", m)
+        return "manifest.json"
+
+    def _finish(self, study, rec, outcomes, stopped: str, status: str) -> StudyResult:
+        from planner.select.pareto import markdown_table, pareto_front, table_rows
+
+        front = pareto_front(study)
+        try:
+            rec.mark_pareto({p.run_id for p in front if p.run_id}, markdown_table(front), table_rows(front))
+            rec.client.set_tag(rec.parent_run_id, "planner.stopped", stopped)
+            rec.finish_study(status)
+        except Exception as e:  # recording the summary must not hide the study's own outcome
+            import sys
+
+            print(f"warning: could not record the Pareto summary in MLflow: {e}", file=sys.stderr)
+        return StudyResult(self.study_name, self.storage_url, self.tracking_uri, self.experiment, rec.parent_run_id,
+                           outcomes, front, self.home.root, stopped)
+
+
+def optimize(model: ModelSpec, target: Target, space: SearchSpace, home: Home | None = None,
+             options: StudyOptions | None = None, reporter: Reporter | None = None) -> StudyResult:
+    """Run (or resume) a study.  Raises ConfigError for bad input before writing anything."""
+    home = home or Home.resolve()
+    return Optimizer(model, target, space, home, options or StudyOptions(), reporter).run()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Selection: the Pareto front of feasible trials and policies that pick one deployment from it."""

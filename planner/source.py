@@ -1,0 +1,327 @@
+"""ModelSource: the model as backends receive it, inside a worker process.
+
+Loads the user's model once (running their code here, never in the planner
+process), resolves its inputs, applies the torch-level transforms of a config
+(prune, distill) and exports ONNX once per (model, transforms), cached on disk.
+Quantization is applied by the backend that implements the scheme.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planner.config import DistillConfig, PruneConfig, TrialConfig
+from planner.errors import ConfigError
+from planner.model import InputSpec, ModelSpec
+
+NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
+
+
+class ModelSource:
+    def __init__(self, spec: ModelSpec, cache_dir: Path):
+        self.spec = spec
+        self.cache_dir = Path(cache_dir)
+        self._module = None
+        self._inputs: tuple[InputSpec, ...] | None = None
+        self._output_kind = spec.output_kind
+        self._example_fn = None
+        self._transformed: dict[tuple, Any] = {}
+        self._hash: str | None = None
+        self._data: dict[str, np.ndarray] | None = None
+        self.log: list[str] = []  # transform notes for the trial record
+        self.transform_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def format(self) -> str:
+        return "onnx" if self.spec.kind == "onnx" else "torch"
+
+    def base_module(self):
+        """The user's fp32 module (eval mode), built once."""
+        if self.format == "onnx":
+            raise ConfigError(f"model {self.spec.ref} is an ONNX file; torch backends cannot run it")
+        if self._module is None:
+            import torch
+
+            torch.manual_seed(self.spec.seed)
+            factory, extras = _resolve_factory(self.spec)
+            module = factory()
+            if not isinstance(module, torch.nn.Module):
+                raise ConfigError(f"model {self.spec.ref}: factory returned {type(module).__name__}, expected torch.nn.Module")
+            self._module = module.eval()
+            self._example_fn = extras.get("example_inputs")
+            if not self._inputs and extras.get("inputs"):
+                self._inputs = tuple(extras["inputs"])
+            if self._output_kind == "auto" and extras.get("output_kind"):
+                self._output_kind = extras["output_kind"]
+        return self._module
+
+    @property
+    def inputs(self) -> tuple[InputSpec, ...]:
+        if self._inputs is None:
+            self._inputs = self.spec.inputs or None  # type: ignore[assignment]
+        if not self._inputs:
+            if self.format == "onnx":
+                self._inputs = _onnx_inputs(Path(self.spec.ref))
+            else:
+                self.base_module()
+                if not self._inputs and self._example_fn is not None:
+                    self._inputs = _inputs_from_example(self._example_fn, self._module)
+                if not self._inputs:
+                    raise ConfigError(
+                        f"model {self.spec.ref}: input shapes unknown; define example_inputs(batch_size) beside the "
+                        "factory, or pass --inputs NAME:DIMxDIM[:DTYPE] or a model YAML with 'inputs'"
+                    )
+        return self._inputs  # type: ignore[return-value]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    @property
+    def output_kind(self) -> str:
+        if self._output_kind == "auto" and self.format == "torch":
+            self.base_module()
+        return self._output_kind if self._output_kind != "auto" else "logits"
+
+    def model_hash(self) -> str:
+        """sha256 over the weights (torch) or the file bytes (ONNX), plus the input signature."""
+        if self._hash is None:
+            h = hashlib.sha256()
+            if self.format == "onnx":
+                h.update(Path(self.spec.ref).read_bytes())
+            else:
+                import torch
+
+                for k, v in self.base_module().state_dict().items():
+                    h.update(k.encode())
+                    t = v.detach().cpu().contiguous()
+                    h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+                    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                h.update(type(self.base_module()).__qualname__.encode())
+            for i in self.inputs:
+                h.update(repr(i).encode())
+            self._hash = h.hexdigest()[:16]
+        return self._hash
+
+    # ------------------------------------------------------------------- inputs
+    def data(self) -> dict[str, np.ndarray] | None:
+        """User data (.npz): arrays named like the inputs (first axis = samples), optional 'labels'."""
+        if self.spec.data is None:
+            return None
+        if self._data is None:
+            with np.load(self.spec.data, allow_pickle=False) as z:
+                self._data = {k: z[k] for k in z.files}
+            missing = [n for n in self.input_names if n not in self._data]
+            if missing:
+                raise ConfigError(f"--data {self.spec.data}: missing arrays {missing}; has {sorted(self._data)}")
+        return self._data
+
+    def sample_inputs(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """``n`` samples: from the user's data when given, else seeded synthetic ones."""
+        d = self.data()
+        if d is not None:
+            total = len(d[self.input_names[0]])
+            idx = np.arange(n) % total
+            return {k: np.ascontiguousarray(d[k][idx]) for k in self.input_names}
+        rng = np.random.default_rng(seed)
+        out = {}
+        for spec in self.inputs:
+            shape = (n, *spec.shape)
+            if spec.dtype.startswith("float"):
+                out[spec.name] = rng.standard_normal(shape).astype(NP_DTYPES[spec.dtype])
+            elif spec.dtype == "bool":
+                out[spec.name] = np.ones(shape, dtype=np.bool_)
+            else:
+                out[spec.name] = rng.integers(spec.low, spec.high, size=shape).astype(NP_DTYPES[spec.dtype])
+        return out
+
+    @property
+    def synthetic(self) -> bool:
+        return self.spec.data is None
+
+    def example_inputs(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+        return self.sample_inputs(batch, seed)
+
+    # --------------------------------------------------------------- transforms
+    def torch_module(self, cfg: TrialConfig | None = None):
+        """The fp32 module with the config's torch-level transforms (prune, distill) applied; cached."""
+        base = self.base_module()
+        if cfg is None or not (cfg.prune.active or cfg.distill.active):
+            return base
+        key = (cfg.prune, cfg.distill)
+        if key not in self._transformed:
+            self._transformed[key] = self._apply_transforms(base, cfg.prune, cfg.distill)
+        return self._transformed[key]
+
+    def _apply_transforms(self, base, prune: PruneConfig, distill: DistillConfig):
+        import copy
+
+        import torch
+
+        module = copy.deepcopy(base)
+        example = tuple(torch.from_numpy(v) for v in self.example_inputs(2, seed=123).values())
+        if prune.active:
+            from planner.transforms.prune import prune as do_prune
+
+            t0 = time.perf_counter()
+            module = do_prune(module, prune, example)
+            self.transform_info["prune_seconds"] = time.perf_counter() - t0
+        if distill.active:
+            from planner.transforms.distill import distill as do_distill
+
+            t0 = time.perf_counter()
+            calib = self.sample_inputs(max(64, distill.steps), seed=7)
+            info = do_distill(module, base, distill, calib, self.input_names)
+            self.transform_info.update(info or {})
+            self.transform_info["distill_seconds"] = time.perf_counter() - t0
+        return module.eval()
+
+    def transform_key(self, cfg: TrialConfig | None) -> str:
+        if cfg is None:
+            return "fp32"
+        return hashlib.sha256(repr((cfg.prune, cfg.distill)).encode()).hexdigest()[:12]
+
+    # --------------------------------------------------------------------- ONNX
+    def onnx_path(self, cfg: TrialConfig | None = None) -> Path:
+        """ONNX file (dynamic batch axis) of the transformed fp32 model; exported once, cached on disk."""
+        if self.format == "onnx":
+            if cfg is not None and (cfg.prune.active or cfg.distill.active):
+                raise ConfigError("pruning and distillation need a PyTorch model, not an ONNX file")
+            return Path(self.spec.ref)
+        from planner.search.cache import atomic_path
+
+        key = f"{self.model_hash()}-{self.transform_key(cfg)}-{_torch_version()}"
+        out = self.cache_dir / "onnx" / f"{key}.onnx"
+        if out.is_file():
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        module = self.torch_module(cfg)
+        with atomic_path(out) as tmp:
+            export_onnx(module, self.example_inputs(2, seed=5), tmp)
+        return out
+
+
+def _torch_version() -> str:
+    from importlib.metadata import version
+
+    return version("torch")
+
+
+def export_onnx(module, example: dict[str, np.ndarray], path: Path) -> None:
+    """torch.export-based ONNX export with a dynamic batch axis; weights embedded in one file."""
+    import logging
+    import warnings
+
+    import torch
+
+    args = tuple(torch.from_numpy(v) for v in example.values())
+    names = list(example)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    dynamic_shapes = tuple({0: batch} for _ in names)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(
+            module, args, input_names=names, dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False,
+            external_data=False, optimize=True,
+        )
+    prog.save(str(path), external_data=False)
+
+
+def _resolve_factory(spec: ModelSpec):
+    """(factory callable, extras) for zoo/file/module specs; extras may hold example_inputs/inputs/output_kind."""
+    from planner.zoo import ZOO
+
+    if spec.kind == "zoo":
+        mod = importlib.import_module(ZOO[spec.ref])
+        seed = spec.seed
+        return (lambda: mod.build(seed=seed)), {"inputs": getattr(mod, "INPUTS", None), "output_kind": getattr(mod, "OUTPUT_KIND", None)}
+    path, _, name = spec.ref.rpartition(":")
+    try:
+        if spec.kind == "file":
+            mod_name = f"planner_user_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+            s = importlib.util.spec_from_file_location(mod_name, path)
+            assert s and s.loader
+            mod = importlib.util.module_from_spec(s)
+            sys.modules[mod_name] = mod
+            sys.path.insert(0, os.path.dirname(path))
+            s.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(path)
+    except ConfigError:
+        raise
+    except Exception as e:  # the user's module failed to import: their error to fix
+        raise ConfigError(f"model {spec.ref}: importing {path} failed: {type(e).__name__}: {e}") from None
+    fn = getattr(mod, name, None)
+    if not callable(fn):
+        names = [n for n, v in vars(mod).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == mod.__name__]
+        raise ConfigError(f"model {spec.ref}: no function {name!r} in {path}; functions there: {', '.join(sorted(names)) or 'none'}")
+
+    def factory():
+        try:
+            return fn()
+        except Exception as e:
+            raise ConfigError(f"model {spec.ref}: factory {name}() raised {type(e).__name__}: {e}") from None
+
+    return factory, {"example_inputs": getattr(mod, "example_inputs", None), "inputs": getattr(mod, "INPUTS", None),
+                     "output_kind": getattr(mod, "OUTPUT_KIND", None)}
+
+
+def _inputs_from_example(fn, module) -> tuple[InputSpec, ...]:
+    import torch
+
+    ex = fn(2)
+    if isinstance(ex, torch.Tensor):
+        items = [(None, ex)]
+    elif isinstance(ex, dict):
+        items = list(ex.items())
+    elif isinstance(ex, (tuple, list)):
+        items = [(None, t) for t in ex]
+    else:
+        raise ConfigError(f"example_inputs(2) returned {type(ex).__name__}; expected a tensor, tuple or dict of tensors")
+    params = [p for p in inspect.signature(module.forward).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    out = []
+    for i, (name, t) in enumerate(items):
+        if not isinstance(t, torch.Tensor) or t.dim() == 0 or t.shape[0] != 2:
+            raise ConfigError("example_inputs(batch_size) must return tensors whose first axis is the batch (got a wrong shape for batch 2)")
+        name = name or (params[i].name if i < len(params) else f"input{i}")
+        dtype = str(t.dtype).replace("torch.", "")
+        hi = int(t.max().item()) + 1 if not t.is_floating_point() else 2
+        out.append(InputSpec(name, tuple(t.shape[1:]), dtype, 0, max(hi, 2)))
+    return tuple(out)
+
+
+def _onnx_inputs(path: Path) -> tuple[InputSpec, ...]:
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ConfigError(f"--model {path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
+    init = {i.name for i in m.graph.initializer}
+    types = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool"}
+    out = []
+    for inp in m.graph.input:
+        if inp.name in init:
+            continue
+        tt = inp.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        rest = dims[1:]
+        if any(d <= 0 for d in rest):
+            raise ConfigError(f"--model {path}: input {inp.name!r} has symbolic non-batch dims {dims}; pass --inputs to fix them")
+        dtype = types.get(tt.elem_type)
+        if dtype is None:
+            raise ConfigError(f"--model {path}: input {inp.name!r} has unsupported element type {tt.elem_type}")
+        out.append(InputSpec(inp.name, tuple(rest), dtype, 0, 2))
+    return tuple(out)

@@ -1,0 +1,247 @@
+"""Hardware targets: validated YAML (targets/*.yaml) and a probe of this host."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from planner.errors import ConfigError, did_you_mean
+from planner.yamlio import read_yaml, validate
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "fp8")
+KNOWN_BACKENDS = ("torch", "torch_compile", "onnxruntime", "tvm", "tensorrt")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GPU(_Strict):
+    name: str = Field(description="GPU model name as nvidia-smi reports it, e.g. 'NVIDIA A100'")
+    compute_capability: str = Field(pattern=r"^\d+\.\d+$")
+    memory_gb: float = Field(gt=0)
+    sm_count: Optional[int] = Field(default=None, gt=0)
+
+
+class Device(_Strict):
+    kind: Literal["cpu", "cuda"]
+    cpu_isa: list[str] = Field(default_factory=list, description="ISA features, e.g. avx2, avx512f, avx512_vnni")
+    gpu: Optional[GPU] = None
+
+    @model_validator(mode="after")
+    def _gpu_iff_cuda(self):
+        if self.kind == "cuda" and self.gpu is None:
+            raise ValueError("device.kind 'cuda' needs a 'gpu' section (name, compute_capability, memory_gb)")
+        if self.kind == "cpu" and self.gpu is not None:
+            raise ValueError("device.kind 'cpu' must not have a 'gpu' section")
+        return self
+
+
+class Constraints(_Strict):
+    latency_slo_ms: Optional[float] = Field(default=None, gt=0, description="latency bound per batch, ms")
+    latency_percentile: Literal["p50", "p90", "p99"] = "p50"
+    max_quality_loss: float = Field(default=0.01, ge=0, le=1)
+    max_memory_mb: Optional[float] = Field(default=None, gt=0)
+
+
+class Protocol(_Strict):
+    warmup_iters: int = Field(default=10, ge=0)
+    warmup_seconds: float = Field(default=0.2, ge=0)
+    min_repeats: int = Field(default=100, ge=3)
+    min_seconds: float = Field(default=1.0, ge=0)
+    max_seconds: float = Field(default=10.0, gt=0)
+    cv_threshold: float = Field(default=0.10, gt=0, description="re-measure above this coefficient of variation")
+    max_remeasure: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_seconds < self.min_seconds:
+            raise ValueError("max_seconds must be >= min_seconds")
+        return self
+
+
+class Target(_Strict):
+    name: str
+    description: str = ""
+    device: Device
+    threads: Optional[int] = Field(default=None, ge=1, description="intra-op threads; null = all cores of the host")
+    precisions: list[str] = Field(default_factory=lambda: ["fp32"])
+    backends: list[str] = Field(default_factory=lambda: list(KNOWN_BACKENDS))
+    tvm_target: Optional[str] = None
+    max_batch_size: int = Field(default=256, ge=1)
+    constraints: Constraints = Field(default_factory=Constraints)
+    measurement: Protocol = Field(default_factory=Protocol)
+
+    @field_validator("precisions")
+    @classmethod
+    def _precisions(cls, v):
+        bad = [p for p in v if p not in PRECISIONS]
+        if bad:
+            raise ValueError(f"unknown precision {bad[0]!r}; {did_you_mean(bad[0], PRECISIONS)}")
+        if "fp32" not in v:
+            raise ValueError("precisions must include fp32 (the reference)")
+        return v
+
+    @field_validator("backends")
+    @classmethod
+    def _backends(cls, v):
+        from planner.backends.registry import all_backends
+
+        known = all_backends()
+        bad = [b for b in v if b not in known]
+        if bad:
+            raise ValueError(f"unknown backend {bad[0]!r}; {did_you_mean(bad[0], known)}")
+        return v
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.device.kind == "cuda"
+
+    def thread_count(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+
+def builtin_targets() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(TARGETS_DIR.glob("*.yaml"))} if TARGETS_DIR.is_dir() else {}
+
+
+def load_target(ref: str | Path) -> Target:
+    """Load a target from a YAML path or a built-in name (``cpu``, ``a100``, ...)."""
+    p = Path(ref)
+    if not p.suffix and not p.exists():
+        known = builtin_targets()
+        if str(ref) not in known:
+            raise ConfigError(f"target '{ref}': not a file nor a built-in target; {did_you_mean(str(ref), known)}")
+        p = known[str(ref)]
+    return validate(Target, read_yaml(p), str(p))
+
+
+# ---------------------------------------------------------------- host probe
+
+
+def _cpu_isa() -> list[str]:
+    wanted = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve"]
+    try:
+        flags = set(re.findall(r"^flags\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)[0].split())
+    except (OSError, IndexError):
+        return []
+    return [f for f in wanted if f in flags]
+
+
+def _cpu_name() -> str:
+    try:
+        m = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+        return m.group(1).strip() if m else platform.processor()
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def probe_gpus() -> list[dict]:
+    """GPUs visible through nvidia-smi (no torch import). Empty list when none."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [x.strip() for x in line.split(",")]
+        if len(parts) >= 3:
+            try:
+                gpus.append({"name": parts[0], "compute_capability": parts[1], "memory_gb": round(float(parts[2]) / 1024, 1)})
+            except ValueError:
+                continue
+    return gpus
+
+
+def gpu_precisions(cc: str) -> list[str]:
+    major, minor = (int(x) for x in cc.split("."))
+    v = major * 10 + minor
+    precs = ["fp32", "fp16", "int8"]
+    if v >= 80:
+        precs += ["bf16", "int4"]
+    if v >= 89:
+        precs.append("fp8")
+    return precs
+
+
+def probe_host() -> Target:
+    """Describe this host as a Target (first GPU if any, else the CPU)."""
+    gpus = probe_gpus()
+    name = platform.node() or "host"
+    if gpus:
+        g = gpus[0]
+        sm = g["compute_capability"].replace(".", "")
+        return Target(
+            name=f"{name}-gpu",
+            description=f"probed: {g['name']}",
+            device=Device(kind="cuda", gpu=GPU(**g)),
+            precisions=gpu_precisions(g["compute_capability"]),
+            tvm_target=f"cuda -arch=sm_{sm}",
+        )
+    isa = _cpu_isa()
+    precs = ["fp32", "int8"] + (["bf16"] if "avx512_bf16" in isa or "amx_bf16" in isa else [])
+    cores = os.cpu_count() or 1
+    mcpu = _llvm_mcpu(isa)
+    return Target(
+        name=f"{name}-cpu",
+        description=f"probed: {_cpu_name()}",
+        device=Device(kind="cpu", cpu_isa=isa),
+        threads=cores,
+        precisions=precs,
+        backends=["torch", "torch_compile", "onnxruntime", "tvm"],
+        tvm_target=f"llvm -mcpu={mcpu} -num-cores={cores}" if mcpu else f"llvm -num-cores={cores}",
+    )
+
+
+def _llvm_mcpu(isa: list[str]) -> str | None:
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    if "avx512_vnni" in isa:
+        return "cascadelake"
+    if "avx512f" in isa:
+        return "skylake-avx512"
+    if "avx2" in isa:
+        return "haswell"
+    return "x86-64"
+
+
+def check_host(target: Target, allow_mismatch: bool = False) -> None:
+    """Fail fast when the target's device is not on this host."""
+    if not target.is_gpu:
+        return
+    gpus = probe_gpus()
+    want = target.device.gpu.name  # type: ignore[union-attr]
+    if not gpus:
+        raise ConfigError(
+            f"target '{target.name}' needs an NVIDIA GPU ({want}) but this host has none "
+            "(nvidia-smi not found or no device); use a CPU target such as targets/cpu.yaml"
+        )
+    if allow_mismatch:
+        return
+    have = [g["name"] for g in gpus]
+    if not any(want.lower() in h.lower() or h.lower() in want.lower() for h in have):
+        raise ConfigError(
+            f"target '{target.name}' is for {want} but this host has {', '.join(have)}; "
+            "run `planner probe` for a matching target, or pass --allow-mismatch"
+        )

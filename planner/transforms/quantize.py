@@ -1,0 +1,476 @@
+"""Quantization: torch modules (`quantize_torch`) and ONNX files (`quantize_onnx`).
+
+Scheme names are those of `planner.transforms.schemes.SCHEMES`.  Which ones each
+path implements is `TORCH_SCHEMES` / `ONNX_SCHEMES`; the options a scheme accepts
+(and their valid values, the first being the default) are `SCHEME_OPTIONS`, so the
+search-space validator can check YAML without importing torch or onnxruntime.
+
+torch schemes
+  none              identity
+  fp16 / bf16       the module is cast; the caller casts float inputs (`input_dtype`)
+  int8_dynamic      torch.ao.quantization.quantize_dynamic on nn.Linear, qint8 weights
+  int8_weight_only  torchao ``quantize_(model, Int8WeightOnlyConfig())`` (nn.Linear)
+  The torch path honours no options (they are validated, then ignored).
+
+ONNX schemes (onnxruntime.quantization; the model is first run through
+``quant_pre_process`` -- shape inference + graph optimisation -- when that works)
+  none              copy
+  fp16              onnxruntime.transformers.float16.convert_float_to_float16, float I/O kept
+  int8_dynamic      quantize_dynamic; op_types "matmul" (MatMul, Gemm; default -- dynamic
+                    quantization of Conv made ORT ~3.7x slower on resnet18) or "all"
+  int8_static       quantize_static in QDQ format, calibrated on ``calib``; entropy
+                    calibration runs with `ENTROPY_NUM_BINS` bins (ORT's default via
+                    quantize_static is equivalent to minmax)
+  reduce_range "auto" (the default) uses 7-bit weights on x86 CPUs without VNNI, where
+  ORT's u8*s8 kernels otherwise saturate (see `int8_saturates`).
+
+Failures of the quantizer on a particular graph raise
+``CandidateFailed(FailReason.COMPILE, ...)``; bad options raise ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from planner.errors import CandidateFailed, ConfigError, FailReason, did_you_mean
+from planner.transforms.schemes import SCHEMES
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from planner.config import QuantConfig
+
+TORCH_SCHEMES: tuple[str, ...] = ("none", "fp16", "bf16", "int8_dynamic", "int8_weight_only")
+ONNX_SCHEMES: tuple[str, ...] = ("none", "fp16", "int8_dynamic", "int8_static")
+
+_BOOL = (False, True)
+_REDUCE = ("auto", False, True)  # auto: True on x86 CPUs without VNNI (see `int8_saturates`)
+# scheme -> option -> valid values; the first value is the default.
+SCHEME_OPTIONS: dict[str, dict[str, tuple]] = {
+    "none": {},
+    "fp16": {},
+    "bf16": {},
+    "int8_weight_only": {},
+    "int8_dynamic": {
+        "op_types": ("matmul", "all"),
+        "weight_type": ("s8", "u8"),
+        "per_channel": _BOOL,
+        "reduce_range": _REDUCE,
+    },
+    "int8_static": {
+        "op_types": ("all", "matmul"),
+        "activation_type": ("s8", "u8"),
+        "weight_type": ("s8", "u8"),
+        "per_channel": _BOOL,
+        "reduce_range": _REDUCE,
+        "calibrate_method": ("minmax", "entropy", "percentile"),
+    },
+}
+
+OP_TYPES: dict[str, list[str] | None] = {"matmul": ["MatMul", "Gemm"], "all": None}  # None: every op ORT supports
+CALIB_BATCH = 8  # calibration batch when the model's batch axis is dynamic
+MAX_CALIB_SAMPLES = 512
+# Entropy (KL) calibration histogram size.  ORT's search is a Python loop: ~0.5 s per
+# activation tensor at 512 bins, ~3 s at 2048 (TensorRT's choice); 128 (ORT's default
+# through quantize_static) degenerates to minmax.
+ENTROPY_NUM_BINS = 512
+LARGE_MODEL_BYTES = 1_800_000_000  # above this, write weights as ONNX external data (protobuf limit: 2 GiB)
+
+
+def onnx_bytes(path: Path) -> int:
+    """Size of an ONNX model including its external data files."""
+    import onnx
+
+    path = Path(path)
+    total = path.stat().st_size
+    model = onnx.load(str(path), load_external_data=False)
+    locations = set()
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in init.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+    for loc in locations:
+        f = path.parent / loc
+        if f.is_file():
+            total += f.stat().st_size
+    return total
+
+
+def _save(model, dst: Path, large: bool) -> None:
+    import onnx
+
+    if large:
+        data = dst.with_name(dst.name + ".data")
+        if data.exists():
+            data.unlink()
+        onnx.save(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=data.name, size_threshold=1024)
+    else:
+        onnx.save(model, str(dst))
+
+
+def int8_saturates() -> bool:
+    """True on x86-64 CPUs without VNNI (AVX2-only), where ORT's u8*s8 int8 GEMM kernels
+    (vpmaddubsw) saturate their int16 intermediate sums: on such a CPU a plain int8
+    static MLP scored cosine 0.977 against fp32, 0.9998 with 7-bit weights (reduce_range)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # unknown x86: be safe
+    return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def resolve_options(cfg: "QuantConfig") -> dict[str, Any]:
+    """The scheme's options with defaults filled in; ConfigError naming valid choices otherwise."""
+    if cfg.scheme not in SCHEMES:
+        raise ConfigError(f"quant.scheme {cfg.scheme!r}: {did_you_mean(cfg.scheme, SCHEMES)}")
+    valid = SCHEME_OPTIONS.get(cfg.scheme, {})
+    errors = []
+    opts = cfg.opts()
+    for key, value in opts.items():
+        if key not in valid:
+            choices = did_you_mean(key, valid) if valid else "this scheme takes no options"
+            errors.append(f"quant.options.{key} (scheme {cfg.scheme}): unknown option; {choices}")
+        elif not any(value == v and type(value) is type(v) for v in valid[key]):
+            errors.append(f"quant.options.{key}={value!r} (scheme {cfg.scheme}): "
+                          f"valid values: {', '.join(repr(v) for v in valid[key])}")
+    if errors:
+        raise ConfigError(errors)
+    return {k: opts.get(k, vals[0]) for k, vals in valid.items()}
+
+
+def unsupported_combination(cfg: "QuantConfig") -> str | None:
+    """Why a combination of individually valid options cannot work (None: it can)."""
+    opts = resolve_options(cfg)
+    if cfg.scheme == "int8_static" and opts["activation_type"] == "s8" and opts["weight_type"] == "u8":
+        return "int8_static: onnxruntime does not support activation_type=s8 with weight_type=u8"
+    return None
+
+
+def validate(cfg: "QuantConfig") -> None:
+    """ConfigError when the scheme or one of its options is unknown."""
+    resolve_options(cfg)
+
+
+# --------------------------------------------------------------------------- torch
+
+
+def input_dtype(cfg: "QuantConfig") -> "torch.dtype | None":
+    """The dtype float inputs must be cast to for a module quantized with ``cfg`` (None: leave them).
+
+    Only floating-point inputs are cast; integer inputs (token ids, masks) stay as they are.
+    """
+    import torch
+
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.scheme)
+
+
+def quantize_torch(module: "nn.Module", cfg: "QuantConfig", example_inputs: "tuple[torch.Tensor, ...]") -> "nn.Module":
+    """Quantize a torch module for torch backends; may modify ``module`` in place."""
+    import torch
+    from torch import nn
+
+    resolve_options(cfg)
+    if cfg.scheme not in TORCH_SCHEMES:
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              f"quantization scheme {cfg.scheme!r} is not available for torch modules "
+                              f"(available: {', '.join(TORCH_SCHEMES)})")
+    if cfg.scheme == "none":
+        return module
+    if cfg.scheme in ("fp16", "bf16"):
+        return module.to(input_dtype(cfg))
+    if cfg.scheme == "int8_dynamic":
+        from torch.ao.quantization import quantize_dynamic
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return quantize_dynamic(module.eval(), {nn.Linear}, dtype=torch.qint8)
+        except Exception as e:  # noqa: BLE001
+            raise CandidateFailed(FailReason.COMPILE,
+                                  f"torch int8_dynamic quantization failed: {type(e).__name__}: {e}") from e
+    if cfg.scheme == "int8_weight_only":
+        try:
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+        except Exception as e:  # noqa: BLE001 -- torchao missing or broken build
+            raise CandidateFailed(FailReason.UNSUPPORTED,
+                                  f"int8_weight_only needs torchao (pip install 'planner[compress]'): {e}") from e
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_(module, Int8WeightOnlyConfig())
+                with torch.no_grad():
+                    module.eval()(*example_inputs)
+        except Exception as e:  # noqa: BLE001
+            raise CandidateFailed(FailReason.UNSUPPORTED,
+                                  f"torchao int8_weight_only failed on this model/device: {type(e).__name__}: {e}") from e
+        return module
+    raise AssertionError(cfg.scheme)  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def _model_inputs(model) -> list:
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _make_reader(model_path: Path, calib: dict[str, "np.ndarray"]):
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    inputs = _model_inputs(model)
+    names = [i.name for i in inputs]
+    missing = [n for n in names if n not in calib]
+    if missing:
+        raise ConfigError(f"int8_static calibration data lacks model input(s) {missing}; it has {sorted(calib)}")
+    n = min(int(np.asarray(calib[k]).shape[0]) for k in names) if names else 0
+    n = min(n, MAX_CALIB_SAMPLES)
+    if n == 0:
+        raise ConfigError("int8_static needs at least one calibration sample")
+    batch = CALIB_BATCH
+    dtypes = {}
+    for i in inputs:
+        dims = i.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            batch = int(dims[0].dim_value)  # static batch axis: feed exactly that
+        dtypes[i.name] = onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+    if batch > n:
+        raise ConfigError(f"int8_static: the model's batch axis is fixed at {batch} but only {n} "
+                          f"calibration samples were given")
+    batch = min(batch, n)
+    starts = list(range(0, n - batch + 1, batch)) if batch else []
+    arrays = {k: np.asarray(calib[k][:n]).astype(dtypes[k], copy=False) for k in names}
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= len(starts):
+                return None
+            s = starts[self.i]
+            self.i += 1
+            return {k: np.ascontiguousarray(a[s:s + batch]) for k, a in arrays.items()}
+
+        def rewind(self):
+            self.i = 0
+
+    return _Reader(), len(starts) * batch
+
+
+def _preprocess(src: Path, tmp: Path, large: bool) -> tuple[Path, bool, str | None]:
+    from onnxruntime.quantization import quant_pre_process
+
+    out = tmp / "preprocessed.onnx"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(src), str(out), save_as_external_data=large,
+                              all_tensors_to_one_file=True, external_data_location="preprocessed.onnx.data")
+        if out.is_file():
+            return out, True, None
+    except Exception as e:  # noqa: BLE001 -- optional step: fall back to the raw model
+        return src, False, f"{type(e).__name__}: {e}"[:300]
+    return src, False, "quant_pre_process wrote no file"
+
+
+def _qtype(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}[name]
+
+
+def quantize_onnx(src: Path, dst: Path, cfg: "QuantConfig", calib: "dict[str, np.ndarray] | None") -> dict:
+    """Write a quantized copy of ONNX model ``src`` to ``dst``; returns an info dict.
+
+    ``calib`` (int8_static only) maps input names to arrays whose first axis is the
+    sample axis; it is fed in batches of `CALIB_BATCH` (or the model's fixed batch size).
+    """
+    src, dst = Path(src), Path(dst)
+    opts = resolve_options(cfg)
+    if cfg.scheme not in ONNX_SCHEMES:
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              f"quantization scheme {cfg.scheme!r} is not available for ONNX models "
+                              f"(available: {', '.join(ONNX_SCHEMES)})")
+    if cfg.scheme == "int8_static" and not calib:
+        raise ConfigError("int8_static needs calibration data (calib)")
+    bad = unsupported_combination(cfg)
+    if bad:
+        raise CandidateFailed(FailReason.UNSUPPORTED, bad)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        src_bytes = onnx_bytes(src)
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- unreadable protobuf
+        raise CandidateFailed(FailReason.COMPILE, f"{cfg.scheme}: cannot read ONNX model {src}: {e}") from e
+    large = src_bytes > LARGE_MODEL_BYTES
+    info: dict[str, Any] = {"scheme": cfg.scheme, "options": opts, "src_bytes": src_bytes}
+    if cfg.scheme == "none":
+        if src.resolve() != dst.resolve():
+            import onnx
+
+            _save(onnx.load(str(src)), dst, large)  # not a file copy: external data must follow
+    elif cfg.scheme == "fp16":
+        _fp16(src, dst, large)
+    else:
+        with tempfile.TemporaryDirectory(prefix="planner-quant-") as tmpdir:
+            model_in, info["preprocessed"], why = _preprocess(src, Path(tmpdir), large)
+            if why:
+                info["preprocess_error"] = why
+            _int8(model_in, dst, cfg.scheme, opts, calib, info, large)
+    try:
+        import onnx
+
+        onnx.checker.check_model(str(dst))
+    except Exception as e:  # noqa: BLE001
+        raise CandidateFailed(FailReason.COMPILE, f"{cfg.scheme}: quantized ONNX model is invalid: {e}") from e
+    info["dst_bytes"] = onnx_bytes(dst)
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    return info
+
+
+def _fp16(src: Path, dst: Path, large: bool) -> None:
+    import onnx
+
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except Exception as e:  # noqa: BLE001
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              f"fp16 ONNX conversion needs onnxruntime.transformers.float16: {e}") from e
+    try:
+        model = onnx.load(str(src))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model16 = convert_float_to_float16(model, keep_io_types=True)
+        _toposort(model16.graph)  # the converter appends the input Casts at the end of the graph
+        _save(model16, dst, large)
+    except Exception as e:  # noqa: BLE001
+        raise CandidateFailed(FailReason.COMPILE, f"fp16 ONNX conversion failed: {type(e).__name__}: {e}") from e
+
+
+def _toposort(graph) -> None:
+    """Reorder ``graph.node`` topologically, in place (stable; leaves cycles in original order)."""
+    nodes = list(graph.node)
+    produced = {o for n in nodes for o in n.output if o}
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    order, pending = [], nodes
+    while pending:
+        rest = []
+        for n in pending:
+            if all((not i) or i in available or i not in produced for i in n.input):
+                order.append(n)
+                available.update(o for o in n.output if o)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            order.extend(rest)
+            break
+        pending = rest
+    if [id(n) for n in order] != [id(n) for n in nodes]:
+        copies = [type(n)() for n in order]
+        for c, n in zip(copies, order):
+            c.CopyFrom(n)
+        del graph.node[:]
+        graph.node.extend(copies)
+
+
+def _entropy_cache(model_in: Path, op_types, reader, tmp: Path, large: bool) -> Path | None:
+    """Entropy calibration with `ENTROPY_NUM_BINS` histogram bins, saved as an ORT calibration cache.
+
+    quantize_static cannot pass ``num_bins`` to the entropy calibrator, whose default
+    (128 bins == 128 quantized bins) leaves a single candidate threshold: the min/max
+    range, i.e. plain minmax.  None when this ORT lacks calibration caches (old
+    versions): the caller then gets ORT's default behaviour.
+    """
+    import inspect
+
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+
+    try:
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    except ImportError:
+        return None
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        return None
+    calibrator = create_calibrator(
+        Path(model_in), op_types, augmented_model_path=str(tmp / "augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy, use_external_data_format=large,
+        extra_options={"num_bins": ENTROPY_NUM_BINS, "num_quantized_bins": 128},
+    )
+    calibrator.collect_data(reader)
+    cache = tmp / "calibration.json"
+    save_tensors_data(calibrator.compute_data(), cache)
+    del calibrator
+    return cache
+
+
+def _int8(model_in: Path, dst: Path, scheme: str, opts: dict, calib, info: dict, large: bool) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
+
+    op_types = OP_TYPES[opts["op_types"]]
+    info["op_types"] = op_types or "all"
+    reduce_range = int8_saturates() if opts["reduce_range"] == "auto" else bool(opts["reduce_range"])
+    info["reduce_range"] = reduce_range
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # calibrators print
+            warnings.simplefilter("ignore")
+            if scheme == "int8_dynamic":
+                quantize_dynamic(
+                    str(model_in), str(dst),
+                    op_types_to_quantize=op_types,
+                    per_channel=opts["per_channel"],
+                    reduce_range=reduce_range,
+                    weight_type=_qtype(opts["weight_type"]),
+                    use_external_data_format=large,
+                )
+            else:
+                reader, n = _make_reader(model_in, calib)
+                info["calib_samples"] = n
+                method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                          "percentile": CalibrationMethod.Percentile}[opts["calibrate_method"]]
+                with tempfile.TemporaryDirectory(prefix="planner-calib-") as tmp:
+                    extra = {}
+                    if method == CalibrationMethod.Entropy:
+                        cache = _entropy_cache(model_in, op_types, reader, Path(tmp), large)
+                        if cache is not None:
+                            extra["calibration_cache_path"] = str(cache)
+                            info["entropy_num_bins"] = ENTROPY_NUM_BINS
+                        reader.rewind()
+                    quantize_static(
+                        str(model_in), str(dst), reader,
+                        quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=op_types,
+                        per_channel=opts["per_channel"],
+                        reduce_range=reduce_range,
+                        activation_type=_qtype(opts["activation_type"]),
+                        weight_type=_qtype(opts["weight_type"]),
+                        calibrate_method=method,
+                        use_external_data_format=large,
+                        **extra,
+                    )
+    except (ConfigError, CandidateFailed):
+        raise
+    except Exception as e:  # noqa: BLE001 -- the quantizer crashed on this graph
+        raise CandidateFailed(FailReason.COMPILE,
+                              f"onnxruntime {scheme} quantization failed: {type(e).__name__}: {e}") from e
+    if not dst.is_file():
+        raise CandidateFailed(FailReason.COMPILE, f"onnxruntime {scheme} quantization wrote no model")

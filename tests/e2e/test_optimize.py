@@ -1,0 +1,170 @@
+"""Whole studies with real Optuna (sqlite), real MLflow (sqlite), real worker processes."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import DATA, run_cli
+
+from planner.paths import Home
+
+
+def _mlflow_runs(home: Home):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    exps = [e for e in c.search_experiments() if e.name.startswith("planner/")]
+    assert len(exps) == 1
+    return c, exps[0], c.search_runs([exps[0].experiment_id], max_results=1000)
+
+
+def _study(home: Home, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=home.optuna_url)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    home = Home(tmp_path_factory.mktemp("e2e") / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", DATA / "small-space.yaml",
+                "--trials", "6", "--sampler", "random", "--seed", "3", "--eval-samples", "8", "--study", "s1", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return home, r
+
+
+def test_study_records_trials_in_optuna(tiny_study):
+    from optuna.trial import TrialState
+
+    home, r = tiny_study
+    study = _study(home, "s1")
+    assert len(study.trials) == 6
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 4
+    backends = {t.user_attrs["config"]["backend"] for t in complete}
+    assert backends == {"torch", "onnxruntime"}
+    for t in complete:
+        assert t.values[0] > 0 and t.values[0] == t.user_attrs["metrics"]["latency_ms"]
+        assert "quality" in t.constraints and t.user_attrs["mlflow_run_id"]
+    assert study.metric_names == ["latency_ms", "quality_loss"]
+
+
+def test_mlflow_parent_nested_runs_params_metrics_artifacts(tiny_study):
+    home, _ = tiny_study
+    c, exp, runs = _mlflow_runs(home)
+    parents = [r for r in runs if r.data.tags.get("planner.kind") == "study"]
+    trials = [r for r in runs if r.data.tags.get("planner.kind") == "trial"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
+    distinct = {t.user_attrs["config_key"] for t in _study(home, "s1").trials if "duplicate_of" not in t.user_attrs}
+    assert len(trials) == len(distinct)  # duplicates are not measured again, so they get no run
+    for run in trials:
+        assert run.data.params["backend"] in ("torch", "onnxruntime")
+        assert run.data.tags["backend"] == run.data.params["backend"]
+        assert run.data.tags["precision"] == "fp32"
+        assert "latency_p99_ms" in run.data.metrics and "throughput" in run.data.metrics
+        assert "quality_loss" in run.data.metrics and "centered_cosine" in run.data.metrics
+        names = {a.path for a in c.list_artifacts(run.info.run_id)}
+        assert "manifest.json" in names and "engine" in names
+        engine = {a.path for a in c.list_artifacts(run.info.run_id, "engine")}
+        assert engine & {"engine/model.onnx", "engine/model.pt2"}
+    parent_files = {a.path for a in c.list_artifacts(parent.info.run_id)}
+    assert {"pareto.md", "pareto.json", "target.yaml", "search_space.yaml"} <= parent_files
+    assert str(Path(exp.artifact_location.replace("file://", ""))).startswith(str(home.root))
+
+
+def test_pareto_tags_match_optuna_front(tiny_study):
+    home, r = tiny_study
+    from planner.select.pareto import pareto_front
+
+    front = pareto_front(_study(home, "s1"))
+    assert front
+    _, _, runs = _mlflow_runs(home)
+    tagged = {r.info.run_id for r in runs if r.data.tags.get("planner.pareto") == "true"}
+    assert tagged == {p.run_id for p in front}
+    assert "Pareto front" in r.stdout
+
+
+def test_manifest_describes_the_engine(tiny_study):
+    home, _ = tiny_study
+    study = _study(home, "s1")
+    t = next(t for t in study.trials if t.user_attrs.get("metrics") and "duplicate_of" not in t.user_attrs)
+    m = json.loads((home.study_dir("s1") / "trials" / f"{t.number:04d}" / "manifest.json").read_text())
+    assert m["schema_version"] == 1 and m["trial"]["config"] == t.user_attrs["config"]
+    assert m["model"]["hash"] == study.user_attrs["model_hash"]
+    assert m["environment"]["libraries"]["torch"].startswith("2.13")
+    for name, f in m["files"].items():
+        assert len(f["sha256"]) == 64
+
+
+def test_resume_continues_the_study(tiny_study):
+    home, _ = tiny_study
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", DATA / "small-space.yaml",
+                "--trials", "2", "--sampler", "random", "--seed", "4", "--eval-samples", "8", "--study", "s1", "--home", home.root)
+    assert r.returncode == 0, r.stderr
+    assert "resuming: 6 trials" in r.stdout
+    assert len(_study(home, "s1").trials) == 8
+    _, _, runs = _mlflow_runs(home)
+    assert len([r for r in runs if r.data.tags.get("planner.kind") == "study"]) == 1
+
+
+def test_resume_with_other_model_is_refused(tiny_study):
+    home, _ = tiny_study
+    r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:tiny", "--target", DATA / "fast-cpu.yaml",
+                "--space", DATA / "small-space.yaml", "--trials", "1", "--study", "s1", "--home", home.root)
+    assert r.returncode == 2 and "choose another --study" in r.stderr
+
+
+def test_failing_candidates_are_recorded_and_the_study_goes_on(tmp_path):
+    """Compile raises (ONNX export of data-dependent control flow) and a worker dies (segfault at batch 4)."""
+    from optuna.trial import TrialState
+
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    space.write_text("name: failing\nbatch_size: [1, 4]\nbackends:\n  torch: {}\n  onnxruntime: {}\n")
+    for model, study_name in ((f"{DATA / 'models.py'}:data_dependent", "compile"), (f"{DATA / 'models.py'}:segfault_on_batch4", "crash")):
+        r = run_cli("optimize", "--model", model, "--target", DATA / "fast-cpu.yaml", "--space", space, "--trials", "8",
+                    "--sampler", "grid", "--eval-samples", "6", "--study", study_name, "--home", home.root)
+        assert r.returncode == 0, r.stderr
+        study = _study(home, study_name)
+        failed = [t for t in study.trials if t.state == TrialState.FAIL]
+        ok = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        assert failed and ok, [(t.state, t.user_attrs) for t in study.trials]
+        reasons = {t.user_attrs["fail_reason"] for t in failed}
+        if study_name == "compile":
+            assert reasons == {"compile"}
+            assert all(t.user_attrs["config"]["backend"] == "onnxruntime" for t in failed)
+        else:
+            assert reasons == {"crash"}
+            assert all(t.user_attrs["config"]["batch_size"] == 4 for t in failed)
+            assert "SIGSEGV" in failed[0].user_attrs["fail_message"]
+    c, exp, runs = None, None, None
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    failed_runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.`planner.status` = 'failed'")
+    assert {r.data.tags["planner.fail_reason"] for r in failed_runs} == {"compile", "crash"}
+    assert all(r.info.status == "FAILED" for r in failed_runs)
+
+
+def test_plugin_backend_and_constant_output_is_infeasible(tmp_path):
+    """A fake backend (plugin) returns a constant: the quality constraint must reject it; its compile error is recorded."""
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    space.write_text("name: fake\nbackends:\n  fake:\n    behaviour: [ok, compile_error]\n")
+    target = tmp_path / "target.yaml"
+    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [", "backends: [fake, "))
+    env = {"PLANNER_BACKENDS": "fake=fake_backend:Fake", "PYTHONPATH": f"{DATA}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
+                "--sampler", "grid", "--eval-samples", "6", "--study", "fake", "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr
+    study = _study(home, "fake")
+    by_b = {t.user_attrs["config"]["backend_options"]["behaviour"]: t for t in study.trials}
+    assert by_b["compile_error"].user_attrs["fail_reason"] == "compile"
+    ok = by_b["ok"]
+    assert ok.user_attrs["metrics"]["quality_loss"] > 0.5 and ok.constraints["quality"] > 0
+    from planner.select.pareto import pareto_front
+
+    assert pareto_front(study) == []

@@ -1,0 +1,64 @@
+import math
+import time
+
+import pytest
+
+from planner.measure.timer import EarlyExit, measure, percentile, summarize
+from planner.target import Protocol
+
+
+def test_percentile_interpolates():
+    vals = sorted(float(i) for i in range(1, 101))  # 1..100
+    assert percentile(vals, 50) == pytest.approx(50.5)
+    assert percentile(vals, 99) == pytest.approx(99.01)
+    assert percentile([3.0], 99) == 3.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_summary_statistics():
+    s = summarize([0.001] * 50 + [0.003] * 50, 1.0, 5, 1, cv_threshold=0.1)
+    assert s.n == 100 and s.p50_ms == pytest.approx(2.0) and s.min_ms == pytest.approx(1.0)
+    assert s.p99_ms == pytest.approx(3.0) and s.cv > 0.4 and s.unstable and s.p99_reliable
+
+
+def test_repeats_until_both_count_and_time():
+    calls = []
+    proto = Protocol(warmup_iters=3, warmup_seconds=0, min_repeats=10, min_seconds=0.05, max_seconds=5)
+    s = measure(lambda: calls.append(time.sleep(0.001)), proto)
+    assert s.n >= 10 and s.seconds >= 0.05
+    assert len(calls) == s.n + s.warmup_iters
+    assert s.p50_ms >= 1.0 and not s.p99_reliable or s.n >= 100
+
+
+def test_max_seconds_caps_slow_candidates():
+    proto = Protocol(warmup_iters=0, warmup_seconds=0, min_repeats=1000, min_seconds=0, max_seconds=0.05)
+    s = measure(lambda: time.sleep(0.01), proto)
+    assert 3 <= s.n < 20
+
+
+def test_sync_is_inside_the_timed_region():
+    proto = Protocol(warmup_iters=0, warmup_seconds=0, min_repeats=5, min_seconds=0, max_seconds=5)
+    s = measure(lambda: None, proto, sync=lambda: time.sleep(0.002))
+    assert s.p50_ms >= 2.0
+
+
+def test_early_exit_for_hopeless_candidate():
+    proto = Protocol(warmup_iters=1, warmup_seconds=0, min_repeats=1000, min_seconds=10, max_seconds=20)
+    t0 = time.perf_counter()
+    with pytest.raises(EarlyExit) as e:
+        measure(lambda: time.sleep(0.003), proto, abort_above_ms=1.0)
+    assert e.value.median_ms >= 3.0 and time.perf_counter() - t0 < 1.0
+
+
+def test_unstable_window_is_remeasured():
+    state = {"i": 0}
+
+    def fn():
+        state["i"] += 1
+        if state["i"] < 40 and state["i"] % 2:  # noisy first window, quiet afterwards
+            time.sleep(0.004)
+
+    proto = Protocol(warmup_iters=0, warmup_seconds=0, min_repeats=20, min_seconds=0, max_seconds=5,
+                     cv_threshold=0.5, max_remeasure=2)
+    s = measure(fn, proto)
+    assert s.windows >= 2

@@ -1,0 +1,58 @@
+"""The isolated worker turns crashes, hangs and kills into failed results (real subprocesses)."""
+
+from pathlib import Path
+
+from conftest import DATA
+
+from planner.config import TrialConfig
+from planner.measure.worker import run_job, worker_env
+from planner.model import parse_model
+
+
+def _job(fast_target, tmp_path, ref, batch=1, backend="torch"):
+    spec = parse_model(ref)
+    return {
+        "kind": "trial", "spec": spec.to_dict(), "target": fast_target.model_dump(mode="json"),
+        "config": TrialConfig(backend, batch).to_dict(), "cache_dir": str(tmp_path / "cache"),
+        "workdir": str(tmp_path / "w"), "reference": str(tmp_path / "ref.npz"),
+    }
+
+
+def _prepare(fast_target, tmp_path, ref):
+    job = {"kind": "prepare", "spec": parse_model(ref).to_dict(), "target": fast_target.model_dump(mode="json"),
+           "cache_dir": str(tmp_path / "cache"), "reference": str(tmp_path / "ref.npz"), "eval_samples": 6}
+    return run_job(job, tmp_path / "prep", 300, worker_env(fast_target, tmp_path / "cache"))
+
+
+def test_prepare_and_trial_ok(fast_target, tmp_path):
+    ref = f"{DATA / 'models.py'}:tiny"
+    prep = _prepare(fast_target, tmp_path, ref)
+    assert prep["status"] == "ok" and prep["inputs"][0]["shape"] == [16] and prep["output_shape"] == [4]
+    res = run_job(_job(fast_target, tmp_path, ref), tmp_path / "w", 300, worker_env(fast_target, tmp_path / "cache"))
+    assert res["status"] == "ok", res
+    assert res["quality"]["quality_loss"] < 1e-9
+    assert res["latency"]["n"] >= fast_target.measurement.min_repeats
+    assert (Path(tmp_path / "w") / "model.pt2").is_file()
+
+
+def test_segfault_becomes_crash(fast_target, tmp_path):
+    ref = f"{DATA / 'models.py'}:segfault_on_batch4"
+    assert _prepare(fast_target, tmp_path, ref)["status"] == "ok"  # batch 6 in prepare is fine
+    res = run_job(_job(fast_target, tmp_path, ref, batch=4), tmp_path / "w", 300, worker_env(fast_target, tmp_path / "cache"))
+    assert res["status"] == "failed" and res["reason"] == "crash" and "SIGSEGV" in res["message"]
+
+
+def test_timeout_kills_the_worker(fast_target, tmp_path):
+    ref = f"{DATA / 'models.py'}:tiny"
+    res = run_job(_job(fast_target, tmp_path, ref), tmp_path / "w", 0.5, worker_env(fast_target, tmp_path / "cache"))
+    assert res["status"] == "failed" and res["reason"] == "timeout"
+
+
+def test_factory_that_raises_is_a_config_error(fast_target, tmp_path):
+    res = _prepare(fast_target, tmp_path, f"{DATA / 'models.py'}:raises")
+    assert res["status"] == "config_error" and "weights file is corrupt" in res["message"]
+
+
+def test_thread_pinning_env(fast_target, tmp_path):
+    env = worker_env(fast_target, tmp_path)
+    assert env["OMP_NUM_THREADS"] == "1" and env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))

@@ -1,0 +1,88 @@
+import optuna
+import pytest
+
+from planner.errors import ConfigError
+from planner.space import builtin_spaces, load_space, rebuild, sample
+
+
+@pytest.mark.parametrize("name", sorted(builtin_spaces()))
+def test_shipped_spaces_validate(name):
+    assert load_space(name).name == name
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_unknown_backend_and_option_and_value_all_reported(tmp_path):
+    p = _write(tmp_path, """
+name: bad
+backends:
+  onnxruntim: {}
+  onnxruntime:
+    graph_optimisation_level: [all]
+    execution_mode: [sideways]
+quantize: {schemes: [none, int7]}
+prune: {methods: [l3]}
+""")
+    with pytest.raises(ConfigError) as e:
+        load_space(p)
+    text = "\n".join(e.value.errors)
+    assert "onnxruntim" in text and "did you mean 'onnxruntime'" in text
+    assert "graph_optimisation_level" in text and "graph_optimization_level" in text
+    assert "sideways" in text and "sequential" in text
+    assert "int7" in text and "l3" in text
+    assert len(e.value.errors) == 5
+
+
+def test_range_must_be_ordered(tmp_path):
+    p = _write(tmp_path, "name: x\nbackends: {torch: {}}\nprune: {methods: [l1], ratio: {low: 0.5, high: 0.1}}\n")
+    with pytest.raises(ConfigError, match="low"):
+        load_space(p)
+
+
+def test_sample_respects_target_and_rebuild_matches(fast_target):
+    space = load_space("default")
+    study = optuna.create_study(directions=["minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    seen_schemes = set()
+    for _ in range(40):
+        trial = study.ask()
+        cfg = sample(trial, space, fast_target, "torch")
+        assert cfg.backend in fast_target.backends
+        assert cfg.batch_size <= fast_target.max_batch_size
+        seen_schemes.add(cfg.quant.scheme)
+        assert rebuild(trial.params, space, fast_target, "torch") == cfg
+        study.tell(trial, 1.0)
+    assert seen_schemes <= {"none", "int8_dynamic"}
+
+
+def test_scheme_filtered_by_target_precisions(fast_target):
+    space = load_space("default")
+    fp32_only = fast_target.model_copy(update={"precisions": ["fp32"]})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        t = study.ask()
+        assert sample(t, space, fp32_only, "torch").quant.scheme == "none"
+        study.tell(t, 0.0)
+
+
+def test_onnx_models_get_no_torch_backends_and_no_pruning(fast_target):
+    space = load_space("default")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        t = study.ask()
+        cfg = sample(t, space, fast_target, "onnx")
+        assert cfg.backend == "onnxruntime" and not cfg.prune.active
+        study.tell(t, 0.0)
+
+
+def test_batch_sizes_above_target_max_are_never_sampled(tmp_path, fast_target):
+    p = _write(tmp_path, "name: x\nbackends: {torch: {}}\nbatch_size: [1, 64]\n")
+    space = load_space(p)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        t = study.ask()
+        assert sample(t, space, fast_target).batch_size == 1
+        study.tell(t, 0.0)

@@ -1,0 +1,69 @@
+import pytest
+
+from planner.errors import ConfigError
+from planner.target import Target, builtin_targets, check_host, load_target, probe_host
+
+
+@pytest.mark.parametrize("name", sorted(builtin_targets()))
+def test_shipped_targets_validate(name):
+    t = load_target(name)
+    assert t.name == name
+    assert "fp32" in t.precisions
+
+
+def test_required_targets_exist():
+    assert {"cpu", "a100", "h100", "l4"} <= set(builtin_targets())
+
+
+def test_unknown_key_is_named_with_valid_keys(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("name: x\ndevice: {kind: cpu}\nthreds: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_target(p)
+    msg = str(e.value)
+    assert "threds" in msg and "unknown key" in msg and "threads" in msg and str(p) in msg
+
+
+def test_every_error_reported_at_once(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("name: x\ndevice: {kind: tpu}\nprecisions: [fp32, fp7]\nconstraints: {latency_slo_ms: -1}\n")
+    with pytest.raises(ConfigError) as e:
+        load_target(p)
+    assert len(e.value.errors) == 3
+    assert any("fp7" in x and "fp16" in x for x in e.value.errors)
+    assert any("latency_slo_ms" in x for x in e.value.errors)
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("name: x\ndevice: [kind: cpu\n")
+    with pytest.raises(ConfigError, match=r"t.yaml \(line \d+, column \d+\): malformed YAML"):
+        load_target(p)
+
+
+def test_unknown_builtin_suggests():
+    with pytest.raises(ConfigError, match="did you mean 'a100'"):
+        load_target("a10")
+
+
+def test_cuda_needs_gpu_section():
+    with pytest.raises(ConfigError):
+        from planner.yamlio import validate
+
+        validate(Target, {"name": "g", "device": {"kind": "cuda"}}, "g.yaml")
+
+
+def test_probe_is_a_valid_target():
+    t = probe_host()
+    again = Target.model_validate(t.model_dump())
+    assert again == t
+    assert t.thread_count() >= 1
+
+
+def test_gpu_target_on_cpu_host_fails_fast():
+    from planner.target import probe_gpus
+
+    if probe_gpus():
+        pytest.skip("this host has a GPU")
+    with pytest.raises(ConfigError, match="needs an NVIDIA GPU"):
+        check_host(load_target("a100"))

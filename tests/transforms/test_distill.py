@@ -1,0 +1,143 @@
+"""Distillation recovery after real pruning, on tiny real models."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from planner.config import DistillConfig, PruneConfig, QuantConfig
+from planner.errors import ConfigError
+from planner.transforms.distill import distill
+from planner.transforms.prune import prune
+from planner.transforms.quantize import quantize_torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread (2 threads on a loaded 2-core box is ~70x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+
+class TinyResNet(nn.Module):
+    def __init__(self, c=32):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.blocks = nn.Sequential(Block(c), Block(c))
+        self.drop = nn.Dropout(0.1)
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.blocks(self.stem(x)).mean((2, 3))))
+
+
+class Attention(nn.Module):
+    def __init__(self, d=32, heads=4):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, d // heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x):
+        B, T, _ = x.shape
+
+        def split(t):
+            return t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        return self.o(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+
+
+class FFN(nn.Module):
+    def __init__(self, d=32, hidden=64):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class TinyBert(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 32)
+        self.attn, self.ffn, self.ln1, self.ln2 = Attention(), FFN(), nn.LayerNorm(32), nn.LayerNorm(32)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        x = self.ln1(x + self.attn(x))
+        return self.ln2(x + self.ffn(x))  # an embedding-style output (B, T, 32)
+
+
+def _calib(shape, n=64, seed=0):
+    return {"x": np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)}
+
+
+def test_distill_after_half_pruning_lowers_loss_and_keeps_bn_stats():
+    torch.manual_seed(0)
+    teacher = TinyResNet().eval()
+    calib = _calib((3, 12, 12))
+    student = prune(copy.deepcopy(teacher), PruneConfig("l1", 0.5), (torch.randn(2, 3, 12, 12),))
+    student.requires_grad_(False)
+    bn_before = {k: v.clone() for k, v in student.state_dict().items() if "running" in k}
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+
+    res = distill(student, teacher, DistillConfig(steps=40, lr=3e-3), calib, ["x"])
+
+    assert res["distill_steps"] == 40 and "skipped" not in res
+    assert res["distill_loss_after"] < 0.8 * res["distill_loss_before"], res
+    assert not student.training and not any(m.training for m in student.modules())
+    assert not any(p.requires_grad for p in student.parameters())  # flags restored
+    for k, v in student.state_dict().items():
+        if "running" in k:
+            assert torch.equal(v, bn_before[k]), k  # BN statistics untouched
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, teacher_before[k]), k  # teacher untouched
+
+
+def test_distill_head_pruned_transformer_with_int_inputs():
+    torch.manual_seed(0)
+    teacher = TinyBert().eval()
+    ids = torch.randint(0, 50, (2, 6))
+    student = prune(copy.deepcopy(teacher), PruneConfig("l2", 0.5), (ids,))
+    assert student.attn.num_heads == 2
+    calib = {"ids": np.random.default_rng(0).integers(0, 50, (48, 6)).astype(np.int64)}
+    res = distill(student, teacher, DistillConfig(steps=30, lr=3e-3), calib, ["ids"])
+    assert res["distill_loss_after"] < res["distill_loss_before"], res
+
+
+def test_quantized_student_is_skipped_untouched():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    student = quantize_torch(copy.deepcopy(teacher), QuantConfig("int8_dynamic"), (torch.randn(2, 16),))
+    x = torch.randn(3, 16)
+    ref = student(x)
+    res = distill(student, teacher, DistillConfig(steps=5, lr=1e-2), _calib((16,)), ["x"])
+    assert "quantized" in res["skipped"] and res["distill_steps"] == 0
+    assert res["distill_loss_before"] == res["distill_loss_after"]
+    torch.testing.assert_close(student(x), ref)
+
+
+def test_zero_steps_and_bad_inputs():
+    teacher = nn.Linear(16, 4).eval()
+    student = copy.deepcopy(teacher)
+    res = distill(student, teacher, DistillConfig(steps=0), _calib((16,)), ["x"])
+    assert res["skipped"] == "steps=0" and res["distill_loss_before"] == pytest.approx(0.0)
+    with pytest.raises(ConfigError):
+        distill(student, teacher, DistillConfig(steps=3), _calib((16,)), ["ids"])

@@ -1,0 +1,293 @@
+"""Quantization of real torch modules and real ONNX files (ORT), on tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from planner.config import QuantConfig, freeze_options
+from planner.errors import CandidateFailed, ConfigError, FailReason
+from planner.transforms import quantize as Q
+from planner.transforms.schemes import SCHEMES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread (2 threads on a loaded 2-core box is ~70x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(64, 128), nn.Linear(128, 128), nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.c2, self.b2 = nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.c3 = nn.Conv2d(32, 64, 3, stride=2, padding=1)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        y = F.relu(self.b1(self.c1(x)))
+        y = F.relu(y + self.b2(self.c2(y)))
+        return self.fc(F.relu(self.c3(y)).mean((2, 3)))
+
+
+def _cos(a, b) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _q(scheme: str, **opts) -> QuantConfig:
+    return QuantConfig(scheme, freeze_options(opts))
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+# --------------------------------------------------------------------------- options table
+
+
+def test_scheme_options_table_is_consistent():
+    assert set(Q.SCHEME_OPTIONS) <= set(SCHEMES)
+    assert set(Q.TORCH_SCHEMES) <= set(Q.SCHEME_OPTIONS) and set(Q.ONNX_SCHEMES) <= set(Q.SCHEME_OPTIONS)
+    for opts in Q.SCHEME_OPTIONS.values():
+        for values in opts.values():
+            assert isinstance(values, tuple) and values
+    assert Q.resolve_options(_q("int8_dynamic"))["op_types"] == "matmul"  # first value is the default
+    assert Q.resolve_options(_q("int8_static", calibrate_method="entropy"))["calibrate_method"] == "entropy"
+
+
+def test_bad_options_raise_config_error_naming_choices():
+    with pytest.raises(ConfigError) as e:
+        Q.validate(_q("int8_static", calibrate_metod="entropy"))
+    assert "calibrate_method" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        Q.validate(_q("int8_static", calibrate_method="kl"))
+    assert "entropy" in str(e.value) and "minmax" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        Q.validate(_q("int8_dynamic", per_channel="yes"))
+    assert "True" in str(e.value)
+    with pytest.raises(ConfigError):
+        Q.validate(_q("fp16", op_types="all"))
+    with pytest.raises(ConfigError) as e:
+        Q.validate(_q("int9"))
+    assert "int8_dynamic" in str(e.value)
+
+
+# --------------------------------------------------------------------------- torch
+
+
+def test_torch_int8_dynamic_close_to_fp32():
+    torch.manual_seed(0)
+    model = MLP().eval()
+    x = torch.randn(32, 64)
+    with torch.no_grad():
+        ref = model(x)
+        qm = Q.quantize_torch(model, _q("int8_dynamic"), (x,))
+        got = qm(x)
+    assert any("quantized" in type(m).__module__ for m in qm.modules())
+    assert _cos(ref, got) > 0.99
+
+
+def test_torch_fp16_bf16_cast_module_and_report_input_dtype():
+    torch.manual_seed(0)
+    x = torch.randn(8, 64)
+    for scheme, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        model = MLP().eval()
+        with torch.no_grad():
+            ref = model(x)
+            qm = Q.quantize_torch(model, _q(scheme), (x,))
+            assert Q.input_dtype(_q(scheme)) == dt
+            assert all(p.dtype == dt for p in qm.parameters())
+            assert _cos(ref, qm(x.to(dt)).float()) > 0.99
+    assert Q.input_dtype(_q("none")) is None and Q.input_dtype(_q("int8_dynamic")) is None
+
+
+def test_torch_int8_weight_only_torchao():
+    torch.manual_seed(0)
+    model = MLP().eval()
+    x = torch.randn(8, 64)
+    with torch.no_grad():
+        ref = model(x)
+        try:
+            qm = Q.quantize_torch(model, _q("int8_weight_only"), (x,))
+        except CandidateFailed as e:  # allowed outcome, but it must say so clearly
+            assert e.reason is FailReason.UNSUPPORTED and "int8_weight_only" in e.message
+            return
+        assert _cos(ref, qm(x)) > 0.99
+    assert type(qm.fc1.weight.data) is not torch.Tensor  # weights became a quantized tensor subclass
+
+
+def test_torch_rejects_onnx_only_scheme_and_none_is_identity():
+    model = MLP().eval()
+    x = torch.randn(2, 64)
+    assert Q.quantize_torch(model, _q("none"), (x,)) is model
+    with pytest.raises(CandidateFailed) as e:
+        Q.quantize_torch(model, _q("int8_static"), (x,))
+    assert e.value.reason is FailReason.UNSUPPORTED
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory):
+    """{name: (path, calib, eval_inputs, fp32 reference outputs)} exported with the dynamo exporter."""
+    d = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, model, shape in (("mlp", MLP(), (64,)), ("conv", ConvNet(), (3, 16, 16))):
+        model.eval()
+        path = d / f"{name}.onnx"
+        torch.onnx.export(model, (torch.randn(2, *shape),), str(path), dynamo=True, input_names=["x"],
+                          verbose=False, dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+        calib = {"x": rng.standard_normal((32, *shape)).astype(np.float32)}
+        xs = rng.standard_normal((5, *shape)).astype(np.float32)  # batch not a multiple of the calib batch
+        ref = _session(path).run(None, {"x": xs})[0]
+        out[name] = (path, calib, xs, ref)
+    return out
+
+
+CASES = [
+    ("mlp", "int8_dynamic", {}),
+    ("conv", "int8_dynamic", {"op_types": "all"}),
+    ("mlp", "int8_static", {"calibrate_method": "minmax"}),
+    ("mlp", "int8_static", {"calibrate_method": "entropy"}),
+    ("mlp", "int8_static", {"calibrate_method": "percentile", "per_channel": True}),
+    ("conv", "int8_static", {"calibrate_method": "minmax"}),
+    ("conv", "int8_static", {"calibrate_method": "entropy", "activation_type": "u8"}),
+    ("conv", "int8_static", {"calibrate_method": "percentile", "per_channel": True}),
+]
+
+
+@pytest.mark.parametrize("name,scheme,opts", CASES, ids=[f"{c[0]}-{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES])
+def test_onnx_int8_valid_close_and_smaller(onnx_models, tmp_path, name, scheme, opts):
+    import onnx
+
+    src, calib, xs, ref = onnx_models[name]
+    dst = tmp_path / "q.onnx"
+    info = Q.quantize_onnx(src, dst, _q(scheme, **opts), calib if scheme == "int8_static" else None)
+    onnx.checker.check_model(str(dst))
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    if scheme == "int8_static":
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        assert info["calib_samples"] == 32
+    else:
+        assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
+    got = _session(dst).run(None, {"x": xs})[0]
+    assert got.shape == ref.shape
+    assert _cos(ref, got) > 0.98
+    assert info["reduce_range"] == Q.int8_saturates()  # "auto"
+    assert info["dst_bytes"] < info["src_bytes"] == Q.onnx_bytes(src)
+    assert info["dst_bytes"] == Q.onnx_bytes(dst)
+    assert info["preprocessed"] is True
+
+
+def test_onnx_entropy_is_not_minmax(onnx_models, tmp_path):
+    """ORT's entropy calibration through quantize_static degenerates to minmax (128 bins);
+    ours uses more bins, so at least one activation range must differ."""
+    import onnx
+    from onnx import numpy_helper
+
+    src, calib, _, _ = onnx_models["conv"]
+    scales = {}
+    for method in ("minmax", "entropy"):
+        dst = tmp_path / f"{method}.onnx"
+        Q.quantize_onnx(src, dst, _q("int8_static", calibrate_method=method), calib)
+        scales[method] = {i.name: float(numpy_helper.to_array(i).ravel()[0])
+                          for i in onnx.load(str(dst)).graph.initializer if i.name.endswith("_scale")}
+    common = set(scales["minmax"]) & set(scales["entropy"])
+    assert common
+    assert any(abs(scales["minmax"][k] - scales["entropy"][k]) > 1e-6 for k in common)
+
+
+def test_onnx_fp16_and_none(onnx_models, tmp_path):
+    import onnx
+
+    src, _, xs, ref = onnx_models["conv"]
+    dst = tmp_path / "h.onnx"
+    info = Q.quantize_onnx(src, dst, _q("fp16"), None)
+    onnx.checker.check_model(str(dst))
+    got = _session(dst).run(None, {"x": xs})[0]
+    assert got.dtype == np.float32  # float I/O kept
+    assert _cos(ref, got) > 0.999
+    assert info["dst_bytes"] < 0.7 * info["src_bytes"]
+    info = Q.quantize_onnx(src, tmp_path / "n.onnx", _q("none"), None)
+    np.testing.assert_allclose(_session(tmp_path / "n.onnx").run(None, {"x": xs})[0], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_static_with_fixed_batch(tmp_path):
+    """A model whose batch axis is fixed (3) gets calibration batches of exactly 3."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((16, 32)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((32, 4)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        "fixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src = tmp_path / "fixed.onnx"
+    onnx.save(model, str(src))
+    calib = {"x": rng.standard_normal((10, 16)), "label": np.zeros(10)}  # float64, extra key: both fine
+    info = Q.quantize_onnx(src, tmp_path / "q.onnx", _q("int8_static"), calib)
+    assert info["calib_samples"] == 9  # 3 batches of 3
+    xs = rng.standard_normal((3, 16)).astype(np.float32)
+    assert _cos(_session(src).run(None, {"x": xs})[0], _session(tmp_path / "q.onnx").run(None, {"x": xs})[0]) > 0.98
+    with pytest.raises(ConfigError):
+        Q.quantize_onnx(src, tmp_path / "q2.onnx", _q("int8_static"), {"y": calib["x"]})
+    with pytest.raises(ConfigError):
+        Q.quantize_onnx(src, tmp_path / "q3.onnx", _q("int8_static"), None)
+
+
+def test_onnx_explicit_reduce_range_and_unsupported_type_combination(onnx_models, tmp_path):
+    src, calib, xs, ref = onnx_models["mlp"]
+    info = Q.quantize_onnx(src, tmp_path / "q.onnx", _q("int8_dynamic", reduce_range=False), None)
+    assert info["reduce_range"] is False
+    info = Q.quantize_onnx(src, tmp_path / "q.onnx", _q("int8_static", weight_type="u8", activation_type="u8",
+                                                        reduce_range=True), calib)
+    assert info["reduce_range"] is True
+    assert _cos(ref, _session(tmp_path / "q.onnx").run(None, {"x": xs})[0]) > 0.98
+    bad = _q("int8_static", activation_type="s8", weight_type="u8")
+    assert Q.unsupported_combination(bad)
+    with pytest.raises(CandidateFailed) as e:
+        Q.quantize_onnx(src, tmp_path / "q2.onnx", bad, calib)
+    assert e.value.reason is FailReason.UNSUPPORTED
+
+
+def test_onnx_quantizer_failure_is_a_compile_failure(tmp_path):
+    src = tmp_path / "broken.onnx"
+    src.write_bytes(b"this is not an onnx model")
+    with pytest.raises(CandidateFailed) as e:
+        Q.quantize_onnx(src, tmp_path / "q.onnx", _q("int8_dynamic"), None)
+    assert e.value.reason is FailReason.COMPILE
+
+
+def test_onnx_rejects_torch_only_scheme(onnx_models, tmp_path):
+    src = onnx_models["mlp"][0]
+    with pytest.raises(CandidateFailed) as e:
+        Q.quantize_onnx(src, tmp_path / "q.onnx", _q("bf16"), None)
+    assert e.value.reason is FailReason.UNSUPPORTED
