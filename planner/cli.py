@@ -49,6 +49,8 @@ def optimize(
     eval_samples: int = typer.Option(32, "--eval-samples", help="evaluation samples for the quality check"),
     early_exit: float = typer.Option(20.0, "--early-exit-factor", help="stop measuring a candidate this many times slower per sample than the best (0 = never)"),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="run a GPU target on a different GPU model"),
+    heartbeat: int = typer.Option(30, "--heartbeat", help="seconds between worker heartbeats; a trial silent for 3 beats is failed"),
+    retries: int = typer.Option(0, "--retries", help="re-run a trial whose worker died (stale heartbeat) up to N times"),
     home: Optional[Path] = HomeOpt,
 ):
     """Search deployments of MODEL on TARGET; log every trial to MLflow; print the Pareto front."""
@@ -79,15 +81,56 @@ def optimize(
         trials=trials, timeout=timeout, trial_timeout=trial_timeout, study_name=study, storage=storage,
         tracking_uri=tracking_uri, sampler=sampler, seed=seed, objectives=tuple(objectives.split(",")),
         eval_samples=eval_samples, early_exit_factor=early_exit or None, allow_mismatch=allow_mismatch,
+        heartbeat_seconds=heartbeat, retries=retries,
     )
+    _check_scaleout_flags(heartbeat, retries, storage)
     from planner.console import RichReporter
 
-    opt = Optimizer(spec, tgt, spc, Home.resolve(home), opts, RichReporter(_console()))
+    _run(Optimizer(spec, tgt, spc, Home.resolve(home), opts, RichReporter(_console())))
+
+
+def _check_scaleout_flags(heartbeat: int, retries: int, storage: Optional[str]) -> None:
+    errors = []
+    if heartbeat < 1:
+        errors.append(f"--heartbeat {heartbeat}: must be ≥ 1 second")
+    if retries < 0:
+        errors.append(f"--retries {retries}: must be ≥ 0")
+    if storage is not None and "://" not in storage:
+        errors.append(f"--storage {storage!r}: expected a URL such as sqlite:///study.db or postgresql://user@host/db")
+    if errors:
+        raise ConfigError(errors)
+
+
+def _run(opt) -> None:
     try:
         opt.run()
     except KeyboardInterrupt:
         _console(True).print("[yellow]interrupted[/]: finished trials are kept; run the same command to resume.")
         raise typer.Exit(130)
+
+
+@app.command()
+def worker(
+    study: str = typer.Option(..., "--study", help="an existing study (created by `planner optimize`)"),
+    storage: str = typer.Option(..., "--storage", help="the study's Optuna storage URL, e.g. postgresql://user@db/planner"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="the study's MLflow tracking URI"),
+    trials: int = typer.Option(20, "--trials", "-n", help="trials this worker runs"),
+    timeout: Optional[float] = typer.Option(None, "--timeout"),
+    trial_timeout: float = typer.Option(900.0, "--trial-timeout"),
+    heartbeat: int = typer.Option(30, "--heartbeat"),
+    retries: int = typer.Option(0, "--retries"),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch"),
+    home: Optional[Path] = HomeOpt,
+):
+    """Join an existing study as one more worker: model, target and space are read from the study itself."""
+    from planner.console import RichReporter
+    from planner.paths import Home
+    from planner.search.study import StudyOptions, join_study
+
+    _check_scaleout_flags(heartbeat, retries, storage)
+    opts = StudyOptions(trials=trials, timeout=timeout, trial_timeout=trial_timeout, tracking_uri=tracking_uri,
+                        heartbeat_seconds=heartbeat, retries=retries, allow_mismatch=allow_mismatch)
+    _run(join_study(study, storage, Home.resolve(home), opts, RichReporter(_console())))
 
 
 # ------------------------------------------------------------------ targets

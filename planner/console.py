@@ -77,7 +77,9 @@ class RichReporter:
         n_fail = sum(o.status == "failed" for o in result.outcomes)
         c.print(f"\n{len(result.outcomes)} trials this run: {n_ok} feasible, {n_fail} failed; stopped: {result.stopped_because}")
         c.print(pareto_table(result.front, title=f"Pareto front ({len(result.front)} deployments, feasible only)"))
-        c.print(f"Optuna storage : {result.storage}")
-        c.print(f"MLflow store   : {result.tracking_uri}  (experiment '{result.experiment}', run {result.parent_run_id})")
+        from planner.record.mlflow import redact
+
+        c.print(f"Optuna storage : {redact(result.storage)}")
+        c.print(f"MLflow store   : {redact(result.tracking_uri)}  (experiment '{result.experiment}', run {result.parent_run_id})")
         c.print(f"work dirs      : {result.home / 'studies'}")
         c.print("browse         : planner ui" + ("" if str(result.home) == "" else f" --home {result.home}"))

@@ -60,7 +60,6 @@ class MlflowRecorder:
                 run = self.client.get_run(parent_run_id)
                 self.parent_run_id = run.info.run_id
                 self.client.update_run(self.parent_run_id, status="RUNNING")
-                self.close_dangling()
                 return self.parent_run_id
             except Exception:
                 pass  # deleted in the UI: start a fresh parent run
@@ -71,11 +70,11 @@ class MlflowRecorder:
             self.client.log_artifact(self.parent_run_id, str(f))
         return self.parent_run_id
 
-    def close_dangling(self) -> int:
-        """Mark child runs left RUNNING by an interrupted process as FAILED."""
+    def close_dangling(self, keep: set[str] = frozenset()) -> int:
+        """Mark child runs left RUNNING by an interrupted process as FAILED (except ``keep``: live workers' runs)."""
         n = 0
         for run in self.child_runs():
-            if run.info.status == "RUNNING":
+            if run.info.status == "RUNNING" and run.info.run_id not in keep:
                 self.client.set_tag(run.info.run_id, "planner.status", "interrupted")
                 self.client.set_terminated(run.info.run_id, status="FAILED")
                 n += 1

@@ -42,6 +42,8 @@ class StudyOptions:
     early_exit_factor: float | None = 20.0  # stop measuring a candidate this many times slower per sample than the best
     allow_mismatch: bool = False
     max_duplicates: int = 25  # consecutive already-measured suggestions before we call the space exhausted
+    heartbeat_seconds: int = 30  # trials whose worker stops beating for 3 intervals are failed by other workers
+    retries: int = 0  # re-run a trial that went stale (its worker died) this many times
 
 
 @dataclass
@@ -223,11 +225,15 @@ class Optimizer:
             tail = (res.get("log_tail") or "").strip().splitlines()[-1:] or [""]
             _rmtree(staging)
             raise ConfigError(f"model {self.model.ref}: could not be loaded and run in fp32 ({res.get('reason')}: {res.get('message')}) {tail[0]}")
-        self.study_dir.mkdir(parents=True, exist_ok=True)
-        os.replace(ref, self.study_dir / "reference.npz")
-        _rmtree(staging)
         self.model_info = res
+        self._staging = staging
         return res
+
+    def install_reference(self) -> None:
+        """Move the staged fp32 reference into the study folder (once storage and tracking are known good)."""
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(self._staging / "reference.npz", self.study_dir / "reference.npz")
+        _rmtree(self._staging)
 
     def open_study(self):
         import optuna
@@ -235,16 +241,15 @@ class Optimizer:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             study = optuna.create_study(
-                study_name=self.study_name, storage=self.storage_url, load_if_exists=True,
+                study_name=self.study_name, storage=make_storage(self.storage_url, self.opts.heartbeat_seconds, self.opts.retries),
+                load_if_exists=True,
                 directions=[o.direction for o in self.objectives],
                 sampler=make_sampler(self.opts.sampler, self.opts.seed, len(self.objectives)),
             )
+        except ConfigError:
+            raise
         except ValueError as e:  # e.g. directions differ from the stored study
             raise ConfigError(f"--study {self.study_name}: {e}") from None
-        except Exception as e:
-            from planner.record.mlflow import redact
-
-            raise ConfigError(f"--storage {redact(self.storage_url)}: cannot open the Optuna storage ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         attrs = study.user_attrs
         mine = {"model": self.model.ref, "model_hash": self.model_info["model_hash"], "target": self.target.name,
                 "space": self.space.name, "objectives": [o.name for o in self.objectives]}
@@ -264,6 +269,7 @@ class Optimizer:
             study.set_user_attr("model_info", {k: v for k, v in self.model_info.items() if k != "status"})
             study.set_metric_names([o.metric for o in self.objectives])
         self._fail_orphans(study)
+        optuna.storages.fail_stale_trials(study)
         return study
 
     def _fail_orphans(self, study) -> None:
@@ -277,11 +283,13 @@ class Optimizer:
                 study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted")
                 study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
 
-    def open_recorder(self, study):
+    def connect_recorder(self):
+        """Reach the MLflow store (creates no run)."""
         from planner.record.mlflow import MlflowRecorder
 
-        rec = MlflowRecorder(self.tracking_uri, self.experiment, self.home.artifacts if self.opts.tracking_uri is None else None)
-        files = []
+        return MlflowRecorder(self.tracking_uri, self.experiment, self.home.artifacts if self.opts.tracking_uri is None else None)
+
+    def start_recording(self, study, rec):
         snap = self.study_dir / "inputs"
         snap.mkdir(parents=True, exist_ok=True)
         (snap / "target.yaml").write_text(self.target.to_yaml())
@@ -299,17 +307,33 @@ class Optimizer:
         tags = {"planner.study": self.study_name, "planner.model": self.model.name, "planner.target": self.target.name,
                 "planner.data": "synthetic" if self.model_info.get("synthetic_data") else "user"}
         parent = rec.start_study(self.study_name, study.user_attrs.get("mlflow_parent_run_id"), tags, params, files)
-        study.set_user_attr("mlflow_parent_run_id", parent)
+        if study.user_attrs.get("mlflow_parent_run_id") != parent:
+            study.set_user_attr("mlflow_parent_run_id", parent)
         study.set_user_attr("mlflow_experiment", self.experiment)
+        rec.close_dangling(self._running_run_ids(study))
         return rec
+
+    @staticmethod
+    def _running_run_ids(study) -> set[str]:
+        """MLflow runs of trials still RUNNING in Optuna (other live workers): not to be closed."""
+        from optuna.trial import TrialState
+
+        return {t.user_attrs["mlflow_run_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.user_attrs.get("mlflow_run_id")}
 
     # ------------------------------------------------------------------ loop
     def run(self) -> StudyResult:
         backends = self.validate()
         self.home.ensure()
         self.prepare()
-        study = self.open_study()
-        rec = self.open_recorder(study)
+        try:
+            rec = self.connect_recorder()
+            study = self.open_study()
+        except BaseException:
+            _rmtree(self._staging)
+            raise
+        self.install_reference()
+        self.start_recording(study, rec)
         seen = self._seen(study)
         fmt = self.model_info.get("format", "torch")
         outcomes: list[TrialOutcome] = []
@@ -362,9 +386,13 @@ class Optimizer:
     def _one_trial(self, study, rec, backends, fmt, seen) -> TrialOutcome:
         from optuna.trial import TrialState
 
+        import optuna
+
+        optuna.storages.fail_stale_trials(study)  # trials of workers that died elsewhere
         trial = study.ask()
         try:
-            return self._run_trial(study, trial, rec, backends, fmt, seen)
+            with Heartbeat(study, trial):
+                return self._run_trial(study, trial, rec, backends, fmt, seen)
         except BaseException as e:  # a planner bug or Ctrl-C: never leave the Optuna trial RUNNING
             if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
                 trial.set_user_attr("fail_reason", "interrupted" if isinstance(e, KeyboardInterrupt) else "planner_error")
@@ -478,6 +506,89 @@ class Optimizer:
             print(f"warning: could not record the Pareto summary in MLflow: {e}", file=sys.stderr)
         return StudyResult(self.study_name, self.storage_url, self.tracking_uri, self.experiment, rec.parent_run_id,
                            outcomes, front, self.home.root, stopped)
+
+
+def join_study(study_name: str, storage_url: str, home: Home, options: StudyOptions, reporter: Reporter | None = None) -> Optimizer:
+    """An Optimizer for an existing study, from the specs stored in it (for extra workers on other machines)."""
+    import dataclasses
+
+    import optuna
+
+    from planner.space import SearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(storage_url, options.heartbeat_seconds, options.retries)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [x.study_name for x in optuna.get_all_study_summaries(storage)]
+        raise ConfigError(f"--study {study_name!r}: no such study in the storage; studies: {', '.join(names) or 'none'}") from None
+    a = study.user_attrs
+    if "model_spec" not in a:
+        raise ConfigError(f"--study {study_name!r}: was not created by `planner optimize` (no model/target/space recorded)")
+    opts = dataclasses.replace(options, study_name=study_name, storage=storage_url, objectives=tuple(a["objectives"]))
+    return Optimizer(ModelSpec.from_dict(a["model_spec"]), Target.model_validate(a["target_spec"]),
+                     SearchSpace.model_validate(a["space_spec"]), home, opts, reporter)
+
+
+def make_storage(url: str, heartbeat_seconds: int = 30, retries: int = 0):
+    """Optuna storage for a URL: RDB storages get heartbeats so a dead worker's trial is failed (and retried)."""
+    import optuna
+
+    from planner.record.mlflow import redact
+
+    if url.startswith(("sqlite:", "postgresql", "mysql")):
+        try:
+            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries) if retries > 0 else None
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat_seconds, grace_period=heartbeat_seconds * 3,
+                heartbeat_stale_trial_callback=callback,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
+        except ImportError as e:
+            raise ConfigError(f"--storage {redact(url)}: driver missing ({e}); for PostgreSQL: pip install 'planner[postgres]'") from None
+        except Exception as e:
+            raise ConfigError(f"--storage {redact(url)}: cannot open the Optuna storage ({type(e).__name__}: {_first_line(e)})") from None
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as e:
+        raise ConfigError(f"--storage {redact(url)}: not a usable Optuna storage URL ({_first_line(e)}); "
+                          "use sqlite:///path.db or postgresql://user@host/db") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+class Heartbeat:
+    """Beat for one trial in a thread while its worker runs (Optuna's own thread only runs inside optimize())."""
+
+    def __init__(self, study, trial):
+        import threading
+
+        self.storage, self.trial_id = study._storage, trial._trial_id
+        self.interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True) if self.interval else None
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a missed beat is not fatal; the next one may succeed
+                pass
+
+    def __enter__(self):
+        if self.thread is not None:
+            self.storage.record_heartbeat(self.trial_id)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
 
 
 def optimize(model: ModelSpec, target: Target, space: SearchSpace, home: Home | None = None,

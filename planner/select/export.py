@@ -1,0 +1,694 @@
+"""Hand-off to serving: export one measured deployment as a self-checking bundle or a Triton model repository.
+
+    planner export (RUN_ID | models:/NAME@ALIAS | models:/NAME/VERSION) --out DIR [--format bundle|triton]
+
+bundle (``DIR/``)::
+
+    model.onnx + session.json | model.pt2 | model.plan | model.so    the engine, as measured
+    samples.npz      ``in:<input>`` sample inputs (2 batches at the trial's batch size) and ``ref``:
+                     the fp32 reference outputs, flattened per sample (or the engine's own outputs
+                     when the study's reference is gone; the manifest says which)
+    manifest.json    the trial's manifest + ``export`` (source run, tolerance, engine, samples) and
+                     sha256 of every file above
+    README.md        how to load and call the engine
+
+triton (``DIR/<name>/``)::
+
+    config.pbtxt, 1/model.<ext> (+ 1/model.py for the Python backend), manifest.json, samples.npz, README.md
+
+Everything is written into a temporary sibling of DIR and renamed into place at the
+end, so a failed export leaves nothing half-written; every relative path written is
+checked not to escape DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+from planner.errors import ConfigError, PlannerError
+
+SAMPLE_BATCHES = 2
+TOL_FACTOR = 1.5
+TOL_EPS = 1e-5
+TOL_RTOL = 1e-5
+RESERVED = ("manifest.json", "samples.npz", "README.md", "config.pbtxt")
+TRITON_TYPES = {
+    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
+    "int64": "TYPE_INT64", "int32": "TYPE_INT32", "int16": "TYPE_INT16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8",
+    "bool": "TYPE_BOOL",
+}
+ONNX_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
+              11: "float64", 16: "bfloat16"}
+
+
+class UnsafePath(PlannerError, ValueError):
+    """A file name that would land outside the export folder."""
+
+
+def safe_relpath(name: str) -> str:
+    """``name`` as a normalised relative POSIX path that stays inside its folder; raises `UnsafePath` otherwise.
+
+    Rejected: empty names, absolute paths (``/x``, ``C:\\x``, ``\\\\server``), any ``..`` component,
+    backslashes and NUL bytes.
+    """
+    if not isinstance(name, str) or not name or name.strip() != name:
+        raise UnsafePath(f"refusing file name {name!r}: empty or padded with spaces")
+    if "\x00" in name or "\\" in name:
+        raise UnsafePath(f"refusing file name {name!r}: contains a backslash or NUL byte")
+    if name.startswith("/") or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+        raise UnsafePath(f"refusing file name {name!r}: absolute path")
+    parts = PurePosixPath(name).parts
+    if any(p == ".." for p in parts):
+        raise UnsafePath(f"refusing file name {name!r}: '..' would escape the export folder")
+    clean = [p for p in parts if p not in ("", ".")]
+    if not clean:
+        return "."
+    return "/".join(clean)
+
+
+def safe_join(root: Path, name: str) -> Path:
+    """``root / name`` after `safe_relpath`, also refusing a result that resolves (through links) outside ``root``."""
+    rel = safe_relpath(name)
+    root = Path(root)
+    path = root if rel == "." else root / rel
+    real_root = root.resolve()
+    real = path.resolve()
+    if real != real_root and not real.is_relative_to(real_root):
+        raise UnsafePath(f"refusing file name {name!r}: resolves outside {root}")
+    return path
+
+
+# --------------------------------------------------------------------------- rebuild
+
+
+def rebuild_config(study, trial_number: int, storage: str | None = None):
+    """The TrialConfig of trial ``trial_number`` rebuilt from its Optuna params by `planner.space.rebuild`.
+
+    ``study`` is an Optuna study (or its name, with ``storage``).  The search space and target come from
+    the study's stored ``space_spec``/``target_spec``; the result must equal the stored config, else
+    `PlannerError` (the code that samples configs changed since the study ran).
+    """
+    from planner.config import TrialConfig
+    from planner.space import SearchSpace, rebuild
+    from planner.target import Target
+
+    if isinstance(study, str):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=study, storage=storage)
+    attrs = study.user_attrs
+    if "space_spec" not in attrs or "target_spec" not in attrs:
+        raise ConfigError(f"study {study.study_name!r}: has no stored space_spec/target_spec (not a planner study)")
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if trial_number not in trials:
+        raise ConfigError(f"study {study.study_name!r}: no trial {trial_number}; trials: 0..{max(trials, default=-1)}")
+    t = trials[trial_number]
+    if "config" not in t.user_attrs:
+        raise ConfigError(f"study {study.study_name!r}: trial {trial_number} has no stored config")
+    space = SearchSpace.model_validate(attrs["space_spec"])
+    target = Target.model_validate(attrs["target_spec"])
+    fmt = (attrs.get("model_info") or {}).get("format", "torch")
+    cfg = rebuild(t.params, space, target, fmt)
+    stored = TrialConfig.from_dict(t.user_attrs["config"])
+    if cfg != stored:
+        raise PlannerError(f"trial {trial_number} of study {study.study_name!r}: the config rebuilt from its params "
+                           f"({cfg.describe()}, key {cfg.key()}) differs from the stored one ({stored.describe()}, key {stored.key()})")
+    return cfg
+
+
+# --------------------------------------------------------------------------- export
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    root: Path  # where manifest.json is (DIR for a bundle, DIR/<name> for Triton)
+    run_id: str
+    format: str
+    engine_file: str
+    reference: str  # "fp32" or "engine"
+    files: list[str]
+    name: str
+    notes: list[str]
+
+
+def _tracking(home, tracking_uri: str | None):
+    from planner.paths import Home
+
+    h = Home.resolve(home)
+    if tracking_uri is None and not (h.root / "mlflow.db").is_file():
+        raise ConfigError(f"no MLflow store at {h.root / 'mlflow.db'}: run `planner optimize` first, or pass --home/--tracking-uri")
+    return h, tracking_uri or h.tracking_uri
+
+
+def _run_of_trial(home, storage: str | None, study: str, trial: int) -> str:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage or home.optuna_url
+    try:
+        st = optuna.load_study(study_name=study, storage=url)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+        raise ConfigError(f"--study {study!r}: no such study; studies: {', '.join(names) or 'none'}") from None
+    t = next((t for t in st.get_trials(deepcopy=False) if t.number == trial), None)
+    if t is None:
+        raise ConfigError(f"--trial {trial}: study {study!r} has trials 0..{len(st.trials) - 1}")
+    rid = t.user_attrs.get("mlflow_run_id")
+    if not rid or not t.user_attrs.get("metrics"):
+        raise ConfigError(f"--trial {trial}: trial {trial} of {study!r} was not measured ({t.state.name}"
+                          f"{', ' + t.user_attrs.get('fail_reason', '') if t.user_attrs.get('fail_reason') else ''})")
+    return rid
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConfigError(f"--out {out}: folder is not empty; choose another or pass --force to replace it")
+
+
+def _download(client, run_id: str, path: str, dst: Path) -> Path:
+    return Path(client.download_artifacts(run_id, path, str(dst)))
+
+
+def _sample_inputs(manifest: dict, n: int, seed: int = 0) -> dict[str, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in (manifest.get("model") or {}).get("inputs") or []:
+        shape = (n, *spec["shape"])
+        dt = spec.get("dtype", "float32")
+        if dt.startswith("float"):
+            out[spec["name"]] = rng.standard_normal(shape).astype(dt)
+        elif dt == "bool":
+            out[spec["name"]] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            out[spec["name"]] = rng.integers(int(spec.get("low", 0)), int(spec.get("high", 2)), shape).astype(dt)
+    return out
+
+
+def _reference_samples(home, manifest: dict, n: int) -> tuple[dict[str, Any] | None, Any, str]:
+    """(inputs, ref, why-not) from ``<home>/studies/<study>/reference.npz``; inputs None when unusable."""
+    import numpy as np
+
+    from planner.search.study import _safe
+
+    study = (manifest.get("trial") or {}).get("study")
+    if not study:
+        return None, None, "the manifest names no study"
+    path = home.study_dir(_safe(study)) / "reference.npz"
+    if not path.is_file():
+        return None, None, f"{path} not found"
+    specs = (manifest.get("model") or {}).get("inputs") or []
+    with np.load(path, allow_pickle=False) as z:
+        ins = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
+        if "ref" not in z.files or not ins:
+            return None, None, f"{path} has no reference outputs"
+        ref = z["ref"]
+    names = [s["name"] for s in specs]
+    if names and set(names) != set(ins):
+        return None, None, f"{path} inputs {sorted(ins)} differ from the model's {sorted(names)}"
+    for s in specs:
+        a = ins[s["name"]]
+        if list(a.shape[1:]) != list(s["shape"]) or str(a.dtype) != s.get("dtype", "float32"):
+            return None, None, f"{path} input {s['name']} is {a.dtype}{list(a.shape[1:])}, the model's is {s.get('dtype')}{s['shape']}"
+    idx = np.arange(n) % len(ref)
+    order = names or list(ins)
+    return {k: np.ascontiguousarray(ins[k][idx]) for k in order}, np.ascontiguousarray(ref[idx].astype(np.float32)), ""
+
+
+def tolerance(metrics: dict, reference: str) -> dict[str, Any]:
+    """Comparison bounds for verify: ``|out - ref| <= atol + rtol * |ref|``.
+
+    Against the fp32 reference the engine's own recorded error is the yardstick:
+    ``atol = 1.5 * max_abs_error + 1e-5``.  Against its own outputs only run-to-run noise is allowed.
+    """
+    mae = metrics.get("max_abs_error")
+    if reference == "fp32" and isinstance(mae, (int, float)) and math.isfinite(mae):
+        return {"atol": TOL_FACTOR * float(mae) + TOL_EPS, "rtol": TOL_RTOL,
+                "derived_from": f"{TOL_FACTOR} x recorded max_abs_error ({float(mae):.3g}) + {TOL_EPS:g}"}
+    return {"atol": TOL_EPS * 10, "rtol": 1e-4, "derived_from": "run-to-run noise of the engine against its own outputs"}
+
+
+def export(ref: str | None, out: Path, fmt: str = "bundle", force: bool = False, tracking_uri: str | None = None,
+           home: str | Path | None = None, name: str | None = None, study: str | None = None, trial: int | None = None,
+           storage: str | None = None, timeout: float = 600.0) -> ExportResult:
+    """Export one trial's engine (see module doc).  Bad references and folders raise `ConfigError`."""
+    from planner.record.mlflow import _client
+    from planner.select.registry import resolve
+
+    if fmt not in ("bundle", "triton"):
+        raise ConfigError(f"--format {fmt!r}: valid choices: bundle, triton")
+    if (ref is None) == (study is None or trial is None):
+        raise ConfigError("give either RUN_ID / models:/NAME@ALIAS / models:/NAME/VERSION, or --study NAME --trial N")
+    out = Path(out).absolute()
+    _check_out(out, force)
+    h, uri = _tracking(home, tracking_uri)
+    if ref is None:
+        ref = _run_of_trial(h, storage, study, trial)  # type: ignore[arg-type]
+    client = _client(uri)
+    res = resolve(ref, client)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        result = _build(client, res, work, fmt, name, h, uri, timeout, storage)
+        _check_out(out, force)  # again: someone may have written there meanwhile
+        staged = work / "out"
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}-{int(time.time())}"
+            os.replace(out, old)
+            try:
+                os.replace(staged, out)
+            except BaseException:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staged, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.out = out
+    result.root = out / result.root.relative_to(staged)
+    return result
+
+
+def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, timeout: float, storage: str | None) -> ExportResult:
+    import numpy as np
+
+    from planner.record.mlflow import redact
+    from planner.search.cache import sha256_file
+    from planner.select.registry import registered_model_name
+    from planner.select.verify import ENGINE_FILES, engine_job, run_engine_job
+
+    dl = work / "download"
+    dl.mkdir()
+    notes: list[str] = []
+    try:
+        mpath = _download(client, res.run_id, "manifest.json", dl)
+    except Exception:
+        run = client.get_run(res.run_id)
+        raise ConfigError(f"run {res.run_id} ({run.info.run_name}, {run.info.status}, planner.status="
+                          f"{run.data.tags.get('planner.status', '?')}) has no manifest.json: it is not a measured planner trial") from None
+    manifest = json.loads(mpath.read_text())
+    files = manifest.get("files") or {}
+    if not files:
+        note = (manifest.get("backend") or {}).get("artifact_note", "")
+        raise ConfigError(f"run {res.run_id}: the trial left no engine file to export{': ' + note if note else ''}")
+    engine_files = {safe_relpath(f): meta for f, meta in files.items()}
+    for f in engine_files:
+        if PurePosixPath(f).name in RESERVED or f in RESERVED:
+            raise UnsafePath(f"refusing engine file {f!r}: the name is reserved for the bundle's own files")
+    main = [f for f in engine_files if PurePosixPath(f).name in ENGINE_FILES and "/" not in f]
+    if not main:
+        raise ConfigError(f"run {res.run_id}: none of {sorted(engine_files)} is an engine planner can load "
+                          f"({', '.join(ENGINE_FILES)})")
+    engine_file = main[0]
+    cfg = (manifest.get("trial") or {}).get("config") or {}
+    batch = int(cfg.get("batch_size") or 1)
+    model = manifest.get("model") or {}
+    target = manifest.get("target") or {}
+    tname = name or (res.model or registered_model_name(model.get("name", "model"), target.get("name", "target")))
+    try:
+        safe_relpath(tname)
+    except UnsafePath as e:
+        raise ConfigError(f"--name {tname!r}: {e}") from None
+    if "/" in tname:
+        raise ConfigError(f"--name {tname!r}: must be a single folder name")
+
+    staged = work / "out"
+    root = staged / tname if fmt == "triton" else staged
+    engine_rel = "1" if fmt == "triton" else "."
+    root.mkdir(parents=True)
+    safe_join(root, engine_rel).mkdir(parents=True, exist_ok=True)
+
+    # the engine, checked against the trial's own manifest on the way
+    for f, meta in engine_files.items():
+        src = _download(client, res.run_id, f"engine/{f}", dl / "engine")
+        if meta.get("sha256") and sha256_file(src) != meta["sha256"]:
+            raise PlannerError(f"run {res.run_id}: artifact engine/{f} does not match the sha256 in its manifest "
+                               "(the artifact store was modified); refusing to export it")
+        dst = safe_join(root, f"{engine_rel}/{f}")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+    # samples + reference
+    n = SAMPLE_BATCHES * batch
+    inputs, ref_out, why = _reference_samples(home, manifest, n)
+    reference = "fp32"
+    if inputs is None:
+        reference = "engine"
+        notes.append(f"fp32 reference unavailable ({why}): reference outputs are the engine's own")
+        inputs = _sample_inputs(manifest, n, seed=int(model.get("seed", 0)))
+    samples_path = safe_join(root, "samples.npz")
+    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()})
+    describe = None
+    kind = ENGINE_FILES[PurePosixPath(engine_file).name]
+    need_describe = fmt == "triton" and kind in ("pt2", "so", "plan")
+    if reference == "engine" or need_describe:
+        partial = {"target": target, "trial": manifest.get("trial"), "model": model,
+                   "export": {"engine_dir": engine_rel, "engine_file": engine_file, "batch_size": batch}}
+        outs = work / "engine_out.npy"
+        r = run_engine_job(engine_job(root, partial, samples=str(samples_path), write_outputs=str(outs),
+                                      describe=need_describe), timeout)
+        if r.get("status") != "ok":
+            if reference == "engine":
+                raise PlannerError(f"run {res.run_id}: the engine could not be run to make reference outputs: {r.get('message')}")
+            notes.append(f"engine not loadable here ({r.get('message')}); Triton config built from the manifest")
+        else:
+            describe = r.get("describe")
+            if reference == "engine":
+                ref_out = np.load(outs)
+    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()}, ref=ref_out)
+
+    tol = tolerance(manifest.get("metrics") or {}, reference)
+    if fmt == "triton":
+        cfg_text, io = triton_config(tname, kind, root / engine_rel / engine_file, manifest, batch, describe, notes)
+        safe_join(root, "config.pbtxt").write_text(cfg_text)
+        if kind in ("pt2", "so"):
+            safe_join(root, f"{engine_rel}/model.py").write_text(python_backend_model(engine_file))
+    else:
+        io = None
+    safe_join(root, "README.md").write_text(readme(manifest, engine_file, fmt, tname, batch, reference, tol, res, io, notes))
+
+    listed = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    from planner.record.manifest import file_checksums
+
+    new = dict(manifest)
+    new["files"] = file_checksums(root, listed)
+    new["export"] = {
+        "format": fmt,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": {"run_id": res.run_id, "ref": res.uri, "registered_model": res.model, "version": res.version,
+                   "alias": res.alias, "tracking_uri": redact(uri)},
+        "engine_dir": engine_rel,
+        "engine_file": engine_file,
+        "engine_kind": kind,
+        "batch_size": batch,
+        "samples": "samples.npz",
+        "sample_count": n,
+        "reference": reference,
+        "reference_layout": "ref[i] = concatenation of every output of sample i, flattened, float32",
+        "tolerance": tol,
+        "triton_name": tname if fmt == "triton" else None,
+        "rebuild_check": _rebuild_check(home, storage, manifest),
+        "notes": notes,
+    }
+    (root / "manifest.json").write_text(json.dumps(new, indent=2, default=str))
+    return ExportResult(staged, root, res.run_id, fmt, engine_file, reference, listed, tname, notes)
+
+
+def _rebuild_check(home, storage: str | None, manifest: dict) -> str:
+    """'ok' when the trial's config is rebuilt identically from the study's params; else why not checked/failed."""
+    tr = manifest.get("trial") or {}
+    url = storage or home.optuna_url
+    if storage is None and not (home.root / "optuna.db").is_file():
+        return "skipped: no Optuna storage"
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        st = optuna.load_study(study_name=tr.get("study"), storage=url)
+        rebuild_config(st, int(tr.get("number")))
+        return "ok"
+    except KeyError:
+        return "skipped: study not in the Optuna storage"
+    except PlannerError as e:
+        return f"failed: {e}"
+    except Exception as e:
+        return f"skipped: {type(e).__name__}: {str(e)[:200]}"
+
+
+# --------------------------------------------------------------------------- Triton
+
+
+def _onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+
+    def conv(vi):
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        return {"name": vi.name, "dtype": ONNX_TYPES.get(tt.elem_type, "float32"), "dims": dims}
+
+    return [conv(v) for v in m.graph.input if v.name not in inits], [conv(v) for v in m.graph.output]
+
+
+def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch: int, describe: dict | None,
+                  notes: list[str]) -> tuple[str, dict]:
+    """``config.pbtxt`` text and the IO it declares."""
+    target = manifest.get("target") or {}
+    model_inputs = (manifest.get("model") or {}).get("inputs") or []
+    gpu = (target.get("device") or {}).get("kind") == "cuda"
+    if kind == "onnx":
+        ins, outs = _onnx_io(engine_path)
+        b0 = [i["dims"][0] if i["dims"] else -1 for i in ins + outs]
+        dynamic = all(d == -1 for d in b0)
+        if dynamic:
+            max_batch = int(target.get("max_batch_size") or batch)
+            ins = [{**i, "dims": i["dims"][1:]} for i in ins]
+            outs = [{**o, "dims": o["dims"][1:]} for o in outs]
+        else:  # a fixed batch axis: Triton wants max_batch_size 0 and the full shape
+            max_batch = 0
+            notes.append("the ONNX graph has a fixed batch axis: max_batch_size 0 and dims include the batch axis")
+        head = 'platform: "onnxruntime_onnx"'
+    elif kind == "plan":
+        io = (describe or {}).get("io")
+        if io:
+            ins = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io if t["mode"] == "input"]
+            outs = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io if t["mode"] == "output"]
+        else:
+            ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]
+            outs = [{"name": "output0", "dtype": "float32", "dims": [-1]}]
+            notes.append("TensorRT is not available here: output name 'output0' and dims [-1] are placeholders; "
+                         "check them against the engine's tensor names")
+        max_batch = batch  # the optimisation profile's max
+        head = 'platform: "tensorrt_plan"'
+    else:  # python backend around torch.export / TVM
+        ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]
+        width = (describe or {}).get("flat_output_width")
+        outs = [{"name": "output0", "dtype": "float32", "dims": [int(width) if width else -1]}]
+        dyn = (describe or {}).get("dynamic_batch")
+        max_batch = int(target.get("max_batch_size") or batch) if dyn else batch
+        head = 'backend: "python"'
+    for io in ins + outs:
+        if io["dtype"] not in TRITON_TYPES:
+            raise PlannerError(f"tensor {io['name']!r}: dtype {io['dtype']} has no Triton type")
+
+    def block(kw: str, ts: list[dict]) -> str:
+        items = ",\n".join(
+            f'  {{\n    name: "{t["name"]}"\n    data_type: {TRITON_TYPES[t["dtype"]]}\n    dims: [ {", ".join(str(int(d)) for d in t["dims"])} ]\n  }}'
+            for t in ts
+        )
+        return f"{kw} [\n{items}\n]"
+
+    text = "\n".join([
+        f"# written by planner export from run {(manifest.get('export') or {}).get('source', {}).get('run_id', '')}".rstrip(),
+        f'name: "{name}"',
+        head,
+        f"max_batch_size: {max_batch}",
+        block("input", ins),
+        block("output", outs),
+        f"instance_group [ {{ count: 1, kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
+        "version_policy: { latest: { num_versions: 1 } }",
+    ]) + "\n"
+    if kind == "onnx" and gpu:
+        text += 'optimization { execution_accelerators { gpu_execution_accelerator : [ { name : "cuda" } ] } }\n'
+    return text, {"inputs": ins, "outputs": outs, "max_batch_size": max_batch}
+
+
+def python_backend_model(engine_file: str) -> str:
+    """Triton Python-backend ``model.py`` that loads the engine next to it and returns one flat output."""
+    return f'''"""Triton Python backend for a planner engine ({engine_file}); written by `planner export --format triton`.
+
+Output "output0" is every model output of a sample, flattened and concatenated (float32), exactly
+what samples.npz's "ref" holds.
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+ENGINE = {engine_file!r}
+
+
+def _load(here, device):
+    path = os.path.join(here, ENGINE)
+    if ENGINE.endswith(".pt2"):
+        import torch
+
+        ep = torch.export.load(path)
+        names = set(ep.graph_signature.user_inputs)
+        dtypes = [getattr(n.meta.get("val"), "dtype", None) for n in ep.graph.nodes
+                  if n.op == "placeholder" and n.name in names]
+        module = ep.module()
+        if device != "cpu":
+            module = module.to(device)
+
+        def run(arrays):
+            args = []
+            for a, dt in zip(arrays, dtypes):
+                t = torch.from_numpy(np.ascontiguousarray(a)).to(device)
+                if dt is not None and t.is_floating_point() and dt.is_floating_point:
+                    t = t.to(dt)
+                args.append(t)
+            with torch.inference_mode():
+                out = module(*args)
+            outs = out if isinstance(out, (tuple, list)) else [out]
+            return [o.detach().float().cpu().numpy() for o in outs]
+
+        return run
+    from planner.backends.tvm import load_artifact  # needs `pip install planner[tvm]` in Triton's Python
+
+    rt = load_artifact(here)
+    return lambda arrays: rt.infer(dict(enumerate(arrays)))
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        cfg = json.loads(args["model_config"])
+        self.inputs = [i["name"] for i in cfg["input"]]
+        self.output = cfg["output"][0]["name"]
+        gpu = args.get("model_instance_kind") == "GPU"
+        device = "cuda:%s" % args.get("model_instance_device_id", 0) if gpu else "cpu"
+        self.run = _load(os.path.dirname(os.path.abspath(__file__)), device)
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            arrays = [pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.inputs]
+            outs = self.run(arrays)
+            b = outs[0].shape[0]
+            flat = np.concatenate([np.asarray(o, dtype=np.float32).reshape(b, -1) for o in outs], axis=1)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output, flat)]))
+        return responses
+
+    def finalize(self):
+        self.run = None
+'''
+
+
+# --------------------------------------------------------------------------- README
+
+
+def readme(manifest: dict, engine_file: str, fmt: str, name: str, batch: int, reference: str, tol: dict, res, io,
+           notes: list[str]) -> str:
+    model = manifest.get("model") or {}
+    target = manifest.get("target") or {}
+    m = manifest.get("metrics") or {}
+    cfg = (manifest.get("trial") or {}).get("config") or {}
+    tr = manifest.get("trial") or {}
+    libs = ((manifest.get("environment") or {}).get("libraries") or {})
+    inputs = model.get("inputs") or []
+    sig = ", ".join(f"{i['name']}: {i.get('dtype', 'float32')}[batch, {', '.join(map(str, i['shape']))}]" for i in inputs)
+    first = inputs[0]["name"] if inputs else "x"
+    kind = Path(engine_file).suffix
+    d = "." if fmt == "bundle" else "1"
+    feed = "{" + ", ".join(f'"{i["name"]}": batch_{i["name"]}' for i in inputs) + "}"
+    load = {
+        ".onnx": f"""```python
+import json, numpy as np, onnxruntime as ort
+
+opts = json.load(open("{d}/session.json"))          # the session options that were measured
+so = ort.SessionOptions()
+so.graph_optimization_level = {{"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}}[opts["graph_optimization_level"]]
+so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if opts["execution_mode"] == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+so.intra_op_num_threads = opts["intra_op_threads"]
+so.inter_op_num_threads = opts["inter_op_threads"]
+providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if opts["execution_provider"] == "cuda" else ["CPUExecutionProvider"]
+sess = ort.InferenceSession("{d}/{engine_file}", sess_options=so, providers=providers)
+outputs = sess.run(None, {feed})         # numpy arrays, batch axis first
+```
+or, with planner installed: `from planner.backends.onnxruntime import load_artifact; rt = load_artifact("{d}"); rt.infer({feed})`.""",
+        ".pt2": f"""```python
+import torch
+
+ep = torch.export.load("{d}/{engine_file}")          # torch=={libs.get('torch', '2.x')}
+model = ep.module()
+with torch.inference_mode():
+    out = model({", ".join(f"torch.from_numpy(batch_{i['name']})" for i in inputs) or "x"})
+```
+Cast float inputs to {'float16' if cfg.get('quant', {}).get('scheme') == 'fp16' else 'bfloat16' if cfg.get('quant', {}).get('scheme') == 'bf16' else 'the dtype the program expects (float32 here)'}.
+The program was exported with a dynamic batch axis when possible; `torch.compile(model)` may be applied on top
+(the measured backend was `{cfg.get('backend')}`).""",
+        ".plan": f"""```python
+import tensorrt as trt                                  # tensorrt=={libs.get('tensorrt', '10.x')}, same GPU model
+runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+engine = runtime.deserialize_cuda_engine(open("{d}/{engine_file}", "rb").read())
+context = engine.create_execution_context()
+# set input shapes (batch 1..{batch}), bind device buffers with context.set_tensor_address, then
+# context.execute_async_v3(stream)
+```
+or, with planner installed: `from planner.backends.tensorrt import load_artifact; rt = load_artifact("{d}", batch={batch}); rt.infer({feed})`.
+A TensorRT plan only runs on the GPU model and TensorRT version it was built with ({(target.get('device') or {}).get('gpu') or 'see manifest.json'}).""",
+        ".so": f"""```python
+from planner.backends.tvm import load_artifact          # pip install 'planner[tvm]'
+rt = load_artifact("{d}")
+outputs = rt.infer({feed})
+```""",
+    }.get(kind, "See manifest.json.")
+    lines = [
+        f"# {name}: {model.get('name')} on {target.get('name')} ({cfg.get('backend')}, batch {batch})",
+        "",
+        f"Exported by `planner export` from MLflow run `{res.run_id}`"
+        + (f" (registered model `{res.model}` version {res.version}{', alias @' + res.alias if res.alias else ''})" if res.model else "")
+        + f"; trial {tr.get('number')} of study `{tr.get('study')}`.",
+        "",
+        "| measured | value |", "|---|---|",
+        f"| latency p50 / p99 per batch | {m.get('latency_p50_ms', float('nan')):.4g} ms / {m.get('latency_p99_ms', float('nan')):.4g} ms |",
+        f"| throughput | {m.get('throughput', float('nan')):.5g} samples/s |",
+        f"| quality loss vs fp32 | {m.get('quality_loss', float('nan')):.3g} |",
+        f"| precision / quantization | {cfg.get('quant', {}).get('scheme', 'none')} |",
+        f"| pruning | {cfg.get('prune', {}).get('method', 'none')} {cfg.get('prune', {}).get('ratio', 0)} |",
+        f"| batch size | {batch} |",
+        "",
+        f"Inputs: {sig or 'see manifest.json'} (axis 0 is the batch axis).",
+        "",
+        "## Load and call",
+        "",
+        load,
+        "",
+    ]
+    if fmt == "triton":
+        lines += [
+            "## Triton",
+            "",
+            f"This folder is one model of a Triton model repository: `config.pbtxt` and version `1/`. Serve with",
+            f"`tritonserver --model-repository <parent of {name}>`. Max batch size {io['max_batch_size'] if io else '?'}; "
+            f"inputs {', '.join(i['name'] for i in (io or {}).get('inputs', []))}; outputs {', '.join(o['name'] for o in (io or {}).get('outputs', []))}.",
+            "",
+        ]
+        if kind in (".pt2", ".so"):
+            lines += ["The engine runs in Triton's Python backend (`1/model.py`); its output `output0` is all outputs of a sample "
+                      "flattened and concatenated.", ""]
+    lines += [
+        "## Check it",
+        "",
+        "```",
+        f"planner verify {'.' if fmt == 'bundle' else '..'}",
+        "```",
+        f"checks every sha256 in `manifest.json`, runs `samples.npz` ({SAMPLE_BATCHES} batches of {batch}) through the engine in a fresh "
+        f"process and compares with the {'fp32 model' if reference == 'fp32' else 'engine'}'s reference outputs "
+        f"(`|out - ref| <= {tol['atol']:.3g} + {tol['rtol']:.1g}·|ref|`, {tol['derived_from']}), then re-measures latency.",
+        "",
+        "Environment it was measured in: " + ", ".join(f"{k} {v}" for k, v in sorted(libs.items())) + ".",
+    ]
+    if notes:
+        lines += ["", "Notes:", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,282 @@
+"""MLflow Model Registry: every Pareto-optimal deployment is a version of ``planner-<model>-<target>``.
+
+After a study the orchestrator calls `publish_study`: each run on the front is
+registered once (a resumed study reuses the version already registered for a
+run id), the version carries the deployment's facts as tags, and the aliases
+``fastest``, ``most-accurate`` and ``knee`` point at the policies' picks.
+`resolve` turns ``RUN_ID``, ``runs:/RUN_ID/...``, ``models:/NAME@ALIAS`` or
+``models:/NAME/VERSION`` into a run id for export/verify.
+
+MLflow facts this relies on (mlflow 3.x, sqlite store):
+  * alias names may hold letters, digits, ``_`` and ``-`` (so ``most-accurate`` is valid);
+    ``latest`` and ``v<digits>`` are reserved;
+  * model names must not contain ``/`` or ``:``;
+  * ``search_model_versions`` returns versions without their aliases: read aliases from
+    ``get_registered_model(name).aliases`` (a dict alias -> version);
+  * tag values must be strings.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from planner.errors import ConfigError
+
+ALIAS_POLICIES = ("fastest", "most-accurate", "knee")  # alias name == policy name (hyphens are valid aliases)
+_RUN_ID = re.compile(r"^[A-Za-z0-9][\w-]{0,255}$")
+
+
+def registered_model_name(model: str, target: str) -> str:
+    """``planner-<model>-<target>`` with every character MLflow or a URI would trip on replaced by ``_``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"planner-{model}-{target}").strip(".")
+    return name[:200] or "planner-model"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def version_tags(point, study_name: str) -> dict[str, str]:
+    """What a serving team wants to see on a model version without opening the run."""
+    cfg, m = point.config or {}, point.metrics
+    tags: dict[str, Any] = {
+        "backend": cfg.get("backend"),
+        "precision": _precision(cfg),
+        "quant_scheme": (cfg.get("quant") or {}).get("scheme", "none"),
+        "prune_method": (cfg.get("prune") or {}).get("method", "none"),
+        "prune_ratio": (cfg.get("prune") or {}).get("ratio", 0.0),
+        "batch_size": cfg.get("batch_size"),
+        "latency_ms": m.get("latency_ms"),
+        "p50_ms": m.get("latency_p50_ms"),
+        "p99_ms": m.get("latency_p99_ms"),
+        "throughput": m.get("throughput"),
+        "quality_loss": m.get("quality_loss"),
+        "study": study_name,
+        "trial": point.number,
+        "config_key": _config_key(cfg),
+        "label": point.label,
+        "pareto": "true",
+    }
+    for k, v in sorted((cfg.get("backend_options") or {}).items()):
+        tags[f"option.{k}"] = v
+    return {k: _fmt(v)[:5000] for k, v in tags.items() if v is not None}
+
+
+def _config_key(cfg: dict) -> str | None:
+    try:
+        from planner.config import TrialConfig
+
+        return TrialConfig.from_dict(cfg).key()
+    except Exception:
+        return None
+
+
+def _precision(cfg: dict) -> str:
+    scheme = (cfg.get("quant") or {}).get("scheme", "none")
+    try:
+        from planner.transforms.schemes import precision_of
+
+        return precision_of(scheme)
+    except Exception:
+        return scheme
+
+
+def _not_found(e: Exception) -> bool:
+    return getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def ensure_registered_model(client, name: str, tags: dict[str, str] | None = None, description: str | None = None):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as e:
+        if not _not_found(e):
+            raise
+    try:
+        return client.create_registered_model(name, tags=tags, description=description)
+    except MlflowException as e:  # another worker created it meanwhile
+        if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_registered_model(name)
+
+
+def versions_of_run(client, name: str, run_id: str) -> list:
+    vs = client.search_model_versions(f"name = '{_q(name)}' and run_id = '{_q(run_id)}'")
+    return sorted(vs, key=lambda v: int(v.version))
+
+
+def _q(s: str) -> str:
+    return s.replace("'", "\\'")
+
+
+def register_front(client, front, *, model_name: str, target_name: str, study_name: str,
+                   policies=None) -> dict[str, Any]:
+    """Register each Pareto point's run once and point the policy aliases at their picks.
+
+    Returns ``{"name", "versions": {run_id: version}, "aliases": {alias: version}, "created": [versions]}``.
+    """
+    from planner.select.pareto import Fastest, Knee, MostAccurate
+
+    name = registered_model_name(model_name, target_name)
+    ensure_registered_model(client, name, tags={"planner.model": model_name, "planner.target": target_name},
+                            description=f"Pareto-optimal deployments of {model_name} on {target_name}, registered by planner")
+    versions: dict[str, str] = {}
+    created: list[str] = []
+    for p in front:
+        if not p.run_id:
+            continue
+        existing = versions_of_run(client, name, p.run_id)
+        tags = version_tags(p, study_name)
+        if existing:
+            mv = existing[0]
+        else:
+            mv = client.create_model_version(name, source=f"runs:/{p.run_id}/engine", run_id=p.run_id, tags=tags,
+                                             description=f"trial {p.number} of study {study_name}: {p.label}")
+            again = versions_of_run(client, name, p.run_id)
+            if again and again[0].version != mv.version:  # a concurrent finisher registered it first: keep theirs
+                client.delete_model_version(name, mv.version)
+                mv = again[0]
+            else:
+                created.append(str(mv.version))
+        versions[p.run_id] = str(mv.version)
+        have = dict(getattr(mv, "tags", {}) or {})
+        for k, v in tags.items():
+            if have.get(k) != v:
+                client.set_model_version_tag(name, mv.version, k, v)
+    # versions of this study that left the front (a resumed study found better ones)
+    on_front = set(versions.values())
+    for v in client.search_model_versions(f"name = '{_q(name)}'"):
+        if str(v.version) not in on_front and (v.tags or {}).get("study") == study_name and (v.tags or {}).get("pareto") != "false":
+            client.set_model_version_tag(name, v.version, "pareto", "false")
+    aliases: dict[str, str] = {}
+    for pol in policies or (Fastest(), MostAccurate(), Knee()):
+        pick = pol.select([p for p in front if p.run_id in versions])
+        if pick is None:
+            continue
+        alias = alias_name(pol.name)
+        client.set_registered_model_alias(name, alias, versions[pick.run_id])
+        aliases[alias] = versions[pick.run_id]
+    return {"name": name, "versions": versions, "aliases": aliases, "created": created}
+
+
+def alias_name(policy_name: str) -> str:
+    """A valid MLflow alias for a policy name (letters, digits, ``_``, ``-``)."""
+    return re.sub(r"[^\w-]+", "_", policy_name)
+
+
+def publish_study(study, rec, front, target, model_name: str) -> dict[str, Any]:
+    """Called by the orchestrator after `mark_pareto`: register the front and log the plots.
+
+    Each part is guarded: a failure is a warning on stderr, never a failed study.
+    """
+    out: dict[str, Any] = {}
+    try:
+        out["registry"] = register_front(rec.client, front, model_name=model_name, target_name=target.name,
+                                         study_name=study.study_name)
+        if rec.parent_run_id:
+            rec.client.set_tag(rec.parent_run_id, "planner.registered_model", out["registry"]["name"])
+    except Exception as e:
+        print(f"warning: could not register the Pareto front in the MLflow Model Registry: {type(e).__name__}: {e}",
+              file=sys.stderr)
+    try:
+        from planner.record.plots import log_study_plots
+
+        out["plots"] = log_study_plots(rec, study, target)
+    except Exception as e:
+        print(f"warning: could not draw the study plots: {type(e).__name__}: {e}", file=sys.stderr)
+    return out
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+@dataclass(frozen=True)
+class Resolved:
+    run_id: str
+    uri: str  # what the user gave
+    model: str | None = None
+    version: str | None = None
+    alias: str | None = None
+
+
+def _registered_listing(client, limit: int = 20) -> str:
+    try:
+        models = client.search_registered_models(max_results=limit)
+    except Exception:
+        return "none"
+    parts = []
+    for m in models:
+        al = dict(getattr(m, "aliases", {}) or {})
+        if al:
+            parts.extend(f"models:/{m.name}@{a}" for a in sorted(al))
+        else:
+            parts.append(f"models:/{m.name}")
+    return ", ".join(parts) or "none"
+
+
+def resolve(ref: str, client) -> Resolved:
+    """``RUN_ID | runs:/RUN_ID[/path] | models:/NAME@ALIAS | models:/NAME/VERSION`` -> the trial's run id.
+
+    Unknown names raise `ConfigError` with one line that lists what exists.
+    """
+    from mlflow.exceptions import MlflowException
+
+    ref = ref.strip()
+    if ref.startswith("models:/"):
+        body = ref[len("models:/"):]
+        if "@" in body:
+            name, _, alias = body.partition("@")
+            version = None
+        else:
+            name, _, version = body.rstrip("/").partition("/")
+            alias = None
+        if not name or (alias is None and not version) or (alias is not None and not alias):
+            raise ConfigError(f"{ref}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        try:
+            rm = client.get_registered_model(name)
+        except MlflowException as e:
+            if not _not_found(e):
+                raise
+            raise ConfigError(f"{ref}: no registered model {name!r}; registered: {_registered_listing(client)}") from None
+        aliases = dict(getattr(rm, "aliases", {}) or {})
+        if alias is not None:
+            if alias not in aliases:
+                have = ", ".join(f"{a} (v{v})" for a, v in sorted(aliases.items())) or "none"
+                raise ConfigError(f"{ref}: model {name!r} has no alias {alias!r}; aliases: {have}")
+            version = str(aliases[alias])
+        versions = sorted(client.search_model_versions(f"name = '{_q(name)}'"), key=lambda v: int(v.version))
+        if version == "latest":
+            if not versions:
+                raise ConfigError(f"{ref}: model {name!r} has no versions")
+            version = str(versions[-1].version)
+        mv = next((v for v in versions if str(v.version) == str(version)), None)
+        if mv is None:
+            raise ConfigError(f"{ref}: model {name!r} has no version {version!r}; versions: "
+                              f"{', '.join(str(v.version) for v in versions) or 'none'}")
+        if not mv.run_id:
+            raise ConfigError(f"{ref}: version {version} of {name!r} is not linked to a run (source {mv.source})")
+        return Resolved(mv.run_id, ref, name, str(version), alias)
+    run_id = ref
+    if ref.startswith("runs:/"):
+        run_id = ref[len("runs:/"):].split("/", 1)[0]
+    if not _RUN_ID.match(run_id):
+        raise ConfigError(f"{ref!r}: not a run id nor a models:/NAME@ALIAS or models:/NAME/VERSION reference; "
+                          f"registered: {_registered_listing(client)}")
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        if not _not_found(e):
+            raise
+        raise ConfigError(f"run {run_id!r}: not found in the tracking store; registered: {_registered_listing(client)} "
+                          "(trial run ids: `planner pareto --study NAME`)") from None
+    if run.data.tags.get("planner.kind") == "study":
+        raise ConfigError(f"run {run_id!r} is the study's parent run; give a trial run (`planner pareto --study "
+                          f"{run.data.tags.get('planner.study', 'NAME')}`) or a registered model "
+                          f"({_registered_listing(client)})")
+    return Resolved(run_id, ref)
