@@ -328,6 +328,10 @@ def dashboard(
     raise typer.Exit(subprocess.call([sys.executable, "-m", "optuna_dashboard", url, "--host", host, "--port", str(port)]))
 
 
+from planner.cli_handoff import register as _register_handoff  # noqa: E402
+_register_handoff(app)
+
+
 def main() -> None:
     try:
         app()

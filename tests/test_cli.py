@@ -61,3 +61,10 @@ def test_backends_lists_usability():
     for name in ("torch", "torch_compile", "onnxruntime", "tvm", "tensorrt"):
         assert name in r.stdout
     assert "pip install" in r.stdout  # tensorrt is not installed here: how to get it is shown
+
+
+def test_redact_hides_passwords():
+    from planner.record.mlflow import redact
+
+    assert redact("postgresql://bob:hunter2@db:5432/x") == "postgresql://bob:***@db:5432/x"
+    assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"

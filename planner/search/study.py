@@ -498,6 +498,14 @@ class Optimizer:
         front = pareto_front(study)
         try:
             rec.mark_pareto({p.run_id for p in front if p.run_id}, markdown_table(front), table_rows(front))
+            try:  # registry versions + aliases, plots on the parent run: warn, never fail the study
+                from planner.select.registry import publish_study
+
+                publish_study(study, rec, front, self.target, self.model.name)
+            except Exception as e:
+                import sys
+
+                print(f"warning: could not register the Pareto front / log plots: {e}", file=sys.stderr)
             rec.client.set_tag(rec.parent_run_id, "planner.stopped", stopped)
             rec.finish_study(status)
         except Exception as e:  # recording the summary must not hide the study's own outcome

@@ -35,7 +35,9 @@ from typing import Any
 
 from planner.errors import ConfigError, PlannerError
 
-SAMPLE_BATCHES = 2
+SAMPLE_BATCHES = 2  # at least this many batches, and at least MIN_SAMPLES samples
+MIN_SAMPLES = 8
+ORT_TRITON_LEVEL = {"disable": 2, "basic": -1, "extended": 1}  # Triton's graph level codes; "all" is its default
 TOL_FACTOR = 1.5
 TOL_EPS = 1e-5
 TOL_RTOL = 1e-5
@@ -257,6 +259,7 @@ def export(ref: str | None, out: Path, fmt: str = "bundle", force: bool = False,
     h, uri = _tracking(home, tracking_uri)
     if ref is None:
         ref = _run_of_trial(h, storage, study, trial)  # type: ignore[arg-type]
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = _client(uri)
     res = resolve(ref, client)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -343,7 +346,7 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
         shutil.copyfile(src, dst)
 
     # samples + reference
-    n = SAMPLE_BATCHES * batch
+    n = batch * max(SAMPLE_BATCHES, math.ceil(MIN_SAMPLES / batch))
     inputs, ref_out, why = _reference_samples(home, manifest, n)
     reference = "fp32"
     if inputs is None:
@@ -373,7 +376,7 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
 
     tol = tolerance(manifest.get("metrics") or {}, reference)
     if fmt == "triton":
-        cfg_text, io = triton_config(tname, kind, root / engine_rel / engine_file, manifest, batch, describe, notes)
+        cfg_text, io = triton_config(tname, kind, root / engine_rel / engine_file, manifest, batch, describe, notes, res.run_id)
         safe_join(root, "config.pbtxt").write_text(cfg_text)
         if kind in ("pt2", "so"):
             safe_join(root, f"{engine_rel}/model.py").write_text(python_backend_model(engine_file))
@@ -447,7 +450,7 @@ def _onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
 
 
 def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch: int, describe: dict | None,
-                  notes: list[str]) -> tuple[str, dict]:
+                  notes: list[str], run_id: str = "") -> tuple[str, dict]:
     """``config.pbtxt`` text and the IO it declares."""
     target = manifest.get("target") or {}
     model_inputs = (manifest.get("model") or {}).get("inputs") or []
@@ -495,7 +498,7 @@ def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch
         return f"{kw} [\n{items}\n]"
 
     text = "\n".join([
-        f"# written by planner export from run {(manifest.get('export') or {}).get('source', {}).get('run_id', '')}".rstrip(),
+        f"# written by planner export from MLflow run {run_id}".rstrip(),
         f'name: "{name}"',
         head,
         f"max_batch_size: {max_batch}",
@@ -504,9 +507,27 @@ def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch
         f"instance_group [ {{ count: 1, kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
         "version_policy: { latest: { num_versions: 1 } }",
     ]) + "\n"
-    if kind == "onnx" and gpu:
-        text += 'optimization { execution_accelerators { gpu_execution_accelerator : [ { name : "cuda" } ] } }\n'
+    if kind == "onnx":
+        text += _ort_triton_options(engine_path.parent / "session.json", gpu)
     return text, {"inputs": ins, "outputs": outs, "max_batch_size": max_batch}
+
+
+def _ort_triton_options(session_json: Path, gpu: bool) -> str:
+    """The measured ONNX Runtime session options in the Triton onnxruntime backend's terms."""
+    opts = json.loads(session_json.read_text()) if session_json.is_file() else {}
+    opt = []
+    level = ORT_TRITON_LEVEL.get(opts.get("graph_optimization_level", "all"))
+    if level is not None:
+        opt.append(f"graph: {{ level: {level} }}")
+    if gpu:
+        opt.append('execution_accelerators { gpu_execution_accelerator: [ { name: "cuda" } ] }')
+    text = f"optimization {{ {' '.join(opt)} }}\n" if opt else ""
+    params = {"intra_op_thread_count": opts.get("intra_op_threads"), "inter_op_thread_count": opts.get("inter_op_threads"),
+              "execution_mode": {"sequential": 0, "parallel": 1}.get(opts.get("execution_mode", "sequential"))}
+    for k, v in params.items():
+        if v is not None:
+            text += f'parameters {{ key: "{k}" value: {{ string_value: "{int(v)}" }} }}\n'
+    return text
 
 
 def python_backend_model(engine_file: str) -> str:
@@ -662,6 +683,13 @@ outputs = rt.infer({feed})
         "",
         "## Load and call",
         "",
+        "Sample inputs are in `samples.npz` (`in:<input name>` arrays, `ref`: reference outputs):",
+        "",
+        "```python",
+        "import numpy as np",
+        f'z = np.load("samples.npz"); ' + "; ".join(f'batch_{i["name"]} = z["in:{i["name"]}"][:{batch}]' for i in inputs),
+        "```",
+        "",
         load,
         "",
     ]
@@ -681,7 +709,7 @@ outputs = rt.infer({feed})
         "## Check it",
         "",
         "```",
-        f"planner verify {'.' if fmt == 'bundle' else '..'}",
+        "planner verify .",
         "```",
         f"checks every sha256 in `manifest.json`, runs `samples.npz` ({SAMPLE_BATCHES} batches of {batch}) through the engine in a fresh "
         f"process and compares with the {'fp32 model' if reference == 'fp32' else 'engine'}'s reference outputs "

@@ -1,0 +1,443 @@
+"""Decoder runtimes: prefill + KV-cache decode per backend.
+
+Every runtime takes numpy token ids and returns float32 numpy logits:
+
+* ``prefill(ids[B,T]) -> (logits[B,V] of the last prompt position, state)``: one call that
+  processes the prompt and populates the KV cache (what TTFT times);
+* ``decode(tokens[B] or [B,1], state) -> (logits[B,V], state)``: one decode step (what TPOT
+  times).  ``decode`` never invalidates the state it was given *logically*: calling it
+  again with an earlier state (e.g. the one right after prefill) restarts the generation
+  from there, which is how the TPOT measurement loops over a generation without re-running
+  the prefill inside the timed region;
+* ``generate(ids, n) -> tokens[B,n]``: greedy generation (the first token from prefill).
+
+Backends (``cfg.backend``):
+
+``torch``
+    eager PyTorch, "past in / present out" cache grown by concatenation
+    (`GPT.prefill` / `GPT.decode`).
+``torch_compile``
+    Inductor on static shapes: a preallocated cache of ``cache_len`` positions per batch
+    size (the workload's longest prompt + generation, rounded up to 64), written in place
+    at a position tensor with a mask over unused positions (`GPT.prefill_into` /
+    `GPT.decode_static`).  One compiled decode graph serves the whole generation; the
+    prefill is compiled once per prompt length (``dynamic=True`` compiles one
+    shape-generic prefill).  Options as the `torch_compile` backend: mode, freezing, dynamic.
+    One live generation per batch size: a new prefill overwrites the cache.
+``onnxruntime``
+    two exported graphs, ``prefill.onnx`` (input_ids -> logits, present_k, present_v) and
+    ``decode.onnx`` (input_ids, past_k, past_v -> logits, present_k, present_v), dynamic
+    batch/sequence/past axes, sessions from `planner.backends.onnxruntime.make_session`
+    (same options); caches stay ORT-owned (``run_with_ort_values``) between steps.
+``tvm`` / ``tensorrt``
+    not implemented for decoders: ``CandidateFailed(UNSUPPORTED)``.  (TVM would need a
+    Relax KV-cache model, i.e. MLC-LLM; out of scope.)
+
+Quantization: ``int8_dynamic`` / ``int8_weight_only`` (and fp16/bf16 casts) through
+`planner.transforms.quantize.quantize_torch` for the torch backends; ``int8_dynamic``
+(MatMul/Gemm) through `quantize_onnx` on both graphs for ONNX Runtime.  Pruning (heads/FFN)
+is applied before, by `ModelSource.torch_module`.
+
+A model qualifies as a decoder when it has ``prefill``, ``decode`` (and for
+torch_compile ``prefill_into``/``decode_static``/``empty_cache``) with the signatures of
+`planner.zoo.gpt.GPT`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planner.errors import CandidateFailed, FailReason
+
+QUANT_SCHEMES: dict[str, tuple[str, ...]] = {
+    "torch": ("none", "int8_dynamic", "int8_weight_only", "fp16", "bf16"),
+    "torch_compile": ("none", "int8_dynamic", "int8_weight_only", "fp16", "bf16"),
+    "onnxruntime": ("none", "int8_dynamic"),
+}
+BACKENDS: tuple[str, ...] = tuple(QUANT_SCHEMES)
+UNSUPPORTED_BACKENDS: dict[str, str] = {
+    "tvm": "TVM has no decoder runtime here (a KV-cache decoder needs TVM Relax's paged KV cache / MLC-LLM, "
+           "which planner does not integrate); use torch, torch_compile or onnxruntime",
+    "tensorrt": "TensorRT decoders (TensorRT-LLM) are not integrated; use torch, torch_compile or onnxruntime",
+}
+CACHE_ROUND = 64
+DECODER_METHODS = ("prefill", "decode")
+STATIC_METHODS = ("prefill_into", "decode_static", "empty_cache")
+
+
+def check_decoder_config(backend: str, scheme: str) -> str | None:
+    """Why (backend, quant scheme) cannot run as a decoder here; None when it can."""
+    if backend in UNSUPPORTED_BACKENDS:
+        return UNSUPPORTED_BACKENDS[backend]
+    if backend not in QUANT_SCHEMES:
+        return f"no decoder runtime for backend {backend!r} (decoder backends: {', '.join(BACKENDS)})"
+    if scheme not in QUANT_SCHEMES[backend]:
+        return f"{backend} decoder runtime does not implement quantization scheme {scheme!r} " \
+               f"(implemented: {', '.join(QUANT_SCHEMES[backend])})"
+    return None
+
+
+def cache_length(max_context: int, max_positions: int | None = None) -> int:
+    """Static cache length: ``max_context`` rounded up to `CACHE_ROUND`, within the model's positions."""
+    n = -(-int(max_context) // CACHE_ROUND) * CACHE_ROUND
+    return min(n, max_positions) if max_positions else n
+
+
+def check_is_decoder(module, static: bool = False) -> None:
+    need = DECODER_METHODS + (STATIC_METHODS if static else ())
+    missing = [m for m in need if not callable(getattr(module, m, None))]
+    if missing:
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              f"model {type(module).__name__} is not a KV-cache decoder: it lacks {missing} "
+                              "(see planner.zoo.gpt.GPT for the decoder API)")
+
+
+def _tokens(tokens: np.ndarray) -> np.ndarray:
+    t = np.asarray(tokens, dtype=np.int64)
+    return t.reshape(-1, 1) if t.ndim == 1 else t
+
+
+# --------------------------------------------------------------------------- base
+
+
+class DecoderRuntime(ABC):
+    """A compiled decoder: prefill and one-token decode steps on numpy ids."""
+
+    name: str = "decoder"
+    device: str = "cpu"
+
+    @abstractmethod
+    def prefill(self, ids: np.ndarray) -> tuple[np.ndarray, Any]:
+        """Process a prompt ``ids[B,T]``; return the last position's logits ``[B,V]`` and the cache state."""
+
+    @abstractmethod
+    def decode(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        """One step: ``tokens[B]`` (or ``[B,1]``) at the state's position; logits ``[B,V]`` and the new state."""
+
+    def generate(self, ids: np.ndarray, n: int) -> np.ndarray:
+        """Greedy generation of ``n`` tokens per sequence; ``[B,n]`` int64."""
+        ids = np.asarray(ids, dtype=np.int64)
+        logits, state = self.prefill(ids)
+        out = [logits.argmax(-1)]
+        for _ in range(n - 1):
+            logits, state = self.decode(out[-1], state)
+            out.append(logits.argmax(-1))
+        self.synchronize()
+        return np.stack(out, axis=1).astype(np.int64)
+
+    def warmup(self, prompt_lengths: list[int], batch: int, steps: int = 2) -> None:
+        """Run every shape the workload will use (triggers compilation where there is one)."""
+        rng = np.random.default_rng(0)
+        vocab = getattr(self, "vocab", 2)
+        for t in prompt_lengths:
+            ids = rng.integers(0, vocab, size=(batch, t)).astype(np.int64)
+            logits, state = self.prefill(ids)
+            for _ in range(steps):
+                logits, state = self.decode(logits.argmax(-1), state)
+        self.synchronize()
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (GPU); no-op on CPU."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+    def info(self) -> dict[str, Any]:
+        return {"runtime": self.name, "device": self.device}
+
+
+# --------------------------------------------------------------------------- torch
+
+
+class _TorchBase(DecoderRuntime):
+    def __init__(self, module, device: str = "cpu"):
+        import torch
+
+        self._torch = torch
+        self.module = module
+        self.device = device
+        self.vocab = int(module.config.vocab) if hasattr(module, "config") else 2
+        self.dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+        if self.dtype not in (torch.float16, torch.bfloat16):
+            self.dtype = torch.float32  # int8 modules keep float activations
+
+    def _ids(self, ids: np.ndarray):
+        return self._torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)).to(self.device)
+
+    def _out(self, logits) -> np.ndarray:
+        return logits[:, -1].float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            self._torch.cuda.synchronize()
+
+
+@dataclass
+class EagerState:
+    k: Any
+    v: Any
+
+
+class EagerDecoder(_TorchBase):
+    """Eager PyTorch; the cache grows by concatenation (``GPT.decode``)."""
+
+    name = "torch"
+
+    def prefill(self, ids):
+        with self._torch.inference_mode():
+            logits, k, v = self.module.prefill(self._ids(ids), last_only=True)
+            return self._out(logits), EagerState(k, v)
+
+    def decode(self, tokens, state: EagerState):
+        with self._torch.inference_mode():
+            logits, k, v = self.module.decode(self._ids(_tokens(tokens)), state.k, state.v)
+            return self._out(logits), EagerState(k, v)
+
+
+@dataclass
+class StaticState:
+    batch: int
+    pos: int  # next position to write
+
+
+class CompiledDecoder(_TorchBase):
+    """torch.compile on static shapes: preallocated cache, in-place writes at a position tensor."""
+
+    name = "torch_compile"
+
+    def __init__(self, module, cache_len: int, device: str = "cpu", mode: str = "default",
+                 dynamic_prefill: bool = False):
+        super().__init__(module, device)
+        torch = self._torch
+        self.cache_len = int(cache_len)
+        self.mode = mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._prefill = torch.compile(module.prefill_into, mode=mode, dynamic=bool(dynamic_prefill))
+            self._decode = torch.compile(module.decode_static, mode=mode, dynamic=False)
+        self._caches: dict[int, tuple] = {}
+        self._pos = {}  # pos -> tensor, built once (no per-step allocation)
+
+    def _cache(self, batch: int):
+        if batch not in self._caches:
+            self._caches[batch] = self.module.empty_cache(batch, self.cache_len, self.dtype, self.device)
+        return self._caches[batch]
+
+    def _pos_t(self, pos: int):
+        t = self._pos.get(pos)
+        if t is None:
+            t = self._pos[pos] = self._torch.tensor([pos], dtype=self._torch.int64, device=self.device)
+        return t
+
+    def prefill(self, ids):
+        b, t = np.shape(ids)
+        if t >= self.cache_len:
+            raise ValueError(f"prompt of {t} tokens does not fit the static cache of {self.cache_len}")
+        k, v = self._cache(b)
+        with self._torch.inference_mode():
+            logits = self._prefill(self._ids(ids), k, v)
+            return self._out(logits), StaticState(b, t)
+
+    def decode(self, tokens, state: StaticState):
+        if state.pos >= self.cache_len:
+            raise ValueError(f"position {state.pos} is beyond the static cache of {self.cache_len}")
+        k, v = self._cache(state.batch)
+        with self._torch.inference_mode():
+            logits = self._decode(self._ids(_tokens(tokens)), k, v, self._pos_t(state.pos))
+            return self._out(logits), StaticState(state.batch, state.pos + 1)
+
+    def info(self):
+        return {**super().info(), "cache_len": self.cache_len, "mode": self.mode, "cache": "static"}
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+
+
+@dataclass
+class OrtState:
+    k: Any  # OrtValue (or numpy)
+    v: Any
+
+
+class OrtDecoder(DecoderRuntime):
+    """Two ONNX Runtime sessions (prefill, decode) with past/present key-value tensors."""
+
+    name = "onnxruntime"
+
+    def __init__(self, prefill_session, decode_session, vocab: int, device: str = "cpu"):
+        import onnxruntime as ort
+
+        self._ort = ort
+        self.prefill_session = prefill_session
+        self.decode_session = decode_session
+        self.vocab = vocab
+        self.device = device
+        self._outs = ["logits", "present_k", "present_v"]
+
+    def _val(self, a: np.ndarray):
+        return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a))
+
+    def prefill(self, ids):
+        logits, k, v = self.prefill_session.run_with_ort_values(
+            self._outs, {"input_ids": self._val(np.asarray(ids, dtype=np.int64))})
+        return logits.numpy(), OrtState(k, v)
+
+    def decode(self, tokens, state: OrtState):
+        logits, k, v = self.decode_session.run_with_ort_values(
+            self._outs, {"input_ids": self._val(_tokens(tokens)), "past_k": state.k, "past_v": state.v})
+        return logits.numpy(), OrtState(k, v)
+
+    def info(self):
+        return {**super().info(), "providers": self.prefill_session.get_providers(), "cache": "past/present"}
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_decoder_onnx(module, prefill_path: Path, decode_path: Path) -> None:
+    """Export ``PrefillGraph`` and ``DecodeGraph`` of a decoder (dynamic batch, sequence and past axes)."""
+    import torch
+
+    from planner.zoo.gpt import DecodeGraph, PrefillGraph
+
+    vocab = int(module.config.vocab)
+    maxpos = int(module.config.max_positions)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("seq", min=1, max=maxpos)
+    past = torch.export.Dim("past", min=1, max=maxpos - 1)
+    ids = torch.randint(0, vocab, (2, 8), generator=torch.Generator().manual_seed(5))
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        _, k, v = module.prefill(ids)
+        prog = torch.onnx.export(PrefillGraph(module).eval(), (ids,), input_names=["input_ids"],
+                                 output_names=["logits", "present_k", "present_v"],
+                                 dynamic_shapes=({0: batch, 1: seq},), dynamo=True, external_data=False,
+                                 optimize=True, verbose=False)
+        prog.save(str(prefill_path), external_data=False)
+        prog = torch.onnx.export(DecodeGraph(module).eval(), (ids[:, :1], k, v),
+                                 input_names=["input_ids", "past_k", "past_v"],
+                                 output_names=["logits", "present_k", "present_v"],
+                                 dynamic_shapes=({0: batch}, {1: batch, 3: past}, {1: batch, 3: past}),
+                                 dynamo=True, external_data=False, optimize=True, verbose=False)
+        prog.save(str(decode_path), external_data=False)
+
+
+def onnx_graphs(source, cfg, module) -> tuple[Path, Path, bool]:
+    """(prefill.onnx, decode.onnx, cached) of the transformed fp32 decoder, exported once per
+    (model, transforms, torch version) under the planner cache."""
+    from planner.search.cache import atomic_path
+    from planner.source import _torch_version
+
+    key = f"{source.model_hash()}-{source.transform_key(cfg)}-{_torch_version()}"
+    d = source.cache_dir / "onnx-decoder" / key
+    pre, dec = d / "prefill.onnx", d / "decode.onnx"
+    if pre.is_file() and dec.is_file():
+        return pre, dec, True
+    d.mkdir(parents=True, exist_ok=True)
+    with atomic_path(pre) as tp, atomic_path(dec) as td:
+        export_decoder_onnx(module, tp, td)
+    return pre, dec, False
+
+
+# --------------------------------------------------------------------------- build
+
+
+@dataclass
+class DecoderBuild:
+    runtime: DecoderRuntime
+    artifacts: list[Path] = field(default_factory=list)
+    compile_seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def build_decoder(source, cfg, target, workdir: Path, cache_len: int,
+                  warm: tuple[list[int], int] | None = None) -> DecoderBuild:
+    """Build the decoder runtime of ``cfg`` (backend, quantization, options) for ``target``.
+
+    ``source`` is a `planner.source.ModelSource` (pruning applied through ``torch_module``);
+    ``cache_len`` is the static cache length (torch_compile); ``warm`` = (prompt lengths,
+    batch) runs every shape once so that compilation is counted in ``compile_seconds``.
+    """
+    why = check_decoder_config(cfg.backend, cfg.quant.scheme)
+    if why:
+        raise CandidateFailed(FailReason.UNSUPPORTED, why)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    module = source.torch_module(cfg)
+    check_is_decoder(module, static=cfg.backend == "torch_compile")
+    try:
+        module.cache_heads()
+    except ValueError as e:
+        raise CandidateFailed(FailReason.UNSUPPORTED, str(e)) from None
+    t0 = time.perf_counter()
+    opts = cfg.options()
+    info: dict[str, Any] = {"backend": cfg.backend, "quant": cfg.quant.scheme}
+    artifacts: list[Path] = []
+    device = "cuda" if target.is_gpu else "cpu"
+    if cfg.backend in ("torch", "torch_compile"):
+        rt = _build_torch(module, cfg, device, cache_len, opts, source)
+    else:
+        rt, artifacts = _build_ort(source, cfg, target, module, workdir, info)
+    if warm is not None:
+        prompts, batch = warm
+        rt.warmup(list(prompts), int(batch))
+    compile_s = time.perf_counter() - t0
+    info.update(rt.info())
+    desc = workdir / "decoder.json"
+    desc.write_text(json.dumps({"config": cfg.to_dict(), "cache_len": cache_len, **info}, indent=2, default=str))
+    artifacts.append(desc)
+    return DecoderBuild(rt, artifacts, compile_s, info)
+
+
+def _build_torch(module, cfg, device, cache_len, opts, source) -> DecoderRuntime:
+    import torch
+
+    from planner.transforms.quantize import quantize_torch
+
+    if cfg.quant.active:
+        vocab = int(module.config.vocab)
+        example = (torch.randint(0, vocab, (2, 8), generator=torch.Generator().manual_seed(11)),)
+        module = quantize_torch(copy.deepcopy(module), cfg.quant, example)
+    module = module.to(device).eval()
+    if cfg.backend == "torch":
+        return EagerDecoder(module, device)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = bool(opts.get("freezing", False))
+    return CompiledDecoder(module, cache_len, device, mode=opts.get("mode", "default"),
+                           dynamic_prefill=bool(opts.get("dynamic", False)))
+
+
+def _build_ort(source, cfg, target, module, workdir: Path, info: dict) -> tuple[DecoderRuntime, list[Path]]:
+    import shutil
+
+    from planner.backends.onnxruntime import _session_json, make_session
+
+    pre_src, dec_src, cached = onnx_graphs(source, cfg, module)
+    info["onnx_export_cached"] = cached
+    pre, dec = workdir / "prefill.onnx", workdir / "decode.onnx"
+    if cfg.quant.active:
+        from planner.transforms.quantize import quantize_onnx
+
+        info["quant_prefill"] = quantize_onnx(pre_src, pre, cfg.quant, None)
+        info["quant_decode"] = quantize_onnx(dec_src, dec, cfg.quant, None)
+    else:
+        shutil.copyfile(pre_src, pre)
+        shutil.copyfile(dec_src, dec)
+    opts = cfg.options()
+    sp = make_session(pre, opts, target)
+    sd = make_session(dec, opts, target)
+    (workdir / "session.json").write_text(_session_json(opts, target))
+    rt = OrtDecoder(sp, sd, int(module.config.vocab), "cuda" if target.is_gpu else "cpu")
+    return rt, [pre, dec, workdir / "session.json"]

@@ -1,0 +1,175 @@
+"""Scale-out and robustness with real processes: PostgreSQL-backed multi-worker studies, kill -9 and resume."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DATA, ROOT
+
+from planner.paths import Home
+
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None) if Path("/usr/lib/postgresql").is_dir() else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A throwaway PostgreSQL cluster on 127.0.0.1, run as the `postgres` user."""
+    if PG_BIN is None or shutil.which("runuser") is None:
+        pytest.skip("PostgreSQL server binaries not installed (.ci/run installs them)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg not installed: pip install 'planner[postgres]'")
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="planner-pg-"))  # pytest's tmp tree is private to root; postgres must enter this one
+    data = d / "data"
+    os.chmod(d, 0o777)
+    port = _free_port()
+
+    def as_pg(*cmd):
+        return subprocess.run(["runuser", "-u", "postgres", "--", *map(str, cmd)], check=True, capture_output=True, text=True)
+
+    as_pg(PG_BIN / "initdb", "-D", data, "-A", "trust", "-U", "postgres")
+    as_pg(PG_BIN / "pg_ctl", "-D", data, "-o", f"-p {port} -k {d} -c listen_addresses=127.0.0.1", "-l", d / "log", "-w", "start")
+    try:
+        as_pg(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", port, "optuna")
+        as_pg(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", port, "mlflow")
+        yield f"postgresql://postgres:s3cret@127.0.0.1:{port}"  # trust auth ignores it; it must never be shown
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    return subprocess.Popen([sys.executable, "-m", "planner", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+
+def test_two_workers_share_one_postgres_study(postgres, tmp_path):
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    storage, tracking = f"{postgres}/optuna", f"{postgres}/mlflow"
+    common = ["--target", DATA / "fast-cpu.yaml", "--space", DATA / "small-space.yaml", "--sampler", "random",
+              "--eval-samples", "6", "--study", "shared", "--storage", storage, "--tracking-uri", tracking]
+    # the first worker creates the study; the second joins it with `planner worker` (specs read from the study)
+    first = _cli("optimize", "--model", "tiny-mlp", "--trials", "4", *common, "--home", tmp_path / "w1")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if optuna.load_study(study_name="shared", storage=storage).user_attrs.get("mlflow_parent_run_id"):
+                break
+        except KeyError:
+            pass
+        time.sleep(1)
+    second = _cli("worker", "--study", "shared", "--storage", storage, "--tracking-uri", tracking, "--trials", "3",
+                  "--home", tmp_path / "w2")
+    out1, err1 = first.communicate(timeout=600)
+    out2, err2 = second.communicate(timeout=600)
+    assert first.returncode == 0, err1
+    assert second.returncode == 0, err2
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert len(study.trials) == 7
+    assert len({t.number for t in study.trials}) == 7
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    c = MlflowClient(tracking_uri=tracking)
+    exp = c.get_experiment_by_name("planner/tiny-mlp/fast-cpu")
+    runs = c.search_runs([exp.experiment_id])
+    assert len([r for r in runs if r.data.tags.get("planner.kind") == "study"]) == 1
+    pids = {t.user_attrs["pid"] for t in study.trials}
+    assert len(pids) == 2  # both workers measured trials
+    assert "s3cret" not in out1 + out2 + err1 + err2 and ":***@" in out1
+    parent = next(r for r in runs if r.data.tags.get("planner.kind") == "study")
+    assert "s3cret" not in str(parent.data.params) + str(parent.data.tags)
+
+
+def test_stale_trial_of_a_killed_worker_is_failed_by_another(postgres, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = f"{postgres}/optuna"
+    space = tmp_path / "space.yaml"
+    space.write_text("name: hang\nbatch_size: [4]\nbackends: {torch: {}}\n")
+    model = tmp_path / "hang.py"
+    model.write_text((DATA / "models.py").read_text() + "\n\nclass Hang(Tiny):\n    def forward(self, x):\n"
+                     "        if x.shape[0] == 4:\n            import time; time.sleep(3600)\n        return self.fc(x)\n\n\n"
+                     "def hang():\n    return Hang().eval()\n")
+    common = ["--target", DATA / "fast-cpu.yaml", "--space", space, "--eval-samples", "6", "--storage", storage,
+              "--study", "stale", "--heartbeat", "1", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    p = _cli("optimize", "--model", f"{model}:hang", "--trials", "1", *common, "--home", tmp_path / "h")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            st = optuna.load_study(study_name="stale", storage=storage)
+            if any(t.state == TrialState.RUNNING for t in st.trials):
+                break
+        except KeyError:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail("the trial never started")
+    os.killpg(p.pid, signal.SIGKILL)  # the whole worker host dies: planner process and its measuring child
+    p.wait()
+    time.sleep(4)  # > 3 missed heartbeats
+    from planner.search.study import make_storage
+
+    # what any other worker started with the same --heartbeat does before each trial
+    optuna.storages.fail_stale_trials(optuna.load_study(study_name="stale", storage=make_storage(storage, 1)))
+    st = optuna.load_study(study_name="stale", storage=storage)
+    assert [t.state for t in st.trials] == [TrialState.FAIL]
+
+
+def test_kill_9_then_resume_keeps_finished_trials(tmp_path):
+    """kill -9 of the whole planner process group mid-study; the same command resumes without loss or repeats."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    home = Home(tmp_path / "home")
+    args = ["optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", DATA / "small-space.yaml",
+            "--sampler", "random", "--eval-samples", "6", "--study", "r", "--home", home.root]
+    p = _cli(*args, "--trials", "50")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(1)
+        if (home.root / "optuna.db").exists():
+            try:
+                st = optuna.load_study(study_name="r", storage=home.optuna_url)
+                if len([t for t in st.trials if t.state == TrialState.COMPLETE]) >= 2 and st.trials[-1].state == TrialState.RUNNING:
+                    break
+            except KeyError:
+                pass
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    before = optuna.load_study(study_name="r", storage=home.optuna_url).trials
+    done_before = {t.number: t.values for t in before if t.state == TrialState.COMPLETE}
+    assert len(done_before) >= 2 and any(t.state == TrialState.RUNNING for t in before)
+
+    r = _cli(*args, "--trials", "2")
+    out, err = r.communicate(timeout=300)
+    assert r.returncode == 0, err
+    after = optuna.load_study(study_name="r", storage=home.optuna_url).trials
+    assert len(after) == len(before) + 2
+    assert all(after[n].values == v for n, v in done_before.items())  # finished trials kept, not re-run
+    assert all(t.state != TrialState.RUNNING for t in after)  # the orphan was failed
+    orphan = next(t for t in after if t.number == before[-1].number)
+    assert orphan.state == TrialState.FAIL and orphan.user_attrs["fail_reason"] == "interrupted"
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    assert not [x for x in runs if x.info.status == "RUNNING"]
