@@ -226,17 +226,18 @@ def spaces_validate(files: list[str] = typer.Argument(..., help="search space YA
 @app.command()
 def backends():
     """Each backend, whether it is usable here, and how to install it if not."""
-    from rich.table import Table
-
     from planner.backends import registry
 
-    t = Table("backend", "usable", "devices", "input", "quantization", "detail")
+    c = _console()
     for name in registry.names():
         cls = registry.get(name)
         a = cls.availability()
-        t.add_row(name, "[green]yes[/]" if a.usable else "[red]no[/]", ",".join(cls.devices), cls.input_format,
-                  ",".join(cls.quant_schemes), a.detail)
-    _console().print(t)
+        state = "[green]usable[/]    " if a.usable else "[red]not usable[/]"
+        c.print(f"{name:14s} {state} devices={','.join(cls.devices):8s} input={cls.input_format:5s} "
+                f"quant={','.join(cls.quant_schemes)}", soft_wrap=True)
+        from rich.markup import escape
+
+        c.print(f"{'':14s} [dim]{escape(a.detail)}[/]", soft_wrap=True)
 
 
 @app.command()

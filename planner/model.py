@@ -128,8 +128,11 @@ def parse_model(ref: str, inputs: tuple[InputSpec, ...] = (), output_kind: str =
         d = y.data
         if d is not None and not Path(d).is_absolute():
             d = str((base / d).resolve())
-        spec = parse_model(src, tuple(InputSpec(i.name, tuple(i.shape), i.dtype, i.low, i.high) for i in y.inputs) or inputs,
-                           y.output_kind if y.output_kind != "auto" else output_kind, d or data)
+        try:
+            spec = parse_model(src, tuple(InputSpec(i.name, tuple(i.shape), i.dtype, i.low, i.high) for i in y.inputs) or inputs,
+                               y.output_kind if y.output_kind != "auto" else output_kind, d or data)
+        except ConfigError as e:
+            raise ConfigError([f"{ref}: source: {line.removeprefix('--model ')}" for line in e.errors]) from None
         return ModelSpec(spec.ref, spec.kind, y.name or spec.name, spec.inputs, spec.output_kind, spec.data, y.seed)
     if ref in ZOO:
         return ModelSpec(ref, "zoo", ref, inputs, output_kind, data)

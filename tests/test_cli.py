@@ -17,6 +17,23 @@ BAD = [
     (["--model", "tiny-mlp", "--objectives", "latency,speed"], "unknown objective 'speed'"),
     (["--model", "tiny-mlp", "--trials", "0"], "--trials 0"),
     (["--model", "tiny-mlp", "--inputs", "x:3xA"], "dimensions must be integers"),
+    (["--model", "tiny-mlp", "--inputs", "x:3:float8"], "dtype 'float8'"),
+    (["--model", "tiny-mlp", "--data", "missing.npz"], "--data missing.npz: file not found"),
+    (["--model", "tiny-mlp", "--eval-samples", "1"], "need at least 2 samples"),
+    (["--model", "tiny-mlp", "--output-kind", "boxes"], "--output-kind: 'boxes'"),
+    (["--model", "tiny-mlp", "--timeout", "-5"], "--timeout -5.0: must be > 0"),
+    (["--model", "tiny-mlp", "--heartbeat", "0"], "--heartbeat 0"),
+    (["--model", "tiny-mlp", "--storage", "optuna.db"], "expected a URL"),
+    (["--model", "tiny-mlp", "--storage", "postgresql://u:pw@127.0.0.1:1/x"], "cannot open the Optuna storage"),
+    (["--model", "tiny-mlp", "--target", str(DATA / "bad" / "malformed.yaml")], "malformed YAML"),
+    (["--model", "tiny-mlp", "--target", str(DATA / "bad" / "wrong-type.yaml")], "threads: Input should be a valid integer"),
+    (["--model", "tiny-mlp", "--target", str(DATA / "bad" / "negative-slo.yaml")], "latency_slo_ms: Input should be greater than 0"),
+    (["--model", "tiny-mlp", "--target", str(DATA / "bad" / "unknown-precision.yaml")], "unknown precision 'int9'"),
+    (["--model", "tiny-mlp", "--space", str(DATA / "bad" / "unknown-backend.yaml")], "unknown backend; valid choices"),
+    (["--model", "tiny-mlp", "--target", str(DATA / "fast-cpu.yaml"), "--space", str(DATA / "bad" / "huge-batch.yaml")],
+     "exceed target 'fast-cpu' max_batch_size 16"),
+    (["--model", str(DATA / "bad" / "corrupt.onnx")], "not a readable ONNX file"),
+    (["--model", str(DATA / "bad" / "model-missing-source.yaml")], "model-missing-source.yaml: source: "),
 ]
 
 
@@ -29,6 +46,17 @@ def test_bad_input_exit_2_and_nothing_written(args, needle, tmp_path):
     assert r.stderr.startswith("error: ")
     assert "Traceback" not in r.stderr
     assert not (home / "optuna.db").exists() and not (home / "mlflow.db").exists()
+    assert "pw@" not in r.stderr  # passwords never printed
+
+
+def test_unreachable_tracking_uri_writes_no_study(tmp_path):
+    home = tmp_path / "home"
+    r = run_cli("optimize", "--model", "tiny-mlp", "--tracking-uri", "http://127.0.0.1:1", "--home", home, "--trials", "1",
+                env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"})
+    assert r.returncode == 2 and "cannot reach the MLflow tracking store" in r.stderr, r.stderr
+    import optuna
+
+    assert optuna.get_all_study_summaries(f"sqlite:///{home / 'optuna.db'}") == []
 
 
 def test_bad_target_file_names_field(tmp_path):
@@ -60,7 +88,7 @@ def test_backends_lists_usability():
     assert r.returncode == 0
     for name in ("torch", "torch_compile", "onnxruntime", "tvm", "tensorrt"):
         assert name in r.stdout
-    assert "pip install" in r.stdout  # tensorrt is not installed here: how to get it is shown
+    assert "pip install 'planner[tensorrt]'" in r.stdout  # not installed here: how to get it is shown
 
 
 def test_redact_hides_passwords():

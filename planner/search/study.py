@@ -235,14 +235,17 @@ class Optimizer:
         os.replace(self._staging / "reference.npz", self.study_dir / "reference.npz")
         _rmtree(self._staging)
 
-    def open_study(self):
+    def connect_storage(self):
+        """Reach the Optuna storage (creates no study)."""
+        return make_storage(self.storage_url, self.opts.heartbeat_seconds, self.opts.retries)
+
+    def open_study(self, storage):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             study = optuna.create_study(
-                study_name=self.study_name, storage=make_storage(self.storage_url, self.opts.heartbeat_seconds, self.opts.retries),
-                load_if_exists=True,
+                study_name=self.study_name, storage=storage, load_if_exists=True,
                 directions=[o.direction for o in self.objectives],
                 sampler=make_sampler(self.opts.sampler, self.opts.seed, len(self.objectives)),
             )
@@ -327,8 +330,9 @@ class Optimizer:
         self.home.ensure()
         self.prepare()
         try:
+            storage = self.connect_storage()
             rec = self.connect_recorder()
-            study = self.open_study()
+            study = self.open_study(storage)
         except BaseException:
             _rmtree(self._staging)
             raise
@@ -545,6 +549,9 @@ def make_storage(url: str, heartbeat_seconds: int = 30, retries: int = 0):
 
     from planner.record.mlflow import redact
 
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
         try:
             callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries) if retries > 0 else None
