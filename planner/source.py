@@ -199,17 +199,23 @@ class ModelSource:
             if cfg is not None and (cfg.prune.active or cfg.distill.active):
                 raise ConfigError("pruning and distillation need a PyTorch model, not an ONNX file")
             return Path(self.spec.ref)
-        from planner.search.cache import atomic_path
+        from planner.search.cache import ArtifactCache, cache_key
 
-        key = f"{self.model_hash()}-{self.transform_key(cfg)}-{_torch_version()}"
-        out = self.cache_dir / "onnx" / f"{key}.onnx"
-        if out.is_file():
-            return out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        module = self.torch_module(cfg)
-        with atomic_path(out) as tmp:
-            export_onnx(module, self.example_inputs(2, seed=5), tmp)
-        return out
+        cache = ArtifactCache(self.cache_dir / "artifacts")
+        key = cache_key("onnx-export", self.model_hash(), self.transform_key(cfg), _torch_version())
+        hit = cache.get(key)
+        if hit is None:
+            import tempfile
+
+            module = self.torch_module(cfg)
+            with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
+                path = Path(tmp) / "model.onnx"
+                export_onnx(module, self.example_inputs(2, seed=5), path)
+                hit = cache.put(key, {"model.onnx": path})
+            self.transform_info["onnx_export_cached"] = 0
+        else:
+            self.transform_info["onnx_export_cached"] = 1
+        return hit / "model.onnx"
 
 
 def _torch_version() -> str:

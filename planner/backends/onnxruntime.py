@@ -76,12 +76,9 @@ class OnnxRuntime(Backend):
         t0 = time.perf_counter()
         src = source.onnx_path(cfg)
         model = workdir / "model.onnx"
-        info: dict[str, Any] = {"onnx_export_cached": True}
+        info: dict[str, Any] = {}
         if cfg.quant.active:
-            from planner.transforms.quantize import quantize_onnx
-
-            calib = source.sample_inputs(32, seed=21) if cfg.quant.scheme == "int8_static" else None
-            info.update(quantize_onnx(src, model, cfg.quant, calib) or {})
+            info.update(quantized_onnx(source, cfg, src, model))
         else:
             shutil.copyfile(src, model)
         opts = cfg.options()
@@ -90,6 +87,29 @@ class OnnxRuntime(Backend):
         device = "cuda" if target.is_gpu else "cpu"
         (workdir / "session.json").write_text(_session_json(opts, target))
         return BuildResult(OrtRuntime(sess, device), [model, workdir / "session.json"], time.perf_counter() - t0, info)
+
+
+def quantized_onnx(source, cfg, src: Path, dst: Path) -> dict[str, Any]:
+    """Quantize ``src`` per ``cfg.quant`` into ``dst``, through the artifact cache (calibration can take minutes)."""
+    from importlib.metadata import version
+
+    from planner.search.cache import ArtifactCache, cache_key, sha256_file
+    from planner.transforms.quantize import quantize_onnx
+
+    cache = ArtifactCache(Path(source.cache_dir) / "artifacts")
+    calib_n = 32 if cfg.quant.scheme == "int8_static" else 0
+    key = cache_key("onnx-quant", sha256_file(src), cfg.quant.scheme, cfg.quant.options, calib_n,
+                    source.spec.data, version("onnxruntime"))
+    hit = cache.get(key)
+    if hit is not None:
+        shutil.copyfile(hit / "model.onnx", dst)
+        return {"quantized_cached": 1}
+    calib = source.sample_inputs(calib_n, seed=21) if calib_n else None
+    info = dict(quantize_onnx(src, dst, cfg.quant, calib) or {})
+    if not Path(str(dst) + ".data").exists():  # single-file models only
+        cache.put(key, {"model.onnx": dst})
+    info["quantized_cached"] = 0
+    return info
 
 
 def _session_json(opts: dict, target) -> str:
