@@ -115,8 +115,12 @@ def parse_model(ref: str, inputs: tuple[InputSpec, ...] = (), output_kind: str =
 
     if output_kind not in OUTPUT_KINDS:
         raise ConfigError(f"--output-kind: {output_kind!r}; {did_you_mean(output_kind, OUTPUT_KINDS)}")
-    if data is not None and not Path(data).is_file():
-        raise ConfigError(f"--data {data}: file not found (expected an .npz of inputs)")
+    if data is not None:
+        dpath = data.rpartition(":")[0] if not data.endswith(".npz") and ":" in data else data
+        if (data.endswith(".npz") or dpath.endswith(".py")) and not Path(dpath).is_file():
+            raise ConfigError(f"--data {data}: file not found (expected an .npz of inputs, or file.py:function)")
+        if not data.endswith(".npz") and ":" not in data:
+            raise ConfigError(f"--data {data}: expected an .npz file or file.py:function / package.module:function")
     if ref.endswith((".yaml", ".yml")):
         from planner.yamlio import read_yaml, validate
 

@@ -38,6 +38,7 @@ class ModelSource:
         self._transformed: dict[tuple, Any] = {}
         self._hash: str | None = None
         self._data: dict[str, np.ndarray] | None = None
+        self._dataset_fn = None  # a `dataset()` beside the factory: real inputs (and labels) for quality/calibration
         self.log: list[str] = []  # transform notes for the trial record
         self.transform_info: dict[str, Any] = {}
 
@@ -60,6 +61,7 @@ class ModelSource:
                 raise ConfigError(f"model {self.spec.ref}: factory returned {type(module).__name__}, expected torch.nn.Module")
             self._module = module.eval()
             self._example_fn = extras.get("example_inputs")
+            self._dataset_fn = extras.get("dataset")
             if not self._inputs and extras.get("inputs"):
                 self._inputs = tuple(extras["inputs"])
             if self._output_kind == "auto" and extras.get("output_kind"):
@@ -116,15 +118,36 @@ class ModelSource:
 
     # ------------------------------------------------------------------- inputs
     def data(self) -> dict[str, np.ndarray] | None:
-        """User data (.npz): arrays named like the inputs (first axis = samples), optional 'labels'."""
-        if self.spec.data is None:
-            return None
-        if self._data is None:
-            with np.load(self.spec.data, allow_pickle=False) as z:
-                self._data = {k: z[k] for k in z.files}
-            missing = [n for n in self.input_names if n not in self._data]
-            if missing:
-                raise ConfigError(f"--data {self.spec.data}: missing arrays {missing}; has {sorted(self._data)}")
+        """Real data: arrays named like the inputs (first axis = samples), optional 'labels'.
+
+        From ``--data file.npz``, ``--data file.py:fn`` / ``module:fn`` (a function returning such a
+        dict), or a ``dataset()`` function beside the model factory.  None means synthetic inputs."""
+        if self._data is not None:
+            return self._data
+        ref = self.spec.data
+        if ref is None:
+            if self.format == "torch":
+                self.base_module()
+            if self._dataset_fn is None:
+                return None
+            self._data = _call_dataset(self._dataset_fn, f"{self.spec.ref}: dataset()")
+        elif ref.endswith(".npz"):
+            try:
+                with np.load(ref, allow_pickle=False) as z:
+                    self._data = {k: z[k] for k in z.files}
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"--data {ref}: not a readable .npz ({e})") from None
+        else:
+            from planner.model import ModelSpec
+
+            fn, _ = _resolve_factory(ModelSpec(ref, "file" if ref.rpartition(":")[0].endswith(".py") else "module", "data"))
+            self._data = _call_dataset(fn, f"--data {ref}")
+        missing = [n for n in self.input_names if n not in self._data]
+        if missing:
+            raise ConfigError(f"data for {self.spec.ref}: missing arrays {missing}; has {sorted(self._data)}")
+        sizes = {len(v) for k, v in self._data.items()}
+        if len(sizes) != 1:
+            raise ConfigError(f"data for {self.spec.ref}: arrays have different sample counts {sorted(sizes)}")
         return self._data
 
     def sample_inputs(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -148,7 +171,7 @@ class ModelSource:
 
     @property
     def synthetic(self) -> bool:
-        return self.spec.data is None
+        return self.data() is None
 
     def example_inputs(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
         return self.sample_inputs(batch, seed)
@@ -252,7 +275,8 @@ def _resolve_factory(spec: ModelSpec):
     if spec.kind == "zoo":
         mod = importlib.import_module(ZOO[spec.ref])
         seed = spec.seed
-        return (lambda: mod.build(seed=seed)), {"inputs": getattr(mod, "INPUTS", None), "output_kind": getattr(mod, "OUTPUT_KIND", None)}
+        return (lambda: mod.build(seed=seed)), {"inputs": getattr(mod, "INPUTS", None), "output_kind": getattr(mod, "OUTPUT_KIND", None),
+                                                "dataset": getattr(mod, "dataset", None)}
     path, _, name = spec.ref.rpartition(":")
     try:
         if spec.kind == "file":
@@ -281,7 +305,15 @@ def _resolve_factory(spec: ModelSpec):
             raise ConfigError(f"model {spec.ref}: factory {name}() raised {type(e).__name__}: {e}") from None
 
     return factory, {"example_inputs": getattr(mod, "example_inputs", None), "inputs": getattr(mod, "INPUTS", None),
+                     "dataset": getattr(mod, "dataset", None),
                      "output_kind": getattr(mod, "OUTPUT_KIND", None)}
+
+
+def _call_dataset(fn, where: str) -> dict[str, np.ndarray]:
+    out = fn()
+    if not isinstance(out, dict) or not out:
+        raise ConfigError(f"{where} must return a dict of arrays (input names, optional 'labels')")
+    return {k: np.ascontiguousarray(np.asarray(v)) for k, v in out.items()}
 
 
 def _inputs_from_example(fn, module) -> tuple[InputSpec, ...]:
