@@ -197,9 +197,20 @@ class ModelSource:
         if prune.active:
             from planner.transforms.prune import prune as do_prune
 
+            from planner.transforms.prune import prune_info
+
             t0 = time.perf_counter()
+            flops_before = flops_per_sample(module, example)
             module = do_prune(module, prune, example)
             self.transform_info["prune_seconds"] = time.perf_counter() - t0
+            info = prune_info(module) or {}
+            for k in ("params_before", "params_after", "sparsity"):
+                if isinstance(info.get(k), (int, float)):
+                    self.transform_info[f"prune_{k}"] = info[k]
+            self.transform_info["prune_size_only"] = float(bool(info.get("size_only")))
+            if flops_before:
+                self.transform_info["flops_before"] = flops_before
+                self.transform_info["flops_after"] = flops_per_sample(module, example)
         if distill.active:
             from planner.transforms.distill import distill as do_distill
 
@@ -239,6 +250,19 @@ class ModelSource:
         else:
             self.transform_info["onnx_export_cached"] = 1
         return hit / "model.onnx"
+
+
+def flops_per_sample(module, example: tuple) -> float | None:
+    """FLOPs of one forward pass per sample (torch's FLOP counter), None when it cannot count."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            module(*example)
+        return counter.get_total_flops() / max(1, example[0].shape[0])
+    except Exception:
+        return None
 
 
 def _torch_version() -> str:
