@@ -109,7 +109,7 @@ class ModelSource:
                     h.update(k.encode())
                     t = v.detach().cpu().contiguous()
                     h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-                    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
                 h.update(type(self.base_module()).__qualname__.encode())
             for i in self.inputs:
                 h.update(repr(i).encode())
@@ -242,6 +242,7 @@ class ModelSource:
             import tempfile
 
             module = self.torch_module(cfg)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
                 path = Path(tmp) / "model.onnx"
                 export_onnx(module, self.example_inputs(2, seed=5), path)

@@ -37,6 +37,7 @@ from planner.errors import CandidateFailed, FailReason
 META_FILE = "tvm_meta.json"
 LIB_FILE = "model.so"
 MIXED_DTYPES = {"fp16": "float16"}  # relax.transform.ToMixedPrecision emits float16 only
+SKIPPED = "skipped: max_tuning_seconds reached"
 
 
 def _log(msg: str) -> None:
@@ -255,7 +256,7 @@ def load_artifact(directory: Path, threads: int | None = None) -> TVMRuntime:
 _ARTIFACTS: dict[str, Any] = {}
 
 
-def _inprocess_builder_runner(ms, device_type: str):
+def _inprocess_builder_runner(ms, device_type: str, deadline: float | None = None):
     """MetaSchedule Builder/Runner that compile and time candidates in this process (no psutil, no
     per-worker TVM import)."""
     import uuid
@@ -274,6 +275,11 @@ def _inprocess_builder_runner(ms, device_type: str):
         def build(self, build_inputs):
             results = []
             for bi in build_inputs:
+                if deadline is not None and time.perf_counter() > deadline:
+                    # MetaSchedule has no time cap; past ours, candidates fail at once, which spends
+                    # the remaining trial budget without building or timing anything
+                    results.append(BuilderResult(None, SKIPPED))
+                    continue
                 try:
                     key = f"inprocess:{uuid.uuid4().hex}"
                     _ARTIFACTS[key] = default_build(bi.mod, bi.target, None)
@@ -304,32 +310,41 @@ def _inprocess_builder_runner(ms, device_type: str):
     return InProcessBuilder(), InProcessRunner()
 
 
-def _progress_callback(ms, n_tasks: int, budget: int, deadline: float | None, t0: float, state: dict):
+def _record_callback(ms, database, n_tasks: int, budget: int, t0: float, state: dict):
+    """Commit measured candidates to ``database`` (only those that built and ran: MetaSchedule's own
+    AddToDatabase also stores failures, at 1e10 s, which would count as reusable records) and log progress."""
     from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.database import TuningRecord
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
     @derived_object
-    class Progress(PyMeasureCallback):
+    class Record(PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-            state["done"] += len(measure_candidates)
-            for r in runner_results:
-                if r.run_secs:
-                    t = sum(float(x) for x in r.run_secs) / len(r.run_secs)
-                    state["best"][task_id] = min(state["best"].get(task_id, math.inf), t)
-            errs = sum(1 for b, r in zip(builder_results, runner_results) if b.error_msg or r.error_msg)
+            skipped = sum(1 for b in builder_results if b.error_msg == SKIPPED)
+            n = len(measure_candidates) - skipped
+            if skipped:
+                state["skipped"] += skipped
+                if not state["stopped"]:
+                    state["stopped"] = True
+                    _log(f"tuning: max_tuning_seconds reached after {state['done'] + n} trials; skipping the rest")
+            if n <= 0:
+                return
+            ctx = task_scheduler.tasks_[task_id].ctx
+            workload = database.commit_workload(ctx.mod)
+            errs = 0
+            for cand, b, r in zip(measure_candidates, builder_results, runner_results):
+                if b.error_msg == SKIPPED:
+                    continue
+                if b.error_msg or r.error_msg or not r.run_secs:
+                    errs += 1
+                    continue
+                database.commit_tuning_record(TuningRecord(cand.sch.trace, workload, [float(x) for x in r.run_secs], ctx.target, cand.args_info))
+            state["done"] += n
             state["errors"] += errs
-            _log(f"tuning: {state['done']}/{budget} trials, task {task_id + 1}/{n_tasks}, "
-                 f"{errs} failed in batch, {time.perf_counter() - t0:.1f}s")
-            if deadline is not None and time.perf_counter() > deadline and not state["stopped"]:
-                state["stopped"] = True
-                _log("tuning: time cap reached, stopping")
-                for i in range(n_tasks):
-                    try:
-                        task_scheduler.terminate_task(i)
-                    except Exception:
-                        pass
+            _log(f"tuning: {state['done']}/{budget} trials, kernel {task_id + 1}/{n_tasks}"
+                 + (f", {errs} failed" if errs else "") + f", {time.perf_counter() - t0:.1f}s")
 
-    return Progress()
+    return Record()
 
 
 # --------------------------------------------------------------------------- backend
@@ -345,7 +360,7 @@ class TVM(Backend):
     quant_schemes = ("none", "fp16")  # fp16 = Relax ToMixedPrecision (fp16 compute, fp32 accumulate)
     options = {
         "tuning_trials": int,  # MetaSchedule measured trials; 0 = untuned default schedules
-        "max_tuning_seconds": float,  # cap on tuning time for one build (checked after each batch)
+        "max_tuning_seconds": float,  # cap on the search time of one build (candidates past it are skipped)
         "threads": int,  # CPU thread-pool size (default: target threads)
         "opt_level": (3, 2, 1, 0),
         "tuning_strategy": ("auto", "replay-trace", "evolutionary"),
@@ -389,6 +404,8 @@ class TVM(Backend):
         kind = tvm_target.kind.name
         if (kind == "cuda") != (device == "cuda") or kind not in ("llvm", "cuda"):
             raise CandidateFailed(FailReason.UNSUPPORTED, f"TVM target kind {kind!r} does not match device {device!r}")
+        if device == "cuda" and not tvm.runtime.enabled("cuda"):
+            raise CandidateFailed(FailReason.UNSUPPORTED, "this TVM install has no usable CUDA runtime (CPU-only build or no driver)")
         info["tvm_target"] = str(tvm_target)
         if device == "cpu":
             info["threads"] = set_threads(threads)
@@ -404,10 +421,10 @@ class TVM(Backend):
 
         # 2. mixed precision, legalize + fuse (the form MetaSchedule tunes)
         try:
-            if cfg.quant.scheme in MIXED_DTYPES:
-                mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
-                info["mixed_precision"] = MIXED_DTYPES[cfg.quant.scheme]
-            mod = self._prepare(mod, tvm_target)
+            mixed = MIXED_DTYPES.get(cfg.quant.scheme)
+            mod = self._prepare(mod, tvm_target, mixed)
+            if mixed:
+                info["mixed_precision"] = mixed
         except Exception as e:
             raise CandidateFailed(FailReason.COMPILE, f"TVM lowering failed: {_short(e)}") from None
         compile_before_tuning = time.perf_counter() - t0
@@ -415,7 +432,12 @@ class TVM(Backend):
         # 3. MetaSchedule (its time is reported apart from compile time)
         database = None
         if trials > 0:
-            database = self._tune(mod, tvm_target, tdict, source, cfg, trials, opts, workdir, info)
+            try:
+                database = self._tune(mod, tvm_target, tdict, source, cfg, trials, opts, workdir, info)
+            except CandidateFailed:
+                raise
+            except Exception as e:
+                raise CandidateFailed(FailReason.COMPILE, f"MetaSchedule tuning failed: {_short(e)}") from None
 
         # 4. build, export, load
         t1 = time.perf_counter()
@@ -479,7 +501,8 @@ class TVM(Backend):
         return from_exported_program(ep, keep_params_as_input=False)
 
     @staticmethod
-    def _prepare(mod, target):
+    def _prepare(mod, target, mixed_dtype: str | None = None):
+        """Decompose (batch-norm etc.), optionally mixed precision, then legalize to TIR and fuse."""
         import tvm
         from tvm import relax
 
@@ -488,6 +511,7 @@ class TVM(Backend):
             relax.backend.DispatchSortScan(),
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
+            *([relax.transform.ToMixedPrecision(out_dtype="float32")] if mixed_dtype else []),
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
@@ -560,8 +584,12 @@ class TVM(Backend):
             have = max(records_before, measured)
             info["reused_records"] = records_before
             missing = trials - have
+            left = os.environ.get("PLANNER_TUNING_SECONDS_LEFT")  # the study's remaining tuning budget
             if missing <= 0:
                 _log(f"tuning: reusing {have} records (>= {trials} requested) from {db_dir}")
+            elif left is not None and float(left) <= 0:
+                _log(f"tuning: the study's tuning budget is spent; applying the {have} existing records only")
+                info["tuning_stopped_by_cap"] = True
             else:
                 _import_meta_schedule(intrinsics=True)
                 tasks = ms.relax_integration.extract_tasks(mod, target)
@@ -570,21 +598,22 @@ class TVM(Backend):
                     _log("tuning: no tunable kernels")
                 else:
                     cap = opts.get("max_tuning_seconds")
-                    deadline = t0 + float(cap) if cap else None
+                    if left is not None:
+                        cap = min(float(cap), float(left)) if cap else float(left)
                     has_xgb = importlib.util.find_spec("xgboost") is not None
                     strategy = opts.get("tuning_strategy", "auto")
                     if strategy == "auto":
                         strategy = "evolutionary" if has_xgb else "replay-trace"
                     _log(f"tuning: {missing} trials ({have} records reused) over {len(tasks)} kernels, "
                          f"strategy {strategy}, cost model {'xgb' if has_xgb else 'random'}"
-                         + (f", cap {float(cap):.0f}s" if cap else ""))
+                         + (f", cap {float(cap):g}s" if cap else ""))
                     logging_quiet()
                     log_dir = workdir / "tvm_tuning"
                     contexts, weights = _tune_contexts(ms, tasks, log_dir, strategy, seed=have + 1)
-                    builder, runner = _inprocess_builder_runner(ms, "cuda" if target.kind.name == "cuda" else "cpu")
-                    state = {"done": 0, "best": {}, "errors": 0, "stopped": False}
-                    callbacks = [ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel(),
-                                 _progress_callback(ms, len(contexts), missing, deadline, t0, state)]
+                    deadline = time.perf_counter() + float(cap) if cap else None  # the search itself, after set-up
+                    builder, runner = _inprocess_builder_runner(ms, "cuda" if target.kind.name == "cuda" else "cpu", deadline)
+                    state = {"done": 0, "errors": 0, "skipped": 0, "stopped": False}
+                    callbacks = [_record_callback(ms, database, len(contexts), missing, t0, state), ms.measure_callback.UpdateCostModel()]
                     per_iter = max(1, min(64, math.ceil(missing / len(contexts))))
                     try:
                         ms.tune_tasks(
