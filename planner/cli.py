@@ -51,6 +51,8 @@ def optimize(
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="run a GPU target on a different GPU model"),
     heartbeat: int = typer.Option(30, "--heartbeat", help="seconds between worker heartbeats; a trial silent for 3 beats is failed"),
     retries: int = typer.Option(0, "--retries", help="re-run a trial whose worker died (stale heartbeat) up to N times"),
+    compile_workers: int = typer.Option(1, "--compile-workers", help="candidates compiled in parallel; measurement stays one at a time"),
+    tvm_tuning_budget: Optional[float] = typer.Option(None, "--tvm-tuning-budget", help="total MetaSchedule tuning seconds for the study (per-trial cap: the tvm option max_tuning_seconds)"),
     home: Optional[Path] = HomeOpt,
 ):
     """Search deployments of MODEL on TARGET; log every trial to MLflow; print the Pareto front."""
@@ -81,16 +83,21 @@ def optimize(
         trials=trials, timeout=timeout, trial_timeout=trial_timeout, study_name=study, storage=storage,
         tracking_uri=tracking_uri, sampler=sampler, seed=seed, objectives=tuple(objectives.split(",")),
         eval_samples=eval_samples, early_exit_factor=early_exit or None, allow_mismatch=allow_mismatch,
-        heartbeat_seconds=heartbeat, retries=retries,
+        heartbeat_seconds=heartbeat, retries=retries, compile_workers=compile_workers,
+        tuning_budget_seconds=tvm_tuning_budget,
     )
-    _check_scaleout_flags(heartbeat, retries, storage)
+    if tvm_tuning_budget is not None and tvm_tuning_budget < 0:
+        raise ConfigError(f"--tvm-tuning-budget {tvm_tuning_budget}: must be ≥ 0 seconds")
+    _check_scaleout_flags(heartbeat, retries, storage, compile_workers)
     from planner.console import RichReporter
 
     _run(Optimizer(spec, tgt, spc, Home.resolve(home), opts, RichReporter(_console())))
 
 
-def _check_scaleout_flags(heartbeat: int, retries: int, storage: Optional[str]) -> None:
+def _check_scaleout_flags(heartbeat: int, retries: int, storage: Optional[str], compile_workers: int = 1) -> None:
     errors = []
+    if compile_workers < 1:
+        errors.append(f"--compile-workers {compile_workers}: must be ≥ 1")
     if heartbeat < 1:
         errors.append(f"--heartbeat {heartbeat}: must be ≥ 1 second")
     if retries < 0:
@@ -119,6 +126,7 @@ def worker(
     trial_timeout: float = typer.Option(900.0, "--trial-timeout"),
     heartbeat: int = typer.Option(30, "--heartbeat"),
     retries: int = typer.Option(0, "--retries"),
+    compile_workers: int = typer.Option(1, "--compile-workers"),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch"),
     home: Optional[Path] = HomeOpt,
 ):
@@ -127,9 +135,10 @@ def worker(
     from planner.paths import Home
     from planner.search.study import StudyOptions, join_study
 
-    _check_scaleout_flags(heartbeat, retries, storage)
+    _check_scaleout_flags(heartbeat, retries, storage, compile_workers)
     opts = StudyOptions(trials=trials, timeout=timeout, trial_timeout=trial_timeout, tracking_uri=tracking_uri,
-                        heartbeat_seconds=heartbeat, retries=retries, allow_mismatch=allow_mismatch)
+                        heartbeat_seconds=heartbeat, retries=retries, allow_mismatch=allow_mismatch,
+                        compile_workers=compile_workers)
     _run(join_study(study, storage, Home.resolve(home), opts, RichReporter(_console())))
 
 

@@ -38,41 +38,101 @@ def worker_env(target, cache_dir: Path) -> dict[str, str]:
     return env
 
 
+class Job:
+    """One worker process: started now, collected later (lets the orchestrator overlap compiles)."""
+
+    def __init__(self, job: dict[str, Any], jobdir: Path, env: dict[str, str], gated: bool = False):
+        jobdir.mkdir(parents=True, exist_ok=True)
+        self.dir = jobdir
+        self.result_path, self.log_path = jobdir / "result.json", jobdir / "worker.log"
+        self.gate = jobdir / ".gate" if gated else None
+        for p in (self.result_path, *( (self.gate / "ready", self.gate / "go") if self.gate else ())):
+            if p.exists():
+                p.unlink()
+        if self.gate:
+            self.gate.mkdir(exist_ok=True)
+        job = {**job, "result": str(self.result_path), "gate": str(self.gate) if self.gate else None}
+        (jobdir / "job.json").write_text(json.dumps(job, indent=2, default=str))
+        self.t0 = time.perf_counter()
+        self.paused_total, self._paused_at = 0.0, None
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "planner.measure.worker", str(jobdir / "job.json")],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+
+    # ---- gate: the worker compiles, says "ready", and measures only after "go"
+    @property
+    def ready(self) -> bool:
+        return self.gate is not None and (self.gate / "ready").exists()
+
+    def go(self) -> None:
+        if self.gate is not None:
+            (self.gate / "go").touch()
+
+    # ---- pausing compiles while another candidate is measured
+    def pause(self) -> None:
+        if self._paused_at is None and self.proc.poll() is None:
+            _signal_group(self.proc, signal.SIGSTOP)
+            self._paused_at = time.perf_counter()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            _signal_group(self.proc, signal.SIGCONT)
+            self.paused_total += time.perf_counter() - self._paused_at
+            self._paused_at = None
+
+    def active_seconds(self) -> float:
+        """Wall time this job has been running, not counting time it was paused."""
+        paused = self.paused_total + (time.perf_counter() - self._paused_at if self._paused_at is not None else 0.0)
+        return time.perf_counter() - self.t0 - paused
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        self.resume()
+        _kill_group(self.proc)
+
+    def collect(self, timed_out: float | None = None) -> dict[str, Any]:
+        """The result of a finished (or timed-out: pass the limit) job, as a dict; never raises for candidate faults."""
+        if timed_out is not None:
+            self.kill()
+            return _failure(FailReason.TIMEOUT, f"worker exceeded the {timed_out:.0f} s trial timeout", self.log_path, self.t0)
+        rc = self.proc.wait()
+        if self.result_path.is_file():
+            try:
+                res = json.loads(self.result_path.read_text())
+                res["wall_seconds"] = time.perf_counter() - self.t0
+                return res
+            except json.JSONDecodeError:
+                pass
+        if rc < 0:
+            sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+            if -rc == signal.SIGKILL:
+                return _failure(FailReason.OOM, "worker was killed (SIGKILL): most likely out of memory", self.log_path, self.t0)
+            return _failure(FailReason.CRASH, f"worker died from signal {sig}", self.log_path, self.t0)
+        return _failure(FailReason.CRASH, f"worker exited with code {rc} without a result", self.log_path, self.t0)
+
+
 def run_job(job: dict[str, Any], jobdir: Path, timeout: float, env: dict[str, str]) -> dict[str, Any]:
-    """Run one job in a fresh process; always return a result dict (never raises for candidate faults)."""
-    jobdir.mkdir(parents=True, exist_ok=True)
-    job_path, result_path, log_path = jobdir / "job.json", jobdir / "result.json", jobdir / "worker.log"
-    if result_path.exists():
-        result_path.unlink()
-    job = {**job, "result": str(result_path)}
-    job_path.write_text(json.dumps(job, indent=2, default=str))
-    t0 = time.perf_counter()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "planner.measure.worker", str(job_path)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            return _failure(FailReason.TIMEOUT, f"worker exceeded the {timeout:.0f} s trial timeout", log_path, t0)
-        except KeyboardInterrupt:
-            _kill_group(proc)
-            raise
-    if result_path.is_file():
-        try:
-            res = json.loads(result_path.read_text())
-            res["wall_seconds"] = time.perf_counter() - t0
-            return res
-        except json.JSONDecodeError:
-            pass
-    if rc < 0:
-        sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
-        if -rc == signal.SIGKILL:
-            return _failure(FailReason.OOM, "worker was killed (SIGKILL): most likely out of memory", log_path, t0)
-        return _failure(FailReason.CRASH, f"worker died from signal {sig}", log_path, t0)
-    return _failure(FailReason.CRASH, f"worker exited with code {rc} without a result", log_path, t0)
+    """Run one job in a fresh process and wait for it; always return a result dict."""
+    j = Job(job, jobdir, env)
+    try:
+        j.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return j.collect(timed_out=timeout)
+    except KeyboardInterrupt:
+        j.kill()
+        raise
+    return j.collect()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -195,6 +255,15 @@ def do_prepare(job: dict) -> dict:
     }
 
 
+def _wait_for_turn(gate: str | None) -> None:
+    """With --compile-workers, compiled candidates queue here: measurement is one at a time per device."""
+    if not gate:
+        return
+    Path(gate, "ready").touch()
+    while not Path(gate, "go").exists():
+        time.sleep(0.005)
+
+
 def do_trial(job: dict) -> dict:
     import numpy as np
 
@@ -237,6 +306,8 @@ def do_trial(job: dict) -> dict:
         raise CandidateFailed(FailReason.COMPILE, build.error or "backend returned no runtime")
     rt = build.runtime
     assert rt is not None
+    _wait_for_turn(job.get("gate"))
+    measured_from = time.time()
 
     # quality on the fixed evaluation set, against the fp32 eager reference
     with np.load(job["reference"], allow_pickle=False) as z:
@@ -288,6 +359,7 @@ def do_trial(job: dict) -> dict:
         "model_rss_mb": max(0.0, peak - rss0),
         "gpu_peak_mb": gpu_peak,
         "device": rt.device,
+        "measured_window": [measured_from, time.time()],  # wall clock: quality check + latency protocol
     }
 
 

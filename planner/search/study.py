@@ -44,6 +44,8 @@ class StudyOptions:
     max_duplicates: int = 25  # consecutive already-measured suggestions before we call the space exhausted
     heartbeat_seconds: int = 30  # trials whose worker stops beating for 3 intervals are failed by other workers
     retries: int = 0  # re-run a trial that went stale (its worker died) this many times
+    compile_workers: int = 1  # candidates compiled at once; measurement stays one at a time (others paused)
+    tuning_budget_seconds: float | None = None  # total auto-tuning (TVM MetaSchedule) time for the study
 
 
 @dataclass
@@ -109,6 +111,29 @@ def make_sampler(name: str, seed: int | None, n_objectives: int):
     from planner.errors import did_you_mean
 
     raise ConfigError(f"--sampler {name!r}; {did_you_mean(name, SAMPLERS)}")
+
+
+@dataclass
+class _Flight:
+    """A trial whose worker is running."""
+
+    trial: Any
+    cfg: TrialConfig
+    key: str
+    run_id: str
+    workdir: Path
+    job: Any  # planner.measure.worker.Job
+    beat: "Heartbeat"
+    measuring: bool = False
+    timed_out: bool = False
+
+    def finished(self, timeout: float) -> bool:
+        if self.job.poll() is not None:
+            return True
+        if self.job.active_seconds() > timeout:
+            self.timed_out = True
+            return True
+        return False
 
 
 def _exhaustive_sampler_cls():
@@ -345,31 +370,82 @@ class Optimizer:
             "backends": backends, "skipped": self.skipped, "experiment": self.experiment,
             "model_info": self.model_info, "resumed": len(study.trials),
         })
-        t_start, dup_run, stopped = time.monotonic(), 0, "trial budget reached"
         status = "FINISHED"
+        self._stopped = "trial budget reached"
         try:
-            for _ in range(self.opts.trials):
-                if self.opts.timeout is not None and time.monotonic() - t_start > self.opts.timeout:
-                    stopped = f"study timeout ({self.opts.timeout:.0f} s) reached"
-                    break
-                out = self._one_trial(study, rec, backends, fmt, seen)
-                outcomes.append(out)
-                self.reporter.trial_done(out)
-                dup_run = dup_run + 1 if out.status == "duplicate" else 0
-                if getattr(study.sampler, "exhausted", False):
-                    stopped = "search space exhausted (every combination measured)"
-                    break
-                if dup_run >= self.opts.max_duplicates:
-                    stopped = f"search space exhausted ({dup_run} suggestions in a row were already measured)"
-                    break
+            self._loop(study, rec, backends, fmt, seen, outcomes)
         except KeyboardInterrupt:
             status = "KILLED"
-            stopped = "interrupted"
+            self._stopped = "interrupted"
             raise
         finally:
-            result = self._finish(study, rec, outcomes, stopped, status)
+            result = self._finish(study, rec, outcomes, self._stopped, status)
         self.reporter.end(result)
         return result
+
+    def _loop(self, study, rec, backends, fmt, seen, outcomes: list[TrialOutcome]) -> None:
+        """Keep up to ``compile_workers`` candidates in flight; exactly one measures at a time, the others
+        (compiling, or compiled and waiting) are paused while it does, so timings are not disturbed."""
+        t_start, dup_run, asked = time.monotonic(), 0, 0
+        inflight: list[_Flight] = []
+        slots = max(1, self.opts.compile_workers)
+        stop_asking = False
+
+        def done(out: TrialOutcome) -> None:
+            nonlocal dup_run, stop_asking
+            outcomes.append(out)
+            self.reporter.trial_done(out)
+            dup_run = dup_run + 1 if out.status == "duplicate" else 0
+            if getattr(study.sampler, "exhausted", False):
+                self._stopped, stop_asking = "search space exhausted (every combination measured)", True
+            elif dup_run >= self.opts.max_duplicates:
+                self._stopped = f"search space exhausted ({dup_run} suggestions in a row were already measured)"
+                stop_asking = True
+
+        try:
+            while True:
+                while not stop_asking and len(inflight) < slots and asked < self.opts.trials:
+                    if self.opts.timeout is not None and time.monotonic() - t_start > self.opts.timeout:
+                        self._stopped, stop_asking = f"study timeout ({self.opts.timeout:.0f} s) reached", True
+                        break
+                    asked += 1
+                    got = self._launch(study, rec, backends, fmt, seen, {f.key for f in inflight}, gated=slots > 1)
+                    if isinstance(got, TrialOutcome):
+                        done(got)
+                    else:
+                        inflight.append(got)
+                if not inflight:
+                    break
+                self._schedule(inflight)
+                for f in [f for f in inflight if f.finished(self.opts.trial_timeout)]:
+                    inflight.remove(f)
+                    res = f.job.collect(timed_out=self.opts.trial_timeout if f.timed_out else None)
+                    if f.measuring:
+                        for other in inflight:
+                            other.job.resume()
+                    done(self._complete(study, rec, f, res, seen))
+                if inflight:
+                    time.sleep(0.01 if slots > 1 else 0.05)
+        except BaseException as e:
+            for f in inflight:  # Ctrl-C or a planner bug: no orphan workers, no trial left RUNNING
+                f.job.kill()
+                self._abandon(study, rec, f, e)
+            raise
+
+    @staticmethod
+    def _schedule(inflight: list["_Flight"]) -> None:
+        """Give the measurement turn to the oldest compiled candidate; pause every other worker meanwhile."""
+        turn = next((f for f in inflight if f.measuring), None)
+        if turn is None:
+            turn = next((f for f in inflight if f.job.ready), None)
+            if turn is None:
+                return
+            turn.measuring = True
+            turn.job.resume()
+            turn.job.go()
+        for other in inflight:
+            if other is not turn:
+                other.job.pause()
 
     def _seen(self, study) -> dict[str, Any]:
         from optuna.trial import TrialState
@@ -380,6 +456,12 @@ class Optimizer:
             if "config_key" in t.user_attrs and t.user_attrs.get("duplicate_of") is None
         }
 
+    @staticmethod
+    def _tuning_spent(study) -> float:
+        """Auto-tuning seconds already spent by this study's trials (all workers, resumed runs included)."""
+        return sum(float((t.user_attrs.get("metrics") or {}).get("build.tuning_seconds", 0.0))
+                   for t in study.get_trials(deepcopy=False) if t.user_attrs.get("duplicate_of") is None)
+
     def _best_per_sample_ms(self, study) -> float | None:
         from planner.select.pareto import feasible_points
 
@@ -387,27 +469,41 @@ class Optimizer:
         vals = [p.metrics.get("latency_per_sample_ms") for p in pts if p.metrics.get("latency_per_sample_ms")]
         return min(vals) if vals else None
 
-    def _one_trial(self, study, rec, backends, fmt, seen) -> TrialOutcome:
-        from optuna.trial import TrialState
-
+    def _launch(self, study, rec, backends, fmt, seen, inflight_keys: set[str], gated: bool):
+        """Ask a trial, sample its config, and start its worker; a known config returns an outcome at once."""
         import optuna
 
         optuna.storages.fail_stale_trials(study)  # trials of workers that died elsewhere
         trial = study.ask()
+        beat = Heartbeat(study, trial).__enter__()
         try:
-            with Heartbeat(study, trial):
-                return self._run_trial(study, trial, rec, backends, fmt, seen)
+            return self._start(study, trial, rec, backends, fmt, seen, inflight_keys, gated, beat)
         except BaseException as e:  # a planner bug or Ctrl-C: never leave the Optuna trial RUNNING
-            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                trial.set_user_attr("fail_reason", "interrupted" if isinstance(e, KeyboardInterrupt) else "planner_error")
-                trial.set_user_attr("fail_message", f"{type(e).__name__}: {e}"[:2000])
-                study.tell(trial, state=TrialState.FAIL)
+            beat.__exit__()
+            self._fail_running(study, trial, e)
             raise
 
-    def _run_trial(self, study, trial, rec, backends, fmt, seen) -> TrialOutcome:
+    @staticmethod
+    def _fail_running(study, trial, e: BaseException) -> None:
         from optuna.trial import TrialState
 
-        from planner.measure.worker import run_job, worker_env
+        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            trial.set_user_attr("fail_reason", "interrupted" if isinstance(e, KeyboardInterrupt) else "planner_error")
+            trial.set_user_attr("fail_message", f"{type(e).__name__}: {e}"[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+
+    def _abandon(self, study, rec, f: "_Flight", e: BaseException) -> None:
+        f.beat.__exit__()
+        self._fail_running(study, f.trial, e)
+        try:
+            rec.end_trial(f.run_id, {}, {"planner.status": "interrupted"}, None, [], ok=False)
+        except Exception:
+            pass
+
+    def _start(self, study, trial, rec, backends, fmt, seen, inflight_keys, gated, beat):
+        from optuna.trial import TrialState
+
+        from planner.measure.worker import Job, worker_env
 
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -426,8 +522,14 @@ class Optimizer:
             for name, v in prev.constraints.items():
                 trial.set_constraint(name, v)
             study.tell(trial, prev.values)
+            beat.__exit__()
             return TrialOutcome(trial.number, cfg, "duplicate", message=f"same config as trial {prev.number}",
                                 metrics=prev.user_attrs.get("metrics", {}), run_id=prev.user_attrs.get("mlflow_run_id"))
+        if key in inflight_keys:  # the same config is being measured right now
+            trial.set_user_attr("duplicate_of", "in-flight")
+            study.tell(trial, state=TrialState.PRUNED)
+            beat.__exit__()
+            return TrialOutcome(trial.number, cfg, "duplicate", message="same config as a trial in flight")
 
         self.reporter.trial_started(trial.number, cfg)
         run_id = rec.start_trial(trial.number, {**cfg.flat(), "config_key": key}, {
@@ -444,42 +546,58 @@ class Optimizer:
             "reference": str(self.study_dir / "reference.npz"), "output_kind": self.model_info.get("output_kind", "logits"),
             "abort_above_ms": abort,
         }
+        flight = _Flight(trial, cfg, key, run_id, workdir, None, beat)  # type: ignore[arg-type]
+        env = worker_env(self.target, self.home.cache)
+        if self.opts.tuning_budget_seconds is not None:
+            env["PLANNER_TUNING_SECONDS_LEFT"] = str(max(0.0, self.opts.tuning_budget_seconds - self._tuning_spent(study)))
         try:
-            res = run_job(job, workdir, self.opts.trial_timeout, worker_env(self.target, self.home.cache))
-        except KeyboardInterrupt:
-            rec.end_trial(run_id, {}, {"planner.status": "interrupted"}, None, [], ok=False)
+            flight.job = Job(job, workdir, env, gated=gated)
+        except BaseException:
+            rec.end_trial(run_id, {}, {"planner.status": "failed"}, None, [], ok=False)
             raise
+        return flight
 
-        if res.get("status") == "ok":
-            metrics = metrics_of(res, cfg, self.target)
-            cons = constraints(metrics, self.target)
-            feasible = all(v <= 0 for v in cons.values())
-            for name, v in cons.items():
-                trial.set_constraint(name, v)
-            trial.set_user_attr("metrics", metrics)
-            values = [metrics[o.metric] for o in self.objectives]
-            files = list(res.get("artifacts", []))
-            manifest = self._manifest(workdir, files, trial.number, cfg, metrics, res, trial.params)
-            study.tell(trial, values)
-            seen[key] = study.trials[trial.number] if len(study.trials) > trial.number else trial
-            status = "ok" if feasible else "infeasible"
-            violated = ",".join(k for k, v in cons.items() if v > 0)
-            tags = {"planner.status": status, "planner.violated": violated} if violated else {"planner.status": status}
-            rec.end_trial(run_id, metrics, tags, workdir, files + [manifest, "worker.log"], ok=True)
-            return TrialOutcome(trial.number, cfg, status, reason=(FailReason.QUALITY.value if "quality" in violated else (violated or None)),
-                                message=f"violates {violated}" if violated else None, metrics=metrics, run_id=run_id)
+    def _complete(self, study, rec, f: "_Flight", res: dict, seen) -> TrialOutcome:
+        """Record a finished worker's result in Optuna and MLflow."""
+        from optuna.trial import TrialState
 
-        reason = res.get("reason", FailReason.CRASH.value) if res.get("status") == "failed" else FailReason.CRASH.value
-        message = res.get("message", "")
-        trial.set_user_attr("fail_reason", reason)
-        trial.set_user_attr("fail_message", message[:2000])
-        study.tell(trial, state=TrialState.FAIL)
-        partial = {f"quality.{k}": v for k, v in (res.get("quality") or {}).items()}
-        if res.get("early_exit_median_ms"):
-            partial["early_exit_median_ms"] = res["early_exit_median_ms"]
-        rec.end_trial(run_id, partial, {"planner.status": "failed", "planner.fail_reason": reason, "planner.fail_message": message[:4000]},
-                      workdir, ["worker.log"], ok=False)
-        return TrialOutcome(trial.number, cfg, "failed", reason=reason, message=message, run_id=run_id)
+        trial, cfg, run_id, workdir = f.trial, f.cfg, f.run_id, f.workdir
+        f.beat.__exit__()
+        try:
+            if res.get("status") == "ok":
+                metrics = metrics_of(res, cfg, self.target)
+                cons = constraints(metrics, self.target)
+                feasible = all(v <= 0 for v in cons.values())
+                for name, v in cons.items():
+                    trial.set_constraint(name, v)
+                trial.set_user_attr("metrics", metrics)
+                values = [metrics[o.metric] for o in self.objectives]
+                files = list(res.get("artifacts", []))
+                manifest = self._manifest(workdir, files, trial.number, cfg, metrics, res, trial.params)
+                study.tell(trial, values)
+                seen[f.key] = study._storage.get_trial(trial._trial_id)
+                status = "ok" if feasible else "infeasible"
+                violated = ",".join(k for k, v in cons.items() if v > 0)
+                tags = {"planner.status": status, "planner.violated": violated} if violated else {"planner.status": status}
+                rec.end_trial(run_id, metrics, tags, workdir, files + [manifest, "worker.log"], ok=True)
+                return TrialOutcome(trial.number, cfg, status,
+                                    reason=(FailReason.QUALITY.value if "quality" in violated else (violated or None)),
+                                    message=f"violates {violated}" if violated else None, metrics=metrics, run_id=run_id)
+
+            reason = res.get("reason", FailReason.CRASH.value) if res.get("status") == "failed" else FailReason.CRASH.value
+            message = res.get("message", "")
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("fail_message", message[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+            partial = {f"quality.{k}": v for k, v in (res.get("quality") or {}).items()}
+            if res.get("early_exit_median_ms"):
+                partial["early_exit_median_ms"] = res["early_exit_median_ms"]
+            rec.end_trial(run_id, partial, {"planner.status": "failed", "planner.fail_reason": reason,
+                                            "planner.fail_message": message[:4000]}, workdir, ["worker.log"], ok=False)
+            return TrialOutcome(trial.number, cfg, "failed", reason=reason, message=message, run_id=run_id)
+        except BaseException as e:
+            self._fail_running(study, trial, e)
+            raise
 
     def _manifest(self, workdir: Path, files: list[str], number: int, cfg: TrialConfig, metrics, res, params) -> str:
         from planner.record.manifest import build_manifest, write_manifest

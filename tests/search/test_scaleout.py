@@ -173,3 +173,30 @@ def test_kill_9_then_resume_keeps_finished_trials(tmp_path):
     c = MlflowClient(tracking_uri=home.tracking_uri)
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
     assert not [x for x in runs if x.info.status == "RUNNING"]
+
+
+def test_compile_workers_overlap_compiles_but_never_measurements(tmp_path):
+    import json
+
+    import optuna
+    from optuna.trial import TrialState
+
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    space.write_text("name: pipe\nbatch_size: [1, 2, 4]\nbackends:\n  torch: {}\n  onnxruntime:\n    graph_optimization_level: [basic, all]\n")
+    p = _cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", space, "--trials", "6",
+             "--sampler", "grid", "--eval-samples", "6", "--study", "pipe", "--compile-workers", "3", "--home", home.root)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    study = optuna.load_study(study_name="pipe", storage=home.optuna_url)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(done) >= 5
+    windows, starts = [], []
+    for t in done:
+        d = home.study_dir("pipe") / "trials" / f"{t.number:04d}"
+        windows.append(tuple(json.loads((d / "result.json").read_text())["measured_window"]))
+        starts.append(d.joinpath("job.json").stat().st_mtime)
+    windows.sort()
+    assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:])), windows  # measurements never overlap
+    first_end = windows[0][1]
+    assert sum(s < first_end for s in starts) >= 2  # a second candidate was compiling before the first was measured
