@@ -124,6 +124,8 @@ def register_front(client, front, *, model_name: str, target_name: str, study_na
     from planner.select.pareto import Fastest, Knee, MostAccurate
 
     name = registered_model_name(model_name, target_name)
+    if not any(p.run_id for p in front):
+        return {"name": name, "versions": {}, "aliases": {}, "created": []}
     ensure_registered_model(client, name, tags={"planner.model": model_name, "planner.target": target_name},
                             description=f"Pareto-optimal deployments of {model_name} on {target_name}, registered by planner")
     versions: dict[str, str] = {}

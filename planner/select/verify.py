@@ -299,12 +299,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from planner.measure.timer import measure
     from planner.measure.worker import _batches, _flat_outputs
 
-    try:
+    if ENGINE_FILES.get(Path(job["engine_file"]).name) == "pt2":  # only torch engines pay for importing torch
         import torch
 
         torch.set_num_threads(int(job.get("threads") or 1))
-    except ImportError:
-        pass
     batch = int(job["batch_size"])
     with np.load(job["samples"], allow_pickle=False) as z:
         inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}

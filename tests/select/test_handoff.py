@@ -22,9 +22,12 @@ STUDY = "handoff"
 
 @pytest.fixture(scope="module")
 def study_home(tmp_path_factory):
-    home = Home(tmp_path_factory.mktemp("handoff") / "home")
-    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", DATA / "small-space.yaml",
-                "--trials", "6", "--sampler", "grid", "--eval-samples", "8", "--study", STUDY, "--home", home.root)
+    root = tmp_path_factory.mktemp("handoff")
+    home = Home(root / "home")
+    space = root / "space.yaml"  # 2 configs, batch 4: torch (model.pt2) and onnxruntime at level basic (model.onnx)
+    space.write_text("name: handoff\nbatch_size: [4]\nbackends:\n  torch: {}\n  onnxruntime:\n    graph_optimization_level: [basic]\n")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", space,
+                "--trials", "2", "--sampler", "grid", "--eval-samples", "8", "--study", STUDY, "--home", home.root)
     assert r.returncode == 0, r.stderr + r.stdout
     assert "could not" not in r.stderr, r.stderr  # registry and plots did not warn
     return home
@@ -159,14 +162,17 @@ def test_plots_draw_slo_and_log_axis(tmp_path):
 # ------------------------------------------------------------------ export + verify
 
 
-def _export(facts, ref, out, *extra):
-    r = _cli(facts.home, "export", ref, "--out", out, *extra)
-    assert r.returncode == 0, r.stderr + r.stdout
-    return r
+def _export(facts, ref, out, **kw):
+    """In-process export (the CLI is exercised separately): one MLflow import for the whole module."""
+    from planner.select.export import export
+
+    return export(ref, out, home=facts.home.root, **kw)
 
 
 def _verify(path):
-    return run_cli("verify", path)
+    from planner.select.verify import verify
+
+    return verify(path)
 
 
 def _check_bundle(out: Path, engine: str, batch: int):
@@ -195,11 +201,12 @@ def test_export_bundle_and_verify_onnxruntime_via_alias(facts, tmp_path):
     t = facts.by_backend["onnxruntime"]
     ref = f"models:/{facts.name}@fastest" if fastest.config["backend"] == "onnxruntime" else t.user_attrs["mlflow_run_id"]
     out = tmp_path / "ort"
-    _export(facts, ref, out)
+    r = _cli(facts.home, "export", ref, "--out", out)  # the real CLI, end to end
+    assert r.returncode == 0, r.stderr + r.stdout
     m, readme = _check_bundle(out, "model.onnx", json.loads((out / "manifest.json").read_text())["trial"]["config"]["batch_size"])
     assert "session.json" in m["files"] and "onnxruntime" in readme and "InferenceSession" in readme
     assert not (out / "worker.log").exists()
-    v = _verify(out)
+    v = run_cli("verify", out)
     assert v.returncode == 0, v.stderr + v.stdout
     assert "checksums: 4 files match" in v.stdout and "match the fp32 reference" in v.stdout
     assert re.search(r"latency: p50 [\d.e-]+ ms here vs [\d.e-]+ ms recorded \(ratio [\d.]+", v.stdout)
@@ -212,14 +219,14 @@ def test_export_bundle_and_verify_torch_export(facts, tmp_path):
     m, readme = _check_bundle(out, "model.pt2", t.user_attrs["config"]["batch_size"])
     assert "torch.export.load" in readme and m["trial"]["number"] == t.number
     v = _verify(out)
-    assert v.returncode == 0, v.stderr + v.stdout
+    assert v.ok, v.problems
+    assert any("match the fp32 reference" in line for line in v.lines) and "latency_ratio" in v.result
 
 
 def test_export_by_study_and_trial(facts, tmp_path):
     t = facts.by_backend["torch"]
     out = tmp_path / "st"
-    r = _cli(facts.home, "export", "--study", STUDY, "--trial", str(t.number), "--out", out)
-    assert r.returncode == 0, r.stderr
+    _export(facts, None, out, study=STUDY, trial=t.number)
     assert json.loads((out / "manifest.json").read_text())["export"]["source"]["run_id"] == t.user_attrs["mlflow_run_id"]
 
 
@@ -232,13 +239,13 @@ def test_tampering_is_caught_and_named(facts, tmp_path):
     data = bytearray((bad / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0x01
     (bad / "model.onnx").write_bytes(bytes(data))
-    v = _verify(bad)
+    v = run_cli("verify", bad)
     assert v.returncode == 1 and "model.onnx: sha256 mismatch" in v.stderr, v.stderr
     assert "outputs" not in v.stdout  # the engine is not loaded when a checksum fails
     (bad / "model.onnx").write_bytes(out.joinpath("model.onnx").read_bytes())
     (bad / "samples.npz").unlink()
     v = _verify(bad)
-    assert v.returncode == 1 and "samples.npz: missing" in v.stderr
+    assert not v.ok and v.problems == ["samples.npz: missing"] and not v.result
 
 
 def test_wrong_outputs_fail_verify(facts, tmp_path):
@@ -256,7 +263,7 @@ def test_wrong_outputs_fail_verify(facts, tmp_path):
     m["files"] = file_checksums(out, list(m["files"]))
     (out / "manifest.json").write_text(json.dumps(m))
     v = _verify(out)
-    assert v.returncode == 1 and "differ from the reference beyond" in v.stderr, v.stderr + v.stdout
+    assert not v.ok and "differ from the reference beyond" in v.problems[0], v.problems
 
 
 def test_non_empty_out_needs_force(facts, tmp_path):
@@ -267,7 +274,7 @@ def test_non_empty_out_needs_force(facts, tmp_path):
     r = _cli(facts.home, "export", ref, "--out", out)
     assert r.returncode == 2 and "--force" in r.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    _export(facts, ref, out, "--force")
+    _export(facts, ref, out, force=True)
     assert not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["full"]  # no temp or backup folders left beside it
 
@@ -277,7 +284,7 @@ def test_triton_onnx_repository(facts, tmp_path):
 
     t = facts.by_backend["onnxruntime"]
     out = tmp_path / "repo"
-    _export(facts, t.user_attrs["mlflow_run_id"], out, "--format", "triton", "--name", "mlp")
+    _export(facts, t.user_attrs["mlflow_run_id"], out, fmt="triton", name="mlp")
     model = out / "mlp"
     assert (model / "1" / "model.onnx").is_file() and (model / "config.pbtxt").is_file()
     cfg = (model / "config.pbtxt").read_text()
@@ -288,23 +295,23 @@ def test_triton_onnx_repository(facts, tmp_path):
     outp = re.search(r"output \[\s*\{\s*name: \"(\w+)\"\s*data_type: (\w+)\s*dims: \[ ([\d, -]+) \]", cfg)
     assert inp.groups() == (g.input[0].name, "TYPE_FP32", "64")
     assert outp.groups() == (g.output[0].name, "TYPE_FP32", "10")
-    level = t.user_attrs["config"]["backend_options"]["graph_optimization_level"]
-    assert ("level: -1" in cfg) == (level == "basic")
+    assert t.user_attrs["config"]["backend_options"]["graph_optimization_level"] == "basic"
+    assert "optimization { graph: { level: -1 } }" in cfg  # Triton's code for ORT_ENABLE_BASIC
     assert 'key: "intra_op_thread_count" value: { string_value: "1" }' in cfg
     assert cfg.count("{") == cfg.count("}") and cfg.count("[") == cfg.count("]")
     m = json.loads((model / "manifest.json").read_text())
     assert {"config.pbtxt", "1/model.onnx", "1/session.json"} <= set(m["files"])
     v = _verify(out)
-    assert v.returncode == 0, v.stderr + v.stdout
+    assert v.ok, v.problems
     (model / "1" / "model.onnx").write_bytes(b"not a model")
     v = _verify(out)
-    assert v.returncode == 1 and "1/model.onnx: sha256 mismatch" in v.stderr
+    assert not v.ok and v.problems[0].startswith("1/model.onnx: sha256 mismatch")
 
 
 def test_triton_torch_export_python_backend(facts, tmp_path, monkeypatch):
     t = facts.by_backend["torch"]
     out = tmp_path / "repo"
-    _export(facts, t.user_attrs["mlflow_run_id"], out, "--format", "triton", "--name", "mlp_pt2")
+    _export(facts, t.user_attrs["mlflow_run_id"], out, fmt="triton", name="mlp_pt2")
     model = out / "mlp_pt2"
     cfg = (model / "config.pbtxt").read_text()
     assert 'backend: "python"' in cfg and "platform" not in cfg.replace("# written", "")
@@ -312,7 +319,8 @@ def test_triton_torch_export_python_backend(facts, tmp_path, monkeypatch):
     assert re.search(r'name: "x"\s*data_type: TYPE_FP32\s*dims: \[ 64 \]', cfg)
     assert re.search(r'name: "output0"\s*data_type: TYPE_FP32\s*dims: \[ 10 \]', cfg)
     assert (model / "1" / "model.pt2").is_file() and (model / "1" / "model.py").is_file()
-    assert _verify(out).returncode == 0
+    m = json.loads((model / "manifest.json").read_text())
+    assert {"config.pbtxt", "1/model.pt2", "1/model.py"} <= set(m["files"]) and m["export"]["engine_dir"] == "1"
 
     # run the generated Triton model.py against a stand-in for triton_python_backend_utils
     class Tensor:
@@ -349,13 +357,13 @@ def test_triton_torch_export_python_backend(facts, tmp_path, monkeypatch):
 def test_without_the_study_reference_the_engine_is_its_own_reference(facts, tmp_path):
     t = facts.by_backend["onnxruntime"]
     out = tmp_path / "own"
-    r = run_cli("export", t.user_attrs["mlflow_run_id"], "--out", out, "--tracking-uri", facts.home.tracking_uri,
-                "--home", tmp_path / "elsewhere")
-    assert r.returncode == 0, r.stderr
+    from planner.select.export import export
+
+    export(t.user_attrs["mlflow_run_id"], out, tracking_uri=facts.home.tracking_uri, home=tmp_path / "elsewhere")
     e = json.loads((out / "manifest.json").read_text())["export"]
     assert e["reference"] == "engine" and e["rebuild_check"].startswith("skipped")
     assert "reference outputs are the engine's own" in (out / "README.md").read_text()
-    assert _verify(out).returncode == 0
+    assert _verify(out).ok
 
 
 # ------------------------------------------------------------------ path safety
@@ -390,8 +398,10 @@ def test_a_manifest_naming_a_path_outside_is_refused(facts, tmp_path):
     facts.client.set_terminated(run.info.run_id)
     parent = tmp_path / "dst"
     parent.mkdir()
-    r = _cli(facts.home, "export", run.info.run_id, "--out", parent / "out")
-    assert r.returncode == 2 and "'..' would escape" in r.stderr, r.stderr
+    from planner.select.export import UnsafePath
+
+    with pytest.raises(UnsafePath, match="'..' would escape"):
+        _export(facts, run.info.run_id, parent / "out")
     assert list(parent.iterdir()) == []
     facts.client.delete_run(run.info.run_id)
 
