@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="study sampler seed")
     p.add_argument("--skip-study", action="store_true", help="do not run trials; reuse the existing study of each model")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny-mlp, 4 trials, 1 round, short protocol (experiments/configs/cpu-quick.yaml)")
+    p.add_argument("--render", metavar="JSON", help="only re-write the .md (and print the table) from a results .json of an earlier run")
     p.add_argument("--keep-artifacts", action="store_true", help="keep engines (.onnx/.pt2) of the bench jobs (default: only logs and results)")
     a = p.parse_args(argv)
     if a.quick:
@@ -330,6 +331,7 @@ def run_variant(study: dict, variant: str, cfg, target, home, args, workdir: Pat
         lat = res["latency"]
         out.update(p50_ms=lat["p50_ms"], p90_ms=lat["p90_ms"], p99_ms=lat["p99_ms"], mean_ms=lat["mean_ms"], cv=lat["cv"],
                    n=lat["n"], windows=lat["windows"], unstable=lat["unstable"], measure_seconds=lat["seconds"],
+                   warmup_iters=lat.get("warmup_iters"),
                    quality_loss=(res.get("quality") or {}).get("quality_loss"), peak_rss_mb=res.get("peak_rss_mb"))
     else:
         out.update(reason=res.get("reason"), message=(res.get("message") or "")[:500])
@@ -495,6 +497,13 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        result = json.loads(Path(args.render).read_text())
+        md = Path(args.render).with_suffix(".md")
+        md.write_text(markdown(result))
+        print(console_table(result))
+        log(f"wrote {md}")
+        return 0
     from planner.errors import ConfigError
     from planner.paths import Home
     from planner.space import load_space

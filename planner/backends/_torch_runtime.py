@@ -31,7 +31,8 @@ class TorchRuntime(Runtime):
 
     def bind(self, inputs: dict[str, np.ndarray]) -> Callable[[], Any]:
         torch = self._torch
-        args = self._tensors(inputs)
+        with torch.inference_mode():  # same dispatch keys as `infer`, so torch.compile does not recompile here
+            args = self._tensors(inputs)
         module = self.module
 
         def run():
