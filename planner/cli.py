@@ -42,7 +42,8 @@ def optimize(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: sqlite in the home folder)"),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | random | grid"),
     seed: Optional[int] = typer.Option(0, "--seed", help="sampler seed"),
-    objectives: str = typer.Option("latency,quality", "--objectives", help="comma list of latency, quality, throughput, memory, size"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help="comma list of latency, quality, throughput, memory, size; with --workload also ttft, tpot, tokens (default: latency,quality or ttft,tpot,quality)"),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="LLM workload YAML: measure a decoder's TTFT/TPOT against its SLO"),
     inputs: Optional[str] = typer.Option(None, "--inputs", help="input shapes without batch axis: NAME:DIMxDIM[:DTYPE],..."),
     output_kind: str = typer.Option("auto", "--output-kind", help="auto | logits | embedding (for the quality metric)"),
     data: Optional[str] = typer.Option(None, "--data", help=".npz of evaluation/calibration inputs (optional 'labels')"),
@@ -75,13 +76,18 @@ def optimize(
     spec = collect(lambda: parse_model(model, shapes or (), output_kind, data))
     tgt = collect(lambda: load_target(target))
     spc = collect(lambda: load_space(space))
+    wl = None
+    if workload:
+        from planner.llm.workload import load_workload
+
+        wl = collect(lambda: load_workload(workload))
     if eval_samples < 2:
         errors.append(f"--eval-samples {eval_samples}: need at least 2 samples")
     if errors:
         raise ConfigError(errors)
     opts = StudyOptions(
         trials=trials, timeout=timeout, trial_timeout=trial_timeout, study_name=study, storage=storage,
-        tracking_uri=tracking_uri, sampler=sampler, seed=seed, objectives=tuple(objectives.split(",")),
+        tracking_uri=tracking_uri, sampler=sampler, seed=seed, objectives=tuple(objectives.split(",")) if objectives else None,
         eval_samples=eval_samples, early_exit_factor=early_exit or None, allow_mismatch=allow_mismatch,
         heartbeat_seconds=heartbeat, retries=retries, compile_workers=compile_workers,
         tuning_budget_seconds=tvm_tuning_budget,
@@ -91,7 +97,7 @@ def optimize(
     _check_scaleout_flags(heartbeat, retries, storage, compile_workers)
     from planner.console import RichReporter
 
-    _run(Optimizer(spec, tgt, spc, Home.resolve(home), opts, RichReporter(_console())))
+    _run(Optimizer(spec, tgt, spc, Home.resolve(home), opts, RichReporter(_console()), workload=wl))
 
 
 def _check_scaleout_flags(heartbeat: int, retries: int, storage: Optional[str], compile_workers: int = 1) -> None:

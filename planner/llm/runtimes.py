@@ -38,9 +38,9 @@ Quantization: ``int8_dynamic`` / ``int8_weight_only`` (and fp16/bf16 casts) thro
 (MatMul/Gemm) through `quantize_onnx` on both graphs for ONNX Runtime.  Pruning (heads/FFN)
 is applied before, by `ModelSource.torch_module`.
 
-A model qualifies as a decoder when it has ``prefill``, ``decode`` (and for
-torch_compile ``prefill_into``/``decode_static``/``empty_cache``) with the signatures of
-`planner.zoo.gpt.GPT`.
+A model qualifies as a decoder when it has ``config.vocab``/``config.max_positions``,
+``prefill``, ``decode``, ``cache_heads`` (and for torch_compile ``prefill_into``/
+``decode_static``/``empty_cache``) with the signatures of `planner.zoo.gpt.GPT`.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ UNSUPPORTED_BACKENDS: dict[str, str] = {
     "tensorrt": "TensorRT decoders (TensorRT-LLM) are not integrated; use torch, torch_compile or onnxruntime",
 }
 CACHE_ROUND = 64
-DECODER_METHODS = ("prefill", "decode")
+DECODER_METHODS = ("prefill", "decode", "cache_heads")
 STATIC_METHODS = ("prefill_into", "decode_static", "empty_cache")
 
 
@@ -96,6 +96,9 @@ def cache_length(max_context: int, max_positions: int | None = None) -> int:
 def check_is_decoder(module, static: bool = False) -> None:
     need = DECODER_METHODS + (STATIC_METHODS if static else ())
     missing = [m for m in need if not callable(getattr(module, m, None))]
+    cfg = getattr(module, "config", None)
+    if not all(hasattr(cfg, a) for a in ("vocab", "max_positions")):
+        missing.append("config.vocab/config.max_positions")
     if missing:
         raise CandidateFailed(FailReason.UNSUPPORTED,
                               f"model {type(module).__name__} is not a KV-cache decoder: it lacks {missing} "
@@ -335,19 +338,23 @@ def export_decoder_onnx(module, prefill_path: Path, decode_path: Path) -> None:
 
 def onnx_graphs(source, cfg, module) -> tuple[Path, Path, bool]:
     """(prefill.onnx, decode.onnx, cached) of the transformed fp32 decoder, exported once per
-    (model, transforms, torch version) under the planner cache."""
-    from planner.search.cache import atomic_path
+    (model, transforms, torch version) into the planner's `ArtifactCache` (``<cache>/artifacts``)."""
+    import tempfile
+
+    from planner.search.cache import ArtifactCache, cache_key
     from planner.source import _torch_version
 
-    key = f"{source.model_hash()}-{source.transform_key(cfg)}-{_torch_version()}"
-    d = source.cache_dir / "onnx-decoder" / key
-    pre, dec = d / "prefill.onnx", d / "decode.onnx"
-    if pre.is_file() and dec.is_file():
-        return pre, dec, True
-    d.mkdir(parents=True, exist_ok=True)
-    with atomic_path(pre) as tp, atomic_path(dec) as td:
-        export_decoder_onnx(module, tp, td)
-    return pre, dec, False
+    cache = ArtifactCache(source.cache_dir / "artifacts")
+    key = cache_key("onnx-decoder-export", source.model_hash(), source.transform_key(cfg), _torch_version())
+    hit = cache.get(key)
+    cached = hit is not None
+    if hit is None:
+        source.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=source.cache_dir) as tmp:
+            pre, dec = Path(tmp) / "prefill.onnx", Path(tmp) / "decode.onnx"
+            export_decoder_onnx(module, pre, dec)
+            hit = cache.put(key, {"prefill.onnx": pre, "decode.onnx": dec})
+    return hit / "prefill.onnx", hit / "decode.onnx", cached
 
 
 # --------------------------------------------------------------------------- build

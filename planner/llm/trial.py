@@ -12,7 +12,7 @@ bookkeeping keeps working:
   dict of the worst TPOT.
 
 Job fields: those of worker jobs (``spec``, ``target``, ``cache_dir``, ``reference``,
-``result``; trials also ``config``, ``workdir``, ``abort_above_ms``) plus ``workload``
+``result``; trials also ``config``, ``workdir``, ``abort_above_ms``, ``gate``) plus ``workload``
 (a `planner.llm.workload.Workload` as a dict).  ``abort_above_ms`` applies to the TTFT of
 the shortest prompt (the first one measured).
 
@@ -34,18 +34,18 @@ from planner.errors import CandidateFailed, ConfigError, FailReason
 
 
 def _decoder_dims(module) -> dict[str, int]:
-    c = getattr(module, "config", None)
-    if c is None or not hasattr(c, "vocab") or not hasattr(c, "max_positions"):
-        raise ConfigError(f"model {type(module).__name__} is not a KV-cache decoder (no .config with vocab and "
-                          "max_positions); LLM workloads need a decoder such as the zoo's gpt-mini")
     from planner.llm.runtimes import check_is_decoder
 
     try:
         check_is_decoder(module)
     except CandidateFailed as e:
-        raise ConfigError(e.message) from None
-    heads, head_dim = module.cache_heads()
-    return {"vocab": int(c.vocab), "max_positions": int(c.max_positions), "layers": int(module.num_layers),
+        raise ConfigError(e.message + "; LLM workloads need a decoder such as the zoo's gpt-mini") from None
+    c = module.config
+    try:
+        heads, head_dim = module.cache_heads()
+    except ValueError as e:
+        raise ConfigError(f"model {type(module).__name__}: {e}") from None
+    return {"vocab": int(c.vocab), "max_positions": int(c.max_positions), "layers": int(getattr(module, "num_layers", 0)),
             "heads": int(heads), "head_dim": int(head_dim)}
 
 
@@ -102,6 +102,14 @@ def prepare_llm(job: dict) -> dict[str, Any]:
     }
 
 
+def _wait_for_turn(gate: str | None) -> None:
+    from planner.measure import worker
+
+    wait = getattr(worker, "_wait_for_turn", None)
+    if wait is not None:
+        wait(gate)
+
+
 def _strip(m: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in m.items() if not k.endswith("_stats")}
 
@@ -154,6 +162,8 @@ def run_llm_trial(job: dict) -> dict[str, Any]:
         raise CandidateFailed(FailReason.COMPILE, f"{type(e).__name__}: {msg}") from None
     build_seconds = time.perf_counter() - t0
     rt = build.runtime
+    _wait_for_turn(job.get("gate"))  # with compile workers: measure one candidate at a time
+    measured_from = time.time()
 
     try:
         cand = teacher_forced_logits(rt, tokens, p_eval, cfg.batch_size)
@@ -200,6 +210,7 @@ def run_llm_trial(job: dict) -> dict[str, Any]:
         "model_rss_mb": max(0.0, peak - rss0),
         "gpu_peak_mb": gpu_peak,
         "device": rt.device,
+        "measured_window": [measured_from, time.time()],  # wall clock: quality check + TTFT/TPOT protocol
     }
 
 

@@ -368,7 +368,13 @@ def main(argv: list[str]) -> int:
     job = json.loads(job_path.read_text())
     result_path = Path(job["result"])
     try:
-        res = do_prepare(job) if job["kind"] == "prepare" else do_trial(job)
+        kind = job["kind"]
+        if kind in ("llm_prepare", "llm_trial"):  # decoders: TTFT/TPOT per workload (planner.llm)
+            from planner.llm.trial import prepare_llm, run_llm_trial
+
+            res = prepare_llm(job) if kind == "llm_prepare" else run_llm_trial(job)
+        else:
+            res = do_prepare(job) if kind == "prepare" else do_trial(job)
     except ConfigError as e:
         res = {"status": "config_error", "message": str(e)}
     except CandidateFailed as e:

@@ -20,7 +20,13 @@ OBJECTIVES = {
     "throughput": Objective("throughput", "throughput", "maximize"),
     "memory": Objective("memory", "peak_rss_mb", "minimize"),
     "size": Objective("size", "artifact_mb", "minimize"),
+    # decoder workloads (--workload)
+    "ttft": Objective("ttft", "ttft_ms", "minimize"),
+    "tpot": Objective("tpot", "tpot_ms", "minimize"),
+    "tokens": Objective("tokens", "tokens_per_s", "maximize"),
 }
+DEFAULT_OBJECTIVES = ("latency", "quality")
+DEFAULT_LLM_OBJECTIVES = ("ttft", "tpot", "quality")
 
 
 def parse_objectives(text: str | tuple[str, ...]) -> tuple[Objective, ...]:

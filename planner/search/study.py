@@ -37,7 +37,7 @@ class StudyOptions:
     tracking_uri: str | None = None
     sampler: str = "tpe"
     seed: int | None = 0
-    objectives: tuple[str, ...] = ("latency", "quality")
+    objectives: tuple[str, ...] | None = None  # default: latency,quality (ttft,tpot,quality with a workload)
     eval_samples: int = 32
     early_exit_factor: float | None = 20.0  # stop measuring a candidate this many times slower per sample than the best
     allow_mismatch: bool = False
@@ -86,8 +86,8 @@ class SilentReporter:
     def end(self, result): pass
 
 
-def default_study_name(model: ModelSpec, target: Target, space: SearchSpace) -> str:
-    return f"{model.name}-{target.name}-{space.name}"
+def default_study_name(model: ModelSpec, target: Target, space: SearchSpace, workload=None) -> str:
+    return f"{model.name}-{target.name}-{space.name}" + (f"-{workload.name}" if workload is not None else "")
 
 
 def _safe(name: str) -> str:
@@ -192,12 +192,20 @@ class Optimizer:
     """One study: set-up, the trial loop, and the final Pareto bookkeeping."""
 
     def __init__(self, model: ModelSpec, target: Target, space: SearchSpace, home: Home, options: StudyOptions,
-                 reporter: Reporter | None = None, space_path: Path | None = None, target_path: Path | None = None):
-        self.model, self.target, self.space, self.opts = model, target, space, options
+                 reporter: Reporter | None = None, workload=None):
+        from planner.search.objectives import DEFAULT_LLM_OBJECTIVES, DEFAULT_OBJECTIVES
+
+        self.model, self.target, self.opts = model, target, options
+        self.workload = workload  # planner.llm.workload.Workload: a decoder measured by TTFT/TPOT
+        if workload is not None:  # the workload's concurrency is the batch axis
+            from planner.space import Param
+
+            space = space.model_copy(update={"batch_size": Param(choices=list(workload.batch_sizes))})
+        self.space = space
         self.home = home
         self.reporter = reporter or SilentReporter()
-        self.space_path, self.target_path = space_path, target_path
-        self.objectives: tuple[Objective, ...] = parse_objectives(options.objectives)
+        self.objectives: tuple[Objective, ...] = parse_objectives(
+            options.objectives or (DEFAULT_LLM_OBJECTIVES if workload is not None else DEFAULT_OBJECTIVES))
         if options.sampler not in SAMPLERS:
             make_sampler(options.sampler, None, 1)  # raises ConfigError
         if options.trials < 1:
@@ -206,7 +214,7 @@ class Optimizer:
             raise ConfigError(f"--timeout {options.timeout}: must be > 0 seconds")
         if options.trial_timeout <= 0:
             raise ConfigError(f"--trial-timeout {options.trial_timeout}: must be > 0 seconds")
-        self.study_name = options.study_name or default_study_name(model, target, space)
+        self.study_name = options.study_name or default_study_name(model, target, space, workload)
         self.storage_url = options.storage or home.optuna_url
         self.tracking_uri = options.tracking_uri or home.tracking_uri
         self.experiment = f"planner/{model.name}/{target.name}"
@@ -218,6 +226,14 @@ class Optimizer:
         check_host(self.target, self.opts.allow_mismatch)
         fmt = "onnx" if self.model.kind == "onnx" else "torch"
         backends, skipped = usable_backends(self.space, self.target, fmt)
+        if self.workload is not None:
+            from planner.llm.runtimes import check_decoder_config
+
+            for b in list(backends):
+                why = check_decoder_config(b, "none")
+                if why:
+                    backends.remove(b)
+                    skipped[b] = why
         self.skipped = skipped
         if not backends:
             why = "; ".join(f"{b}: {r}" for b, r in skipped.items())
@@ -242,6 +258,8 @@ class Optimizer:
             "kind": "prepare", "spec": self.model.to_dict(), "target": self.target.model_dump(mode="json"),
             "cache_dir": str(self.home.cache), "reference": str(ref), "eval_samples": self.opts.eval_samples,
         }
+        if self.workload is not None:
+            job.update(kind="llm_prepare", workload=self.workload.to_dict())
         res = run_job(job, staging, self.opts.trial_timeout, worker_env(self.target, self.home.cache))
         if res["status"] == "config_error":
             _rmtree(staging)
@@ -280,9 +298,10 @@ class Optimizer:
             raise ConfigError(f"--study {self.study_name}: {e}") from None
         attrs = study.user_attrs
         mine = {"model": self.model.ref, "model_hash": self.model_info["model_hash"], "target": self.target.name,
-                "space": self.space.name, "objectives": [o.name for o in self.objectives]}
+                "space": self.space.name, "objectives": [o.name for o in self.objectives],
+                "workload": self.workload.name if self.workload is not None else None}
         if attrs.get("model_hash"):
-            for k in ("model_hash", "target", "space", "objectives"):
+            for k in ("model_hash", "target", "space", "objectives", "workload"):
                 if attrs.get(k) != mine[k]:
                     raise ConfigError(
                         f"--study {self.study_name}: exists with {k}={attrs.get(k)!r}, but this run has {mine[k]!r}; "
@@ -294,6 +313,8 @@ class Optimizer:
             study.set_user_attr("model_spec", self.model.to_dict())
             study.set_user_attr("target_spec", self.target.model_dump(mode="json"))
             study.set_user_attr("space_spec", self.space.model_dump(mode="json"))
+            if self.workload is not None:
+                study.set_user_attr("workload_spec", self.workload.to_dict())
             study.set_user_attr("model_info", {k: v for k, v in self.model_info.items() if k != "status"})
             study.set_metric_names([o.metric for o in self.objectives])
         self._fail_orphans(study)
@@ -531,6 +552,17 @@ class Optimizer:
             beat.__exit__()
             return TrialOutcome(trial.number, cfg, "duplicate", message="same config as a trial in flight")
 
+        if self.workload is not None:
+            from planner.llm.runtimes import check_decoder_config
+
+            why = check_decoder_config(cfg.backend, cfg.quant.scheme)
+            if why:  # rejected before compiling: no worker, no MLflow run
+                trial.set_user_attr("fail_reason", FailReason.UNSUPPORTED.value)
+                trial.set_user_attr("fail_message", why)
+                study.tell(trial, state=TrialState.FAIL)
+                beat.__exit__()
+                return TrialOutcome(trial.number, cfg, "failed", reason=FailReason.UNSUPPORTED.value, message=why)
+
         self.reporter.trial_started(trial.number, cfg)
         run_id = rec.start_trial(trial.number, {**cfg.flat(), "config_key": key}, {
             "backend": cfg.backend, "precision": cfg.precision, "batch_size": str(cfg.batch_size),
@@ -546,6 +578,8 @@ class Optimizer:
             "reference": str(self.study_dir / "reference.npz"), "output_kind": self.model_info.get("output_kind", "logits"),
             "abort_above_ms": abort,
         }
+        if self.workload is not None:
+            job.update(kind="llm_trial", workload=self.workload.to_dict())
         flight = _Flight(trial, cfg, key, run_id, workdir, None, beat)  # type: ignore[arg-type]
         env = worker_env(self.target, self.home.cache)
         if self.opts.tuning_budget_seconds is not None:
@@ -567,6 +601,13 @@ class Optimizer:
             if res.get("status") == "ok":
                 metrics = metrics_of(res, cfg, self.target)
                 cons = constraints(metrics, self.target)
+                if self.workload is not None:  # decoders: TTFT/TPOT SLO and the workload's quality bound
+                    from planner.llm.measure import llm_constraints, llm_metrics
+
+                    metrics.update(llm_metrics(res))
+                    p = self.workload.slo.percentile
+                    metrics["ttft_ms"], metrics["tpot_ms"] = metrics[f"ttft_{p}_ms"], metrics[f"tpot_{p}_ms"]
+                    cons = {**{k: v for k, v in cons.items() if k == "memory"}, **llm_constraints(metrics, self.workload)}
                 feasible = all(v <= 0 for v in cons.values())
                 for name, v in cons.items():
                     trial.set_constraint(name, v)
@@ -657,8 +698,13 @@ def join_study(study_name: str, storage_url: str, home: Home, options: StudyOpti
     if "model_spec" not in a:
         raise ConfigError(f"--study {study_name!r}: was not created by `planner optimize` (no model/target/space recorded)")
     opts = dataclasses.replace(options, study_name=study_name, storage=storage_url, objectives=tuple(a["objectives"]))
+    workload = None
+    if a.get("workload_spec"):
+        from planner.llm.workload import Workload
+
+        workload = Workload.from_dict(a["workload_spec"], f"study {study_name}")
     return Optimizer(ModelSpec.from_dict(a["model_spec"]), Target.model_validate(a["target_spec"]),
-                     SearchSpace.model_validate(a["space_spec"]), home, opts, reporter)
+                     SearchSpace.model_validate(a["space_spec"]), home, opts, reporter, workload=workload)
 
 
 def make_storage(url: str, heartbeat_seconds: int = 30, retries: int = 0):

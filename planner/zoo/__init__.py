@@ -8,4 +8,7 @@ ZOO: dict[str, str] = {
     "tiny-mlp": "planner.zoo.mlp",
     "resnet18": "planner.zoo.resnet",
     "bert-mini": "planner.zoo.bert",
+    "gpt-mini": "planner.zoo.gpt",
+    "digits-cnn": "planner.zoo.digits",
+    "minilm": "planner.zoo.minilm",
 }

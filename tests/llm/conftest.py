@@ -9,6 +9,17 @@ pytest.importorskip("torch")
 from llm_helpers import DATA, TINY_REF  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Like the fast-cpu target (threads: 1): no OpenMP oversubscription on a shared machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from planner.zoo.gpt import build_tiny

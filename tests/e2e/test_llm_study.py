@@ -1,0 +1,45 @@
+"""A decoder study end to end: TTFT/TPOT objectives and SLO constraints in Optuna and MLflow."""
+
+from conftest import ROOT, DATA, run_cli
+
+from planner.paths import Home
+
+TINY = f"{ROOT / 'tests' / 'llm' / 'tiny_gpt.py'}:build"
+
+
+def _workload(tmp_path, ttft_ms):
+    p = tmp_path / f"wl-{ttft_ms}.yaml"
+    p.write_text(f"name: tiny-chat\nprompt_lengths: [16]\ngeneration_length: 6\nbatch_sizes: [1]\n"
+                 f"slo: {{ttft_ms: {ttft_ms}, tpot_ms: 1000, percentile: p99}}\nquality: {{max_disagreement: 0.2}}\n"
+                 "eval: {sequences: 2, forced_tokens: 4}\n")
+    return p
+
+
+def test_llm_study_records_ttft_tpot_and_enforces_the_slo(tmp_path):
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    space.write_text("name: dec\nbackends:\n  torch: {}\n  onnxruntime: {}\n  tvm: {}\n")
+    for name, ttft in (("easy", 10000), ("impossible", 0.000001)):
+        r = run_cli("optimize", "--model", TINY, "--target", DATA / "fast-cpu.yaml", "--space", space,
+                    "--workload", _workload(tmp_path, ttft), "--trials", "3", "--sampler", "grid", "--study", name,
+                    "--home", home.root)
+        assert r.returncode == 0, r.stderr
+        assert "skipped tvm" in r.stdout  # no decoder runtime for TVM: never sampled
+        study = optuna.load_study(study_name=name, storage=home.optuna_url)
+        assert study.metric_names == ["ttft_ms", "tpot_ms", "quality_loss"]
+        done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        assert {t.user_attrs["config"]["backend"] for t in done} == {"torch", "onnxruntime"}
+        for t in done:
+            m = t.user_attrs["metrics"]
+            assert 0 < m["tpot_p99_ms"] and 0 < m["ttft_p99_ms"] and m["tokens_per_s"] > 0
+            assert m["quality_loss"] <= 0.2  # fp32 runtimes agree with eager greedy decoding
+            assert set(t.constraints) >= {"ttft_slo", "tpot_slo", "quality"}
+        feasible = [t for t in done if all(v <= 0 for v in t.constraints.values())]
+        assert (len(feasible) == len(done)) if name == "easy" else not feasible
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.`planner.kind` = 'trial'")
+    assert runs and all("ttft_p99_ms" in r.data.metrics and "tpot_p50_ms" in r.data.metrics for r in runs)
