@@ -716,6 +716,8 @@ def make_storage(url: str, heartbeat_seconds: int = 30, retries: int = 0):
     import warnings
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # our own Heartbeat thread beats for ask/tell trials (Optuna's only runs inside Study.optimize)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     if url.startswith(("sqlite:", "postgresql", "mysql")):
         try:
             callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries) if retries > 0 else None
