@@ -173,10 +173,14 @@ def targets_validate(files: list[str] = typer.Argument(..., help="target YAML fi
     """Validate target files; every error is reported."""
     from planner.target import load_target
 
+    _validate_files(files, load_target)
+
+
+def _validate_files(files: list[str], load) -> None:
     errors = []
     for f in files:
         try:
-            load_target(f)
+            load(f)
             typer.echo(f"ok: {f}")
         except ConfigError as e:
             errors.extend(e.errors)
@@ -226,15 +230,7 @@ def spaces_validate(files: list[str] = typer.Argument(..., help="search space YA
     """Validate search space files; every error is reported."""
     from planner.space import load_space
 
-    errors = []
-    for f in files:
-        try:
-            load_space(f)
-            typer.echo(f"ok: {f}")
-        except ConfigError as e:
-            errors.extend(e.errors)
-    if errors:
-        raise ConfigError(errors)
+    _validate_files(files, load_space)
 
 
 # ------------------------------------------------------------------ inventory

@@ -124,7 +124,7 @@ def run_llm_trial(job: dict) -> dict[str, Any]:
     from planner.llm.quality import llm_quality, teacher_forced_logits
     from planner.llm.runtimes import build_decoder, cache_length, check_decoder_config
     from planner.measure.timer import EarlyExit
-    from planner.measure.worker import _peak_rss_mb, _rss_mb
+    from planner.measure.worker import _rss_mb, early_exit_result, peak_memory_mb
 
     spec, target, workload, src = _common(job)
     cfg = TrialConfig.from_dict(job["config"])
@@ -179,17 +179,8 @@ def run_llm_trial(job: dict) -> dict[str, Any]:
         agg = measure_workload(rt, workload, cfg.batch_size, target.measurement, dims["vocab"],
                                abort_above_ms=job.get("abort_above_ms"))
     except EarlyExit as e:
-        return {
-            "status": "failed", "reason": FailReason.EARLY_EXIT.value,
-            "message": f"hopeless: {e}", "quality": quality, "early_exit_median_ms": e.median_ms,
-            "compile_seconds": build.compile_seconds,
-        }
-    peak = _peak_rss_mb()
-    gpu_peak = None
-    if rt.device.startswith("cuda"):
-        import torch
-
-        gpu_peak = torch.cuda.max_memory_allocated() / 2**20
+        return early_exit_result(e, quality, build)
+    peak, gpu_peak = peak_memory_mb(rt)
     artifacts = [Path(p) for p in build.artifacts if Path(p).is_file()]
     llm = _strip(agg)
     llm["by_prompt"] = [_strip(m) for m in agg["by_prompt"]]

@@ -255,6 +255,25 @@ def do_prepare(job: dict) -> dict:
     }
 
 
+def early_exit_result(e, quality: dict, build) -> dict:
+    """The failed-trial result of a hopeless candidate (see `timer.EarlyExit`)."""
+    return {
+        "status": "failed", "reason": FailReason.EARLY_EXIT.value,
+        "message": f"hopeless: {e}", "quality": quality, "early_exit_median_ms": e.median_ms,
+        "compile_seconds": build.compile_seconds,
+    }
+
+
+def peak_memory_mb(rt) -> tuple[float, float | None]:
+    """Peak RSS of this worker and, on CUDA, the peak GPU memory allocated by torch."""
+    gpu_peak = None
+    if rt.device.startswith("cuda"):
+        import torch
+
+        gpu_peak = torch.cuda.max_memory_allocated() / 2**20
+    return _peak_rss_mb(), gpu_peak
+
+
 def _wait_for_turn(gate: str | None) -> None:
     """With --compile-workers, compiled candidates queue here: measurement is one at a time per device."""
     if not gate:
@@ -333,17 +352,8 @@ def do_trial(job: dict) -> dict:
     try:
         stats = measure(fn, target.measurement, sync=rt.synchronize, abort_above_ms=job.get("abort_above_ms"))
     except EarlyExit as e:
-        return {
-            "status": "failed", "reason": FailReason.EARLY_EXIT.value,
-            "message": f"hopeless: {e}", "quality": quality, "early_exit_median_ms": e.median_ms,
-            "compile_seconds": build.compile_seconds,
-        }
-    peak = _peak_rss_mb()
-    gpu_peak = None
-    if rt.device.startswith("cuda"):
-        import torch
-
-        gpu_peak = torch.cuda.max_memory_allocated() / 2**20
+        return early_exit_result(e, quality, build)
+    peak, gpu_peak = peak_memory_mb(rt)
     artifacts = [p for p in build.artifacts if Path(p).is_file()]
     return {
         "status": "ok",

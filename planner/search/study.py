@@ -7,7 +7,6 @@ process so that a crash, hang or OOM is one failed trial, never a dead study.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket

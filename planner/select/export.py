@@ -616,7 +616,6 @@ def readme(manifest: dict, engine_file: str, fmt: str, name: str, batch: int, re
     libs = ((manifest.get("environment") or {}).get("libraries") or {})
     inputs = model.get("inputs") or []
     sig = ", ".join(f"{i['name']}: {i.get('dtype', 'float32')}[batch, {', '.join(map(str, i['shape']))}]" for i in inputs)
-    first = inputs[0]["name"] if inputs else "x"
     kind = Path(engine_file).suffix
     d = "." if fmt == "bundle" else "1"
     feed = "{" + ", ".join(f'"{i["name"]}": batch_{i["name"]}' for i in inputs) + "}"
@@ -687,7 +686,7 @@ outputs = rt.infer({feed})
         "",
         "```python",
         "import numpy as np",
-        f'z = np.load("samples.npz"); ' + "; ".join(f'batch_{i["name"]} = z["in:{i["name"]}"][:{batch}]' for i in inputs),
+        'z = np.load("samples.npz"); ' + "; ".join(f'batch_{i["name"]} = z["in:{i["name"]}"][:{batch}]' for i in inputs),
         "```",
         "",
         load,
@@ -697,7 +696,7 @@ outputs = rt.infer({feed})
         lines += [
             "## Triton",
             "",
-            f"This folder is one model of a Triton model repository: `config.pbtxt` and version `1/`. Serve with",
+            "This folder is one model of a Triton model repository: `config.pbtxt` and version `1/`. Serve with",
             f"`tritonserver --model-repository <parent of {name}>`. Max batch size {io['max_batch_size'] if io else '?'}; "
             f"inputs {', '.join(i['name'] for i in (io or {}).get('inputs', []))}; outputs {', '.join(o['name'] for o in (io or {}).get('outputs', []))}.",
             "",

@@ -13,7 +13,6 @@ class _Identity(Runtime):
         self.scale = scale
 
     def bind(self, inputs):
-        x = next(iter(inputs.values()))
         return lambda: time.sleep(0.0005 * self.scale)
 
     def infer(self, inputs):

@@ -140,7 +140,7 @@ def test_failing_candidates_are_recorded_and_the_study_goes_on(tmp_path):
             assert reasons == {"crash"}
             assert all(t.user_attrs["config"]["batch_size"] == 4 for t in failed)
             assert "SIGSEGV" in failed[0].user_attrs["fail_message"]
-    c, exp, runs = None, None, None
+
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=home.tracking_uri)
