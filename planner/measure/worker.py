@@ -255,6 +255,12 @@ def do_prepare(job: dict) -> dict:
     }
 
 
+def _is_oom(e: BaseException) -> bool:
+    """MemoryError, or an allocator failure reported as another exception (torch, CUDA, ONNX Runtime)."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or any(k in text for k in ("out of memory", "can't allocate memory", "bad_alloc", "failed to allocate"))
+
+
 def early_exit_result(e, quality: dict, build) -> dict:
     """The failed-trial result of a hopeless candidate (see `timer.EarlyExit`)."""
     return {
@@ -315,10 +321,10 @@ def do_trial(job: dict) -> dict:
         build = backend_cls().compile(src, cfg, target, workdir)
     except (CandidateFailed, ConfigError):
         raise
-    except MemoryError:
-        raise CandidateFailed(FailReason.OOM, "out of memory while compiling") from None
     except Exception as e:
         traceback.print_exc()
+        if _is_oom(e):
+            raise CandidateFailed(FailReason.OOM, f"out of memory while compiling: {str(e)[:300]}") from None
         raise CandidateFailed(FailReason.COMPILE, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}") from None
     build_seconds = time.perf_counter() - t0
     if not build.ok:
@@ -340,7 +346,8 @@ def do_trial(job: dict) -> dict:
             outs.append(_flat_outputs(rt.infer(feed))[:valid])
     except Exception as e:
         traceback.print_exc()
-        raise CandidateFailed(FailReason.CRASH, f"inference failed: {type(e).__name__}: {str(e)[:300]}") from None
+        reason = FailReason.OOM if _is_oom(e) else FailReason.CRASH
+        raise CandidateFailed(reason, f"inference failed: {type(e).__name__}: {str(e)[:300]}") from None
     try:
         quality = quality_metrics(ref, np.concatenate(outs), job.get("output_kind", "logits"), labels)
     except ValueError as e:

@@ -58,3 +58,20 @@ def raises():
 
 def not_a_module():
     return 42
+
+
+class KilledOnBatch4(Tiny):
+    """Gets SIGKILLed at batch 4, as the kernel's OOM killer does to a process that exhausts memory."""
+
+    def forward(self, x):
+        if x.shape[0] == 4:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.fc(x)
+
+
+def killed_on_batch4():
+    torch.manual_seed(0)
+    return KilledOnBatch4().eval()

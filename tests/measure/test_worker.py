@@ -56,3 +56,21 @@ def test_factory_that_raises_is_a_config_error(fast_target, tmp_path):
 def test_thread_pinning_env(fast_target, tmp_path):
     env = worker_env(fast_target, tmp_path)
     assert env["OMP_NUM_THREADS"] == "1" and env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
+
+
+def test_sigkill_becomes_oom(fast_target, tmp_path):
+    ref = f"{DATA / 'models.py'}:killed_on_batch4"
+    assert _prepare(fast_target, tmp_path, ref)["status"] == "ok"
+    res = run_job(_job(fast_target, tmp_path, ref, batch=4), tmp_path / "w", 300, worker_env(fast_target, tmp_path / "cache"))
+    assert res["status"] == "failed" and res["reason"] == "oom" and "out of memory" in res["message"]
+
+
+def test_memory_error_in_the_candidate_is_oom(fast_target, tmp_path):
+    model = tmp_path / "greedy.py"
+    model.write_text((DATA / "models.py").read_text() + "\n\nclass Greedy(Tiny):\n    def forward(self, x):\n"
+                     "        if x.shape[0] == 4:\n            raise MemoryError('cannot allocate 64 GiB')\n"
+                     "        return self.fc(x)\n\n\ndef greedy():\n    return Greedy().eval()\n")
+    ref = f"{model}:greedy"
+    assert _prepare(fast_target, tmp_path, ref)["status"] == "ok"
+    res = run_job(_job(fast_target, tmp_path, ref, batch=4), tmp_path / "w", 300, worker_env(fast_target, tmp_path / "cache"))
+    assert res["status"] == "failed" and res["reason"] == "oom", res
