@@ -1,7 +1,7 @@
 """Bad input: one clear line naming the file/field and the valid choices, exit 2, nothing written."""
 
 import pytest
-from conftest import DATA, run_cli
+from support import DATA, run_cli
 
 BAD = [
     (["--model", "resnet19"], "did you mean 'resnet18'"),

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import DATA
+from support import DATA
 
 from planner.config import PruneConfig, TrialConfig
 from planner.errors import ConfigError

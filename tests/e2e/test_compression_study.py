@@ -8,7 +8,7 @@ quant {none, int8_static} x {unpruned, l1 0.4, l1 0.4 + 300 distillation steps} 
 from __future__ import annotations
 
 import pytest
-from conftest import DATA, run_cli
+from support import DATA, run_cli
 
 from planner.paths import Home
 
@@ -147,3 +147,36 @@ def test_mlflow_runs_carry_the_compression_facts(study):
     assert infeasible and all(r.data.tags.get("planner.violated") == "quality" for r in infeasible)
     assert all(r.data.params["prune.method"] == "l1" for r in infeasible)
     assert any("transform.prune_params_after" in r.data.metrics for r in runs)
+
+
+@pytest.mark.parametrize("name", ["cnn", "transformer"])
+def test_shipped_compression_spaces_sample_every_dimension(name):
+    """cnn.yaml / transformer.yaml: every backend, scheme, prune method and distill setting is reachable on
+    the CPU target, int8_static only on ONNX Runtime, distillation only for pruned models; rebuild is exact."""
+    import optuna
+
+    from planner.space import load_space, rebuild, sample
+    from planner.target import load_target
+
+    space, target = load_space(name), load_target("cpu")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen: dict[str, set] = {"backend": set(), "scheme": set(), "method": set(), "steps": set(), "batch": set()}
+    for _ in range(300):
+        trial = study.ask()
+        cfg = sample(trial, space, target, "torch")
+        assert rebuild(trial.params, space, target, "torch") == cfg
+        study.tell(trial, 0.0)
+        seen["backend"].add(cfg.backend)
+        seen["scheme"].add(cfg.quant.scheme)
+        seen["method"].add(cfg.prune.method)
+        seen["steps"].add(cfg.distill.steps)
+        seen["batch"].add(cfg.batch_size)
+        if cfg.quant.scheme == "int8_static":
+            assert cfg.backend == "onnxruntime"
+        if cfg.distill.active:
+            assert cfg.prune.active and cfg.distill.lr in space.distill.lr.values()
+    assert seen["backend"] == set(space.backends)
+    assert seen["scheme"] == set(space.quantize.schemes)
+    assert seen["method"] == set(space.prune.methods)
+    assert seen["steps"] == set(space.distill.steps.values())
+    assert seen["batch"] == set(space.batch_size.values())

@@ -1,6 +1,6 @@
 """A decoder study end to end: TTFT/TPOT objectives and SLO constraints in Optuna and MLflow."""
 
-from conftest import ROOT, DATA, run_cli
+from support import ROOT, DATA, run_cli
 
 from planner.paths import Home
 

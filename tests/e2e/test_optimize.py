@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import DATA, run_cli
+from support import DATA, run_cli
 
 from planner.paths import Home
 

@@ -1,7 +1,7 @@
 """TVM inside a real study: tuning time is recorded apart from latency and bounded by the study budget."""
 
 import pytest
-from conftest import DATA, run_cli
+from support import DATA, run_cli
 
 from planner.paths import Home
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from conftest import DATA
+from support import DATA
 
 from planner.config import TrialConfig
 from planner.measure.worker import run_job, worker_env

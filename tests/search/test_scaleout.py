@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT
+from support import DATA, ROOT
 
 from planner.paths import Home
 

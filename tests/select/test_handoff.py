@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, run_cli
+from support import DATA, run_cli
 
 from planner.paths import Home
 
