@@ -35,6 +35,7 @@ def worker_env(target, cache_dir: Path) -> dict[str, str]:
     env.setdefault("DO_NOT_TRACK", "true")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONUNBUFFERED"] = "1"
+    env["PLANNER_PARENT_PID"] = str(os.getpid())
     return env
 
 
@@ -380,7 +381,22 @@ def do_trial(job: dict) -> dict:
     }
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGKILLed when the planner process dies (kill -9 included), so no orphan keeps running."""
+    parent = int(os.environ.get("PLANNER_PARENT_PID", "0") or 0)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent and os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    _die_with_parent()
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
     result_path = Path(job["result"])

@@ -75,3 +75,19 @@ class KilledOnBatch4(Tiny):
 def killed_on_batch4():
     torch.manual_seed(0)
     return KilledOnBatch4().eval()
+
+
+class HangOnBatch4(Tiny):
+    """Never returns at batch 4 (a hung candidate)."""
+
+    def forward(self, x):
+        if x.shape[0] == 4:
+            import time
+
+            time.sleep(3600)
+        return self.fc(x)
+
+
+def hang_on_batch4():
+    torch.manual_seed(0)
+    return HangOnBatch4().eval()

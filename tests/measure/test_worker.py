@@ -74,3 +74,40 @@ def test_memory_error_in_the_candidate_is_oom(fast_target, tmp_path):
     assert _prepare(fast_target, tmp_path, ref)["status"] == "ok"
     res = run_job(_job(fast_target, tmp_path, ref, batch=4), tmp_path / "w", 300, worker_env(fast_target, tmp_path / "cache"))
     assert res["status"] == "failed" and res["reason"] == "oom", res
+
+
+def test_worker_dies_with_the_planner_process(fast_target, tmp_path):
+    """kill -9 of the planner must not leave its measuring worker running (it may be hung)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ref = f"{DATA / 'models.py'}:hang_on_batch4"
+    assert _prepare(fast_target, tmp_path, ref)["status"] == "ok"
+    job = _job(fast_target, tmp_path, ref, batch=4)
+    code = ("import json, sys, time\nfrom pathlib import Path\nfrom planner.measure.worker import Job, worker_env\n"
+            "from planner.target import Target\n"
+            f"job = json.loads({json.dumps(json.dumps(job))})\n"
+            "t = Target.model_validate(job['target'])\n"
+            f"j = Job(job, Path({str(tmp_path / 'w')!r}), worker_env(t, Path({str(tmp_path)!r})))\n"
+            "print(j.proc.pid, flush=True)\ntime.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(8)  # the worker is now inside the hung forward
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{child}/stat") as f:
+            if f.read().split()[2] == "Z":  # reaped later by init; it is dead
+                return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the worker outlived the planner process")

@@ -106,13 +106,9 @@ def test_stale_trial_of_a_killed_worker_is_failed_by_another(postgres, tmp_path)
     storage = f"{postgres}/optuna"
     space = tmp_path / "space.yaml"
     space.write_text("name: hang\nbatch_size: [4]\nbackends: {torch: {}}\n")
-    model = tmp_path / "hang.py"
-    model.write_text((DATA / "models.py").read_text() + "\n\nclass Hang(Tiny):\n    def forward(self, x):\n"
-                     "        if x.shape[0] == 4:\n            import time; time.sleep(3600)\n        return self.fc(x)\n\n\n"
-                     "def hang():\n    return Hang().eval()\n")
     common = ["--target", DATA / "fast-cpu.yaml", "--space", space, "--eval-samples", "6", "--storage", storage,
               "--study", "stale", "--heartbeat", "1", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
-    p = _cli("optimize", "--model", f"{model}:hang", "--trials", "1", *common, "--home", tmp_path / "h")
+    p = _cli("optimize", "--model", f"{DATA / 'models.py'}:hang_on_batch4", "--trials", "1", *common, "--home", tmp_path / "h")
     deadline = time.time() + 120
     while time.time() < deadline:
         try:

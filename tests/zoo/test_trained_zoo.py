@@ -10,9 +10,16 @@ import torch
 
 from planner.model import InputSpec
 
-sklearn = pytest.importorskip("sklearn", reason="digits-cnn needs scikit-learn (its bundled digits data)")
+from planner.zoo import digits, minilm
 
-from planner.zoo import digits, minilm  # noqa: E402
+
+def _has_sklearn() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sklearn") is not None
+
+
+needs_sklearn = pytest.mark.skipif(not _has_sklearn(), reason="digits-cnn needs scikit-learn (its bundled digits data)")
 
 
 def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -38,6 +45,7 @@ def digits_cache(tmp_path_factory):
     return d, model, time.perf_counter() - t0
 
 
+@needs_sklearn
 def test_digits_contract_and_test_split():
     assert digits.OUTPUT_KIND == "logits"
     assert digits.INPUTS == (InputSpec("x", (1, 16, 16), "float32"),)
@@ -50,6 +58,7 @@ def test_digits_contract_and_test_split():
     assert np.array_equal(data["x"], again["x"]) and np.array_equal(data["labels"], again["labels"])
 
 
+@needs_sklearn
 def test_digits_trained_accuracy_and_eval_mode(digits_cache):
     cache, model, _ = digits_cache
     assert not any(m.training for m in model.modules())
@@ -58,6 +67,7 @@ def test_digits_trained_accuracy_and_eval_mode(digits_cache):
     assert digits.meta(0, cache)["test_accuracy"] == pytest.approx(acc)
 
 
+@needs_sklearn
 def test_digits_cached_build_is_fast_and_identical(digits_cache):
     cache, model, first_seconds = digits_cache
     files = list(cache.glob("digits-cnn-seed0-*.pt"))
@@ -72,6 +82,7 @@ def test_digits_cached_build_is_fast_and_identical(digits_cache):
     assert set(blob) == {"state_dict", "meta"}
 
 
+@needs_sklearn
 def test_digits_training_is_deterministic(monkeypatch):
     """Two trainings with the same recipe give bit-identical weights (a 1-epoch recipe, to stay fast)."""
     monkeypatch.setitem(digits.RECIPE, "epochs", 1)
@@ -96,6 +107,7 @@ def test_digits_cache_key_follows_the_recipe(monkeypatch, tmp_path):
     assert digits.cache_dir() == tmp_path / "h" / "cache" / "zoo"
 
 
+@needs_sklearn
 def test_digits_corrupt_cache_file_is_retrained(tmp_path, monkeypatch):
     monkeypatch.setitem(digits.RECIPE, "epochs", 1)  # a cheap recipe (its own cache key)
     path = digits.weights_path(0, tmp_path)
@@ -106,6 +118,7 @@ def test_digits_corrupt_cache_file_is_retrained(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@needs_sklearn
 def test_digits_through_model_source(digits_cache, tmp_path, monkeypatch):
     """The planner sees the test split as data (with labels) and the trained weights."""
     from planner.model import parse_model
