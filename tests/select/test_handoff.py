@@ -432,3 +432,24 @@ def test_rebuild_config_detects_a_changed_config(facts):
         rebuild_config(fake, t.number)
     with pytest.raises(ConfigError, match="no trial 99"):
         rebuild_config(facts.study, 99)
+
+
+def test_rebuilt_engine_gives_the_measured_outputs(facts, tmp_path):
+    """The config rebuilt from the study (same `sample` code, FixedTrial) compiles to an engine whose outputs
+    match the fp32 reference exactly as the measured one did."""
+    from planner.measure.worker import run_job, worker_env
+    from planner.model import ModelSpec
+    from planner.select.export import rebuild_config
+    from planner.target import Target
+
+    t = facts.by_backend["onnxruntime"]
+    cfg = rebuild_config(facts.study, t.number)
+    target = Target.model_validate(facts.study.user_attrs["target_spec"])
+    job = {"kind": "trial", "spec": ModelSpec.from_dict(facts.study.user_attrs["model_spec"]).to_dict(),
+           "target": target.model_dump(mode="json"), "config": cfg.to_dict(), "cache_dir": str(tmp_path / "cache"),
+           "workdir": str(tmp_path / "w"), "reference": str(facts.home.study_dir(STUDY) / "reference.npz")}
+    res = run_job(job, tmp_path / "w", 300, worker_env(target, tmp_path / "cache"))
+    assert res["status"] == "ok", res
+    recorded = t.user_attrs["metrics"]["max_abs_error"]
+    assert res["quality"]["max_abs_error"] <= 1.5 * recorded + 1e-6
+    assert res["quality"]["quality_loss"] < 1e-6
