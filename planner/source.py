@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import sys
 import time
@@ -246,9 +247,15 @@ class ModelSource:
             with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
                 path = Path(tmp) / "model.onnx"
                 export_onnx(module, self.example_inputs(2, seed=5), path)
-                hit = cache.put(key, {"model.onnx": path})
+                facts = Path(tmp) / "transform_info.json"  # prune/distill facts travel with the cached export
+                facts.write_text(json.dumps(self.transform_info, default=str))
+                hit = cache.put(key, {"model.onnx": path, "transform_info.json": facts})
             self.transform_info["onnx_export_cached"] = 0
         else:
+            facts = hit / "transform_info.json"
+            if facts.is_file():
+                for k, v in json.loads(facts.read_text()).items():
+                    self.transform_info.setdefault(k, v)
             self.transform_info["onnx_export_cached"] = 1
         return hit / "model.onnx"
 

@@ -31,6 +31,7 @@ def worker_env(target, cache_dir: Path) -> dict[str, str]:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS"):
         env[var] = threads
     env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir) / "inductor")
+    env.setdefault("PLANNER_ZOO_CACHE", str(Path(cache_dir) / "zoo"))  # trained zoo weights (digits-cnn)
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("DO_NOT_TRACK", "true")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -105,9 +105,6 @@ def test_pruning_shrinks_the_network_and_distillation_recovers(study):
         assert by[("distilled", q)]["quality_loss"] < by[("pruned", q)]["quality_loss"] - 0.15
 
 
-@pytest.mark.xfail(reason="ModelSource.onnx_path: an ONNX export cache hit skips the transforms, so the trial "
-                          "records no prune/distill facts (fix: keep transform_info.json beside the cached export)",
-                   strict=False)
 def test_every_pruned_trial_records_its_parameter_count(study):
     _, _, s = study
     for t in s.trials:
