@@ -103,7 +103,13 @@ class ArtifactCache:
         return final
 
     def size(self) -> int:
-        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()) if self.root.is_dir() else 0
+        total = 0
+        for f in self.root.rglob("*") if self.root.is_dir() else ():
+            try:
+                total += f.stat().st_size if f.is_file() else 0
+            except FileNotFoundError:
+                continue
+        return total
 
     def evict(self) -> list[str]:
         """Delete least recently used entries until the cache fits ``max_bytes``."""
@@ -111,10 +117,14 @@ class ArtifactCache:
             return []
         entries = []
         for e in self.root.iterdir():
-            idx = e / self.INDEX
-            if e.is_dir() and idx.is_file():
+            if e.name.startswith("."):  # another worker's entry being written
+                continue
+            try:
+                idx = e / self.INDEX
                 size = sum(f.stat().st_size for f in e.iterdir() if f.is_file())
                 entries.append((idx.stat().st_mtime, size, e))
+            except (FileNotFoundError, NotADirectoryError):  # evicted or replaced concurrently
+                continue
         total = sum(s for _, s, _ in entries)
         evicted = []
         for _, size, e in sorted(entries, key=lambda x: x[0]):
