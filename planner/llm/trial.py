@@ -118,13 +118,12 @@ def run_llm_trial(job: dict) -> dict[str, Any]:
     """Build the decoder runtime of ``job["config"]``, check quality, measure TTFT/TPOT per the workload."""
     import numpy as np
 
-    from planner.backends import registry
     from planner.config import TrialConfig
     from planner.llm.measure import measure_workload
     from planner.llm.quality import llm_quality, teacher_forced_logits
     from planner.llm.runtimes import build_decoder, cache_length, check_decoder_config
     from planner.measure.timer import EarlyExit
-    from planner.measure.worker import _rss_mb, early_exit_result, peak_memory_mb
+    from planner.measure.worker import _rss_mb, early_exit_result, peak_memory_mb, runnable_backend
 
     spec, target, workload, src = _common(job)
     cfg = TrialConfig.from_dict(job["config"])
@@ -133,13 +132,7 @@ def run_llm_trial(job: dict) -> dict[str, Any]:
     why = check_decoder_config(cfg.backend, cfg.quant.scheme)
     if why:
         raise CandidateFailed(FailReason.UNSUPPORTED, why)
-    backend_cls = registry.get(cfg.backend)
-    reason = backend_cls.check(cfg, target, src.format)
-    if reason:
-        raise CandidateFailed(FailReason.UNSUPPORTED, reason)
-    avail = backend_cls.availability()
-    if not avail.usable:
-        raise CandidateFailed(FailReason.UNSUPPORTED, avail.detail)
+    runnable_backend(cfg, target, src.format)
 
     with np.load(job["reference"], allow_pickle=False) as z:
         tokens, ref, p_eval = z["tokens"], z["ref"], int(z["prompt_length"])

@@ -282,6 +282,20 @@ def peak_memory_mb(rt) -> tuple[float, float | None]:
     return _peak_rss_mb(), gpu_peak
 
 
+def runnable_backend(cfg, target, model_format: str):
+    """The backend class of ``cfg``, or `CandidateFailed(UNSUPPORTED)` when it cannot run it here."""
+    from planner.backends import registry
+
+    backend_cls = registry.get(cfg.backend)
+    reason = backend_cls.check(cfg, target, model_format)
+    if reason:
+        raise CandidateFailed(FailReason.UNSUPPORTED, reason)
+    avail = backend_cls.availability()
+    if not avail.usable:
+        raise CandidateFailed(FailReason.UNSUPPORTED, avail.detail)
+    return backend_cls
+
+
 def _wait_for_turn(gate: str | None) -> None:
     """With --compile-workers, compiled candidates queue here: measurement is one at a time per device."""
     if not gate:
@@ -294,7 +308,6 @@ def _wait_for_turn(gate: str | None) -> None:
 def do_trial(job: dict) -> dict:
     import numpy as np
 
-    from planner.backends import registry
     from planner.config import TrialConfig
     from planner.measure.quality import quality_metrics
     from planner.measure.timer import EarlyExit, measure
@@ -309,13 +322,7 @@ def do_trial(job: dict) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     _setup_threads(target)
     src = ModelSource(spec, Path(job["cache_dir"]))
-    backend_cls = registry.get(cfg.backend)
-    reason = backend_cls.check(cfg, target, src.format)
-    if reason:
-        raise CandidateFailed(FailReason.UNSUPPORTED, reason)
-    avail = backend_cls.availability()
-    if not avail.usable:
-        raise CandidateFailed(FailReason.UNSUPPORTED, avail.detail)
+    backend_cls = runnable_backend(cfg, target, src.format)
 
     rss0 = _rss_mb()
     t0 = time.perf_counter()
