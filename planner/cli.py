@@ -34,7 +34,8 @@ def optimize(
     model: str = typer.Option(..., "--model", "-m", help="zoo name, file.py:factory, package.module:factory, model.onnx or model.yaml"),
     target: str = typer.Option("cpu", "--target", "-t", help="target YAML or built-in name"),
     space: str = typer.Option("default", "--space", "-s", help="search space YAML or built-in name"),
-    trials: int = typer.Option(20, "--trials", "-n", help="number of trials (Optuna asks) to run now"),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="number of trials (Optuna asks) this process runs now (default 20; unbounded with --study-trials)"),
+    study_trials: Optional[int] = typer.Option(None, "--study-trials", help="stop once the study holds N finished trials, all workers counted"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="stop starting trials after this many seconds"),
     trial_timeout: float = typer.Option(900.0, "--trial-timeout", help="seconds allowed per candidate (compile+measure)"),
     study: Optional[str] = typer.Option(None, "--study", help="study name; an existing study resumes"),
@@ -86,7 +87,7 @@ def optimize(
     if errors:
         raise ConfigError(errors)
     opts = StudyOptions(
-        trials=trials, timeout=timeout, trial_timeout=trial_timeout, study_name=study, storage=storage,
+        trials=_trials(trials, study_trials), study_trials=study_trials, timeout=timeout, trial_timeout=trial_timeout, study_name=study, storage=storage,
         tracking_uri=tracking_uri, sampler=sampler, seed=seed, objectives=tuple(objectives.split(",")) if objectives else None,
         eval_samples=eval_samples, early_exit_factor=early_exit or None, allow_mismatch=allow_mismatch,
         heartbeat_seconds=heartbeat, retries=retries, compile_workers=compile_workers,
@@ -98,6 +99,13 @@ def optimize(
     from planner.console import RichReporter
 
     _run(Optimizer(spec, tgt, spc, Home.resolve(home), opts, RichReporter(_console()), workload=wl))
+
+
+def _trials(trials: Optional[int], study_trials: Optional[int]) -> int:
+    """This process's trial cap: --trials, else 20, else (with --study-trials) the study's goal decides."""
+    if trials is not None:
+        return trials
+    return 20 if study_trials is None else 1_000_000_000
 
 
 def _check_scaleout_flags(heartbeat: int, retries: int, storage: Optional[str], compile_workers: int = 1) -> None:
@@ -127,7 +135,8 @@ def worker(
     study: str = typer.Option(..., "--study", help="an existing study (created by `planner optimize`)"),
     storage: str = typer.Option(..., "--storage", help="the study's Optuna storage URL, e.g. postgresql://user@db/planner"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="the study's MLflow tracking URI"),
-    trials: int = typer.Option(20, "--trials", "-n", help="trials this worker runs"),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="trials this worker runs (default 20; unbounded with --study-trials)"),
+    study_trials: Optional[int] = typer.Option(None, "--study-trials", help="stop once the study holds N finished trials, all workers counted"),
     timeout: Optional[float] = typer.Option(None, "--timeout"),
     trial_timeout: float = typer.Option(900.0, "--trial-timeout"),
     heartbeat: int = typer.Option(30, "--heartbeat"),
@@ -142,7 +151,7 @@ def worker(
     from planner.search.study import StudyOptions, join_study
 
     _check_scaleout_flags(heartbeat, retries, storage, compile_workers)
-    opts = StudyOptions(trials=trials, timeout=timeout, trial_timeout=trial_timeout, tracking_uri=tracking_uri,
+    opts = StudyOptions(trials=_trials(trials, study_trials), study_trials=study_trials, timeout=timeout, trial_timeout=trial_timeout, tracking_uri=tracking_uri,
                         heartbeat_seconds=heartbeat, retries=retries, allow_mismatch=allow_mismatch,
                         compile_workers=compile_workers)
     _run(join_study(study, storage, Home.resolve(home), opts, RichReporter(_console())))

@@ -28,7 +28,8 @@ SAMPLERS = ("tpe", "nsga2", "random", "grid")
 
 @dataclass(frozen=True)
 class StudyOptions:
-    trials: int = 20
+    trials: int = 20  # trials this process asks for
+    study_trials: int | None = None  # stop once the study holds this many finished trials, all workers counted
     timeout: float | None = None  # seconds for the whole study
     trial_timeout: float = 900.0  # seconds per candidate (compile + measure)
     study_name: str | None = None
@@ -209,6 +210,8 @@ class Optimizer:
             make_sampler(options.sampler, None, 1)  # raises ConfigError
         if options.trials < 1:
             raise ConfigError(f"--trials {options.trials}: must be ≥ 1")
+        if options.study_trials is not None and options.study_trials < 1:
+            raise ConfigError(f"--study-trials {options.study_trials}: must be ≥ 1")
         if options.timeout is not None and options.timeout <= 0:
             raise ConfigError(f"--timeout {options.timeout}: must be > 0 seconds")
         if options.trial_timeout <= 0:
@@ -309,6 +312,7 @@ class Optimizer:
         else:
             for k, v in mine.items():
                 study.set_user_attr(k, v)
+            study.set_user_attr("sampler", self.opts.sampler)  # what joining workers use
             study.set_user_attr("model_spec", self.model.to_dict())
             study.set_user_attr("target_spec", self.target.model_dump(mode="json"))
             study.set_user_attr("space_spec", self.space.model_dump(mode="json"))
@@ -386,7 +390,10 @@ class Optimizer:
         seen = self._seen(study)
         fmt = self.model_info.get("format", "torch")
         outcomes: list[TrialOutcome] = []
-        self.reporter.start(self.study_name, self.opts.trials, {
+        total = self.opts.trials
+        if self.opts.study_trials is not None:
+            total = min(total, max(0, self.opts.study_trials - study_progress(study)[0]))
+        self.reporter.start(self.study_name, total, {
             "backends": backends, "skipped": self.skipped, "experiment": self.experiment,
             "model_info": self.model_info, "resumed": len(study.trials),
         })
@@ -410,6 +417,7 @@ class Optimizer:
         inflight: list[_Flight] = []
         slots = max(1, self.opts.compile_workers)
         stop_asking = False
+        goal = self.opts.study_trials
 
         def done(out: TrialOutcome) -> None:
             nonlocal dup_run, stop_asking
@@ -424,17 +432,34 @@ class Optimizer:
 
         try:
             while True:
+                waiting = False  # the study's goal is covered by trials in flight elsewhere, which may yet fail
                 while not stop_asking and len(inflight) < slots and asked < self.opts.trials:
                     if self.opts.timeout is not None and time.monotonic() - t_start > self.opts.timeout:
                         self._stopped, stop_asking = f"study timeout ({self.opts.timeout:.0f} s) reached", True
                         break
+                    if goal is not None:
+                        self._fail_stale(study, rec)
+                        finished, running = study_progress(study)
+                        if finished >= goal:
+                            self._stopped, stop_asking = f"the study holds {finished} finished trials (--study-trials {goal})", True
+                            break
+                        if finished + running >= goal:
+                            waiting = True
+                            break
                     asked += 1
                     got = self._launch(study, rec, backends, fmt, seen, {f.key for f in inflight}, gated=slots > 1)
+                    if got is None:  # surplus: another worker asked for the study's last trial first
+                        asked -= 1
+                        waiting = True
+                        break
                     if isinstance(got, TrialOutcome):
                         done(got)
                     else:
                         inflight.append(got)
                 if not inflight:
+                    if waiting and not stop_asking:
+                        time.sleep(1.0)
+                        continue
                     break
                 self._schedule(inflight)
                 for f in [f for f in inflight if f.finished(self.opts.trial_timeout)]:
@@ -491,10 +516,17 @@ class Optimizer:
 
     def _launch(self, study, rec, backends, fmt, seen, inflight_keys: set[str], gated: bool):
         """Ask a trial, sample its config, and start its worker; a known config returns an outcome at once."""
-        import optuna
+        from optuna.trial import TrialState
 
-        optuna.storages.fail_stale_trials(study)  # trials of workers that died elsewhere
+        self._fail_stale(study, rec)
+        seen.update(self._seen(study))  # configs other workers measured meanwhile are not measured again
         trial = study.ask()
+        if self.opts.study_trials is not None:
+            finished, running = study_progress(study, before=trial.number)
+            if finished + running >= self.opts.study_trials:  # lost the race for the last slot: give it back
+                trial.set_user_attr("surplus", True)
+                study.tell(trial, state=TrialState.PRUNED)
+                return None
         beat = Heartbeat(study, trial).__enter__()
         try:
             return self._start(study, trial, rec, backends, fmt, seen, inflight_keys, gated, beat)
@@ -502,6 +534,26 @@ class Optimizer:
             beat.__exit__()
             self._fail_running(study, trial, e)
             raise
+
+    @staticmethod
+    def _fail_stale(study, rec) -> None:
+        """Fail the trials of workers that stopped beating (died elsewhere) and close their MLflow runs."""
+        import optuna
+        from optuna.trial import TrialState
+
+        running = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        if not running:
+            return
+        optuna.storages.fail_stale_trials(study)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            run_id = running[t.number].user_attrs.get("mlflow_run_id") if t.number in running else None
+            if run_id:
+                try:
+                    if rec.client.get_run(run_id).info.status == "RUNNING":
+                        rec.client.set_tag(run_id, "planner.status", "worker_lost")
+                        rec.client.set_terminated(run_id, status="FAILED")
+                except Exception:  # recording the loss must not stop this worker
+                    pass
 
     @staticmethod
     def _fail_running(study, trial, e: BaseException) -> None:
@@ -696,7 +748,9 @@ def join_study(study_name: str, storage_url: str, home: Home, options: StudyOpti
     a = study.user_attrs
     if "model_spec" not in a:
         raise ConfigError(f"--study {study_name!r}: was not created by `planner optimize` (no model/target/space recorded)")
-    opts = dataclasses.replace(options, study_name=study_name, storage=storage_url, objectives=tuple(a["objectives"]))
+    # seed=None: workers joining one study must not all draw the same sequence
+    opts = dataclasses.replace(options, study_name=study_name, storage=storage_url, objectives=tuple(a["objectives"]), seed=None,
+                               sampler=a.get("sampler", options.sampler))
     workload = None
     if a.get("workload_spec"):
         from planner.llm.workload import Workload
@@ -704,6 +758,30 @@ def join_study(study_name: str, storage_url: str, home: Home, options: StudyOpti
         workload = Workload.from_dict(a["workload_spec"], f"study {study_name}")
     return Optimizer(ModelSpec.from_dict(a["model_spec"]), Target.model_validate(a["target_spec"]),
                      SearchSpace.model_validate(a["space_spec"]), home, opts, reporter, workload=workload)
+
+
+# fail reasons that say the worker, not the candidate, was lost: such trials are re-run, not counted
+WORKER_LOSSES = frozenset({"interrupted", "planner_error"})
+
+
+def study_progress(study, before: int | None = None) -> tuple[int, int]:
+    """(finished, running) trials of the study, all workers counted (only trials numbered below ``before``).
+
+    Finished: complete (duplicates included), or failed for a reason of the candidate.  Trials whose
+    worker was lost (stale heartbeat, interrupt) and surplus/in-flight-duplicate trials do not count."""
+    from optuna.trial import TrialState
+
+    finished = running = 0
+    for t in study.get_trials(deepcopy=False):
+        if before is not None and t.number >= before:
+            continue
+        if t.state == TrialState.COMPLETE:
+            finished += 1
+        elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") and t.user_attrs["fail_reason"] not in WORKER_LOSSES:
+            finished += 1
+        elif t.state == TrialState.RUNNING:
+            running += 1
+    return finished, running
 
 
 def make_storage(url: str, heartbeat_seconds: int = 30, retries: int = 0):

@@ -110,6 +110,20 @@ def test_resume_continues_the_study(tiny_study):
     assert len([r for r in runs if r.data.tags.get("planner.kind") == "study"]) == 1
 
 
+def test_study_trials_is_a_goal_for_the_whole_study(tmp_path):
+    """--study-trials N stops at N finished trials, counting earlier runs: the same command again runs nothing."""
+    home = Home(tmp_path / "home")
+    args = ["optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", DATA / "small-space.yaml",
+            "--sampler", "random", "--eval-samples", "6", "--study", "goal", "--study-trials", "3", "--home", home.root]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert len(_study(home, "goal").trials) == 3
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "holds 3 finished trials" in " ".join(again.stdout.split())  # rich wraps lines
+    assert len(_study(home, "goal").trials) == 3
+
+
 def test_resume_with_other_model_is_refused(tiny_study):
     home, _ = tiny_study
     r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:tiny", "--target", DATA / "fast-cpu.yaml",

@@ -196,3 +196,64 @@ def test_compile_workers_overlap_compiles_but_never_measurements(tmp_path):
     assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:])), windows  # measurements never overlap
     first_end = windows[0][1]
     assert sum(s < first_end for s in starts) >= 2  # a second candidate was compiling before the first was measured
+
+
+def test_three_workers_reach_the_study_goal_though_one_is_killed(postgres, tmp_path):
+    """3 workers share a 12-trial study (--study-trials 12); kill -9 of one mid-trial: the other two finish the
+    study, the killed trial is failed (stale heartbeat) and its MLflow run closed; no config measured twice."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    storage, tracking = f"{postgres}/optuna", f"{postgres}/mlflow"
+    space = tmp_path / "space.yaml"  # 24 configs: enough for 12 distinct ones plus the killed one
+    space.write_text("name: three\nbatch_size: [1, 2, 3, 4, 5, 6, 7, 8]\nbackends:\n  torch: {}\n"
+                     "  onnxruntime:\n    graph_optimization_level: [basic, all]\n")
+    shared = ["--storage", storage, "--tracking-uri", tracking, "--study", "three", "--study-trials", "12", "--heartbeat", "1"]
+    first = _cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", space,
+                 "--sampler", "grid", "--eval-samples", "6", "--early-exit-factor", "0", *shared, "--home", tmp_path / "w0")
+
+    def study():
+        try:
+            return optuna.load_study(study_name="three", storage=storage)
+        except KeyError:
+            return None
+
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((s := study()) and s.user_attrs.get("mlflow_parent_run_id")):
+        time.sleep(0.5)
+    others = [_cli("worker", *shared, "--home", tmp_path / f"w{i}") for i in (1, 2)]
+    victim = others[0]
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        trials = study().trials
+        mine = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid]
+        if mine and sum(t.state == TrialState.COMPLETE for t in trials) >= 2:
+            killed = mine[0].number
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the victim never ran a trial")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    outs = [p.communicate(timeout=600) for p in (first, others[1])]
+    for p, (out, err) in zip((first, others[1]), outs):
+        assert p.returncode == 0, err
+
+    trials = study().trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 12
+    assert next(t for t in trials if t.number == killed).state == TrialState.FAIL
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    measured = [t for t in complete if t.user_attrs.get("duplicate_of") is None]
+    assert len({t.user_attrs["config_key"] for t in measured}) == len(measured)  # no config measured twice
+    assert {first.pid, others[1].pid} <= {t.user_attrs["pid"] for t in complete}  # both survivors measured trials
+
+    c = MlflowClient(tracking_uri=tracking)
+    exp = c.get_experiment_by_name("planner/tiny-mlp/fast-cpu")
+    runs = [r for r in c.search_runs([exp.experiment_id]) if r.data.tags.get("planner.kind") == "trial"]
+    finished = {r.info.run_id for r in runs if r.info.status == "FINISHED"}
+    assert finished == {t.user_attrs["mlflow_run_id"] for t in measured}
+    lost = next(t for t in trials if t.number == killed).user_attrs["mlflow_run_id"]
+    assert c.get_run(lost).info.status == "FAILED" and c.get_run(lost).data.tags["planner.status"] == "worker_lost"
+    assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -1,0 +1,41 @@
+"""--study-trials: which trials count toward a shared study's goal (real Optuna storage)."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from planner.search.study import study_progress
+
+
+@pytest.fixture()
+def study(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", directions=["minimize", "minimize"])
+
+    def add(state, **attrs):
+        t = s.ask()
+        for k, v in attrs.items():
+            t.set_user_attr(k, v)
+        if state == TrialState.COMPLETE:
+            s.tell(t, [1.0, 0.0])
+        elif state != TrialState.RUNNING:
+            s.tell(t, state=state)
+        return t
+
+    add(TrialState.COMPLETE)                                  # 0 measured
+    add(TrialState.COMPLETE, duplicate_of=0)                  # 1 a duplicate is still a finished trial
+    add(TrialState.FAIL, fail_reason="compile")               # 2 the candidate failed: judged, counts
+    add(TrialState.FAIL, fail_reason="interrupted")           # 3 the worker was stopped: re-run, does not count
+    add(TrialState.FAIL)                                      # 4 stale heartbeat (worker died): does not count
+    add(TrialState.PRUNED, surplus=True)                      # 5 surplus ask: does not count
+    add(TrialState.RUNNING)                                   # 6 in flight somewhere
+    return s
+
+
+def test_finished_counts_judged_candidates_only(study):
+    assert study_progress(study) == (3, 1)
+
+
+def test_before_counts_only_earlier_trials(study):
+    assert study_progress(study, before=2) == (2, 0)
+    assert study_progress(study, before=7) == (3, 1)
