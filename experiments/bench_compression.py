@@ -454,7 +454,7 @@ def markdown(result: dict) -> str:
             f"* {a['rounds']} round(s); in each, every (model, batch) cell runs eager, ORT and the planner winner back to back, each in "
             "a fresh worker process (`planner.measure.worker.run_job`, the study's code path, the study's `reference.npz`); "
             "the order rotates per round and is reversed on odd rounds.",
-            "* Distillation and int8 static calibration draw on the same `dataset()` as the quality check (see the README section).",
+            "* Distillation and int8 static calibration draw on each model's `calibration_dataset()`, held out from the `dataset()` that scores them.",
             "", "## Environment", ""]
     for k in ("host", "cpu", "logical_cpus", "isa", "threads_used", "python", "platform", "torch", "onnxruntime", "onnx", "optuna",
               "mlflow", "numpy", "git_commit", "git_dirty", "loadavg_start", "loadavg_end"):

@@ -40,6 +40,8 @@ class ModelSource:
         self._hash: str | None = None
         self._data: dict[str, np.ndarray] | None = None
         self._dataset_fn = None  # a `dataset()` beside the factory: real inputs (and labels) for quality/calibration
+        self._calibration_fn = None  # a `calibration_dataset()` beside it: inputs for calibration/distillation only
+        self._calibration: dict[str, np.ndarray] | None = None
         self.log: list[str] = []  # transform notes for the trial record
         self.transform_info: dict[str, Any] = {}
 
@@ -63,6 +65,7 @@ class ModelSource:
             self._module = module.eval()
             self._example_fn = extras.get("example_inputs")
             self._dataset_fn = extras.get("dataset")
+            self._calibration_fn = extras.get("calibration_dataset")
             if not self._inputs and extras.get("inputs"):
                 self._inputs = tuple(extras["inputs"])
             if self._output_kind == "auto" and extras.get("output_kind"):
@@ -170,6 +173,35 @@ class ModelSource:
                 out[spec.name] = rng.integers(spec.low, spec.high, size=shape).astype(NP_DTYPES[spec.dtype])
         return out
 
+    def calibration_inputs(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """``n`` samples for int8 calibration and distillation.
+
+        From a ``calibration_dataset()`` beside the model factory when there is one, so the data that
+        tunes the compressed model is not the data that judges it; else the evaluation data (or
+        synthetic inputs).  `calibration_source` says which, and trials record it."""
+        if self.format == "torch":
+            self.base_module()
+        if self._calibration_fn is None:
+            return self.sample_inputs(n, seed)
+        if self._calibration is None:
+            d = _call_dataset(self._calibration_fn, f"{self.spec.ref}: calibration_dataset()")
+            missing = [k for k in self.input_names if k not in d]
+            if missing:
+                raise ConfigError(f"{self.spec.ref}: calibration_dataset() lacks arrays {missing}; has {sorted(d)}")
+            self._calibration = d
+        total = len(self._calibration[self.input_names[0]])
+        idx = np.arange(n) % total
+        return {k: np.ascontiguousarray(self._calibration[k][idx]) for k in self.input_names}
+
+    @property
+    def calibration_source(self) -> str:
+        """Where calibration/distillation inputs come from: held-out, evaluation (shared with the quality check) or synthetic."""
+        if self.format == "torch":
+            self.base_module()
+        if self._calibration_fn is not None:
+            return "held-out"
+        return "synthetic" if self.synthetic else "evaluation"
+
     @property
     def synthetic(self) -> bool:
         return self.data() is None
@@ -216,9 +248,10 @@ class ModelSource:
             from planner.transforms.distill import distill as do_distill
 
             t0 = time.perf_counter()
-            calib = self.sample_inputs(max(64, distill.steps), seed=7)
+            calib = self.calibration_inputs(max(64, distill.steps), seed=7)
             info = do_distill(module, base, distill, calib, self.input_names)
             self.transform_info.update(info or {})
+            self.transform_info["distill_data_held_out"] = float(self.calibration_source == "held-out")
             self.transform_info["distill_seconds"] = time.perf_counter() - t0
         return module.eval()
 
@@ -308,7 +341,8 @@ def _resolve_factory(spec: ModelSpec):
         mod = importlib.import_module(ZOO[spec.ref])
         seed = spec.seed
         return (lambda: mod.build(seed=seed)), {"inputs": getattr(mod, "INPUTS", None), "output_kind": getattr(mod, "OUTPUT_KIND", None),
-                                                "dataset": getattr(mod, "dataset", None)}
+                                                "dataset": getattr(mod, "dataset", None),
+                                                "calibration_dataset": getattr(mod, "calibration_dataset", None)}
     path, _, name = spec.ref.rpartition(":")
     try:
         if spec.kind == "file":
@@ -338,6 +372,7 @@ def _resolve_factory(spec: ModelSpec):
 
     return factory, {"example_inputs": getattr(mod, "example_inputs", None), "inputs": getattr(mod, "INPUTS", None),
                      "dataset": getattr(mod, "dataset", None),
+                     "calibration_dataset": getattr(mod, "calibration_dataset", None),
                      "output_kind": getattr(mod, "OUTPUT_KIND", None)}
 
 

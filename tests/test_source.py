@@ -44,3 +44,68 @@ def test_data_from_npz_and_function(tmp_path):
     bad = ModelSource(parse_model(f"{DATA / 'models.py'}:tiny", data=f"{fn}:make"), tmp_path)
     with pytest.raises(ConfigError, match=r"missing arrays \['x'\]"):
         bad.data()
+
+
+CALIB_MODEL = """
+import numpy as np
+import torch
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+def net():
+    return Net()
+
+def example_inputs(batch_size):
+    return (torch.zeros(batch_size, 4),)
+
+def dataset():
+    return {"x": np.zeros((6, 4), np.float32)}
+
+def calibration_dataset():
+    return {"x": np.ones((3, 4), np.float32)}
+"""
+
+
+def test_calibration_inputs_come_from_the_held_out_set(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(CALIB_MODEL)
+    src = ModelSource(parse_model(f"{f}:net"), tmp_path)
+    assert src.calibration_source == "held-out"
+    got = src.calibration_inputs(5)["x"]
+    assert got.shape == (5, 4) and np.all(got == 1)  # cycles over the 3 held-out rows, never the evaluation zeros
+    assert np.all(src.sample_inputs(5)["x"] == 0)
+
+
+def test_without_a_calibration_set_the_shared_source_is_named(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(CALIB_MODEL.replace("def calibration_dataset", "def _unused"))
+    src = ModelSource(parse_model(f"{f}:net"), tmp_path)
+    assert src.calibration_source == "evaluation"
+    assert np.all(src.calibration_inputs(2)["x"] == 0)
+    assert ModelSource(parse_model(f"{DATA / 'models.py'}:tiny"), tmp_path).calibration_source == "synthetic"
+
+
+def test_calibration_set_missing_an_input_is_a_config_error(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(CALIB_MODEL.replace('return {"x": np.ones((3, 4), np.float32)}', 'return {"y": np.ones((3, 4))}'))
+    with pytest.raises(ConfigError, match=r"calibration_dataset\(\) lacks arrays \['x'\]"):
+        ModelSource(parse_model(f"{f}:net"), tmp_path).calibration_inputs(2)
+
+
+def test_int8_static_records_its_calibration_source(tmp_path):
+    from planner.backends.onnxruntime import quantized_onnx
+    from planner.config import QuantConfig
+    from planner.config import freeze_options
+
+    f = tmp_path / "m.py"
+    f.write_text(CALIB_MODEL)
+    src = ModelSource(parse_model(f"{f}:net"), tmp_path / "cache")
+    cfg = TrialConfig("onnxruntime", 1, quant=QuantConfig("int8_static", freeze_options({"calibrate_method": "minmax"})))
+    info = quantized_onnx(src, cfg, src.onnx_path(), tmp_path / "q.onnx")
+    assert info["calibration_data"] == "held-out" and info["calibration_held_out"] == 1.0

@@ -99,17 +99,25 @@ def quantized_onnx(source, cfg, src: Path, dst: Path) -> dict[str, Any]:
     cache = ArtifactCache(Path(source.cache_dir) / "artifacts")
     calib_n = 32 if cfg.quant.scheme == "int8_static" else 0
     key = cache_key("onnx-quant", sha256_file(src), cfg.quant.scheme, cfg.quant.options, calib_n,
-                    source.spec.data, version("onnxruntime"))
+                    source.spec.data, source.calibration_source if calib_n else None, version("onnxruntime"))
     hit = cache.get(key)
     if hit is not None:
         shutil.copyfile(hit / "model.onnx", dst)
-        return {"quantized_cached": 1}
-    calib = source.sample_inputs(calib_n, seed=21) if calib_n else None
+        return {"quantized_cached": 1, **_calib_info(source, calib_n)}
+    calib = source.calibration_inputs(calib_n, seed=21) if calib_n else None
     info = dict(quantize_onnx(src, dst, cfg.quant, calib) or {})
+    info.update(_calib_info(source, calib_n))
     if not Path(str(dst) + ".data").exists():  # single-file models only
         cache.put(key, {"model.onnx": dst})
     info["quantized_cached"] = 0
     return info
+
+
+def _calib_info(source, calib_n: int) -> dict:
+    if not calib_n:
+        return {}
+    where = source.calibration_source
+    return {"calibration_data": where, "calibration_held_out": float(where == "held-out")}
 
 
 def _session_json(opts: dict, target) -> str:

@@ -109,7 +109,7 @@ class TensorRT(Backend):
             from planner.transforms.quantize import quantize_onnx
 
             q = workdir / "model.qdq.onnx"
-            calib = source.sample_inputs(32, seed=21) if cfg.quant.scheme == "int8_static" else None
+            calib = source.calibration_inputs(32, seed=21) if cfg.quant.scheme == "int8_static" else None
             quantize_onnx(onnx_path, q, cfg.quant, calib)
             onnx_path = q
         logger = trt.Logger(trt.Logger.WARNING)

@@ -123,6 +123,14 @@ def dataset() -> dict[str, np.ndarray]:
     return {"x": s["x_test"].numpy(), "labels": s["y_test"]}
 
 
+def calibration_dataset() -> dict[str, np.ndarray]:
+    """The training split, for int8 calibration and distillation: {"x": (1257, 1, 16, 16) float32}.
+    Kept apart from `dataset()`, so the digits that tune a compressed model never judge it."""
+    s = _splits()
+    mean, std = s["mean"], s["std"]
+    return {"x": _prepare(s["x_train_raw"], mean, std).numpy()}
+
+
 # ------------------------------------------------------------------ training
 
 

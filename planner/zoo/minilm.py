@@ -302,8 +302,8 @@ def _first_sentence(doc: str | None) -> str | None:
     return s
 
 
-def sentences(n: int = N_SENTENCES) -> list[str]:
-    """``n`` distinct English sentences: first sentences of stdlib module docstrings, then of their members."""
+def _distinct_sentences() -> list[str]:
+    """Every distinct sentence found: first sentences of stdlib module docstrings, then of their members."""
     per_module: list[list[str]] = []
     for name in MODULES:
         try:
@@ -325,11 +325,27 @@ def sentences(n: int = N_SENTENCES) -> list[str]:
             if rank < len(found) and found[rank] not in seen:
                 seen.add(found[rank])
                 out.append(found[rank])
+    return out
+
+
+def sentences(n: int = N_SENTENCES) -> list[str]:
+    """``n`` English sentences: the distinct ones first, then (never short) pairs of them."""
+    out = _distinct_sentences()
     if len(out) < n:
-        out += [f"{a} {b}" for a, b in zip(out, reversed(out))][: n - len(out)]  # never short: pairs of sentences
+        out = out + [f"{a} {b}" for a, b in zip(out, reversed(out))][: n - len(out)]
     return out[:n]
 
 
 def dataset() -> dict[str, np.ndarray]:
     """{"input_ids", "attention_mask"}: (256, 128) int64 token ids of real sentences (no labels)."""
     return tokenizer().encode(sentences())
+
+
+def calibration_dataset() -> dict[str, np.ndarray]:
+    """Token ids of the distinct sentences after the evaluation ones (none of them in `dataset()`), for int8
+    calibration and distillation: the sentences that tune a compressed model never judge it."""
+    evaluation = set(sentences())
+    held_out = [x for x in _distinct_sentences() if x not in evaluation]
+    if not held_out:
+        raise RuntimeError("minilm: no sentences left over for calibration on this Python build")
+    return tokenizer().encode(held_out)

@@ -59,6 +59,14 @@ def test_digits_contract_and_test_split():
 
 
 @needs_sklearn
+def test_digits_calibration_set_is_the_training_split_not_the_test_split():
+    calib, test = digits.calibration_dataset(), digits.dataset()
+    assert set(calib) == {"x"} and calib["x"].shape == (1257, 1, 16, 16) and calib["x"].dtype == np.float32
+    test_rows = {r.tobytes() for r in test["x"]}
+    assert not any(r.tobytes() in test_rows for r in calib["x"])
+
+
+@needs_sklearn
 def test_digits_trained_accuracy_and_eval_mode(digits_cache):
     cache, model, _ = digits_cache
     assert not any(m.training for m in model.modules())
@@ -160,6 +168,14 @@ def test_sentences_are_real_distinct_and_fixed():
     assert len(s) == minilm.N_SENTENCES == len(set(s))
     assert s == minilm.sentences()
     assert all(5 <= len(x.split()) for x in s) and all(x[0].isupper() for x in s)
+
+
+def test_calibration_sentences_are_held_out(monkeypatch):
+    seen = []
+    monkeypatch.setattr(minilm, "tokenizer", lambda: type("T", (), {"encode": staticmethod(lambda xs: seen.extend(xs) or {})})())
+    minilm.calibration_dataset()
+    assert len(seen) >= 64 and len(set(seen)) == len(seen)
+    assert not set(seen) & set(minilm.sentences())
 
 
 @needs_minilm
