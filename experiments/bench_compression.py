@@ -29,7 +29,7 @@ faster).  Compile, pruning and distillation times are reported apart and never c
     .venv/bin/python experiments/bench_compression.py --quick    # smoke run: few trials, 1 round, short timing protocol
     .venv/bin/python experiments/bench_compression.py --skip-study   # re-measure the studies already in --home
 
-Writes experiments/results/compression-<date>[-quick].md and .json (see experiments/compression_README_section.md).
+Writes experiments/results/compression-<date>[-quick].md and .json (see experiments/README.md).
 """
 
 from __future__ import annotations

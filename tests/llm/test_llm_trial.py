@@ -49,8 +49,9 @@ def test_eager_trial_result_shape(prepared, tmp_path):
     llm = res["llm"]
     for k in ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "tokens_per_s"):
         assert llm[k] > 0
-    assert llm["batch"] == 2 and llm["prompt_length"] == 40 and lat["p50_ms"] == llm["ttft_p50_ms"]
     assert [m["prompt_length"] for m in llm["by_prompt"]] == [16, 40]
+    worst = max(llm["by_prompt"], key=lambda m: m["ttft_p50_ms"])  # usually the longer prompt; on a loaded host not always
+    assert llm["batch"] == 2 and llm["prompt_length"] == worst["prompt_length"] and lat["p50_ms"] == llm["ttft_p50_ms"]
     assert res["artifacts"] == ["decoder.json"] and (tmp_path / "trial" / "decoder.json").is_file()
     assert res["compile_seconds"] >= 0 and res["peak_rss_mb"] > 0 and res["device"] == "cpu"
     json.dumps(res)  # serialisable as the worker writes it
