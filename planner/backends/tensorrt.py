@@ -541,7 +541,12 @@ class TensorRT(Backend):
 
             q = workdir / f"model.{plan.onnx_scheme}.onnx"
             calib = source.calibration_inputs(32, seed=21) if plan.onnx_scheme in ("int8_static", "fp8") else None
-            quantize_onnx(onnx_path, q, replace(cfg.quant, scheme=plan.onnx_scheme), calib)
+            quant = replace(cfg.quant, scheme=plan.onnx_scheme)
+            if plan.onnx_scheme == "int8_static":  # TensorRT's Q/DQ: zero points 0, float biases
+                from planner.config import freeze_options
+
+                quant = replace(quant, options=freeze_options({**dict(quant.options), "symmetric": True}))
+            quantize_onnx(onnx_path, q, quant, calib)
             if calib is not None:
                 info["calibration_data"] = source.calibration_source
                 problems = qdq_problems(q)

@@ -72,6 +72,8 @@ SCHEME_OPTIONS: dict[str, dict[str, tuple]] = {
         "per_channel": _BOOL,
         "reduce_range": _REDUCE,
         "calibrate_method": ("minmax", "entropy", "percentile"),
+        # TensorRT-style Q/DQ: zero points 0 for activations and weights, biases left in float
+        "symmetric": _BOOL,
     },
 }
 
@@ -449,6 +451,8 @@ def _int8(model_in: Path, dst: Path, scheme: str, opts: dict, calib, info: dict,
                           "percentile": CalibrationMethod.Percentile}[opts["calibrate_method"]]
                 with tempfile.TemporaryDirectory(prefix="planner-calib-") as tmp:
                     extra = {}
+                    if opts.get("symmetric"):
+                        extra["extra_options"] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
                     if method == CalibrationMethod.Entropy:
                         cache = _entropy_cache(model_in, op_types, reader, Path(tmp), large)
                         if cache is not None:

@@ -360,6 +360,28 @@ def test_qdq_check_rejects_asymmetric_and_int32_bias_graphs(tmp_path):
     assert any("int32" in p for p in problems)
 
 
+def test_symmetric_int8_static_writes_a_graph_tensorrt_parses(tmp_path):
+    """The int8_static option `symmetric` (what the TensorRT backend forces): zero points 0, float biases;
+    the quantized model still runs in ONNX Runtime and stays close to fp32."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from planner.config import freeze_options
+    from planner.model import parse_model
+    from planner.source import ModelSource
+    from planner.transforms.quantize import quantize_onnx
+
+    src = ModelSource(parse_model("tiny-mlp"), tmp_path / "cache")
+    fp32 = src.onnx_path(TrialConfig("tensorrt", 1))
+    q = tmp_path / "q.onnx"
+    quantize_onnx(fp32, q, QuantConfig("int8_static", freeze_options({"symmetric": True})), src.calibration_inputs(16, seed=21))
+    assert qdq_problems(q) == []
+    x = src.sample_inputs(8, seed=3)
+    ref = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    got = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.95
+
+
 def test_qdq_check_accepts_a_symmetric_int8_graph(tmp_path):
     import numpy as np
     import onnx
