@@ -48,6 +48,8 @@ def optimize(
     inputs: Optional[str] = typer.Option(None, "--inputs", help="input shapes without batch axis: NAME:DIMxDIM[:DTYPE],..."),
     output_kind: str = typer.Option("auto", "--output-kind", help="auto | logits | embedding (for the quality metric)"),
     data: Optional[str] = typer.Option(None, "--data", help=".npz of evaluation/calibration inputs (optional 'labels')"),
+    evaluator: Optional[str] = typer.Option(None, "--evaluator", help="file.py:fn or module:fn: fn(predict, batch_size) -> {metric: value}, the task metrics of a deployment"),
+    evaluator_metric: Optional[str] = typer.Option(None, "--evaluator-metric", help="NAME[:max|min]: the evaluator metric whose drop from fp32 is the quality loss (default: the first, higher is better)"),
     eval_samples: int = typer.Option(32, "--eval-samples", help="evaluation samples for the quality check"),
     early_exit: float = typer.Option(20.0, "--early-exit-factor", help="stop measuring a candidate this many times slower per sample than the best (0 = never)"),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="run a GPU target on a different GPU model"),
@@ -75,6 +77,8 @@ def optimize(
 
     shapes = collect(lambda: parse_input_shapes(inputs)) if inputs else ()
     spec = collect(lambda: parse_model(model, shapes or (), output_kind, data))
+    if spec is not None and (evaluator is not None or evaluator_metric is not None):
+        spec = collect(lambda: spec.with_evaluator(evaluator, evaluator_metric))
     tgt = collect(lambda: load_target(target))
     spc = collect(lambda: load_space(space))
     wl = None

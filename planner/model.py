@@ -52,18 +52,34 @@ class ModelSpec:
     data: Optional[str] = None  # .npz with evaluation/calibration inputs (and optional labels)
     seed: int = 0
     extra: tuple = field(default=())
+    evaluator: Optional[str] = None  # file.py:fn / module:fn returning task metrics (planner.measure.evaluator)
+    evaluator_metric: Optional[str] = None  # NAME[:max|min]: the metric whose drop is the quality loss
 
     def to_dict(self) -> dict:
         return {
             "ref": self.ref, "kind": self.kind, "name": self.name,
             "inputs": [i.to_dict() for i in self.inputs], "output_kind": self.output_kind,
-            "data": self.data, "seed": self.seed,
+            "data": self.data, "seed": self.seed, "evaluator": self.evaluator, "evaluator_metric": self.evaluator_metric,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(d["ref"], d["kind"], d["name"], tuple(InputSpec.from_dict(i) for i in d.get("inputs", ())),
-                   d.get("output_kind", "auto"), d.get("data"), int(d.get("seed", 0)))
+                   d.get("output_kind", "auto"), d.get("data"), int(d.get("seed", 0)),
+                   evaluator=d.get("evaluator"), evaluator_metric=d.get("evaluator_metric"))
+
+    def with_evaluator(self, evaluator: str | None, metric: str | None) -> "ModelSpec":
+        """This spec with a user evaluator (validated, not run); None keeps the current one."""
+        import dataclasses
+
+        from planner.measure.evaluator import parse_evaluator, parse_metric
+
+        if evaluator is None:
+            if metric is not None and self.evaluator is None:
+                raise ConfigError("--evaluator-metric needs --evaluator (or a model YAML with 'evaluator')")
+            return dataclasses.replace(self, evaluator_metric=metric or self.evaluator_metric) if metric else self
+        parse_metric(metric)
+        return dataclasses.replace(self, evaluator=parse_evaluator(evaluator)[0], evaluator_metric=metric)
 
 
 class _InputYAML(BaseModel):
@@ -83,6 +99,8 @@ class _ModelYAML(BaseModel):
     output_kind: Literal["auto", "logits", "embedding"] = "auto"
     data: Optional[str] = None
     seed: int = 0
+    evaluator: Optional[str] = None
+    evaluator_metric: Optional[str] = None
 
 
 _MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
@@ -137,7 +155,14 @@ def parse_model(ref: str, inputs: tuple[InputSpec, ...] = (), output_kind: str =
                                y.output_kind if y.output_kind != "auto" else output_kind, d or data)
         except ConfigError as e:
             raise ConfigError([f"{ref}: source: {line.removeprefix('--model ')}" for line in e.errors]) from None
-        return ModelSpec(spec.ref, spec.kind, y.name or spec.name, spec.inputs, spec.output_kind, spec.data, y.seed)
+        ev = y.evaluator
+        if ev is not None and ev.partition(":")[0].endswith(".py") and not Path(ev.partition(":")[0]).is_absolute():
+            ev = str((base / ev.partition(":")[0]).resolve()) + ":" + ev.partition(":")[2]
+        out = ModelSpec(spec.ref, spec.kind, y.name or spec.name, spec.inputs, spec.output_kind, spec.data, y.seed)
+        try:
+            return out.with_evaluator(ev, y.evaluator_metric) if ev else out
+        except ConfigError as e:
+            raise ConfigError([f"{ref}: {line.lstrip('-')}" for line in e.errors]) from None
     if ref in ZOO:
         return ModelSpec(ref, "zoo", ref, inputs, output_kind, data)
     if ref.endswith(".onnx"):

@@ -333,19 +333,13 @@ def export_onnx(module, example: dict[str, np.ndarray], path: Path) -> None:
     prog.save(str(path), external_data=False)
 
 
-def _resolve_factory(spec: ModelSpec):
-    """(factory callable, extras) for zoo/file/module specs; extras may hold example_inputs/inputs/output_kind."""
-    from planner.zoo import ZOO
+def import_callable(ref: str, kind: str, what: str):
+    """(module, function, name) for ``file.py:name`` (kind "file") or ``package.module:name`` (kind "module").
 
-    if spec.kind == "zoo":
-        mod = importlib.import_module(ZOO[spec.ref])
-        seed = spec.seed
-        return (lambda: mod.build(seed=seed)), {"inputs": getattr(mod, "INPUTS", None), "output_kind": getattr(mod, "OUTPUT_KIND", None),
-                                                "dataset": getattr(mod, "dataset", None),
-                                                "calibration_dataset": getattr(mod, "calibration_dataset", None)}
-    path, _, name = spec.ref.rpartition(":")
+    Importing runs the user's code: their import errors become a `ConfigError` naming ``what``."""
+    path, _, name = ref.rpartition(":")
     try:
-        if spec.kind == "file":
+        if kind == "file":
             mod_name = f"planner_user_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
             s = importlib.util.spec_from_file_location(mod_name, path)
             assert s and s.loader
@@ -358,11 +352,25 @@ def _resolve_factory(spec: ModelSpec):
     except ConfigError:
         raise
     except Exception as e:  # the user's module failed to import: their error to fix
-        raise ConfigError(f"model {spec.ref}: importing {path} failed: {type(e).__name__}: {e}") from None
+        raise ConfigError(f"{what}: importing {path} failed: {type(e).__name__}: {e}") from None
     fn = getattr(mod, name, None)
     if not callable(fn):
         names = [n for n, v in vars(mod).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == mod.__name__]
-        raise ConfigError(f"model {spec.ref}: no function {name!r} in {path}; functions there: {', '.join(sorted(names)) or 'none'}")
+        raise ConfigError(f"{what}: no function {name!r} in {path}; functions there: {', '.join(sorted(names)) or 'none'}")
+    return mod, fn, name
+
+
+def _resolve_factory(spec: ModelSpec):
+    """(factory callable, extras) for zoo/file/module specs; extras may hold example_inputs/inputs/output_kind."""
+    from planner.zoo import ZOO
+
+    if spec.kind == "zoo":
+        mod = importlib.import_module(ZOO[spec.ref])
+        seed = spec.seed
+        return (lambda: mod.build(seed=seed)), {"inputs": getattr(mod, "INPUTS", None), "output_kind": getattr(mod, "OUTPUT_KIND", None),
+                                                "dataset": getattr(mod, "dataset", None),
+                                                "calibration_dataset": getattr(mod, "calibration_dataset", None)}
+    mod, fn, name = import_callable(spec.ref, spec.kind, f"model {spec.ref}")
 
     def factory():
         try:

@@ -48,6 +48,8 @@ class Constraints(_Strict):
     latency_slo_ms: Optional[float] = Field(default=None, gt=0, description="latency bound per batch, ms")
     latency_percentile: Literal["p50", "p90", "p99"] = "p50"
     max_quality_loss: float = Field(default=0.01, ge=0, le=1)
+    quality_loss_mode: Literal["absolute", "relative"] = Field(
+        default="absolute", description="relative: a metric's drop (label accuracy, evaluator metric) divided by its fp32 value")
     max_memory_mb: Optional[float] = Field(default=None, gt=0)
 
 

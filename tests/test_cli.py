@@ -34,6 +34,14 @@ BAD = [
      "exceed target 'fast-cpu' max_batch_size 16"),
     (["--model", str(DATA / "bad" / "corrupt.onnx")], "not a readable ONNX file"),
     (["--model", str(DATA / "bad" / "model-missing-source.yaml")], "model-missing-source.yaml: source: "),
+    (["--model", "tiny-mlp", "--evaluator", "nofile.py:score"], "--evaluator nofile.py:score: file nofile.py not found"),
+    (["--model", "tiny-mlp", "--evaluator-metric", "accuracy"], "--evaluator-metric needs --evaluator"),
+    (["--model", f"{DATA / 'models.py'}:tiny", "--evaluator", f"{DATA / 'evaluators.py'}:score", "--evaluator-metric", "acc:best"],
+     "expected NAME, NAME:max"),
+    (["--model", f"{DATA / 'models.py'}:tiny", "--evaluator", f"{DATA / 'evaluators.py'}:not_a_dict"],
+     "the evaluator must return a non-empty dict"),
+    (["--model", f"{DATA / 'models.py'}:tiny", "--evaluator", f"{DATA / 'evaluators.py'}:score", "--evaluator-metric", "f1"],
+     "--evaluator-metric 'f1': the evaluator returned ['accuracy', 'mean_abs']"),
 ]
 
 

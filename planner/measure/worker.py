@@ -235,6 +235,21 @@ def do_prepare(job: dict) -> dict:
     ref_seconds = time.perf_counter() - t0
     arrays = {f"in:{k}": v for k, v in inputs.items()}
     arrays["ref"] = ref
+    evaluation = None
+    if spec.evaluator:  # the task metrics of the fp32 model: what every trial's are compared with
+        from planner.measure.evaluator import evaluator_quality, load_evaluator, make_predict, parse_metric, run_evaluator
+
+        fn = load_evaluator(spec.evaluator)
+        try:
+            evaluation = run_evaluator(fn, make_predict(run, 8), 8, f"--evaluator {spec.evaluator} (fp32 reference)")
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"--evaluator {spec.evaluator}: raised on the fp32 model: {type(e).__name__}: {e}") from None
+        name, goal = parse_metric(spec.evaluator_metric)
+        evaluator_quality(evaluation, evaluation, name, goal)  # the chosen metric exists
+        for k, v in evaluation.items():
+            arrays[f"evalref:{k}"] = np.float64(v)
     data = src.data()
     if data is not None and "labels" in data:
         arrays["labels"] = data["labels"][np.arange(n) % len(data["labels"])]
@@ -252,6 +267,7 @@ def do_prepare(job: dict) -> dict:
         "param_count": params,
         "synthetic_data": src.synthetic,
         "has_labels": "labels" in arrays,
+        "evaluation": evaluation,
         "format": src.format,
         "reference_seconds": ref_seconds,
     }
@@ -361,6 +377,7 @@ def do_trial(job: dict) -> dict:
         quality = quality_metrics(ref, np.concatenate(outs), job.get("output_kind", "logits"), labels)
     except ValueError as e:
         raise CandidateFailed(FailReason.QUALITY, str(e)) from None
+    quality.update(task_quality(spec, rt, cfg.batch_size, job["reference"], quality, target.constraints.quality_loss_mode))
 
     # latency: one batch, inputs in place, per the target's protocol
     feed, _ = next(_batches(inputs, n, cfg.batch_size))
@@ -387,6 +404,28 @@ def do_trial(job: dict) -> dict:
         "device": rt.device,
         "measured_window": [measured_from, time.time()],  # wall clock: quality check + latency protocol
     }
+
+
+def task_quality(spec, rt, batch_size: int, reference: str, quality: dict, mode: str) -> dict:
+    """Quality from the user's evaluator (when the spec has one), else the relative form of a label
+    accuracy drop (``quality_loss_mode: relative``); {} when neither applies."""
+    import numpy as np
+
+    if spec.evaluator:
+        from planner.measure.evaluator import evaluator_quality, load_evaluator, make_predict, parse_metric, run_evaluator
+
+        with np.load(reference, allow_pickle=False) as z:
+            ref_metrics = {k[8:]: float(z[k]) for k in z.files if k.startswith("evalref:")}
+        fn = load_evaluator(spec.evaluator)
+        try:
+            got = run_evaluator(fn, make_predict(rt.infer, batch_size), batch_size, f"--evaluator {spec.evaluator}")
+        except Exception as e:  # on this candidate only (it passed on the fp32 model)
+            raise CandidateFailed(FailReason.QUALITY, f"the evaluator failed on this deployment: {type(e).__name__}: {e}") from None
+        name, goal = parse_metric(spec.evaluator_metric)
+        return evaluator_quality(ref_metrics, got, name, goal, mode)
+    if mode == "relative" and quality.get("accuracy_reference"):
+        return {"quality_loss": max(0.0, quality["accuracy_drop"]) / quality["accuracy_reference"]}
+    return {}
 
 
 def _die_with_parent() -> None:

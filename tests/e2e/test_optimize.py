@@ -182,3 +182,28 @@ def test_plugin_backend_and_constant_output_is_infeasible(tmp_path):
     from planner.select.pareto import pareto_front
 
     assert pareto_front(study) == []
+
+
+def test_user_evaluator_sets_the_quality_loss(tmp_path):
+    """--evaluator: task metrics per trial against the fp32 model's; an evaluator failing on one deployment
+    fails that trial (reason quality) and the study goes on."""
+    from optuna.trial import TrialState
+
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:tiny", "--target", DATA / "fast-cpu.yaml",
+                "--space", DATA / "small-space.yaml", "--sampler", "grid", "--trials", "6", "--eval-samples", "6",
+                "--evaluator", f"{DATA / 'evaluators.py'}:fails_on_batch4", "--study", "ev", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    trials = _study(home, "ev").trials
+    ok = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("duplicate_of") is None]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert ok and all(t.user_attrs["config"]["batch_size"] == 1 for t in ok)
+    assert failed and all(t.user_attrs["fail_reason"] == "quality" and "evaluator failed" in t.user_attrs["fail_message"]
+                          for t in failed)
+    for t in ok:
+        m = t.user_attrs["metrics"]
+        assert m["eval_reference.accuracy"] == pytest.approx(m["eval.accuracy"], abs=0.03)  # fp32 deployments
+        assert m["quality_loss"] == pytest.approx(max(0.0, m["eval_drop"])) and m["quality_loss"] <= 0.03
+    c, _, runs = _mlflow_runs(home)
+    trial_runs = [x for x in runs if x.data.tags.get("planner.kind") == "trial" and x.info.status == "FINISHED"]
+    assert trial_runs and all("eval.accuracy" in x.data.metrics for x in trial_runs)
