@@ -43,7 +43,7 @@ def postgres(tmp_path_factory):
         return subprocess.run(["runuser", "-u", "postgres", "--", *map(str, cmd)], check=True, capture_output=True, text=True)
 
     as_pg(PG_BIN / "initdb", "-D", data, "-A", "trust", "-U", "postgres")
-    as_pg(PG_BIN / "pg_ctl", "-D", data, "-o", f"-p {port} -k {d} -c listen_addresses=127.0.0.1", "-l", d / "log", "-w", "start")
+    as_pg(PG_BIN / "pg_ctl", "-D", data, "-o", f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c max_connections=300", "-l", d / "log", "-w", "start")
     try:
         as_pg(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", port, "optuna")
         as_pg(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", port, "mlflow")
@@ -66,6 +66,7 @@ def test_two_workers_share_one_postgres_study(postgres, tmp_path):
     from optuna.trial import TrialState
 
     storage, tracking = f"{postgres}/optuna", f"{postgres}/mlflow"
+    polling = optuna.storages.RDBStorage(storage)  # one engine for all polling (a URL string makes one per call)
     common = ["--target", DATA / "fast-cpu.yaml", "--space", DATA / "small-space.yaml", "--sampler", "random",
               "--eval-samples", "6", "--study", "shared", "--storage", storage, "--tracking-uri", tracking]
     # the first worker creates the study; the second joins it with `planner worker` (specs read from the study)
@@ -73,7 +74,7 @@ def test_two_workers_share_one_postgres_study(postgres, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
-            if optuna.load_study(study_name="shared", storage=storage).user_attrs.get("mlflow_parent_run_id"):
+            if optuna.load_study(study_name="shared", storage=polling).user_attrs.get("mlflow_parent_run_id"):
                 break
         except KeyError:
             pass
@@ -84,7 +85,7 @@ def test_two_workers_share_one_postgres_study(postgres, tmp_path):
     out2, err2 = second.communicate(timeout=600)
     assert first.returncode == 0, err1
     assert second.returncode == 0, err2
-    study = optuna.load_study(study_name="shared", storage=storage)
+    study = optuna.load_study(study_name="shared", storage=polling)
     assert len(study.trials) == 7
     assert len({t.number for t in study.trials}) == 7
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
@@ -104,6 +105,7 @@ def test_stale_trial_of_a_killed_worker_is_failed_by_another(postgres, tmp_path)
     from optuna.trial import TrialState
 
     storage = f"{postgres}/optuna"
+    polling = optuna.storages.RDBStorage(storage)
     space = tmp_path / "space.yaml"
     space.write_text("name: hang\nbatch_size: [4]\nbackends: {torch: {}}\n")
     common = ["--target", DATA / "fast-cpu.yaml", "--space", space, "--eval-samples", "6", "--storage", storage,
@@ -112,7 +114,7 @@ def test_stale_trial_of_a_killed_worker_is_failed_by_another(postgres, tmp_path)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
-            st = optuna.load_study(study_name="stale", storage=storage)
+            st = optuna.load_study(study_name="stale", storage=polling)
             if any(t.state == TrialState.RUNNING for t in st.trials):
                 break
         except KeyError:
@@ -127,7 +129,7 @@ def test_stale_trial_of_a_killed_worker_is_failed_by_another(postgres, tmp_path)
 
     # what any other worker started with the same --heartbeat does before each trial
     optuna.storages.fail_stale_trials(optuna.load_study(study_name="stale", storage=make_storage(storage, 1)))
-    st = optuna.load_study(study_name="stale", storage=storage)
+    st = optuna.load_study(study_name="stale", storage=polling)
     assert [t.state for t in st.trials] == [TrialState.FAIL]
 
 
@@ -206,6 +208,7 @@ def test_three_workers_reach_the_study_goal_though_one_is_killed(postgres, tmp_p
     from optuna.trial import TrialState
 
     storage, tracking = f"{postgres}/optuna", f"{postgres}/mlflow"
+    polling = optuna.storages.RDBStorage(storage)  # one engine for all the polling below (a URL string makes one per call)
     space = tmp_path / "space.yaml"  # 24 configs: enough for 12 distinct ones plus the killed one
     space.write_text("name: three\nbatch_size: [1, 2, 3, 4, 5, 6, 7, 8]\nbackends:\n  torch: {}\n"
                      "  onnxruntime:\n    graph_optimization_level: [basic, all]\n")
@@ -215,7 +218,7 @@ def test_three_workers_reach_the_study_goal_though_one_is_killed(postgres, tmp_p
 
     def study():
         try:
-            return optuna.load_study(study_name="three", storage=storage)
+            return optuna.load_study(study_name="three", storage=polling)
         except KeyError:
             return None
 
@@ -251,7 +254,8 @@ def test_three_workers_reach_the_study_goal_though_one_is_killed(postgres, tmp_p
 
     c = MlflowClient(tracking_uri=tracking)
     exp = c.get_experiment_by_name("planner/tiny-mlp/fast-cpu")
-    runs = [r for r in c.search_runs([exp.experiment_id]) if r.data.tags.get("planner.kind") == "trial"]
+    parent = study().user_attrs["mlflow_parent_run_id"]  # the experiment also holds other tests' studies
+    runs = [r for r in c.search_runs([exp.experiment_id]) if r.data.tags.get("mlflow.parentRunId") == parent]
     finished = {r.info.run_id for r in runs if r.info.status == "FINISHED"}
     assert finished == {t.user_attrs["mlflow_run_id"] for t in measured}
     lost = next(t for t in trials if t.number == killed).user_attrs["mlflow_run_id"]
