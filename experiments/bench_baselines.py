@@ -175,13 +175,17 @@ class LineReporter:
             self.wall.append(wall)
         label = f"{o.config.describe()} b={o.config.batch_size}" if o.config else "?"
         if o.status in ("ok", "infeasible"):
-            m = o.metrics
-            detail = f"p50 {m['latency_p50_ms']:.3f} ms, loss {m['quality_loss']:.1e}" + (f" ({o.message})" if o.message else "")
+            detail = self.measured(o.metrics) + (f" ({o.message})" if o.message else "")
         elif o.status == "duplicate":
             detail = o.message or ""
         else:
             detail = f"{o.reason}: {(o.message or '').splitlines()[0][:120] if o.message else ''}"
         log(f"[{self.model}] {self.n}/{self.total} #{o.number} {o.status:10s} {label}: {detail}  [{wall:.0f} s]")
+
+    @staticmethod
+    def measured(m: dict) -> str:
+        """What a measured trial's line shows (subclasses: other metrics)."""
+        return f"p50 {m['latency_p50_ms']:.3f} ms, loss {m['quality_loss']:.1e}"
 
     def end(self, result):
         log(f"[{self.model}] study done: {result.stopped_because}; Pareto front {len(result.front)} points")

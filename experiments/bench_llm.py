@@ -57,6 +57,8 @@ for p in (REPO, REPO / "experiments"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from bench_baselines import LineReporter  # noqa: E402  (stdlib-only module beside this one)
+
 VARIANTS = ("eager", "compile", "best")
 TITLES = {"eager": "eager fp32", "compile": "torch.compile default", "best": "planner best"}
 RATIOS = (("best", "eager"), ("best", "compile"), ("compile", "eager"))
@@ -182,40 +184,16 @@ def bench_target(base, threads: int | None):
 # ------------------------------------------------------------------ study
 
 
-class LLMReporter:
+class LLMReporter(LineReporter):
     """One line per trial with TTFT/TPOT p99, tokens/s, quality and the trial's wall time."""
 
     def __init__(self, total: int):
-        self.total, self.t0, self.n = total, 0.0, 0
-        self.wall: list[float] = []
+        super().__init__("llm", total)
 
-    def start(self, study_name, total, info):
-        skipped = "; ".join(f"{b}: {r}" for b, r in (info.get("skipped") or {}).items())
-        log(f"study {study_name}: {total} trials now ({info.get('resumed', 0)} already in it); "
-            f"backends {', '.join(info.get('backends', []))}" + (f"; skipped {skipped}" if skipped else ""))
-
-    def trial_started(self, number, cfg):
-        self.t0 = time.perf_counter()
-
-    def trial_done(self, o):
-        self.n += 1
-        wall = time.perf_counter() - self.t0 if o.status != "duplicate" else 0.0
-        if o.status != "duplicate":
-            self.wall.append(wall)
-        label = f"{o.config.describe()} b={o.config.batch_size}" if o.config else "?"
-        if o.status in ("ok", "infeasible"):
-            m = o.metrics
-            detail = (f"TTFT p99 {_f(m.get('ttft_p99_ms'), '{:.1f}')} ms, TPOT p99 {_f(m.get('tpot_p99_ms'), '{:.1f}')} ms, "
-                      f"{_f(m.get('tokens_per_s'), '{:.1f}')} tok/s, loss {_f(m.get('quality_loss'), '{:.3f}')}"
-                      + (f" ({o.message})" if o.message else ""))
-        elif o.status == "duplicate":
-            detail = o.message or ""
-        else:
-            detail = f"{o.reason}: {(o.message or '').splitlines()[0][:140] if o.message else ''}"
-        log(f"  {self.n}/{self.total} #{o.number} {o.status:10s} {label}: {detail}  [{wall:.0f} s]")
-
-    def end(self, result):
-        log(f"study done: {result.stopped_because}; feasible Pareto front {len(result.front)} points")
+    @staticmethod
+    def measured(m: dict) -> str:
+        return (f"TTFT p99 {_f(m.get('ttft_p99_ms'), '{:.1f}')} ms, TPOT p99 {_f(m.get('tpot_p99_ms'), '{:.1f}')} ms, "
+                f"{_f(m.get('tokens_per_s'), '{:.1f}')} tok/s, loss {_f(m.get('quality_loss'), '{:.3f}')}")
 
 
 def _constraints(t) -> dict[str, float]:
