@@ -74,6 +74,8 @@ SCHEME_OPTIONS: dict[str, dict[str, tuple]] = {
         "calibrate_method": ("minmax", "entropy", "percentile"),
         # TensorRT-style Q/DQ: zero points 0 for activations and weights, biases left in float
         "symmetric": _BOOL,
+        # keep the k most sensitive layers in fp32 (lowest weight SQNR after a first quantization pass)
+        "fallback_layers": (0, 1, 2, 4, 8),
     },
 }
 
@@ -350,6 +352,25 @@ def quantize_onnx(src: Path, dst: Path, cfg: "QuantConfig", calib: "dict[str, np
     return info
 
 
+def sensitive_nodes(float_model: Path, qdq_model: Path) -> list[tuple[str, float]]:
+    """Quantized nodes of ``float_model``, most sensitive first: ranked by the signal-to-quantization-noise
+    ratio (dB) of their weights in ``qdq_model`` (lower = more damaged by int8).  A weight-only proxy:
+    cheap (no inference) and data-free; activations are not ranked."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import compute_weight_error, create_weight_matching
+
+    sqnr = compute_weight_error(create_weight_matching(str(float_model), str(qdq_model)))
+    model = onnx.load(str(float_model), load_external_data=False)
+    by_node: dict[str, float] = {}
+    for node in model.graph.node:
+        if not node.name or node.op_type not in ("Conv", "MatMul", "Gemm", "ConvTranspose"):
+            continue
+        vals = [float(sqnr[i]) for i in node.input[1:2] if i in sqnr]
+        if vals:
+            by_node[node.name] = min(vals)
+    return sorted(by_node.items(), key=lambda kv: kv[1])
+
+
 def _fp16(src: Path, dst: Path, large: bool) -> None:
     import onnx
 
@@ -459,18 +480,30 @@ def _int8(model_in: Path, dst: Path, scheme: str, opts: dict, calib, info: dict,
                             extra["calibration_cache_path"] = str(cache)
                             info["entropy_num_bins"] = ENTROPY_NUM_BINS
                         reader.rewind()
-                    quantize_static(
-                        str(model_in), str(dst), reader,
-                        quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=op_types,
-                        per_channel=opts["per_channel"],
-                        reduce_range=reduce_range,
-                        activation_type=_qtype(opts["activation_type"]),
-                        weight_type=_qtype(opts["weight_type"]),
-                        calibrate_method=method,
-                        use_external_data_format=large,
-                        **extra,
-                    )
+
+                    def run_static(exclude: list[str]) -> None:
+                        reader.rewind()
+                        quantize_static(
+                            str(model_in), str(dst), reader,
+                            quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=op_types,
+                            per_channel=opts["per_channel"],
+                            reduce_range=reduce_range,
+                            activation_type=_qtype(opts["activation_type"]),
+                            weight_type=_qtype(opts["weight_type"]),
+                            calibrate_method=method,
+                            use_external_data_format=large,
+                            nodes_to_exclude=exclude,
+                            **extra,
+                        )
+
+                    run_static([])
+                    k = int(opts.get("fallback_layers") or 0)
+                    if k > 0:  # sensitive-layer fallback: re-quantize with the k worst layers left in fp32
+                        ranked = sensitive_nodes(model_in, dst)
+                        info["fallback_nodes"] = [n for n, _ in ranked[:k]]
+                        info["fallback_sqnr_db"] = [round(v, 2) for _, v in ranked[:k]]
+                        run_static(info["fallback_nodes"])
     except (ConfigError, CandidateFailed):
         raise
     except Exception as e:  # noqa: BLE001 -- the quantizer crashed on this graph

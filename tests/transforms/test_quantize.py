@@ -291,3 +291,32 @@ def test_onnx_rejects_torch_only_scheme(onnx_models, tmp_path):
     with pytest.raises(CandidateFailed) as e:
         Q.quantize_onnx(src, tmp_path / "q.onnx", _q("bf16"), None)
     assert e.value.reason is FailReason.UNSUPPORTED
+
+
+def test_onnx_sensitive_layer_fallback_keeps_the_worst_layers_in_fp32(onnx_models, tmp_path):
+    """fallback_layers=k: rank layers by weight SQNR after a first pass, re-quantize with the k worst excluded:
+    those nodes read float weights (no DequantizeLinear feeding them), every other Conv still does."""
+    import onnx
+
+    src, calib, xs, ref = onnx_models["conv"]
+    full = tmp_path / "full.onnx"
+    Q.quantize_onnx(src, full, _q("int8_static", calibrate_method="minmax"), calib)
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    model_in, _, _ = Q._preprocess(src, pre, False)
+    ranked = Q.sensitive_nodes(model_in, full)
+    assert len(ranked) >= 2 and [v for _, v in ranked] == sorted(v for _, v in ranked)
+
+    dst = tmp_path / "fb.onnx"
+    info = Q.quantize_onnx(src, dst, _q("int8_static", calibrate_method="minmax", fallback_layers=1), calib)
+    assert info["fallback_nodes"] == [ranked[0][0]] and len(info["fallback_sqnr_db"]) == 1
+    g = onnx.load(str(dst)).graph
+    produced_by = {o: n for n in g.node for o in n.output}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+
+    def dequantized_weight(n):
+        p = produced_by.get(n.input[1])
+        return p is not None and p.op_type == "DequantizeLinear"
+
+    assert [n.name for n in convs if not dequantized_weight(n)] == info["fallback_nodes"]
+    assert _cos(ref, _session(dst).run(None, {"x": xs})[0]) > 0.98
