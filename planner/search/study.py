@@ -518,7 +518,8 @@ class Optimizer:
         """Ask a trial, sample its config, and start its worker; a known config returns an outcome at once."""
         from optuna.trial import TrialState
 
-        self._fail_stale(study, rec)
+        if self.opts.study_trials is None:  # with a study goal the loop has just done it, before counting
+            self._fail_stale(study, rec)
         seen.update(self._seen(study))  # configs other workers measured meanwhile are not measured again
         trial = study.ask()
         if self.opts.study_trials is not None:
