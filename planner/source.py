@@ -62,6 +62,12 @@ class ModelSource:
             module = factory()
             if not isinstance(module, torch.nn.Module):
                 raise ConfigError(f"model {self.spec.ref}: factory returned {type(module).__name__}, expected torch.nn.Module")
+            from planner.llm.hf import HFDecoder, is_hf_causal_lm
+
+            if is_hf_causal_lm(module):  # a transformers causal LM: planner's decoder API around it
+                module = HFDecoder(module, where=f"model {self.spec.ref}")
+                extras = {"inputs": module.input_specs(), "output_kind": "logits", **{k: v for k, v in extras.items() if v}}
+                self.log.append(f"transformers {module.model_class} wrapped as a KV-cache decoder (planner.llm.hf)")
             self._module = module.eval()
             self._example_fn = extras.get("example_inputs")
             self._dataset_fn = extras.get("dataset")

@@ -94,6 +94,9 @@ def prune(module: "nn.Module", cfg: "PruneConfig", example_inputs: "tuple[torch.
     info: dict[str, Any] = {"method": cfg.method, "ratio": float(cfg.ratio), "round_to": int(cfg.round_to),
                             "params_before": before}
     if cfg.method in STRUCTURED:
+        why = getattr(module, "planner_unprunable", None)  # a model that declares it cannot be restructured
+        if isinstance(why, str):
+            raise CandidateFailed(FailReason.UNSUPPORTED, f"prune.method={cfg.method}: {why}")
         p = 2 if cfg.method == "l2" else 1
         if cfg.method == "heads" or is_transformer(module):
             info.update(prune_transformer(module, cfg.ratio, p=p, round_to=cfg.round_to))

@@ -196,6 +196,9 @@ def quantize_torch(module: "nn.Module", cfg: "QuantConfig", example_inputs: "tup
         return module
     if cfg.scheme in ("fp16", "bf16"):
         return module.to(input_dtype(cfg))
+    if cfg.scheme in ("int8_dynamic", "int8_weight_only") and not any(isinstance(m, nn.Linear) for m in module.modules()):
+        raise CandidateFailed(FailReason.UNSUPPORTED, f"{cfg.scheme} quantizes nn.Linear layers and "
+                              f"{type(module).__name__} has none (e.g. transformers GPT-2 uses Conv1D)")
     if cfg.scheme == "int8_dynamic":
         from torch.ao.quantization import quantize_dynamic
 

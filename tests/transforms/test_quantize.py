@@ -146,6 +146,15 @@ def test_torch_rejects_onnx_only_scheme_and_none_is_identity():
     assert e.value.reason is FailReason.UNSUPPORTED
 
 
+def test_torch_int8_of_a_model_without_linear_layers_is_unsupported_not_a_silent_no_op():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    for scheme in ("int8_dynamic", "int8_weight_only"):
+        with pytest.raises(CandidateFailed, match=f"{scheme} quantizes nn.Linear layers and Sequential has none") as e:
+            Q.quantize_torch(conv, _q(scheme), (x,))
+        assert e.value.reason is FailReason.UNSUPPORTED
+
+
 # --------------------------------------------------------------------------- ONNX
 
 
