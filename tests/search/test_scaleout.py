@@ -4,9 +4,11 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -147,12 +149,15 @@ def test_kill_9_then_resume_keeps_finished_trials(tmp_path):
     while time.time() < deadline:
         time.sleep(1)
         if (home.root / "optuna.db").exists():
+            # read-only polling: optuna.load_study here could race the CLI's own schema creation (seen once:
+            # "UNIQUE constraint failed: alembic_version" in this process)
             try:
-                st = optuna.load_study(study_name="r", storage=home.optuna_url)
-                if len([t for t in st.trials if t.state == TrialState.COMPLETE]) >= 2 and st.trials[-1].state == TrialState.RUNNING:
-                    break
-            except KeyError:
-                pass
+                with closing(sqlite3.connect(f"file:{home.root / 'optuna.db'}?mode=ro", uri=True)) as db:
+                    states = [s for (s,) in db.execute("SELECT state FROM trials ORDER BY number")]
+            except sqlite3.Error:  # tables not created yet
+                continue
+            if states.count("COMPLETE") >= 2 and states[-1] == "RUNNING":
+                break
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     before = optuna.load_study(study_name="r", storage=home.optuna_url).trials
