@@ -124,21 +124,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def llm_space(quick: bool = False):
-    """The decoder search space: every backend with a decoder runtime, fp32 and the int8 schemes it implements."""
+    """The decoder search space: every backend with a decoder runtime, fp32 and the int8/int4 schemes it implements."""
     from planner.space import SearchSpace
 
     compile_opts = {"mode": ["default"] if quick else ["default", "max-autotune-no-cudagraphs"], "freezing": [False, True]}
     return SearchSpace.model_validate({
         "name": "llm-quick" if quick else "llm",
         "description": "decoders on CPU: torch eager, torch.compile (static KV cache), ONNX Runtime (prefill + decode graphs); "
-                       "fp32, int8_dynamic, int8_weight_only (torch backends); no pruning",
+                       "fp32, int8_dynamic, int8/int4 weight-only (torch backends); no pruning",
         "batch_size": [1],  # replaced by the workload's batch sizes (Optimizer)
         "backends": {
             "torch": {},
             "torch_compile": compile_opts,
             "onnxruntime": {"graph_optimization_level": ["extended", "all"]},
         },
-        "quantize": {"schemes": ["none", "int8_dynamic", "int8_weight_only"], "options": {"int8_dynamic": {"op_types": ["matmul"]}}},
+        "quantize": {"schemes": ["none", "int8_dynamic", "int8_weight_only", "int4_weight_only"],
+                     "options": {"int8_dynamic": {"op_types": ["matmul"]}, "int4_weight_only": {"group_size": [32, 128]}}},
         "prune": {"methods": ["none"]},
     })
 

@@ -203,6 +203,8 @@ def probe_host() -> Target:
         )
     isa = _cpu_isa()
     precs = ["fp32", "int8"] + (["bf16"] if "avx512_bf16" in isa or "amx_bf16" in isa else [])
+    if "avx2" in isa or platform.machine().lower() in ("aarch64", "arm64"):
+        precs.append("int4")  # weight-only int4: torch's CPU int4 kernel (planner.transforms.int4)
     cores = os.cpu_count() or 1
     mcpu = _llvm_mcpu(isa)
     return Target(

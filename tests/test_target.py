@@ -58,6 +58,8 @@ def test_probe_is_a_valid_target():
     again = Target.model_validate(t.model_dump())
     assert again == t
     assert t.thread_count() >= 1
+    if t.device.kind == "cpu":  # int4 weight-only (torch's CPU int4 kernel) is offered on AVX2 and ARM hosts
+        assert ("int4" in t.precisions) == ("avx2" in t.device.cpu_isa or __import__("platform").machine() in ("aarch64", "arm64"))
 
 
 def test_gpu_target_on_cpu_host_fails_fast():

@@ -75,7 +75,7 @@ def save_exported_program(module, example: dict[str, np.ndarray], path: Path, in
 
 def prepare_torch_module(source, cfg, target):
     """The transformed, quantized module on the target device, and the input dtype it expects."""
-    from planner.transforms.quantize import input_dtype, quantize_torch
+    from planner.transforms.quantize import input_dtype, quantize_torch, record_quant_info
 
     import torch
 
@@ -85,6 +85,7 @@ def prepare_torch_module(source, cfg, target):
         import copy
 
         module = quantize_torch(copy.deepcopy(module), cfg.quant, example)
+        record_quant_info(module, source.transform_info)
     device = "cuda" if target.is_gpu else "cpu"
     module = module.to(device).eval()
     return module, device, input_dtype(cfg.quant)

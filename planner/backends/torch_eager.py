@@ -14,7 +14,7 @@ class TorchEager(Backend):
     install_hint = "pip install torch==2.13.0"
     devices = ("cpu", "cuda")
     input_format = "torch"
-    quant_schemes = ("none", "int8_dynamic", "int8_weight_only", "fp16", "bf16")
+    quant_schemes = ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16")
     options: dict = {}
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:

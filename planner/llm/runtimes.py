@@ -60,8 +60,8 @@ import numpy as np
 from planner.errors import CandidateFailed, FailReason
 
 QUANT_SCHEMES: dict[str, tuple[str, ...]] = {
-    "torch": ("none", "int8_dynamic", "int8_weight_only", "fp16", "bf16"),
-    "torch_compile": ("none", "int8_dynamic", "int8_weight_only", "fp16", "bf16"),
+    "torch": ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16"),
+    "torch_compile": ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16"),
     "onnxruntime": ("none", "int8_dynamic"),
 }
 BACKENDS: tuple[str, ...] = tuple(QUANT_SCHEMES)
@@ -410,12 +410,13 @@ def build_decoder(source, cfg, target, workdir: Path, cache_len: int,
 def _build_torch(module, cfg, device, cache_len, opts, source) -> DecoderRuntime:
     import torch
 
-    from planner.transforms.quantize import quantize_torch
+    from planner.transforms.quantize import quantize_torch, record_quant_info
 
     if cfg.quant.active:
         vocab = int(module.config.vocab)
         example = (torch.randint(0, vocab, (2, 8), generator=torch.Generator().manual_seed(11)),)
         module = quantize_torch(copy.deepcopy(module), cfg.quant, example)
+        record_quant_info(module, source.transform_info)
     module = module.to(device).eval()
     if cfg.backend == "torch":
         return EagerDecoder(module, device)

@@ -10,7 +10,10 @@ torch schemes
   fp16 / bf16       the module is cast; the caller casts float inputs (`input_dtype`)
   int8_dynamic      torch.ao.quantization.quantize_dynamic on nn.Linear, qint8 weights
   int8_weight_only  torchao ``quantize_(model, Int8WeightOnlyConfig())`` (nn.Linear)
-  The torch path honours no options (they are validated, then ignored).
+  int4_weight_only  `planner.transforms.int4`: grouped int4 weights for torch's CPU int4 kernel
+                    (bf16 compute); option group_size.  CPU only.
+  The other torch schemes honour no options (they are validated, then ignored).
+  What a torch quantization did is recorded on the module (`quant_info`).
 
 ONNX schemes (onnxruntime.quantization; the model is first run through
 ``quant_pre_process`` -- shape inference + graph optimisation -- when that works)
@@ -48,7 +51,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from planner.config import QuantConfig
 
-TORCH_SCHEMES: tuple[str, ...] = ("none", "fp16", "bf16", "int8_dynamic", "int8_weight_only")
+TORCH_SCHEMES: tuple[str, ...] = ("none", "fp16", "bf16", "int8_dynamic", "int8_weight_only", "int4_weight_only")
+INT4_GROUP_SIZES: tuple[int, ...] = (128, 32, 64, 256)  # the int4 CPU kernel's group sizes; first = default
+QUANT_INFO_ATTR = "planner_quant_info"
 ONNX_SCHEMES: tuple[str, ...] = ("none", "fp16", "int8_dynamic", "int8_static")
 
 _BOOL = (False, True)
@@ -59,6 +64,7 @@ SCHEME_OPTIONS: dict[str, dict[str, tuple]] = {
     "fp16": {},
     "bf16": {},
     "int8_weight_only": {},
+    "int4_weight_only": {"group_size": INT4_GROUP_SIZES},
     "int8_dynamic": {
         "op_types": ("matmul", "all"),
         "weight_type": ("s8", "u8"),
@@ -172,6 +178,18 @@ def validate(cfg: "QuantConfig") -> None:
 # --------------------------------------------------------------------------- torch
 
 
+def quant_info(module) -> dict[str, Any] | None:
+    """What `quantize_torch` recorded on the module (None when it recorded nothing)."""
+    return getattr(module, QUANT_INFO_ATTR, None)
+
+
+def record_quant_info(module, into: dict[str, Any]) -> None:
+    """Copy the numeric `quant_info` of ``module`` into ``into`` as ``quant_<key>`` (a trial's transform info)."""
+    for k, v in (quant_info(module) or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            into[f"quant_{k}"] = v
+
+
 def input_dtype(cfg: "QuantConfig") -> "torch.dtype | None":
     """The dtype float inputs must be cast to for a module quantized with ``cfg`` (None: leave them).
 
@@ -196,6 +214,24 @@ def quantize_torch(module: "nn.Module", cfg: "QuantConfig", example_inputs: "tup
         return module
     if cfg.scheme in ("fp16", "bf16"):
         return module.to(input_dtype(cfg))
+    if cfg.scheme == "int4_weight_only":
+        from planner.transforms.int4 import quantize_int4
+
+        gs = resolve_options(cfg)["group_size"]
+        total = sum(type(m) is nn.Linear for m in module.modules())
+        done, kept = quantize_int4(module, gs)
+        if not done:
+            raise CandidateFailed(FailReason.UNSUPPORTED,
+                                  f"int4_weight_only: none of the {total} nn.Linear layers fits the int4 CPU kernel "
+                                  f"(out_features a multiple of 16, in_features of group_size {gs})")
+        try:
+            with torch.no_grad():
+                module.eval()(*example_inputs)
+        except Exception as e:  # noqa: BLE001
+            raise CandidateFailed(FailReason.COMPILE, f"int4_weight_only model failed to run: {type(e).__name__}: {e}") from e
+        setattr(module, QUANT_INFO_ATTR, {"scheme": cfg.scheme, "group_size": gs, "layers_quantized": done,
+                                          "layers_kept_float": kept})
+        return module
     if cfg.scheme in ("int8_dynamic", "int8_weight_only") and not any(isinstance(m, nn.Linear) for m in module.modules()):
         raise CandidateFailed(FailReason.UNSUPPORTED, f"{cfg.scheme} quantizes nn.Linear layers and "
                               f"{type(module).__name__} has none (e.g. transformers GPT-2 uses Conv1D)")

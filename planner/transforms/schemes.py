@@ -28,7 +28,8 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("int8_dynamic", "int8", ("cpu", "cuda"), "int8 weights, activations quantized at run time"),
         Scheme("int8_static", "int8", ("cpu", "cuda"), "int8 weights and activations, calibrated (QDQ)"),
         Scheme("int8_weight_only", "int8", ("cpu", "cuda"), "int8 weights, float compute"),
-        Scheme("int4_weight_only", "int4", ("cuda",), "int4 weights, float compute"),
+        # CPU only: torch's CPU int4 kernel (planner.transforms.int4); the CUDA path is not implemented
+        Scheme("int4_weight_only", "int4", ("cpu",), "int4 weights (grouped), bf16 compute"),
         Scheme("fp8", "fp8", ("cuda",), "float8 weights and activations"),
     ]
 }

@@ -15,10 +15,11 @@ def make_source(spec, cache_dir):
     return ModelSource(spec, Path(cache_dir))
 
 
-def cfg(backend: str, scheme: str = "none", batch: int = 2, prune: float = 0.0, **options):
+def cfg(backend: str, scheme: str = "none", batch: int = 2, prune: float = 0.0, qopts: dict | None = None, **options):
     from planner.config import TrialConfig
 
-    d = {"backend": backend, "batch_size": batch, "backend_options": options, "quant": {"scheme": scheme}}
+    d = {"backend": backend, "batch_size": batch, "backend_options": options,
+         "quant": {"scheme": scheme, "options": qopts or {}}}
     if prune:
         d["prune"] = {"method": "heads", "ratio": prune}
     return TrialConfig.from_dict(d)
