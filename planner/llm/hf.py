@@ -21,10 +21,11 @@ int8 quantization reaches every projection.
 ``forward(input_ids) -> logits[B,V]`` of the last position is the zoo contract, so the
 generic (non-LLM) path treats it like ``gpt-mini``.
 
-Not supported: structured pruning (the head/FFN pruner needs planner's module layout;
-``transformers`` attention reshapes by config head counts) -- such trials fail as
-``unsupported`` with the reason; sliding-window and recurrent cache layers (refused when
-the model is wrapped).  ``transformers`` is imported only when a model already built by
+Structured pruning (``l1``/``l2``/``heads``) removes FFN neurons only (Llama-style gated MLPs
+``gate_proj``/``up_proj`` -> ``down_proj``, GPT-2 ``c_fc`` -> ``c_proj``): attention heads stay,
+because transformers attention reshapes by the config's head counts (and grouped-query
+attention ties query heads to key/value heads).  Sliding-window and recurrent cache layers
+are refused when the model is wrapped.  ``transformers`` is imported only when a model already built by
 the user's factory is wrapped (``pip install 'planner[hf]'``).
 """
 
@@ -39,8 +40,6 @@ from planner.errors import ConfigError
 from planner.model import InputSpec
 
 SEQ = 128  # prompt length of the generic (non-LLM) input spec, capped by the model's positions
-PRUNE_UNSUPPORTED = ("structured pruning is not implemented for transformers models (planner's head/FFN pruner "
-                     "needs its own module layout; transformers attention reshapes by the config's head counts)")
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def _text_config(model):
 class HFDecoder(nn.Module):
     """A ``transformers`` causal LM behind planner's decoder API (see the module docstring)."""
 
-    planner_unprunable = PRUNE_UNSUPPORTED  # read by `planner.transforms.prune.prune`
+    planner_prune_scope = "ffn"  # read by `planner.transforms.prune.prune`: FFN neurons only, attention untouched
 
     def __init__(self, model: nn.Module, where: str = "model"):
         super().__init__()

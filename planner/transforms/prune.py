@@ -10,7 +10,8 @@
     side (so the number of classes / embedding width is unchanged).
   - Transformers (any submodule with a ``num_heads`` attribute): the lowest-norm
     attention heads and FFN neurons are removed (see `prune_transformer`); the
-    residual stream width is left alone.
+    residual stream width is left alone.  Models that set ``planner_prune_scope =
+    "ffn"`` (transformers decoders, see planner.llm.hf) lose FFN neurons only.
 * ``heads`` -- the transformer path with L1 norms, forced.
 * ``magnitude`` -- unstructured: the smallest ``|w|`` of every Conv/Linear weight are
   zeroed (per layer, to ``cfg.ratio``).  Storage stays dense, so this only helps
@@ -50,6 +51,14 @@ SIZE_ONLY: tuple[str, ...] = ("magnitude", "2:4")  # zeros in dense storage
 # encoder.layers[i].ffn.{fc1,fc2}); override through `prune_transformer`'s arguments.
 ATTN_PROJ: tuple[str, str, str, str] = ("q", "k", "v", "o")
 FFN_PROJ: tuple[str, str] = ("fc1", "fc2")
+# FFN layouts: (Linear children producing the hidden neurons, Linear child consuming them).
+# planner's zoo (fc1 -> fc2), Llama-style gated MLPs (down(act(gate(x)) * up(x))) and GPT-2
+# (c_fc -> c_proj, once planner.llm.hf has turned its Conv1D layers into nn.Linear).
+FFN_LAYOUTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("fc1",), "fc2"), (("gate_proj", "up_proj"), "down_proj"), (("c_fc",), "c_proj"))
+# A model may set this attribute to "ffn": its attention cannot be restructured (e.g. transformers
+# models reshape by their config's head counts), so structured pruning removes FFN neurons only.
+SCOPE_ATTR = "planner_prune_scope"
 HEADS_ATTR = "num_heads"
 HEAD_DIM_ATTR = "head_dim"
 # Integer attributes of an attention module that equal num_heads * head_dim and are
@@ -94,11 +103,11 @@ def prune(module: "nn.Module", cfg: "PruneConfig", example_inputs: "tuple[torch.
     info: dict[str, Any] = {"method": cfg.method, "ratio": float(cfg.ratio), "round_to": int(cfg.round_to),
                             "params_before": before}
     if cfg.method in STRUCTURED:
-        why = getattr(module, "planner_unprunable", None)  # a model that declares it cannot be restructured
-        if isinstance(why, str):
-            raise CandidateFailed(FailReason.UNSUPPORTED, f"prune.method={cfg.method}: {why}")
         p = 2 if cfg.method == "l2" else 1
-        if cfg.method == "heads" or is_transformer(module):
+        if getattr(module, SCOPE_ATTR, None) == "ffn":  # the model's attention cannot be restructured
+            info.update(prune_transformer(module, cfg.ratio, p=p, round_to=cfg.round_to, prune_heads=False))
+            info["kind"] = "ffn"
+        elif cfg.method == "heads" or is_transformer(module):
             info.update(prune_transformer(module, cfg.ratio, p=p, round_to=cfg.round_to))
             info["kind"] = "heads+ffn"
         else:
@@ -266,9 +275,10 @@ def prune_transformer(
     p: int = 1,
     round_to: int = 1,
     attn_names: tuple[str, str, str, str] = ATTN_PROJ,
-    ffn_names: tuple[str, str] = FFN_PROJ,
+    ffn_names: tuple[str, str] | None = None,
     heads_attr: str = HEADS_ATTR,
     head_dim_attr: str = HEAD_DIM_ATTR,
+    prune_heads: bool = True,
 ) -> dict[str, Any]:
     """Remove the lowest-norm attention heads and FFN neurons, in place.
 
@@ -279,19 +289,21 @@ def prune_transformer(
     present) is updated.  The module's forward must use ``self.num_heads`` (and
     ``num_heads * head_dim`` for the merged width), not the model width.
 
-    An FFN is any submodule with Linear children named ``ffn_names`` (fc1, fc2) where
-    ``fc1.out_features == fc2.in_features``; a neuron's score is the Lp norm of its fc1
-    row plus its fc2 column; the kept count is at least 1 and rounded up to ``round_to``.
+    An FFN is any submodule whose Linear children match one of `FFN_LAYOUTS` (or only
+    ``ffn_names`` = (fc1, fc2) when given): the input projections' out features equal the
+    output projection's in features.  A neuron's score is the Lp norm of its rows in the
+    input projections plus its column of the output projection; the kept count is at least 1
+    and rounded up to ``round_to``.  ``prune_heads=False`` leaves attention alone (FFN only).
     """
     import torch
     from torch import nn
 
     qn, kn, vn, on = attn_names
-    f1n, f2n = ffn_names
+    layouts = (((ffn_names[0],), ffn_names[1]),) if ffn_names else FFN_LAYOUTS
     heads_before = heads_after = ffn_before = ffn_after = 0
     n_attn = n_ffn = 0
     for name, m in list(module.named_modules()):
-        H = getattr(m, heads_attr, None)
+        H = getattr(m, heads_attr, None) if prune_heads else None
         if isinstance(H, int) and not isinstance(H, bool):
             lins = [getattr(m, n, None) for n in attn_names]
             hd = getattr(m, head_dim_attr, None)
@@ -329,28 +341,42 @@ def prune_transformer(
             for attr in _INNER_ATTRS:
                 if isinstance(getattr(m, attr, None), int) and getattr(m, attr) == inner:
                     setattr(m, attr, keep * hd)
-        fc1, fc2 = getattr(m, f1n, None), getattr(m, f2n, None)
-        if isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear) and fc1.out_features == fc2.in_features:
+        ffn = _ffn_of(m, layouts)
+        if ffn is not None:
+            ins, out = ffn
             n_ffn += 1
-            d = fc1.out_features
+            d = out.in_features
             ffn_before += d
             keep = _round_keep(d, ratio, round_to)
             ffn_after += keep
             if keep >= d:
                 continue
             with torch.no_grad():
-                score = _norm(fc1.weight.detach().float(), p) + _norm(fc2.weight.detach().float().t(), p)
+                score = _norm(out.weight.detach().float().t(), p)
+                for lin in ins:
+                    score += _norm(lin.weight.detach().float(), p)
             idx = torch.sort(torch.topk(score, keep).indices).values
-            _slice_linear(fc1, idx, 0)
-            _slice_linear(fc2, idx, 1)
+            for lin in ins:
+                _slice_linear(lin, idx, 0)
+            _slice_linear(out, idx, 1)
     if n_attn == 0 and n_ffn == 0:
-        raise CandidateFailed(
-            FailReason.UNSUPPORTED,
-            f"head pruning: no attention module (attribute {heads_attr!r}, children {list(attn_names)}) "
-            f"and no FFN (children {list(ffn_names)}) found",
-        )
+        ffns = " or ".join(f"{list(a)} -> {b!r}" for a, b in layouts)
+        where = f"no attention module (attribute {heads_attr!r}, children {list(attn_names)}) and " if prune_heads else ""
+        raise CandidateFailed(FailReason.UNSUPPORTED, f"structured pruning: {where}no FFN (Linear children {ffns}) found")
     return {"attention_modules": n_attn, "heads_before": heads_before, "heads_after": heads_after,
             "ffn_modules": n_ffn, "ffn_neurons_before": ffn_before, "ffn_neurons_after": ffn_after}
+
+
+def _ffn_of(m, layouts):
+    """(input projections, output projection) of ``m`` when its children match a layout, else None."""
+    from torch import nn
+
+    for ins_names, out_name in layouts:
+        ins = [getattr(m, n, None) for n in ins_names]
+        out = getattr(m, out_name, None)
+        if isinstance(out, nn.Linear) and all(isinstance(x, nn.Linear) and x.out_features == out.in_features for x in ins):
+            return ins, out
+    return None
 
 
 # --------------------------------------------------------------------------- sparsity patterns

@@ -9,7 +9,6 @@ import pytest
 pytest.importorskip("transformers")
 
 from llm_helpers import HERE, cfg, make_source  # noqa: E402
-from planner.errors import CandidateFailed  # noqa: E402
 from planner.model import ModelSpec  # noqa: E402
 
 N_NEW = 6
@@ -78,13 +77,31 @@ def test_int8_dynamic_quantizes_every_projection(spec, llm_cache, cpu_target, tm
     assert (got[:, 0] == _hf_greedy(spec, llm_cache, prompt)[:, 0]).all()
 
 
-def test_what_the_adapter_cannot_do_fails_the_candidate_with_the_reason(llm_cache, cpu_target, tmp_path):
-    from planner.config import TrialConfig
+@pytest.mark.parametrize("spec", [LLAMA, GPT2], ids=["llama", "gpt2"])
+def test_structured_pruning_removes_ffn_neurons_and_keeps_attention(spec, llm_cache, cpu_target, tmp_path, prompt):
+    import torch
 
-    pruned = TrialConfig.from_dict({"backend": "torch", "batch_size": 2, "prune": {"method": "heads", "ratio": 0.5}})
-    with pytest.raises(CandidateFailed, match="structured pruning is not implemented for transformers") as e:
-        _build(LLAMA, llm_cache, cpu_target, tmp_path, pruned)
-    assert e.value.reason.value == "unsupported"
+    from planner.config import TrialConfig
+    from planner.transforms.prune import prune_info
+
+    pruned = TrialConfig.from_dict({"backend": "torch", "batch_size": 2,
+                                    "prune": {"method": "heads", "ratio": 0.5, "round_to": 16}})
+    src = make_source(spec, llm_cache)
+    base = sum(p.numel() for p in src.base_module().parameters())
+    m = src.torch_module(pruned)
+    info = prune_info(m)
+    assert info["kind"] == "ffn" and info["ffn_modules"] == 2 and info["attention_modules"] == 0
+    width = 128 if spec is LLAMA else 256  # intermediate_size / 4 * n_embd
+    assert (info["ffn_neurons_before"], info["ffn_neurons_after"]) == (2 * width, width)  # 2 layers, half kept
+    assert info["params_after"] < info["params_before"] == base
+    assert m.cache_heads() == src.base_module().cache_heads()  # attention (and the KV cache) untouched
+    hidden = {type(x).__name__: x for x in m.modules()}
+    mlp = next(x for x in m.modules() if type(x).__name__.endswith("MLP"))
+    outs = [c.out_features for c in mlp.children() if isinstance(c, torch.nn.Linear)]
+    assert width // 2 in outs
+    b = _build(spec, llm_cache, cpu_target, tmp_path, pruned)
+    assert b.runtime.generate(prompt, N_NEW).shape == (2, N_NEW)
+    del hidden
 
 
 def test_sliding_window_models_are_refused_when_wrapped():

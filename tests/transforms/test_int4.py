@@ -49,10 +49,29 @@ def test_fitting_linears_become_int4_and_the_rest_stay_float():
     assert isinstance(m.up, Int4WeightOnlyLinear) and isinstance(m.down, Int4WeightOnlyLinear)
     assert type(m.head) is nn.Linear  # 10 output features: not a multiple of 16
     assert m.up.packed.dtype == torch.uint8 and m.up.packed.numel() == 64 * 256 // 2  # 4 bits per weight
+    assert m.up.nibbles.numel() == 64 * 256 // 2  # and the plain copy the prefill path dequantizes
     with torch.no_grad():
         got = m(x)
     assert got.shape == ref.shape and got.dtype == torch.float32
     assert _cos(ref, got) > 0.99
+
+
+def test_prefill_sized_inputs_use_the_dequantized_weight_and_agree_with_the_kernel():
+    from planner.transforms.int4 import KERNEL_MAX_ROWS
+
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 32)
+    layer = Int4WeightOnlyLinear(lin, 32)
+    q, sz = _quantize_groups(lin.weight, 32)
+    scale, zero = sz[..., 0].t().repeat_interleave(32, 1), sz[..., 1].t().repeat_interleave(32, 1)
+    expect = (q.float() - 8) * scale.bfloat16().float() + zero.bfloat16().float()
+    torch.testing.assert_close(layer.dequantized(), expect)  # nibbles unpack to the same codes
+    x = torch.randn(KERNEL_MAX_ROWS * 3, 64)
+    with torch.no_grad():
+        big = layer(x)  # > KERNEL_MAX_ROWS rows: float GEMM on the dequantized weight
+        small = torch.cat([layer(c) for c in x.split(KERNEL_MAX_ROWS)])  # int4 kernel, bf16
+    assert big.dtype == torch.float32 and big.shape == (48, 32)
+    assert _cos(big, small) > 0.9999 and float((big - small).abs().max()) < 0.05
 
 
 def test_torch_compile_runs_the_int4_kernel_like_eager():

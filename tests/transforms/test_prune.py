@@ -257,6 +257,41 @@ def test_head_pruning_unsupported_attention_is_a_candidate_failure():
     assert e.value.reason.value == "unsupported"
 
 
+class GatedBlock(nn.Module):
+    """A Llama-style block: attention with num_heads (left alone in the FFN scope) and a gated MLP."""
+
+    planner_prune_scope = "ffn"
+
+    def __init__(self):
+        super().__init__()
+        self.num_heads, self.head_dim = 2, 8
+        self.q, self.k, self.v, self.o = (nn.Linear(16, 16) for _ in range(4))
+        self.gate_proj, self.up_proj, self.down_proj = nn.Linear(16, 64), nn.Linear(16, 64), nn.Linear(64, 16)
+
+    def forward(self, x):
+        x = x + self.o(self.v(x))
+        return x + self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def test_ffn_scope_prunes_gated_mlps_and_leaves_attention():
+    torch.manual_seed(0)
+    m, x = GatedBlock().eval(), torch.randn(3, 16)
+    with torch.no_grad():  # the kept neurons are the highest-scoring ones: gate row + up row + down column
+        score = m.gate_proj.weight.abs().sum(1) + m.up_proj.weight.abs().sum(1) + m.down_proj.weight.abs().sum(0)
+    kept = torch.sort(torch.topk(score, 32).indices).values
+    ref_gate = m.gate_proj.weight[kept].clone()
+    out = P.prune(m, PruneConfig("heads", 0.5, round_to=16), (x,))
+    info = P.prune_info(out)
+    assert info["kind"] == "ffn" and info["attention_modules"] == 0 and out.num_heads == 2
+    assert (out.gate_proj.out_features, out.up_proj.out_features, out.down_proj.in_features) == (32, 32, 32)
+    assert out.q.out_features == 16 and torch.equal(out.gate_proj.weight, ref_gate)
+    assert out(x).shape == (3, 16)
+    m2 = nn.Sequential(nn.Linear(4, 4))
+    m2.planner_prune_scope = "ffn"
+    with pytest.raises(CandidateFailed, match=r"no FFN \(Linear children \['fc1'\] -> 'fc2' or \['gate_proj', 'up_proj'\]"):
+        P.prune(m2, PruneConfig("l1", 0.5), (torch.randn(1, 4),))
+
+
 # --------------------------------------------------------------------------- sparsity patterns
 
 
