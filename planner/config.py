@@ -116,11 +116,12 @@ class TrialConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
-        """Short human label, e.g. ``onnxruntime[level=all] int8_dynamic prune=0.3``."""
+        """Short human label, e.g. ``onnxruntime[graph_optimization_level=all] int8_static[per_channel=True] prune:l1=0.3``."""
         opts = ",".join(f"{k}={v}" for k, v in self.backend_options)
         parts = [f"{self.backend}[{opts}]" if opts else self.backend]
         if self.quant.active:
-            parts.append(self.quant.scheme)
+            qopts = ",".join(f"{k}={v}" for k, v in self.quant.options)
+            parts.append(f"{self.quant.scheme}[{qopts}]" if qopts else self.quant.scheme)
         if self.prune.active:
             parts.append(f"prune:{self.prune.method}={self.prune.ratio:g}")
         if self.distill.active:

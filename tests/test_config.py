@@ -27,4 +27,4 @@ def test_flat_and_describe():
     assert flat["quant.options.per_channel"] is True
     assert flat["prune.ratio"] == 0.3
     assert c.precision == "int8"
-    assert "int8_static" in c.describe() and "prune:l1=0.3" in c.describe()
+    assert "int8_static[per_channel=True]" in c.describe() and "prune:l1=0.3" in c.describe()
