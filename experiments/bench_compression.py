@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: few trials, 1 round, experiments/configs/cpu-quick.yaml, "
                    "no distillation for minilm (a step takes seconds there)")
     p.add_argument("--render", metavar="RESULTS.json", help="re-write the Markdown of an earlier run from its JSON; nothing is measured")
+    p.add_argument("--trials-from-home", action="store_true", help="with --render: add the per-trial table (Pareto fronts) to a JSON "
+                   "written before the bench kept it, from the studies in --home")
     p.add_argument("--keep-artifacts", action="store_true", help="keep the engines of the bench jobs (default: only logs and results)")
     a = p.parse_args(argv)
     given = set(argv if argv is not None else sys.argv[1:])
@@ -252,8 +254,56 @@ def ensure_study(model: str, batch: int, target, home, args) -> dict[str, Any]:
     }
     info.update(spec=spec.to_dict(), reference=str(ref), output_kind=(study.user_attrs.get("model_info") or {}).get("output_kind", "logits"),
                 trial_states=states, fail_reasons=fails, feasible=len(pts), trials_total=len(study.trials), winner=winner,
-                kinds_measured=kinds_all, kinds_feasible=kinds_feasible)
+                kinds_measured=kinds_all, kinds_feasible=kinds_feasible, trials=study_trials(study, cfg["bound"]))
     return info
+
+
+def study_trials(study, bound: float) -> list[dict[str, Any]]:
+    """Every trial of a study as a row: measured ones with p50 and quality loss, failed ones with their reason."""
+    from optuna.trial import TrialState
+
+    from planner.config import TrialConfig
+
+    rows = []
+    for t in study.trials:
+        c = t.user_attrs.get("config")
+        row: dict[str, Any] = {"trial": t.number, "label": TrialConfig.from_dict(c).describe() if c else None,
+                               "kind": _kind(c) if c else None}
+        if t.state == TrialState.COMPLETE and t.user_attrs.get("duplicate_of") is None:
+            m = t.user_attrs.get("metrics") or {}
+            row.update(status="measured", p50_ms=m.get("latency_p50_ms"), quality_loss=m.get("quality_loss"),
+                       within_bound=all(v <= 0 for v in _constraint_values(t)) and (m.get("quality_loss") or 0) <= bound,
+                       params_after=m.get("transform.prune_params_after"))
+        elif t.state == TrialState.FAIL:
+            row.update(status="failed", reason=t.user_attrs.get("fail_reason", "?"))
+        else:
+            row.update(status="duplicate" if t.user_attrs.get("duplicate_of") is not None else t.state.name.lower())
+        rows.append(row)
+    return rows
+
+
+def front_2d(rows: list[dict]) -> list[dict]:
+    """Measured rows no other measured row beats on both p50 latency and quality loss (constraints ignored)."""
+    pts = [r for r in rows if r.get("status") == "measured" and r.get("p50_ms") is not None and r.get("quality_loss") is not None]
+
+    def beats(a, b):
+        return a["p50_ms"] <= b["p50_ms"] and a["quality_loss"] <= b["quality_loss"] and \
+            (a["p50_ms"] < b["p50_ms"] or a["quality_loss"] < b["quality_loss"])
+
+    return sorted((r for r in pts if not any(beats(o, r) for o in pts if o is not r)), key=lambda r: r["p50_ms"])
+
+
+def add_trials_from_home(result: dict, home_dir: str) -> None:
+    """Fill in ``trials`` of studies recorded before the bench kept them, from the studies in ``home_dir``."""
+    import optuna
+
+    from planner.paths import Home
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    home = Home.resolve(home_dir)
+    for s in result["studies"]:
+        if "trials" not in s:
+            s["trials"] = study_trials(optuna.load_study(study_name=s["study"], storage=home.optuna_url), s["bound"])
 
 
 # ------------------------------------------------------------------ measurement jobs
@@ -423,6 +473,23 @@ def markdown(result: dict) -> str:
             p50, loss = _f(w["study_p50_ms"]), f"{w['study_quality_loss']:.1e}"
         out.append(f"| {s['model']} | {s['batch']} | {s['study']} | {s['trials_total']} ({s['trials_run_now']}) | {states} | {fails} | "
                    f"{s['feasible']} | {kinds} | {wtxt} | {params} | {flops} | {p50} | {loss} |")
+    for s in result["studies"]:
+        if not s.get("trials"):
+            continue
+        front = front_2d(s["trials"])
+        out += ["", f"### Pareto front: {s['model']} batch {s['batch']} (p50 latency vs quality loss, in the study)", "",
+                f"Non-dominated measured trials of `{s['study']}`, constraints ignored; ✓ = within the bound ({s['bound']}). "
+                "Latency is the study's own measurement (the rounds above re-measure only the winner).", "",
+                "| trial | deployment | kind | p50 ms | quality loss | params after pruning | within bound |",
+                "|---:|---|---|---:|---:|---:|---|"]
+        for r in front:
+            params = f"{r['params_after']:,.0f}" if r.get("params_after") else "–"
+            out.append(f"| {r['trial']} | {r['label']} | {r['kind']} | {_f(r['p50_ms'])} | {r['quality_loss']:.2e} | {params} | "
+                       f"{'✓' if r['within_bound'] else '✗'} |")
+        failed = [r for r in s["trials"] if r.get("status") == "failed"]
+        if failed:
+            out.append("")
+            out.append("Failed trials: " + "; ".join(f"#{r['trial']} {r['label']}: {r['reason']}" for r in failed) + ".")
     out += ["", "### Per-round p50 (ms) and spread", "",
             "| model | batch | variant | rounds ok | median p50 | min–max | per round (order position) | max CV | job wall s | compile s | prune+distill s |",
             "|---|---:|---|---:|---:|---|---|---:|---|---|---|"]
@@ -472,7 +539,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
         src = Path(args.render)
-        src.with_suffix(".md").write_text(markdown(json.loads(src.read_text())))
+        result = json.loads(src.read_text())
+        if args.trials_from_home:
+            add_trials_from_home(result, args.home)
+            src.write_text(json.dumps(result, indent=2, default=str))
+        src.with_suffix(".md").write_text(markdown(result))
         log(f"wrote {src.with_suffix('.md')}")
         return 0
     from bench_baselines import busy, environment
