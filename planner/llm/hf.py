@@ -163,6 +163,8 @@ class HFDecoder(nn.Module):
         from transformers import StaticCache
 
         cache = StaticCache(config=self.hf.config, max_cache_len=k_cache.shape[3])
+        # StaticLayer internals (keys/values/cumulative_length/is_initialized) as of transformers 5.23, pinned in
+        # pyproject's `hf` extra; tests/llm/test_llm_hf.py compares with transformers' own generate
         for i, layer in enumerate(cache.layers):  # the preallocated cache, written in place at `pos`
             layer.keys, layer.values = k_cache[i], v_cache[i]
             layer.cumulative_length = pos.reshape(()).clone()  # one counter per layer: each update advances its own
