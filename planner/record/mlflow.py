@@ -73,12 +73,16 @@ class MlflowRecorder:
             self.client.log_artifact(self.parent_run_id, str(f))
         return self.parent_run_id
 
-    def close_dangling(self, keep: set[str] = frozenset()) -> int:
-        """Mark child runs left RUNNING by an interrupted process as FAILED (except ``keep``: live workers' runs)."""
+    def close_dangling(self, keep: set[str] = frozenset(), lost: set[str] = frozenset()) -> int:
+        """Mark child runs left RUNNING by an interrupted process as FAILED (except ``keep``: live workers' runs).
+
+        Runs in ``lost`` (their Optuna trial was failed because its process died) are tagged ``worker_lost``,
+        the others ``interrupted``."""
         n = 0
         for run in self.child_runs():
             if run.info.status == "RUNNING" and run.info.run_id not in keep:
-                self.client.set_tag(run.info.run_id, "planner.status", "interrupted")
+                self.client.set_tag(run.info.run_id, "planner.status",
+                                    "worker_lost" if run.info.run_id in lost else "interrupted")
                 self.client.set_terminated(run.info.run_id, status="FAILED")
                 n += 1
         return n
