@@ -95,13 +95,11 @@ def test_structured_pruning_removes_ffn_neurons_and_keeps_attention(spec, llm_ca
     assert (info["ffn_neurons_before"], info["ffn_neurons_after"]) == (2 * width, width)  # 2 layers, half kept
     assert info["params_after"] < info["params_before"] == base
     assert m.cache_heads() == src.base_module().cache_heads()  # attention (and the KV cache) untouched
-    hidden = {type(x).__name__: x for x in m.modules()}
     mlp = next(x for x in m.modules() if type(x).__name__.endswith("MLP"))
     outs = [c.out_features for c in mlp.children() if isinstance(c, torch.nn.Linear)]
     assert width // 2 in outs
     b = _build(spec, llm_cache, cpu_target, tmp_path, pruned)
     assert b.runtime.generate(prompt, N_NEW).shape == (2, N_NEW)
-    del hidden
 
 
 def test_sliding_window_models_are_refused_when_wrapped():
