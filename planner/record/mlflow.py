@@ -73,18 +73,27 @@ class MlflowRecorder:
             self.client.log_artifact(self.parent_run_id, str(f))
         return self.parent_run_id
 
-    def close_dangling(self, keep: set[str] = frozenset(), lost: set[str] = frozenset()) -> int:
-        """Mark child runs left RUNNING by an interrupted process as FAILED (except ``keep``: live workers' runs).
+    def close_dangling(self, keep: set[int] = frozenset(), lost: set[int] = frozenset()) -> int:
+        """Mark child runs left RUNNING by an interrupted process as FAILED, except runs of trials in ``keep``
+        (trial numbers still RUNNING in Optuna: live workers, whose run may not yet be linked from the trial).
 
-        Runs in ``lost`` (their Optuna trial was failed because its process died) are tagged ``worker_lost``,
-        the others ``interrupted``."""
+        Runs of trials in ``lost`` (failed because their process died) are tagged ``worker_lost``, the others
+        ``interrupted``. Runs are matched to trials by their ``planner.trial`` tag, which is set when the run is
+        created: a trial's ``mlflow_run_id`` attribute is written only after that, so matching on it would close
+        a live worker's brand-new run."""
         n = 0
         for run in self.child_runs():
-            if run.info.status == "RUNNING" and run.info.run_id not in keep:
-                self.client.set_tag(run.info.run_id, "planner.status",
-                                    "worker_lost" if run.info.run_id in lost else "interrupted")
-                self.client.set_terminated(run.info.run_id, status="FAILED")
-                n += 1
+            if run.info.status != "RUNNING":
+                continue
+            try:
+                number = int(run.data.tags.get("planner.trial", ""))
+            except ValueError:
+                number = None
+            if number in keep:
+                continue
+            self.client.set_tag(run.info.run_id, "planner.status", "worker_lost" if number in lost else "interrupted")
+            self.client.set_terminated(run.info.run_id, status="FAILED")
+            n += 1
         return n
 
     def child_runs(self) -> list:

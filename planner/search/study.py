@@ -362,25 +362,17 @@ class Optimizer:
         if study.user_attrs.get("mlflow_parent_run_id") != parent:
             study.set_user_attr("mlflow_parent_run_id", parent)
         study.set_user_attr("mlflow_experiment", self.experiment)
-        rec.close_dangling(self._running_run_ids(study), lost=self._failed_run_ids(study))
+        rec.close_dangling(keep=self._trial_numbers(study, "RUNNING"), lost=self._trial_numbers(study, "FAIL"))
         return rec
 
     @staticmethod
-    def _failed_run_ids(study) -> set[str]:
-        """MLflow runs of FAILED trials: a run of one still RUNNING in MLflow lost its worker (killed, or failed as
-        stale or orphaned by `open_study` before this worker's recorder existed)."""
+    def _trial_numbers(study, state: str) -> set[int]:
+        """Numbers of the study's trials in ``state``: RUNNING ones belong to live workers (their MLflow runs
+        stay open); a run still open for a FAILED trial lost its worker (killed, or failed as stale or orphaned
+        by `open_study` before this worker's recorder existed)."""
         from optuna.trial import TrialState
 
-        return {t.user_attrs["mlflow_run_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                if t.user_attrs.get("mlflow_run_id")}
-
-    @staticmethod
-    def _running_run_ids(study) -> set[str]:
-        """MLflow runs of trials still RUNNING in Optuna (other live workers): not to be closed."""
-        from optuna.trial import TrialState
-
-        return {t.user_attrs["mlflow_run_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.user_attrs.get("mlflow_run_id")}
+        return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState[state],))}
 
     # ------------------------------------------------------------------ loop
     def run(self) -> StudyResult:

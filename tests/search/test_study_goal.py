@@ -42,14 +42,15 @@ def test_before_counts_only_earlier_trials(study):
 
 
 def test_dangling_runs_are_closed_as_lost_or_interrupted_and_live_ones_kept(tmp_path):
-    """Real MLflow (sqlite): runs of live trials stay RUNNING; a run whose Optuna trial was failed because its
-    worker died is tagged worker_lost; any other run left RUNNING is tagged interrupted."""
+    """Real MLflow (sqlite): runs of live trials stay RUNNING, matched by trial number (a live worker's new run
+    is not yet linked from its trial); a run whose Optuna trial was failed because its worker died is tagged
+    worker_lost; any other run left RUNNING is tagged interrupted."""
     from planner.record.mlflow import MlflowRecorder
 
     rec = MlflowRecorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "planner/t", tmp_path / "artifacts")
     rec.start_study("s", None, {}, {})
     live, lost, other = (rec.start_trial(i, {}, {}) for i in range(3))
-    assert rec.close_dangling(keep={live}, lost={lost}) == 2
+    assert rec.close_dangling(keep={0}, lost={1}) == 2  # trial numbers, as tagged at run creation
     runs = {r.info.run_id: r for r in rec.child_runs()}
     assert runs[live].info.status == "RUNNING"
     assert (runs[lost].info.status, runs[lost].data.tags["planner.status"]) == ("FAILED", "worker_lost")
