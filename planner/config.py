@@ -53,6 +53,8 @@ class DistillConfig:
 
     steps: int = 0
     lr: float = 1e-4
+    batch: int = 16  # training minibatch (fewer when the calibration data is smaller)
+    max_seconds: float | None = None  # stop after this much training time (the steps done are recorded)
 
     @property
     def active(self) -> bool:

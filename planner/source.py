@@ -26,6 +26,7 @@ from planner.errors import ConfigError
 from planner.model import InputSpec, ModelSpec
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
+DISTILL_DATA_BYTES = 256 << 20  # inputs held for distillation (2048 digits images are 2 MB; 256 MB is ~430 resnet18 images)
 
 
 class ModelSource:
@@ -254,12 +255,19 @@ class ModelSource:
             from planner.transforms.distill import distill as do_distill
 
             t0 = time.perf_counter()
-            calib = self.calibration_inputs(max(64, distill.steps), seed=7)
+            calib = self.calibration_inputs(self._distill_samples(distill), seed=7)
             info = do_distill(module, base, distill, calib, self.input_names)
             self.transform_info.update(info or {})
             self.transform_info["distill_data_held_out"] = float(self.calibration_source == "held-out")
             self.transform_info["distill_seconds"] = time.perf_counter() - t0
         return module.eval()
+
+    def _distill_samples(self, distill) -> int:
+        """How many calibration samples distillation draws from: as many as its steps touch (at least 64),
+        capped at `DISTILL_DATA_BYTES` of inputs."""
+        one = self.calibration_inputs(1, seed=7)
+        per_sample = max(1, sum(a.nbytes for a in one.values()))
+        return max(64, min(distill.steps * distill.batch, DISTILL_DATA_BYTES // per_sample))
 
     def transform_key(self, cfg: TrialConfig | None) -> str:
         if cfg is None:

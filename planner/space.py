@@ -112,6 +112,8 @@ class DistillSpace(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     steps: Param = Param(choices=[0])
     lr: Param = Param(choices=[1e-4])
+    batch: Param = Param(choices=[16])
+    max_seconds: Optional[float] = Field(default=None, gt=0, description="training time cap per trial (not searched)")
 
 
 class SearchSpace(BaseModel):
@@ -278,7 +280,9 @@ def sample(trial, space: SearchSpace, target, model_format: str = "torch", backe
     if model_format == "torch" and prune.active:
         steps = int(space.distill.steps.suggest(trial, "distill.steps"))
         if steps > 0:
-            distill = DistillConfig(steps=steps, lr=float(space.distill.lr.suggest(trial, "distill.lr")))
+            distill = DistillConfig(steps=steps, lr=float(space.distill.lr.suggest(trial, "distill.lr")),
+                                    batch=int(space.distill.batch.suggest(trial, "distill.batch")),
+                                    max_seconds=space.distill.max_seconds)
 
     return TrialConfig(
         backend=backend, batch_size=batch, backend_options=freeze_options(options),

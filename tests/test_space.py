@@ -86,3 +86,24 @@ def test_batch_sizes_above_target_max_are_never_sampled(tmp_path, fast_target):
         t = study.ask()
         assert sample(t, space, fast_target).batch_size == 1
         study.tell(t, 0.0)
+
+
+def test_distill_batch_and_time_cap_reach_the_config_of_pruned_trials_only(tmp_path, fast_target):
+    p = _write(tmp_path, "name: d\nbackends: {torch: {}}\nprune: {methods: [none, l1], ratio: [0.5]}\n"
+                         "distill: {steps: [200], lr: [0.001], batch: [32, 64], max_seconds: 45}\n")
+    space = load_space(p)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    batches = set()
+    for _ in range(30):
+        trial = study.ask()
+        cfg = sample(trial, space, fast_target, "torch")
+        if cfg.prune.active:
+            assert (cfg.distill.steps, cfg.distill.max_seconds) == (200, 45)
+            batches.add(cfg.distill.batch)
+        else:
+            assert not cfg.distill.active
+        assert rebuild(trial.params, space, fast_target, "torch") == cfg
+        study.tell(trial, 1.0)
+    assert batches == {32, 64}
+    with pytest.raises(ConfigError, match="max_seconds"):
+        load_space(_write(tmp_path, "name: d\nbackends: {torch: {}}\ndistill: {max_seconds: 0}\n"))

@@ -1,8 +1,10 @@
 """Knowledge-distillation recovery after pruning: a few Adam steps towards the teacher.
 
 ``distill(student, teacher, cfg, calib, input_names)`` trains ``student`` in place for
-``cfg.steps`` Adam steps at ``cfg.lr`` on minibatches (`BATCH` samples) drawn from the
-unlabelled calibration inputs ``calib``.
+``cfg.steps`` Adam steps at ``cfg.lr`` on minibatches of ``cfg.batch`` samples drawn from
+the unlabelled calibration inputs ``calib``, stopping early once ``cfg.max_seconds`` of
+training time are spent (``distill_steps`` then says how many were done, and
+``distill_stopped`` is ``"max_seconds"``).
 
 Loss: mean squared error between student and teacher outputs (every floating-point
 output tensor, summed).  MSE was chosen over KL-on-softmax because it needs no
@@ -37,7 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from planner.config import DistillConfig
 
-BATCH = 16  # training minibatch (fewer when calib is smaller)
 EVAL_SAMPLES = 64
 EVAL_BATCH = 32
 GRAD_CLIP = 1.0
@@ -95,8 +96,9 @@ def distill(
     import numpy as np
     import torch
 
-    if cfg.steps < 0 or not (cfg.lr > 0):
-        raise ConfigError(f"distill: steps must be >= 0 and lr > 0 (got steps={cfg.steps}, lr={cfg.lr})")
+    if cfg.steps < 0 or not (cfg.lr > 0) or cfg.batch < 1 or (cfg.max_seconds is not None and not cfg.max_seconds > 0):
+        raise ConfigError("distill: steps must be >= 0, lr > 0, batch >= 1 and max_seconds > 0 "
+                          f"(got steps={cfg.steps}, lr={cfg.lr}, batch={cfg.batch}, max_seconds={cfg.max_seconds})")
     missing = [n for n in input_names if n not in calib]
     if missing:
         raise ConfigError(f"distill: calibration data lacks input(s) {missing}; it has {sorted(calib)}")
@@ -145,7 +147,8 @@ def distill(
     before = eval_loss()
     flags = [p.requires_grad for p in params]
     norm_types = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)
-    bs = min(BATCH, n)
+    bs = min(int(cfg.batch), n)
+    done, stopped = 0, None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         g = torch.Generator().manual_seed(SEED)
@@ -157,8 +160,12 @@ def distill(
             for m in student.modules():
                 if isinstance(m, norm_types):
                     m.eval()
+            t_train = time.perf_counter()
             with torch.enable_grad():
                 for _ in range(int(cfg.steps)):
+                    if cfg.max_seconds is not None and time.perf_counter() - t_train > cfg.max_seconds:
+                        stopped = "max_seconds"
+                        break
                     x = batch(torch.randint(0, n, (bs,), generator=g))
                     with torch.no_grad():
                         target = teacher(*x)
@@ -167,6 +174,7 @@ def distill(
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
                     opt.step()
+                    done += 1
         finally:
             student.eval()
             for p, f in zip(params, flags):
@@ -174,6 +182,8 @@ def distill(
             for p in params:
                 p.grad = None
     after = eval_loss()
-    result.update(distill_loss_before=before, distill_loss_after=after, distill_steps=int(cfg.steps),
+    result.update(distill_loss_before=before, distill_loss_after=after, distill_steps=done,
                   distill_seconds=round(time.perf_counter() - t0, 3))
+    if stopped:
+        result["distill_stopped"] = stopped
     return result

@@ -141,3 +141,17 @@ def test_zero_steps_and_bad_inputs():
     assert res["skipped"] == "steps=0" and res["distill_loss_before"] == pytest.approx(0.0)
     with pytest.raises(ConfigError):
         distill(student, teacher, DistillConfig(steps=3), _calib((16,)), ["ids"])
+    with pytest.raises(ConfigError, match="batch"):
+        distill(student, teacher, DistillConfig(steps=3, batch=0), _calib((16,)), ["x"])
+
+
+def test_time_cap_stops_training_and_records_the_steps_done():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+    student = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    res = distill(student, teacher, DistillConfig(steps=10**7, lr=1e-3, batch=8, max_seconds=0.3), _calib((16,)), ["x"])
+    assert res["distill_stopped"] == "max_seconds"
+    assert 0 < res["distill_steps"] < 10**7
+    assert res["distill_loss_after"] < res["distill_loss_before"]
+    uncapped = distill(copy.deepcopy(student), teacher, DistillConfig(steps=5, lr=1e-3, batch=8, max_seconds=60), _calib((16,)), ["x"])
+    assert uncapped["distill_steps"] == 5 and "distill_stopped" not in uncapped
