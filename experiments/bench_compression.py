@@ -56,11 +56,22 @@ KEEP_FILES = {"job.json", "result.json", "worker.log"}
 
 # model -> how it is benchmarked.  bound = max quality_loss (the study's constraint and the winner's filter).
 MODELS: dict[str, dict[str, Any]] = {
+    "resnet18": {"space": "cnn", "batches": [1], "bound": 0.02, "eval_samples": 32, "trials": 20, "quick_trials": 3,
+                 "quick_eval_samples": 16, "study_timeout": 600, "prune": False,
+                 "bound_text": "1 − centered cosine ≤ 0.02 vs fp32 logits (random weights, synthetic inputs: compiler and quantization only)"},
+    "bert-mini": {"space": "transformer", "batches": [1], "bound": 0.02, "eval_samples": 32, "trials": 16, "quick_trials": 3,
+                  "quick_eval_samples": 16, "study_timeout": 480, "prune": False,
+                  "bound_text": "1 − centered cosine ≤ 0.02 vs fp32 outputs (random weights, synthetic inputs: compiler and quantization only)"},
     "digits-cnn": {"space": "cnn", "batches": [1, 64], "bound": 0.005, "eval_samples": 540, "trials": 30, "quick_trials": 5,
-                   "quick_eval_samples": 540, "bound_text": "accuracy drop ≤ 0.5 point (quality_loss ≤ 0.005) on the 540 test digits"},
+                   "quick_eval_samples": 540, "study_timeout": 900, "prune": True,
+                   "bound_text": "accuracy drop ≤ 0.5 point (quality_loss ≤ 0.005) on the 540 test digits"},
     "minilm": {"space": "transformer", "batches": [1, 8], "bound": 0.01, "eval_samples": 64, "trials": 16, "quick_trials": 3,
-               "quick_eval_samples": 32, "bound_text": "1 − centered cosine ≤ 0.01 vs fp32 embeddings"},
+               "quick_eval_samples": 32, "study_timeout": 600, "prune": True,
+               "bound_text": "1 − centered cosine ≤ 0.01 vs fp32 embeddings"},
 }
+# prune: False = random-weight models, where pruning erases all input-dependent behaviour (the finding):
+# their studies search compilers and quantization only.  study_timeout: seconds per (model, batch) study unless
+# --study-timeout is given (the whole default run then takes about 1.5 h on 2 cores).
 
 
 def log(msg: str) -> None:
@@ -72,7 +83,7 @@ def log(msg: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="digits-cnn,minilm", help=f"comma list among {', '.join(MODELS)}")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma list among {', '.join(MODELS)}")
     p.add_argument("--trials", type=int, default=None, help="planner trials per (model, batch) study (default: per model, see MODELS)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
     p.add_argument("--target", default=str(REPO / "targets" / "cpu.yaml"), help="target YAML (its measurement protocol is used everywhere; "
@@ -81,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", default=str(REPO / "experiments" / "results"), help="where the .md/.json results go")
     p.add_argument("--sampler", default="tpe", help="study sampler (tpe | nsga2 | random)")
     p.add_argument("--seed", type=int, default=0, help="study sampler seed")
-    p.add_argument("--study-timeout", type=float, default=None, help="stop starting new trials of one study after this many seconds")
+    p.add_argument("--study-timeout", type=float, default=None, help="stop starting new trials of one study after this many seconds "
+                   "(default: per model, see MODELS; 0 = no limit)")
     p.add_argument("--trial-timeout", type=float, default=900.0, help="seconds allowed per job (transforms + compile + quality + measure)")
     p.add_argument("--no-warm-start", action="store_true", help="do not enqueue the ORT fp32 baseline as each new study's first trial")
     p.add_argument("--skip-study", action="store_true", help="run no trials; re-measure the winners of the studies in --home")
@@ -124,6 +136,9 @@ def study_space(model: str, batch: int, quick: bool):
 
     space = load_space(MODELS[model]["space"])
     upd: dict[str, Any] = {"batch_size": Param(choices=[batch]), "name": f"{space.name}-b{batch}"}
+    if not MODELS[model]["prune"]:
+        upd["prune"] = space.prune.model_copy(update={"methods": ["none"]})
+        upd["name"] = f"{space.name}-noprune-b{batch}"
     if quick and model == "minilm":
         upd["distill"] = space.distill.model_copy(update={"steps": Param(choices=[0])})
         opts = {k: dict(v) for k, v in space.quantize.options.items()}
@@ -209,7 +224,9 @@ def ensure_study(model: str, batch: int, target, home, args) -> dict[str, Any]:
         if have == 0 and not args.no_warm_start:
             warm_start(name, space, home)
         seed = None if args.seed is None else args.seed + MODELS[model]["batches"].index(batch)  # batch studies sample differently
-        opts = StudyOptions(trials=trials - have, timeout=args.study_timeout, trial_timeout=args.trial_timeout, seed=seed,
+        timeout = cfg["study_timeout"] if args.study_timeout is None else (args.study_timeout or None)
+        info["study_timeout"] = timeout
+        opts = StudyOptions(trials=trials - have, timeout=timeout, trial_timeout=args.trial_timeout, seed=seed,
                             sampler=args.sampler, eval_samples=eval_samples)
         rep = LineReporter(f"{model} b={batch}", trials - have)
         t0 = time.perf_counter()
