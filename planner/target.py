@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -174,6 +174,46 @@ def probe_gpus() -> list[dict]:
             except ValueError:
                 continue
     return gpus
+
+
+GPU_ENV_FIELDS = ("name", "driver_version", "pstate", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem",
+                  "power.limit", "temperature.gpu")
+
+
+def parse_gpu_environment(csv_text: str) -> list[dict]:
+    """Rows of ``nvidia-smi --query-gpu=<GPU_ENV_FIELDS> --format=csv,noheader,nounits`` as dicts
+    (numbers as numbers; '[N/A]' and the like as None)."""
+    rows = []
+    for line in csv_text.strip().splitlines():
+        parts = [x.strip() for x in line.split(",")]
+        if len(parts) != len(GPU_ENV_FIELDS):
+            continue
+        row: dict[str, Any] = {}
+        for key, raw in zip(GPU_ENV_FIELDS, parts):
+            if raw.startswith("[") or raw in ("", "N/A"):
+                row[key] = None
+                continue
+            try:
+                row[key] = float(raw) if key not in ("name", "driver_version", "pstate") else raw
+            except ValueError:
+                row[key] = raw
+        rows.append(row)
+    return rows
+
+
+def gpu_environment() -> list[dict]:
+    """Driver, performance state, current/max SM and memory clocks (MHz), power limit and temperature of each
+    GPU, for the record beside a GPU measurement (clocks below max mean a throttled or idle-clocked run).
+    Empty without nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, f"--query-gpu={','.join(GPU_ENV_FIELDS)}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return parse_gpu_environment(out)
 
 
 def gpu_precisions(cc: str) -> list[str]:

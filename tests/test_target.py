@@ -69,3 +69,15 @@ def test_gpu_target_on_cpu_host_fails_fast():
         pytest.skip("this host has a GPU")
     with pytest.raises(ConfigError, match="needs an NVIDIA GPU"):
         check_host(load_target("a100"))
+
+
+def test_gpu_environment_rows_are_parsed_with_numbers_and_gaps():
+    from planner.target import GPU_ENV_FIELDS, parse_gpu_environment
+
+    text = ("NVIDIA H100 80GB HBM3, 550.54.15, P0, 1980, 1980, 2619, 2619, 700.00, 34\n"
+            "NVIDIA L4, 535.104.05, P8, 210, 2040, 405, 6251, [N/A], 41\n"
+            "garbled line\n")
+    rows = parse_gpu_environment(text)
+    assert len(rows) == 2 and set(rows[0]) == set(GPU_ENV_FIELDS)
+    assert rows[0]["driver_version"] == "550.54.15" and rows[0]["clocks.sm"] == 1980.0 and rows[0]["pstate"] == "P0"
+    assert rows[1]["power.limit"] is None and rows[1]["clocks.max.sm"] == 2040.0

@@ -52,6 +52,27 @@ class TorchRuntime(Runtime):
         if self.device.startswith("cuda"):
             self._torch.cuda.synchronize()
 
+    def timing_stream(self):
+        return self._torch.cuda.current_stream() if self.device.startswith("cuda") else None
+
+    def bind_host(self, inputs: dict[str, np.ndarray]) -> Callable[[], Any] | None:
+        if not self.device.startswith("cuda"):
+            return None
+        torch = self._torch
+        host = [torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
+        module, device, dtype = self.module, self.device, self.input_dtype
+
+        def run():
+            with torch.inference_mode():
+                args = [t.to(device) for t in host]
+                if dtype is not None:
+                    args = [a.to(dtype) if a.is_floating_point() else a for a in args]
+                out = module(*args)
+                outs = out if isinstance(out, (tuple, list)) else [out]
+                return [o.cpu() for o in outs if isinstance(o, torch.Tensor)]
+
+        return run
+
 
 def save_exported_program(module, example: dict[str, np.ndarray], path: Path, input_dtype=None) -> str | None:
     """Save ``torch.export`` of the module (dynamic batch) as ``.pt2``; return an error note instead of raising."""

@@ -39,6 +39,18 @@ class Runtime(ABC):
     def synchronize(self) -> None:
         """Wait for queued device work (GPU backends); no-op on CPU."""
 
+    def timing_stream(self) -> Any:
+        """The ``torch.cuda.Stream`` the bound call queues its work on, so the timer can record CUDA
+        events around it; None: time with the host clock (CPU engines, or a runtime whose call
+        returns only when its device work is done, such as ONNX Runtime's)."""
+        return None
+
+    def bind_host(self, inputs: dict[str, "np.ndarray"]) -> Callable[[], Any] | None:
+        """A call that starts from host arrays and ends with the outputs in host memory: the
+        host-to-device and device-to-host copies included.  None where the engine runs on the host
+        (there are no copies to measure)."""
+        return None
+
     def close(self) -> None:
         """Release resources."""
 
@@ -65,6 +77,9 @@ class Availability:
 class Backend(ABC):
     """One compiler/runtime.  Class attributes are the capability declaration."""
 
+    # True: `compile` takes ``batch_sizes=`` (the batch sizes the search may deploy), e.g. for an engine
+    # whose optimization profile fixes the batch range it accepts (TensorRT)
+    profile_batch_sizes: ClassVar[bool] = False
     name: ClassVar[str]
     modules: ClassVar[tuple[str, ...]] = ()  # Python modules it needs
     install_hint: ClassVar[str] = ""

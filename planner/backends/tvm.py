@@ -233,6 +233,22 @@ class TVMRuntime(Runtime):
         if self.device == "cuda":
             self.dev.sync()
 
+    def bind_host(self, inputs: dict) -> Callable[[], Any] | None:
+        """CUDA: numpy in, numpy out (copies both ways inside the call); None on the CPU."""
+        if self.device != "cuda":
+            return None
+        import numpy as np
+
+        host = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+
+        def run():
+            outs = _flatten(self.main(*self._args(host)))
+            res = [o.numpy() for o in outs]
+            self.dev.sync()
+            return res
+
+        return run
+
     def close(self) -> None:
         self.main = None
         self.vm = None

@@ -4,6 +4,11 @@ Every sample is one call of the engine on inputs already in place (one batch),
 with device synchronisation inside the timed region.  We report percentiles
 over per-call samples (never the max of a handful), the coefficient of
 variation, and re-measure when the window is unstable.
+
+How one call is timed is pluggable (``time_one``): the host clock around the call
+and a synchronisation by default; on CUDA, `cuda_event_timer` records CUDA events
+on the engine's stream around the call and waits on the end event, so the sample
+is the device's own elapsed time.
 """
 
 from __future__ import annotations
@@ -71,6 +76,35 @@ def summarize(samples_s: list[float], seconds: float, warmup: int, windows: int,
     )
 
 
+def host_timer(sync: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> Callable[[Callable[[], Any]], float]:
+    """Seconds of one call by the host clock, the device synchronised inside the timed region."""
+
+    def time_one(fn: Callable[[], Any]) -> float:
+        t0 = clock()
+        fn()
+        sync()
+        return clock() - t0
+
+    return time_one
+
+
+def cuda_event_timer(stream) -> Callable[[Callable[[], Any]], float]:
+    """Seconds of one call by CUDA events recorded on ``stream`` (a ``torch.cuda.Stream``) before and
+    after it; waits on the end event, so the call's queued device work is inside the sample."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def time_one(fn: Callable[[], Any]) -> float:
+        start.record(stream)
+        fn()
+        end.record(stream)
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    return time_one
+
+
 def measure(
     fn: Callable[[], Any],
     protocol,
@@ -78,13 +112,17 @@ def measure(
     abort_above_ms: float | None = None,
     probe_samples: int = 5,
     clock: Callable[[], float] = time.perf_counter,
+    time_one: Callable[[Callable[[], Any]], float] | None = None,
 ) -> LatencyStats:
     """Time ``fn`` per ``protocol`` (a target's `measurement` section).
 
     ``abort_above_ms``: raise `EarlyExit` when the median of the first ``probe_samples``
     samples exceeds it (hopeless candidate), before spending the full protocol.
+    ``time_one``: how one sample is taken (default `host_timer` with ``sync``); the
+    warm-up and the window lengths always follow the host ``clock``.
     """
     sync = sync or (lambda: None)
+    time_one = time_one or host_timer(sync, clock)
 
     # warm-up: at least warmup_iters calls and warmup_seconds
     warm, t_start = 0, clock()
@@ -99,10 +137,7 @@ def measure(
         samples: list[float] = []
         w0 = clock()
         while True:
-            t0 = clock()
-            fn()
-            sync()
-            samples.append(clock() - t0)
+            samples.append(time_one(fn))
             elapsed = clock() - w0
             if abort_above_ms is not None and len(samples) == probe_samples:
                 med = sorted(samples)[len(samples) // 2] * 1e3

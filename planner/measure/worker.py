@@ -288,6 +288,17 @@ def early_exit_result(e, quality: dict, build) -> dict:
     }
 
 
+def device_info(rt) -> dict | None:
+    """The GPU a CUDA engine was measured on, and the CUDA runtime of this process (None on the CPU)."""
+    if not rt.device.startswith("cuda"):
+        return None
+    import torch
+
+    p = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return {"gpu": p.name, "compute_capability": f"{p.major}.{p.minor}", "sm_count": p.multi_processor_count,
+            "memory_gb": round(p.total_memory / 2**30, 1), "cuda_runtime": torch.version.cuda, "torch": torch.__version__}
+
+
 def peak_memory_mb(rt) -> tuple[float, float | None]:
     """Peak RSS of this worker and, on CUDA, the peak GPU memory allocated by torch."""
     gpu_peak = None
@@ -296,6 +307,14 @@ def peak_memory_mb(rt) -> tuple[float, float | None]:
 
         gpu_peak = torch.cuda.max_memory_allocated() / 2**20
     return _peak_rss_mb(), gpu_peak
+
+
+def compile_kwargs(backend_cls, job: dict) -> dict:
+    """Extra arguments a backend's `compile` declares it takes: the searched batch sizes for engines
+    with an optimization profile (`Backend.profile_batch_sizes`)."""
+    if getattr(backend_cls, "profile_batch_sizes", False) and job.get("batch_sizes"):
+        return {"batch_sizes": [int(b) for b in job["batch_sizes"]]}
+    return {}
 
 
 def runnable_backend(cfg, target, model_format: str):
@@ -326,7 +345,7 @@ def do_trial(job: dict) -> dict:
 
     from planner.config import TrialConfig
     from planner.measure.quality import quality_metrics
-    from planner.measure.timer import EarlyExit, measure
+    from planner.measure.timer import EarlyExit, cuda_event_timer, measure
     from planner.model import ModelSpec
     from planner.source import ModelSource
     from planner.target import Target
@@ -343,7 +362,7 @@ def do_trial(job: dict) -> dict:
     rss0 = _rss_mb()
     t0 = time.perf_counter()
     try:
-        build = backend_cls().compile(src, cfg, target, workdir)
+        build = backend_cls().compile(src, cfg, target, workdir, **compile_kwargs(backend_cls, job))
     except (CandidateFailed, ConfigError):
         raise
     except Exception as e:
@@ -382,15 +401,25 @@ def do_trial(job: dict) -> dict:
     # latency: one batch, inputs in place, per the target's protocol
     feed, _ = next(_batches(inputs, n, cfg.batch_size))
     fn = rt.bind(feed)
+    stream = rt.timing_stream()
+    timing = "cuda_events" if stream is not None else "host_clock"
     try:
-        stats = measure(fn, target.measurement, sync=rt.synchronize, abort_above_ms=job.get("abort_above_ms"))
+        stats = measure(fn, target.measurement, sync=rt.synchronize, abort_above_ms=job.get("abort_above_ms"),
+                        time_one=cuda_event_timer(stream) if stream is not None else None)
     except EarlyExit as e:
         return early_exit_result(e, quality, build)
+    host_fn = rt.bind_host(feed)  # device engines: the same batch from host memory and back, copies included
+    with_copies = measure(host_fn, target.measurement, sync=rt.synchronize).to_dict() if host_fn is not None else None
     peak, gpu_peak = peak_memory_mb(rt)
     artifacts = [p for p in build.artifacts if Path(p).is_file()]
     return {
         "status": "ok",
         "latency": stats.to_dict(),
+        "timing": timing,
+        # host<->device copies: not in `latency` (inputs placed on the device before timing, outputs left
+        # there); `latency_with_copies` times the call from host arrays to host outputs.  None on the host.
+        "copies_included": False if with_copies is not None else None,
+        "latency_with_copies": with_copies,
         "quality": quality,
         "compile_seconds": build.compile_seconds,
         "build_seconds": build_seconds,
@@ -402,6 +431,7 @@ def do_trial(job: dict) -> dict:
         "model_rss_mb": max(0.0, peak - rss0),
         "gpu_peak_mb": gpu_peak,
         "device": rt.device,
+        "device_info": device_info(rt),
         "measured_window": [measured_from, time.time()],  # wall clock: quality check + latency protocol
     }
 

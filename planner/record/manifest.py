@@ -25,11 +25,11 @@ def library_versions() -> dict[str, str]:
 
 
 def environment() -> dict[str, Any]:
-    from planner.target import _cpu_isa, _cpu_name, probe_gpus
+    from planner.target import _cpu_isa, _cpu_name, gpu_environment, probe_gpus
 
     import os
 
-    return {
+    env: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -39,6 +39,12 @@ def environment() -> dict[str, Any]:
         "gpus": probe_gpus(),
         "libraries": library_versions(),
     }
+    if env["gpus"]:  # driver, clocks, power state at recording time; the CUDA runtime torch was built for
+        env["gpu_state"] = gpu_environment()
+        torch = sys.modules.get("torch")  # only when already loaded: recording must not import it
+        if torch is not None:
+            env["cuda_runtime"] = getattr(torch.version, "cuda", None)
+    return env
 
 
 def file_checksums(directory: Path, files: list[str]) -> dict[str, dict[str, Any]]:

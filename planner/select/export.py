@@ -449,6 +449,17 @@ def _onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
     return [conv(v) for v in m.graph.input if v.name not in inits], [conv(v) for v in m.graph.output]
 
 
+def plan_max_batch(manifest: dict, batch: int, notes: list[str]) -> int:
+    """Triton's ``max_batch_size`` for a TensorRT plan: the batch its optimization profile accepts up to
+    (the build records the profile; every input shares the batch axis, so the smallest max)."""
+    profile = (manifest.get("backend") or {}).get("profile") or {}
+    maxes = [int(p["max"][0]) for p in profile.values() if isinstance(p, dict) and p.get("max")]
+    if maxes:
+        return min(maxes)
+    notes.append(f"the manifest records no TensorRT optimization profile: max_batch_size is the trial's batch ({batch})")
+    return batch
+
+
 def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch: int, describe: dict | None,
                   notes: list[str], run_id: str = "") -> tuple[str, dict]:
     """``config.pbtxt`` text and the IO it declares."""
@@ -477,7 +488,7 @@ def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch
             outs = [{"name": "output0", "dtype": "float32", "dims": [-1]}]
             notes.append("TensorRT is not available here: output name 'output0' and dims [-1] are placeholders; "
                          "check them against the engine's tensor names")
-        max_batch = batch  # the optimisation profile's max
+        max_batch = plan_max_batch(manifest, batch, notes)
         head = 'platform: "tensorrt_plan"'
     else:  # python backend around torch.export / TVM
         ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]

@@ -412,20 +412,26 @@ def _magnitude(module, ratio: float, example_inputs) -> dict[str, Any]:
 
 
 def _two_four(module, example_inputs) -> dict[str, Any]:
+    """2:4 semi-structured sparsity: in every group of 4 consecutive *input-channel* weights, the 2 smallest
+    are zeroed -- along the input features of a Linear, and along C at each (kh, kw) tap of a Conv weight
+    [K, C, kh, kw], the layout sparse tensor cores (TensorRT's SPARSE_WEIGHTS) read.  A layer whose input
+    channel count is not a multiple of 4 is skipped."""
     import torch
 
     layers = skipped = zeros = total = 0
     with torch.no_grad():
         for _, m in _weight_layers(module, example_inputs):
             w = m.weight
-            w2 = w.detach().reshape(w.shape[0], -1)
-            if w2.shape[1] % 4:
+            if w.dim() < 2 or w.shape[1] % 4:
                 skipped += 1
                 continue
-            g = w2.reshape(w.shape[0], -1, 4)
+            # input channels last: [K, kh, kw, C] (Linear: [K, C]), then groups of 4 along C
+            wc = w.detach().movedim(1, -1) if w.dim() > 2 else w.detach()
+            g = wc.reshape(-1, 4)
             idx = torch.topk(g.abs().float(), 2, dim=-1, largest=False).indices
             mask = torch.ones_like(g, dtype=torch.bool).scatter_(-1, idx, False)
-            w.copy_((g * mask).reshape(w.shape))
+            pruned = (g * mask).reshape(wc.shape)
+            w.copy_(pruned.movedim(-1, 1) if w.dim() > 2 else pruned)
             layers += 1
             zeros += int((w == 0).sum())
             total += w.numel()

@@ -43,6 +43,29 @@ def test_backend_conformance(name, source, fast_target, tmp_path):
     fn = build.runtime.bind(feed)
     fn()
     build.runtime.synchronize()
+    # a CPU engine has no host<->device copies to time apart, and is timed by the host clock
+    assert build.runtime.bind_host(feed) is None and build.runtime.timing_stream() is None
+
+
+def test_onnxruntime_io_binding_gives_the_session_outputs(source, fast_target, tmp_path):
+    """The I/O-binding call (what is timed on CUDA: inputs placed once, outputs left on the device), on the CPU."""
+    from planner.backends.onnxruntime import OrtRuntime, make_session
+
+    build = registry.get("onnxruntime")().compile(source, TrialConfig("onnxruntime", 4), fast_target, tmp_path)
+    feed = source.example_inputs(4, seed=3)
+    bound = OrtRuntime(make_session(tmp_path / "model.onnx", {}, fast_target), "cpu", iobinding=True)
+    bound.bind(feed)()
+    np.testing.assert_allclose(bound.bound_outputs()[0], build.runtime.infer(feed)[0], rtol=1e-6, atol=1e-7)
+    assert OrtRuntime(bound.session, "cuda").iobinding and not OrtRuntime(bound.session).iobinding
+
+
+def test_only_profile_backends_are_given_the_searched_batch_sizes():
+    from planner.measure.worker import compile_kwargs
+
+    job = {"batch_sizes": [1, 8, 32]}
+    assert compile_kwargs(registry.get("tensorrt"), job) == {"batch_sizes": [1, 8, 32]}
+    assert compile_kwargs(registry.get("onnxruntime"), job) == {}
+    assert compile_kwargs(registry.get("tensorrt"), {}) == {}
 
 
 def test_check_rejects_infeasible_combinations(fast_target):

@@ -89,6 +89,11 @@ def test_backend_builds_measures_and_matches_fp32(run_trial, gpu_target, name, c
     assert res["latency"]["n"] >= gpu_target.measurement.min_repeats
     assert res["latency"]["p50_ms"] > 0
     assert res["artifacts"] and all((workdir / a).is_file() or Path(a).is_file() for a in res["artifacts"])
+    # torch and TensorRT queue on a stream the timer records CUDA events on; ONNX Runtime's call returns
+    # when its device work is done (host clock).  Copies are timed apart, from host arrays to host outputs.
+    assert res["timing"] == ("host_clock" if config.backend in ("onnxruntime", "tvm") else "cuda_events")
+    assert res["copies_included"] is False and res["latency_with_copies"]["p50_ms"] > 0
+    assert res["device_info"]["compute_capability"] == gpu_target.device.gpu.compute_capability
 
 
 def test_tensorrt_applies_its_plan_and_reuses_the_timing_cache(run_trial, gpu_target, tmp_path):

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from planner.measure.timer import EarlyExit, measure, percentile, summarize
+from planner.measure.timer import EarlyExit, host_timer, measure, percentile, summarize
 from planner.target import Protocol
 
 
@@ -63,3 +63,23 @@ def test_unstable_window_is_remeasured():
                      cv_threshold=0.5, max_remeasure=2)
     s = measure(fn, proto)
     assert s.windows >= 2
+
+
+def test_samples_come_from_the_pluggable_timer():
+    """A device timer (CUDA events on a GPU) decides each sample; the host clock only sizes the window."""
+    durations = iter([0.010, 0.030] * 100)
+    calls = []
+
+    def device_time(fn):
+        fn()
+        return next(durations)
+
+    proto = Protocol(warmup_iters=2, warmup_seconds=0, min_repeats=10, min_seconds=0, max_seconds=5, max_remeasure=0)
+    s = measure(lambda: calls.append(1), proto, time_one=device_time)
+    assert s.n == 10 and len(calls) == 12  # warm-up calls are not timed
+    assert s.min_ms == pytest.approx(10.0) and s.max_ms == pytest.approx(30.0) and s.p50_ms == pytest.approx(20.0)
+
+
+def test_host_timer_includes_the_sync():
+    one = host_timer(lambda: time.sleep(0.003))
+    assert one(lambda: None) >= 0.003

@@ -199,6 +199,7 @@ def test_compile_workers_overlap_compiles_but_never_measurements(tmp_path):
         d = home.study_dir("pipe") / "trials" / f"{t.number:04d}"
         windows.append(tuple(json.loads((d / "result.json").read_text())["measured_window"]))
         starts.append(d.joinpath("job.json").stat().st_mtime)
+        assert json.loads(d.joinpath("job.json").read_text())["batch_sizes"] == [1, 2, 4]  # for optimization profiles
     windows.sort()
     assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:])), windows  # measurements never overlap
     first_end = windows[0][1]

@@ -327,13 +327,26 @@ def test_two_four_pattern():
         assert torch.all((groups == 0).sum(-1) == 2)
     assert not torch.any(out.head.weight == 0)
     assert P.prune_info(out)["size_only"]
-    # conv: groups along the flattened (in, kh, kw) axis
+    # conv: groups of 4 input channels at each (kh, kw) tap (the layout sparse tensor cores read);
+    # a conv whose input channels are not a multiple of 4 (the RGB stem) is left dense
     model, ex = _resnet()
+    ref = copy.deepcopy(model)
     out = P.prune(model, PruneConfig("2:4"), ex)
-    for c in _convs(out):
-        w = c.weight.detach().reshape(c.out_channels, -1)
-        if w.shape[1] % 4 == 0:
-            assert torch.all((w.reshape(w.shape[0], -1, 4) == 0).sum(-1) == 2)
+    checked = skipped = 0
+    for c, r in zip(_convs(out), _convs(ref)):
+        w = c.weight.detach()
+        if c.in_channels % 4:
+            assert torch.equal(w, r.weight.detach())
+            skipped += 1
+            continue
+        groups = w.permute(0, 2, 3, 1).reshape(-1, 4)
+        assert torch.all((groups == 0).sum(-1) == 2)
+        kept = r.weight.detach().permute(0, 2, 3, 1).reshape(-1, 4).abs()
+        # the two zeroed weights of each group were its two smallest
+        assert torch.all(kept[groups == 0].reshape(-1, 2).max(-1).values <= kept[groups != 0].reshape(-1, 2).min(-1).values)
+        checked += 1
+    assert checked and skipped == 1
+    assert P.prune_info(out)["layers_skipped"] == 1
     assert out(ex[0]).shape == (2, 10)
 
 
