@@ -116,6 +116,20 @@ class DistillSpace(BaseModel):
     max_seconds: Optional[float] = Field(default=None, gt=0, description="training time cap per trial (not searched)")
 
 
+class Seed(BaseModel):
+    """A deployment the study measures first, before the sampler explores: known-good points (an Olive-style
+    recipe) that a short budget must not miss.  Unnamed dimensions are left to the sampler."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    backend: str
+    options: dict[str, Scalar] = Field(default_factory=dict, description="backend options")
+    quant: Optional[str] = None
+    quant_options: dict[str, Scalar] = Field(default_factory=dict)
+    batch_size: Optional[int] = None
+    prune: dict[str, Scalar] = Field(default_factory=dict, description="method, ratio, round_to")
+    distill: dict[str, Scalar] = Field(default_factory=dict, description="steps, lr, batch")
+
+
 class SearchSpace(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -125,6 +139,7 @@ class SearchSpace(BaseModel):
     quantize: QuantSpace = Field(default_factory=QuantSpace)
     prune: PruneSpace = Field(default_factory=PruneSpace)
     distill: DistillSpace = Field(default_factory=DistillSpace)
+    seeds: list[Seed] = Field(default_factory=list, description="deployments measured first, in order")
 
     @model_validator(mode="after")
     def _check(self):
@@ -204,7 +219,78 @@ def check_space(space: SearchSpace, source: str) -> list[str]:
     lo, hi = (min(ratios), max(ratios)) if ratios else (space.prune.ratio.low, space.prune.ratio.high)
     if lo is not None and (lo < 0 or (hi is not None and hi >= 1)):
         errors.append(f"{source}: prune.ratio: must lie in [0, 1)")
+    for i, seed in enumerate(space.seeds):
+        errors += [f"{source}: seeds[{i}].{e}" for e in _seed_errors(seed, space)]
     return errors
+
+
+def _in(param: Param, value: Any) -> bool:
+    vals = param.values()
+    if vals is not None:
+        return any(value == v and (type(value) is bool) == (type(v) is bool) for v in vals)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and param.low <= value <= param.high  # type: ignore[operator]
+
+
+def _seed_errors(seed: Seed, space: SearchSpace) -> list[str]:
+    """A seed may name only what its space can sample: its backends, options, schemes and values."""
+    if seed.backend not in space.backends:
+        return [f"backend: {seed.backend!r} is not one of the space's backends ({', '.join(space.backends)})"]
+    errors = []
+    params = space.backends[seed.backend]
+    for k, v in seed.options.items():
+        if k not in params:
+            errors.append(f"options.{k}: not searched for {seed.backend} (searched: {', '.join(params) or 'none'})")
+        elif not _in(params[k], v):
+            errors.append(f"options.{k}={v!r}: not among the space's values {params[k].values()}")
+    if seed.quant is not None and seed.quant not in space.quantize.schemes:
+        errors.append(f"quant: {seed.quant!r} is not one of the space's schemes ({', '.join(space.quantize.schemes)})")
+    qparams = space.quantize.options.get(seed.quant or "none", {})
+    for k, v in seed.quant_options.items():
+        if k not in qparams:
+            errors.append(f"quant_options.{k}: not searched for {seed.quant} (searched: {', '.join(qparams) or 'none'})")
+        elif not _in(qparams[k], v):
+            errors.append(f"quant_options.{k}={v!r}: not among the space's values {qparams[k].values()}")
+    if seed.batch_size is not None and not _in(space.batch_size, seed.batch_size):
+        errors.append(f"batch_size={seed.batch_size}: not among the space's {space.batch_size.values()}")
+    fields = {"method": None, "ratio": space.prune.ratio, "round_to": space.prune.round_to}
+    for k, v in seed.prune.items():
+        if k not in fields:
+            errors.append(f"prune.{k}: unknown; valid: method, ratio, round_to")
+        elif k == "method" and v not in space.prune.methods:
+            errors.append(f"prune.method={v!r}: not one of the space's methods ({', '.join(space.prune.methods)})")
+        elif k != "method" and not _in(fields[k], v):  # type: ignore[arg-type]
+            errors.append(f"prune.{k}={v!r}: not among the space's values")
+    dfields = {"steps": space.distill.steps, "lr": space.distill.lr, "batch": space.distill.batch}
+    for k, v in seed.distill.items():
+        if k not in dfields:
+            errors.append(f"distill.{k}: unknown; valid: steps, lr, batch")
+        elif not _in(dfields[k], v):
+            errors.append(f"distill.{k}={v!r}: not among the space's values")
+    return errors
+
+
+def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backends: list[str]) -> tuple[dict | None, str]:
+    """The Optuna params that make `sample` draw ``seed`` (what it leaves open, the sampler fills in),
+    or None and why the seed cannot run with this target/model."""
+    if seed.backend not in backends:
+        return None, f"backend {seed.backend} is not usable here"
+    params: dict[str, Any] = {"backend": seed.backend}
+    params.update({f"{seed.backend}.{k}": v for k, v in seed.options.items()})
+    if seed.batch_size is not None:
+        if seed.batch_size not in batch_sizes(space, target):
+            return None, f"batch size {seed.batch_size} exceeds target max_batch_size {target.max_batch_size}"
+        params["batch_size"] = seed.batch_size
+    if seed.quant is not None:
+        if seed.quant not in (schemes_for(seed.backend, space, target) or ["none"]):
+            return None, f"{seed.backend} cannot run {seed.quant} on target '{target.name}'"
+        params[f"{seed.backend}.quant"] = seed.quant
+        params.update({f"quant.{seed.quant}.{k}": v for k, v in seed.quant_options.items()})
+    if seed.prune or seed.distill:
+        if model_format != "torch" and seed.prune.get("method", "none") != "none":
+            return None, "pruning needs a PyTorch model"
+        params.update({f"prune.{k}": v for k, v in seed.prune.items()})
+        params.update({f"distill.{k}": v for k, v in seed.distill.items()})
+    return params, ""
 
 
 # --------------------------------------------------------------------- sampling

@@ -15,7 +15,7 @@ from planner.backends.tensorrt import TensorRT, supported_schemes
 from planner.space import load_space, rebuild, sample
 from planner.target import load_target
 
-FP8_TRANSFORMS = ("none", "fp16", "int8_dynamic", "int8_static", "fp8")
+FP8_TRANSFORMS = ("none", "fp16", "int8_dynamic", "int8_static", "fp8")  # what the ONNX transforms write
 
 
 @pytest.fixture(scope="module")

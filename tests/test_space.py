@@ -107,3 +107,35 @@ def test_distill_batch_and_time_cap_reach_the_config_of_pruned_trials_only(tmp_p
     assert batches == {32, 64}
     with pytest.raises(ConfigError, match="max_seconds"):
         load_space(_write(tmp_path, "name: d\nbackends: {torch: {}}\ndistill: {max_seconds: 0}\n"))
+
+
+def test_seeds_may_name_only_what_the_space_samples(tmp_path):
+    p = _write(tmp_path, "name: s\nbackends: {torch: {}, onnxruntime: {graph_optimization_level: [basic, all]}}\n"
+                         "quantize: {schemes: [none, int8_dynamic]}\nprune: {methods: [none, l1], ratio: {low: 0.1, high: 0.5, step: 0.1}}\n"
+                         "seeds:\n"
+                         "  - {backend: tvm}\n"
+                         "  - {backend: onnxruntime, options: {graph_optimization_level: fast}, quant: int8_static}\n"
+                         "  - {backend: torch, prune: {method: l1, ratio: 0.7}}\n"
+                         "  - {backend: onnxruntime, options: {graph_optimization_level: all}, prune: {method: l1, ratio: 0.3}}\n")
+    with pytest.raises(ConfigError) as e:
+        load_space(p)
+    text = "\n".join(e.value.errors)
+    assert "seeds[0].backend: 'tvm'" in text
+    assert "seeds[1].options.graph_optimization_level='fast'" in text and "seeds[1].quant: 'int8_static'" in text
+    assert "seeds[2].prune.ratio=0.7" in text
+    assert "seeds[3]" not in text and len(e.value.errors) == 4
+
+
+def test_seed_params_rebuild_the_seeded_config(fast_target):
+    from planner.space import Seed, seed_params, usable_backends
+
+    space = load_space("default")
+    backends, _ = usable_backends(space, fast_target, "torch")
+    seed = Seed(backend="onnxruntime", options={"graph_optimization_level": "all", "intra_op_threads": 1},
+                quant="int8_dynamic", quant_options={"op_types": "matmul"}, batch_size=8,
+                prune={"method": "l1", "ratio": 0.3, "round_to": 8})
+    params, why = seed_params(seed, space, fast_target, "torch", backends)
+    cfg = rebuild({**params, "onnxruntime.execution_mode": "sequential"}, space, fast_target, "torch")
+    assert (cfg.backend, cfg.batch_size, cfg.quant.scheme, cfg.prune.method, cfg.prune.ratio) == ("onnxruntime", 8, "int8_dynamic", "l1", 0.3)
+    assert cfg.options()["graph_optimization_level"] == "all"
+    assert seed_params(seed, space, fast_target, "onnx", backends) == (None, "pruning needs a PyTorch model")

@@ -19,8 +19,9 @@ FP16 / BF16 / INT8 / FP8 allow the lower precision (int8 and fp8 still need the
 Q/DQ graph: implicit calibration is deprecated since 10.1).  A scheme is
 rejected (`CandidateFailed(UNSUPPORTED)`) when the GPU cannot run it (bf16 below
 sm_80, fp8 below sm_89) or when a strongly typed build would need a graph
-transform the planner does not have yet (bf16 casts, FP8 Q/DQ): a trial is never
-built at fp32 while labelled bf16.
+transform the planner does not have yet (bf16 casts): a trial is never built at
+fp32 while labelled bf16.  fp8 comes from the ONNX transform's float8 E4M3 Q/DQ
+(calibrated; zero points 0).
 
 Timing cache.  One file per GPU model and TensorRT version in the planner cache
 (``<cache>/tensorrt/timing-<gpu>-trt<version>.cache``), loaded before every build
@@ -459,8 +460,35 @@ class TrtRuntime(Runtime):
             with torch.cuda.graph(graph, stream=self.stream):
                 ctx.execute_async_v3(self.stream.cuda_stream)
             self._graph = graph
-            return graph.replay
+            stream = self.stream
+
+            def replay():
+                with torch.cuda.stream(stream):  # replay queues on the current stream: the timed one
+                    graph.replay()
+
+            return replay
         return lambda: ctx.execute_async_v3(handle)
+
+    def timing_stream(self):
+        return self.stream
+
+    def bind_host(self, inputs: dict[str, np.ndarray]) -> Callable[[], Any]:
+        """Host arrays in, host outputs out, through the engine's device buffers."""
+        torch = self.torch
+        bufs = self._prepare(inputs)
+        host_in = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs.values()]
+        ctx, stream = self.context, self.stream
+
+        def run():
+            with torch.cuda.stream(stream):
+                for name, h in zip(self.inputs, host_in):
+                    bufs[name].copy_(h)
+                ctx.execute_async_v3(stream.cuda_stream)
+                outs = [bufs[n].cpu() for n in self.outputs]
+            stream.synchronize()
+            return outs
+
+        return run
 
     def infer(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         bufs = self._prepare(inputs)
@@ -496,6 +524,7 @@ class TensorRT(Backend):
     install_hint = "pip install 'planner[tensorrt]' on a machine with an NVIDIA GPU and driver"
     devices = ("cuda",)
     input_format = "onnx"
+    profile_batch_sizes = True  # compile(batch_sizes=...): the optimization profile spans the searched batch sizes
     # what the installed TensorRT builds from the planner's ONNX transforms (see `supported_schemes`)
     quant_schemes = supported_schemes(installed_version())
     options = {

@@ -20,7 +20,7 @@ from planner.errors import ConfigError, FailReason
 from planner.model import ModelSpec
 from planner.paths import Home
 from planner.search.objectives import Objective, constraints, parse_objectives
-from planner.space import SearchSpace, sample, usable_backends
+from planner.space import SearchSpace, batch_sizes, sample, usable_backends
 from planner.target import Target, check_host
 
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
@@ -177,6 +177,12 @@ def metrics_of(res: dict[str, Any], cfg: TrialConfig, target: Target) -> dict[st
     }
     if res.get("gpu_peak_mb") is not None:
         m["gpu_peak_mb"] = res["gpu_peak_mb"]
+    m["latency_cuda_events"] = float(res.get("timing") == "cuda_events")
+    copies = res.get("latency_with_copies")
+    if copies:  # a device engine: `latency_*` excludes host<->device copies, these include them
+        m["latency_copies_included"] = 0.0
+        for k in ("p50", "p90", "p99"):
+            m[f"latency_with_copies_{k}_ms"] = copies[f"{k}_ms"]
     for k, v in (res.get("quality") or {}).items():
         m[k] = v
     for k, v in (res.get("build_info") or {}).items():
@@ -240,7 +246,6 @@ class Optimizer:
         if not backends:
             why = "; ".join(f"{b}: {r}" for b, r in skipped.items())
             raise ConfigError(f"search space '{self.space.name}': no backend usable on target '{self.target.name}' ({why})")
-        from planner.space import batch_sizes
 
         if not batch_sizes(self.space, self.target):
             raise ConfigError(
@@ -320,9 +325,28 @@ class Optimizer:
                 study.set_user_attr("workload_spec", self.workload.to_dict())
             study.set_user_attr("model_info", {k: v for k, v in self.model_info.items() if k != "status"})
             study.set_metric_names([o.metric for o in self.objectives])
+            self._enqueue_seeds(study)
         self._fail_orphans(study)
         optuna.storages.fail_stale_trials(study)
         return study
+
+    def _enqueue_seeds(self, study) -> None:
+        """The space's seeds become the new study's first trials (Optuna's enqueue_trial), in order; those this
+        target or model cannot run are left out and listed as the study attr ``seeds_skipped``."""
+        if not self.space.seeds or self.opts.sampler == "grid":  # grid measures every point anyway
+            return
+        from planner.space import seed_params, usable_backends
+
+        backends, _ = usable_backends(self.space, self.target, self.model_info.get("format", "torch"))
+        skipped = []
+        for i, seed in enumerate(self.space.seeds):
+            params, why = seed_params(seed, self.space, self.target, self.model_info.get("format", "torch"), backends)
+            if params is None:
+                skipped.append(f"seeds[{i}]: {why}")
+                continue
+            study.enqueue_trial(params, user_attrs={"seed": i}, skip_if_exists=True)
+        if skipped:
+            study.set_user_attr("seeds_skipped", skipped)
 
     def _fail_orphans(self, study) -> None:
         """Trials left RUNNING by a dead process of this host are failed, so resume neither loses nor repeats work."""
@@ -630,6 +654,7 @@ class Optimizer:
             "config": cfg.to_dict(), "cache_dir": str(self.home.cache), "workdir": str(workdir),
             "reference": str(self.study_dir / "reference.npz"), "output_kind": self.model_info.get("output_kind", "logits"),
             "abort_above_ms": abort,
+            "batch_sizes": batch_sizes(self.space, self.target),  # what an engine's optimization profile must accept
         }
         if self.workload is not None:
             job.update(kind="llm_trial", workload=self.workload.to_dict())
@@ -702,7 +727,9 @@ class Optimizer:
                    "output_kind": self.model_info.get("output_kind")},
             target=self.target.model_dump(mode="json"),
             trial={"study": self.study_name, "number": number, "config": cfg.to_dict(), "params": params, "config_key": cfg.key()},
-            metrics=metrics, backend_info={"name": cfg.backend, **(res.get("build_info") or {})},
+            metrics=metrics,
+            backend_info={"name": cfg.backend, **(res.get("build_info") or {}),
+                          **({"measured_on": res["device_info"]} if res.get("device_info") else {})},  # the GPU, CUDA
             reproduce=f"planner export --study {self.study_name} --trial {number} --out DIR",
         )
         write_manifest(workdir / "manifest.json", m)

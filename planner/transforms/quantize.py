@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
 TORCH_SCHEMES: tuple[str, ...] = ("none", "fp16", "bf16", "int8_dynamic", "int8_weight_only", "int4_weight_only")
 INT4_GROUP_SIZES: tuple[int, ...] = (128, 32, 64, 256)  # the int4 CPU kernel's group sizes; first = default
 QUANT_INFO_ATTR = "planner_quant_info"
-ONNX_SCHEMES: tuple[str, ...] = ("none", "fp16", "int8_dynamic", "int8_static")
+ONNX_SCHEMES: tuple[str, ...] = ("none", "fp16", "int8_dynamic", "int8_static", "fp8")
 
 _BOOL = (False, True)
 _REDUCE = ("auto", False, True)  # auto: True on x86 CPUs without VNNI (see `int8_saturates`)
@@ -80,11 +80,22 @@ SCHEME_OPTIONS: dict[str, dict[str, tuple]] = {
         "calibrate_method": ("minmax", "entropy", "percentile"),
         # TensorRT-style Q/DQ: zero points 0 for activations and weights, biases left in float
         "symmetric": _BOOL,
-        # keep the k most sensitive layers in fp32 (lowest weight SQNR after a first quantization pass)
+        # keep the k most sensitive layers in fp32, ranked after a first quantization pass
         "fallback_layers": (0, 1, 2, 4, 8),
+        # how layers are ranked: weight = SQNR of their int8 weights (no data); activation = how much output
+        # fidelity (SQNR vs the fp32 model, dB) is lost across each layer on calibration data
+        "fallback_rank": ("weight", "activation"),
+    },
+    # float8 E4M3 Q/DQ (calibrated, ORT's distribution method): for TensorRT on sm_89+ GPUs
+    "fp8": {
+        # matmul first: with every op quantized ("all"), ONNX Runtime's CPU reference gave a tiny MLP 0.48
+        # cosine to fp32 (0.996 with MatMul/Gemm only); whether TensorRT does better is untested (no GPU)
+        "op_types": ("matmul", "all"),
+        "per_channel": _BOOL,
     },
 }
 
+CALIBRATED = ("int8_static", "fp8")  # schemes whose activation scales come from calibration data
 OP_TYPES: dict[str, list[str] | None] = {"matmul": ["MatMul", "Gemm"], "all": None}  # None: every op ORT supports
 CALIB_BATCH = 8  # calibration batch when the model's batch axis is dynamic
 MAX_CALIB_SAMPLES = 512
@@ -352,8 +363,8 @@ def quantize_onnx(src: Path, dst: Path, cfg: "QuantConfig", calib: "dict[str, np
         raise CandidateFailed(FailReason.UNSUPPORTED,
                               f"quantization scheme {cfg.scheme!r} is not available for ONNX models "
                               f"(available: {', '.join(ONNX_SCHEMES)})")
-    if cfg.scheme == "int8_static" and not calib:
-        raise ConfigError("int8_static needs calibration data (calib)")
+    if cfg.scheme in CALIBRATED and not calib:
+        raise ConfigError(f"{cfg.scheme} needs calibration data (calib)")
     bad = unsupported_combination(cfg)
     if bad:
         raise CandidateFailed(FailReason.UNSUPPORTED, bad)
@@ -374,6 +385,12 @@ def quantize_onnx(src: Path, dst: Path, cfg: "QuantConfig", calib: "dict[str, np
             _save(onnx.load(str(src)), dst, large)  # not a file copy: external data must follow
     elif cfg.scheme == "fp16":
         _fp16(src, dst, large)
+    elif cfg.scheme == "fp8":
+        with tempfile.TemporaryDirectory(prefix="planner-quant-") as tmpdir:
+            model_in, info["preprocessed"], why = _preprocess(src, Path(tmpdir), large)
+            if why:
+                info["preprocess_error"] = why
+            _fp8(model_in, dst, opts, calib, info, large)
     else:
         with tempfile.TemporaryDirectory(prefix="planner-quant-") as tmpdir:
             model_in, info["preprocessed"], why = _preprocess(src, Path(tmpdir), large)
@@ -408,6 +425,66 @@ def sensitive_nodes(float_model: Path, qdq_model: Path) -> list[tuple[str, float
         if vals:
             by_node[node.name] = min(vals)
     return sorted(by_node.items(), key=lambda kv: kv[1])
+
+
+SENSITIVITY_BATCHES = 4  # calibration batches run through both models to rank layers by activation fidelity
+SQNR_CAP_DB = 100.0  # an exact tensor (e.g. an unquantized model input) counts as this clean
+
+
+def sensitive_nodes_by_activation(float_model: Path, qdq_model: Path, reader) -> list[tuple[str, float]]:
+    """Quantized nodes of ``float_model``, most sensitive first, ranked on calibration data (``reader``):
+    both models run with every intermediate tensor as an output, and each Conv/MatMul/Gemm scores the
+    fidelity it loses, SQNR(its input) - SQNR(its output) in dB, where SQNR compares the quantized
+    model's tensor with the float model's.  Unlike the weight proxy, this sees activation ranges and
+    how much each layer's error matters downstream of the layers before it."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_signal_to_quantization_noice_ratio,
+        modify_model_output_intermediate_tensors,
+    )
+
+    class _First:  # the first SENSITIVITY_BATCHES batches of the calibration reader
+        def __init__(self):
+            reader.rewind()
+            self.left = SENSITIVITY_BATCHES
+
+        def __iter__(self):
+            while self.left > 0:
+                self.left -= 1
+                batch = reader.get_next()
+                if batch is None:
+                    return
+                yield batch
+
+    with tempfile.TemporaryDirectory(prefix="planner-sens-") as tmp:
+        acts = []
+        for name, path in (("float", float_model), ("qdq", qdq_model)):
+            aug = Path(tmp) / f"{name}.onnx"
+            modify_model_output_intermediate_tensors(str(path), str(aug))
+            acts.append(collect_activations(str(aug), _First()))
+    float_acts, qdq_acts = acts
+    reader.rewind()
+
+    def sqnr(float_name: str, qdq_name: str) -> float | None:
+        f, q = float_acts.get(float_name), qdq_acts.get(qdq_name)
+        if f is None or q is None:
+            return None
+        return min(SQNR_CAP_DB, compute_signal_to_quantization_noice_ratio(f, q))
+
+    # the same node in both graphs (the quantizer keeps node names): in the QDQ graph its input is the
+    # dequantized value it consumes and its output the value it produces, before any Q/DQ of its own
+    qdq_nodes = {n.name: n for n in onnx.load(str(qdq_model), load_external_data=False).graph.node if n.name}
+    model = onnx.load(str(float_model), load_external_data=False)
+    drop: dict[str, float] = {}
+    for node in model.graph.node:
+        q = qdq_nodes.get(node.name)
+        if q is None or node.op_type not in ("Conv", "MatMul", "Gemm", "ConvTranspose"):
+            continue
+        s_in, s_out = sqnr(node.input[0], q.input[0]), sqnr(node.output[0], q.output[0])
+        if s_in is not None and s_out is not None:
+            drop[node.name] = s_in - s_out
+    return sorted(drop.items(), key=lambda kv: -kv[1])
 
 
 def _fp16(src: Path, dst: Path, large: bool) -> None:
@@ -485,6 +562,39 @@ def _entropy_cache(model_in: Path, op_types, reader, tmp: Path, large: bool) -> 
     return cache
 
 
+def _fp8(model_in: Path, dst: Path, opts: dict, calib, info: dict, large: bool) -> None:
+    """Float8 (E4M3FN) Q/DQ for weights and activations, scales from ONNX Runtime's distribution calibration
+    (the method it implements for float8; zero points are 0, as TensorRT requires).  The graph is for
+    TensorRT on sm_89+; ONNX Runtime's CPU provider runs it correctly only without its graph fusions
+    (ORT_ENABLE_ALL mangles the float8 Q/DQ: measured with 1.32), so the CPU is no place to time it."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    op_types = OP_TYPES[opts["op_types"]]
+    info["op_types"] = op_types or "all"
+    try:
+        reader, n = _make_reader(model_in, calib)
+        info["calib_samples"] = n
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            quantize_static(
+                str(model_in), str(dst), reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=op_types,
+                per_channel=opts["per_channel"],
+                activation_type=QuantType.QFLOAT8E4M3FN,
+                weight_type=QuantType.QFLOAT8E4M3FN,
+                calibrate_method=CalibrationMethod.Distribution,
+                use_external_data_format=large,
+                extra_options={"scenario": "same"},
+            )
+    except (ConfigError, CandidateFailed):
+        raise
+    except Exception as e:  # noqa: BLE001 -- the quantizer crashed on this graph
+        raise CandidateFailed(FailReason.COMPILE, f"onnxruntime fp8 quantization failed: {type(e).__name__}: {e}") from e
+    if not dst.is_file():
+        raise CandidateFailed(FailReason.COMPILE, "onnxruntime fp8 quantization wrote no model")
+
+
 def _int8(model_in: Path, dst: Path, scheme: str, opts: dict, calib, info: dict, large: bool) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
 
@@ -539,9 +649,15 @@ def _int8(model_in: Path, dst: Path, scheme: str, opts: dict, calib, info: dict,
                     run_static([])
                     k = int(opts.get("fallback_layers") or 0)
                     if k > 0:  # sensitive-layer fallback: re-quantize with the k worst layers left in fp32
-                        ranked = sensitive_nodes(model_in, dst)
+                        rank = opts.get("fallback_rank", "weight")
+                        info["fallback_rank"] = rank
+                        if rank == "activation":
+                            ranked = sensitive_nodes_by_activation(model_in, dst, reader)
+                            info["fallback_sqnr_drop_db"] = [round(v, 2) for _, v in ranked[:k]]
+                        else:
+                            ranked = sensitive_nodes(model_in, dst)
+                            info["fallback_sqnr_db"] = [round(v, 2) for _, v in ranked[:k]]
                         info["fallback_nodes"] = [n for n, _ in ranked[:k]]
-                        info["fallback_sqnr_db"] = [round(v, 2) for _, v in ranked[:k]]
                         run_static(info["fallback_nodes"])
     except (ConfigError, CandidateFailed):
         raise

@@ -29,7 +29,7 @@ from planner.target import load_target
 
 IMAGE = [InputSpec("x", (3, 224, 224))]
 TOKENS = [InputSpec("input_ids", (128,), "int64"), InputSpec("attention_mask", (128,), "int64")]
-FP8_TRANSFORMS = ("none", "fp16", "int8_dynamic", "int8_static", "fp8")  # as if the ONNX transforms wrote FP8 Q/DQ
+FP8_TRANSFORMS = ("none", "fp16", "int8_dynamic", "int8_static", "fp8")  # what the ONNX transforms write (fp8: float8 Q/DQ)
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +101,11 @@ def test_fp8_below_sm89_is_rejected_whatever_the_version(targets, version):
 
 
 def test_fp8_needs_fp8_qdq_in_the_graph(targets):
-    with pytest.raises(CandidateFailed, match="FP8 Q/DQ"):  # the ONNX transforms cannot write it yet
-        plan(cfg("fp8"), targets["h100"], "10.0.1")
-    weak = plan(cfg("fp8"), targets["h100"], "10.0.1", onnx_schemes=FP8_TRANSFORMS)
+    with pytest.raises(CandidateFailed, match="FP8 Q/DQ"):  # ONNX transforms without the fp8 one
+        plan(cfg("fp8"), targets["h100"], "10.0.1", onnx_schemes=("none", "fp16", "int8_dynamic", "int8_static"))
+    weak = plan(cfg("fp8"), targets["h100"], "10.0.1")  # the planner's transforms write float8 Q/DQ
     assert weak.builder_flags == ("FP8",) and weak.onnx_scheme == "fp8"
-    strong = plan(cfg("fp8"), targets["l4"], "11.0", onnx_schemes=FP8_TRANSFORMS)  # sm_89 is enough
+    strong = plan(cfg("fp8"), targets["l4"], "11.0")  # sm_89 is enough
     assert strong.builder_flags == () and strong.onnx_scheme == "fp8" and strong.strongly_typed
 
 
@@ -134,10 +134,10 @@ def test_old_or_garbled_versions_and_cpu_targets_are_rejected(targets):
 
 
 def test_supported_schemes_follow_version_and_transforms():
-    assert supported_schemes(None) == ("none", "fp16", "int8_static")  # not installed: current (strongly typed) releases
-    assert supported_schemes("10.12.0.36") == ("none", "fp16", "int8_static")
-    assert supported_schemes("10.0.1") == ("none", "fp16", "bf16", "int8_static")
-    assert "fp8" in supported_schemes("11.0", FP8_TRANSFORMS)
+    assert supported_schemes(None) == ("none", "fp16", "int8_static", "fp8")  # not installed: current (strongly typed) releases
+    assert supported_schemes("10.12.0.36") == ("none", "fp16", "int8_static", "fp8")
+    assert supported_schemes("10.0.1") == ("none", "fp16", "bf16", "int8_static", "fp8")
+    assert "fp8" not in supported_schemes("11.0", ("none", "fp16", "int8_static"))
     assert TensorRT.quant_schemes == supported_schemes(trt_backend.installed_version())
 
 
@@ -592,3 +592,23 @@ def test_compile_rejects_before_building(fake_trt, targets, tmp_path):
     with pytest.raises(CandidateFailed, match="strongly typed"):
         TensorRT().compile(_Source(tmp_path), cfg("bf16"), targets["h100"], tmp_path / "w")
     assert rec.calls == [] and rec.quantized == []
+
+
+# ----------------------------------------------------------------- Triton hand-off of a plan
+
+
+def test_triton_max_batch_size_is_the_profile_max(targets, tmp_path):
+    from planner.select.export import triton_config
+
+    p = plan(cfg(batch=8), targets["h100"], inputs=IMAGE, sizes=[1, 8, 32])
+    manifest = {"target": targets["h100"].model_dump(mode="json"), "backend": {"name": "tensorrt", **p.info()},
+                "model": {"inputs": [{"name": "x", "shape": [3, 224, 224], "dtype": "float32"}]}}
+    io = {"io": [{"name": "x", "mode": "input", "dtype": "float32", "shape": [-1, 3, 224, 224]},
+                 {"name": "logits", "mode": "output", "dtype": "float32", "shape": [-1, 10]}]}
+    notes: list[str] = []
+    text, declared = triton_config("m", "plan", tmp_path / "model.plan", manifest, 8, io, notes)
+    assert declared["max_batch_size"] == 32 and "max_batch_size: 32" in text  # not the trial's batch 8
+    assert 'platform: "tensorrt_plan"' in text and "KIND_GPU" in text and not notes
+    manifest["backend"] = {"name": "tensorrt"}  # an older manifest without the profile
+    _, declared = triton_config("m", "plan", tmp_path / "model.plan", manifest, 8, io, notes)
+    assert declared["max_batch_size"] == 8 and "optimization profile" in notes[0]

@@ -207,3 +207,27 @@ def test_user_evaluator_sets_the_quality_loss(tmp_path):
     c, _, runs = _mlflow_runs(home)
     trial_runs = [x for x in runs if x.data.tags.get("planner.kind") == "trial" and x.info.status == "FINISHED"]
     assert trial_runs and all("eval.accuracy" in x.data.metrics for x in trial_runs)
+
+
+def test_seeds_are_measured_first_and_impossible_ones_skipped(tmp_path):
+    """A space's seeds are the study's first trials, in order (the rest of a seed left to the sampler); a seed the
+    target cannot run (a scheme outside its precisions) is skipped and named, and the study goes on."""
+    home = Home(tmp_path / "home")
+    space = tmp_path / "seeded.yaml"
+    space.write_text(
+        "name: seeded\nbatch_size: [1, 4]\nbackends:\n  torch: {}\n  onnxruntime:\n    graph_optimization_level: [basic, all]\n"
+        "quantize:\n  schemes: [none, int8_dynamic, fp16]\n  options:\n    int8_dynamic: {op_types: [matmul, all]}\n"
+        "seeds:\n"
+        "  - {backend: onnxruntime, options: {graph_optimization_level: basic}, quant: int8_dynamic, quant_options: {op_types: matmul}, batch_size: 4}\n"
+        "  - {backend: onnxruntime, quant: fp16}\n"       # fast-cpu has no fp16: skipped
+        "  - {backend: torch, batch_size: 1}\n")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", space, "--trials", "3",
+                "--sampler", "tpe", "--eval-samples", "6", "--study", "seeded", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = _study(home, "seeded")
+    first, second = (study.trials[i].user_attrs["config"] for i in (0, 1))
+    assert (first["backend"], first["batch_size"], first["quant"]["scheme"]) == ("onnxruntime", 4, "int8_dynamic")
+    assert first["backend_options"] == {"graph_optimization_level": "basic"} and first["quant"]["options"] == {"op_types": "matmul"}
+    assert (second["backend"], second["batch_size"]) == ("torch", 1)
+    assert [t.user_attrs.get("seed") for t in study.trials[:2]] == [0, 2]
+    assert study.user_attrs["seeds_skipped"] == ["seeds[1]: onnxruntime cannot run fp16 on target 'fast-cpu'"]

@@ -329,3 +329,79 @@ def test_onnx_sensitive_layer_fallback_keeps_the_worst_layers_in_fp32(onnx_model
 
     assert [n.name for n in convs if not dequantized_weight(n)] == info["fallback_nodes"]
     assert _cos(ref, _session(dst).run(None, {"x": xs})[0]) > 0.98
+
+
+class OutlierMLP(nn.Module):
+    """fc2 reads an activation with one huge channel (x1000) that its weights ignore: per-tensor int8 of that
+    input wipes out the channels fc2 does use.  fc2's *weights* are as benign as the others'."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 4)
+        scale = torch.ones(32)
+        scale[0] = 1000.0
+        self.register_buffer("scale", scale)
+        with torch.no_grad():
+            self.fc2.weight[:, 0] = 0.0
+
+    def forward(self, x):
+        return self.fc3(F.relu(self.fc2(self.fc1(x) * self.scale)))
+
+
+def test_activation_ranked_fallback_finds_the_layer_weights_cannot_show(tmp_path):
+    """fallback_rank=activation runs the float and the int8 model on calibration data and ranks layers by the
+    fidelity they lose: it names fc2 first, and keeping it in fp32 restores the outputs."""
+    import onnx
+
+    torch.manual_seed(0)
+    model = OutlierMLP().eval()
+    src = tmp_path / "outlier.onnx"
+    torch.onnx.export(model, (torch.randn(2, 16),), str(src), dynamo=True, input_names=["x"], verbose=False,
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    rng = np.random.default_rng(0)
+    calib = {"x": rng.standard_normal((32, 16)).astype(np.float32)}
+    xs = rng.standard_normal((64, 16)).astype(np.float32)
+    ref = _session(src).run(None, {"x": xs})[0]
+    g = onnx.load(str(src)).graph
+    fc2 = next(n.name for n in g.node if n.op_type in ("Gemm", "MatMul") and any("fc2" in i for i in n.input))
+
+    # op_types=matmul: only the Gemms are quantized, so leaving fc2 in fp32 also leaves its input unquantized
+    # (with op_types=all the Mul before it would still quantize that input: fallback works per node)
+    full = tmp_path / "full.onnx"
+    Q.quantize_onnx(src, full, _q("int8_static", op_types="matmul", calibrate_method="minmax"), calib)
+    fb = tmp_path / "fb.onnx"
+    info = Q.quantize_onnx(src, fb, _q("int8_static", op_types="matmul", calibrate_method="minmax", fallback_layers=1,
+                                       fallback_rank="activation"), calib)
+    assert info["fallback_rank"] == "activation" and info["fallback_nodes"] == [fc2], info
+    assert info["fallback_sqnr_drop_db"][0] > 10
+    centered = lambda out: _cos(ref - ref.mean(0), out - ref.mean(0))  # noqa: E731
+    worse = centered(_session(full).run(None, {"x": xs})[0])
+    better = centered(_session(fb).run(None, {"x": xs})[0])
+    assert better > worse + 0.05 and better > 0.98, (worse, better)
+
+
+def test_fp8_writes_float8_qdq_that_tensorrt_accepts(onnx_models, tmp_path):
+    """fp8 (TensorRT's, sm_89+): float8 E4M3 Q/DQ with zero points 0, calibrated; checked here on the CPU with
+    ONNX Runtime's fusions off (they mangle float8 Q/DQ), as no GPU is at hand."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from planner.backends.tensorrt import qdq_problems
+
+    src, calib, xs, ref = onnx_models["mlp"]
+    dst = tmp_path / "fp8.onnx"
+    info = Q.quantize_onnx(src, dst, _q("fp8"), calib)
+    assert info["calib_samples"] == 32
+    g = onnx.load(str(dst)).graph
+    assert sum(n.op_type == "QuantizeLinear" for n in g.node) >= 3
+    zps = [i for i in g.initializer if i.name.endswith("zero_point")]
+    assert zps and all(z.data_type == onnx.TensorProto.FLOAT8E4M3FN for z in zps)
+    assert not any(numpy_helper.to_array(z).astype(np.float32).any() for z in zps)
+    assert qdq_problems(dst) == []
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    out = ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"]).run(None, {"x": xs})[0]
+    assert _cos(ref, out) > 0.98
+    with pytest.raises(ConfigError, match="calibration"):
+        Q.quantize_onnx(src, tmp_path / "nocalib.onnx", _q("fp8"), None)
