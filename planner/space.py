@@ -244,8 +244,10 @@ def _seed_errors(seed: Seed, space: SearchSpace) -> list[str]:
             errors.append(f"options.{k}={v!r}: not among the space's values {params[k].values()}")
     if seed.quant is not None and seed.quant not in space.quantize.schemes:
         errors.append(f"quant: {seed.quant!r} is not one of the space's schemes ({', '.join(space.quantize.schemes)})")
+    if seed.quant_options and seed.quant is None:
+        errors.append("quant_options: given without quant (name the scheme they belong to)")
     qparams = space.quantize.options.get(seed.quant or "none", {})
-    for k, v in seed.quant_options.items():
+    for k, v in seed.quant_options.items() if seed.quant is not None else ():
         if k not in qparams:
             errors.append(f"quant_options.{k}: not searched for {seed.quant} (searched: {', '.join(qparams) or 'none'})")
         elif not _in(qparams[k], v):

@@ -116,14 +116,16 @@ def test_seeds_may_name_only_what_the_space_samples(tmp_path):
                          "  - {backend: tvm}\n"
                          "  - {backend: onnxruntime, options: {graph_optimization_level: fast}, quant: int8_static}\n"
                          "  - {backend: torch, prune: {method: l1, ratio: 0.7}}\n"
-                         "  - {backend: onnxruntime, options: {graph_optimization_level: all}, prune: {method: l1, ratio: 0.3}}\n")
+                         "  - {backend: onnxruntime, options: {graph_optimization_level: all}, prune: {method: l1, ratio: 0.3}}\n"
+                         "  - {backend: onnxruntime, quant_options: {op_types: matmul}}\n")
     with pytest.raises(ConfigError) as e:
         load_space(p)
     text = "\n".join(e.value.errors)
     assert "seeds[0].backend: 'tvm'" in text
     assert "seeds[1].options.graph_optimization_level='fast'" in text and "seeds[1].quant: 'int8_static'" in text
     assert "seeds[2].prune.ratio=0.7" in text
-    assert "seeds[3]" not in text and len(e.value.errors) == 4
+    assert "seeds[4].quant_options: given without quant" in text
+    assert "seeds[3]" not in text and len(e.value.errors) == 5
 
 
 def test_seed_params_rebuild_the_seeded_config(fast_target):

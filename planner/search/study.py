@@ -335,12 +335,13 @@ class Optimizer:
         target or model cannot run are left out and listed as the study attr ``seeds_skipped``."""
         if not self.space.seeds or self.opts.sampler == "grid":  # grid measures every point anyway
             return
-        from planner.space import seed_params, usable_backends
+        from planner.space import seed_params
 
-        backends, _ = usable_backends(self.space, self.target, self.model_info.get("format", "torch"))
+        fmt = self.model_info.get("format", "torch")
+        backends, _ = usable_backends(self.space, self.target, fmt)
         skipped = []
         for i, seed in enumerate(self.space.seeds):
-            params, why = seed_params(seed, self.space, self.target, self.model_info.get("format", "torch"), backends)
+            params, why = seed_params(seed, self.space, self.target, fmt, backends)
             if params is None:
                 skipped.append(f"seeds[{i}]: {why}")
                 continue
