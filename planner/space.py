@@ -329,7 +329,7 @@ def schemes_for(backend: str, space: SearchSpace, target) -> list[str]:
     cls = registry.get(backend)
     return [
         s for s in space.quantize.schemes
-        if s in cls.quant_schemes and SCHEMES[s].precision in target.precisions and target.device.kind in SCHEMES[s].devices
+        if s in SCHEMES and SCHEMES[s].precision in target.precisions and cls.runs_scheme(s, target.device.kind)
     ]
 
 

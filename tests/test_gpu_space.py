@@ -5,6 +5,8 @@ TensorRT is not installed on CPU machines, so where a test needs it offered, its
 availability is stubbed (nothing is built here).
 """
 
+import dataclasses
+
 import optuna
 import pytest
 from support import ROOT
@@ -12,6 +14,7 @@ from support import ROOT
 from planner.backends import registry
 from planner.backends.base import Availability
 from planner.backends.tensorrt import TensorRT, supported_schemes
+from planner.config import PruneConfig
 from planner.space import load_space, rebuild, sample
 from planner.target import load_target
 
@@ -99,3 +102,22 @@ def test_bf16_follows_the_gpu(space, tensorrt_here):
     t4ish = _target("a100").model_copy(update={"precisions": ["fp32", "fp16", "int8"]})
     assert all(c.quant.scheme != "bf16" for c in _draw(space, t4ish, 150, seed=7))
     assert any(c.quant.scheme == "bf16" for c in _draw(space, _target("a100"), 150, seed=7))
+
+
+def test_int4_on_a_gpu_comes_only_from_onnxruntime(space, tensorrt_here):
+    """int4 weight-only is ONNX Runtime's MatMulNBits on CUDA; torch's int4 kernel is CPU-only
+    (`Backend.scheme_devices`), so the capability matrix never offers torch/torch_compile int4 on a GPU."""
+    from planner.space import schemes_for
+
+    a100 = _target("a100")
+    assert "int4_weight_only" in schemes_for("onnxruntime", space, a100)
+    for b in ("torch", "torch_compile"):
+        assert "int4_weight_only" not in schemes_for(b, space, a100)
+    cfgs = _draw(space, a100, 300, seed=8)
+    int4 = [c for c in cfgs if c.quant.scheme == "int4_weight_only"]
+    assert int4 and {c.backend for c in int4} == {"onnxruntime"}
+    # a config that slipped through (e.g. rebuilt by hand) is refused before compiling, naming where it runs
+    torch_int4 = dataclasses.replace(int4[0], backend="torch", backend_options=(), prune=PruneConfig())
+    why = registry.get("torch").check(torch_int4, a100, "torch")
+    assert why and "cpu" in why and "cuda" in why
+    assert registry.get("torch").check(torch_int4, load_target(ROOT / "targets" / "cpu.yaml"), "torch") is None

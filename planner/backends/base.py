@@ -86,6 +86,8 @@ class Backend(ABC):
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     input_format: ClassVar[str] = "torch"  # "torch" (nn.Module) or "onnx"
     quant_schemes: ClassVar[tuple[str, ...]] = ("none",)
+    # scheme -> the device kinds where this backend implements it (absent: wherever the scheme runs, per SCHEMES)
+    scheme_devices: ClassVar[dict[str, tuple[str, ...]]] = {}
     accepts_onnx: ClassVar[bool] = False  # a torch-input backend that can also import ONNX files
     # option name -> allowed values (tuple) or a type (int/float/str) for open ranges
     options: ClassVar[dict[str, Any]] = {}
@@ -111,6 +113,15 @@ class Backend(ABC):
         return ", ".join(out)
 
     @classmethod
+    def runs_scheme(cls, scheme: str, device: str) -> bool:
+        """Whether this backend implements quantization ``scheme`` on device kind ``device``."""
+        from planner.transforms.schemes import SCHEMES
+
+        if scheme not in cls.quant_schemes or scheme not in SCHEMES:
+            return False
+        return device in cls.scheme_devices.get(scheme, SCHEMES[scheme].devices)
+
+    @classmethod
     def check(cls, cfg: "TrialConfig", target: "Target", model_format: str) -> str | None:
         """Why this config cannot run here (None when it can).  Called before compiling."""
         if target.device.kind not in cls.devices:
@@ -124,6 +135,9 @@ class Backend(ABC):
         scheme = SCHEMES.get(cfg.quant.scheme)
         if scheme and scheme.precision not in target.precisions:
             return f"target '{target.name}' does not support precision {scheme.precision}"
+        if scheme and not cls.runs_scheme(cfg.quant.scheme, target.device.kind):
+            where = cls.scheme_devices.get(cfg.quant.scheme, scheme.devices)
+            return f"{cls.name} implements {cfg.quant.scheme} on {', '.join(where)} only, not {target.device.kind}"
         if (cfg.prune.active or cfg.distill.active) and model_format == "onnx":
             return "pruning and distillation need a PyTorch model"
         unknown = sorted(set(cfg.options()) - set(cls.options))

@@ -92,7 +92,7 @@ class OnnxRuntime(Backend):
     install_hint = "pip install onnxruntime (or onnxruntime-gpu for CUDA)"
     devices = ("cpu", "cuda")
     input_format = "onnx"
-    quant_schemes = ("none", "int8_dynamic", "int8_static", "fp16")
+    quant_schemes = ("none", "int8_dynamic", "int8_static", "int4_weight_only", "fp16")
     options = {
         "graph_optimization_level": tuple(LEVELS),
         "execution_mode": ("sequential", "parallel"),

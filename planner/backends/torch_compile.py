@@ -15,6 +15,7 @@ class TorchCompile(Backend):
     devices = ("cpu", "cuda")
     input_format = "torch"
     quant_schemes = ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16")
+    scheme_devices = {"int4_weight_only": ("cpu",)}  # torch's CPU int4 kernel (planner.transforms.int4)
     options = {
         "mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
         "freezing": (True, False),  # inductor constant-folds weights (a big win for CPU inference)

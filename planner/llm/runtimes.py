@@ -35,7 +35,8 @@ Backends (``cfg.backend``):
 
 Quantization: ``int8_dynamic`` / ``int8_weight_only`` (and fp16/bf16 casts) through
 `planner.transforms.quantize.quantize_torch` for the torch backends; ``int8_dynamic``
-(MatMul/Gemm) through `quantize_onnx` on both graphs for ONNX Runtime.  Pruning (heads/FFN)
+(MatMul/Gemm) and ``int4_weight_only`` (MatMulNBits) through `quantize_onnx` on both graphs
+for ONNX Runtime.  Pruning (heads/FFN)
 is applied before, by `ModelSource.torch_module`.
 
 A model qualifies as a decoder when it has ``config.vocab``/``config.max_positions``,
@@ -62,7 +63,7 @@ from planner.errors import CandidateFailed, FailReason
 QUANT_SCHEMES: dict[str, tuple[str, ...]] = {
     "torch": ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16"),
     "torch_compile": ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16"),
-    "onnxruntime": ("none", "int8_dynamic"),
+    "onnxruntime": ("none", "int8_dynamic", "int4_weight_only"),  # int4: MatMulNBits on both graphs
 }
 BACKENDS: tuple[str, ...] = tuple(QUANT_SCHEMES)
 UNSUPPORTED_BACKENDS: dict[str, str] = {

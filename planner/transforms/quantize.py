@@ -24,6 +24,10 @@ ONNX schemes (onnxruntime.quantization; the model is first run through
   int8_static       quantize_static in QDQ format, calibrated on ``calib``; entropy
                     calibration runs with `ENTROPY_NUM_BINS` bins (ORT's default via
                     quantize_static is equivalent to minmax)
+  int4_weight_only  MatMulNBitsQuantizer: constant-weight MatMuls become com.microsoft
+                    MatMulNBits (int4 blocks of group_size along K, symmetric, float compute);
+                    CPU (MLAS) and CUDA kernels.  Needs no calibration data.
+  fp8               float8 E4M3 Q/DQ for TensorRT (see `_fp8`)
   reduce_range "auto" (the default) uses 7-bit weights on x86 CPUs without VNNI, where
   ORT's u8*s8 kernels otherwise saturate (see `int8_saturates`).
 
@@ -52,9 +56,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from planner.config import QuantConfig
 
 TORCH_SCHEMES: tuple[str, ...] = ("none", "fp16", "bf16", "int8_dynamic", "int8_weight_only", "int4_weight_only")
-INT4_GROUP_SIZES: tuple[int, ...] = (128, 32, 64, 256)  # the int4 CPU kernel's group sizes; first = default
+INT4_GROUP_SIZES: tuple[int, ...] = (128, 32, 64, 256)  # torch's int4 CPU kernel's group sizes (ORT MatMulNBits takes them too); first = default
 QUANT_INFO_ATTR = "planner_quant_info"
-ONNX_SCHEMES: tuple[str, ...] = ("none", "fp16", "int8_dynamic", "int8_static", "fp8")
+ONNX_SCHEMES: tuple[str, ...] = ("none", "fp16", "int8_dynamic", "int8_static", "int4_weight_only", "fp8")
 
 _BOOL = (False, True)
 _REDUCE = ("auto", False, True)  # auto: True on x86 CPUs without VNNI (see `int8_saturates`)
@@ -385,6 +389,12 @@ def quantize_onnx(src: Path, dst: Path, cfg: "QuantConfig", calib: "dict[str, np
             _save(onnx.load(str(src)), dst, large)  # not a file copy: external data must follow
     elif cfg.scheme == "fp16":
         _fp16(src, dst, large)
+    elif cfg.scheme == "int4_weight_only":
+        with tempfile.TemporaryDirectory(prefix="planner-quant-") as tmpdir:
+            model_in, info["preprocessed"], why = _preprocess(src, Path(tmpdir), large)
+            if why:
+                info["preprocess_error"] = why
+            _int4(model_in, dst, opts, info, large)
     elif cfg.scheme == "fp8":
         with tempfile.TemporaryDirectory(prefix="planner-quant-") as tmpdir:
             model_in, info["preprocessed"], why = _preprocess(src, Path(tmpdir), large)
@@ -560,6 +570,49 @@ def _entropy_cache(model_in: Path, op_types, reader, tmp: Path, large: bool) -> 
     save_tensors_data(calibrator.compute_data(), cache)
     del calibrator
     return cache
+
+
+# ORT's MatMulNBits `accuracy_level`: 0 = float compute.  4 (int8 compute of the activations) was slower on
+# this AVX2 host without VNNI: MiniLM-L6 batch 1, group 32: 1.40x ORT fp32 against 1.04x at level 0
+# (experiments/results/int4-ort-minilm-b1-2026-11-23-143120.md).
+INT4_ACCURACY_LEVEL = 0
+
+
+def _int4(model_in: Path, dst: Path, opts: dict, info: dict, large: bool) -> None:
+    """int4 weight-only: every MatMul whose second input is a constant 2-D weight becomes a MatMulNBits with
+    symmetric int4 blocks of ``group_size`` along K (round to nearest; no data needed).  Gemm (e.g. a CNN's
+    classifier head) and MatMuls of two activations (attention scores) stay in float; a model with no
+    quantizable MatMul is `unsupported` rather than passed off as int4."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    gs = int(opts["group_size"])
+    info.update(group_size=gs, accuracy_level=INT4_ACCURACY_LEVEL, symmetric=True)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            import logging
+
+            qlog = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+            level = qlog.level
+            qlog.setLevel(logging.WARNING)  # it logs every node it skips at INFO
+            try:
+                q = MatMulNBitsQuantizer(onnx.load(str(model_in)), bits=4, block_size=gs, is_symmetric=True,
+                                         accuracy_level=INT4_ACCURACY_LEVEL, op_types_to_quantize=("MatMul",))
+                q.process()
+            finally:
+                qlog.setLevel(level)
+            model = q.model.model
+    except Exception as e:  # noqa: BLE001 -- the quantizer crashed on this graph
+        raise CandidateFailed(FailReason.COMPILE, f"onnxruntime int4 quantization failed: {type(e).__name__}: {e}") from e
+    ops = [n.op_type for n in model.graph.node]
+    done, kept = ops.count("MatMulNBits"), ops.count("MatMul") + ops.count("Gemm")
+    if not done:
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              f"int4_weight_only: no MatMul with a constant weight to quantize "
+                              f"({kept} MatMul/Gemm node(s) stay float; ONNX Runtime's MatMulNBits covers MatMul only)")
+    info.update(layers_quantized=done, layers_kept_float=kept)
+    _save(model, dst, large)
 
 
 def _fp8(model_in: Path, dst: Path, opts: dict, calib, info: dict, large: bool) -> None:

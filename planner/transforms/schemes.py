@@ -1,9 +1,10 @@
 """Quantization schemes as data: which precision each yields and where it can run.
 
 This table is light (no torch import) so that sampling can filter by it.
-A backend lists the schemes it implements (`Backend.quant_schemes`); a target
-lists the precisions its device supports (`Target.precisions`).  A scheme is
-sampled only when both allow it.
+A backend lists the schemes it implements (`Backend.quant_schemes`), and may
+narrow a scheme to some devices (`Backend.scheme_devices`); a target lists the
+precisions its device supports (`Target.precisions`).  A scheme is sampled only
+when all of them allow it (`planner.space.schemes_for`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("int8_dynamic", "int8", ("cpu", "cuda"), "int8 weights, activations quantized at run time"),
         Scheme("int8_static", "int8", ("cpu", "cuda"), "int8 weights and activations, calibrated (QDQ)"),
         Scheme("int8_weight_only", "int8", ("cpu", "cuda"), "int8 weights, float compute"),
-        # CPU only: torch's CPU int4 kernel (planner.transforms.int4); the CUDA path is not implemented
-        Scheme("int4_weight_only", "int4", ("cpu",), "int4 weights (grouped), bf16 compute"),
+        # torch: CPU only (planner.transforms.int4; `Backend.scheme_devices`); ONNX Runtime: MatMulNBits, CPU and CUDA
+        Scheme("int4_weight_only", "int4", ("cpu", "cuda"), "int4 weights (grouped), float compute"),
         Scheme("fp8", "fp8", ("cuda",), "float8 weights and activations"),
     ]
 }

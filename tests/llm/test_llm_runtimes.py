@@ -91,3 +91,18 @@ def test_int4_weight_only_decoders_stay_close(backend, tiny, tiny_spec, llm_cach
     # random weights: near-uniform next-token distributions flip greedy tokens easily (0.78 measured), while the
     # KL (2e-4 nats measured) and the logit error show the int4 model is close; a broken dequantization is not
     assert q["agreement"] >= 0.6 and q["kl_mean"] < 1e-3 and q["max_abs_logit_error"] < 0.2, q
+
+
+def test_onnxruntime_int4_weight_only_decoder_uses_matmulnbits_and_stays_close(tiny, tiny_spec, llm_cache, cpu_target,
+                                                                                tmp_path, prompt, expected):
+    """ONNX Runtime int4: both graphs' weight MatMuls become MatMulNBits (the same 13 layers as torch's int4)."""
+    import onnx
+
+    b = _build(tiny_spec, llm_cache, cpu_target, tmp_path, cfg("onnxruntime", "int4_weight_only", qopts={"group_size": 32}))
+    for graph in ("prefill.onnx", "decode.onnx"):
+        ops = [n.op_type for n in onnx.load(str(tmp_path / graph)).graph.node]
+        assert ops.count("MatMulNBits") == 2 * 6 + 1, (graph, sorted(set(ops)))
+    got = b.runtime.generate(prompt, N_NEW)
+    assert (got[:, 0] == expected[:, 0]).all()
+    q = _teacher_forced_agreement(tiny, b.runtime)
+    assert q["agreement"] >= 0.6 and q["kl_mean"] < 1e-3 and q["max_abs_logit_error"] < 0.2, q

@@ -405,3 +405,34 @@ def test_fp8_writes_float8_qdq_that_tensorrt_accepts(onnx_models, tmp_path):
     assert _cos(ref, out) > 0.98
     with pytest.raises(ConfigError, match="calibration"):
         Q.quantize_onnx(src, tmp_path / "nocalib.onnx", _q("fp8"), None)
+
+
+def test_onnx_int4_weight_only_writes_matmulnbits_close_and_smaller(tmp_path):
+    """Linear layers on 3-D activations (a transformer's shape) export as MatMul: each becomes an int4 MatMulNBits."""
+    import onnx
+
+    torch.manual_seed(0)
+    model = MLP().eval()
+    path = tmp_path / "mlp3.onnx"
+    torch.onnx.export(model, (torch.randn(2, 7, 64),), str(path), dynamo=True, input_names=["x"], verbose=False,
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    xs = np.random.default_rng(0).standard_normal((3, 7, 64)).astype(np.float32)
+    ref = _session(path).run(None, {"x": xs})[0]
+    for gs in (32, 128):
+        dst = tmp_path / f"q{gs}.onnx"
+        info = Q.quantize_onnx(path, dst, _q("int4_weight_only", group_size=gs), None)
+        ops = [n.op_type for n in onnx.load(str(dst)).graph.node]
+        assert ops.count("MatMulNBits") == 3 and "MatMul" not in ops, ops
+        assert info["layers_quantized"] == 3 and info["layers_kept_float"] == 0 and info["group_size"] == gs
+        assert info["dst_bytes"] < 0.3 * info["src_bytes"]  # 4-bit weights (+ scales) of a float32 model
+        got = _session(dst).run(None, {"x": xs})[0]
+        assert got.shape == ref.shape and _cos(ref, got) > 0.98
+
+
+def test_onnx_int4_of_a_model_without_matmul_is_unsupported(onnx_models, tmp_path):
+    """The conv net's only float GEMM is a Gemm, which MatMulNBits does not cover: unsupported, not a silent no-op."""
+    src = onnx_models["conv"][0]
+    with pytest.raises(CandidateFailed) as e:
+        Q.quantize_onnx(src, tmp_path / "q.onnx", _q("int4_weight_only"), None)
+    assert e.value.reason == FailReason.UNSUPPORTED and "MatMul" in str(e.value)
+    assert not (tmp_path / "q.onnx").exists()
