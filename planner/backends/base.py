@@ -113,13 +113,18 @@ class Backend(ABC):
         return ", ".join(out)
 
     @classmethod
-    def runs_scheme(cls, scheme: str, device: str) -> bool:
-        """Whether this backend implements quantization ``scheme`` on device kind ``device``."""
+    def scheme_device_kinds(cls, scheme: str) -> tuple[str, ...]:
+        """The device kinds where this backend implements quantization ``scheme`` (empty: nowhere)."""
         from planner.transforms.schemes import SCHEMES
 
         if scheme not in cls.quant_schemes or scheme not in SCHEMES:
-            return False
-        return device in cls.scheme_devices.get(scheme, SCHEMES[scheme].devices)
+            return ()
+        return cls.scheme_devices.get(scheme, SCHEMES[scheme].devices)
+
+    @classmethod
+    def runs_scheme(cls, scheme: str, device: str) -> bool:
+        """Whether this backend implements quantization ``scheme`` on device kind ``device``."""
+        return device in cls.scheme_device_kinds(scheme)
 
     @classmethod
     def check(cls, cfg: "TrialConfig", target: "Target", model_format: str) -> str | None:
@@ -136,8 +141,8 @@ class Backend(ABC):
         if scheme and scheme.precision not in target.precisions:
             return f"target '{target.name}' does not support precision {scheme.precision}"
         if scheme and not cls.runs_scheme(cfg.quant.scheme, target.device.kind):
-            where = cls.scheme_devices.get(cfg.quant.scheme, scheme.devices)
-            return f"{cls.name} implements {cfg.quant.scheme} on {', '.join(where)} only, not {target.device.kind}"
+            where = ", ".join(cls.scheme_device_kinds(cfg.quant.scheme))
+            return f"{cls.name} implements {cfg.quant.scheme} on {where} only, not {target.device.kind}"
         if (cfg.prune.active or cfg.distill.active) and model_format == "onnx":
             return "pruning and distillation need a PyTorch model"
         unknown = sorted(set(cfg.options()) - set(cls.options))

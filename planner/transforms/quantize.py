@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import tempfile
 import time
 import warnings
@@ -389,24 +390,17 @@ def quantize_onnx(src: Path, dst: Path, cfg: "QuantConfig", calib: "dict[str, np
             _save(onnx.load(str(src)), dst, large)  # not a file copy: external data must follow
     elif cfg.scheme == "fp16":
         _fp16(src, dst, large)
-    elif cfg.scheme == "int4_weight_only":
+    else:  # the quantizers want shape-inferred, pre-optimised graphs
         with tempfile.TemporaryDirectory(prefix="planner-quant-") as tmpdir:
             model_in, info["preprocessed"], why = _preprocess(src, Path(tmpdir), large)
             if why:
                 info["preprocess_error"] = why
-            _int4(model_in, dst, opts, info, large)
-    elif cfg.scheme == "fp8":
-        with tempfile.TemporaryDirectory(prefix="planner-quant-") as tmpdir:
-            model_in, info["preprocessed"], why = _preprocess(src, Path(tmpdir), large)
-            if why:
-                info["preprocess_error"] = why
-            _fp8(model_in, dst, opts, calib, info, large)
-    else:
-        with tempfile.TemporaryDirectory(prefix="planner-quant-") as tmpdir:
-            model_in, info["preprocessed"], why = _preprocess(src, Path(tmpdir), large)
-            if why:
-                info["preprocess_error"] = why
-            _int8(model_in, dst, cfg.scheme, opts, calib, info, large)
+            if cfg.scheme == "int4_weight_only":
+                _int4(model_in, dst, opts, info, large)
+            elif cfg.scheme == "fp8":
+                _fp8(model_in, dst, opts, calib, info, large)
+            else:
+                _int8(model_in, dst, cfg.scheme, opts, calib, info, large)
     try:
         import onnx
 
@@ -588,23 +582,20 @@ def _int4(model_in: Path, dst: Path, opts: dict, info: dict, large: bool) -> Non
 
     gs = int(opts["group_size"])
     info.update(group_size=gs, accuracy_level=INT4_ACCURACY_LEVEL, symmetric=True)
+    qlog = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = qlog.level
+    qlog.setLevel(logging.WARNING)  # it logs every node it skips at INFO
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            import logging
-
-            qlog = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
-            level = qlog.level
-            qlog.setLevel(logging.WARNING)  # it logs every node it skips at INFO
-            try:
-                q = MatMulNBitsQuantizer(onnx.load(str(model_in)), bits=4, block_size=gs, is_symmetric=True,
-                                         accuracy_level=INT4_ACCURACY_LEVEL, op_types_to_quantize=("MatMul",))
-                q.process()
-            finally:
-                qlog.setLevel(level)
+            q = MatMulNBitsQuantizer(onnx.load(str(model_in)), bits=4, block_size=gs, is_symmetric=True,
+                                     accuracy_level=INT4_ACCURACY_LEVEL, op_types_to_quantize=("MatMul",))
+            q.process()
             model = q.model.model
     except Exception as e:  # noqa: BLE001 -- the quantizer crashed on this graph
         raise CandidateFailed(FailReason.COMPILE, f"onnxruntime int4 quantization failed: {type(e).__name__}: {e}") from e
+    finally:
+        qlog.setLevel(level)
     ops = [n.op_type for n in model.graph.node]
     done, kept = ops.count("MatMulNBits"), ops.count("MatMul") + ops.count("Gemm")
     if not done:
