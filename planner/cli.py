@@ -57,6 +57,8 @@ def optimize(
     retries: int = typer.Option(0, "--retries", help="re-run a trial whose worker died (stale heartbeat) up to N times"),
     compile_workers: int = typer.Option(1, "--compile-workers", help="candidates compiled in parallel; measurement stays one at a time"),
     tvm_tuning_budget: Optional[float] = typer.Option(None, "--tvm-tuning-budget", help="total MetaSchedule tuning seconds for the study (per-trial cap: the tvm option max_tuning_seconds)"),
+    confirm: int = typer.Option(3, "--confirm", envvar="PLANNER_CONFIRM", help="after the search, re-measure the K fastest feasible trials in interleaved rounds before naming a winner (0 = off)"),
+    confirm_rounds: int = typer.Option(3, "--confirm-rounds", help="rounds of that re-measurement"),
     home: Optional[Path] = HomeOpt,
 ):
     """Search deployments of MODEL on TARGET; log every trial to MLflow; print the Pareto front."""
@@ -95,7 +97,7 @@ def optimize(
         tracking_uri=tracking_uri, sampler=sampler, seed=seed, objectives=tuple(objectives.split(",")) if objectives else None,
         eval_samples=eval_samples, early_exit_factor=early_exit or None, allow_mismatch=allow_mismatch,
         heartbeat_seconds=heartbeat, retries=retries, compile_workers=compile_workers,
-        tuning_budget_seconds=tvm_tuning_budget,
+        tuning_budget_seconds=tvm_tuning_budget, confirm_top_k=confirm, confirm_rounds=confirm_rounds,
     )
     if tvm_tuning_budget is not None and tvm_tuning_budget < 0:
         raise ConfigError(f"--tvm-tuning-budget {tvm_tuning_budget}: must be ≥ 0 seconds")
@@ -157,7 +159,7 @@ def worker(
     _check_scaleout_flags(heartbeat, retries, storage, compile_workers)
     opts = StudyOptions(trials=_trials(trials, study_trials), study_trials=study_trials, timeout=timeout, trial_timeout=trial_timeout, tracking_uri=tracking_uri,
                         heartbeat_seconds=heartbeat, retries=retries, allow_mismatch=allow_mismatch,
-                        compile_workers=compile_workers)
+                        compile_workers=compile_workers, confirm_top_k=0)  # `planner confirm` once all are done
     _run(join_study(study, storage, Home.resolve(home), opts, RichReporter(_console())))
 
 
@@ -296,6 +298,36 @@ def pareto(
         c.print(f"[bold]{pol.name}[/]: " + (f"trial {pick.number} {pick.label} (run {pick.run_id})" if pick else "no deployment satisfies it"))
         if pick is None:
             raise typer.Exit(1)
+
+
+@app.command()
+def confirm(
+    study: str = typer.Option(..., "--study", help="study name"),
+    top_k: int = typer.Option(3, "--top-k", help="re-measure the K fastest feasible trials"),
+    rounds: int = typer.Option(3, "--rounds", help="interleaved rounds"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite in the home folder)"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: sqlite in the home folder)"),
+    trial_timeout: float = typer.Option(900.0, "--trial-timeout", help="seconds allowed per candidate to rebuild, and per round"),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch"),
+    home: Optional[Path] = HomeOpt,
+):
+    """Re-measure the fastest trials of a study in interleaved rounds and publish its front again
+    (`planner optimize` does this at its end; run it yourself once every worker of a shared study is done)."""
+    from planner.console import RichReporter, pareto_table
+    from planner.paths import Home
+    from planner.search.study import StudyOptions, join_study
+
+    if top_k < 1:
+        raise ConfigError(f"--top-k {top_k}: must be ≥ 1")
+    h = Home.resolve(home)
+    opts = StudyOptions(trial_timeout=trial_timeout, tracking_uri=tracking_uri, allow_mismatch=allow_mismatch,
+                        confirm_top_k=top_k, confirm_rounds=rounds)
+    c = _console()
+    summary, front = join_study(study, storage or h.optuna_url, h, opts, RichReporter(c)).reconfirm()
+    if summary is None:
+        c.print(f"study {study}: no feasible trial to re-measure")
+        raise typer.Exit(1)
+    c.print(pareto_table(front, title=f"Pareto front of {study} ({len(front)} deployments)"))
 
 
 def _load_study(name: str, storage: str):

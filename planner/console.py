@@ -12,7 +12,7 @@ STATUS_STYLE = {"ok": "green", "infeasible": "yellow", "failed": "red", "duplica
 
 def pareto_table(front, title: str = "Pareto front") -> Table:
     t = Table(title=title, title_justify="left")
-    for col in ("trial", "deployment", "batch", "p50 ms", "p99 ms", "samples/s", "quality loss"):
+    for col in ("trial", "deployment", "batch", "p50 ms", "p99 ms", "samples/s", "quality loss", "confirmed"):
         t.add_column(col, justify="left" if col == "deployment" else "right", overflow="fold")
     for p in front:
         m = p.metrics
@@ -20,7 +20,22 @@ def pareto_table(front, title: str = "Pareto front") -> Table:
             str(p.number), p.label, str(p.config.get("batch_size")),
             f"{m.get('latency_p50_ms', float('nan')):.3f}", f"{m.get('latency_p99_ms', float('nan')):.3f}",
             f"{m.get('throughput', float('nan')):.0f}", f"{m.get('quality_loss', float('nan')):.1e}",
+            f"{int(m['confirmed_rounds'])} rounds" if m.get("confirmed_rounds") else "–",
         )
+    return t
+
+
+def confirmation_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> Table:
+    pct = summary["percentile"]
+    t = Table(title=f"Re-measured in {summary['rounds']} interleaved rounds ({pct}, median over rounds)", title_justify="left")
+    for col in ("trial", "deployment", "batch", f"study {pct} ms", f"confirmed {pct} ms", "confirmed / study"):
+        t.add_column(col, justify="left" if col == "deployment" else "right", overflow="fold")
+    for r in rows:
+        if r["confirmed_ms"] is None:
+            t.add_row(str(r["trial"]), r["deployment"], str(r["batch"]), f"{r['study_ms']:.3f}", f"[red]{r['failed'][:80]}[/]", "–")
+        else:
+            t.add_row(str(r["trial"]), r["deployment"], str(r["batch"]), f"{r['study_ms']:.3f}", f"{r['confirmed_ms']:.3f}",
+                      f"{r['ratio']:.2f}" + (" [yellow]breaks the SLO[/]" if r["slo_violated"] else ""))
     return t
 
 
@@ -68,6 +83,17 @@ class RichReporter:
         self.console.print(f"[{style}]{o.status:10s}[/] #{o.number:<4d} {label} b={o.config.batch_size if o.config else '?'}  {detail}")
         if self.progress is not None:
             self.progress.advance(self.task)
+
+    def confirming(self, message: str) -> None:
+        if self.progress is not None and message.startswith(("round", "rebuilding")):
+            self.progress.update(self.task, description=message)
+        else:
+            self.console.print(f"[dim]{message}[/]")
+
+    def confirmed(self, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description="done")
+        self.console.print(confirmation_table(rows, summary))
 
     def end(self, result) -> None:
         if self.progress is not None:

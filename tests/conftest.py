@@ -10,6 +10,9 @@ from support import DATA  # noqa: E402
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# The suite runs dozens of tiny studies; re-measuring their winners (about 10 s each) is tested on its own in
+# tests/select/test_confirm.py, which passes --confirm explicitly.
+os.environ.setdefault("PLANNER_CONFIRM", "0")
 
 
 @pytest.fixture

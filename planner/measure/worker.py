@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,13 @@ class Job:
         self.dir = jobdir
         self.result_path, self.log_path = jobdir / "result.json", jobdir / "worker.log"
         self.gate = jobdir / ".gate" if gated else None
-        for p in (self.result_path, *( (self.gate / "ready", self.gate / "go") if self.gate else ())):
-            if p.exists():
-                p.unlink()
-        if self.gate:
-            self.gate.mkdir(exist_ok=True)
+        if self.result_path.exists():
+            self.result_path.unlink()
+        if self.gate:  # a fresh gate: no "ready"/"go"/round files from an earlier job in this folder
+            import shutil
+
+            shutil.rmtree(self.gate, ignore_errors=True)
+            self.gate.mkdir()
         job = {**job, "result": str(self.result_path), "gate": str(self.gate) if self.gate else None}
         (jobdir / "job.json").write_text(json.dumps(job, indent=2, default=str))
         self.t0 = time.perf_counter()
@@ -340,12 +343,23 @@ def _wait_for_turn(gate: str | None) -> None:
         time.sleep(0.005)
 
 
-def do_trial(job: dict) -> dict:
-    import numpy as np
+@dataclass
+class Engine:
+    """What `build_engine` made of a job: the compiled runtime and how it came about."""
 
+    spec: Any  # planner.model.ModelSpec
+    target: Any  # planner.target.Target
+    cfg: Any  # planner.config.TrialConfig
+    src: Any  # planner.source.ModelSource
+    build: Any  # planner.backends.base.BuildResult
+    build_seconds: float
+    rss_before_mb: float  # this process before the model was loaded
+
+
+def build_engine(job: dict) -> Engine:
+    """Load the model, apply the config's transforms (cached) and compile it.  A compile fault is
+    `CandidateFailed` with its reason."""
     from planner.config import TrialConfig
-    from planner.measure.quality import quality_metrics
-    from planner.measure.timer import EarlyExit, cuda_event_timer, measure
     from planner.model import ModelSpec
     from planner.source import ModelSource
     from planner.target import Target
@@ -373,8 +387,21 @@ def do_trial(job: dict) -> dict:
     build_seconds = time.perf_counter() - t0
     if not build.ok:
         raise CandidateFailed(FailReason.COMPILE, build.error or "backend returned no runtime")
+    assert build.runtime is not None
+    return Engine(spec, target, cfg, src, build, build_seconds, rss0)
+
+
+def do_trial(job: dict) -> dict:
+    import numpy as np
+
+    from planner.measure.quality import quality_metrics
+    from planner.measure.timer import EarlyExit, measure
+
+    eng = build_engine(job)
+    spec, target, cfg, src, build, build_seconds, rss0 = (eng.spec, eng.target, eng.cfg, eng.src, eng.build,
+                                                          eng.build_seconds, eng.rss_before_mb)
     rt = build.runtime
-    assert rt is not None
+    workdir = Path(job["workdir"])
     _wait_for_turn(job.get("gate"))
     measured_from = time.time()
 
@@ -400,12 +427,10 @@ def do_trial(job: dict) -> dict:
 
     # latency: one batch, inputs in place, per the target's protocol
     feed, _ = next(_batches(inputs, n, cfg.batch_size))
-    fn = rt.bind(feed)
-    stream = rt.timing_stream()
-    timing = "cuda_events" if stream is not None else "host_clock"
+    fn, time_one, timing = timed_call(rt, feed)
     try:
         stats = measure(fn, target.measurement, sync=rt.synchronize, abort_above_ms=job.get("abort_above_ms"),
-                        time_one=cuda_event_timer(stream) if stream is not None else None)
+                        time_one=time_one)
     except EarlyExit as e:
         return early_exit_result(e, quality, build)
     host_fn = rt.bind_host(feed)  # device engines: the same batch from host memory and back, copies included
@@ -434,6 +459,58 @@ def do_trial(job: dict) -> dict:
         "device_info": device_info(rt),
         "measured_window": [measured_from, time.time()],  # wall clock: quality check + latency protocol
     }
+
+
+def timed_call(rt, feed: dict):
+    """``(fn, time_one, timing)``: one call of the engine on ``feed`` already in place, and how a sample of it
+    is taken (CUDA events on the engine's stream when it has one, else the host clock)."""
+    from planner.measure.timer import cuda_event_timer
+
+    fn = rt.bind(feed)
+    stream = rt.timing_stream()
+    if stream is not None:
+        return fn, cuda_event_timer(stream), "cuda_events"
+    return fn, None, "host_clock"
+
+
+def do_confirm(job: dict) -> dict:
+    """Re-measure one finished trial's deployment in rounds the parent interleaves with other candidates'.
+
+    The engine is rebuilt from the trial's config (transforms come from the cache; TVM reuses its tuning
+    records and tunes no further), then for each round ``r`` the worker waits for ``GATE/go-r``, runs the
+    target's full latency protocol and writes ``GATE/round-r.json``.  The parent pauses every other
+    candidate while one measures, so the rounds see the same machine state in turn."""
+    import numpy as np
+
+    from planner.measure.timer import measure
+
+    os.environ["PLANNER_TUNING_SECONDS_LEFT"] = "0"  # the trial's tuning records are applied, none added
+    eng = build_engine(job)
+    rt, cfg, target = eng.build.runtime, eng.cfg, eng.target
+    with np.load(job["reference"], allow_pickle=False) as z:
+        inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
+    n = len(next(iter(inputs.values())))
+    feed, _ = next(_batches(inputs, n, cfg.batch_size))
+    fn, time_one, timing = timed_call(rt, feed)
+    gate = Path(job["gate"])
+    (gate / "ready").touch()
+    rounds = []
+    for r in range(int(job["rounds"])):
+        while not (gate / f"go-{r}").exists():
+            if (gate / "stop").exists():
+                return {"status": "ok", "rounds": rounds, "timing": timing, "build_seconds": eng.build_seconds}
+            time.sleep(0.005)
+        try:
+            stats = measure(fn, target.measurement, sync=rt.synchronize, time_one=time_one).to_dict()
+        except Exception as e:
+            traceback.print_exc()
+            reason = FailReason.OOM if _is_oom(e) else FailReason.CRASH
+            raise CandidateFailed(reason, f"inference failed while re-measuring: {type(e).__name__}: {str(e)[:300]}") from None
+        rounds.append(stats)
+        tmp = gate / f".round-{r}.tmp"
+        tmp.write_text(json.dumps(stats))
+        os.replace(tmp, gate / f"round-{r}.json")
+    return {"status": "ok", "rounds": rounds, "timing": timing, "build_seconds": eng.build_seconds}
 
 
 def task_quality(spec, rt, batch_size: int, reference: str, quality: dict, mode: str) -> dict:
@@ -484,7 +561,7 @@ def main(argv: list[str]) -> int:
 
             res = prepare_llm(job) if kind == "llm_prepare" else run_llm_trial(job)
         else:
-            res = do_prepare(job) if kind == "prepare" else do_trial(job)
+            res = {"prepare": do_prepare, "trial": do_trial, "confirm": do_confirm}[kind](job)
     except ConfigError as e:
         res = {"status": "config_error", "message": str(e)}
     except CandidateFailed as e:

@@ -145,6 +145,31 @@ class MlflowRecorder:
         for f in extra_files:
             self.client.log_artifact(self.parent_run_id, str(f))
 
+    def log_confirmation(self, summary: dict[str, Any], table_md: str, run_ids: dict[int, str | None]) -> None:
+        """The re-measurement of the fastest trials (planner.select.confirm): ``confirmed.*`` metrics and a
+        ``planner.confirmed`` tag on each candidate's run, the table on the study's parent run."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        for n, c in summary["trials"].items():
+            rid = run_ids.get(int(n))
+            if not rid:
+                continue
+            ms = [Metric(f"confirmed.{k}", float(c[k]), now, 0) for k in
+                  ("latency_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput", "ratio_to_study")
+                  if _is_number(c.get(k))]
+            self.client.log_batch(rid, metrics=ms)
+            self.client.set_tag(rid, "planner.confirmed", "slo_violated" if c.get("slo_violated") else "true")
+        for n, f in summary["failed"].items():
+            rid = run_ids.get(int(n))
+            if rid:
+                self.client.set_tag(rid, "planner.confirmed", f"failed: {f['reason']}: {f['message']}"[:5000])
+        assert self.parent_run_id
+        self.client.log_text(self.parent_run_id, table_md, "confirmation.md")
+        self.client.log_text(self.parent_run_id, json.dumps(summary, indent=2, default=str), "confirmation.json")
+
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 

@@ -46,6 +46,8 @@ class StudyOptions:
     retries: int = 0  # re-run a trial that went stale (its worker died) this many times
     compile_workers: int = 1  # candidates compiled at once; measurement stays one at a time (others paused)
     tuning_budget_seconds: float | None = None  # total auto-tuning (TVM MetaSchedule) time for the study
+    confirm_top_k: int = 3  # after the loop, re-measure the k fastest feasible trials (0: off; planner.select.confirm)
+    confirm_rounds: int = 3  # interleaved rounds of that re-measurement
 
 
 @dataclass
@@ -76,6 +78,8 @@ class Reporter(Protocol):
     def start(self, study_name: str, total: int, info: dict[str, Any]) -> None: ...
     def trial_started(self, number: int, cfg: TrialConfig) -> None: ...
     def trial_done(self, outcome: TrialOutcome) -> None: ...
+    def confirming(self, message: str) -> None: ...
+    def confirmed(self, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None: ...
     def end(self, result: StudyResult) -> None: ...
 
 
@@ -83,6 +87,8 @@ class SilentReporter:
     def start(self, study_name, total, info): pass
     def trial_started(self, number, cfg): pass
     def trial_done(self, outcome): pass
+    def confirming(self, message): pass
+    def confirmed(self, summary, rows): pass
     def end(self, result): pass
 
 
@@ -222,6 +228,10 @@ class Optimizer:
             raise ConfigError(f"--timeout {options.timeout}: must be > 0 seconds")
         if options.trial_timeout <= 0:
             raise ConfigError(f"--trial-timeout {options.trial_timeout}: must be > 0 seconds")
+        if options.confirm_top_k < 0:
+            raise ConfigError(f"--confirm {options.confirm_top_k}: must be ≥ 0 (0 turns the re-measurement off)")
+        if options.confirm_rounds < 1:
+            raise ConfigError(f"--confirm-rounds {options.confirm_rounds}: must be ≥ 1")
         self.study_name = options.study_name or default_study_name(model, target, space, workload)
         self.storage_url = options.storage or home.optuna_url
         self.tracking_uri = options.tracking_uri or home.tracking_uri
@@ -427,6 +437,8 @@ class Optimizer:
         self._stopped = "trial budget reached"
         try:
             self._loop(study, rec, backends, fmt, seen, outcomes)
+            if self.opts.confirm_top_k > 0:
+                self.confirm(study, rec)
         except KeyboardInterrupt:
             status = "KILLED"
             self._stopped = "interrupted"
@@ -736,20 +748,90 @@ class Optimizer:
         write_manifest(workdir / "manifest.json", m)
         return "manifest.json"
 
+    def confirm(self, study, rec) -> dict[str, Any] | None:
+        """Re-measure the fastest feasible trials in interleaved rounds (the winner's curse, see
+        `planner.select.confirm`); the front and the registry then use the confirmed figures."""
+        from planner.measure.worker import worker_env
+        from planner.select import confirm as cf
+
+        if self.workload is not None:  # decoders: TTFT/TPOT come from a workload replay, not one timed call
+            return None
+        points = cf.candidates(study, self.opts.confirm_top_k)
+        if not points:
+            return None
+        rounds = self.opts.confirm_rounds
+        self.reporter.confirming(f"re-measuring the {len(points)} fastest feasible trials "
+                                 f"({', '.join(f'#{p.number}' for p in points)}) in {rounds} interleaved rounds")
+        root = self.study_dir / "confirm"
+
+        def make_job(p):
+            jobdir = root / f"{p.number:04d}"
+            return {
+                "kind": "confirm", "spec": self.model.to_dict(), "target": self.target.model_dump(mode="json"),
+                "config": p.config, "cache_dir": str(self.home.cache), "workdir": str(jobdir / "build"),
+                "reference": str(self.study_dir / "reference.npz"), "rounds": rounds,
+                "batch_sizes": batch_sizes(self.space, self.target),
+            }, jobdir
+
+        results = cf.run_rounds(points, make_job, worker_env(self.target, self.home.cache), rounds,
+                                self.opts.trial_timeout, self.reporter.confirming)
+        summary = cf.record(study, points, results, self.target.constraints.latency_percentile, rounds,
+                            self.target.constraints.latency_slo_ms)
+        try:
+            rec.log_confirmation(summary, cf.markdown(summary, points), {p.number: p.run_id for p in points})
+        except Exception as e:  # the study attribute is the source of truth; MLflow only shows it
+            import sys
+
+            print(f"warning: could not record the re-measurement in MLflow: {e}", file=sys.stderr)
+        for n in list(summary["trials"]):  # the engines were only rebuilt to be timed: keep the trial's own
+            _rmtree(root / f"{int(n):04d}" / "build")
+        self.reporter.confirmed(summary, cf.rows(summary, points))
+        return summary
+
+    def _publish(self, study, rec, front) -> None:
+        """Tag the front's runs, log its table, register it and draw the plots (MLflow)."""
+        from planner.select.pareto import markdown_table, table_rows
+
+        rec.mark_pareto({p.run_id for p in front if p.run_id}, markdown_table(front), table_rows(front))
+        try:  # registry versions + aliases, plots on the parent run: warn, never fail the study
+            from planner.select.registry import publish_study
+
+            publish_study(study, rec, front, self.target, self.model.name)
+        except Exception as e:
+            import sys
+
+            print(f"warning: could not register the Pareto front / log plots: {e}", file=sys.stderr)
+
+    def reconfirm(self) -> tuple[dict[str, Any] | None, list]:
+        """``planner confirm``: re-measure the fastest trials of an existing study (e.g. once all its workers
+        are done) and publish its front again; returns (the confirmation or None, the front)."""
+        import optuna
+
+        from planner.select.pareto import pareto_front
+
+        check_host(self.target, self.opts.allow_mismatch)
+        if self.workload is not None:
+            raise ConfigError(f"--study {self.study_name}: a decoder study (workload {self.workload.name}) is not re-measured; "
+                              "its TTFT/TPOT come from the workload replay")
+        if not (self.study_dir / "reference.npz").is_file():
+            raise ConfigError(f"--study {self.study_name}: no fp32 reference at {self.study_dir / 'reference.npz'}; "
+                              "run `planner confirm` with the --home the study was created in")
+        study = optuna.load_study(study_name=self.study_name, storage=self.connect_storage())
+        rec = self.connect_recorder()
+        rec.parent_run_id = study.user_attrs.get("mlflow_parent_run_id")
+        self.model_info = study.user_attrs.get("model_info", {})
+        summary = self.confirm(study, rec)
+        front = pareto_front(study)
+        if rec.parent_run_id:
+            self._publish(study, rec, front)
+        return summary, front
+
     def _finish(self, study, rec, outcomes, stopped: str, status: str) -> StudyResult:
-        from planner.select.pareto import markdown_table, pareto_front, table_rows
+        from planner.select.pareto import pareto_front
 
         front = pareto_front(study)
         try:
-            rec.mark_pareto({p.run_id for p in front if p.run_id}, markdown_table(front), table_rows(front))
-            try:  # registry versions + aliases, plots on the parent run: warn, never fail the study
-                from planner.select.registry import publish_study
-
-                publish_study(study, rec, front, self.target, self.model.name)
-            except Exception as e:
-                import sys
-
-                print(f"warning: could not register the Pareto front / log plots: {e}", file=sys.stderr)
+            self._publish(study, rec, front)
             rec.client.set_tag(rec.parent_run_id, "planner.stopped", stopped)
             rec.finish_study(status)
         except Exception as e:  # recording the summary must not hide the study's own outcome

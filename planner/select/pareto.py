@@ -48,8 +48,8 @@ def feasible_points(study) -> list[Point]:
     return out
 
 
-def pareto_front(study) -> list[Point]:
-    """Non-dominated feasible trials (Optuna's `best_trials`), one per distinct config, sorted by latency."""
+def _study_front(study) -> list[Point]:
+    """Non-dominated feasible trials by the study's own measurements (Optuna's `best_trials`), one per config."""
     seen, out = set(), []
     for t in study.best_trials:
         if t.user_attrs.get("duplicate_of") is not None:
@@ -59,7 +59,60 @@ def pareto_front(study) -> list[Point]:
             continue
         seen.add(key)
         out.append(_point(t))
-    return sorted(out, key=lambda p: (p.latency_ms, p.quality_loss))
+    return out
+
+
+# metrics a confirmation (planner.select.confirm) replaces; the study's own figure stays as study_latency_ms
+CONFIRMED_METRICS = ("latency_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_per_sample_ms", "throughput")
+
+
+def confirmed(study) -> dict[int, dict[str, Any]]:
+    """``{trial number: confirmed metrics}`` from the study's confirmation, {} when it has none."""
+    c = study.user_attrs.get("confirmation") or {}
+    return {int(n): v for n, v in (c.get("trials") or {}).items()}
+
+
+def with_confirmation(p: Point, c: dict[str, Any]) -> Point:
+    m = {**p.metrics, **{k: float(c[k]) for k in CONFIRMED_METRICS if k in c},
+         "study_latency_ms": p.metrics["latency_ms"], "study_latency_p50_ms": p.metrics.get("latency_p50_ms", p.metrics["latency_ms"]),
+         "confirmed_rounds": float(c.get("rounds", 0))}
+    return Point(p.number, p.config, p.label, m, p.run_id)
+
+
+def confirmed_points(study) -> list[Point]:
+    """`feasible_points` with the confirmed figures of re-measured trials; a confirmed latency over the
+    target's latency SLO makes a trial infeasible."""
+    conf = confirmed(study)
+    return [with_confirmation(p, conf[p.number]) if p.number in conf else p for p in feasible_points(study)
+            if not conf.get(p.number, {}).get("slo_violated")]
+
+
+def _objectives(study):
+    from planner.search.objectives import DEFAULT_OBJECTIVES, parse_objectives
+
+    return parse_objectives(tuple(study.user_attrs.get("objectives") or DEFAULT_OBJECTIVES))
+
+
+def non_dominated(points: list[Point], objectives) -> list[Point]:
+    """The points no other point beats on every objective (metric, direction) and strictly on one."""
+    def key(p: Point) -> tuple[float, ...]:
+        return tuple(p.metrics[o.metric] if o.direction == "minimize" else -p.metrics[o.metric] for o in objectives)
+
+    ks = [key(p) for p in points]
+    return [p for p, a in zip(points, ks)
+            if not any(all(x <= y for x, y in zip(b, a)) and b != a for b in ks)]
+
+
+def pareto_front(study) -> list[Point]:
+    """Non-dominated feasible deployments, one per distinct config, sorted by latency.
+
+    Trials re-measured by a confirmation count with their confirmed figures (a confirmed latency that
+    breaks the latency SLO makes the trial infeasible); the rest with the study's own."""
+    if not confirmed(study):
+        return sorted(_study_front(study), key=lambda p: (p.latency_ms, p.quality_loss))
+    pts = confirmed_points(study)  # all of them: a trial dominated only by one re-measured slower is back in
+    objectives = [o for o in _objectives(study) if all(o.metric in p.metrics for p in pts)]
+    return sorted(non_dominated(pts, objectives), key=lambda p: (p.latency_ms, p.quality_loss))
 
 
 class Policy(Protocol):

@@ -61,6 +61,9 @@ def version_tags(point, study_name: str) -> dict[str, str]:
         "config_key": _config_key(cfg),
         "label": point.label,
         "pareto": "true",
+        # re-measured in interleaved rounds after the search (planner.select.confirm): latency_ms above is that
+        "confirmed_rounds": int(m["confirmed_rounds"]) if m.get("confirmed_rounds") else None,
+        "study_latency_ms": m.get("study_latency_ms"),
     }
     for k, v in sorted((cfg.get("backend_options") or {}).items()):
         tags[f"option.{k}"] = v

@@ -20,16 +20,42 @@ class _Identity(Runtime):
         return [x[:, :10] * 0 + self.scale]
 
 
+class _Eager(Runtime):
+    """The model's real outputs (so quality is feasible), at a latency set by the test: ``delay_s`` per call."""
+
+    def __init__(self, module, delay_s):
+        self.module, self.delay_s = module, delay_s
+
+    def bind(self, inputs):
+        return lambda: time.sleep(self.delay_s)
+
+    def infer(self, inputs):
+        import torch
+
+        with torch.no_grad():
+            out = self.module(*[torch.from_numpy(v) for v in inputs.values()])
+        return [out.numpy()]
+
+
 class Fake(Backend):
     name = "fake"
     modules = ("numpy",)
     devices = ("cpu",)
     input_format = "torch"
-    options = {"behaviour": ("ok", "compile_error", "slow")}
+    # steady / lucky: real outputs.  steady takes 2 ms a call.  lucky takes 0.4 ms when first built (its study
+    # trial) and 10 ms on every later build (a deployment whose study measurement was a lucky window)
+    options = {"behaviour": ("ok", "compile_error", "slow", "steady", "lucky")}
 
     def compile(self, source, cfg, target, workdir):
         b = cfg.options().get("behaviour", "ok")
         if b == "compile_error":
             raise CandidateFailed(FailReason.COMPILE, "fake compiler rejected the graph")
         (workdir / "engine.bin").write_bytes(b"fake")
+        if b in ("steady", "lucky"):
+            delay = 0.002
+            if b == "lucky":
+                marker = source.cache_dir / "fake-lucky-built"
+                delay = 0.01 if marker.exists() else 0.0004
+                marker.touch()
+            return BuildResult(_Eager(source.torch_module(cfg).eval(), delay), [workdir / "engine.bin"], 0.0, {"fake": 1})
         return BuildResult(_Identity(1 if b == "ok" else 50), [workdir / "engine.bin"], 0.0, {"fake": 1})

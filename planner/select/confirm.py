@@ -1,0 +1,184 @@
+"""Winner's curse: re-measure the fastest feasible deployments in interleaved rounds before one is named.
+
+A study measures each candidate once.  The minimum of many noisy measurements is biased low, so the
+study's fastest deployment is often one that was measured on a lucky window (on this 2-core host a
+resnet18 torch.compile trial measured 45.9 ms in its study and 54–57 ms in every later round).  After
+the trial loop, the ``top_k`` fastest feasible trials are rebuilt in fresh workers (transforms come from
+the cache) and measured again in ``rounds`` rounds: in each round every candidate runs the target's full
+latency protocol in turn while the others are paused, and the order rotates from round to round, so
+slow drift of the machine falls on all of them alike.  A candidate's confirmed latency is the median
+of its rounds.
+
+The result is stored in the Optuna study (user attribute ``confirmation``) and on the trials' MLflow
+runs (metrics ``confirmed.*``); `planner.select.pareto.pareto_front` reads it, so the front, the
+policies' picks and the registry aliases use confirmed figures wherever there are some.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from planner.select.pareto import Point, feasible_points
+
+ATTR = "confirmation"  # the study user attribute
+
+
+@dataclass(frozen=True)
+class ConfirmOptions:
+    top_k: int = 3  # candidates re-measured; 0 turns confirmation off
+    rounds: int = 3  # interleaved rounds (each: the target's full latency protocol per candidate)
+
+
+def candidates(study, top_k: int) -> list[Point]:
+    """The ``top_k`` fastest feasible trials by the latency objective, one per distinct config."""
+    seen: set[str] = set()
+    out: list[Point] = []
+    for p in sorted(feasible_points(study), key=lambda p: (p.latency_ms, p.quality_loss, p.number)):
+        key = str(p.config)
+        if key in seen or "latency_ms" not in p.metrics:
+            continue
+        seen.add(key)
+        out.append(p)
+        if len(out) >= top_k:
+            break
+    return out
+
+
+def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[dict, Path]], env: dict[str, str],
+               rounds: int, timeout: float, on_progress: Callable[[str], None] | None = None) -> dict[int, dict]:
+    """Build every candidate in its own worker, then measure them in ``rounds`` interleaved rounds.
+
+    Returns ``{trial number: worker result}``: ``{"status": "ok", "rounds": [LatencyStats dicts]}`` or a
+    failure (``status``/``reason``/``message``) for a candidate that did not rebuild or crashed."""
+    from planner.measure.worker import Job
+
+    say = on_progress or (lambda msg: None)
+    jobs: dict[int, Job] = {}
+    results: dict[int, dict] = {}
+    try:
+        for p in points:
+            job, jobdir = make_job(p)
+            jobs[p.number] = Job(job, jobdir, env, gated=True)
+        say(f"rebuilding {len(jobs)} candidates")
+        building = set(jobs)
+        while building:  # a built candidate waits (paused) for its first round
+            for n in sorted(building):
+                j = jobs[n]
+                if j.ready:
+                    j.pause()
+                    building.discard(n)
+                elif j.poll() is not None or j.active_seconds() > timeout:
+                    results[n] = j.collect(timed_out=timeout if j.poll() is None else None)
+                    building.discard(n)
+            time.sleep(0.02)
+        live = [p.number for p in points if p.number not in results]
+        for r in range(rounds):
+            shift = r % len(live) if live else 0
+            for n in live[shift:] + live[:shift]:
+                if n in results:
+                    continue
+                say(f"round {r + 1}/{rounds}: trial {n}")
+                j = jobs[n]
+                for other in live:
+                    if other != n:
+                        jobs[other].pause()
+                j.resume()
+                (j.gate / f"go-{r}").touch()
+                done = j.gate / f"round-{r}.json"
+                t0 = time.monotonic()
+                while not done.exists():
+                    if j.poll() is not None or time.monotonic() - t0 > timeout:
+                        results[n] = j.collect(timed_out=timeout if j.poll() is None else None)
+                        break
+                    time.sleep(0.005)
+                else:
+                    j.pause()
+        for n in live:
+            if n not in results:
+                jobs[n].resume()
+                jobs[n].proc.wait(timeout=timeout)
+                results[n] = jobs[n].collect()
+    finally:
+        for j in jobs.values():  # Ctrl-C or a fault above: no worker left behind, none left stopped
+            if j.poll() is None:
+                j.kill()
+    return results
+
+
+def summarize(rounds: list[dict[str, Any]], percentile: str, batch_size: int) -> dict[str, Any]:
+    """Confirmed metrics: the median over rounds of each round's statistic."""
+    def med(key: str) -> float:
+        return float(statistics.median(r[key] for r in rounds))
+
+    p50 = med("p50_ms")
+    return {
+        "latency_ms": med(f"{percentile}_ms"),
+        "latency_p50_ms": p50, "latency_p90_ms": med("p90_ms"), "latency_p99_ms": med("p99_ms"),
+        "latency_per_sample_ms": p50 / batch_size,
+        "throughput": batch_size / (p50 / 1e3),
+        "rounds": len(rounds),
+        "round_p50_ms": [float(r["p50_ms"]) for r in rounds],
+        "round_cv": [float(r["cv"]) for r in rounds],
+    }
+
+
+def record(study, points: list[Point], results: dict[int, dict], percentile: str, rounds: int,
+           latency_slo_ms: float | None) -> dict[str, Any]:
+    """Store the confirmation as the study's user attribute ``confirmation`` and return it."""
+    trials: dict[str, Any] = {}
+    failed: dict[str, Any] = {}
+    for p in points:
+        res = results.get(p.number) or {}
+        got = res.get("rounds") or []
+        if res.get("status") == "ok" and len(got) == rounds:
+            c = summarize(got, percentile, int(p.config.get("batch_size", 1)))
+            c["study_latency_ms"] = p.latency_ms
+            c["ratio_to_study"] = c["latency_ms"] / p.latency_ms if p.latency_ms else None
+            c["slo_violated"] = latency_slo_ms is not None and c["latency_ms"] > latency_slo_ms
+            trials[str(p.number)] = c
+        else:
+            failed[str(p.number)] = {"reason": res.get("reason", "crash"),
+                                     "message": str(res.get("message") or f"{len(got)} of {rounds} rounds measured")[:500]}
+    summary = {"top_k": len(points), "rounds": rounds, "percentile": percentile,
+               "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "trials": trials, "failed": failed}
+    study.set_user_attr(ATTR, summary)
+    return summary
+
+
+def rows(summary: dict[str, Any], points: list[Point]) -> list[dict[str, Any]]:
+    """One row per candidate, fastest confirmed first, for the console and MLflow."""
+    by_n = {p.number: p for p in points}
+    out = []
+    for n, c in summary["trials"].items():
+        p = by_n.get(int(n))
+        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.config.get("batch_size") if p else None,
+                    "study_ms": c["study_latency_ms"], "confirmed_ms": c["latency_ms"], "ratio": c["ratio_to_study"],
+                    "rounds_p50_ms": c["round_p50_ms"], "slo_violated": c["slo_violated"]})
+    for n, f in summary["failed"].items():
+        p = by_n.get(int(n))
+        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.config.get("batch_size") if p else None,
+                    "study_ms": p.latency_ms if p else None, "confirmed_ms": None, "ratio": None,
+                    "failed": f"{f['reason']}: {f['message']}"})
+    return sorted(out, key=lambda r: (r["confirmed_ms"] is None, r["confirmed_ms"] or 0.0))
+
+
+def markdown(summary: dict[str, Any], points: list[Point]) -> str:
+    pct = summary["percentile"]
+    head = (f"Re-measured {summary['top_k']} fastest feasible trials in {summary['rounds']} interleaved rounds "
+            f"({pct} latency, median over rounds).\n\n"
+            f"| trial | deployment | batch | study {pct} ms | confirmed {pct} ms | confirmed / study | round p50s ms |\n"
+            "|---:|---|---:|---:|---:|---:|---|\n")
+    lines = []
+    for r in rows(summary, points):
+        if r["confirmed_ms"] is None:
+            lines.append(f"| {r['trial']} | {r['deployment']} | {r['batch']} | {r['study_ms']:.3f} | failed | – | {r['failed']} |")
+        else:
+            lines.append(f"| {r['trial']} | {r['deployment']} | {r['batch']} | {r['study_ms']:.3f} | {r['confirmed_ms']:.3f} | "
+                         f"{r['ratio']:.2f} | {', '.join(f'{x:.3f}' for x in r['rounds_p50_ms'])}"
+                         f"{' (breaks the latency SLO)' if r['slo_violated'] else ''} |")
+    return head + "\n".join(lines) + "\n"

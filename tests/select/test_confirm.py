@@ -1,0 +1,154 @@
+"""Winner's curse: the fastest trials are re-measured in interleaved rounds and the front uses those figures."""
+
+import os
+
+import optuna
+import pytest
+from support import DATA, run_cli
+
+from planner.paths import Home
+from planner.select import confirm as cf
+from planner.select.pareto import Fastest, Knee, non_dominated, pareto_front
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def _study(points, objectives=("latency", "quality")):
+    """A real in-memory Optuna study with the planner's trial attributes: points are (latency, loss, feasible)."""
+    from planner.search.objectives import parse_objectives
+
+    obj = parse_objectives(objectives)
+    s = optuna.create_study(directions=[o.direction for o in obj])
+    s.set_user_attr("objectives", list(objectives))
+    s.set_metric_names([o.metric for o in obj])
+    for i, (lat, loss, feasible) in enumerate(points):
+        t = s.ask()
+        metrics = {"latency_ms": lat, "latency_p50_ms": lat, "latency_p99_ms": lat * 1.2, "quality_loss": loss,
+                   "throughput": 1e3 / lat, "batch_size": 1}
+        t.set_user_attr("metrics", metrics)
+        t.set_user_attr("config", {"backend": f"b{i}", "batch_size": 1})
+        t.set_user_attr("config_key", f"k{i}")
+        t.set_user_attr("label", f"b{i}")
+        t.set_constraint("quality", -1.0 if feasible else 1.0)
+        s.tell(t, [metrics[o.metric] for o in obj])
+    return s
+
+
+def _confirm(study, figures: dict[int, float], slo: float | None = None):
+    """Record a confirmation whose rounds all measured ``figures[n]`` ms (p50 = p90 = p99)."""
+    pts = {p.number: p for p in cf.candidates(study, 10)}
+    chosen = [pts[n] for n in figures]
+    rounds = {n: {"status": "ok", "rounds": [{"p50_ms": v, "p90_ms": v, "p99_ms": v, "cv": 0.01}] * 3} for n, v in figures.items()}
+    return cf.record(study, chosen, rounds, "p50", 3, slo)
+
+
+def test_candidates_are_the_fastest_feasible_trials():
+    s = _study([(3.0, 0.0, True), (1.0, 0.0, False), (2.0, 0.01, True), (2.5, 0.02, True)])
+    assert [p.number for p in cf.candidates(s, 2)] == [2, 3]  # #1 is infeasible
+    assert [p.number for p in cf.candidates(s, 10)] == [2, 3, 0]
+
+
+def test_a_lucky_winner_loses_its_place_once_confirmed():
+    # study: #0 fastest (lucky), #1 a bit slower and more accurate, #2 slowest and exact; #3 dominated by #0
+    s = _study([(1.0, 0.002, True), (1.2, 0.001, True), (2.0, 0.0, True), (1.1, 0.003, True)])
+    assert [p.number for p in pareto_front(s)] == [0, 1, 2]
+    assert Fastest().select(pareto_front(s)).number == 0
+    summary = _confirm(s, {0: 1.5, 3: 1.05, 1: 1.25})
+    assert summary["trials"]["0"]["ratio_to_study"] == pytest.approx(1.5)
+    front = pareto_front(s)
+    # #0 (1.5 ms, 0.002) is now dominated by #1 (1.25 ms, 0.001); #3 re-measured at 1.05 ms joins the front
+    assert [p.number for p in front] == [3, 1, 2]
+    assert Fastest().select(front).number == 3
+    f3 = front[0]
+    assert f3.latency_ms == pytest.approx(1.05) and f3.metrics["study_latency_ms"] == pytest.approx(1.1)
+    assert f3.metrics["throughput"] == pytest.approx(1e3 / 1.05) and f3.metrics["confirmed_rounds"] == 3
+    assert "confirmed_rounds" not in front[2].metrics  # #2 was not re-measured: the study's own figure
+    assert Knee().select(front) is not None
+
+
+def test_a_confirmed_latency_over_the_slo_leaves_the_front():
+    s = _study([(1.0, 0.0, True), (1.5, 0.0, True)])
+    _confirm(s, {0: 2.5, 1: 1.6}, slo=2.0)
+    assert [p.number for p in pareto_front(s)] == [1]
+
+
+def test_a_failed_rebuild_keeps_the_study_figure_and_says_why():
+    s = _study([(1.0, 0.0, True), (1.5, 0.0, True)])
+    pts = cf.candidates(s, 2)
+    summary = cf.record(s, pts, {0: {"status": "failed", "reason": "compile", "message": "boom"},
+                                 1: {"status": "ok", "rounds": [{"p50_ms": 1.4, "p90_ms": 1.4, "p99_ms": 1.4, "cv": 0.0}]}},
+                        "p50", 1, None)
+    assert summary["failed"] == {"0": {"reason": "compile", "message": "boom"}}
+    assert [p.number for p in pareto_front(s)] == [0]  # 1.0 (study) still beats 1.4 (confirmed)
+    assert "failed" in cf.markdown(summary, pts)
+
+
+def test_summary_is_the_median_over_rounds():
+    rounds = [{"p50_ms": v, "p90_ms": v + 1, "p99_ms": v + 2, "cv": 0.1} for v in (5.0, 1.0, 3.0)]
+    c = cf.summarize(rounds, "p99", 4)
+    assert c["latency_ms"] == 5.0 and c["latency_p50_ms"] == 3.0 and c["throughput"] == pytest.approx(4 / 0.003)
+    assert c["round_p50_ms"] == [5.0, 1.0, 3.0]
+
+
+def test_non_dominated_respects_maximized_objectives():
+    s = _study([(1.0, 0.0, True), (2.0, 0.0, True)], objectives=("latency", "throughput"))
+    pts = cf.candidates(s, 2)
+    from planner.search.objectives import parse_objectives
+
+    assert [p.number for p in non_dominated(pts, parse_objectives(("throughput",)))] == [0]
+
+
+def test_study_confirms_and_registers_the_honest_winner(tmp_path):
+    """A fake backend whose first build runs 5x faster than the steady one and every rebuild 5x slower: the
+    study alone would name it; after the re-measurement the steady deployment is the front and the alias."""
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    space.write_text("name: lucky\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, lucky]\n")
+    target = tmp_path / "target.yaml"
+    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [", "backends: [fake, "))
+    env = {"PLANNER_BACKENDS": "fake=fake_backend:Fake", "PYTHONPATH": f"{DATA}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
+                "--sampler", "grid", "--eval-samples", "6", "--study", "lucky", "--confirm", "2", "--confirm-rounds", "2",
+                "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "Re-measured in 2 interleaved rounds" in r.stdout
+    study = optuna.load_study(study_name="lucky", storage=home.optuna_url)
+    by_b = {t.user_attrs["config"]["backend_options"]["behaviour"]: t for t in study.trials}
+    lucky, steady = by_b["lucky"], by_b["steady"]
+    assert lucky.user_attrs["metrics"]["latency_ms"] < steady.user_attrs["metrics"]["latency_ms"]  # the study's view
+    conf = study.user_attrs["confirmation"]
+    assert set(conf["trials"]) == {str(lucky.number), str(steady.number)} and conf["rounds"] == 2
+    assert conf["trials"][str(lucky.number)]["ratio_to_study"] > 3
+    assert len(conf["trials"][str(steady.number)]["round_p50_ms"]) == 2
+    front = pareto_front(study)
+    assert [p.number for p in front] == [steady.number]
+
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    lucky_run = c.get_run(lucky.user_attrs["mlflow_run_id"])
+    assert lucky_run.data.tags["planner.confirmed"] == "true" and lucky_run.data.tags["planner.pareto"] == "false"
+    assert lucky_run.data.metrics["confirmed.latency_ms"] > 3 * lucky_run.data.metrics["latency_ms"]
+    (model,) = c.search_registered_models()
+    fastest = c.get_model_version(model.name, model.aliases["fastest"])
+    assert fastest.run_id == steady.user_attrs["mlflow_run_id"]
+    assert float(fastest.tags["latency_ms"]) == pytest.approx(conf["trials"][str(steady.number)]["latency_ms"], rel=1e-5)
+    assert fastest.tags["confirmed_rounds"] == "2" and "study_latency_ms" in fastest.tags
+    assert not (home.root / "studies" / "lucky" / "confirm" / f"{lucky.number:04d}" / "build").exists()
+
+    # `planner confirm` again, on the study's fastest trial alone (by the study's figures: the lucky one)
+    r = run_cli("confirm", "--study", "lucky", "--top-k", "1", "--rounds", "1", "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "Pareto front of lucky" in r.stdout
+    study = optuna.load_study(study_name="lucky", storage=home.optuna_url)
+    assert set(study.user_attrs["confirmation"]["trials"]) == {str(lucky.number)}
+    assert [p.number for p in pareto_front(study)] == [steady.number]
+    r = run_cli("confirm", "--study", "nope", "--home", home.root, env=env)
+    assert r.returncode == 2 and "no such study" in r.stderr and "lucky" in r.stderr
+
+
+def test_confirm_flag_errors_are_one_clear_line(tmp_path):
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--confirm", "-1",
+                "--home", tmp_path / "home")
+    assert r.returncode != 0 and "--confirm -1: must be ≥ 0" in r.stderr
+    assert not (tmp_path / "home" / "optuna.db").exists()
