@@ -187,6 +187,16 @@ class LineReporter:
         """What a measured trial's line shows (subclasses: other metrics)."""
         return f"p50 {m['latency_p50_ms']:.3f} ms, loss {m['quality_loss']:.1e}"
 
+    def confirming(self, message):
+        if not message.startswith("round"):
+            log(f"[{self.model}] {message}")
+
+    def confirmed(self, summary, rows):
+        for r in rows:
+            got = (f"{r['study_ms']:.3f} -> {r['confirmed_ms']:.3f} ms ({r['ratio']:.2f}x)" if r["confirmed_ms"] is not None
+                   else f"failed: {r['failed']}")
+            log(f"[{self.model}] re-measured #{r['trial']} {r['deployment']} b={r['batch']}: {got}")
+
     def end(self, result):
         log(f"[{self.model}] study done: {result.stopped_because}; Pareto front {len(result.front)} points")
 

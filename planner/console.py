@@ -44,6 +44,7 @@ class RichReporter:
         self.console = console or Console()
         self.progress = None
         self.task = None
+        self._status = None
 
     def start(self, study_name: str, total: int, info: dict[str, Any]) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -85,14 +86,22 @@ class RichReporter:
             self.progress.advance(self.task)
 
     def confirming(self, message: str) -> None:
-        if self.progress is not None and message.startswith(("round", "rebuilding")):
-            self.progress.update(self.task, description=message)
-        else:
+        if not message.startswith(("round", "rebuilding")):
             self.console.print(f"[dim]{message}[/]")
+        elif self.progress is not None:
+            self.progress.update(self.task, description=message)
+        elif self._status is None:  # `planner confirm`: no trial progress bar, a spinner instead
+            self._status = self.console.status(message)
+            self._status.start()
+        else:
+            self._status.update(message)
 
     def confirmed(self, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         if self.progress is not None:
             self.progress.update(self.task, description="done")
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
         self.console.print(confirmation_table(rows, summary))
 
     def end(self, result) -> None:

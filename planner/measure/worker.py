@@ -496,9 +496,7 @@ def do_confirm(job: dict) -> dict:
     (gate / "ready").touch()
     rounds = []
     for r in range(int(job["rounds"])):
-        while not (gate / f"go-{r}").exists():
-            if (gate / "stop").exists():
-                return {"status": "ok", "rounds": rounds, "timing": timing, "build_seconds": eng.build_seconds}
+        while not (gate / f"go-{r}").exists():  # (the parent kills a worker it no longer needs)
             time.sleep(0.005)
         try:
             stats = measure(fn, target.measurement, sync=rt.synchronize, time_one=time_one).to_dict()

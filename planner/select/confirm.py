@@ -17,8 +17,8 @@ policies' picks and the registry aliases use confirmed figures wherever there ar
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -26,12 +26,6 @@ from typing import Any, Callable
 from planner.select.pareto import Point, feasible_points
 
 ATTR = "confirmation"  # the study user attribute
-
-
-@dataclass(frozen=True)
-class ConfirmOptions:
-    top_k: int = 3  # candidates re-measured; 0 turns confirmation off
-    rounds: int = 3  # interleaved rounds (each: the target's full latency protocol per candidate)
 
 
 def candidates(study, top_k: int) -> list[Point]:
@@ -101,7 +95,11 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[dict, Path
         for n in live:
             if n not in results:
                 jobs[n].resume()
-                jobs[n].proc.wait(timeout=timeout)
+                try:
+                    jobs[n].proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    results[n] = jobs[n].collect(timed_out=timeout)
+                    continue
                 results[n] = jobs[n].collect()
     finally:
         for j in jobs.values():  # Ctrl-C or a fault above: no worker left behind, none left stopped

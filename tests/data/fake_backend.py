@@ -44,18 +44,21 @@ class Fake(Backend):
     input_format = "torch"
     # steady / lucky: real outputs.  steady takes 2 ms a call.  lucky takes 0.4 ms when first built (its study
     # trial) and 10 ms on every later build (a deployment whose study measurement was a lucky window)
-    options = {"behaviour": ("ok", "compile_error", "slow", "steady", "lucky")}
+    # flaky: real outputs, 1 ms a call, and every build after the first fails
+    options = {"behaviour": ("ok", "compile_error", "slow", "steady", "lucky", "flaky")}
 
     def compile(self, source, cfg, target, workdir):
         b = cfg.options().get("behaviour", "ok")
         if b == "compile_error":
             raise CandidateFailed(FailReason.COMPILE, "fake compiler rejected the graph")
         (workdir / "engine.bin").write_bytes(b"fake")
-        if b in ("steady", "lucky"):
-            delay = 0.002
+        if b in ("steady", "lucky", "flaky"):
+            delay = {"steady": 0.002, "flaky": 0.001}.get(b)
+            marker = source.cache_dir / f"fake-{b}-built"
             if b == "lucky":
-                marker = source.cache_dir / "fake-lucky-built"
                 delay = 0.01 if marker.exists() else 0.0004
-                marker.touch()
+            if b == "flaky" and marker.exists():
+                raise CandidateFailed(FailReason.COMPILE, "fake compiler fails on a rebuild")
+            marker.touch()
             return BuildResult(_Eager(source.torch_module(cfg).eval(), delay), [workdir / "engine.bin"], 0.0, {"fake": 1})
         return BuildResult(_Identity(1 if b == "ok" else 50), [workdir / "engine.bin"], 0.0, {"fake": 1})

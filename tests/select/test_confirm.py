@@ -147,6 +147,32 @@ def test_study_confirms_and_registers_the_honest_winner(tmp_path):
     assert r.returncode == 2 and "no such study" in r.stderr and "lucky" in r.stderr
 
 
+def test_a_candidate_that_fails_to_rebuild_keeps_its_study_figure(tmp_path):
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    space.write_text("name: flaky\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, flaky]\n")
+    target = tmp_path / "target.yaml"
+    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [", "backends: [fake, "))
+    env = {"PLANNER_BACKENDS": "fake=fake_backend:Fake", "PYTHONPATH": f"{DATA}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
+                "--sampler", "grid", "--eval-samples", "6", "--study", "flaky", "--confirm", "2", "--confirm-rounds", "1",
+                "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="flaky", storage=home.optuna_url)
+    flaky = next(t for t in study.trials if t.user_attrs["config"]["backend_options"]["behaviour"] == "flaky")
+    conf = study.user_attrs["confirmation"]
+    assert conf["failed"][str(flaky.number)]["reason"] == "compile"
+    assert "fake compiler fails on a rebuild" in conf["failed"][str(flaky.number)]["message"]
+    assert len(conf["trials"]) == 1
+    # the flaky deployment (1 ms, study figure) still beats the steady one (2 ms, confirmed)
+    front = pareto_front(study)
+    assert [p.number for p in front] == [flaky.number] and "confirmed_rounds" not in front[0].metrics
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri=home.tracking_uri).get_run(flaky.user_attrs["mlflow_run_id"])
+    assert run.data.tags["planner.confirmed"].startswith("failed: compile: fake compiler fails on a rebuild")
+
+
 def test_confirm_flag_errors_are_one_clear_line(tmp_path):
     r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--confirm", "-1",
                 "--home", tmp_path / "home")
