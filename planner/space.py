@@ -247,8 +247,14 @@ def _seed_errors(seed: Seed, space: SearchSpace) -> list[str]:
     if seed.quant_options and seed.quant is None:
         errors.append("quant_options: given without quant (name the scheme they belong to)")
     qparams = space.quantize.options.get(seed.quant or "none", {})
+    from planner.backends import registry
+
+    honours = registry.get(seed.backend).honours if seed.backend in registry.all_backends() else (lambda s, k: True)
     for k, v in seed.quant_options.items() if seed.quant is not None else ():
-        if k not in qparams:
+        if not honours(seed.quant, k):
+            errors.append(f"quant_options.{k}: {seed.backend} does not act on it for {seed.quant} "
+                          f"(it acts on: {', '.join(registry.get(seed.backend).scheme_options.get(seed.quant, ())) or 'none'})")
+        elif k not in qparams:
             errors.append(f"quant_options.{k}: not searched for {seed.quant} (searched: {', '.join(qparams) or 'none'})")
         elif not _in(qparams[k], v):
             errors.append(f"quant_options.{k}={v!r}: not among the space's values {qparams[k].values()}")
@@ -339,6 +345,8 @@ def batch_sizes(space: SearchSpace, target) -> list[int]:
 
 def sample(trial, space: SearchSpace, target, model_format: str = "torch", backends: list[str] | None = None) -> TrialConfig:
     """Draw one TrialConfig.  Only combinations the target and backend can run are offered."""
+    from planner.backends import registry
+
     if backends is None:
         backends, skipped = usable_backends(space, target, model_format)
         if not backends:
@@ -354,7 +362,9 @@ def sample(trial, space: SearchSpace, target, model_format: str = "torch", backe
 
     schemes = schemes_for(backend, space, target) or ["none"]
     scheme = schemes[0] if len(schemes) == 1 else trial.suggest_categorical(f"{backend}.quant", schemes)
-    qopts = {k: p.suggest(trial, f"quant.{scheme}.{k}") for k, p in space.quantize.options.get(scheme, {}).items()}
+    honours = registry.get(backend).honours
+    qopts = {k: p.suggest(trial, f"quant.{scheme}.{k}") for k, p in space.quantize.options.get(scheme, {}).items()
+             if honours(scheme, k)}
 
     prune = PruneConfig()
     methods = space.prune.methods if model_format == "torch" else ["none"]

@@ -58,6 +58,22 @@ def test_sample_respects_target_and_rebuild_matches(fast_target):
     assert seen_schemes <= {"none", "int8_dynamic"}
 
 
+def test_torch_backends_get_only_the_scheme_options_they_act_on(fast_target):
+    """int8_dynamic's op_types/weight_type/reduce_range are ONNX Runtime's; torch acts on per_channel only."""
+    space = load_space("transformer").model_copy(update={"prune": load_space("default").prune}, deep=True)
+    space.quantize.options["int8_dynamic"]["weight_type"] = space.quantize.options["int8_static"]["activation_type"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    got = {}
+    for _ in range(200):
+        t = study.ask()
+        cfg = sample(t, space, fast_target, "torch")
+        if cfg.quant.scheme == "int8_dynamic":
+            got.setdefault(cfg.backend, set()).update(cfg.quant.opts())
+        study.tell(t, 0.0)
+    assert got["torch"] == got["torch_compile"] == {"per_channel"}
+    assert got["onnxruntime"] == {"op_types", "per_channel", "weight_type"}
+
+
 def test_scheme_filtered_by_target_precisions(fast_target):
     space = load_space("default")
     fp32_only = fast_target.model_copy(update={"precisions": ["fp32"]})
@@ -117,15 +133,17 @@ def test_seeds_may_name_only_what_the_space_samples(tmp_path):
                          "  - {backend: onnxruntime, options: {graph_optimization_level: fast}, quant: int8_static}\n"
                          "  - {backend: torch, prune: {method: l1, ratio: 0.7}}\n"
                          "  - {backend: onnxruntime, options: {graph_optimization_level: all}, prune: {method: l1, ratio: 0.3}}\n"
-                         "  - {backend: onnxruntime, quant_options: {op_types: matmul}}\n")
+                         "  - {backend: onnxruntime, quant_options: {op_types: matmul}}\n"
+                         "  - {backend: torch, quant: int8_dynamic, quant_options: {op_types: matmul}}\n")
     with pytest.raises(ConfigError) as e:
         load_space(p)
     text = "\n".join(e.value.errors)
+    assert "seeds[5].quant_options.op_types: torch does not act on it for int8_dynamic (it acts on: per_channel)" in text
     assert "seeds[0].backend: 'tvm'" in text
     assert "seeds[1].options.graph_optimization_level='fast'" in text and "seeds[1].quant: 'int8_static'" in text
     assert "seeds[2].prune.ratio=0.7" in text
     assert "seeds[4].quant_options: given without quant" in text
-    assert "seeds[3]" not in text and len(e.value.errors) == 5
+    assert "seeds[3]" not in text and len(e.value.errors) == 6
 
 
 def test_seed_params_rebuild_the_seeded_config(fast_target):

@@ -88,6 +88,9 @@ class Backend(ABC):
     quant_schemes: ClassVar[tuple[str, ...]] = ("none",)
     # scheme -> the device kinds where this backend implements it (absent: wherever the scheme runs, per SCHEMES)
     scheme_devices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # scheme -> the scheme options (planner.transforms.quantize.SCHEME_OPTIONS) this backend acts on; absent:
+    # all of them.  Only these are sampled, so a label never shows an option the engine ignored.
+    scheme_options: ClassVar[dict[str, tuple[str, ...]]] = {}
     accepts_onnx: ClassVar[bool] = False  # a torch-input backend that can also import ONNX files
     # option name -> allowed values (tuple) or a type (int/float/str) for open ranges
     options: ClassVar[dict[str, Any]] = {}
@@ -120,6 +123,12 @@ class Backend(ABC):
         if scheme not in cls.quant_schemes or scheme not in SCHEMES:
             return ()
         return cls.scheme_devices.get(scheme, SCHEMES[scheme].devices)
+
+    @classmethod
+    def honours(cls, scheme: str, option: str) -> bool:
+        """Whether this backend acts on quantization ``scheme``'s ``option`` (so the search samples it)."""
+        names = cls.scheme_options.get(scheme)
+        return names is None or option in names
 
     @classmethod
     def runs_scheme(cls, scheme: str, device: str) -> bool:

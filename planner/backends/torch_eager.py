@@ -16,6 +16,7 @@ class TorchEager(Backend):
     input_format = "torch"
     quant_schemes = ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16")
     scheme_devices = {"int4_weight_only": ("cpu",)}  # torch's CPU int4 kernel (planner.transforms.int4)
+    scheme_options = {"int8_dynamic": ("per_channel",)}  # quantize_dynamic on nn.Linear: op/weight types are fixed
     options: dict = {}
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:

@@ -8,11 +8,14 @@ search-space validator can check YAML without importing torch or onnxruntime.
 torch schemes
   none              identity
   fp16 / bf16       the module is cast; the caller casts float inputs (`input_dtype`)
-  int8_dynamic      torch.ao.quantization.quantize_dynamic on nn.Linear, qint8 weights
+  int8_dynamic      torch.ao.quantization.quantize_dynamic on nn.Linear, qint8 weights, per tensor
+                    or (option per_channel) per output channel
   int8_weight_only  torchao ``quantize_(model, Int8WeightOnlyConfig())`` (nn.Linear)
   int4_weight_only  `planner.transforms.int4`: grouped int4 weights for torch's CPU int4 kernel
                     (bf16 compute); option group_size.  CPU only.
-  The other torch schemes honour no options (they are validated, then ignored).
+  int8_dynamic's other options (op_types, weight_type, reduce_range) are ONNX Runtime's: validated,
+  then ignored here.  The torch backends declare what they act on (`Backend.scheme_options`) and the
+  search samples nothing else for them.
   What a torch quantization did is recorded on the module (`quant_info`).
 
 ONNX schemes (onnxruntime.quantization; the model is first run through
@@ -252,12 +255,13 @@ def quantize_torch(module: "nn.Module", cfg: "QuantConfig", example_inputs: "tup
         raise CandidateFailed(FailReason.UNSUPPORTED, f"{cfg.scheme} quantizes nn.Linear layers and "
                               f"{type(module).__name__} has none (e.g. transformers GPT-2 uses Conv1D)")
     if cfg.scheme == "int8_dynamic":
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
+        qconfig = per_channel_dynamic_qconfig if resolve_options(cfg)["per_channel"] else default_dynamic_qconfig
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return quantize_dynamic(module.eval(), {nn.Linear}, dtype=torch.qint8)
+                return quantize_dynamic(module.eval(), {nn.Linear: qconfig}, dtype=torch.qint8)
         except Exception as e:  # noqa: BLE001
             raise CandidateFailed(FailReason.COMPILE,
                                   f"torch int8_dynamic quantization failed: {type(e).__name__}: {e}") from e

@@ -108,6 +108,15 @@ def test_torch_int8_dynamic_close_to_fp32():
     assert _cos(ref, got) > 0.99
 
 
+def test_torch_int8_dynamic_per_channel_option_reaches_the_weights():
+    torch.manual_seed(0)
+    x = torch.randn(8, 64)
+    for per_channel, qscheme in ((False, torch.per_tensor_affine), (True, torch.per_channel_affine)):
+        qm = Q.quantize_torch(MLP().eval(), _q("int8_dynamic", per_channel=per_channel), (x,))
+        linears = [m for m in qm.modules() if "quantized" in type(m).__module__ and hasattr(m, "weight")]
+        assert linears and {m.weight().qscheme() for m in linears} == {qscheme}
+
+
 def test_torch_fp16_bf16_cast_module_and_report_input_dtype():
     torch.manual_seed(0)
     x = torch.randn(8, 64)
