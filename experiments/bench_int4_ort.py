@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+import ort_rounds
+
 
 def _inputs(mod, name: str, batch: int) -> dict[str, np.ndarray]:
     if hasattr(mod, "dataset"):
@@ -69,9 +71,7 @@ def main() -> None:
     variants["int4 group 32, accuracy_level 4 (not searched)"] = tmp / "acc4.onnx"
     q.model.save_model_to_file(str(tmp / "acc4.onnx"))
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    sess = {k: ort.InferenceSession(str(v), so, providers=["CPUExecutionProvider"]) for k, v in variants.items()}
+    sess = ort_rounds.sessions(variants, 2)
     ref = sess["ORT fp32"].run(None, ex)[0].astype(np.float64)
 
     def ccos(o):
@@ -79,33 +79,18 @@ def main() -> None:
         return float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
 
     quality = {k: ccos(s.run(None, ex)[0].astype(np.float64)) for k, s in sess.items()}
-    times: dict[str, list[float]] = {k: [] for k in sess}
-    for _ in range(a.rounds):
-        for k, s in sess.items():
-            for _ in range(3):
-                s.run(None, ex)
-            t = []
-            for _ in range(30):
-                t0 = time.perf_counter()
-                s.run(None, ex)
-                t.append(time.perf_counter() - t0)
-            times[k].append(float(np.median(t)) * 1e3)
-    base = [times["ORT fp32"][r] for r in range(a.rounds)]
+    times = ort_rounds.time_rounds(sess, ex, a.rounds)
     stamp = time.strftime("%Y-%m-%d-%H%M%S")
     lines = [f"# ONNX Runtime int4 weight-only, {a.model} batch {a.batch} ({stamp})", "",
              f"Host: {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}, 2 intra-op threads; "
-             f"{a.rounds} interleaved rounds of 30 runs; command: `python experiments/bench_int4_ort.py --model {a.model} "
+             f"{a.rounds} interleaved rounds of 30 runs (order rotating); command: `python experiments/bench_int4_ort.py --model {a.model} "
              f"--batch {a.batch} --rounds {a.rounds}`", "",
              "| variant | p50 ms (median of rounds) | ratio to ORT fp32 (median of per-round ratios) | centered cosine | bytes |",
              "|---|---:|---:|---:|---:|"]
     for k, v in times.items():
-        ratio = float(np.median([v[r] / base[r] for r in range(a.rounds)]))
-        lines.append(f"| {k} | {np.median(v):.2f} | {ratio:.2f} | {quality[k]:.4f} | {variants[k].stat().st_size:,} |")
-    out = Path(__file__).parent / "results" / f"int4-ort-{a.model}-b{a.batch}-{stamp}.md"
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {out}")
-
+        lines.append(f"| {k} | {np.median(v):.2f} | {ort_rounds.ratio(v, times['ORT fp32']):.2f} | {quality[k]:.4f} | "
+                     f"{variants[k].stat().st_size:,} |")
+    ort_rounds.write(f"int4-ort-{a.model}-b{a.batch}-{stamp}", lines)
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+import ort_rounds
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -62,9 +64,7 @@ def main() -> None:
         quantize_onnx(src, dst, QuantConfig("int8_dynamic", freeze_options({"weight_type": wt, "reduce_range": rr, "per_channel": pc})), None)
         variants[label] = dst
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = a.threads
-    sess = {k: ort.InferenceSession(str(v), so, providers=["CPUExecutionProvider"]) for k, v in variants.items()}
+    sess = ort_rounds.sessions(variants, a.threads)
     ref = sess["ORT fp32"].run(None, ex_q)[0].astype(np.float64).reshape(a.samples, -1)
 
     def ccos(o):
@@ -73,20 +73,7 @@ def main() -> None:
         return (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
 
     quality = {k: ccos(s.run(None, ex_q)[0]) for k, s in sess.items()}
-    times: dict[str, list[float]] = {k: [] for k in sess}
-    for r in range(a.rounds):
-        order = list(sess)[r % len(sess):] + list(sess)[:r % len(sess)]
-        for k in order:
-            s = sess[k]
-            for _ in range(3):
-                s.run(None, ex_t)
-            t = []
-            for _ in range(30):
-                t0 = time.perf_counter()
-                s.run(None, ex_t)
-                t.append(time.perf_counter() - t0)
-            times[k].append(float(np.median(t)) * 1e3)
-    base = times["ORT fp32"]
+    times = ort_rounds.time_rounds(sess, ex_t, a.rounds)
     stamp = time.strftime("%Y-%m-%d-%H%M%S")
     lines = [f"# ONNX Runtime int8 dynamic options, {a.model} ({stamp})", "",
              f"Host: {platform.processor() or platform.machine()} (VNNI: {'no' if int8_saturates() else 'yes'}), onnxruntime "
@@ -96,14 +83,10 @@ def main() -> None:
              "| variant | cosine mean | cosine min | within 1 - cos <= 0.01 | p50 ms (median of rounds) | ratio to ORT fp32 |",
              "|---|---:|---:|---|---:|---:|"]
     for k, v in times.items():
-        ratio = float(np.median([v[r] / base[r] for r in range(a.rounds)]))
         c = quality[k]
-        lines.append(f"| {k} | {c.mean():.4f} | {c.min():.4f} | {'yes' if 1 - c.mean() <= 0.01 else 'no'} | {np.median(v):.2f} | {ratio:.2f} |")
-    out = Path(__file__).parent / "results" / f"int8-dynamic-{a.model}-b{a.batch}-{stamp}.md"
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {out}")
-
+        lines.append(f"| {k} | {c.mean():.4f} | {c.min():.4f} | {'yes' if 1 - c.mean() <= 0.01 else 'no'} | {np.median(v):.2f} | "
+                     f"{ort_rounds.ratio(v, times['ORT fp32']):.2f} |")
+    ort_rounds.write(f"int8-dynamic-{a.model}-b{a.batch}-{stamp}", lines)
 
 if __name__ == "__main__":
     main()

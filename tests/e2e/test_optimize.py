@@ -1,11 +1,10 @@
 """Whole studies with real Optuna (sqlite), real MLflow (sqlite), real worker processes."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from support import DATA, run_cli
+from support import DATA, fake_backend_files, run_cli
 
 from planner.paths import Home
 
@@ -166,11 +165,7 @@ def test_failing_candidates_are_recorded_and_the_study_goes_on(tmp_path):
 def test_plugin_backend_and_constant_output_is_infeasible(tmp_path):
     """A fake backend (plugin) returns a constant: the quality constraint must reject it; its compile error is recorded."""
     home = Home(tmp_path / "home")
-    space = tmp_path / "space.yaml"
-    space.write_text("name: fake\nbackends:\n  fake:\n    behaviour: [ok, compile_error]\n")
-    target = tmp_path / "target.yaml"
-    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [", "backends: [fake, "))
-    env = {"PLANNER_BACKENDS": "fake=fake_backend:Fake", "PYTHONPATH": f"{DATA}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    space, target, env = fake_backend_files(tmp_path, "name: fake\nbackends:\n  fake:\n    behaviour: [ok, compile_error]\n")
     r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
                 "--sampler", "grid", "--eval-samples", "6", "--study", "fake", "--home", home.root, env=env)
     assert r.returncode == 0, r.stderr

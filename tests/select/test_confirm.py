@@ -1,10 +1,9 @@
 """Winner's curse: the fastest trials are re-measured in interleaved rounds and the front uses those figures."""
 
-import os
 
 import optuna
 import pytest
-from support import DATA, run_cli
+from support import DATA, fake_backend_files, run_cli
 
 from planner.paths import Home
 from planner.select import confirm as cf
@@ -102,11 +101,7 @@ def test_study_confirms_and_registers_the_honest_winner(tmp_path):
     """A fake backend whose first build runs 5x faster than the steady one and every rebuild 5x slower: the
     study alone would name it; after the re-measurement the steady deployment is the front and the alias."""
     home = Home(tmp_path / "home")
-    space = tmp_path / "space.yaml"
-    space.write_text("name: lucky\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, lucky]\n")
-    target = tmp_path / "target.yaml"
-    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [", "backends: [fake, "))
-    env = {"PLANNER_BACKENDS": "fake=fake_backend:Fake", "PYTHONPATH": f"{DATA}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    space, target, env = fake_backend_files(tmp_path, "name: lucky\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, lucky]\n")
     r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
                 "--sampler", "grid", "--eval-samples", "6", "--study", "lucky", "--confirm", "2", "--confirm-rounds", "2",
                 "--home", home.root, env=env)
@@ -149,11 +144,7 @@ def test_study_confirms_and_registers_the_honest_winner(tmp_path):
 
 def test_a_candidate_that_fails_to_rebuild_keeps_its_study_figure(tmp_path):
     home = Home(tmp_path / "home")
-    space = tmp_path / "space.yaml"
-    space.write_text("name: flaky\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, flaky]\n")
-    target = tmp_path / "target.yaml"
-    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [", "backends: [fake, "))
-    env = {"PLANNER_BACKENDS": "fake=fake_backend:Fake", "PYTHONPATH": f"{DATA}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    space, target, env = fake_backend_files(tmp_path, "name: flaky\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, flaky]\n")
     r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
                 "--sampler", "grid", "--eval-samples", "6", "--study", "flaky", "--confirm", "2", "--confirm-rounds", "1",
                 "--home", home.root, env=env)
