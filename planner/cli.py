@@ -317,8 +317,9 @@ def confirm(
     from planner.paths import Home
     from planner.search.study import StudyOptions, join_study
 
-    if top_k < 1:
-        raise ConfigError(f"--top-k {top_k}: must be ≥ 1")
+    errors = [f"--top-k {top_k}: must be ≥ 1"] * (top_k < 1) + [f"--rounds {rounds}: must be ≥ 1"] * (rounds < 1)
+    if errors:
+        raise ConfigError(errors)
     h = Home.resolve(home)
     opts = StudyOptions(trial_timeout=trial_timeout, tracking_uri=tracking_uri, allow_mismatch=allow_mismatch,
                         confirm_top_k=top_k, confirm_rounds=rounds)

@@ -825,7 +825,6 @@ class Optimizer:
         study = optuna.load_study(study_name=self.study_name, storage=self.connect_storage())
         rec = self.connect_recorder()
         rec.parent_run_id = study.user_attrs.get("mlflow_parent_run_id")
-        self.model_info = study.user_attrs.get("model_info", {})
         summary = self.confirm(study, rec)
         front = pareto_front(study)
         if rec.parent_run_id:

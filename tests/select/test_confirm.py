@@ -97,15 +97,23 @@ def test_non_dominated_respects_maximized_objectives():
     assert [p.number for p in non_dominated(pts, parse_objectives(("throughput",)))] == [0]
 
 
+def _steady_and(tmp_path, behaviour: str, rounds: int):
+    """A 2-trial study (named ``behaviour``) of the fake backend's steady deployment and ``behaviour``'s,
+    both re-measured in ``rounds`` rounds: (home, env, the finished CLI run)."""
+    home = Home(tmp_path / "home")
+    space, target, env = fake_backend_files(
+        tmp_path, f"name: {behaviour}\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, {behaviour}]\n")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
+                "--sampler", "grid", "--eval-samples", "6", "--study", behaviour, "--confirm", "2",
+                "--confirm-rounds", str(rounds), "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return home, env, r
+
+
 def test_study_confirms_and_registers_the_honest_winner(tmp_path):
     """A fake backend whose first build runs 5x faster than the steady one and every rebuild 5x slower: the
     study alone would name it; after the re-measurement the steady deployment is the front and the alias."""
-    home = Home(tmp_path / "home")
-    space, target, env = fake_backend_files(tmp_path, "name: lucky\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, lucky]\n")
-    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
-                "--sampler", "grid", "--eval-samples", "6", "--study", "lucky", "--confirm", "2", "--confirm-rounds", "2",
-                "--home", home.root, env=env)
-    assert r.returncode == 0, r.stderr + r.stdout
+    home, env, r = _steady_and(tmp_path, "lucky", rounds=2)
     assert "Re-measured in 2 interleaved rounds" in r.stdout
     study = optuna.load_study(study_name="lucky", storage=home.optuna_url)
     by_b = {t.user_attrs["config"]["backend_options"]["behaviour"]: t for t in study.trials}
@@ -140,15 +148,12 @@ def test_study_confirms_and_registers_the_honest_winner(tmp_path):
     assert [p.number for p in pareto_front(study)] == [steady.number]
     r = run_cli("confirm", "--study", "nope", "--home", home.root, env=env)
     assert r.returncode == 2 and "no such study" in r.stderr and "lucky" in r.stderr
+    r = run_cli("confirm", "--study", "lucky", "--rounds", "0", "--home", home.root, env=env)
+    assert r.returncode == 2 and "--rounds 0: must be ≥ 1" in r.stderr
 
 
 def test_a_candidate_that_fails_to_rebuild_keeps_its_study_figure(tmp_path):
-    home = Home(tmp_path / "home")
-    space, target, env = fake_backend_files(tmp_path, "name: flaky\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, flaky]\n")
-    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
-                "--sampler", "grid", "--eval-samples", "6", "--study", "flaky", "--confirm", "2", "--confirm-rounds", "1",
-                "--home", home.root, env=env)
-    assert r.returncode == 0, r.stderr + r.stdout
+    home, env, r = _steady_and(tmp_path, "flaky", rounds=1)
     study = optuna.load_study(study_name="flaky", storage=home.optuna_url)
     flaky = next(t for t in study.trials if t.user_attrs["config"]["backend_options"]["behaviour"] == "flaky")
     conf = study.user_attrs["confirmation"]
