@@ -21,6 +21,13 @@ same quantity the quality metrics compare.
 * The loss is measured before and after on a fixed evaluation subset of ``calib``
   (the first `EVAL_SAMPLES` samples), in eval mode.
 * The global RNG is left as it was (batches and dropout use a forked, seeded RNG).
+* Padded token batches are cut to their longest sample (`SequenceTrim`): with an integer
+  ``attention_mask`` input of shape (N, T), the columns after the batch's last attended
+  position are dropped from every integer input of that shape.  It is used only when the
+  teacher's outputs on the evaluation subset are the same with and without the cut (so a
+  model whose output depends on padding is trained untrimmed), and ``distill_seq_trim``
+  records the mean kept fraction of columns (1.0 when untrimmed).  Real sentences of ~20
+  tokens padded to 128 train ~4x faster this way.
 
 Returns ``{"distill_loss_before", "distill_loss_after", "distill_steps",
 "distill_seconds", "distill_loss": "mse"}`` (plus ``skipped`` when nothing was trained).
@@ -43,6 +50,30 @@ EVAL_SAMPLES = 64
 EVAL_BATCH = 32
 GRAD_CLIP = 1.0
 SEED = 0
+MASK_INPUT = "attention_mask"
+TRIM_ATOL = 1e-5
+
+
+class SequenceTrim:
+    """Cuts a padded token batch after its last attended column (see the module docstring)."""
+
+    def __init__(self, arrays: "dict[str, Any]", input_names: list[str]):
+        mask = arrays.get(MASK_INPUT)
+        self.names: tuple[str, ...] = ()
+        if mask is not None and mask.ndim == 2 and not mask.is_floating_point():
+            width = mask.shape[1]
+            self.names = tuple(k for k in input_names if arrays[k].ndim == 2 and arrays[k].shape[1] == width
+                               and not arrays[k].is_floating_point())
+
+    def __call__(self, x: "dict[str, Any]") -> "dict[str, Any]":
+        if not self.names:
+            return x
+        cols = x[MASK_INPUT].ne(0).any(0).nonzero()
+        t = int(cols[-1]) + 1 if len(cols) else 1
+        return {k: (v[:, :t] if k in self.names else v) for k, v in x.items()}
+
+    def disable(self) -> None:
+        self.names = ()
 
 
 def _float_outputs(out) -> list:
@@ -113,10 +144,28 @@ def distill(
         if a.is_floating_point():
             arrays[k] = a.float()
 
-    def batch(idx):
-        return tuple(arrays[k][idx].to(device) for k in input_names)
+    trim = SequenceTrim(arrays, input_names)
+
+    def batch(idx, cut: bool = True):
+        x = {k: arrays[k][idx] for k in input_names}
+        x = trim(x) if cut else x
+        return tuple(x[k].to(device) for k in input_names)
 
     eval_idx = torch.arange(min(n, EVAL_SAMPLES))
+
+    def trim_is_exact() -> bool:
+        """The teacher gives the same outputs on cut and uncut batches of the evaluation subset."""
+        with torch.no_grad():
+            for s in range(0, len(eval_idx), EVAL_BATCH):
+                idx = eval_idx[s:s + EVAL_BATCH]
+                try:
+                    a, b = _float_outputs(teacher(*batch(idx))), _float_outputs(teacher(*batch(idx, cut=False)))
+                except Exception:  # noqa: BLE001 -- the model needs its full width: train uncut
+                    return False
+                if len(a) != len(b) or any(x.shape != y.shape or not torch.allclose(x, y, atol=TRIM_ATOL)
+                                           for x, y in zip(a, b)):
+                    return False
+        return True
 
     def eval_loss() -> float:
         student.eval()
@@ -144,11 +193,13 @@ def distill(
                       distill_seconds=round(time.perf_counter() - t0, 3))
         return result
 
+    if trim.names and not trim_is_exact():
+        trim.disable()
     before = eval_loss()
     flags = [p.requires_grad for p in params]
     norm_types = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)
     bs = min(int(cfg.batch), n)
-    done, stopped = 0, None
+    done, stopped, kept = 0, None, []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         g = torch.Generator().manual_seed(SEED)
@@ -167,6 +218,8 @@ def distill(
                         stopped = "max_seconds"
                         break
                     x = batch(torch.randint(0, n, (bs,), generator=g))
+                    if trim.names:
+                        kept.append(x[input_names.index(MASK_INPUT)].shape[1] / arrays[MASK_INPUT].shape[1])
                     with torch.no_grad():
                         target = teacher(*x)
                     loss = _loss(student(*x), target)
@@ -183,7 +236,8 @@ def distill(
                 p.grad = None
     after = eval_loss()
     result.update(distill_loss_before=before, distill_loss_after=after, distill_steps=done,
-                  distill_seconds=round(time.perf_counter() - t0, 3))
+                  distill_seconds=round(time.perf_counter() - t0, 3), 
+                  distill_seq_trim=round(sum(kept) / len(kept), 4) if kept else 1.0)
     if stopped:
         result["distill_stopped"] = stopped
     return result

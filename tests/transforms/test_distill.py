@@ -155,3 +155,51 @@ def test_time_cap_stops_training_and_records_the_steps_done():
     assert res["distill_loss_after"] < res["distill_loss_before"]
     uncapped = distill(copy.deepcopy(student), teacher, DistillConfig(steps=5, lr=1e-3, batch=8, max_seconds=60), _calib((16,)), ["x"])
     assert uncapped["distill_steps"] == 5 and "distill_stopped" not in uncapped
+
+
+class MaskedEncoder(nn.Module):
+    """Token ids + attention mask -> mean of the attended positions' states (B, 32), like MiniLM."""
+
+    def __init__(self, pool_padding: bool = False):
+        super().__init__()
+        self.emb, self.ffn, self.pool_padding = nn.Embedding(50, 32), FFN(), pool_padding
+        self.widths: list[int] = []
+
+    def forward(self, ids, attention_mask):
+        self.widths.append(ids.shape[1])
+        x = self.emb(ids)
+        x = x + self.ffn(x)
+        if self.pool_padding:  # the padding columns count: cutting them changes the output
+            return x.mean(1)
+        m = attention_mask.unsqueeze(-1).float()
+        return (x * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def _padded(n=48, width=24, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 9, n)  # every sample ends well before the padded width
+    ids = np.zeros((n, width), np.int64)
+    mask = np.zeros((n, width), np.int64)
+    for i, t in enumerate(lengths):
+        ids[i, :t] = rng.integers(1, 50, t)
+        mask[i, :t] = 1
+    return {"ids": ids, "attention_mask": mask}
+
+
+def test_padded_token_batches_are_cut_to_their_longest_sample():
+    torch.manual_seed(0)
+    teacher = MaskedEncoder().eval()
+    student = prune(copy.deepcopy(teacher), PruneConfig("l2", 0.5), (torch.ones(2, 24, dtype=torch.int64),) * 2)
+    student.widths.clear()
+    res = distill(student, teacher, DistillConfig(steps=20, lr=3e-3, batch=8), _padded(), ["ids", "attention_mask"])
+    assert res["distill_loss_after"] < res["distill_loss_before"], res
+    assert max(student.widths) <= 8 and 0 < res["distill_seq_trim"] <= 8 / 24, (set(student.widths), res)
+
+
+def test_padding_is_kept_where_the_output_depends_on_it():
+    torch.manual_seed(0)
+    teacher = MaskedEncoder(pool_padding=True).eval()
+    student = copy.deepcopy(teacher)
+    student.widths.clear()
+    res = distill(student, teacher, DistillConfig(steps=5, lr=1e-3, batch=8), _padded(), ["ids", "attention_mask"])
+    assert res["distill_seq_trim"] == 1.0 and set(student.widths) == {24}, res
