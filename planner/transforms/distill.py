@@ -26,11 +26,12 @@ same quantity the quality metrics compare.
   position are dropped from every integer input of that shape.  It is used only when the
   teacher's outputs on the evaluation subset are the same with and without the cut (so a
   model whose output depends on padding is trained untrimmed), and ``distill_seq_trim``
-  records the mean kept fraction of columns (1.0 when untrimmed).  Real sentences of ~20
-  tokens padded to 128 train ~4x faster this way.
+  records the mean kept fraction of columns (1.0 when untrimmed).  MiniLM's real sentences
+  (~16 tokens, padded to 128) keep ~27 % of the columns: a step costs about a third.
 
 Returns ``{"distill_loss_before", "distill_loss_after", "distill_steps",
-"distill_seconds", "distill_loss": "mse"}`` (plus ``skipped`` when nothing was trained).
+"distill_seconds", "distill_seq_trim", "distill_loss": "mse"}`` (plus ``skipped`` when nothing
+was trained, without ``distill_seq_trim``).
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ def distill(
                 p.grad = None
     after = eval_loss()
     result.update(distill_loss_before=before, distill_loss_after=after, distill_steps=done,
-                  distill_seconds=round(time.perf_counter() - t0, 3), 
+                  distill_seconds=round(time.perf_counter() - t0, 3),
                   distill_seq_trim=round(sum(kept) / len(kept), 4) if kept else 1.0)
     if stopped:
         result["distill_stopped"] = stopped

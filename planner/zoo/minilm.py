@@ -302,21 +302,33 @@ def _first_sentence(doc: str | None) -> str | None:
     return s
 
 
+def _modules():
+    """The importable modules of `MODULES`, in order."""
+    for name in MODULES:
+        try:
+            yield importlib.import_module(name)
+        except Exception:  # noqa: BLE001 -- a module missing on this build of Python: skip it
+            continue
+
+
+def _members(mod):
+    """``mod``'s public functions and classes defined in it, by name."""
+    for attr in sorted(vars(mod)):
+        obj = getattr(mod, attr)
+        if not attr.startswith("_") and getattr(obj, "__module__", None) == mod.__name__ and (
+                inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isbuiltin(obj)):
+            yield obj
+
+
 def _distinct_sentences() -> list[str]:
     """Every distinct sentence found: first sentences of stdlib module docstrings, then of their members."""
     per_module: list[list[str]] = []
-    for name in MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except Exception:  # noqa: BLE001 -- a module missing on this build of Python: skip it
-            continue
+    for mod in _modules():
         found = [_first_sentence(inspect.getdoc(mod))]
-        for attr in sorted(vars(mod)):
-            if len(found) > MEMBERS_PER_MODULE or attr.startswith("_"):
-                continue
-            obj = getattr(mod, attr)
-            if (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isbuiltin(obj)) and getattr(obj, "__module__", None) == mod.__name__:
-                found.append(_first_sentence(inspect.getdoc(obj)))
+        for obj in _members(mod):
+            if len(found) > MEMBERS_PER_MODULE:
+                break
+            found.append(_first_sentence(inspect.getdoc(obj)))
         per_module.append([s for s in found if s])
     out: list[str] = []
     seen: set[str] = set()
@@ -345,16 +357,8 @@ def _more_sentences() -> list[str]:
     """First sentences of every public member of `MODULES` (classes' methods included): a larger pool than
     `_distinct_sentences`, whose per-module cap keeps the evaluation sentences spread over all modules."""
     out: list[str] = []
-    for name in MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except Exception:  # noqa: BLE001 -- a module missing on this build of Python: skip it
-            continue
-        for attr in sorted(vars(mod)):
-            obj = getattr(mod, attr)
-            if attr.startswith("_") or getattr(obj, "__module__", None) != mod.__name__ or not (
-                    inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isbuiltin(obj)):
-                continue
+    for mod in _modules():
+        for obj in _members(mod):
             members = [obj]
             if inspect.isclass(obj):
                 members += [v for k, v in sorted(vars(obj).items()) if not k.startswith("_") and callable(v)]
