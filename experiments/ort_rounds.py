@@ -1,4 +1,5 @@
-"""Interleaved timing of ONNX Runtime sessions, shared by the micro-benchmarks (bench_int4_ort, bench_int8_dynamic)."""
+"""Interleaved timing of ONNX Runtime sessions and result writing, shared by the micro-benchmarks (bench_int4_ort,
+bench_int8_dynamic, bench_prune_distill; profile_int8_ort uses `write`)."""
 
 from __future__ import annotations
 
