@@ -75,7 +75,7 @@ class TrialConfig:
 
     @property
     def precision(self) -> str:
-        from planner.transforms.schemes import precision_of
+        from planner.schemes import precision_of
 
         return precision_of(self.quant.scheme)
 

@@ -72,8 +72,6 @@ class ModelSpec:
         """This spec with a user evaluator (validated, not run); None keeps the current one."""
         import dataclasses
 
-        from planner.measure.evaluator import parse_evaluator, parse_metric
-
         if evaluator is None:
             if metric is not None and self.evaluator is None:
                 raise ConfigError("--evaluator-metric needs --evaluator (or a model YAML with 'evaluator')")
@@ -104,6 +102,35 @@ class _ModelYAML(BaseModel):
 
 
 _MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
+
+
+GOALS = ("max", "min")
+
+
+def parse_evaluator(ref: str) -> tuple[str, str]:
+    """(normalised ref, kind) for ``file.py:function`` or ``package.module:function``; checked without running it."""
+    path, sep, name = ref.rpartition(":")
+    if not sep or not name.isidentifier():
+        raise ConfigError(f"--evaluator {ref!r}: expected file.py:function or package.module:function")
+    if path.endswith(".py"):
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--evaluator {ref}: file {path} not found")
+        return f"{p.resolve()}:{name}", "file"
+    if _MODULE_RE.match(ref):
+        return ref, "module"
+    raise ConfigError(f"--evaluator {ref!r}: expected file.py:function or package.module:function")
+
+
+def parse_metric(text: str | None) -> tuple[str | None, str]:
+    """``accuracy`` / ``accuracy:max`` / ``wer:min`` -> (name, goal); None -> (first metric, max)."""
+    if not text:
+        return None, "max"
+    name, _, goal = text.partition(":")
+    goal = goal or "max"
+    if not name.strip() or goal not in GOALS:
+        raise ConfigError(f"--evaluator-metric {text!r}: expected NAME, NAME:max (higher is better) or NAME:min")
+    return name.strip(), goal
 
 
 def parse_input_shapes(text: str) -> tuple[InputSpec, ...]:

@@ -12,8 +12,11 @@ Override with ``--home DIR`` or ``PLANNER_HOME``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from planner.errors import PlannerError
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,52 @@ class Home:
         return self.root / "cache"
 
     def study_dir(self, study: str) -> Path:
-        return self.root / "studies" / study
+        """The study's work folder; the name is made safe for a path (idempotent)."""
+        return self.root / "studies" / safe_name(study)
 
     def ensure(self) -> "Home":
         for p in (self.root, self.artifacts, self.cache):
             p.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def safe_name(name: str) -> str:
+    """``name`` with every run of characters outside ``[A-Za-z0-9_.-]`` replaced by ``_`` (at most 120)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:120]
+
+
+class UnsafePath(PlannerError, ValueError):
+    """A file name that would land outside the export folder."""
+
+
+def safe_relpath(name: str) -> str:
+    """``name`` as a normalised relative POSIX path that stays inside its folder; raises `UnsafePath` otherwise.
+
+    Rejected: empty names, absolute paths (``/x``, ``C:\\x``, ``\\\\server``), any ``..`` component,
+    backslashes and NUL bytes.
+    """
+    if not isinstance(name, str) or not name or name.strip() != name:
+        raise UnsafePath(f"refusing file name {name!r}: empty or padded with spaces")
+    if "\x00" in name or "\\" in name:
+        raise UnsafePath(f"refusing file name {name!r}: contains a backslash or NUL byte")
+    if name.startswith("/") or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+        raise UnsafePath(f"refusing file name {name!r}: absolute path")
+    parts = PurePosixPath(name).parts
+    if any(p == ".." for p in parts):
+        raise UnsafePath(f"refusing file name {name!r}: '..' would escape the export folder")
+    clean = [p for p in parts if p not in ("", ".")]
+    if not clean:
+        return "."
+    return "/".join(clean)
+
+
+def safe_join(root: Path, name: str) -> Path:
+    """``root / name`` after `safe_relpath`, also refusing a result that resolves (through links) outside ``root``."""
+    rel = safe_relpath(name)
+    root = Path(root)
+    path = root if rel == "." else root / rel
+    real_root = root.resolve()
+    real = path.resolve()
+    if real != real_root and not real.is_relative_to(real_root):
+        raise UnsafePath(f"refusing file name {name!r}: resolves outside {root}")
+    return path

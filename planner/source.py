@@ -281,7 +281,7 @@ class ModelSource:
             if cfg is not None and (cfg.prune.active or cfg.distill.active):
                 raise ConfigError("pruning and distillation need a PyTorch model, not an ONNX file")
             return Path(self.spec.ref)
-        from planner.search.cache import ArtifactCache, cache_key
+        from planner.cache import ArtifactCache, cache_key
 
         cache = ArtifactCache(self.cache_dir / "artifacts")
         key = cache_key("onnx-export", self.model_hash(), self.transform_key(cfg), _torch_version())

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.config import DistillConfig, PruneConfig, QuantConfig, TrialConfig, freeze_options
 from planner.errors import ConfigError, did_you_mean
-from planner.transforms.schemes import STRUCTURED_PRUNE_METHODS
+from planner.schemes import STRUCTURED_PRUNE_METHODS
 from planner.yamlio import read_yaml, validate
 
 Scalar = Union[bool, int, float, str]
@@ -175,8 +175,8 @@ def load_space(ref: str | Path) -> SearchSpace:
 
 def check_space(space: SearchSpace, source: str) -> list[str]:
     """Names the YAML schema cannot check: backends, their options, schemes, prune methods."""
-    from planner.backends import registry
-    from planner.transforms.schemes import SCHEMES
+    import planner.backends.registry as registry
+    from planner.schemes import SCHEMES
 
     errors: list[str] = []
     for b, opts in space.backends.items():
@@ -200,9 +200,7 @@ def check_space(space: SearchSpace, source: str) -> list[str]:
         if s not in SCHEMES:
             errors.append(f"{source}: quantize.options.{s}: unknown scheme; {did_you_mean(s, SCHEMES)}")
             continue
-        from planner.transforms.quantize import SCHEME_OPTIONS
-
-        valid_opts = SCHEME_OPTIONS.get(s, {})
+        valid_opts = SCHEMES[s].options
         for k, p in opts.items():
             if k not in valid_opts:
                 errors.append(f"{source}: quantize.options.{s}.{k}: unknown option; valid options: {', '.join(sorted(valid_opts)) or 'none'}")
@@ -210,7 +208,7 @@ def check_space(space: SearchSpace, source: str) -> list[str]:
             for v in p.values() or []:
                 if v not in valid_opts[k]:
                     errors.append(f"{source}: quantize.options.{s}.{k}: value {v!r} not allowed; valid choices: {', '.join(map(str, valid_opts[k]))}")
-    from planner.transforms.schemes import PRUNE_METHODS
+    from planner.schemes import PRUNE_METHODS
 
     for m in space.prune.methods:
         if m not in PRUNE_METHODS:
@@ -247,7 +245,7 @@ def _seed_errors(seed: Seed, space: SearchSpace) -> list[str]:
     if seed.quant_options and seed.quant is None:
         errors.append("quant_options: given without quant (name the scheme they belong to)")
     qparams = space.quantize.options.get(seed.quant or "none", {})
-    from planner.backends import registry
+    import planner.backends.registry as registry
 
     honours = registry.get(seed.backend).honours if seed.backend in registry.all_backends() else (lambda s, k: True)
     for k, v in seed.quant_options.items() if seed.quant is not None else ():
@@ -306,7 +304,7 @@ def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backe
 
 def usable_backends(space: SearchSpace, target, model_format: str) -> tuple[list[str], dict[str, str]]:
     """Backends of the space this target and host can run, and why the others are left out."""
-    from planner.backends import registry
+    import planner.backends.registry as registry
 
     ok, skipped = [], {}
     for b in space.backends:
@@ -329,8 +327,8 @@ def usable_backends(space: SearchSpace, target, model_format: str) -> tuple[list
 
 
 def schemes_for(backend: str, space: SearchSpace, target) -> list[str]:
-    from planner.backends import registry
-    from planner.transforms.schemes import SCHEMES
+    import planner.backends.registry as registry
+    from planner.schemes import SCHEMES
 
     cls = registry.get(backend)
     return [
@@ -345,7 +343,7 @@ def batch_sizes(space: SearchSpace, target) -> list[int]:
 
 def sample(trial, space: SearchSpace, target, model_format: str = "torch", backends: list[str] | None = None) -> TrialConfig:
     """Draw one TrialConfig.  Only combinations the target and backend can run are offered."""
-    from planner.backends import registry
+    import planner.backends.registry as registry
 
     if backends is None:
         backends, skipped = usable_backends(space, target, model_format)

@@ -12,11 +12,11 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+import planner.backends.registry as registry
 from planner.errors import ConfigError, did_you_mean
+from planner.schemes import PRECISIONS, gpu_precisions
 from planner.yamlio import read_yaml, validate
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "fp8")
-KNOWN_BACKENDS = ("torch", "torch_compile", "onnxruntime", "tvm", "tensorrt")
 
 
 class _Strict(BaseModel):
@@ -75,7 +75,7 @@ class Target(_Strict):
     device: Device
     threads: Optional[int] = Field(default=None, ge=1, description="intra-op threads; null = all cores of the host")
     precisions: list[str] = Field(default_factory=lambda: ["fp32"])
-    backends: list[str] = Field(default_factory=lambda: list(KNOWN_BACKENDS))
+    backends: list[str] = Field(default_factory=lambda: list(registry.REGISTRY))
     tvm_target: Optional[str] = None
     max_batch_size: int = Field(default=256, ge=1)
     constraints: Constraints = Field(default_factory=Constraints)
@@ -94,9 +94,7 @@ class Target(_Strict):
     @field_validator("backends")
     @classmethod
     def _backends(cls, v):
-        from planner.backends.registry import all_backends
-
-        known = all_backends()
+        known = registry.all_backends()
         bad = [b for b in v if b not in known]
         if bad:
             raise ValueError(f"unknown backend {bad[0]!r}; {did_you_mean(bad[0], known)}")
@@ -216,17 +214,6 @@ def gpu_environment() -> list[dict]:
     return parse_gpu_environment(out)
 
 
-def gpu_precisions(cc: str) -> list[str]:
-    major, minor = (int(x) for x in cc.split("."))
-    v = major * 10 + minor
-    precs = ["fp32", "fp16", "int8"]
-    if v >= 80:
-        precs += ["bf16", "int4"]
-    if v >= 89:
-        precs.append("fp8")
-    return precs
-
-
 def probe_host() -> Target:
     """Describe this host as a Target (first GPU if any, else the CPU)."""
     gpus = probe_gpus()
@@ -253,7 +240,7 @@ def probe_host() -> Target:
         device=Device(kind="cpu", cpu_isa=isa),
         threads=cores,
         precisions=precs,
-        backends=["torch", "torch_compile", "onnxruntime", "tvm"],
+        backends=registry.names_for_device("cpu"),
         tvm_target=f"llvm -mcpu={mcpu} -num-cores={cores}" if mcpu else f"llvm -num-cores={cores}",
     )
 

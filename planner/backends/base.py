@@ -88,7 +88,7 @@ class Backend(ABC):
     quant_schemes: ClassVar[tuple[str, ...]] = ("none",)
     # scheme -> the device kinds where this backend implements it (absent: wherever the scheme runs, per SCHEMES)
     scheme_devices: ClassVar[dict[str, tuple[str, ...]]] = {}
-    # scheme -> the scheme options (planner.transforms.quantize.SCHEME_OPTIONS) this backend acts on; absent:
+    # scheme -> the scheme options (planner.schemes.SCHEMES[scheme].options) this backend acts on; absent:
     # all of them.  Only these are sampled, so a label never shows an option the engine ignored.
     scheme_options: ClassVar[dict[str, tuple[str, ...]]] = {}
     accepts_onnx: ClassVar[bool] = False  # a torch-input backend that can also import ONNX files
@@ -118,7 +118,7 @@ class Backend(ABC):
     @classmethod
     def scheme_device_kinds(cls, scheme: str) -> tuple[str, ...]:
         """The device kinds where this backend implements quantization ``scheme`` (empty: nowhere)."""
-        from planner.transforms.schemes import SCHEMES
+        from planner.schemes import SCHEMES
 
         if scheme not in cls.quant_schemes or scheme not in SCHEMES:
             return ()
@@ -144,7 +144,7 @@ class Backend(ABC):
             return f"{cls.name} needs a PyTorch model; this model is an ONNX file"
         if cfg.quant.scheme not in cls.quant_schemes:
             return f"{cls.name} does not implement quantization scheme {cfg.quant.scheme!r}"
-        from planner.transforms.schemes import SCHEMES
+        from planner.schemes import SCHEMES
 
         scheme = SCHEMES.get(cfg.quant.scheme)
         if scheme and scheme.precision not in target.precisions:

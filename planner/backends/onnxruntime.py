@@ -122,7 +122,7 @@ def quantized_onnx(source, cfg, src: Path, dst: Path) -> dict[str, Any]:
     """Quantize ``src`` per ``cfg.quant`` into ``dst``, through the artifact cache (calibration can take minutes)."""
     from importlib.metadata import version
 
-    from planner.search.cache import ArtifactCache, cache_key, sha256_file
+    from planner.cache import ArtifactCache, cache_key, sha256_file
     from planner.transforms.quantize import quantize_onnx
 
     cache = ArtifactCache(Path(source.cache_dir) / "artifacts")

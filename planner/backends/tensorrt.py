@@ -44,6 +44,7 @@ import numpy as np
 
 from planner.backends.base import Backend, BuildResult, Runtime
 from planner.errors import CandidateFailed, ConfigError, FailReason
+from planner.schemes import PRECISIONS, precision_of, schemes_for_format
 
 T = TypeVar("T")
 
@@ -53,8 +54,6 @@ DEFAULT_OPTIMIZATION_LEVEL = 3  # TensorRT's own default
 DEFAULT_WORKSPACE_MB = 4096
 # builder flag a weakly typed build needs for each scheme (None: none needed)
 WEAK_FLAGS = {"none": None, "fp16": "FP16", "bf16": "BF16", "int8_static": "INT8", "fp8": "FP8"}
-# lowest compute capability where TensorRT runs the scheme's kernels
-MIN_COMPUTE_CAPABILITY = {"bf16": (8, 0), "fp8": (8, 9), "int8_static": (6, 1)}
 SPARSE_FROM = (8, 0)  # 2:4 sparse tensor cores: Ampere and later
 OPTION_DEFAULTS: dict[str, Any] = {
     "optimization_level": DEFAULT_OPTIMIZATION_LEVEL,
@@ -88,9 +87,7 @@ def _cc(target) -> tuple[int, int] | None:
 
 
 def _onnx_schemes() -> tuple[str, ...]:
-    from planner.transforms.quantize import ONNX_SCHEMES
-
-    return tuple(ONNX_SCHEMES)
+    return schemes_for_format("onnx")
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ def plan_precision(scheme: str, trt_version: str, compute_capability: tuple[int,
         raise CandidateFailed(FailReason.UNSUPPORTED,
                               f"tensorrt does not implement quantization scheme {scheme!r} "
                               f"(it builds: {', '.join(WEAK_FLAGS)})")
-    need = MIN_COMPUTE_CAPABILITY.get(scheme)
+    need = PRECISIONS[precision_of(scheme)].min_compute_capability  # lowest GPU with the precision's kernels
     if need and compute_capability is not None and compute_capability < need:
         raise CandidateFailed(FailReason.UNSUPPORTED,
                               f"{scheme} needs compute capability >= {need[0]}.{need[1]}; this GPU has "
@@ -390,7 +387,7 @@ def store_timing_cache(path: Path, serialize: Callable[[], bytes], merge: Callab
     """
     import fcntl
 
-    from planner.search.cache import atomic_path
+    from planner.cache import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -342,7 +342,7 @@ def onnx_graphs(source, cfg, module) -> tuple[Path, Path, bool]:
     (model, transforms, torch version) into the planner's `ArtifactCache` (``<cache>/artifacts``)."""
     import tempfile
 
-    from planner.search.cache import ArtifactCache, cache_key
+    from planner.cache import ArtifactCache, cache_key
     from planner.source import _torch_version
 
     cache = ArtifactCache(source.cache_dir / "artifacts")

@@ -14,43 +14,12 @@ first one returned, higher is better) from the reference; with a target's
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from planner.errors import ConfigError
-
-GOALS = ("max", "min")
-
-
-def parse_evaluator(ref: str) -> tuple[str, str]:
-    """(normalised ref, kind) for ``file.py:function`` or ``package.module:function``; checked without running it."""
-    from planner.model import _MODULE_RE
-
-    path, sep, name = ref.rpartition(":")
-    if not sep or not name.isidentifier():
-        raise ConfigError(f"--evaluator {ref!r}: expected file.py:function or package.module:function")
-    if path.endswith(".py"):
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--evaluator {ref}: file {path} not found")
-        return f"{p.resolve()}:{name}", "file"
-    if _MODULE_RE.match(ref):
-        return ref, "module"
-    raise ConfigError(f"--evaluator {ref!r}: expected file.py:function or package.module:function")
-
-
-def parse_metric(text: str | None) -> tuple[str | None, str]:
-    """``accuracy`` / ``accuracy:max`` / ``wer:min`` -> (name, goal); None -> (first metric, max)."""
-    if not text:
-        return None, "max"
-    name, _, goal = text.partition(":")
-    goal = goal or "max"
-    if not name.strip() or goal not in GOALS:
-        raise ConfigError(f"--evaluator-metric {text!r}: expected NAME, NAME:max (higher is better) or NAME:min")
-    return name.strip(), goal
-
+from planner.model import parse_evaluator, parse_metric  # noqa: F401  (the evaluator spec is parsed beside the model spec)
 
 def load_evaluator(ref: str) -> Callable[..., Any]:
     from planner.source import import_callable

@@ -48,7 +48,7 @@ def environment() -> dict[str, Any]:
 
 
 def file_checksums(directory: Path, files: list[str]) -> dict[str, dict[str, Any]]:
-    from planner.search.cache import sha256_file
+    from planner.cache import sha256_file
 
     return {f: {"sha256": sha256_file(directory / f), "bytes": (directory / f).stat().st_size} for f in sorted(files)}
 

@@ -8,7 +8,6 @@ process so that a crash, hang or OOM is one failed trial, never a dead study.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -18,8 +17,9 @@ from typing import Any, Protocol
 from planner.config import TrialConfig
 from planner.errors import ConfigError, FailReason
 from planner.model import ModelSpec
-from planner.paths import Home
-from planner.search.objectives import Objective, constraints, parse_objectives
+from planner.paths import Home, safe_name
+from planner.record.metrics import metrics_of
+from planner.record.objectives import Objective, constraints, parse_objectives
 from planner.space import SearchSpace, batch_sizes, sample, usable_backends
 from planner.target import Target, check_host
 
@@ -96,10 +96,6 @@ def default_study_name(model: ModelSpec, target: Target, space: SearchSpace, wor
     return f"{model.name}-{target.name}-{space.name}" + (f"-{workload.name}" if workload is not None else "")
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:120]
-
-
 def make_sampler(name: str, seed: int | None, n_objectives: int):
     import warnings
 
@@ -166,46 +162,12 @@ def _ExhaustiveSampler(seed=None):
     return _exhaustive_sampler_cls()(seed=seed)
 
 
-def metrics_of(res: dict[str, Any], cfg: TrialConfig, target: Target) -> dict[str, float]:
-    lat = res["latency"]
-    m: dict[str, float] = {
-        "latency_ms": lat[f"{target.constraints.latency_percentile}_ms"],
-        "latency_p50_ms": lat["p50_ms"], "latency_p90_ms": lat["p90_ms"], "latency_p99_ms": lat["p99_ms"],
-        "latency_mean_ms": lat["mean_ms"], "latency_min_ms": lat["min_ms"], "latency_cv": lat["cv"],
-        "latency_samples": lat["n"], "latency_windows": lat["windows"],
-        "latency_per_sample_ms": lat["p50_ms"] / cfg.batch_size,
-        "throughput": cfg.batch_size / (lat["p50_ms"] / 1e3),
-        "compile_seconds": res.get("compile_seconds", 0.0),
-        "peak_rss_mb": res.get("peak_rss_mb", 0.0),
-        "model_rss_mb": res.get("model_rss_mb", 0.0),
-        "artifact_mb": res.get("artifact_mb", 0.0),
-        "batch_size": cfg.batch_size,
-    }
-    if res.get("gpu_peak_mb") is not None:
-        m["gpu_peak_mb"] = res["gpu_peak_mb"]
-    m["latency_cuda_events"] = float(res.get("timing") == "cuda_events")
-    copies = res.get("latency_with_copies")
-    if copies:  # a device engine: `latency_*` excludes host<->device copies, these include them
-        m["latency_copies_included"] = 0.0
-        for k in ("p50", "p90", "p99"):
-            m[f"latency_with_copies_{k}_ms"] = copies[f"{k}_ms"]
-    for k, v in (res.get("quality") or {}).items():
-        m[k] = v
-    for k, v in (res.get("build_info") or {}).items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            m[f"build.{k}"] = v
-    for k, v in (res.get("transform_info") or {}).items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            m[f"transform.{k}"] = v
-    return m
-
-
 class Optimizer:
     """One study: set-up, the trial loop, and the final Pareto bookkeeping."""
 
     def __init__(self, model: ModelSpec, target: Target, space: SearchSpace, home: Home, options: StudyOptions,
                  reporter: Reporter | None = None, workload=None):
-        from planner.search.objectives import DEFAULT_LLM_OBJECTIVES, DEFAULT_OBJECTIVES
+        from planner.record.objectives import DEFAULT_LLM_OBJECTIVES, DEFAULT_OBJECTIVES
 
         self.model, self.target, self.opts = model, target, options
         self.workload = workload  # planner.llm.workload.Workload: a decoder measured by TTFT/TPOT
@@ -236,7 +198,7 @@ class Optimizer:
         self.storage_url = options.storage or home.optuna_url
         self.tracking_uri = options.tracking_uri or home.tracking_uri
         self.experiment = f"planner/{model.name}/{target.name}"
-        self.study_dir = home.study_dir(_safe(self.study_name))
+        self.study_dir = home.study_dir(self.study_name)
 
     # ------------------------------------------------------------------ set-up
     def validate(self) -> list[str]:
@@ -269,7 +231,7 @@ class Optimizer:
         from planner.measure.worker import run_job, worker_env
 
         self.home.cache.mkdir(parents=True, exist_ok=True)
-        staging = self.home.root / "staging" / f"{_safe(self.study_name)}-{os.getpid()}"
+        staging = self.home.root / "staging" / f"{safe_name(self.study_name)}-{os.getpid()}"
         ref = staging / "reference.npz"
         job = {
             "kind": "prepare", "spec": self.model.to_dict(), "target": self.target.model_dump(mode="json"),

@@ -30,10 +30,11 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from planner.errors import ConfigError, PlannerError
+from planner.paths import UnsafePath, safe_join, safe_relpath
 
 SAMPLE_BATCHES = 2  # at least this many batches, and at least MIN_SAMPLES samples
 MIN_SAMPLES = 8
@@ -49,43 +50,6 @@ TRITON_TYPES = {
 }
 ONNX_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
               11: "float64", 16: "bfloat16"}
-
-
-class UnsafePath(PlannerError, ValueError):
-    """A file name that would land outside the export folder."""
-
-
-def safe_relpath(name: str) -> str:
-    """``name`` as a normalised relative POSIX path that stays inside its folder; raises `UnsafePath` otherwise.
-
-    Rejected: empty names, absolute paths (``/x``, ``C:\\x``, ``\\\\server``), any ``..`` component,
-    backslashes and NUL bytes.
-    """
-    if not isinstance(name, str) or not name or name.strip() != name:
-        raise UnsafePath(f"refusing file name {name!r}: empty or padded with spaces")
-    if "\x00" in name or "\\" in name:
-        raise UnsafePath(f"refusing file name {name!r}: contains a backslash or NUL byte")
-    if name.startswith("/") or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
-        raise UnsafePath(f"refusing file name {name!r}: absolute path")
-    parts = PurePosixPath(name).parts
-    if any(p == ".." for p in parts):
-        raise UnsafePath(f"refusing file name {name!r}: '..' would escape the export folder")
-    clean = [p for p in parts if p not in ("", ".")]
-    if not clean:
-        return "."
-    return "/".join(clean)
-
-
-def safe_join(root: Path, name: str) -> Path:
-    """``root / name`` after `safe_relpath`, also refusing a result that resolves (through links) outside ``root``."""
-    rel = safe_relpath(name)
-    root = Path(root)
-    path = root if rel == "." else root / rel
-    real_root = root.resolve()
-    real = path.resolve()
-    if real != real_root and not real.is_relative_to(real_root):
-        raise UnsafePath(f"refusing file name {name!r}: resolves outside {root}")
-    return path
 
 
 # --------------------------------------------------------------------------- rebuild
@@ -204,12 +168,11 @@ def _reference_samples(home, manifest: dict, n: int) -> tuple[dict[str, Any] | N
     """(inputs, ref, why-not) from ``<home>/studies/<study>/reference.npz``; inputs None when unusable."""
     import numpy as np
 
-    from planner.search.study import _safe
 
     study = (manifest.get("trial") or {}).get("study")
     if not study:
         return None, None, "the manifest names no study"
-    path = home.study_dir(_safe(study)) / "reference.npz"
+    path = home.study_dir(study) / "reference.npz"
     if not path.is_file():
         return None, None, f"{path} not found"
     specs = (manifest.get("model") or {}).get("inputs") or []
@@ -290,7 +253,7 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
     import numpy as np
 
     from planner.record.mlflow import redact
-    from planner.search.cache import sha256_file
+    from planner.cache import sha256_file
     from planner.select.registry import registered_model_name
     from planner.select.verify import ENGINE_FILES, engine_job, run_engine_job
 

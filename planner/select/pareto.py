@@ -88,7 +88,7 @@ def confirmed_points(study) -> list[Point]:
 
 
 def _objectives(study):
-    from planner.search.objectives import DEFAULT_OBJECTIVES, parse_objectives
+    from planner.record.objectives import DEFAULT_OBJECTIVES, parse_objectives
 
     return parse_objectives(tuple(study.user_attrs.get("objectives") or DEFAULT_OBJECTIVES))
 

@@ -82,7 +82,7 @@ def _config_key(cfg: dict) -> str | None:
 def _precision(cfg: dict) -> str:
     scheme = (cfg.get("quant") or {}).get("scheme", "none")
     try:
-        from planner.transforms.schemes import precision_of
+        from planner.schemes import precision_of
 
         return precision_of(scheme)
     except Exception:
@@ -190,7 +190,7 @@ def publish_study(study, rec, front, target, model_name: str) -> dict[str, Any]:
         print(f"warning: could not register the Pareto front in the MLflow Model Registry: {type(e).__name__}: {e}",
               file=sys.stderr)
     try:
-        from planner.record.plots import log_study_plots
+        from planner.select.plots import log_study_plots
 
         out["plots"] = log_study_plots(rec, study, target)
     except Exception as e:

@@ -55,8 +55,8 @@ def find_manifest(directory: Path) -> Path | None:
 
 
 def check_files(root: Path, manifest: dict, report: VerifyReport) -> None:
-    from planner.search.cache import sha256_file
-    from planner.select.export import UnsafePath, safe_join
+    from planner.cache import sha256_file
+    from planner.paths import UnsafePath, safe_join
 
     files = manifest.get("files") or {}
     if not files:
@@ -132,7 +132,7 @@ def engine_job(root: Path, manifest: dict, **extra) -> dict[str, Any]:
 
 def verify(directory: Path, run: bool = True, timeout: float = 600.0, max_slowdown: float | None = None) -> VerifyReport:
     """Check an exported bundle or Triton repository; `report.ok` is the verdict."""
-    from planner.select.export import UnsafePath, safe_join
+    from planner.paths import UnsafePath, safe_join
 
     directory = Path(directory)
     report = VerifyReport(directory)

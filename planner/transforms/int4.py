@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from planner.transforms.quantize import INT4_GROUP_SIZES as GROUP_SIZES
+from planner.schemes import INT4_GROUP_SIZES as GROUP_SIZES
 N_MULTIPLE = 16  # output features must be a multiple of this (kernel packing)
 INNER_K_TILES = 2
 KERNEL_MAX_ROWS = 16  # above this many rows (tokens x sequences) the layer dequantizes and runs a float GEMM

@@ -1,9 +1,8 @@
 """Quantization: torch modules (`quantize_torch`) and ONNX files (`quantize_onnx`).
 
-Scheme names are those of `planner.transforms.schemes.SCHEMES`.  Which ones each
-path implements is `TORCH_SCHEMES` / `ONNX_SCHEMES`; the options a scheme accepts
-(and their valid values, the first being the default) are `SCHEME_OPTIONS`, so the
-search-space validator can check YAML without importing torch or onnxruntime.
+Scheme names, their options (valid values, the first being the default) and which of the two
+paths implements each are rows of `planner.schemes.SCHEMES` (`TORCH_SCHEMES` / `ONNX_SCHEMES`
+are read from it), so the search-space validator checks YAML without importing torch or onnxruntime.
 
 torch schemes
   none              identity
@@ -50,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.errors import CandidateFailed, ConfigError, FailReason, did_you_mean
-from planner.transforms.schemes import SCHEMES
+from planner.schemes import SCHEMES, schemes_for_format
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -59,51 +58,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from planner.config import QuantConfig
 
-TORCH_SCHEMES: tuple[str, ...] = ("none", "fp16", "bf16", "int8_dynamic", "int8_weight_only", "int4_weight_only")
-INT4_GROUP_SIZES: tuple[int, ...] = (128, 32, 64, 256)  # torch's int4 CPU kernel's group sizes (ORT MatMulNBits takes them too); first = default
+TORCH_SCHEMES: tuple[str, ...] = schemes_for_format("torch")  # what quantize_module implements
 QUANT_INFO_ATTR = "planner_quant_info"
-ONNX_SCHEMES: tuple[str, ...] = ("none", "fp16", "int8_dynamic", "int8_static", "int4_weight_only", "fp8")
+ONNX_SCHEMES: tuple[str, ...] = schemes_for_format("onnx")  # what quantize_onnx implements
 
-_BOOL = (False, True)
-_REDUCE = ("auto", False, True)  # auto: True on x86 CPUs without VNNI (see `int8_saturates`)
-# scheme -> option -> valid values; the first value is the default.
-SCHEME_OPTIONS: dict[str, dict[str, tuple]] = {
-    "none": {},
-    "fp16": {},
-    "bf16": {},
-    "int8_weight_only": {},
-    "int4_weight_only": {"group_size": INT4_GROUP_SIZES},
-    "int8_dynamic": {
-        "op_types": ("matmul", "all"),
-        "weight_type": ("s8", "u8"),
-        "per_channel": _BOOL,
-        "reduce_range": _REDUCE,
-    },
-    "int8_static": {
-        "op_types": ("all", "matmul"),
-        "activation_type": ("s8", "u8"),
-        "weight_type": ("s8", "u8"),
-        "per_channel": _BOOL,
-        "reduce_range": _REDUCE,
-        "calibrate_method": ("minmax", "entropy", "percentile"),
-        # TensorRT-style Q/DQ: zero points 0 for activations and weights, biases left in float
-        "symmetric": _BOOL,
-        # keep the k most sensitive layers in fp32, ranked after a first quantization pass
-        "fallback_layers": (0, 1, 2, 4, 8),
-        # how layers are ranked: weight = SQNR of their int8 weights (no data); activation = how much output
-        # fidelity (SQNR vs the fp32 model, dB) is lost across each layer on calibration data
-        "fallback_rank": ("weight", "activation"),
-    },
-    # float8 E4M3 Q/DQ (calibrated, ORT's distribution method): for TensorRT on sm_89+ GPUs
-    "fp8": {
-        # matmul first: with every op quantized ("all"), ONNX Runtime's CPU reference gave a tiny MLP 0.48
-        # cosine to fp32 (0.996 with MatMul/Gemm only); whether TensorRT does better is untested (no GPU)
-        "op_types": ("matmul", "all"),
-        "per_channel": _BOOL,
-    },
-}
-
-CALIBRATED = ("int8_static", "fp8")  # schemes whose activation scales come from calibration data
+CALIBRATED = tuple(n for n, sc in SCHEMES.items() if sc.calibrated)  # activation scales from calibration data
 OP_TYPES: dict[str, list[str] | None] = {"matmul": ["MatMul", "Gemm"], "all": None}  # None: every op ORT supports
 CALIB_BATCH = 8  # calibration batch when the model's batch axis is dynamic
 MAX_CALIB_SAMPLES = 512
@@ -166,7 +125,7 @@ def resolve_options(cfg: "QuantConfig") -> dict[str, Any]:
     """The scheme's options with defaults filled in; ConfigError naming valid choices otherwise."""
     if cfg.scheme not in SCHEMES:
         raise ConfigError(f"quant.scheme {cfg.scheme!r}: {did_you_mean(cfg.scheme, SCHEMES)}")
-    valid = SCHEME_OPTIONS.get(cfg.scheme, {})
+    valid = SCHEMES[cfg.scheme].options
     errors = []
     opts = cfg.opts()
     for key, value in opts.items():

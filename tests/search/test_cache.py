@@ -1,7 +1,7 @@
 import os
 import threading
 
-from planner.search.cache import ArtifactCache, cache_key
+from planner.cache import ArtifactCache, cache_key
 
 
 def _file(tmp_path, name, size):

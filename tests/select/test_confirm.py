@@ -14,7 +14,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 
 def _study(points, objectives=("latency", "quality")):
     """A real in-memory Optuna study with the planner's trial attributes: points are (latency, loss, feasible)."""
-    from planner.search.objectives import parse_objectives
+    from planner.record.objectives import parse_objectives
 
     obj = parse_objectives(objectives)
     s = optuna.create_study(directions=[o.direction for o in obj])
@@ -92,7 +92,7 @@ def test_summary_is_the_median_over_rounds():
 def test_non_dominated_respects_maximized_objectives():
     s = _study([(1.0, 0.0, True), (2.0, 0.0, True)], objectives=("latency", "throughput"))
     pts = cf.candidates(s, 2)
-    from planner.search.objectives import parse_objectives
+    from planner.record.objectives import parse_objectives
 
     assert [p.number for p in non_dominated(pts, parse_objectives(("throughput",)))] == [0]
 

@@ -146,7 +146,7 @@ def test_plots_on_the_parent_run(facts, tmp_path):
 
 
 def test_plots_draw_slo_and_log_axis(tmp_path):
-    from planner.record.plots import PlotPoint, write_study_plots
+    from planner.select.plots import PlotPoint, write_study_plots
 
     pts = [PlotPoint(i, b, b, {"backend": b, "batch_size": 1 + i % 2}, {"latency_ms": lat, "quality_loss": q, "throughput": 1 / lat},
                      feasible=q < 0.5, pareto=par)
@@ -176,7 +176,7 @@ def _verify(path):
 
 
 def _check_bundle(out: Path, engine: str, batch: int):
-    from planner.search.cache import sha256_file
+    from planner.cache import sha256_file
 
     m = json.loads((out / "manifest.json").read_text())
     assert engine in m["files"] and "samples.npz" in m["files"] and "README.md" in m["files"]
@@ -371,14 +371,14 @@ def test_without_the_study_reference_the_engine_is_its_own_reference(facts, tmp_
 
 @pytest.mark.parametrize("bad", ["../x", "/abs", "a/../../x", "..", "a/..", "C:\\x", "a\\b", "", " x", "x\x00"])
 def test_safe_relpath_rejects_escapes(bad):
-    from planner.select.export import UnsafePath, safe_relpath
+    from planner.paths import UnsafePath, safe_relpath
 
     with pytest.raises(UnsafePath):
         safe_relpath(bad)
 
 
 def test_safe_relpath_and_join_accept_inside(tmp_path):
-    from planner.select.export import UnsafePath, safe_join, safe_relpath
+    from planner.paths import UnsafePath, safe_join, safe_relpath
 
     assert safe_relpath("model.onnx") == "model.onnx"
     assert safe_relpath("./1/model.plan") == "1/model.plan"
@@ -398,7 +398,7 @@ def test_a_manifest_naming_a_path_outside_is_refused(facts, tmp_path):
     facts.client.set_terminated(run.info.run_id)
     parent = tmp_path / "dst"
     parent.mkdir()
-    from planner.select.export import UnsafePath
+    from planner.paths import UnsafePath
 
     with pytest.raises(UnsafePath, match="'..' would escape"):
         _export(facts, run.info.run_id, parent / "out")

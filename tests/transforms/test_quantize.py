@@ -11,7 +11,7 @@ from torch import nn
 from planner.config import QuantConfig, freeze_options
 from planner.errors import CandidateFailed, ConfigError, FailReason
 from planner.transforms import quantize as Q
-from planner.transforms.schemes import SCHEMES
+from planner.schemes import SCHEMES
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,10 +67,10 @@ def _session(path):
 
 
 def test_scheme_options_table_is_consistent():
-    assert set(Q.SCHEME_OPTIONS) <= set(SCHEMES)
-    assert set(Q.TORCH_SCHEMES) <= set(Q.SCHEME_OPTIONS) and set(Q.ONNX_SCHEMES) <= set(Q.SCHEME_OPTIONS)
-    for opts in Q.SCHEME_OPTIONS.values():
-        for values in opts.values():
+    assert set(Q.TORCH_SCHEMES) <= set(SCHEMES) and set(Q.ONNX_SCHEMES) <= set(SCHEMES)
+    assert set(Q.TORCH_SCHEMES) == {n for n, s in SCHEMES.items() if "torch" in s.formats}
+    for scheme in SCHEMES.values():
+        for values in scheme.options.values():
             assert isinstance(values, tuple) and values
     assert Q.resolve_options(_q("int8_dynamic"))["op_types"] == "matmul"  # first value is the default
     assert Q.resolve_options(_q("int8_static", calibrate_method="entropy"))["calibrate_method"] == "entropy"

@@ -1,0 +1,44 @@
+"""A trial's metrics, flat: what Optuna values, MLflow metrics and the Pareto table read from a worker result."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from planner.config import TrialConfig
+    from planner.target import Target
+
+
+def metrics_of(res: dict[str, Any], cfg: "TrialConfig", target: "Target") -> dict[str, float]:
+    """Flatten a worker's trial result into named metrics (latency at the target's percentile as ``latency_ms``)."""
+    lat = res["latency"]
+    m: dict[str, float] = {
+        "latency_ms": lat[f"{target.constraints.latency_percentile}_ms"],
+        "latency_p50_ms": lat["p50_ms"], "latency_p90_ms": lat["p90_ms"], "latency_p99_ms": lat["p99_ms"],
+        "latency_mean_ms": lat["mean_ms"], "latency_min_ms": lat["min_ms"], "latency_cv": lat["cv"],
+        "latency_samples": lat["n"], "latency_windows": lat["windows"],
+        "latency_per_sample_ms": lat["p50_ms"] / cfg.batch_size,
+        "throughput": cfg.batch_size / (lat["p50_ms"] / 1e3),
+        "compile_seconds": res.get("compile_seconds", 0.0),
+        "peak_rss_mb": res.get("peak_rss_mb", 0.0),
+        "model_rss_mb": res.get("model_rss_mb", 0.0),
+        "artifact_mb": res.get("artifact_mb", 0.0),
+        "batch_size": cfg.batch_size,
+    }
+    if res.get("gpu_peak_mb") is not None:
+        m["gpu_peak_mb"] = res["gpu_peak_mb"]
+    m["latency_cuda_events"] = float(res.get("timing") == "cuda_events")
+    copies = res.get("latency_with_copies")
+    if copies:  # a device engine: `latency_*` excludes host<->device copies, these include them
+        m["latency_copies_included"] = 0.0
+        for k in ("p50", "p90", "p99"):
+            m[f"latency_with_copies_{k}_ms"] = copies[f"{k}_ms"]
+    for k, v in (res.get("quality") or {}).items():
+        m[k] = v
+    for k, v in (res.get("build_info") or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            m[f"build.{k}"] = v
+    for k, v in (res.get("transform_info") or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            m[f"transform.{k}"] = v
+    return m
