@@ -113,7 +113,7 @@ def environment(target) -> dict[str, Any]:
     import re
     from importlib.metadata import PackageNotFoundError, version
 
-    from planner.target import _cpu_isa, _cpu_name
+    from planner.target import cpu_isa, cpu_name
 
     def v(dist):
         try:
@@ -133,12 +133,12 @@ def environment(target) -> dict[str, Any]:
     dirty = bool(_run(["git", "status", "--porcelain", "--untracked-files=no"]))
     return {
         "host": socket.gethostname(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "threads_per_core": lsc.get("Thread(s) per core"),
         "cores_per_socket": lsc.get("Core(s) per socket"),
         "sockets": lsc.get("Socket(s)"),
-        "isa": _cpu_isa(),
+        "isa": cpu_isa(),
         "isa_flags_all": [f for f in flags if f.startswith(("avx", "fma", "sse", "amx", "f16c", "vnni"))],
         "threads_used": target.thread_count(),
         "python": platform.python_version(),

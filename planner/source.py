@@ -284,7 +284,7 @@ class ModelSource:
         from planner.cache import ArtifactCache, cache_key
 
         cache = ArtifactCache(self.cache_dir / "artifacts")
-        key = cache_key("onnx-export", self.model_hash(), self.transform_key(cfg), _torch_version())
+        key = cache_key("onnx-export", self.model_hash(), self.transform_key(cfg), torch_version())
         hit = cache.get(key)
         if hit is None:
             import tempfile
@@ -320,7 +320,7 @@ def flops_per_sample(module, example: tuple) -> float | None:
         return None
 
 
-def _torch_version() -> str:
+def torch_version() -> str:
     from importlib.metadata import version
 
     return version("torch")

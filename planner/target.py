@@ -134,7 +134,7 @@ def load_target(ref: str | Path) -> Target:
 # ---------------------------------------------------------------- host probe
 
 
-def _cpu_isa() -> list[str]:
+def cpu_isa() -> list[str]:
     wanted = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve"]
     try:
         flags = set(re.findall(r"^flags\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)[0].split())
@@ -143,7 +143,7 @@ def _cpu_isa() -> list[str]:
     return [f for f in wanted if f in flags]
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         m = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
         return m.group(1).strip() if m else platform.processor()
@@ -228,7 +228,7 @@ def probe_host() -> Target:
             precisions=gpu_precisions(g["compute_capability"]),
             tvm_target=f"cuda -arch=sm_{sm}",
         )
-    isa = _cpu_isa()
+    isa = cpu_isa()
     precs = ["fp32", "int8"] + (["bf16"] if "avx512_bf16" in isa or "amx_bf16" in isa else [])
     if "avx2" in isa or platform.machine().lower() in ("aarch64", "arm64"):
         precs.append("int4")  # weight-only int4: torch's CPU int4 kernel (planner.transforms.int4)
@@ -236,7 +236,7 @@ def probe_host() -> Target:
     mcpu = _llvm_mcpu(isa)
     return Target(
         name=f"{name}-cpu",
-        description=f"probed: {_cpu_name()}",
+        description=f"probed: {cpu_name()}",
         device=Device(kind="cpu", cpu_isa=isa),
         threads=cores,
         precisions=precs,

@@ -82,7 +82,19 @@ class Backend(ABC):
     profile_batch_sizes: ClassVar[bool] = False
     name: ClassVar[str]
     modules: ClassVar[tuple[str, ...]] = ()  # Python modules it needs
-    install_hint: ClassVar[str] = ""
+    # module -> the pip distribution that provides it (absent: the module's own name), for versions and hints
+    distributions: ClassVar[dict[str, str]] = {}
+    pip_extra: ClassVar[str | None] = None  # the pyproject extra that installs it: pip install 'planner[<extra>]'
+    install_hint: ClassVar[str] = ""  # how to install it, when `pip_extra` does not say it all
+    # the deployable engine's files in the trial's work dir (the first is the main file `planner verify` loads);
+    # empty: the backend leaves no engine to export
+    engine_files: ClassVar[tuple[str, ...]] = ()
+    # the head line of a Triton config.pbtxt for its engine ('platform: "onnxruntime_onnx"', 'backend: "openvino"');
+    # None: the engine runs in Triton's Python backend around `load_artifact`
+    triton: ClassVar[str | None] = None
+    # quantization schemes its LLM decoder runtime implements (planner.llm.runtimes); None: no decoder runtime
+    decoder_schemes: ClassVar[tuple[str, ...] | None] = None
+    decoder_note: ClassVar[str] = ""  # why there is no decoder runtime (shown when a decoder study asks for it)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     input_format: ClassVar[str] = "torch"  # "torch" (nn.Module) or "onnx"
     quant_schemes: ClassVar[tuple[str, ...]] = ("none",)
@@ -96,11 +108,31 @@ class Backend(ABC):
     options: ClassVar[dict[str, Any]] = {}
 
     @classmethod
+    def install_command(cls) -> str:
+        """What a user runs to make this backend usable."""
+        if cls.install_hint:
+            return cls.install_hint
+        if cls.pip_extra:
+            return f"pip install 'planner[{cls.pip_extra}]'"
+        return "pip install " + " ".join(cls.distributions.get(m, m) for m in cls.modules)
+
+    @classmethod
     def availability(cls) -> Availability:
         missing = [m for m in cls.modules if importlib.util.find_spec(m) is None]
         if missing:
-            return Availability(False, f"missing {', '.join(missing)}: {cls.install_hint}")
+            return Availability(False, f"missing {', '.join(missing)}: {cls.install_command()}")
         return Availability(True, cls.version())
+
+    @classmethod
+    def load_artifact(cls, engine_dir: Path, batch: int, device: str) -> Runtime:
+        """Load the engine files this backend wrote into ``engine_dir`` (an exported bundle's engine folder)
+        with the engine's own runtime, as `planner verify` and the Triton Python backend do."""
+        raise NotImplementedError(f"{cls.name} has no exportable engine")
+
+    @classmethod
+    def describe_engine(cls, rt: Runtime) -> dict[str, Any]:
+        """Facts of a loaded engine a Triton config needs and the files do not state (e.g. its tensors)."""
+        return {}
 
     @classmethod
     def version(cls) -> str:
@@ -108,7 +140,7 @@ class Backend(ABC):
 
         out = []
         for m in cls.modules:
-            dist = {"onnxruntime": "onnxruntime", "tvm": "apache-tvm", "tensorrt": "tensorrt"}.get(m, m)
+            dist = cls.distributions.get(m, m)
             try:
                 out.append(f"{dist} {version(dist)}")
             except PackageNotFoundError:

@@ -90,6 +90,9 @@ class OnnxRuntime(Backend):
     name = "onnxruntime"
     modules = ("onnxruntime",)
     install_hint = "pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+    engine_files = ("model.onnx", "session.json")  # the graph and the session options that were measured
+    triton = 'platform: "onnxruntime_onnx"'
+    decoder_schemes = ("none", "int8_dynamic", "int4_weight_only")  # int4: MatMulNBits on both decoder graphs
     devices = ("cpu", "cuda")
     input_format = "onnx"
     quant_schemes = ("none", "int8_dynamic", "int8_static", "int4_weight_only", "fp16")
@@ -100,6 +103,10 @@ class OnnxRuntime(Backend):
         "inter_op_threads": int,
         "execution_provider": tuple(PROVIDERS),
     }
+
+    @classmethod
+    def load_artifact(cls, engine_dir: Path, batch: int, device: str) -> "OrtRuntime":
+        return load_artifact(engine_dir)
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         t0 = time.perf_counter()
@@ -114,7 +121,7 @@ class OnnxRuntime(Backend):
         sess = make_session(model, opts, target)
         info["providers"] = sess.get_providers()
         device = "cuda" if target.is_gpu else "cpu"
-        (workdir / "session.json").write_text(_session_json(opts, target))
+        (workdir / "session.json").write_text(session_json(opts, target))
         return BuildResult(OrtRuntime(sess, device), [model, workdir / "session.json"], time.perf_counter() - t0, info)
 
 
@@ -149,7 +156,7 @@ def _calib_info(source, calib_n: int) -> dict:
     return {"calibration_data": where, "calibration_held_out": float(where == "held-out")}
 
 
-def _session_json(opts: dict, target) -> str:
+def session_json(opts: dict, target) -> str:
     import json
 
     full = {

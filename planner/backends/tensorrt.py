@@ -518,7 +518,11 @@ def installed_version() -> str | None:
 class TensorRT(Backend):
     name = "tensorrt"
     modules = ("tensorrt",)
+    pip_extra = "tensorrt"
     install_hint = "pip install 'planner[tensorrt]' on a machine with an NVIDIA GPU and driver"
+    engine_files = ("model.plan",)
+    triton = 'platform: "tensorrt_plan"'
+    decoder_note = "TensorRT decoders (TensorRT-LLM) are not integrated; use torch, torch_compile or onnxruntime"
     devices = ("cuda",)
     input_format = "onnx"
     profile_batch_sizes = True  # compile(batch_sizes=...): the optimization profile spans the searched batch sizes
@@ -546,6 +550,23 @@ class TensorRT(Backend):
         except CandidateFailed as e:
             return e.message
         return None
+
+    @classmethod
+    def load_artifact(cls, engine_dir: Path, batch: int, device: str) -> "TrtRuntime":
+        return load_artifact(engine_dir, batch=batch)
+
+    @classmethod
+    def describe_engine(cls, rt) -> dict[str, Any]:
+        """The plan's input/output tensors (name, mode, dtype, shape) for a Triton config."""
+        import tensorrt as trt
+
+        eng = rt.engine
+        ios = []
+        for name in rt.names:
+            ios.append({"name": name, "mode": "input" if name in rt.inputs else "output",
+                        "dtype": str(trt.nptype(eng.get_tensor_dtype(name)).__name__),
+                        "shape": list(eng.get_tensor_shape(name))})
+        return {"io": ios}
 
     def compile(self, source, cfg, target, workdir: Path, batch_sizes: Sequence[int] | None = None) -> BuildResult:
         """Build per `plan_build`.  ``batch_sizes``: the searched batch sizes the profile must

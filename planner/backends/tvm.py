@@ -369,7 +369,11 @@ def _record_callback(ms, database, n_tasks: int, budget: int, t0: float, state: 
 class TVM(Backend):
     name = "tvm"
     modules = ("tvm",)
-    install_hint = "pip install 'planner[tvm]'"
+    distributions = {"tvm": "apache-tvm"}
+    pip_extra = "tvm"
+    engine_files = ("model.so", META_FILE)  # Triton: Python backend around load_artifact
+    decoder_note = ("TVM has no decoder runtime here (a KV-cache decoder needs TVM Relax's paged KV cache / MLC-LLM, "
+                    "which planner does not integrate); use torch, torch_compile or onnxruntime")
     devices = ("cpu", "cuda")
     input_format = "torch"
     accepts_onnx = True  # ONNX files go through the Relax ONNX frontend
@@ -393,6 +397,10 @@ class TVM(Backend):
         if int(opts.get("tuning_trials", 0) or 0) < 0:
             return "tvm: tuning_trials must be >= 0"
         return None
+
+    @classmethod
+    def load_artifact(cls, engine_dir: Path, batch: int, device: str) -> "TVMRuntime":
+        return load_artifact(engine_dir)
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         workdir = Path(workdir)

@@ -60,31 +60,31 @@ import numpy as np
 
 from planner.errors import CandidateFailed, FailReason
 
-QUANT_SCHEMES: dict[str, tuple[str, ...]] = {
-    "torch": ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16"),
-    "torch_compile": ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16"),
-    "onnxruntime": ("none", "int8_dynamic", "int4_weight_only"),  # int4: MatMulNBits on both graphs
-}
-BACKENDS: tuple[str, ...] = tuple(QUANT_SCHEMES)
-UNSUPPORTED_BACKENDS: dict[str, str] = {
-    "tvm": "TVM has no decoder runtime here (a KV-cache decoder needs TVM Relax's paged KV cache / MLC-LLM, "
-           "which planner does not integrate); use torch, torch_compile or onnxruntime",
-    "tensorrt": "TensorRT decoders (TensorRT-LLM) are not integrated; use torch, torch_compile or onnxruntime",
-}
 CACHE_ROUND = 64
 DECODER_METHODS = ("prefill", "decode", "cache_heads")
 STATIC_METHODS = ("prefill_into", "decode_static", "empty_cache")
 
 
+def decoder_backends() -> list[str]:
+    """The backends with a decoder runtime (each declares `Backend.decoder_schemes`)."""
+    import planner.backends.registry as registry
+
+    return [n for n, cls in registry.classes().items() if cls.decoder_schemes is not None]
+
+
 def check_decoder_config(backend: str, scheme: str) -> str | None:
     """Why (backend, quant scheme) cannot run as a decoder here; None when it can."""
-    if backend in UNSUPPORTED_BACKENDS:
-        return UNSUPPORTED_BACKENDS[backend]
-    if backend not in QUANT_SCHEMES:
-        return f"no decoder runtime for backend {backend!r} (decoder backends: {', '.join(BACKENDS)})"
-    if scheme not in QUANT_SCHEMES[backend]:
+    import planner.backends.registry as registry
+
+    if backend not in registry.all_backends():
+        return f"no decoder runtime for backend {backend!r} (decoder backends: {', '.join(decoder_backends())})"
+    cls = registry.get(backend)
+    if cls.decoder_schemes is None:
+        return cls.decoder_note or f"no decoder runtime for backend {backend!r} " \
+                                   f"(decoder backends: {', '.join(decoder_backends())})"
+    if scheme not in cls.decoder_schemes:
         return f"{backend} decoder runtime does not implement quantization scheme {scheme!r} " \
-               f"(implemented: {', '.join(QUANT_SCHEMES[backend])})"
+               f"(implemented: {', '.join(cls.decoder_schemes)})"
     return None
 
 
@@ -343,10 +343,10 @@ def onnx_graphs(source, cfg, module) -> tuple[Path, Path, bool]:
     import tempfile
 
     from planner.cache import ArtifactCache, cache_key
-    from planner.source import _torch_version
+    from planner.source import torch_version
 
     cache = ArtifactCache(source.cache_dir / "artifacts")
-    key = cache_key("onnx-decoder-export", source.model_hash(), source.transform_key(cfg), _torch_version())
+    key = cache_key("onnx-decoder-export", source.model_hash(), source.transform_key(cfg), torch_version())
     hit = cache.get(key)
     cached = hit is not None
     if hit is None:
@@ -431,7 +431,7 @@ def _build_torch(module, cfg, device, cache_len, opts, source) -> DecoderRuntime
 def _build_ort(source, cfg, target, module, workdir: Path, info: dict) -> tuple[DecoderRuntime, list[Path]]:
     import shutil
 
-    from planner.backends.onnxruntime import _session_json, make_session
+    from planner.backends.onnxruntime import session_json, make_session
 
     pre_src, dec_src, cached = onnx_graphs(source, cfg, module)
     info["onnx_export_cached"] = cached
@@ -447,6 +447,6 @@ def _build_ort(source, cfg, target, module, workdir: Path, info: dict) -> tuple[
     opts = cfg.options()
     sp = make_session(pre, opts, target)
     sd = make_session(dec, opts, target)
-    (workdir / "session.json").write_text(_session_json(opts, target))
+    (workdir / "session.json").write_text(session_json(opts, target))
     rt = OrtDecoder(sp, sd, int(module.config.vocab), "cuda" if target.is_gpu else "cpu")
     return rt, [pre, dec, workdir / "session.json"]

@@ -25,7 +25,7 @@ def library_versions() -> dict[str, str]:
 
 
 def environment() -> dict[str, Any]:
-    from planner.target import _cpu_isa, _cpu_name, gpu_environment, probe_gpus
+    from planner.target import cpu_isa, cpu_name, gpu_environment, probe_gpus
 
     import os
 
@@ -33,9 +33,9 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
-        "cpu_isa": _cpu_isa(),
+        "cpu_isa": cpu_isa(),
         "gpus": probe_gpus(),
         "libraries": library_versions(),
     }

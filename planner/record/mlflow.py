@@ -27,7 +27,7 @@ def redact(uri: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@/]+@", r"\1:***@", uri)
 
 
-def _client(tracking_uri: str):
+def tracking_client(tracking_uri: str):
     import logging
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -43,7 +43,7 @@ class MlflowRecorder:
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None):
         self.tracking_uri = tracking_uri
         try:
-            self.client = _client(tracking_uri)
+            self.client = tracking_client(tracking_uri)
             exp = self.client.get_experiment_by_name(experiment)
         except Exception as e:
             raise ConfigError(f"--tracking-uri {redact(tracking_uri)}: cannot reach the MLflow tracking store ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None

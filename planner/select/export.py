@@ -210,7 +210,7 @@ def export(ref: str | None, out: Path, fmt: str = "bundle", force: bool = False,
            home: str | Path | None = None, name: str | None = None, study: str | None = None, trial: int | None = None,
            storage: str | None = None, timeout: float = 600.0) -> ExportResult:
     """Export one trial's engine (see module doc).  Bad references and folders raise `ConfigError`."""
-    from planner.record.mlflow import _client
+    from planner.record.mlflow import tracking_client
     from planner.select.registry import resolve
 
     if fmt not in ("bundle", "triton"):
@@ -223,7 +223,7 @@ def export(ref: str | None, out: Path, fmt: str = "bundle", force: bool = False,
     if ref is None:
         ref = _run_of_trial(h, storage, study, trial)  # type: ignore[arg-type]
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = _client(uri)
+    client = tracking_client(uri)
     res = resolve(ref, client)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -255,7 +255,7 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
     from planner.record.mlflow import redact
     from planner.cache import sha256_file
     from planner.select.registry import registered_model_name
-    from planner.select.verify import ENGINE_FILES, engine_job, run_engine_job
+    from planner.select.verify import engine_backend, engine_job, run_engine_job
 
     dl = work / "download"
     dl.mkdir()
@@ -275,12 +275,14 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
     for f in engine_files:
         if PurePosixPath(f).name in RESERVED or f in RESERVED:
             raise UnsafePath(f"refusing engine file {f!r}: the name is reserved for the bundle's own files")
-    main = [f for f in engine_files if PurePosixPath(f).name in ENGINE_FILES and "/" not in f]
+    cfg = (manifest.get("trial") or {}).get("config") or {}
+    main_names = _main_engine_files(cfg.get("backend"))
+    main = sorted((f for f in engine_files if PurePosixPath(f).name in main_names and "/" not in f),
+                  key=lambda f: main_names.index(PurePosixPath(f).name))
     if not main:
         raise ConfigError(f"run {res.run_id}: none of {sorted(engine_files)} is an engine planner can load "
-                          f"({', '.join(ENGINE_FILES)})")
+                          f"({', '.join(main_names)})")
     engine_file = main[0]
-    cfg = (manifest.get("trial") or {}).get("config") or {}
     batch = int(cfg.get("batch_size") or 1)
     model = manifest.get("model") or {}
     target = manifest.get("target") or {}
@@ -319,8 +321,9 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
     samples_path = safe_join(root, "samples.npz")
     np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()})
     describe = None
-    kind = ENGINE_FILES[PurePosixPath(engine_file).name]
-    need_describe = fmt == "triton" and kind in ("pt2", "so", "plan")
+    engine = engine_backend(engine_file)  # its declaration: how to load it, its Triton platform
+    kind = PurePosixPath(engine_file).suffix.lstrip(".")
+    need_describe = fmt == "triton" and not engine_file.endswith(".onnx")  # ONNX: the graph states its IO
     if reference == "engine" or need_describe:
         partial = {"target": target, "trial": manifest.get("trial"), "model": model,
                    "export": {"engine_dir": engine_rel, "engine_file": engine_file, "batch_size": batch}}
@@ -339,9 +342,10 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
 
     tol = tolerance(manifest.get("metrics") or {}, reference)
     if fmt == "triton":
-        cfg_text, io = triton_config(tname, kind, root / engine_rel / engine_file, manifest, batch, describe, notes, res.run_id)
+        cfg_text, io = triton_config(tname, engine.triton, root / engine_rel / engine_file, manifest, batch, describe,
+                                     notes, res.run_id)
         safe_join(root, "config.pbtxt").write_text(cfg_text)
-        if kind in ("pt2", "so"):
+        if engine.triton is None:
             safe_join(root, f"{engine_rel}/model.py").write_text(python_backend_model(engine_file))
     else:
         io = None
@@ -423,13 +427,36 @@ def plan_max_batch(manifest: dict, batch: int, notes: list[str]) -> int:
     return batch
 
 
-def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch: int, describe: dict | None,
+def _main_engine_files(backend: str | None) -> list[str]:
+    """Engine file names to look for in a trial's files: its backend's main file first, then every backend's."""
+    import planner.backends.registry as registry
+
+    out = []
+    known = registry.all_backends()
+    if backend in known and registry.get(backend).engine_files:
+        out.append(registry.get(backend).engine_files[0])
+    for cls in registry.classes().values():
+        if cls.engine_files and cls.engine_files[0] not in out:
+            out.append(cls.engine_files[0])
+    return out
+
+
+def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict, batch: int, describe: dict | None,
                   notes: list[str], run_id: str = "") -> tuple[str, dict]:
-    """``config.pbtxt`` text and the IO it declares."""
+    """``config.pbtxt`` text and the IO it declares.  ``head``: the backend's declared Triton line
+    (`Backend.triton`); None: Triton's Python backend around the engine."""
     target = manifest.get("target") or {}
     model_inputs = (manifest.get("model") or {}).get("inputs") or []
     gpu = (target.get("device") or {}).get("kind") == "cuda"
-    if kind == "onnx":
+    io_desc = (describe or {}).get("io")
+    if head is None:  # python backend around torch.export / TVM
+        ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]
+        width = (describe or {}).get("flat_output_width")
+        outs = [{"name": "output0", "dtype": "float32", "dims": [int(width) if width else -1]}]
+        dyn = (describe or {}).get("dynamic_batch")
+        max_batch = int(target.get("max_batch_size") or batch) if dyn else batch
+        head = 'backend: "python"'
+    elif engine_path.suffix == ".onnx":
         ins, outs = _onnx_io(engine_path)
         b0 = [i["dims"][0] if i["dims"] else -1 for i in ins + outs]
         dynamic = all(d == -1 for d in b0)
@@ -440,26 +467,20 @@ def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch
         else:  # a fixed batch axis: Triton wants max_batch_size 0 and the full shape
             max_batch = 0
             notes.append("the ONNX graph has a fixed batch axis: max_batch_size 0 and dims include the batch axis")
-        head = 'platform: "onnxruntime_onnx"'
-    elif kind == "plan":
-        io = (describe or {}).get("io")
-        if io:
-            ins = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io if t["mode"] == "input"]
-            outs = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io if t["mode"] == "output"]
+    else:  # an engine whose runtime states its tensors (`Backend.describe_engine`)
+        if io_desc:
+            ins = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io_desc if t["mode"] == "input"]
+            outs = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io_desc if t["mode"] == "output"]
         else:
             ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]
             outs = [{"name": "output0", "dtype": "float32", "dims": [-1]}]
-            notes.append("TensorRT is not available here: output name 'output0' and dims [-1] are placeholders; "
+            notes.append(f"the engine could not be loaded here: output name 'output0' and dims [-1] are placeholders; "
                          "check them against the engine's tensor names")
-        max_batch = plan_max_batch(manifest, batch, notes)
-        head = 'platform: "tensorrt_plan"'
-    else:  # python backend around torch.export / TVM
-        ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]
-        width = (describe or {}).get("flat_output_width")
-        outs = [{"name": "output0", "dtype": "float32", "dims": [int(width) if width else -1]}]
-        dyn = (describe or {}).get("dynamic_batch")
-        max_batch = int(target.get("max_batch_size") or batch) if dyn else batch
-        head = 'backend: "python"'
+        if engine_path.suffix == ".plan":
+            max_batch = plan_max_batch(manifest, batch, notes)
+        else:
+            dyn = any(int(d) < 0 for t in (io_desc or []) for d in t["shape"][:1])
+            max_batch = int(target.get("max_batch_size") or batch) if dyn else batch
     for io in ins + outs:
         if io["dtype"] not in TRITON_TYPES:
             raise PlannerError(f"tensor {io['name']!r}: dtype {io['dtype']} has no Triton type")
@@ -481,7 +502,7 @@ def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch
         f"instance_group [ {{ count: 1, kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
         "version_policy: { latest: { num_versions: 1 } }",
     ]) + "\n"
-    if kind == "onnx":
+    if engine_path.suffix == ".onnx":
         text += _ort_triton_options(engine_path.parent / "session.json", gpu)
     return text, {"inputs": ins, "outputs": outs, "max_batch_size": max_batch}
 

@@ -202,87 +202,28 @@ def verify(directory: Path, run: bool = True, timeout: float = 600.0, max_slowdo
 # --------------------------------------------------------------------------- runner side (fresh process)
 
 
-def _pt2_input_dtypes(ep) -> list:
-    names = set(ep.graph_signature.user_inputs)
-    out = []
-    for n in ep.graph.nodes:
-        if n.op == "placeholder" and n.name in names:
-            val = n.meta.get("val")
-            out.append(getattr(val, "dtype", None))
-    return out
+def engine_backend(engine_file: str):
+    """The backend class whose main engine file is ``engine_file`` (its declaration says how to load it)."""
+    import planner.backends.registry as registry
 
-
-class _Pt2Runtime:
-    """A ``torch.export`` program as a planner Runtime (float inputs cast to what the program expects)."""
-
-    def __init__(self, path: Path, device: str):
-        import torch
-
-        from planner.backends._torch_runtime import TorchRuntime
-
-        ep = torch.export.load(str(path))
-        self.dtypes = _pt2_input_dtypes(ep)
-        self.dynamic_batch = self._dynamic(ep)
-        module = ep.module()
-        if device != "cpu":
-            try:
-                module = module.to(device)
-            except Exception:
-                pass
-        float_dtypes = {d for d in self.dtypes if d is not None and d.is_floating_point}
-        in_dtype = next(iter(float_dtypes)) if len(float_dtypes) == 1 and torch.float32 not in float_dtypes else None
-        self.rt = TorchRuntime(module, device, in_dtype)
-        self.device = device
-
-    @staticmethod
-    def _dynamic(ep) -> bool:
-        names = set(ep.graph_signature.user_inputs)
-        for n in ep.graph.nodes:
-            if n.op == "placeholder" and n.name in names:
-                shape = getattr(n.meta.get("val"), "shape", ())
-                return bool(shape) and not isinstance(shape[0], int)
-        return False
-
-    def __getattr__(self, name):
-        return getattr(self.rt, name)
+    cls = registry.by_engine_file(Path(engine_file).name)
+    if cls is None:
+        known = sorted({c.engine_files[0] for c in registry.classes().values() if c.engine_files})
+        raise ValueError(f"unknown engine file {engine_file!r} (known: {', '.join(known)})")
+    return cls
 
 
 def load_engine(engine_dir: Path, engine_file: str, batch: int, device: str):
     """The engine as a planner Runtime (``infer``, ``bind``, ``synchronize``), loaded by its own runtime."""
-    kind = ENGINE_FILES.get(Path(engine_file).name)
-    if kind == "onnx":
-        from planner.backends.onnxruntime import load_artifact
-
-        return load_artifact(engine_dir)
-    if kind == "pt2":
-        return _Pt2Runtime(engine_dir / engine_file, device)
-    if kind == "plan":
-        from planner.backends.tensorrt import load_artifact
-
-        return load_artifact(engine_dir, batch=batch)
-    if kind == "so":
-        import importlib
-
-        mod = importlib.import_module("planner.backends.tvm")
-        return mod.load_artifact(engine_dir)
-    raise ValueError(f"unknown engine file {engine_file!r} (known: {', '.join(ENGINE_FILES)})")
+    return engine_backend(engine_file).load_artifact(Path(engine_dir), batch=batch, device=device)
 
 
 def describe_engine(rt, engine_file: str, flat_width: int | None) -> dict[str, Any]:
     info: dict[str, Any] = {"dynamic_batch": getattr(rt, "dynamic_batch", None), "flat_output_width": flat_width}
-    if Path(engine_file).name == "model.plan":
-        try:
-            import tensorrt as trt
-
-            eng = rt.engine
-            ios = []
-            for name in rt.names:
-                shape = list(eng.get_tensor_shape(name))
-                ios.append({"name": name, "mode": "input" if name in rt.inputs else "output",
-                            "dtype": str(trt.nptype(eng.get_tensor_dtype(name)).__name__), "shape": shape})
-            info["io"] = ios
-        except Exception as e:  # description is best effort
-            info["io_error"] = str(e)
+    try:
+        info.update(engine_backend(engine_file).describe_engine(rt))
+    except Exception as e:  # description is best effort
+        info["io_error"] = str(e)
     return info
 
 
@@ -299,7 +240,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from planner.measure.timer import measure
     from planner.measure.worker import _batches, _flat_outputs
 
-    if ENGINE_FILES.get(Path(job["engine_file"]).name) == "pt2":  # only torch engines pay for importing torch
+    if "torch" in engine_backend(job["engine_file"]).modules:  # only torch engines pay for importing torch
         import torch
 
         torch.set_num_threads(int(job.get("threads") or 1))

@@ -22,7 +22,7 @@ def test_backend_conformance(name, source, fast_target, tmp_path):
     assert cls.name == name
     avail = cls.availability()
     if not avail.usable:
-        assert cls.install_hint in avail.detail
+        assert cls.install_command() in avail.detail
         pytest.skip(f"{name} not installed here: {avail.detail}")
     if name == "tvm":
         pytest.skip("covered by tests/backends/test_tvm.py")
@@ -40,6 +40,10 @@ def test_backend_conformance(name, source, fast_target, tmp_path):
         ref = source.base_module()(*[torch.from_numpy(v) for v in feed.values()]).numpy()
     out = build.runtime.infer(feed)
     np.testing.assert_allclose(out[0], ref, rtol=1e-4, atol=1e-5)
+    # the declared engine files are what it wrote, and its own loader runs them (what export and verify rely on)
+    assert cls.engine_files and set(cls.engine_files) <= {p.name for p in build.artifacts}
+    loaded = cls.load_artifact(tmp_path, batch=3, device="cpu")
+    np.testing.assert_allclose(loaded.infer(feed)[0], ref, rtol=1e-4, atol=1e-5)
     fn = build.runtime.bind(feed)
     fn()
     build.runtime.synchronize()

@@ -606,9 +606,9 @@ def test_triton_max_batch_size_is_the_profile_max(targets, tmp_path):
     io = {"io": [{"name": "x", "mode": "input", "dtype": "float32", "shape": [-1, 3, 224, 224]},
                  {"name": "logits", "mode": "output", "dtype": "float32", "shape": [-1, 10]}]}
     notes: list[str] = []
-    text, declared = triton_config("m", "plan", tmp_path / "model.plan", manifest, 8, io, notes)
+    text, declared = triton_config("m", 'platform: "tensorrt_plan"', tmp_path / "model.plan", manifest, 8, io, notes)
     assert declared["max_batch_size"] == 32 and "max_batch_size: 32" in text  # not the trial's batch 8
     assert 'platform: "tensorrt_plan"' in text and "KIND_GPU" in text and not notes
     manifest["backend"] = {"name": "tensorrt"}  # an older manifest without the profile
-    _, declared = triton_config("m", "plan", tmp_path / "model.plan", manifest, 8, io, notes)
+    _, declared = triton_config("m", 'platform: "tensorrt_plan"', tmp_path / "model.plan", manifest, 8, io, notes)
     assert declared["max_batch_size"] == 8 and "optimization profile" in notes[0]

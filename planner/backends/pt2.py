@@ -1,0 +1,54 @@
+"""``torch.export`` programs (``model.pt2``): the exportable engine of the torch and torch.compile backends.
+
+Loaded by `TorchEager.load_artifact` / `TorchCompile.load_artifact` in a fresh process (``planner verify``,
+Triton's Python backend) with torch alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pt2_input_dtypes(ep) -> list:
+    names = set(ep.graph_signature.user_inputs)
+    out = []
+    for n in ep.graph.nodes:
+        if n.op == "placeholder" and n.name in names:
+            val = n.meta.get("val")
+            out.append(getattr(val, "dtype", None))
+    return out
+
+
+class Pt2Runtime:
+    """A ``torch.export`` program as a planner Runtime (float inputs cast to what the program expects)."""
+
+    def __init__(self, path: Path, device: str):
+        import torch
+
+        from planner.backends._torch_runtime import TorchRuntime
+
+        ep = torch.export.load(str(path))
+        self.dtypes = _pt2_input_dtypes(ep)
+        self.dynamic_batch = self._dynamic(ep)
+        module = ep.module()
+        if device != "cpu":
+            try:
+                module = module.to(device)
+            except Exception:
+                pass
+        float_dtypes = {d for d in self.dtypes if d is not None and d.is_floating_point}
+        in_dtype = next(iter(float_dtypes)) if len(float_dtypes) == 1 and torch.float32 not in float_dtypes else None
+        self.rt = TorchRuntime(module, device, in_dtype)
+        self.device = device
+
+    @staticmethod
+    def _dynamic(ep) -> bool:
+        names = set(ep.graph_signature.user_inputs)
+        for n in ep.graph.nodes:
+            if n.op == "placeholder" and n.name in names:
+                shape = getattr(n.meta.get("val"), "shape", ())
+                return bool(shape) and not isinstance(shape[0], int)
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self.rt, name)
