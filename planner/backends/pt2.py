@@ -52,3 +52,8 @@ class Pt2Runtime:
 
     def __getattr__(self, name):
         return getattr(self.rt, name)
+
+
+def load_pt2(cls, engine_dir: Path, batch: int, device: str) -> Pt2Runtime:
+    """`Backend.load_artifact` of the torch backends: ``model.pt2`` from ``engine_dir``."""
+    return Pt2Runtime(Path(engine_dir) / cls.engine_files[0], device)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from planner.backends.base import Backend, BuildResult
+from planner.backends.pt2 import load_pt2
 
 
 class TorchCompile(Backend):
@@ -18,18 +19,13 @@ class TorchCompile(Backend):
     scheme_devices = {"int4_weight_only": ("cpu",)}  # torch's CPU int4 kernel (planner.transforms.int4)
     scheme_options = {"int8_dynamic": ("per_channel",)}  # quantize_dynamic on nn.Linear: op/weight types are fixed
     engine_files = ("model.pt2",)  # torch.export program (planner.backends.pt2); Triton: Python backend
+    load_artifact = classmethod(load_pt2)
     decoder_schemes = quant_schemes  # planner.llm.runtimes runs decoders with the same transforms
     options = {
         "mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
         "freezing": (True, False),  # inductor constant-folds weights (a big win for CPU inference)
         "dynamic": (False, True),
     }
-
-    @classmethod
-    def load_artifact(cls, engine_dir: Path, batch: int, device: str):
-        from planner.backends.pt2 import Pt2Runtime
-
-        return Pt2Runtime(Path(engine_dir) / cls.engine_files[0], device)
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         import torch
