@@ -1,8 +1,12 @@
-"""The docs tell the truth about the CLI and about each other.
+"""The docs tell the truth about the CLI, the code and each other.
 
-Every `planner …` command shown in README.md and docs/*.md (fenced code blocks and inline code) must name a
-subcommand of the Typer app, and every flag it shows must be an option of that subcommand.  Every relative
-link must point to an existing file, and a `#fragment` into a Markdown file to one of its headings.
+* Every `planner …` command shown in README.md and docs/*.md (fenced code blocks and inline code) must name a
+  subcommand of the Typer app, and every flag it shows must be an option of that subcommand.  A lone `--flag`
+  in inline code counts as a flag of the last command shown in its paragraph (of some command, when none is):
+  in these docs a bare flag is a planner flag, so show a script's flags together with the script.
+* Every relative link must point to an existing file, and a `#fragment` into a Markdown file to a heading.
+* docs/backends.md's backend and scheme tables match the backend classes and the scheme table in code.
+* README's Layout names only paths that exist, and every module of planner/.
 """
 
 from __future__ import annotations
