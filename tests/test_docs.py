@@ -283,8 +283,8 @@ def _names(cell: str) -> list[str]:
 
 def test_backend_table_matches_the_classes():
     """docs/backends.md's table states each backend's devices, input, options and schemes: as its class declares."""
-    from planner.backends import registry
-    from planner.transforms.schemes import SCHEMES
+    import planner.backends.registry as registry
+    from planner.schemes import SCHEMES
 
     rows = {_names(r[0])[0]: r for r in _table(ROOT / "docs" / "backends.md", "The backends")}
     assert sorted(rows) == sorted(registry.REGISTRY), "one row per registered backend"
@@ -305,14 +305,13 @@ def test_backend_table_matches_the_classes():
 
 
 def test_scheme_table_matches_the_scheme_table_in_code():
-    from planner.transforms.quantize import SCHEME_OPTIONS
-    from planner.transforms.schemes import SCHEMES
+    from planner.schemes import SCHEMES
 
     rows = {_names(r[0])[0]: r for r in _table(ROOT / "docs" / "backends.md", "Quantization schemes")}
     assert sorted(rows) == sorted(SCHEMES)
     for name, (_, precision, _, options) in rows.items():
         assert precision == SCHEMES[name].precision, name
-        assert set(_names(options)) == set(SCHEME_OPTIONS.get(name, {})), name
+        assert set(_names(options)) == set(SCHEMES[name].options), name
 
 
 def _layout_paths() -> list[str]:

@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-LIBRARIES = ("planner", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "apache-tvm", "tensorrt", "optuna", "mlflow", "numpy", "torch-pruning", "torchao")
+# the planner's own libraries; each backend's pip distributions are added from its declaration
+LIBRARIES = ("planner", "torch", "onnx", "onnxruntime-gpu", "optuna", "mlflow", "numpy", "torch-pruning", "torchao")
 
 
 def library_versions() -> dict[str, str]:
+    import planner.backends.registry as registry
+
+    libs = list(LIBRARIES)
+    for cls in registry.classes().values():
+        libs += [cls.distributions.get(m, m) for m in cls.modules if cls.distributions.get(m, m) not in libs]
     out = {}
-    for lib in LIBRARIES:
+    for lib in libs:
         try:
             out[lib] = version(lib)
         except PackageNotFoundError:
