@@ -20,10 +20,10 @@ from planner.model import ModelSpec
 from planner.paths import Home, safe_name
 from planner.record.metrics import metrics_of
 from planner.record.objectives import Objective, constraints, parse_objectives
+from planner.search.samplers import SAMPLERS, make_sampler
 from planner.space import SearchSpace, batch_sizes, sample, usable_backends
 from planner.target import Target, check_host
 
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
 
 
 @dataclass(frozen=True)
@@ -96,25 +96,6 @@ def default_study_name(model: ModelSpec, target: Target, space: SearchSpace, wor
     return f"{model.name}-{target.name}-{space.name}" + (f"-{workload.name}" if workload is not None else "")
 
 
-def make_sampler(name: str, seed: int | None, n_objectives: int):
-    import warnings
-
-    import optuna
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return _ExhaustiveSampler(seed=seed)
-    from planner.errors import did_you_mean
-
-    raise ConfigError(f"--sampler {name!r}; {did_you_mean(name, SAMPLERS)}")
-
-
 @dataclass
 class _Flight:
     """A trial whose worker is running."""
@@ -136,30 +117,6 @@ class _Flight:
             self.timed_out = True
             return True
         return False
-
-
-def _exhaustive_sampler_cls():
-    import optuna
-
-    class Exhaustive(optuna.samplers.BruteForceSampler):
-        """Brute force over the (conditional) space; flags exhaustion instead of calling study.stop()
-        outside optimize(), which Optuna forbids in the ask/tell loop."""
-
-        exhausted = False
-
-        def after_trial(self, study, trial, state, values):
-            try:
-                super().after_trial(study, trial, state, values)
-            except RuntimeError as e:
-                if "Study.stop" not in str(e):
-                    raise
-                self.exhausted = True
-
-    return Exhaustive
-
-
-def _ExhaustiveSampler(seed=None):
-    return _exhaustive_sampler_cls()(seed=seed)
 
 
 class Optimizer:

@@ -1,0 +1,50 @@
+"""The search's samplers: how planner configures Optuna's, by name (``--sampler``)."""
+
+from __future__ import annotations
+
+from planner.errors import ConfigError
+
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+
+
+def make_sampler(name: str, seed: int | None, n_objectives: int):
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return _ExhaustiveSampler(seed=seed)
+    from planner.errors import did_you_mean
+
+    raise ConfigError(f"--sampler {name!r}; {did_you_mean(name, SAMPLERS)}")
+
+
+def _exhaustive_sampler_cls():
+    import optuna
+
+    class Exhaustive(optuna.samplers.BruteForceSampler):
+        """Brute force over the (conditional) space; flags exhaustion instead of calling study.stop()
+        outside optimize(), which Optuna forbids in the ask/tell loop."""
+
+        exhausted = False
+
+        def after_trial(self, study, trial, state, values):
+            try:
+                super().after_trial(study, trial, state, values)
+            except RuntimeError as e:
+                if "Study.stop" not in str(e):
+                    raise
+                self.exhausted = True
+
+    return Exhaustive
+
+
+def _ExhaustiveSampler(seed=None):
+    return _exhaustive_sampler_cls()(seed=seed)
