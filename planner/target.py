@@ -16,7 +16,7 @@ from planner.errors import ConfigError, did_you_mean
 from planner.yamlio import read_yaml, validate
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "fp8")
-KNOWN_BACKENDS = ("torch", "torch_compile", "onnxruntime", "tvm", "tensorrt")
+KNOWN_BACKENDS = ("torch", "torch_compile", "onnxruntime", "tvm", "tensorrt", "openvino")
 
 
 class _Strict(BaseModel):
@@ -96,7 +96,7 @@ class Target(_Strict):
     def _backends(cls, v):
         from planner.backends.registry import all_backends
 
-        known = all_backends()
+        known = {**dict.fromkeys(KNOWN_BACKENDS), **all_backends()}  # a known name this install lacks is just never usable
         bad = [b for b in v if b not in known]
         if bad:
             raise ValueError(f"unknown backend {bad[0]!r}; {did_you_mean(bad[0], known)}")
@@ -136,13 +136,31 @@ def load_target(ref: str | Path) -> Target:
 # ---------------------------------------------------------------- host probe
 
 
-def _cpu_isa() -> list[str]:
-    wanted = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve"]
+CPU_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                 "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "sve")
+
+
+def _cpu_isa(cpuinfo: str | None = None) -> list[str]:
+    """The ISA features of CPU_ISA_FLAGS that ``/proc/cpuinfo`` (or the ``cpuinfo`` text given) lists."""
     try:
-        flags = set(re.findall(r"^flags\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)[0].split())
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+        flags = set(re.findall(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.M)[0].split())
     except (OSError, IndexError):
         return []
-    return [f for f in wanted if f in flags]
+    return [f for f in CPU_ISA_FLAGS if f in flags]
+
+
+def cpu_precisions(isa: list[str], machine: str | None = None) -> list[str]:
+    """The precisions a CPU with these ISA features runs natively: fp32 and int8 always (int8 kernels exist
+    everywhere; VNNI/AMX-INT8 only make them faster), bf16 only with AVX512-BF16 or AMX-BF16 (elsewhere bf16 is
+    emulated and slower than fp32), int4 weight-only with AVX2 or on ARM (torch's CPU int4 kernel)."""
+    machine = (machine or platform.machine()).lower()
+    precs = ["fp32", "int8"]
+    if "avx512_bf16" in isa or "amx_bf16" in isa:
+        precs.append("bf16")
+    if "avx2" in isa or machine in ("aarch64", "arm64"):
+        precs.append("int4")  # weight-only int4: torch's CPU int4 kernel (planner.transforms.int4)
+    return precs
 
 
 def _cpu_name() -> str:
@@ -242,9 +260,7 @@ def probe_host() -> Target:
             tvm_target=f"cuda -arch=sm_{sm}",
         )
     isa = _cpu_isa()
-    precs = ["fp32", "int8"] + (["bf16"] if "avx512_bf16" in isa or "amx_bf16" in isa else [])
-    if "avx2" in isa or platform.machine().lower() in ("aarch64", "arm64"):
-        precs.append("int4")  # weight-only int4: torch's CPU int4 kernel (planner.transforms.int4)
+    precs = cpu_precisions(isa)
     cores = os.cpu_count() or 1
     mcpu = _llvm_mcpu(isa)
     return Target(
@@ -253,7 +269,7 @@ def probe_host() -> Target:
         device=Device(kind="cpu", cpu_isa=isa),
         threads=cores,
         precisions=precs,
-        backends=["torch", "torch_compile", "onnxruntime", "tvm"],
+        backends=["torch", "torch_compile", "onnxruntime", "openvino", "tvm"],
         tvm_target=f"llvm -mcpu={mcpu} -num-cores={cores}" if mcpu else f"llvm -num-cores={cores}",
     )
 
@@ -261,6 +277,8 @@ def probe_host() -> Target:
 def _llvm_mcpu(isa: list[str]) -> str | None:
     if platform.machine() not in ("x86_64", "AMD64"):
         return None
+    if "amx_tile" in isa:
+        return "sapphirerapids"
     if "avx512_vnni" in isa:
         return "cascadelake"
     if "avx512f" in isa:
