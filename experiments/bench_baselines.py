@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", default="1,8", help="comma list of batch sizes to report")
     p.add_argument("--trials", type=int, default=30, help="planner trials per model (the study is topped up to this many)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
-    p.add_argument("--target", default=str(REPO / "targets" / "cpu.yaml"), help="target YAML (its measurement protocol is used everywhere)")
+    p.add_argument("--target", default=None, help="target YAML (its measurement protocol is used everywhere; default: this host as "
+                   "`planner probe` describes it, so bf16 is searched where the CPU has it)")
     p.add_argument("--space", default=str(REPO / "search_spaces" / "default.yaml"), help="search space YAML")
     p.add_argument("--home", default=str(REPO / "experiments" / ".bench-home"), help="planner home for the studies and the bench work dirs")
     p.add_argument("--out-dir", default=str(REPO / "experiments" / "results"), help="where the .md/.json results go")
@@ -500,7 +501,7 @@ def markdown(result: dict) -> str:
     t = result["target"]
     m = t["measurement"]
     out += ["", "## Protocol", "",
-            f"* Target `{a['target']}` (name `{t['name']}`, threads {t.get('threads') or 'all cores'} → {e['threads_used']}); "
+            f"* Target `{a['target'] or 'this host, probed'}` (name `{t['name']}`, threads {t.get('threads') or 'all cores'} → {e['threads_used']}); "
             f"space `{a['space']}`; constraint max_quality_loss {t['constraints']['max_quality_loss']}, "
             f"latency percentile {t['constraints']['latency_percentile']}.",
             f"* Timing (target `measurement`): warm-up ≥ {m['warmup_iters']} calls and ≥ {m['warmup_seconds']} s; then ≥ {m['min_repeats']} "
@@ -552,12 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     from planner.errors import ConfigError
     from planner.paths import Home
     from planner.space import load_space
-    from planner.target import load_target
+    from planner.target import load_target, probe_host
 
     t_all = time.perf_counter()
     started = dt.datetime.now()
     try:
-        target = load_target(args.target)
+        target = load_target(args.target) if args.target else probe_host()
         space = load_space(args.space)
     except ConfigError as e:
         raise SystemExit(f"error: {e}")

@@ -88,8 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(MODELS), help=f"comma list among {', '.join(MODELS)}")
     p.add_argument("--trials", type=int, default=None, help="planner trials per (model, batch) study (default: per model, see MODELS)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
-    p.add_argument("--target", default=str(REPO / "targets" / "cpu.yaml"), help="target YAML (its measurement protocol is used everywhere; "
-                   "its max_quality_loss is replaced by each model's bound)")
+    p.add_argument("--target", default=None, help="target YAML (its measurement protocol is used everywhere; its max_quality_loss is "
+                   "replaced by each model's bound; default: this host as `planner probe` describes it, bf16 where the CPU has it)")
     p.add_argument("--home", default=str(REPO / "experiments" / ".bench-home" / "compression"), help="planner home for the studies and bench jobs (git-ignored)")
     p.add_argument("--out-dir", default=str(REPO / "experiments" / "results"), help="where the .md/.json results go")
     p.add_argument("--sampler", default="tpe", help="study sampler (tpe | nsga2 | random)")
@@ -555,7 +555,7 @@ def markdown(result: dict) -> str:
                        + ", ".join(_f(m.get("transform_seconds"), "{:.1f}", "–") for m in c["rounds"]) + " |")
     t, m = result["target"], result["target"]["measurement"]
     out += ["", "## Protocol", "",
-            f"* Target `{a['target']}` (`{t['name']}`, threads {t.get('threads') or 'all cores'} → {e['threads_used']}); each model's study "
+            f"* Target `{a['target'] or 'this host, probed'}` (`{t['name']}`, threads {t.get('threads') or 'all cores'} → {e['threads_used']}); each model's study "
             "uses it with `max_quality_loss` set to the model's bound.",
             f"* Timing: warm-up ≥ {m['warmup_iters']} calls and ≥ {m['warmup_seconds']} s; then ≥ {m['min_repeats']} calls and "
             f"≥ {m['min_seconds']} s (≤ {m['max_seconds']} s), one batch per call, inputs in place; re-measured up to "
@@ -606,12 +606,12 @@ def main(argv: list[str] | None = None) -> int:
     from planner.config import TrialConfig
     from planner.errors import ConfigError
     from planner.paths import Home
-    from planner.target import load_target
+    from planner.target import load_target, probe_host
 
     t_all = time.perf_counter()
     started = dt.datetime.now()
     try:
-        base_target = load_target(args.target)
+        base_target = load_target(args.target) if args.target else probe_host()
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
     home = Home.resolve(args.home).ensure()
