@@ -269,7 +269,7 @@ def probe_host() -> Target:
         device=Device(kind="cpu", cpu_isa=isa),
         threads=cores,
         precisions=precs,
-        backends=["torch", "torch_compile", "onnxruntime", "openvino", "tvm"],
+        backends=["torch", "torch_compile", "onnxruntime", "tvm", "openvino"],
         tvm_target=f"llvm -mcpu={mcpu} -num-cores={cores}" if mcpu else f"llvm -num-cores={cores}",
     )
 
