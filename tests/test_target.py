@@ -133,3 +133,15 @@ def test_a_known_backend_this_install_lacks_may_be_named_a_typo_may_not(tmp_path
     p.write_text("name: x\ndevice: {kind: cpu}\nbackends: [torch, acmevin]\n")
     with pytest.raises(ConfigError, match=r"unknown backend 'acmevin'; valid choices: .*openvino.*\(did you mean 'acmevino'\?\)"):
         load_target(p)
+
+
+def test_tvm_gets_the_newest_llvm_cpu_the_isa_allows():
+    import platform
+
+    from planner.target import _cpu_isa, _llvm_mcpu
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86-64 only")
+    assert _llvm_mcpu(_cpu_isa(AMX_CPUINFO)) == "sapphirerapids"
+    assert _llvm_mcpu(_cpu_isa(AVX512_VNNI_CPUINFO)) == "cascadelake"
+    assert _llvm_mcpu(_cpu_isa(AVX2_CPUINFO)) == "haswell"
