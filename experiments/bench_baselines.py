@@ -1,11 +1,14 @@
 #!/usr/bin/env python
-"""Baselines vs planner: eager fp32, torch.compile, ONNX Runtime default and the planner's best deployment.
+"""Baselines vs planner: eager fp32, torch.compile, ONNX Runtime default, OpenVINO default and the planner's best deployment.
 
 One run on one machine, for each model and batch size:
 
   (a) eager     PyTorch eager fp32                        TrialConfig("torch", b)
   (b) compile   torch.compile, mode="default"             TrialConfig("torch_compile", b, mode=default)
   (c) ort       ONNX Runtime, ORT_ENABLE_ALL, all cores   TrialConfig("onnxruntime", b, graph_optimization_level=all)
+  (o) openvino  OpenVINO default: convert + compile_model(model, "CPU"), no options, on the same cached ONNX export
+                (experiments/openvino_default.py, a bench-only backend plugin: TrialConfig("openvino_default", b));
+                left out with a note where openvino is not importable
   (d) planner   the fastest *feasible* trial of a planner study at that batch size (re-built from
                 trial.user_attrs["config"] and re-measured here)
 
@@ -48,11 +51,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "experiments"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-VARIANTS = ("eager", "compile", "ort", "planner")
-TITLES = {"eager": "eager fp32", "compile": "torch.compile", "ort": "ORT default", "planner": "planner best"}
+VARIANTS = ("eager", "compile", "ort", "openvino", "planner")
+TITLES = {"eager": "eager fp32", "compile": "torch.compile", "ort": "ORT default", "openvino": "OpenVINO default", "planner": "planner best"}
 KEEP_FILES = {"job.json", "result.json", "worker.log"}
 
 
@@ -69,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", default="1,8", help="comma list of batch sizes to report")
     p.add_argument("--trials", type=int, default=30, help="planner trials per model (the study is topped up to this many)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
-    p.add_argument("--target", default=str(REPO / "targets" / "cpu.yaml"), help="target YAML (its measurement protocol is used everywhere)")
+    p.add_argument("--target", default=None, help="target YAML (its measurement protocol is used everywhere; default: this host as "
+                   "`planner probe` describes it, so bf16 is searched where the CPU has it)")
     p.add_argument("--space", default=str(REPO / "search_spaces" / "default.yaml"), help="search space YAML")
     p.add_argument("--home", default=str(REPO / "experiments" / ".bench-home"), help="planner home for the studies and the bench work dirs")
     p.add_argument("--out-dir", default=str(REPO / "experiments" / "results"), help="where the .md/.json results go")
@@ -144,7 +149,7 @@ def environment(target) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": v("torch"), "onnxruntime": v("onnxruntime"), "onnx": v("onnx"), "optuna": v("optuna"),
-        "mlflow": v("mlflow"), "numpy": v("numpy"),
+        "mlflow": v("mlflow"), "numpy": v("numpy"), "openvino": v("openvino"),
         "git_commit": commit, "git_dirty": dirty,
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
@@ -300,6 +305,10 @@ def variant_config(variant: str, batch: int, winner: dict | None):
         return TrialConfig("torch_compile", batch, freeze_options({"mode": "default"}))
     if variant == "ort":
         return TrialConfig("onnxruntime", batch, freeze_options({"graph_optimization_level": "all"}))
+    if variant == "openvino":
+        from openvino_default import NAME
+
+        return TrialConfig(NAME, batch)
     if variant == "planner":
         if winner is None:
             return None
@@ -318,7 +327,9 @@ def round_order(r: int) -> list[str]:
 def run_variant(study: dict, variant: str, cfg, target, home, args, workdir: Path, round_no: int, bench_dir: Path) -> dict:
     from planner.measure.worker import run_job, worker_env
 
-    env = worker_env(target, home.cache)
+    import openvino_default
+
+    env = openvino_default.worker_env(worker_env(target, home.cache))  # the OpenVINO default baseline's plugin
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cache_note = "study cache"
     if variant == "compile":
@@ -341,6 +352,8 @@ def run_variant(study: dict, variant: str, cfg, target, home, args, workdir: Pat
     out = {"round": round_no + 1, "status": res.get("status"), "wall_seconds": res.get("wall_seconds"),
            "compile_seconds": res.get("compile_seconds"), "build_seconds": res.get("build_seconds"), "inductor_cache": cache_note,
            "workdir": str(workdir)}
+    if variant == "openvino":  # what OpenVINO chose by itself (inference precision, streams, threads)
+        out["ov_properties"] = {k[3:]: v for k, v in (res.get("build_info") or {}).items() if k.startswith("ov.")}
     if res.get("status") == "ok":
         lat = res["latency"]
         out.update(p50_ms=lat["p50_ms"], p90_ms=lat["p90_ms"], p99_ms=lat["p99_ms"], mean_ms=lat["mean_ms"], cv=lat["cv"],
@@ -361,6 +374,9 @@ def summarize(cells: dict) -> None:
         eager = None
         for v in VARIANTS:
             c = cell["variants"][v]
+            if c.get("missing"):
+                c.update(p50_ms=None, speedup_vs_eager=None, ratio_to_eager=None)
+                continue
             ok = [m for m in c["rounds"] if m.get("status") == "ok"]
             p50s = [m["p50_ms"] for m in ok]
             c["p50_ms"] = _median(p50s)
@@ -374,6 +390,8 @@ def summarize(cells: dict) -> None:
                 eager = c["p50_ms"]
         for v in VARIANTS:
             c = cell["variants"][v]
+            if c.get("missing"):
+                continue
             c["speedup_vs_eager"] = (eager / c["p50_ms"]) if (eager and c["p50_ms"]) else None
             c["ratio_to_eager"] = (c["p50_ms"] / eager) if (eager and c["p50_ms"]) else None
 
@@ -383,6 +401,11 @@ def summarize(cells: dict) -> None:
 
 def _f(x, fmt="{:.3f}", none="n/a"):
     return none if x is None else fmt.format(x)
+
+
+def _variant(cell: dict, v: str) -> dict:
+    """A cell's entry for variant ``v`` (runs before the OpenVINO column have none: shown as not measured)."""
+    return cell["variants"].get(v) or {"missing": "not measured", "rounds": []}
 
 
 def cell_text(c: dict) -> str:
@@ -399,7 +422,7 @@ def console_table(result: dict) -> str:
     rows = []
     for cell in result["cells"]:
         pv = cell["variants"]["planner"]
-        rows.append([cell["model"], str(cell["batch"])] + [cell_text(cell["variants"][v]) for v in VARIANTS]
+        rows.append([cell["model"], str(cell["batch"])] + [cell_text(_variant(cell, v)) for v in VARIANTS]
                     + [pv.get("label") or "-", _f(pv.get("quality_loss"), "{:.1e}", "-")])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     line = lambda r: "  ".join(s.ljust(w) for s, w in zip(r, widths))  # noqa: E731
@@ -419,6 +442,8 @@ def markdown(result: dict) -> str:
         out += ["> **Quick smoke run** (`--quick`): tiny settings, not a benchmark result.", ""]
     for m, err in (result.get("failed_models") or {}).items():
         out += [f"> **{m} left out**: its planner study failed: `{err}`", ""]
+    if result.get("openvino_missing"):
+        out += [f"> **OpenVINO default left out**: {result['openvino_missing']}", ""]
     out += ["## Results", "",
             "p50 latency per batch in ms, median over rounds of each round's p50; in parentheses the speed-up vs eager fp32 "
             "(eager p50 / variant p50; > 1 = faster). Quality loss is the planner metric vs the fp32 eager reference "
@@ -428,14 +453,14 @@ def markdown(result: dict) -> str:
     for cell in result["cells"]:
         pv = cell["variants"]["planner"]
         dep = f"{pv['label']} (#{pv['trial']})" if pv.get("label") else "–"
-        out.append(f"| {cell['model']} | {cell['batch']} | " + " | ".join(cell_text(cell["variants"][v]) for v in VARIANTS)
+        out.append(f"| {cell['model']} | {cell['batch']} | " + " | ".join(cell_text(_variant(cell, v)) for v in VARIANTS)
                    + f" | {dep} | {_f(pv.get('quality_loss'), '{:.2e}', '-')} |")
     out += ["", "### Spread and per-round p50 (ms)", "",
             "| model | batch | variant | rounds ok | median p50 | min–max p50 | per round (order position) | quality loss | max CV |",
             "|---|---:|---|---:|---:|---|---|---:|---:|"]
     for cell in result["cells"]:
         for v in VARIANTS:
-            c = cell["variants"][v]
+            c = _variant(cell, v)
             if c.get("missing"):
                 continue
             per = ", ".join(
@@ -461,7 +486,7 @@ def markdown(result: dict) -> str:
             "| model | batch | variant | compile s per round | job wall s per round |", "|---|---:|---|---|---|"]
     for cell in result["cells"]:
         for v in VARIANTS:
-            c = cell["variants"][v]
+            c = _variant(cell, v)
             if c.get("missing"):
                 continue
             out.append(f"| {cell['model']} | {cell['batch']} | {TITLES[v]} | "
@@ -476,7 +501,7 @@ def markdown(result: dict) -> str:
     t = result["target"]
     m = t["measurement"]
     out += ["", "## Protocol", "",
-            f"* Target `{a['target']}` (name `{t['name']}`, threads {t.get('threads') or 'all cores'} → {e['threads_used']}); "
+            f"* Target `{a['target'] or 'this host, probed'}` (name `{t['name']}`, threads {t.get('threads') or 'all cores'} → {e['threads_used']}); "
             f"space `{a['space']}`; constraint max_quality_loss {t['constraints']['max_quality_loss']}, "
             f"latency percentile {t['constraints']['latency_percentile']}.",
             f"* Timing (target `measurement`): warm-up ≥ {m['warmup_iters']} calls and ≥ {m['warmup_seconds']} s; then ≥ {m['min_repeats']} "
@@ -487,14 +512,21 @@ def markdown(result: dict) -> str:
             "round and is reversed on odd rounds (order positions are shown per round above).",
             "* Baselines: eager = `TrialConfig('torch', b)`; torch.compile = `torch_compile` mode `default` (Inductor freezing off, "
             "torch's default); ORT = `onnxruntime` ORT_ENABLE_ALL, sequential, intra-op threads = all cores, inter-op 1, model from "
-            "planner's cached `torch.onnx.export(dynamo=True)`.",
+            "planner's cached `torch.onnx.export(dynamo=True)`. OpenVINO default = `openvino.convert_model` of that same ONNX "
+            "file + `Core().compile_model(model, 'CPU')` with no options (what it chose by itself: below).",
             f"* Planner: study of {a['trials']} trials per model (TPE, seed {a['seed']}); winner at batch b = lowest latency among "
             "feasible, non-duplicate trials with that batch size; its TrialConfig is re-built from `trial.user_attrs['config']` and "
             "re-measured here, interleaved with the baselines.",
             "* Worker environment: OMP/MKL threads pinned to the target's thread count (planner `worker_env`).",
-            "", "## Environment", ""]
+            ""]
+    chosen = sorted({json.dumps(m["ov_properties"], sort_keys=True) for cell in result["cells"]
+                     for m in _variant(cell, "openvino")["rounds"] if m.get("ov_properties")})
+    if chosen:
+        out += ["OpenVINO default chose by itself: " + "; ".join(
+            ", ".join(f"{k} {v}" for k, v in json.loads(c).items()) for c in chosen) + ".", ""]
+    out += ["## Environment", ""]
     for k in ("host", "cpu", "logical_cpus", "threads_per_core", "cores_per_socket", "sockets", "isa", "isa_flags_all", "threads_used",
-              "python", "platform", "torch", "onnxruntime", "onnx", "optuna", "mlflow", "numpy", "git_commit", "git_dirty",
+              "python", "platform", "torch", "onnxruntime", "onnx", "openvino", "optuna", "mlflow", "numpy", "git_commit", "git_dirty",
               "loadavg_start", "loadavg_end"):
         val = e.get(k)
         out.append(f"* {k}: {', '.join(map(str, val)) if isinstance(val, list) else val}")
@@ -521,12 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     from planner.errors import ConfigError
     from planner.paths import Home
     from planner.space import load_space
-    from planner.target import load_target
+    from planner.target import load_target, probe_host
 
     t_all = time.perf_counter()
     started = dt.datetime.now()
     try:
-        target = load_target(args.target)
+        target = load_target(args.target) if args.target else probe_host()
         space = load_space(args.space)
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
@@ -559,6 +591,11 @@ def main(argv: list[str] | None = None) -> int:
     # 2. interleaved rounds
     stamp = started.strftime("%Y-%m-%d-%H%M%S")
     bench_dir = home.root / "bench" / stamp
+    from openvino_default import missing_reason
+
+    ov_missing = missing_reason()
+    if ov_missing:
+        log(f"OpenVINO default: {ov_missing}")
     cells: dict[tuple, dict] = {}
     for s in studies:
         for b in args.batch_list:
@@ -571,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
                     entry["trial"] = w["trial"] if w else None
                     if cfg is None:
                         entry["missing"] = "no feasible trial at this batch"
+                if v == "openvino" and ov_missing:
+                    entry["missing"] = "not measured (openvino not importable)"
                 cell["variants"][v] = entry
             cells[(s["spec"]["name"], b)] = cell
     study_of = {s["spec"]["name"]: s for s in studies}
@@ -609,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "started": started.isoformat(timespec="seconds"), "args": {k: v for k, v in vars(args).items() if k not in ("model_list", "batch_list")},
         "environment": env, "target": target.model_dump(mode="json"), "studies": studies, "failed_models": failed_models,
+        "openvino_missing": ov_missing,
         "cells": [{**c, "variants": c["variants"]} for c in cells.values()],
         "wall_seconds": time.perf_counter() - t_all, "study_seconds": study_seconds, "bench_seconds": bench_seconds,
         "json_path": str(base.with_suffix(".json")), "md_path": str(base.with_suffix(".md")),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Compression benchmark: eager fp32 and ONNX Runtime fp32 vs the planner's best deployment within a quality bound.
+"""Compression benchmark: eager fp32, ONNX Runtime fp32 and OpenVINO default vs the planner's best deployment within a quality bound.
 
 Models with real weights and real data (see planner/zoo):
 
@@ -14,6 +14,8 @@ Models with real weights and real data (see planner/zoo):
 For each (model, batch):
   (a) eager     PyTorch eager fp32                             TrialConfig("torch", b)
   (b) ort       ONNX Runtime fp32, ORT_ENABLE_ALL, all cores   TrialConfig("onnxruntime", b, graph_optimization_level=all)
+  (o) openvino  OpenVINO default: convert + compile_model(model, "CPU"), no options, on the same cached ONNX export
+                (experiments/openvino_default.py: TrialConfig("openvino_default", b)); left out where openvino is missing
   (c) planner   the fastest trial meeting the bound in a planner study of that model at that batch size
                 (one study per (model, batch): the latency objective is per batch, so a study mixing batch
                 sizes would favour the small one; each new study gets the ORT fp32 baseline as its first,
@@ -50,8 +52,8 @@ for p in (REPO, REPO / "experiments"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-VARIANTS = ("eager", "ort", "planner")
-TITLES = {"eager": "eager fp32", "ort": "ORT fp32", "planner": "planner best"}
+VARIANTS = ("eager", "ort", "openvino", "planner")
+TITLES = {"eager": "eager fp32", "ort": "ORT fp32", "openvino": "OpenVINO default", "planner": "planner best"}
 KEEP_FILES = {"job.json", "result.json", "worker.log"}
 
 # model -> how it is benchmarked.  bound = max quality_loss (the study's constraint and the winner's filter).
@@ -86,8 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(MODELS), help=f"comma list among {', '.join(MODELS)}")
     p.add_argument("--trials", type=int, default=None, help="planner trials per (model, batch) study (default: per model, see MODELS)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
-    p.add_argument("--target", default=str(REPO / "targets" / "cpu.yaml"), help="target YAML (its measurement protocol is used everywhere; "
-                   "its max_quality_loss is replaced by each model's bound)")
+    p.add_argument("--target", default=None, help="target YAML (its measurement protocol is used everywhere; its max_quality_loss is "
+                   "replaced by each model's bound; default: this host as `planner probe` describes it, bf16 where the CPU has it)")
     p.add_argument("--home", default=str(REPO / "experiments" / ".bench-home" / "compression"), help="planner home for the studies and bench jobs (git-ignored)")
     p.add_argument("--out-dir", default=str(REPO / "experiments" / "results"), help="where the .md/.json results go")
     p.add_argument("--sampler", default="tpe", help="study sampler (tpe | nsga2 | random)")
@@ -335,6 +337,10 @@ def variant_config(variant: str, batch: int, winner: dict | None):
         return TrialConfig("torch", batch)
     if variant == "ort":
         return TrialConfig("onnxruntime", batch, freeze_options({"graph_optimization_level": "all"}))
+    if variant == "openvino":
+        from openvino_default import NAME
+
+        return TrialConfig(NAME, batch)
     if winner is None:
         return None
     cfg = TrialConfig.from_dict(winner["config"])
@@ -351,7 +357,9 @@ def round_order(r: int) -> list[str]:
 def run_variant(study: dict, cfg, target, home, args, workdir: Path, round_no: int) -> dict:
     from planner.measure.worker import run_job, worker_env
 
-    env = worker_env(target, home.cache)
+    import openvino_default
+
+    env = openvino_default.worker_env(worker_env(target, home.cache))  # the OpenVINO default baseline's plugin
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     job = {
         "kind": "trial", "spec": study["spec"], "target": target.model_dump(mode="json"), "config": cfg.to_dict(),
@@ -365,6 +373,9 @@ def run_variant(study: dict, cfg, target, home, args, workdir: Path, round_no: i
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     out: dict[str, Any] = {"round": round_no + 1, "status": res.get("status"), "wall_seconds": res.get("wall_seconds"),
                            "compile_seconds": res.get("compile_seconds"), "workdir": str(workdir)}
+    ov_props = {k[3:]: v for k, v in (res.get("build_info") or {}).items() if k.startswith("ov.")}
+    if ov_props:  # what OpenVINO default chose by itself (inference precision, streams, threads)
+        out["ov_properties"] = ov_props
     tinfo = res.get("transform_info") or {}
     out["transform_seconds"] = sum(v for k, v in tinfo.items() if k in ("prune_seconds", "distill_seconds") and isinstance(v, (int, float)))
     if res.get("status") == "ok":
@@ -386,6 +397,9 @@ def summarize(cells: list[dict]) -> None:
     for cell in cells:
         for v in VARIANTS:
             c = cell["variants"][v]
+            if c.get("missing"):
+                c.update(p50_ms=None, ratio_to_eager=None, ratio_to_ort=None, ratio_to_openvino=None)
+                continue
             ok = [m for m in c["rounds"] if m.get("status") == "ok"]
             p50s = [m["p50_ms"] for m in ok]
             c.update(p50_ms=_median(p50s), p50_min_ms=min(p50s) if p50s else None, p50_max_ms=max(p50s) if p50s else None,
@@ -393,10 +407,12 @@ def summarize(cells: list[dict]) -> None:
                      accuracy=_median([m.get("accuracy") for m in ok]), accuracy_reference=_median([m.get("accuracy_reference") for m in ok]),
                      artifact_mb=_median([m.get("artifact_mb") for m in ok]))
         eager, ort = cell["variants"]["eager"]["p50_ms"], cell["variants"]["ort"]["p50_ms"]
+        ov = cell["variants"]["openvino"]["p50_ms"]
         for v in VARIANTS:
             c = cell["variants"][v]
             c["ratio_to_eager"] = c["p50_ms"] / eager if (eager and c["p50_ms"]) else None
             c["ratio_to_ort"] = c["p50_ms"] / ort if (ort and c["p50_ms"]) else None
+            c["ratio_to_openvino"] = c["p50_ms"] / ov if (ov and c["p50_ms"]) else None
 
 
 # ------------------------------------------------------------------ report
@@ -412,6 +428,11 @@ def same_as_ort_baseline(cfg: dict | None) -> bool:
         return False
     opts = dict(cfg.get("backend_options") or {})
     return opts.pop("graph_optimization_level", "all") == "all" and opts.pop("execution_mode", "sequential") == "sequential" and not opts
+
+
+def _variant(cell: dict, v: str) -> dict:
+    """A cell's entry for variant ``v`` (runs before the OpenVINO column have none: shown as not measured)."""
+    return cell["variants"].get(v) or {"missing": "not measured", "rounds": []}
 
 
 def cell_text(c: dict) -> str:
@@ -431,12 +452,14 @@ def quality_text(model: str, c: dict) -> str:
 
 
 def console_table(result: dict) -> str:
-    cols = ["model", "batch", "eager ms", "ORT ms", "planner ms", "planner/eager", "planner/ORT", "planner deployment", "planner quality"]
+    cols = ["model", "batch", "eager ms", "ORT ms", "OV default ms", "planner ms", "planner/eager", "planner/ORT", "planner/OV",
+            "planner deployment", "planner quality"]
     rows = []
     for cell in result["cells"]:
-        e, o, p = (cell["variants"][v] for v in VARIANTS)
-        rows.append([cell["model"], str(cell["batch"]), cell_text(e), cell_text(o), cell_text(p), _f(p.get("ratio_to_eager"), "{:.2f}", "-"),
-                     _f(p.get("ratio_to_ort"), "{:.2f}", "-"), p.get("label") or "-", quality_text(cell["model"], p)])
+        e, o, v, p = (_variant(cell, k) for k in VARIANTS)
+        rows.append([cell["model"], str(cell["batch"]), cell_text(e), cell_text(o), cell_text(v), cell_text(p),
+                     _f(p.get("ratio_to_eager"), "{:.2f}", "-"), _f(p.get("ratio_to_ort"), "{:.2f}", "-"),
+                     _f(p.get("ratio_to_openvino"), "{:.2f}", "-"), p.get("label") or "-", quality_text(cell["model"], p)])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     line = lambda r: "  ".join(s.ljust(w) for s, w in zip(r, widths))  # noqa: E731
     return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
@@ -454,20 +477,24 @@ def markdown(result: dict) -> str:
                 f"{e.get('logical_cpus')} CPUs); latencies may be inflated and noisy.", ""]
     for m, why in (result.get("skipped_models") or {}).items():
         out += [f"> **{m} left out**: {why}", ""]
+    if result.get("openvino_missing"):
+        out += [f"> **OpenVINO default left out**: {result['openvino_missing']}", ""]
     out += ["## Results", "",
             "p50 latency per batch in ms (median over rounds of each round's p50); ratios < 1 = faster than the baseline. "
             "Bounds: " + "; ".join(f"{m}: {MODELS[m]['bound_text']}" for m in result["models"]) + ".", "",
-            "| model | batch | eager fp32 ms | ORT fp32 ms | planner best ms | planner / eager | planner / ORT | ORT / eager | planner deployment (trial) | planner quality (re-measured) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+            "| model | batch | eager fp32 ms | ORT fp32 ms | OpenVINO default ms | planner best ms | planner / eager | planner / ORT | "
+            "planner / OpenVINO default | ORT / eager | OpenVINO default / ORT | OpenVINO default quality | planner deployment (trial) | planner quality (re-measured) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     noise = []
     for cell in result["cells"]:
-        ev, ov, pv = (cell["variants"][v] for v in VARIANTS)
+        ev, ov, vv, pv = (_variant(cell, k) for k in VARIANTS)
         dep = f"{pv['label']} (#{pv['trial']})" if pv.get("label") else "–"
         if same_as_ort_baseline(pv.get("config")):
             dep += " = the ORT fp32 baseline"
-        out.append(f"| {cell['model']} | {cell['batch']} | {cell_text(ev)} | {cell_text(ov)} | {cell_text(pv)} | "
+        out.append(f"| {cell['model']} | {cell['batch']} | {cell_text(ev)} | {cell_text(ov)} | {cell_text(vv)} | {cell_text(pv)} | "
                    f"{_f(pv.get('ratio_to_eager'), '{:.2f}', '–')} | {_f(pv.get('ratio_to_ort'), '{:.2f}', '–')} | "
-                   f"{_f(ov.get('ratio_to_eager'), '{:.2f}', '–')} | {dep} | {quality_text(cell['model'], pv)} |")
+                   f"{_f(pv.get('ratio_to_openvino'), '{:.2f}', '–')} | {_f(ov.get('ratio_to_eager'), '{:.2f}', '–')} | "
+                   f"{_f(vv.get('ratio_to_ort'), '{:.2f}', '–')} | {quality_text(cell['model'], vv)} | {dep} | {quality_text(cell['model'], pv)} |")
     for cell in result["cells"]:
         pv = cell["variants"]["planner"]
         if same_as_ort_baseline(pv.get("config")) and pv.get("ratio_to_ort"):
@@ -516,7 +543,7 @@ def markdown(result: dict) -> str:
             "|---|---:|---|---:|---:|---|---|---:|---|---|---|"]
     for cell in result["cells"]:
         for v in VARIANTS:
-            c = cell["variants"][v]
+            c = _variant(cell, v)
             if c.get("missing"):
                 continue
             per = ", ".join((f"{m['p50_ms']:.3f}" if m.get("status") == "ok" else f"✗{m.get('reason')}") + f" ({m['position']})" for m in c["rounds"])
@@ -528,7 +555,7 @@ def markdown(result: dict) -> str:
                        + ", ".join(_f(m.get("transform_seconds"), "{:.1f}", "–") for m in c["rounds"]) + " |")
     t, m = result["target"], result["target"]["measurement"]
     out += ["", "## Protocol", "",
-            f"* Target `{a['target']}` (`{t['name']}`, threads {t.get('threads') or 'all cores'} → {e['threads_used']}); each model's study "
+            f"* Target `{a['target'] or 'this host, probed'}` (`{t['name']}`, threads {t.get('threads') or 'all cores'} → {e['threads_used']}); each model's study "
             "uses it with `max_quality_loss` set to the model's bound.",
             f"* Timing: warm-up ≥ {m['warmup_iters']} calls and ≥ {m['warmup_seconds']} s; then ≥ {m['min_repeats']} calls and "
             f"≥ {m['min_seconds']} s (≤ {m['max_seconds']} s), one batch per call, inputs in place; re-measured up to "
@@ -539,12 +566,20 @@ def markdown(result: dict) -> str:
             + "the winner is the lowest-latency complete, non-duplicate trial whose quality loss is within the bound. Quality is measured "
             "on the model's own data: digits-cnn: accuracy drop on the held-out test split (540 digits); minilm: 1 − centered cosine "
             "of the embeddings of real sentences (first sentences of Python stdlib docstrings) vs fp32 eager.",
-            f"* {a['rounds']} round(s); in each, every (model, batch) cell runs eager, ORT and the planner winner back to back, each in "
+            "* OpenVINO default: `openvino.convert_model` of the same cached ONNX export ORT runs + `Core().compile_model(model, 'CPU')`, "
+            "no options (experiments/openvino_default.py); what it chose by itself is listed below.",
+            f"* {a['rounds']} round(s); in each, every (model, batch) cell runs eager, ORT, OpenVINO default and the planner winner back to back, each in "
             "a fresh worker process (`planner.measure.worker.run_job`, the study's code path, the study's `reference.npz`); "
             "the order rotates per round and is reversed on odd rounds.",
             "* Distillation and int8 static calibration draw on each model's `calibration_dataset()`, held out from the `dataset()` that scores them.",
-            "", "## Environment", ""]
-    for k in ("host", "cpu", "logical_cpus", "isa", "threads_used", "python", "platform", "torch", "onnxruntime", "onnx", "optuna",
+            ""]
+    chosen = sorted({json.dumps(m["ov_properties"], sort_keys=True) for cell in result["cells"]
+                     for m in _variant(cell, "openvino")["rounds"] if m.get("ov_properties")})
+    if chosen:
+        out += ["OpenVINO default chose by itself: " + "; ".join(
+            ", ".join(f"{k} {v}" for k, v in json.loads(c).items()) for c in chosen) + ".", ""]
+    out += ["## Environment", ""]
+    for k in ("host", "cpu", "logical_cpus", "isa", "isa_flags_all", "threads_used", "python", "platform", "torch", "onnxruntime", "onnx", "openvino", "optuna",
               "mlflow", "numpy", "git_commit", "git_dirty", "loadavg_start", "loadavg_end"):
         val = e.get(k)
         out.append(f"* {k}: {', '.join(map(str, val)) if isinstance(val, list) else val}")
@@ -571,12 +606,12 @@ def main(argv: list[str] | None = None) -> int:
     from planner.config import TrialConfig
     from planner.errors import ConfigError
     from planner.paths import Home
-    from planner.target import load_target
+    from planner.target import load_target, probe_host
 
     t_all = time.perf_counter()
     started = dt.datetime.now()
     try:
-        base_target = load_target(args.target)
+        base_target = load_target(args.target) if args.target else probe_host()
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
     home = Home.resolve(args.home).ensure()
@@ -624,6 +659,11 @@ def main(argv: list[str] | None = None) -> int:
     # 2. interleaved re-measurement
     stamp = started.strftime("%Y-%m-%d-%H%M%S")
     bench_dir = home.root / "bench" / stamp
+    from openvino_default import missing_reason
+
+    ov_missing = missing_reason()
+    if ov_missing:
+        log(f"OpenVINO default: {ov_missing}")
     cells = []
     for s in studies:
         cell = {"model": s["model"], "batch": s["batch"], "study": s, "variants": {}}
@@ -634,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry["trial"] = s["winner"]["trial"] if s["winner"] else None
                 if cfg is None:
                     entry["missing"] = "no trial within the bound"
+            if v == "openvino" and ov_missing:
+                entry["missing"] = "not measured (openvino not importable)"
             cell["variants"][v] = entry
         cells.append(cell)
     n_jobs = args.rounds * sum(1 for c in cells for v in VARIANTS if not c["variants"][v].get("missing"))
@@ -666,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     base = out_dir / f"compression-{stamp}{'-quick' if args.quick else ''}"
     result = {
         "started": started.isoformat(timespec="seconds"), "args": {k: v for k, v in vars(args).items() if k != "model_list"},
-        "models": models, "skipped_models": skipped, "environment": env, "target": base_target.model_dump(mode="json"),
+        "models": models, "skipped_models": skipped, "openvino_missing": ov_missing, "environment": env, "target": base_target.model_dump(mode="json"),
         "studies": studies, "cells": [{k: v for k, v in c.items() if k != "study"} for c in cells],
         "wall_seconds": time.perf_counter() - t_all, "study_seconds": study_seconds, "bench_seconds": bench_seconds,
         "json_path": str(base.with_suffix(".json")), "md_path": str(base.with_suffix(".md")),

@@ -72,6 +72,7 @@ def main() -> None:
     q.model.save_model_to_file(str(tmp / "acc4.onnx"))
 
     sess = ort_rounds.sessions(variants, 2)
+    ov_note = ort_rounds.add_openvino_default(sess, src)
     ref = sess["ORT fp32"].run(None, ex)[0].astype(np.float64)
 
     def ccos(o):
@@ -85,11 +86,12 @@ def main() -> None:
              f"Host: {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}, 2 intra-op threads; "
              f"{a.rounds} interleaved rounds of 30 runs (order rotating); command: `python experiments/bench_int4_ort.py --model {a.model} "
              f"--batch {a.batch} --rounds {a.rounds}`", "",
+             ov_note, "",
              "| variant | p50 ms (median of rounds) | ratio to ORT fp32 (median of per-round ratios) | centered cosine | bytes |",
              "|---|---:|---:|---:|---:|"]
     for k, v in times.items():
         lines.append(f"| {k} | {np.median(v):.2f} | {ort_rounds.ratio(v, times['ORT fp32']):.2f} | {quality[k]:.4f} | "
-                     f"{variants[k].stat().st_size:,} |")
+                     f"{variants.get(k, src).stat().st_size:,} |")  # OpenVINO default: the fp32 file
     ort_rounds.write(f"int4-ort-{a.model}-b{a.batch}-{stamp}", lines)
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ def main() -> None:
         variants[label] = dst
 
     sess = ort_rounds.sessions(variants, a.threads)
+    ov_note = ort_rounds.add_openvino_default(sess, src)
     ref = sess["ORT fp32"].run(None, ex_q)[0].astype(np.float64).reshape(a.samples, -1)
 
     def ccos(o):
@@ -80,6 +81,7 @@ def main() -> None:
              f"{ort.__version__}, {a.threads} intra-op threads. Quality: centered cosine per sample to ORT fp32 over {a.samples} "
              f"real samples. Latency: batch {a.batch}, {a.rounds} interleaved rounds of 30 runs. Command: "
              f"`python experiments/bench_int8_dynamic.py --model {a.model} --batch {a.batch} --rounds {a.rounds} --samples {a.samples}`", "",
+             ov_note, "",
              "| variant | cosine mean | cosine min | within 1 - cos <= 0.01 | p50 ms (median of rounds) | ratio to ORT fp32 |",
              "|---|---:|---:|---|---:|---:|"]
     for k, v in times.items():

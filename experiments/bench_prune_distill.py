@@ -95,7 +95,14 @@ def main() -> None:
         print(f"{label}: loss {before:.4f} -> {after:.4f} after {info['distill_steps']} steps ({seconds:.0f} s, "
               f"kept {info.get('distill_seq_trim')} of the columns)", flush=True)
 
-    times = ort_rounds.time_rounds(ort_rounds.sessions(variants, a.threads), feed, a.rounds)
+    sess = ort_rounds.sessions(variants, a.threads)
+    ov_note = ort_rounds.add_openvino_default(sess, variants["fp32 (unpruned)"])
+    ov = sess.get("OpenVINO default")
+    if ov is not None:  # the unpruned fp32 model on OpenVINO with no options: a row of its own
+        out = np.concatenate([ov.run(None, {k: v[i:i + 32] for k, v in ev.items()})[0] for i in range(0, n_eval, 32)])
+        loss = quality_metrics(ref, out, "embedding")["quality_loss"]
+        rows["OpenVINO default"] = {**rows["fp32 (unpruned)"], "before": loss, "after": loss}
+    times = ort_rounds.time_rounds(sess, feed, a.rounds)
     stamp = time.strftime("%Y-%m-%d-%H%M%S")
     base = times["fp32 (unpruned)"]
     lines = [f"# Structured pruning + distillation, {a.model} ({stamp})", "",
@@ -104,7 +111,7 @@ def main() -> None:
              f"{len(calib[names[0]])} held-out calibration samples. Quality: planner's quality loss (1 - centered cosine to fp32) over "
              f"{n_eval} evaluation samples, bound {a.bound:g}. Latency: ONNX Runtime fp32, batch {a.batch}, {a.rounds} interleaved rounds "
              f"of 30 runs. Command: `python experiments/bench_prune_distill.py --model {a.model} --ratios {a.ratios} --steps {a.steps} "
-             f"--lr {a.lr:g} --batch {a.batch} --rounds {a.rounds}`", "",
+             f"--lr {a.lr:g} --batch {a.batch} --rounds {a.rounds}`", "", ov_note, "",
              "| variant | params | loss pruned | loss distilled | within bound | distill steps | distill s | columns kept | p50 ms | ratio to fp32 |",
              "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for k, r in rows.items():

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""TVM MetaSchedule benchmark: untuned vs tuned TVM vs ONNX Runtime fp32, and what database reuse saves.
+"""TVM MetaSchedule benchmark: untuned vs tuned TVM vs ONNX Runtime fp32 and OpenVINO default, and what database reuse saves.
 
 One run, one machine, one model and batch size (default resnet18, batch 1):
 
-  study A  grid over {ORT fp32 (ORT_ENABLE_ALL), TVM untuned (tuning_trials=0), TVM tuned (tuning_trials=N)}
-           in a fresh planner home: the tuned trial pays the whole MetaSchedule search.
+  study A  grid over {ORT fp32 (ORT_ENABLE_ALL), TVM untuned (tuning_trials=0), TVM tuned (tuning_trials=N),
+           OpenVINO default (convert + compile_model(model, "CPU"), no options: experiments/openvino_default.py, left
+           out where openvino is missing)} in a fresh planner home: the tuned trial pays the whole MetaSchedule search.
   study B  the same three candidates as a *second* study in the same home: the tuned trial finds the
            workload's database in the planner cache and only applies it (no new tuning trials).
 
@@ -62,21 +63,23 @@ def parse_args(argv=None):
     return a
 
 
-def bench_space(args):
+def bench_space(args, openvino: bool = False):
     from planner.space import SearchSpace
 
     c = lambda *v: {"choices": list(v)}  # noqa: E731
-    return SearchSpace.model_validate({
-        "name": f"tvm-bench-{args.tuning_trials}",
-        "batch_size": c(args.batch),
-        "backends": {
-            "onnxruntime": {"graph_optimization_level": c("all")},
-            "tvm": {"tuning_trials": c(0, args.tuning_trials), "max_tuning_seconds": c(args.max_tuning_seconds)},
-        },
-    })
+    backends = {
+        "onnxruntime": {"graph_optimization_level": c("all")},
+        "tvm": {"tuning_trials": c(0, args.tuning_trials), "max_tuning_seconds": c(args.max_tuning_seconds)},
+    }
+    if openvino:
+        from openvino_default import NAME
+
+        backends[NAME] = {}
+    return SearchSpace.model_validate({"name": f"tvm-bench-{args.tuning_trials}", "batch_size": c(args.batch), "backends": backends})
 
 
 def run_study(name: str, spec, target, space, home, args) -> list[dict[str, Any]]:
+    n = 2 + len(space.backends) - 1  # ORT, TVM untuned and tuned, OpenVINO default where measured
     import optuna
     from optuna.trial import TrialState
 
@@ -84,10 +87,10 @@ def run_study(name: str, spec, target, space, home, args) -> list[dict[str, Any]
     from planner.search.study import Optimizer, StudyOptions
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    opts = StudyOptions(trials=3, study_name=name, sampler="grid", eval_samples=args.eval_samples,
+    opts = StudyOptions(trials=n, study_name=name, sampler="grid", eval_samples=args.eval_samples,
                         trial_timeout=args.max_tuning_seconds + 1800, early_exit_factor=None)
     t0 = time.perf_counter()
-    Optimizer(spec, target, space, home, opts, LineReporter(name, 3)).run()
+    Optimizer(spec, target, space, home, opts, LineReporter(name, n)).run()
     wall = time.perf_counter() - t0
     rows = []
     for t in optuna.load_study(study_name=name, storage=home.optuna_url).trials:
@@ -109,6 +112,8 @@ def run_study(name: str, spec, target, space, home, args) -> list[dict[str, Any]
 def label(r) -> str:
     if r["backend"] == "onnxruntime":
         return "ORT fp32 (all)"
+    if r["backend"] == "openvino_default":
+        return "OpenVINO default"
     return "TVM untuned" if not r["tuning_trials"] else f"TVM tuned ({r['tuning_trials']} trials)"
 
 
@@ -130,6 +135,7 @@ def render(res: dict[str, Any]) -> str:
             "same home (the tuned candidate reuses the database). ") + "Each row is one planner trial: a fresh worker process, "
            "quality checked against fp32, latency per the target's protocol. Ratio = ORT p50 / row p50 in the same study "
            "(> 1 is faster than ORT).", "",
+           *([f"> **OpenVINO default left out**: {res['openvino_missing']}", ""] if res.get("openvino_missing") else []),
            "| study | candidate | p50 ms | p99 ms | CV | vs ORT | quality loss | compile s | tuning s | new tuning trials | records reused |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s, rows in (("A", a), ("B", b)):
@@ -171,7 +177,16 @@ def main(argv=None) -> int:
     if missing:
         raise SystemExit(f"--target {args.target}: backends must include onnxruntime and tvm (missing: {', '.join(sorted(missing))})")
     spec = parse_model(args.model)
-    space = bench_space(args)
+    from openvino_default import NAME, missing_reason
+    from openvino_default import worker_env as ov_env
+
+    ov_missing = missing_reason()
+    if ov_missing:
+        log(f"OpenVINO default: {ov_missing}")
+    else:  # the bench-only plugin, registered here and in the study's workers (they inherit this environment)
+        ov_env(os.environ)
+        target = target.model_copy(update={"backends": [*target.backends, NAME]})
+    space = bench_space(args, openvino=not ov_missing)
     env = environment(target)
     env["tvm"] = __import__("importlib.metadata").metadata.version("apache-tvm")
     env["loadavg_start"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -184,6 +199,7 @@ def main(argv=None) -> int:
         studies[s] = run_study(f"tvm-bench-{s}-{stamp}", spec, target, space, home, args)
     env["loadavg_end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     res = {"model": args.model, "batch": args.batch, "date": stamp, "tuning_trials": args.tuning_trials, "keep_home": args.keep_home,
+           "openvino_missing": ov_missing,
            "strategy": strategy, "env": env, "studies": studies}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """Interleaved timing of ONNX Runtime sessions and result writing, shared by the micro-benchmarks (bench_int4_ort,
-bench_int8_dynamic, bench_prune_distill; profile_int8_ort uses `write`)."""
+bench_int8_dynamic, bench_prune_distill; profile_int8_ort uses `write`).  `add_openvino_default` puts the baseline a
+user would pick instead, OpenVINO with no options on the fp32 model, into the same interleaved rounds."""
 
 from __future__ import annotations
 
@@ -18,6 +19,21 @@ def sessions(variants: dict[str, Path], threads: int) -> dict[str, Any]:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     return {k: ort.InferenceSession(str(v), so, providers=["CPUExecutionProvider"]) for k, v in variants.items()}
+
+
+def add_openvino_default(sess: dict[str, Any], fp32_model: Path) -> str | None:
+    """Add the "OpenVINO default" session (convert + compile_model(model, "CPU"), no options) of ``fp32_model`` to
+    ``sess``, timed in the same rounds; return a note for the results instead when openvino is not importable."""
+    import openvino_default
+
+    why = openvino_default.missing_reason()
+    if why:
+        print(f"OpenVINO default: {why}")
+        return f"OpenVINO default left out: {why}."
+    s = openvino_default.session(fp32_model)
+    sess[openvino_default.TITLE] = s
+    return ("OpenVINO default: `convert_model` of the fp32 ONNX file + `compile_model(model, 'CPU')`, no options (openvino "
+            f"{openvino_default.version()}; chose " + ", ".join(f"{k} {v}" for k, v in s.properties.items()) + ").")
 
 
 def time_rounds(sess: dict[str, Any], feed: dict, rounds: int, runs: int = 30, warmup: int = 3) -> dict[str, list[float]]:

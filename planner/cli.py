@@ -32,7 +32,7 @@ def _console(stderr: bool = False):
 @app.command()
 def optimize(
     model: str = typer.Option(..., "--model", "-m", help="zoo name, file.py:factory, package.module:factory, model.onnx or model.yaml"),
-    target: str = typer.Option("cpu", "--target", "-t", help="target YAML or built-in name"),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="target YAML or built-in name (default: this host, as `planner probe` describes it: its precisions, e.g. bf16 only with AVX512-BF16/AMX)"),
     space: str = typer.Option("default", "--space", "-s", help="search space YAML or built-in name"),
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="number of trials (Optuna asks) this process runs now (default 20; unbounded with --study-trials)"),
     study_trials: Optional[int] = typer.Option(None, "--study-trials", help="stop once the study holds N finished trials, all workers counted"),
@@ -61,12 +61,12 @@ def optimize(
     confirm_rounds: int = typer.Option(3, "--confirm-rounds", help="rounds of that re-measurement"),
     home: Optional[Path] = HomeOpt,
 ):
-    """Search deployments of MODEL on TARGET; log every trial to MLflow; print the Pareto front."""
+    """Search deployments of MODEL on TARGET (default: this host, probed); log every trial to MLflow; print the Pareto front."""
     from planner.model import parse_input_shapes, parse_model
     from planner.paths import Home
     from planner.search.study import Optimizer, StudyOptions
     from planner.space import load_space
-    from planner.target import load_target
+    from planner.target import load_target, probe_host
 
     errors: list[str] = []
 
@@ -81,7 +81,7 @@ def optimize(
     spec = collect(lambda: parse_model(model, shapes or (), output_kind, data))
     if spec is not None and (evaluator is not None or evaluator_metric is not None):
         spec = collect(lambda: spec.with_evaluator(evaluator, evaluator_metric))
-    tgt = collect(lambda: load_target(target))
+    tgt = collect(lambda: load_target(target) if target is not None else probe_host())
     spc = collect(lambda: load_space(space))
     wl = None
     if workload:

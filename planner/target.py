@@ -94,7 +94,7 @@ class Target(_Strict):
     @field_validator("backends")
     @classmethod
     def _backends(cls, v):
-        known = registry.all_backends()
+        known = registry.all_backends()  # built-in backends are known whether or not this install has them
         bad = [b for b in v if b not in known]
         if bad:
             raise ValueError(f"unknown backend {bad[0]!r}; {did_you_mean(bad[0], known)}")
@@ -134,13 +134,31 @@ def load_target(ref: str | Path) -> Target:
 # ---------------------------------------------------------------- host probe
 
 
-def cpu_isa() -> list[str]:
-    wanted = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve"]
+CPU_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                 "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "sve")
+
+
+def cpu_isa(cpuinfo: str | None = None) -> list[str]:
+    """The ISA features of CPU_ISA_FLAGS that ``/proc/cpuinfo`` (or the ``cpuinfo`` text given) lists."""
     try:
-        flags = set(re.findall(r"^flags\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)[0].split())
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+        flags = set(re.findall(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.M)[0].split())
     except (OSError, IndexError):
         return []
-    return [f for f in wanted if f in flags]
+    return [f for f in CPU_ISA_FLAGS if f in flags]
+
+
+def cpu_precisions(isa: list[str], machine: str | None = None) -> list[str]:
+    """The precisions a CPU with these ISA features runs natively: fp32 and int8 always (int8 kernels exist
+    everywhere; VNNI/AMX-INT8 only make them faster), bf16 only with AVX512-BF16 or AMX-BF16 (elsewhere bf16 is
+    emulated and slower than fp32), int4 weight-only with AVX2 or on ARM (torch's CPU int4 kernel)."""
+    machine = (machine or platform.machine()).lower()
+    precs = ["fp32", "int8"]
+    if "avx512_bf16" in isa or "amx_bf16" in isa:
+        precs.append("bf16")
+    if "avx2" in isa or machine in ("aarch64", "arm64"):
+        precs.append("int4")  # weight-only int4: torch's CPU int4 kernel (planner.transforms.int4)
+    return precs
 
 
 def cpu_name() -> str:
@@ -229,9 +247,7 @@ def probe_host() -> Target:
             tvm_target=f"cuda -arch=sm_{sm}",
         )
     isa = cpu_isa()
-    precs = ["fp32", "int8"] + (["bf16"] if "avx512_bf16" in isa or "amx_bf16" in isa else [])
-    if "avx2" in isa or platform.machine().lower() in ("aarch64", "arm64"):
-        precs.append("int4")  # weight-only int4: torch's CPU int4 kernel (planner.transforms.int4)
+    precs = cpu_precisions(isa)
     cores = os.cpu_count() or 1
     mcpu = _llvm_mcpu(isa)
     return Target(
@@ -248,6 +264,8 @@ def probe_host() -> Target:
 def _llvm_mcpu(isa: list[str]) -> str | None:
     if platform.machine() not in ("x86_64", "AMD64"):
         return None
+    if "amx_tile" in isa:
+        return "sapphirerapids"
     if "avx512_vnni" in isa:
         return "cascadelake"
     if "avx512f" in isa:

@@ -104,3 +104,18 @@ def test_redact_hides_passwords():
 
     assert redact("postgresql://bob:hunter2@db:5432/x") == "postgresql://bob:***@db:5432/x"
     assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_optimize_without_target_searches_the_probed_host(tmp_path):
+    """No --target: the target is this host as `planner probe` describes it (not the generic targets/cpu.yaml)."""
+    from planner.target import probe_host
+
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\nbatch_size: [100000]\nbackends: {torch: {}}\n")  # fails validation against the target
+    home = tmp_path / "home"
+    r = run_cli("optimize", "--model", "tiny-mlp", "--space", space, "--home", home, "--trials", "1")
+    host = probe_host()
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"exceed target '{host.name}' max_batch_size {host.max_batch_size}" in r.stderr, r.stderr
+    r = run_cli("optimize", "--model", "tiny-mlp", "--space", space, "--home", home, "--trials", "1", "--target", "cpu")
+    assert r.returncode == 2 and "exceed target 'cpu' max_batch_size 64" in r.stderr, r.stderr

@@ -55,7 +55,7 @@ def test_sample_respects_target_and_rebuild_matches(fast_target):
         seen_schemes.add(cfg.quant.scheme)
         assert rebuild(trial.params, space, fast_target, "torch") == cfg
         study.tell(trial, 1.0)
-    assert seen_schemes <= {"none", "int8_dynamic"}
+    assert seen_schemes <= {"none", "int8_dynamic", "int8_static"}  # fast-cpu lists fp32, int8: never bf16
 
 
 def test_torch_backends_get_only_the_scheme_options_they_act_on(fast_target):
@@ -159,3 +159,95 @@ def test_seed_params_rebuild_the_seeded_config(fast_target):
     assert (cfg.backend, cfg.batch_size, cfg.quant.scheme, cfg.prune.method, cfg.prune.ratio) == ("onnxruntime", 8, "int8_dynamic", "l1", 0.3)
     assert cfg.options()["graph_optimization_level"] == "all"
     assert seed_params(seed, space, fast_target, "onnx", backends) == (None, "pruning needs a PyTorch model")
+
+
+CPU_SPACES = ("default", "cnn", "transformer")
+
+
+def _bf16_cpu():
+    """targets/cpu.yaml as if its CPU had AVX512-BF16/AMX (what `planner probe` writes on such a host)."""
+    from planner.target import load_target
+
+    t = load_target("cpu")
+    return t.model_copy(update={"name": "cpu-amx", "precisions": t.precisions + ["bf16"]})
+
+
+def _draws(space, target, n, seed=0, model_format="torch"):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        cfg = sample(t, space, target, model_format)
+        assert rebuild(t.params, space, target, model_format) == cfg
+        out.append(cfg)
+        study.tell(t, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("name", CPU_SPACES)
+def test_cpu_spaces_sample_bf16_on_bf16_targets_only_and_only_where_a_backend_runs_it(name):
+    from planner.backends import registry
+    from planner.target import load_target
+
+    space = load_space(name)
+    assert "bf16" in space.quantize.schemes
+    generic = _draws(space, load_target("cpu"), 300)
+    assert not [c for c in generic if c.quant.scheme == "bf16"]  # targets/cpu.yaml: AVX2, no bf16
+    amx = _draws(space, _bf16_cpu(), 300)
+    bf16_backends = {c.backend for c in amx if c.quant.scheme == "bf16"}
+    assert {"torch", "torch_compile"} <= bf16_backends  # oneDNN bf16 (AMX) on the torch paths
+    assert all(registry.get(b).runs_scheme("bf16", "cpu") for b in bf16_backends)  # never ONNX Runtime (no bf16 scheme)
+
+
+def test_cpu_spaces_name_openvino_and_load_without_it():
+    """The shipped CPU spaces list OpenVINO; where this install has no OpenVINO backend (or no openvino package) the
+    spaces still load and OpenVINO is just never sampled, its seeds skipped with the reason."""
+    from planner.backends import registry
+    from planner.space import seed_params, usable_backends
+    from planner.target import load_target
+
+    target = load_target("cpu")
+    for name in CPU_SPACES:
+        space = load_space(name)
+        assert "openvino" in space.backends
+        assert [s.quant for s in space.seeds if s.backend == "openvino"] == ["bf16", "none", "int8_static"]
+        ok, skipped = usable_backends(space, target, "torch")
+        installed = "openvino" in registry.all_backends() and registry.get("openvino").availability().usable
+        assert ("openvino" in ok) == installed
+        if not installed:
+            assert "openvino" in skipped and {c.backend for c in _draws(space, target, 60)} <= set(ok)
+            params, why = seed_params(space.seeds[1], space, target, "torch", ok)
+            assert params is None and why == "backend openvino is not usable here"
+        # bf16 OpenVINO seed: only on a target listing bf16 (on the generic AVX2 target: skipped, and says why)
+        params, why = seed_params(space.seeds[0], space, target, "torch", ok + ["openvino"] if installed else ok)
+        assert params is None
+
+
+def test_a_known_backend_this_install_lacks_is_skipped_not_an_error(tmp_path, monkeypatch):
+    import planner.target as T
+    from planner.space import usable_backends
+
+    monkeypatch.setattr(T, "KNOWN_BACKENDS", T.KNOWN_BACKENDS + ("acmevino",))
+    p = _write(tmp_path, "name: x\nbackends: {torch: {}, acmevino: {hint: [fast, slow]}}\n"
+                         "seeds:\n  - {backend: acmevino, options: {hint: fast}}\n")
+    space = load_space(p)
+    target = T.load_target("cpu").model_copy(update={"backends": ["torch", "acmevino"]})
+    ok, skipped = usable_backends(space, target, "torch")
+    assert ok == ["torch"] and "no backend class registered" in skipped["acmevino"]
+    assert {c.backend for c in _draws(space, target, 10)} == {"torch"}
+    with pytest.raises(ConfigError, match=r"backends.acmevin: unknown backend; .*did you mean 'acmevino'"):
+        load_space(_write(tmp_path, "name: x\nbackends: {torch: {}, acmevin: {}}\n"))
+
+
+def test_a_seed_asking_for_a_precision_the_target_lacks_names_the_target_precisions():
+    from planner.space import Seed, seed_params, usable_backends
+    from planner.target import load_target
+
+    space = load_space("default")
+    seed = Seed(backend="torch", quant="bf16")
+    generic = load_target("cpu")
+    ok, _ = usable_backends(space, generic, "torch")
+    assert seed_params(seed, space, generic, "torch", ok) == (
+        None, "bf16 needs precision bf16, which target 'cpu' lacks (its precisions: fp32, int8, int4)")
+    params, why = seed_params(seed, space, _bf16_cpu(), "torch", ok)
+    assert params == {"backend": "torch", "torch.quant": "bf16"} and why == ""

@@ -81,3 +81,67 @@ def test_gpu_environment_rows_are_parsed_with_numbers_and_gaps():
     assert len(rows) == 2 and set(rows[0]) == set(GPU_ENV_FIELDS)
     assert rows[0]["driver_version"] == "550.54.15" and rows[0]["clocks.sm"] == 1980.0 and rows[0]["pstate"] == "P0"
     assert rows[1]["power.limit"] is None and rows[1]["clocks.max.sm"] == 2040.0
+
+
+AMX_CPUINFO = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+               "flags\t\t: fpu sse4_2 avx avx2 fma avx_vnni avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8\n")
+AVX512_VNNI_CPUINFO = "flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_vnni\n"
+AVX2_CPUINFO = "flags\t\t: fpu sse4_2 avx avx2 fma\n"
+
+
+def test_cpu_isa_records_amx_and_vnni():
+    from planner.target import _cpu_isa
+
+    isa = _cpu_isa(AMX_CPUINFO)
+    assert {"avx_vnni", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"} <= set(isa)
+    assert _cpu_isa(AVX2_CPUINFO) == ["sse4_2", "avx", "avx2", "fma"]
+    assert _cpu_isa("no flags here") == []
+
+
+def test_bf16_only_with_avx512_bf16_or_amx_and_int8_always():
+    from planner.target import _cpu_isa, cpu_precisions
+
+    assert cpu_precisions(_cpu_isa(AMX_CPUINFO), "x86_64") == ["fp32", "int8", "bf16", "int4"]
+    assert cpu_precisions(["avx2", "amx_bf16"], "x86_64") == ["fp32", "int8", "bf16", "int4"]
+    assert cpu_precisions(_cpu_isa(AVX512_VNNI_CPUINFO), "x86_64") == ["fp32", "int8", "int4"]  # VNNI: faster int8, no bf16
+    assert cpu_precisions(_cpu_isa(AVX2_CPUINFO), "x86_64") == ["fp32", "int8", "int4"]
+    assert cpu_precisions([], "x86_64") == ["fp32", "int8"]
+
+
+def test_probe_follows_this_cpu_and_offers_openvino():
+    t = probe_host()
+    if t.device.kind != "cpu":
+        pytest.skip("this host has a GPU: the probe describes it")
+    isa = t.device.cpu_isa
+    assert ("bf16" in t.precisions) == ("avx512_bf16" in isa or "amx_bf16" in isa)
+    assert "int8" in t.precisions and "openvino" in t.backends
+
+
+def test_generic_cpu_target_stays_avx2_without_bf16():
+    t = load_target("cpu")
+    assert "bf16" not in t.precisions and t.device.cpu_isa == ["avx", "avx2", "fma"]
+    assert "openvino" in t.backends
+
+
+def test_a_known_backend_this_install_lacks_may_be_named_a_typo_may_not(tmp_path, monkeypatch):
+    import planner.target as T
+
+    monkeypatch.setattr(T, "KNOWN_BACKENDS", T.KNOWN_BACKENDS + ("acmevino",))
+    p = tmp_path / "t.yaml"
+    p.write_text("name: x\ndevice: {kind: cpu}\nbackends: [torch, acmevino]\n")
+    assert load_target(p).backends == ["torch", "acmevino"]
+    p.write_text("name: x\ndevice: {kind: cpu}\nbackends: [torch, acmevin]\n")
+    with pytest.raises(ConfigError, match=r"unknown backend 'acmevin'; valid choices: .*openvino.*\(did you mean 'acmevino'\?\)"):
+        load_target(p)
+
+
+def test_tvm_gets_the_newest_llvm_cpu_the_isa_allows():
+    import platform
+
+    from planner.target import _cpu_isa, _llvm_mcpu
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86-64 only")
+    assert _llvm_mcpu(_cpu_isa(AMX_CPUINFO)) == "sapphirerapids"
+    assert _llvm_mcpu(_cpu_isa(AVX512_VNNI_CPUINFO)) == "cascadelake"
+    assert _llvm_mcpu(_cpu_isa(AVX2_CPUINFO)) == "haswell"

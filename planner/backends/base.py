@@ -180,7 +180,8 @@ class Backend(ABC):
 
         scheme = SCHEMES.get(cfg.quant.scheme)
         if scheme and scheme.precision not in target.precisions:
-            return f"target '{target.name}' does not support precision {scheme.precision}"
+            return (f"{cfg.quant.scheme} needs precision {scheme.precision}, which target '{target.name}' lacks "
+                    f"(its precisions: {', '.join(target.precisions)})")
         if scheme and not cls.runs_scheme(cfg.quant.scheme, target.device.kind):
             where = ", ".join(cls.scheme_device_kinds(cfg.quant.scheme))
             return f"{cls.name} implements {cfg.quant.scheme} on {where} only, not {target.device.kind}"

@@ -225,4 +225,5 @@ def test_seeds_are_measured_first_and_impossible_ones_skipped(tmp_path):
     assert first["backend_options"] == {"graph_optimization_level": "basic"} and first["quant"]["options"] == {"op_types": "matmul"}
     assert (second["backend"], second["batch_size"]) == ("torch", 1)
     assert [t.user_attrs.get("seed") for t in study.trials[:2]] == [0, 2]
-    assert study.user_attrs["seeds_skipped"] == ["seeds[1]: onnxruntime cannot run fp16 on target 'fast-cpu'"]
+    assert study.user_attrs["seeds_skipped"] == ["seeds[1]: fp16 needs precision fp16, which target 'fast-cpu' lacks "
+                                                "(its precisions: fp32, int8)"]
