@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-EXTRAS  ?= compress,tvm,postgres,data,minilm,hf,test
+EXTRAS  ?= compress,tvm,openvino,postgres,data,minilm,hf,test
 STAMP   := $(VENV)/.installed
 
 .PHONY: install demo test test-all bench clean

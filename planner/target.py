@@ -16,7 +16,7 @@ from planner.errors import ConfigError, did_you_mean
 from planner.yamlio import read_yaml, validate
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "fp8")
-KNOWN_BACKENDS = ("torch", "torch_compile", "onnxruntime", "tvm", "tensorrt")
+KNOWN_BACKENDS = ("torch", "torch_compile", "onnxruntime", "tvm", "tensorrt", "openvino")
 
 
 class _Strict(BaseModel):
@@ -253,7 +253,7 @@ def probe_host() -> Target:
         device=Device(kind="cpu", cpu_isa=isa),
         threads=cores,
         precisions=precs,
-        backends=["torch", "torch_compile", "onnxruntime", "tvm"],
+        backends=["torch", "torch_compile", "onnxruntime", "tvm", "openvino"],
         tvm_target=f"llvm -mcpu={mcpu} -num-cores={cores}" if mcpu else f"llvm -num-cores={cores}",
     )
 

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from planner.backends.base import Backend, BuildResult, Runtime
+from planner.transforms.quantize import ORT_INT8_STATIC_OPTIONS
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -93,6 +94,7 @@ class OnnxRuntime(Backend):
     devices = ("cpu", "cuda")
     input_format = "onnx"
     quant_schemes = ("none", "int8_dynamic", "int8_static", "int4_weight_only", "fp16")
+    scheme_options = {"int8_static": ORT_INT8_STATIC_OPTIONS}  # not NNCF's (openvino)
     options = {
         "graph_optimization_level": tuple(LEVELS),
         "execution_mode": ("sequential", "parallel"),

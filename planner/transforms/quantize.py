@@ -93,6 +93,11 @@ SCHEME_OPTIONS: dict[str, dict[str, tuple]] = {
         # how layers are ranked: weight = SQNR of their int8 weights (no data); activation = how much output
         # fidelity (SQNR vs the fp32 model, dB) is lost across each layer on calibration data
         "fallback_rank": ("weight", "activation"),
+        # NNCF's post-training quantization (the openvino backend; ONNX Runtime and TensorRT do not sample them)
+        "preset": ("performance", "mixed"),  # mixed: asymmetric activations (for activations not centred on 0)
+        "model_type": ("auto", "transformer", "default"),  # auto: transformer when the graph has a Softmax
+        "fast_bias_correction": _BOOL[::-1],  # True first: NNCF's default
+        "subset_size": (300, 64, 128, 512),  # calibration samples; 300 is NNCF's default
     },
     # float8 E4M3 Q/DQ (calibrated, ORT's distribution method): for TensorRT on sm_89+ GPUs
     "fp8": {
@@ -103,6 +108,9 @@ SCHEME_OPTIONS: dict[str, dict[str, tuple]] = {
     },
 }
 
+NNCF_INT8_OPTIONS = ("preset", "model_type", "fast_bias_correction", "subset_size")
+# the int8_static options the ONNX Runtime quantizer acts on (declared by the backends that use it, `Backend.scheme_options`)
+ORT_INT8_STATIC_OPTIONS = tuple(k for k in SCHEME_OPTIONS["int8_static"] if k not in NNCF_INT8_OPTIONS)
 CALIBRATED = ("int8_static", "fp8")  # schemes whose activation scales come from calibration data
 OP_TYPES: dict[str, list[str] | None] = {"matmul": ["MatMul", "Gemm"], "all": None}  # None: every op ORT supports
 CALIB_BATCH = 8  # calibration batch when the model's batch axis is dynamic
