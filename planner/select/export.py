@@ -4,7 +4,8 @@
 
 bundle (``DIR/``)::
 
-    model.onnx + session.json | model.pt2 | model.plan | model.so    the engine, as measured
+    model.onnx + session.json | model.pt2 | model.plan | model.so | model.xml + model.bin + openvino.json
+                     the engine, as measured
     samples.npz      ``in:<input>`` sample inputs (2 batches at the trial's batch size) and ``ref``:
                      the fp32 reference outputs, flattened per sample (or the engine's own outputs
                      when the study's reference is gone; the manifest says which)
@@ -357,7 +358,7 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
     np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()})
     describe = None
     kind = ENGINE_FILES[PurePosixPath(engine_file).name]
-    need_describe = fmt == "triton" and kind in ("pt2", "so", "plan")
+    need_describe = fmt == "triton" and kind in ("pt2", "so", "plan", "xml")
     if reference == "engine" or need_describe:
         partial = {"target": target, "trial": manifest.get("trial"), "model": model,
                    "export": {"engine_dir": engine_rel, "engine_file": engine_file, "batch_size": batch}}
@@ -490,6 +491,9 @@ def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch
                          "check them against the engine's tensor names")
         max_batch = plan_max_batch(manifest, batch, notes)
         head = 'platform: "tensorrt_plan"'
+    elif kind == "xml":
+        ins, outs, max_batch = _openvino_io(describe, model_inputs, target, batch, notes)
+        head = 'backend: "openvino"'
     else:  # python backend around torch.export / TVM
         ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]
         width = (describe or {}).get("flat_output_width")
@@ -520,7 +524,44 @@ def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch
     ]) + "\n"
     if kind == "onnx":
         text += _ort_triton_options(engine_path.parent / "session.json", gpu)
+    if kind == "xml":
+        text += _openvino_triton_options(engine_path.parent / "openvino.json")
     return text, {"inputs": ins, "outputs": outs, "max_batch_size": max_batch}
+
+
+def _openvino_io(describe: dict | None, model_inputs: list, target: dict, batch: int, notes: list[str]):
+    """Triton IO of an OpenVINO IR, from the IR as OpenVINO compiled it: a dynamic batch axis gives
+    max_batch_size (the target's) and dims without it; a static one max_batch_size 0 and the full shape."""
+    io = (describe or {}).get("io")
+    if not io:
+        notes.append("OpenVINO is not available here: output name 'output0' and dims [-1] are placeholders; "
+                     "check them against the IR's tensor names")
+        ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": [batch, *i["shape"]]} for i in model_inputs]
+        return ins, [{"name": "output0", "dtype": "float32", "dims": [-1]}], 0
+    dynamic = all(t["shape"] and t["shape"][0] == -1 for t in io)
+    if dynamic:
+        ins = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io if t["mode"] == "input"]
+        outs = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io if t["mode"] == "output"]
+        return ins, outs, int(target.get("max_batch_size") or batch)
+    notes.append(f"the OpenVINO IR has a fixed batch axis ({batch}): max_batch_size 0 and dims include the batch axis")
+    ins = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"]} for t in io if t["mode"] == "input"]
+    outs = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"]} for t in io if t["mode"] == "output"]
+    return ins, outs, 0
+
+
+OV_TRITON_PARAMETERS = ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS")
+
+
+def _openvino_triton_options(config_json: Path) -> str:
+    """The measured OpenVINO compile properties as parameters of Triton's OpenVINO backend (bf16 is its HINT_BF16)."""
+    props = (json.loads(config_json.read_text()) if config_json.is_file() else {}).get("properties") or {}
+    text = ""
+    for k in OV_TRITON_PARAMETERS:
+        if props.get(k) is not None:
+            text += f'parameters {{ key: "{k}" value: {{ string_value: "{props[k]}" }} }}\n'
+    if props.get("INFERENCE_PRECISION_HINT") == "bf16":
+        text += 'parameters { key: "HINT_BF16" value: { string_value: "YES" } }\n'
+    return text
 
 
 def _ort_triton_options(session_json: Path, gpu: bool) -> str:
@@ -668,6 +709,14 @@ context = engine.create_execution_context()
 ```
 or, with planner installed: `from planner.backends.tensorrt import load_artifact; rt = load_artifact("{d}", batch={batch}); rt.infer({feed})`.
 A TensorRT plan only runs on the GPU model and TensorRT version it was built with ({(target.get('device') or {}).get('gpu') or 'see manifest.json'}).""",
+        ".xml": f"""```python
+import json, openvino as ov                              # openvino=={libs.get('openvino', '2026.x')}
+
+props = json.load(open("{d}/openvino.json"))["properties"]   # the compile properties that were measured
+compiled = ov.Core().compile_model("{d}/{engine_file}", "CPU", props)
+outputs = compiled([{", ".join(f"batch_{i['name']}" for i in inputs)}])   # results by output port
+```
+or, with planner installed: `from planner.backends.openvino import load_artifact; rt = load_artifact("{d}", batch={batch}); rt.infer({feed})`.""",
         ".so": f"""```python
 from planner.backends.tvm import load_artifact          # pip install 'planner[tvm]'
 rt = load_artifact("{d}")

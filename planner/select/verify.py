@@ -4,7 +4,7 @@
   1. every file listed in ``manifest.json`` exists and has its recorded sha256 (a tampered or
      missing file fails here, by name, and the engine is never loaded);
   2. ``python -m planner.select.verify JOB.json`` loads the engine with its runtime alone
-     (ONNX Runtime / torch.export.load / TensorRT runtime / TVM), runs ``samples.npz`` at the
+     (ONNX Runtime / torch.export.load / TensorRT runtime / TVM / OpenVINO), runs ``samples.npz`` at the
      recorded batch size and compares with the reference outputs within the recorded tolerance;
   3. re-measures latency briefly and prints the ratio to the recorded p50.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENGINE_FILES = {"model.onnx": "onnx", "model.plan": "plan", "model.pt2": "pt2", "model.so": "so"}
+ENGINE_FILES = {"model.onnx": "onnx", "model.plan": "plan", "model.pt2": "pt2", "model.so": "so", "model.xml": "xml"}
 
 # --------------------------------------------------------------------------- parent side
 
@@ -260,6 +260,10 @@ def load_engine(engine_dir: Path, engine_file: str, batch: int, device: str):
         from planner.backends.tensorrt import load_artifact
 
         return load_artifact(engine_dir, batch=batch)
+    if kind == "xml":
+        from planner.backends.openvino import OpenVINO
+
+        return OpenVINO.load_artifact(engine_dir, batch, device)
     if kind == "so":
         import importlib
 
@@ -281,6 +285,11 @@ def describe_engine(rt, engine_file: str, flat_width: int | None) -> dict[str, A
                 ios.append({"name": name, "mode": "input" if name in rt.inputs else "output",
                             "dtype": str(trt.nptype(eng.get_tensor_dtype(name)).__name__), "shape": shape})
             info["io"] = ios
+        except Exception as e:  # description is best effort
+            info["io_error"] = str(e)
+    if Path(engine_file).name == "model.xml":
+        try:
+            info["io"] = rt.io()
         except Exception as e:  # description is best effort
             info["io_error"] = str(e)
     return info
