@@ -65,6 +65,8 @@ OPTION_DEFAULTS: dict[str, Any] = {"performance_hint": "LATENCY", "num_streams":
                                    "dynamic_batch": False}
 WEIGHT_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
 COMPRESSED_TYPES = ("u8", "i8", "u4", "i4", "nf4")
+INT4_TYPES = ("u4", "i4")
+ATTENTION_OPS = ("Softmax", "ScaledDotProductAttention")
 
 
 def _schemes() -> tuple[str, ...]:
@@ -169,8 +171,10 @@ def cpu_capabilities(core=None) -> list[str]:
 
 
 def is_transformer(model) -> bool:
-    """Attention in the graph (a Softmax): NNCF's transformer model type keeps its accuracy-sensitive parts float."""
-    return any(op.get_type_name() == "Softmax" for op in model.get_ordered_ops())
+    """Attention in the graph (a Softmax, or the fused ScaledDotProductAttention OpenVINO makes of
+    ``torch.nn.functional.scaled_dot_product_attention``): NNCF's transformer model type then keeps
+    its accuracy-sensitive parts float."""
+    return any(op.get_type_name() in ATTENTION_OPS for op in model.get_ordered_ops())
 
 
 def _weight_of(op):
@@ -211,15 +215,37 @@ def sensitive_layers(model) -> list[tuple[str, float]]:
     return sorted(scores, key=lambda kv: kv[1])
 
 
-def compressed_weights(model) -> int:
-    """How many weight tensors of the model are integer-compressed: u8/i8/u4/i4/nf4 constants feeding a Convert
-    (the decompression), not counting zero points (their last axis has length 1)."""
-    n = 0
+def integer_weight_layers(model) -> list[str]:
+    """Convolution/MatMul layers whose weight is stored as an integer constant (decompressed or dequantized in
+    the graph): what NNCF quantized, as opposed to the layers it left in float."""
+    out = []
     for op in model.get_ordered_ops():
-        if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() in COMPRESSED_TYPES \
-                and len(op.get_output_shape(0)) >= 2 and op.get_output_shape(0)[-1] > 1:
-            if any(t.get_node().get_type_name() == "Convert" for t in op.output(0).get_target_inputs()):
-                n += 1
+        if op.get_type_name() not in WEIGHT_OPS:
+            continue
+        todo, seen = [op.input_value(1).get_node()], 0
+        while todo and seen < 8:  # Convert / Subtract / Multiply / Reshape / FakeQuantize chains are short
+            node = todo.pop()
+            seen += 1
+            if node.get_type_name() == "Constant":
+                if node.get_element_type().get_type_name() in COMPRESSED_TYPES:
+                    out.append(op.get_friendly_name())
+                    break
+                continue
+            if node.get_type_name() == "Parameter":
+                continue
+            todo.extend(node.input_value(i).get_node() for i in range(node.get_input_size()))
+    return out
+
+
+def compressed_weights(model) -> dict[str, int]:
+    """Element type -> how many weight tensors of the model are compressed to it: u8/i8/u4/i4/nf4 constants
+    feeding a Convert (the decompression), not counting zero points (their last axis has length 1)."""
+    n: dict[str, int] = {}
+    for op in model.get_ordered_ops():
+        t = op.get_element_type().get_type_name() if op.get_type_name() == "Constant" else None
+        if t in COMPRESSED_TYPES and len(op.get_output_shape(0)) >= 2 and op.get_output_shape(0)[-1] > 1:
+            if any(i.get_node().get_type_name() == "Convert" for i in op.output(0).get_target_inputs()):
+                n[t] = n.get(t, 0) + 1
     return n
 
 
@@ -275,13 +301,17 @@ def nncf_model(source, cfg, model, info: dict[str, Any]):
         done = sum(op.get_type_name() == "FakeQuantize" for op in out.get_ordered_ops())
         if not done:
             raise CandidateFailed(FailReason.UNSUPPORTED, "int8_static: NNCF inserted no quantizer into this model")
-        info["quantizers"] = done
+        info["quantizers"] = done  # activation quantizers (weights are stored as int8 constants)
+        info["layers_int8"] = len(integer_weight_layers(out))
         return out
-    done = compressed_weights(out)
+    by_type = compressed_weights(out)
+    done = sum(by_type.get(t, 0) for t in INT4_TYPES) if scheme == "int4_weight_only" else sum(by_type.values())
     if not done:
-        raise CandidateFailed(FailReason.UNSUPPORTED, f"{scheme}: NNCF compressed no weights of this model "
-                              "(nncf.compress_weights covers MatMul and embedding layers)")
+        what = " to int4 (it kept every layer it compressed at int8)" if by_type else ""
+        raise CandidateFailed(FailReason.UNSUPPORTED, f"{scheme}: NNCF compressed no weights of this model{what}; "
+                              "nncf.compress_weights covers MatMul and embedding layers")
     info["layers_quantized"] = done
+    info["layers_int8"] = sum(by_type.get(t, 0) for t in ("u8", "i8"))
     return out
 
 
