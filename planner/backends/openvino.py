@@ -18,7 +18,11 @@ a precision the target does not list out of the search (`planner.space.schemes_f
                     (held-out when the model has a ``calibration_dataset()``), options `NNCF_INT8_OPTIONS`:
                     preset, model_type (auto = transformer when the graph has a Softmax),
                     fast_bias_correction, subset_size, and fallback_layers: the k layers whose int8 weights
-                    lose most (per-channel weight SQNR, `sensitive_layers`) stay in float (NNCF ignored scope)
+                    lose most (per-channel weight SQNR, `sensitive_layers`) stay in float (NNCF ignored scope);
+                    accuracy_control: ``nncf.quantize_with_accuracy_control`` with the target's
+                    max_quality_loss (absolute or relative, as the target says) as the maximum top-1 accuracy
+                    drop on the model's labelled evaluation data (recorded: ``accuracy_control_data``); a model
+                    without labels is `UNSUPPORTED` for it.  A user evaluator is not used for it (yet)
   int8_weight_only  ``nncf.compress_weights`` INT8_ASYM (MatMul / embedding weights; float compute)
   int4_weight_only  ``nncf.compress_weights`` INT4_SYM, group_size from the scheme option (NNCF keeps
                     the embeddings and the last layer in int8, its default backup mode)
@@ -257,7 +261,25 @@ def _calibration(source, model, n: int, seed: int = 21) -> list[dict[str, np.nda
     return [{name: a[i:i + 1] for name, a in zip(names, arrays)} for i in range(n)]
 
 
-def nncf_model(source, cfg, model, info: dict[str, Any]):
+def _labelled_validation(source) -> list[tuple[dict[str, np.ndarray], int]]:
+    """(single-sample inputs, label) pairs for NNCF's accuracy control: the model's labelled evaluation data."""
+    data = source.data()
+    if data is None or "labels" not in data or source.output_kind != "logits":
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              "int8_static accuracy_control needs labelled data (a dataset() or --data with 'labels') "
+                              "and a model with logits output")
+    names, labels = source.input_names, np.asarray(data["labels"]).reshape(-1)
+    return [({k: np.ascontiguousarray(data[k][i:i + 1]) for k in names}, int(labels[i])) for i in range(len(labels))]
+
+
+def _accuracy(compiled, items) -> tuple[float, list[float]]:
+    """NNCF validation function: top-1 accuracy over ``items`` and each item's 0/1 score (for its layer ranking)."""
+    hits = [float(int(np.asarray(compiled(list(inputs.values()))[0]).reshape(-1).argmax()) == label)
+            for inputs, label in items]
+    return (float(np.mean(hits)) if hits else 0.0), hits
+
+
+def nncf_model(source, cfg, model, info: dict[str, Any], target=None):
     """``model`` quantized or weight-compressed by NNCF per ``cfg.quant``; `CandidateFailed` when NNCF fails."""
     import logging
 
@@ -282,11 +304,22 @@ def nncf_model(source, cfg, model, info: dict[str, Any]):
                 ignored = nncf.IgnoredScope(names=info["fallback_nodes"]) if ranked else None
             info.update(preset=opts["preset"], model_type="transformer" if transformer else "default",
                         fast_bias_correction=opts["fast_bias_correction"], calib_samples=n)
-            out = nncf.quantize(
-                model, nncf.Dataset(_calibration(source, model, n)),
+            common = dict(
                 preset=nncf.QuantizationPreset.MIXED if opts["preset"] == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
                 model_type=nncf.ModelType.TRANSFORMER if transformer else None,
                 fast_bias_correction=bool(opts["fast_bias_correction"]), subset_size=n, ignored_scope=ignored)
+            calibration = nncf.Dataset(_calibration(source, model, n))
+            if opts.get("accuracy_control"):
+                bound = target.constraints.max_quality_loss if target is not None else 0.01
+                relative = target is not None and target.constraints.quality_loss_mode == "relative"
+                items = _labelled_validation(source)
+                info.update(accuracy_control=True, accuracy_control_max_drop=bound,
+                            accuracy_control_data="evaluation", accuracy_control_samples=len(items))
+                out = nncf.quantize_with_accuracy_control(
+                    model, calibration, nncf.Dataset(items), validation_fn=_accuracy, max_drop=bound,
+                    drop_type=nncf.DropType.RELATIVE if relative else nncf.DropType.ABSOLUTE, **common)
+            else:
+                out = nncf.quantize(model, calibration, **common)
         elif scheme == "int8_weight_only":
             out = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
         else:  # int4_weight_only
@@ -315,7 +348,7 @@ def nncf_model(source, cfg, model, info: dict[str, Any]):
     return out
 
 
-def _source_model(source, cfg, info: dict[str, Any], workdir: Path):
+def _source_model(source, cfg, info: dict[str, Any], workdir: Path, target=None):
     """The OpenVINO model of the trial before reshaping: converted from the cached ONNX export and, for the
     NNCF schemes, quantized (through the artifact cache: calibration takes a while)."""
     import openvino as ov
@@ -334,8 +367,10 @@ def _source_model(source, cfg, info: dict[str, Any], workdir: Path):
     opts = resolve_options(cfg.quant)
     calibrated = cfg.quant.scheme == "int8_static"
     cache = ArtifactCache(Path(source.cache_dir) / "artifacts")
+    control = calibrated and bool(opts.get("accuracy_control")) and target is not None
     key = cache_key("openvino-nncf", sha256_file(onnx), cfg.quant.scheme, sorted(opts.items()),
                     source.spec.data if calibrated else None, source.calibration_source if calibrated else None,
+                    (target.constraints.max_quality_loss, target.constraints.quality_loss_mode) if control else None,
                     version("openvino"), version("nncf"))
     if calibrated:
         info["calibration_data"] = source.calibration_source
@@ -354,7 +389,7 @@ def _source_model(source, cfg, info: dict[str, Any], workdir: Path):
         raise _ov_failure("OpenVINO could not convert the ONNX model", e) from e
     t0 = time.perf_counter()
     qinfo: dict[str, Any] = {}
-    model = nncf_model(source, cfg, model, qinfo)
+    model = nncf_model(source, cfg, model, qinfo, target)
     qinfo["nncf_seconds"] = round(time.perf_counter() - t0, 3)
     info.update(qinfo)
     info["quantized_cached"] = 0
@@ -408,7 +443,8 @@ class OpenVINO(Backend):
     input_format = "onnx"
     quant_schemes = _schemes()
     # the int8 options NNCF acts on (ONNX Runtime's own int8_static options are not sampled for openvino)
-    scheme_options = {"int8_static": ("preset", "model_type", "fast_bias_correction", "subset_size", "fallback_layers"),
+    scheme_options = {"int8_static": ("preset", "model_type", "fast_bias_correction", "subset_size", "fallback_layers",
+                                      "accuracy_control"),
                       "int8_weight_only": (), "int4_weight_only": ("group_size",)}
     options = {
         "performance_hint": ("LATENCY", "THROUGHPUT"),
@@ -444,7 +480,7 @@ class OpenVINO(Backend):
                                   f"this CPU cannot run {precision}: OpenVINO's CPU plugin lists {', '.join(caps)} "
                                   f"(no {need}); remove {cfg.quant.scheme} from target '{target.name}' precisions")
         info: dict[str, Any] = {"inference_precision": precision, "cpu_capabilities": ",".join(caps)}
-        model = _source_model(source, cfg, info, workdir)
+        model = _source_model(source, cfg, info, workdir, target)
         _reshape(model, None if opts["dynamic_batch"] else cfg.batch_size)
         xml = workdir / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)

@@ -98,6 +98,8 @@ SCHEME_OPTIONS: dict[str, dict[str, tuple]] = {
         "model_type": ("auto", "transformer", "default"),  # auto: transformer when the graph has a Softmax
         "fast_bias_correction": _BOOL[::-1],  # True first: NNCF's default
         "subset_size": (300, 64, 128, 512),  # calibration samples; 300 is NNCF's default
+        # NNCF accuracy control: layers go back to float until the label accuracy drop is within the target's bound
+        "accuracy_control": _BOOL,
     },
     # float8 E4M3 Q/DQ (calibrated, ORT's distribution method): for TensorRT on sm_89+ GPUs
     "fp8": {
@@ -108,7 +110,7 @@ SCHEME_OPTIONS: dict[str, dict[str, tuple]] = {
     },
 }
 
-NNCF_INT8_OPTIONS = ("preset", "model_type", "fast_bias_correction", "subset_size")
+NNCF_INT8_OPTIONS = ("preset", "model_type", "fast_bias_correction", "subset_size", "accuracy_control")
 # the int8_static options the ONNX Runtime quantizer acts on (declared by the backends that use it, `Backend.scheme_options`)
 ORT_INT8_STATIC_OPTIONS = tuple(k for k in SCHEME_OPTIONS["int8_static"] if k not in NNCF_INT8_OPTIONS)
 CALIBRATED = ("int8_static", "fp8")  # schemes whose activation scales come from calibration data

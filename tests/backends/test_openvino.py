@@ -294,3 +294,37 @@ def test_triton_io_of_a_dynamic_batch_ir():
           {"name": "y", "mode": "output", "dtype": "float32", "shape": [-1, 10]}]
     ins, outs, max_batch = _openvino_io({"io": io}, [], {"max_batch_size": 16}, 4, [])
     assert max_batch == 16 and ins[0]["dims"] == [64] and outs[0]["dims"] == [10]
+
+
+# ------------------------------------------------------------------ NNCF accuracy control
+
+
+def test_accuracy_control_keeps_the_label_accuracy_drop_within_the_targets_bound(target, tmp_path):
+    import torch
+
+    digits = ModelSource(parse_model("digits-cnn"), tmp_path / "cache")
+    bound = 0.001  # under one of the 540 test digits: no digit may be lost
+    tgt = target.model_copy(update={"constraints": target.constraints.model_copy(update={"max_quality_loss": bound})})
+    data = digits.data()
+    with torch.inference_mode():
+        ref = digits.base_module()(torch.from_numpy(data["x"])).numpy().argmax(1)
+    acc_ref = float((ref == data["labels"]).mean())
+
+    def accuracy(ac: bool):
+        cfg = _cfg("int8_static", batch=8, qopts={"subset_size": 64, "accuracy_control": ac}, dynamic_batch=True)
+        build = _build(digits, cfg, tgt, tmp_path / f"w{ac}")
+        return float((build.runtime.infer({"x": data["x"]})[0].argmax(1) == data["labels"]).mean()), build.info
+
+    plain, plain_info = accuracy(False)
+    assert acc_ref > 0.9 and acc_ref - plain > bound  # plain NNCF int8 loses a digit or more here
+    acc, info = accuracy(True)
+    assert info["accuracy_control"] is True and info["accuracy_control_max_drop"] == bound
+    assert info["accuracy_control_data"] == "evaluation" and info["calibration_data"] == "held-out"
+    assert acc_ref - acc <= bound  # NNCF put layers back in float until the drop fit the bound
+    assert 0 < info["layers_int8"] < plain_info["layers_int8"]  # still quantized, less of it
+
+
+def test_accuracy_control_without_labels_is_unsupported(conv, target, tmp_path):
+    with pytest.raises(CandidateFailed, match="accuracy_control needs labelled data") as e:
+        OV().compile(conv, _cfg("int8_static", qopts={"subset_size": 64, "accuracy_control": True}), target, tmp_path)
+    assert e.value.reason is FailReason.UNSUPPORTED
