@@ -525,7 +525,7 @@ def triton_config(name: str, kind: str, engine_path: Path, manifest: dict, batch
     if kind == "onnx":
         text += _ort_triton_options(engine_path.parent / "session.json", gpu)
     if kind == "xml":
-        text += _openvino_triton_options(engine_path.parent / "openvino.json")
+        text += _openvino_triton_options(engine_path.parent / "openvino.json", notes)
     return text, {"inputs": ins, "outputs": outs, "max_batch_size": max_batch}
 
 
@@ -552,15 +552,20 @@ def _openvino_io(describe: dict | None, model_inputs: list, target: dict, batch:
 OV_TRITON_PARAMETERS = ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS")
 
 
-def _openvino_triton_options(config_json: Path) -> str:
-    """The measured OpenVINO compile properties as parameters of Triton's OpenVINO backend (bf16 is its HINT_BF16)."""
+def _openvino_triton_options(config_json: Path, notes: list[str]) -> str:
+    """The measured OpenVINO compile properties as parameters of Triton's OpenVINO backend (bf16 is its HINT_BF16;
+    it takes no other precision, and rejects parameters it does not know)."""
     props = (json.loads(config_json.read_text()) if config_json.is_file() else {}).get("properties") or {}
     text = ""
     for k in OV_TRITON_PARAMETERS:
         if props.get(k) is not None:
             text += f'parameters {{ key: "{k}" value: {{ string_value: "{props[k]}" }} }}\n'
-    if props.get("INFERENCE_PRECISION_HINT") == "bf16":
+    precision = props.get("INFERENCE_PRECISION_HINT")
+    if precision == "bf16":
         text += 'parameters { key: "HINT_BF16" value: { string_value: "YES" } }\n'
+    elif precision:
+        notes.append(f"measured with OpenVINO inference precision {precision}; Triton's OpenVINO backend can only ask "
+                     "for bf16 (HINT_BF16), so on a CPU with AMX or AVX-512 BF16 it runs OpenVINO's default there (bf16)")
     return text
 
 

@@ -283,6 +283,8 @@ def test_triton_repository_for_the_openvino_backend(ov_run, tmp_path):
     assert 'key: "PERFORMANCE_HINT" value: { string_value: "LATENCY" }' in cfg
     assert 'key: "INFERENCE_NUM_THREADS" value: { string_value: "1" }' in cfg and "HINT_BF16" not in cfg
     assert "KIND_CPU" in cfg and cfg.count("{") == cfg.count("}")
+    notes = json.loads((model / "manifest.json").read_text())["export"]["notes"]
+    assert any("can only ask for bf16" in n for n in notes)  # f32 was measured; Triton cannot pin it
     v = verify(out)
     assert v.ok, v.problems
 
