@@ -86,7 +86,14 @@ SCHEMES: dict[str, Scheme] = {
                 "fallback_layers": (0, 1, 2, 4, 8),
                 # how layers are ranked: weight = SQNR of their int8 weights (no data); activation = how much
                 # output fidelity (SQNR vs the fp32 model, dB) is lost across each layer on calibration data
-                "fallback_rank": ("weight", "activation")},
+                "fallback_rank": ("weight", "activation"),
+                # NNCF's post-training quantization (the openvino backend; ONNX Runtime and TensorRT do not sample them)
+                "preset": ("performance", "mixed"),  # mixed: asymmetric activations (for activations not centred on 0)
+                "model_type": ("auto", "transformer", "default"),  # auto: transformer when the graph has a Softmax
+                "fast_bias_correction": (True, False),  # True first: NNCF's default
+                "subset_size": (300, 64, 128, 512),  # calibration samples; 300 is NNCF's default
+                # NNCF accuracy control: layers go back to float until the label accuracy drop is within the bound
+                "accuracy_control": _BOOL},
                calibrated=True),
         Scheme("int8_weight_only", "int8", ("cpu", "cuda"), "int8 weights, float compute", ("torch",)),
         # torch: CPU only (planner.transforms.int4; `Backend.scheme_devices`); ONNX Runtime: MatMulNBits, CPU and CUDA

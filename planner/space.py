@@ -181,10 +181,7 @@ def check_space(space: SearchSpace, source: str) -> list[str]:
     errors: list[str] = []
     for b, opts in space.backends.items():
         if b not in registry.all_backends():
-            if b in unregistered_backends():  # a planner backend this install lacks: never sampled (usable_backends)
-                continue
-            errors.append(f"{source}: backends.{b}: unknown backend; "
-                          f"{did_you_mean(b, [*registry.all_backends(), *unregistered_backends()])}")
+            errors.append(f"{source}: backends.{b}: unknown backend; {did_you_mean(b, registry.all_backends())}")
             continue
         allowed = registry.get(b).options
         for k, p in opts.items():
@@ -223,15 +220,6 @@ def check_space(space: SearchSpace, source: str) -> list[str]:
     for i, seed in enumerate(space.seeds):
         errors += [f"{source}: seeds[{i}].{e}" for e in _seed_errors(seed, space)]
     return errors
-
-
-def unregistered_backends() -> tuple[str, ...]:
-    """Planner backend names (`planner.target.KNOWN_BACKENDS`) that this install has no class for: a space or target
-    may name them (their options are checked where the backend exists); they are never sampled here."""
-    from planner.backends import registry
-    from planner.target import KNOWN_BACKENDS
-
-    return tuple(b for b in KNOWN_BACKENDS if b not in registry.all_backends())
 
 
 def _in(param: Param, value: Any) -> bool:
@@ -300,7 +288,7 @@ def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backe
         params["batch_size"] = seed.batch_size
     if seed.quant is not None:
         if seed.quant not in (schemes_for(seed.backend, space, target) or ["none"]):
-            from planner.transforms.schemes import precision_of
+            from planner.schemes import precision_of
 
             if precision_of(seed.quant) not in target.precisions:
                 return None, (f"{seed.quant} needs precision {precision_of(seed.quant)}, which target '{target.name}' "
@@ -327,9 +315,6 @@ def usable_backends(space: SearchSpace, target, model_format: str) -> tuple[list
     for b in space.backends:
         if b not in target.backends:
             skipped[b] = f"not allowed by target '{target.name}' (backends: {', '.join(target.backends)})"
-            continue
-        if b not in registry.all_backends():
-            skipped[b] = "not part of this planner install (no backend class registered for it)"
             continue
         cls = registry.get(b)
         if target.device.kind not in cls.devices:

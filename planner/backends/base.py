@@ -135,6 +135,12 @@ class Backend(ABC):
         return {}
 
     @classmethod
+    def triton_parameters(cls, engine_dir: Path, gpu: bool, notes: list[str]) -> str:
+        """Lines for its Triton ``config.pbtxt`` that carry the measured engine settings (session options,
+        compile properties) from the files in ``engine_dir``; notes for what Triton cannot reproduce."""
+        return ""
+
+    @classmethod
     def version(cls) -> str:
         from importlib.metadata import PackageNotFoundError, version
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import time
+import json
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from planner.backends.base import Backend, BuildResult, Runtime
+from planner.transforms.quantize import ORT_INT8_STATIC_OPTIONS
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -86,6 +88,27 @@ def make_session(path: Path, opts: dict, target, optimized_path: Path | None = N
     return ort.InferenceSession(str(path), sess_options=so, providers=providers)
 
 
+ORT_TRITON_LEVEL = {"disable": 2, "basic": -1, "extended": 1}  # Triton's graph level codes; "all" is its default
+
+
+def triton_options(session_json: Path, gpu: bool) -> str:
+    """The measured ONNX Runtime session options in the Triton onnxruntime backend's terms."""
+    opts = json.loads(session_json.read_text()) if session_json.is_file() else {}
+    opt = []
+    level = ORT_TRITON_LEVEL.get(opts.get("graph_optimization_level", "all"))
+    if level is not None:
+        opt.append(f"graph: {{ level: {level} }}")
+    if gpu:
+        opt.append('execution_accelerators { gpu_execution_accelerator: [ { name: "cuda" } ] }')
+    text = f"optimization {{ {' '.join(opt)} }}\n" if opt else ""
+    params = {"intra_op_thread_count": opts.get("intra_op_threads"), "inter_op_thread_count": opts.get("inter_op_threads"),
+              "execution_mode": {"sequential": 0, "parallel": 1}.get(opts.get("execution_mode", "sequential"))}
+    for k, v in params.items():
+        if v is not None:
+            text += f'parameters {{ key: "{k}" value: {{ string_value: "{int(v)}" }} }}\n'
+    return text
+
+
 class OnnxRuntime(Backend):
     name = "onnxruntime"
     modules = ("onnxruntime",)
@@ -96,6 +119,7 @@ class OnnxRuntime(Backend):
     devices = ("cpu", "cuda")
     input_format = "onnx"
     quant_schemes = ("none", "int8_dynamic", "int8_static", "int4_weight_only", "fp16")
+    scheme_options = {"int8_static": ORT_INT8_STATIC_OPTIONS}  # not NNCF's (openvino)
     options = {
         "graph_optimization_level": tuple(LEVELS),
         "execution_mode": ("sequential", "parallel"),
@@ -107,6 +131,10 @@ class OnnxRuntime(Backend):
     @classmethod
     def load_artifact(cls, engine_dir: Path, batch: int, device: str) -> "OrtRuntime":
         return load_artifact(engine_dir)
+
+    @classmethod
+    def triton_parameters(cls, engine_dir: Path, gpu: bool, notes: list[str]) -> str:
+        return triton_options(Path(engine_dir) / "session.json", gpu)
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         t0 = time.perf_counter()

@@ -86,6 +86,12 @@ def _cc(target) -> tuple[int, int] | None:
     return int(major), int(minor or 0)
 
 
+def _ort_int8_options() -> tuple[str, ...]:
+    from planner.transforms.quantize import ORT_INT8_STATIC_OPTIONS
+
+    return ORT_INT8_STATIC_OPTIONS
+
+
 def _onnx_schemes() -> tuple[str, ...]:
     return schemes_for_format("onnx")
 
@@ -528,6 +534,7 @@ class TensorRT(Backend):
     profile_batch_sizes = True  # compile(batch_sizes=...): the optimization profile spans the searched batch sizes
     # what the installed TensorRT builds from the planner's ONNX transforms (see `supported_schemes`)
     quant_schemes = supported_schemes(installed_version())
+    scheme_options = {"int8_static": _ort_int8_options()}  # its Q/DQ come from ONNX Runtime's quantizer, not NNCF
     options = {
         "optimization_level": (0, 1, 2, 3, 4, 5),
         "workspace_mb": int,

@@ -12,7 +12,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 # the planner's own libraries; each backend's pip distributions are added from its declaration
-LIBRARIES = ("planner", "torch", "onnx", "onnxruntime-gpu", "optuna", "mlflow", "numpy", "torch-pruning", "torchao")
+LIBRARIES = ("planner", "torch", "onnx", "onnxruntime-gpu", "optuna", "mlflow", "numpy", "torch-pruning", "torchao", "nncf")
 
 
 def library_versions() -> dict[str, str]:

@@ -4,7 +4,8 @@
 
 bundle (``DIR/``)::
 
-    model.onnx + session.json | model.pt2 | model.plan | model.so    the engine, as measured
+    model.onnx + session.json | model.pt2 | model.plan | model.so | model.xml + model.bin + openvino.json
+                     the engine, as measured
     samples.npz      ``in:<input>`` sample inputs (2 batches at the trial's batch size) and ``ref``:
                      the fp32 reference outputs, flattened per sample (or the engine's own outputs
                      when the study's reference is gone; the manifest says which)
@@ -38,7 +39,6 @@ from planner.paths import UnsafePath, safe_join, safe_relpath
 
 SAMPLE_BATCHES = 2  # at least this many batches, and at least MIN_SAMPLES samples
 MIN_SAMPLES = 8
-ORT_TRITON_LEVEL = {"disable": 2, "basic": -1, "extended": 1}  # Triton's graph level codes; "all" is its default
 TOL_FACTOR = 1.5
 TOL_EPS = 1e-5
 TOL_RTOL = 1e-5
@@ -343,7 +343,7 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
     tol = tolerance(manifest.get("metrics") or {}, reference)
     if fmt == "triton":
         cfg_text, io = triton_config(tname, engine.triton, root / engine_rel / engine_file, manifest, batch, describe,
-                                     notes, res.run_id)
+                                     notes, res.run_id, engine)
         safe_join(root, "config.pbtxt").write_text(cfg_text)
         if engine.triton is None:
             safe_join(root, f"{engine_rel}/model.py").write_text(python_backend_model(engine_file))
@@ -442,9 +442,10 @@ def _main_engine_files(backend: str | None) -> list[str]:
 
 
 def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict, batch: int, describe: dict | None,
-                  notes: list[str], run_id: str = "") -> tuple[str, dict]:
+                  notes: list[str], run_id: str = "", backend=None) -> tuple[str, dict]:
     """``config.pbtxt`` text and the IO it declares.  ``head``: the backend's declared Triton line
-    (`Backend.triton`); None: Triton's Python backend around the engine."""
+    (`Backend.triton`); None: Triton's Python backend around the engine.  ``backend``: its class, which adds the
+    measured engine settings as Triton parameters (`Backend.triton_parameters`)."""
     target = manifest.get("target") or {}
     model_inputs = (manifest.get("model") or {}).get("inputs") or []
     gpu = (target.get("device") or {}).get("kind") == "cuda"
@@ -468,19 +469,18 @@ def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict
             max_batch = 0
             notes.append("the ONNX graph has a fixed batch axis: max_batch_size 0 and dims include the batch axis")
     else:  # an engine whose runtime states its tensors (`Backend.describe_engine`)
-        if io_desc:
-            ins = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io_desc if t["mode"] == "input"]
-            outs = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io_desc if t["mode"] == "output"]
-        else:
-            ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]
-            outs = [{"name": "output0", "dtype": "float32", "dims": [-1]}]
-            notes.append(f"the engine could not be loaded here: output name 'output0' and dims [-1] are placeholders; "
+        ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]
+        outs = [{"name": "output0", "dtype": "float32", "dims": [-1]}]
+        if not io_desc:
+            notes.append("the engine could not be loaded here: output name 'output0' and dims [-1] are placeholders; "
                          "check them against the engine's tensor names")
-        if engine_path.suffix == ".plan":
+        if engine_path.suffix == ".plan":  # TensorRT: its optimization profile bounds the batch
+            if io_desc:
+                ins = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io_desc if t["mode"] == "input"]
+                outs = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io_desc if t["mode"] == "output"]
             max_batch = plan_max_batch(manifest, batch, notes)
         else:
-            dyn = any(int(d) < 0 for t in (io_desc or []) for d in t["shape"][:1])
-            max_batch = int(target.get("max_batch_size") or batch) if dyn else batch
+            ins, outs, max_batch = engine_io(io_desc, ins, outs, target, batch, notes)
     for io in ins + outs:
         if io["dtype"] not in TRITON_TYPES:
             raise PlannerError(f"tensor {io['name']!r}: dtype {io['dtype']} has no Triton type")
@@ -502,27 +502,25 @@ def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict
         f"instance_group [ {{ count: 1, kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
         "version_policy: { latest: { num_versions: 1 } }",
     ]) + "\n"
-    if engine_path.suffix == ".onnx":
-        text += _ort_triton_options(engine_path.parent / "session.json", gpu)
+    if backend is not None:
+        text += backend.triton_parameters(engine_path.parent, gpu, notes)
     return text, {"inputs": ins, "outputs": outs, "max_batch_size": max_batch}
 
 
-def _ort_triton_options(session_json: Path, gpu: bool) -> str:
-    """The measured ONNX Runtime session options in the Triton onnxruntime backend's terms."""
-    opts = json.loads(session_json.read_text()) if session_json.is_file() else {}
-    opt = []
-    level = ORT_TRITON_LEVEL.get(opts.get("graph_optimization_level", "all"))
-    if level is not None:
-        opt.append(f"graph: {{ level: {level} }}")
-    if gpu:
-        opt.append('execution_accelerators { gpu_execution_accelerator: [ { name: "cuda" } ] }')
-    text = f"optimization {{ {' '.join(opt)} }}\n" if opt else ""
-    params = {"intra_op_thread_count": opts.get("intra_op_threads"), "inter_op_thread_count": opts.get("inter_op_threads"),
-              "execution_mode": {"sequential": 0, "parallel": 1}.get(opts.get("execution_mode", "sequential"))}
-    for k, v in params.items():
-        if v is not None:
-            text += f'parameters {{ key: "{k}" value: {{ string_value: "{int(v)}" }} }}\n'
-    return text
+def engine_io(io: list[dict] | None, ins: list[dict], outs: list[dict], target: dict, batch: int, notes: list[str]):
+    """Triton IO of an engine that states its tensors (`Backend.describe_engine`): a dynamic batch axis gives
+    max_batch_size (the target's) and dims without it; a fixed one max_batch_size 0 and the full shape.
+    Without a description: the placeholders ``ins``/``outs`` (a note says so) with the trial's batch fixed."""
+    if not io:
+        return [{**i, "dims": [batch, *i["dims"]]} for i in ins], outs, 0
+    if all(t["shape"] and t["shape"][0] == -1 for t in io):
+        ins = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io if t["mode"] == "input"]
+        outs = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io if t["mode"] == "output"]
+        return ins, outs, int(target.get("max_batch_size") or batch)
+    notes.append(f"the engine has a fixed batch axis ({batch}): max_batch_size 0 and dims include the batch axis")
+    ins = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"]} for t in io if t["mode"] == "input"]
+    outs = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"]} for t in io if t["mode"] == "output"]
+    return ins, outs, 0
 
 
 def python_backend_model(engine_file: str) -> str:
@@ -652,6 +650,14 @@ context = engine.create_execution_context()
 ```
 or, with planner installed: `from planner.backends.tensorrt import load_artifact; rt = load_artifact("{d}", batch={batch}); rt.infer({feed})`.
 A TensorRT plan only runs on the GPU model and TensorRT version it was built with ({(target.get('device') or {}).get('gpu') or 'see manifest.json'}).""",
+        ".xml": f"""```python
+import json, openvino as ov                              # openvino=={libs.get('openvino', '2026.x')}
+
+props = json.load(open("{d}/openvino.json"))["properties"]   # the compile properties that were measured
+compiled = ov.Core().compile_model("{d}/{engine_file}", "CPU", props)
+outputs = compiled([{", ".join(f"batch_{i['name']}" for i in inputs)}])   # results by output port
+```
+or, with planner installed: `from planner.backends.openvino import load_artifact; rt = load_artifact("{d}", batch={batch}); rt.infer({feed})`.""",
         ".so": f"""```python
 from planner.backends.tvm import load_artifact          # pip install 'planner[tvm]'
 rt = load_artifact("{d}")

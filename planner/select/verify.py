@@ -4,7 +4,7 @@
   1. every file listed in ``manifest.json`` exists and has its recorded sha256 (a tampered or
      missing file fails here, by name, and the engine is never loaded);
   2. ``python -m planner.select.verify JOB.json`` loads the engine with its runtime alone
-     (ONNX Runtime / torch.export.load / TensorRT runtime / TVM), runs ``samples.npz`` at the
+     (ONNX Runtime / torch.export.load / TensorRT runtime / TVM / OpenVINO), runs ``samples.npz`` at the
      recorded batch size and compares with the reference outputs within the recorded tolerance;
   3. re-measures latency briefly and prints the ratio to the recorded p50.
 
@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENGINE_FILES = {"model.onnx": "onnx", "model.plan": "plan", "model.pt2": "pt2", "model.so": "so"}
 
 # --------------------------------------------------------------------------- parent side
 

@@ -63,6 +63,10 @@ QUANT_INFO_ATTR = "planner_quant_info"
 ONNX_SCHEMES: tuple[str, ...] = schemes_for_format("onnx")  # what quantize_onnx implements
 
 CALIBRATED = tuple(n for n, sc in SCHEMES.items() if sc.calibrated)  # activation scales from calibration data
+# int8_static options that NNCF's post-training quantization acts on (the openvino backend); the ONNX Runtime
+# quantizer acts on the others (declared by the backends that use it, `Backend.scheme_options`)
+NNCF_INT8_OPTIONS = ("preset", "model_type", "fast_bias_correction", "subset_size", "accuracy_control")
+ORT_INT8_STATIC_OPTIONS = tuple(k for k in SCHEMES["int8_static"].options if k not in NNCF_INT8_OPTIONS)
 OP_TYPES: dict[str, list[str] | None] = {"matmul": ["MatMul", "Gemm"], "all": None}  # None: every op ORT supports
 CALIB_BATCH = 8  # calibration batch when the model's batch axis is dynamic
 MAX_CALIB_SAMPLES = 512

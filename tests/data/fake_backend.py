@@ -62,3 +62,17 @@ class Fake(Backend):
             marker.touch()
             return BuildResult(_Eager(source.torch_module(cfg).eval(), delay), [workdir / "engine.bin"], 0.0, {"fake": 1})
         return BuildResult(_Identity(1 if b == "ok" else 50), [workdir / "engine.bin"], 0.0, {"fake": 1})
+
+
+class Missing(Backend):
+    """A registered backend whose package is not installed (as openvino without planner[openvino])."""
+
+    name = "ghost"
+    modules = ("planner_no_such_module",)
+    pip_extra = "ghost"
+    devices = ("cpu",)
+    input_format = "torch"
+    options = {"hint": ("fast", "slow")}
+
+    def compile(self, source, cfg, target, workdir):  # pragma: no cover - never sampled
+        raise AssertionError("a backend that is not installed was compiled")
