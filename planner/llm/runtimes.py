@@ -70,6 +70,7 @@ UNSUPPORTED_BACKENDS: dict[str, str] = {
     "tvm": "TVM has no decoder runtime here (a KV-cache decoder needs TVM Relax's paged KV cache / MLC-LLM, "
            "which planner does not integrate); use torch, torch_compile or onnxruntime",
     "tensorrt": "TensorRT decoders (TensorRT-LLM) are not integrated; use torch, torch_compile or onnxruntime",
+    "openvino": "OpenVINO decoders (openvino-genai) are not integrated; use torch, torch_compile or onnxruntime",
 }
 CACHE_ROUND = 64
 DECODER_METHODS = ("prefill", "decode", "cache_heads")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-LIBRARIES = ("planner", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "apache-tvm", "tensorrt", "optuna", "mlflow", "numpy", "torch-pruning", "torchao")
+LIBRARIES = ("planner", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "apache-tvm", "tensorrt", "openvino", "nncf", "optuna", "mlflow", "numpy", "torch-pruning", "torchao")
 
 
 def library_versions() -> dict[str, str]:
