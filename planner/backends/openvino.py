@@ -50,15 +50,12 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from planner.backends.base import Backend, BuildResult, Runtime
 from planner.errors import CandidateFailed, ConfigError, FailReason
-
-if TYPE_CHECKING:  # pragma: no cover
-    from planner.backends.base import Runtime as _Runtime
 
 DEVICE = "CPU"
 CONFIG_FILE = "openvino.json"  # the compile properties that were measured, beside the IR
@@ -521,7 +518,7 @@ class OpenVINO(Backend):
         return BuildResult(rt, artifacts, time.perf_counter() - t0, info)
 
     @classmethod
-    def load_artifact(cls, engine_dir: Path, batch: int = 1, device: str = "cpu") -> "_Runtime":
+    def load_artifact(cls, engine_dir: Path, batch: int = 1, device: str = "cpu") -> "OvRuntime":
         """Load ``model.xml`` with OpenVINO alone, compiled with the properties recorded beside it."""
         return load_artifact(engine_dir, batch, device)
 
