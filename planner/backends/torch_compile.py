@@ -21,18 +21,21 @@ class TorchCompile(Backend):
         "mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
         "freezing": (True, False),  # inductor constant-folds weights (a big win for CPU inference)
         "dynamic": (False, True),
+        "memory_format": ("contiguous", "channels_last"),  # channels_last: NHWC weights and inputs (tensor cores)
     }
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         import torch
 
-        from planner.backends._torch_runtime import TorchRuntime, prepare_torch_module, save_exported_program
+        from planner.backends._torch_runtime import (TorchRuntime, prepare_torch_module, save_exported_program,
+                                                     uses_channels_last)
 
         opts = cfg.options()
         module, device, in_dtype = prepare_torch_module(source, cfg, target)
-        info = {"device": device, "mode": opts.get("mode", "default")}
+        cl = uses_channels_last(cfg)
+        info = {"device": device, "mode": opts.get("mode", "default"), "memory_format": "channels_last" if cl else "contiguous"}
         artifacts = []
-        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype)
+        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype, cl)
         if note:
             info["artifact_note"] = note
         else:
@@ -43,7 +46,7 @@ class TorchCompile(Backend):
         inductor_config.freezing = bool(opts.get("freezing", False))
         t0 = time.perf_counter()
         compiled = torch.compile(module, mode=opts.get("mode", "default"), dynamic=bool(opts.get("dynamic", False)))
-        rt = TorchRuntime(compiled, device, in_dtype)
+        rt = TorchRuntime(compiled, device, in_dtype, cl)
         example = source.example_inputs(cfg.batch_size, seed=3)
         rt.infer(example)  # triggers compilation for this shape
         run = rt.bind(example)  # and through the timed path, so no recompilation lands in the measurement

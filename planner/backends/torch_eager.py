@@ -17,19 +17,22 @@ class TorchEager(Backend):
     quant_schemes = ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16")
     scheme_devices = {"int4_weight_only": ("cpu",)}  # torch's CPU int4 kernel (planner.transforms.int4)
     scheme_options = {"int8_dynamic": ("per_channel",)}  # quantize_dynamic on nn.Linear: op/weight types are fixed
-    options: dict = {}
+    # channels_last: 4-d weights and inputs in NHWC layout (what cuDNN's tensor-core convolutions prefer)
+    options: dict = {"memory_format": ("contiguous", "channels_last")}
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
-        from planner.backends._torch_runtime import TorchRuntime, prepare_torch_module, save_exported_program
+        from planner.backends._torch_runtime import (TorchRuntime, prepare_torch_module, save_exported_program,
+                                                     uses_channels_last)
 
         t0 = time.perf_counter()
         module, device, in_dtype = prepare_torch_module(source, cfg, target)
         compile_s = time.perf_counter() - t0
-        info = {"device": device}
+        cl = uses_channels_last(cfg)
+        info = {"device": device, "memory_format": "channels_last" if cl else "contiguous"}
         artifacts = []
-        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype)
+        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype, cl)
         if note:
             info["artifact_note"] = note
         else:
             artifacts.append(workdir / "model.pt2")
-        return BuildResult(TorchRuntime(module, device, in_dtype), artifacts, compile_s, info)
+        return BuildResult(TorchRuntime(module, device, in_dtype, cl), artifacts, compile_s, info)
