@@ -51,7 +51,7 @@ def optimize(
     evaluator: Optional[str] = typer.Option(None, "--evaluator", help="file.py:fn or module:fn: fn(predict, batch_size) -> {metric: value}, the task metrics of a deployment"),
     evaluator_metric: Optional[str] = typer.Option(None, "--evaluator-metric", help="NAME[:max|min]: the evaluator metric whose drop from fp32 is the quality loss (default: the first, higher is better)"),
     eval_samples: int = typer.Option(32, "--eval-samples", help="evaluation samples for the quality check"),
-    early_exit: float = typer.Option(20.0, "--early-exit-factor", help="stop measuring a candidate this many times slower per sample than the best (0 = never)"),
+    early_exit: float = typer.Option(20.0, "--early-exit-factor", help="stop measuring a candidate this many times slower than the best at its batch size (0 = never)"),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="run a GPU target on a different GPU model"),
     heartbeat: int = typer.Option(30, "--heartbeat", help="seconds between worker heartbeats; a trial silent for 3 beats is failed"),
     retries: int = typer.Option(0, "--retries", help="re-run a trial whose worker died (stale heartbeat) up to N times"),

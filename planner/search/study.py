@@ -39,7 +39,7 @@ class StudyOptions:
     seed: int | None = 0
     objectives: tuple[str, ...] | None = None  # default: latency,quality (ttft,tpot,quality with a workload)
     eval_samples: int = 32
-    early_exit_factor: float | None = 20.0  # stop measuring a candidate this many times slower per sample than the best
+    early_exit_factor: float | None = 20.0  # stop measuring a candidate this many times slower than the best at its batch
     allow_mismatch: bool = False
     max_duplicates: int = 25  # consecutive already-measured suggestions before we call the space exhausted
     heartbeat_seconds: int = 30  # trials whose worker stops beating for 3 intervals are failed by other workers
@@ -200,6 +200,19 @@ def metrics_of(res: dict[str, Any], cfg: TrialConfig, target: Target) -> dict[st
     return m
 
 
+def early_exit_bound(points, batch_size: int, factor: float | None) -> float | None:
+    """The median (ms per batch) a candidate's first settled samples may not exceed before it is cut as
+    hopeless: ``factor`` × the best feasible p50 at the candidate's own batch size, the deployments it has to
+    beat to matter.  A point at another batch size is no yardstick: scaling its per-sample time to this batch
+    cut a b=1 candidate that had the lowest latency of the study because a b=32 trial had a better time per
+    sample.  None (measure it in full) until the study has a feasible trial at this batch size."""
+    if not factor:
+        return None
+    best = [p.metrics["latency_p50_ms"] for p in points
+            if int(p.config.get("batch_size", 0)) == batch_size and p.metrics.get("latency_p50_ms")]
+    return min(best) * factor if best else None
+
+
 class Optimizer:
     """One study: set-up, the trial loop, and the final Pareto bookkeeping."""
 
@@ -237,6 +250,7 @@ class Optimizer:
         self.tracking_uri = options.tracking_uri or home.tracking_uri
         self.experiment = f"planner/{model.name}/{target.name}"
         self.study_dir = home.study_dir(_safe(self.study_name))
+        self.seeds_queued = 0  # seed configs this run enqueued into a new study (`_enqueue_seeds`)
 
     # ------------------------------------------------------------------ set-up
     def validate(self) -> list[str]:
@@ -356,6 +370,7 @@ class Optimizer:
                 skipped.append(f"seeds[{i}]: {why}")
                 continue
             study.enqueue_trial(params, user_attrs={"seed": i}, skip_if_exists=True)
+            self.seeds_queued += 1
         if skipped:
             study.set_user_attr("seeds_skipped", skipped)
 
@@ -431,7 +446,9 @@ class Optimizer:
             total = min(total, max(0, self.opts.study_trials - study_progress(study)[0]))
         self.reporter.start(self.study_name, total, {
             "backends": backends, "skipped": self.skipped, "experiment": self.experiment,
-            "model_info": self.model_info, "resumed": len(study.trials),
+            "model_info": self.model_info, "seeds_queued": self.seeds_queued,
+            # trials of earlier runs; the seeds this run queued (Optuna WAITING trials) are not among them
+            "resumed": sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False)),
         })
         status = "FINISHED"
         self._stopped = "trial budget reached"
@@ -551,12 +568,6 @@ class Optimizer:
         return sum(float((t.user_attrs.get("metrics") or {}).get("build.tuning_seconds", 0.0))
                    for t in study.get_trials(deepcopy=False) if t.user_attrs.get("duplicate_of") is None)
 
-    def _best_per_sample_ms(self, study) -> float | None:
-        from planner.select.pareto import feasible_points
-
-        pts = feasible_points(study)
-        vals = [p.metrics.get("latency_per_sample_ms") for p in pts if p.metrics.get("latency_per_sample_ms")]
-        return min(vals) if vals else None
 
     def _launch(self, study, rec, backends, fmt, seen, inflight_keys: set[str], gated: bool):
         """Ask a trial, sample its config, and start its worker; a known config returns an outcome at once."""
@@ -666,8 +677,9 @@ class Optimizer:
         })
         trial.set_user_attr("mlflow_run_id", run_id)
         workdir = self.study_dir / "trials" / f"{trial.number:04d}"
-        best = self._best_per_sample_ms(study)
-        abort = best * cfg.batch_size * self.opts.early_exit_factor if (best and self.opts.early_exit_factor) else None
+        from planner.select.pareto import feasible_points
+
+        abort = early_exit_bound(feasible_points(study), cfg.batch_size, self.opts.early_exit_factor)
         job = {
             "kind": "trial", "spec": self.model.to_dict(), "target": self.target.model_dump(mode="json"),
             "config": cfg.to_dict(), "cache_dir": str(self.home.cache), "workdir": str(workdir),
