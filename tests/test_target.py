@@ -81,3 +81,20 @@ def test_gpu_environment_rows_are_parsed_with_numbers_and_gaps():
     assert len(rows) == 2 and set(rows[0]) == set(GPU_ENV_FIELDS)
     assert rows[0]["driver_version"] == "550.54.15" and rows[0]["clocks.sm"] == 1980.0 and rows[0]["pstate"] == "P0"
     assert rows[1]["power.limit"] is None and rows[1]["clocks.max.sm"] == 2040.0
+
+
+def test_probed_gpu_gets_its_sm_count_from_torch_device_properties():
+    """`planner probe` fills ``sm_count`` from torch's device properties (nvidia-smi has no such field); a faked
+    properties object with torch's attribute names stands in for an H200."""
+    from types import SimpleNamespace
+
+    from planner.target import GPU, gpu_section
+
+    smi = {"name": "NVIDIA H200", "compute_capability": "9.0", "memory_gb": 139.8}
+    props = SimpleNamespace(name="NVIDIA H200", major=9, minor=0, total_memory=150_121_594_880, multi_processor_count=132)
+    g = gpu_section(smi, props)
+    assert g == {**smi, "sm_count": 132}
+    t = Target(name="h", device={"kind": "cuda", "gpu": GPU(**g)}, precisions=["fp32", "fp16"])
+    assert "sm_count: 132" in t.to_yaml()
+    assert gpu_section(smi, None) == smi  # no torch/CUDA here: nvidia-smi's facts alone
+    assert "sm_count" not in gpu_section(smi, SimpleNamespace(name="NVIDIA L4", multi_processor_count=58))  # another GPU
