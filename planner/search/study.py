@@ -291,7 +291,20 @@ class Optimizer:
         }
         if self.workload is not None:
             job.update(kind="llm_prepare", workload=self.workload.to_dict())
-        res = run_job(job, staging, self.opts.trial_timeout, worker_env(self.target, self.home.cache))
+        env = worker_env(self.target, self.home.cache)
+        res = run_job(job, staging, self.opts.trial_timeout, env)
+        if res["status"] == "failed" and res.get("reason") in (FailReason.CRASH.value, FailReason.OOM.value) \
+                and self.workload is None:
+            # some models (exported, stateful) only run at batch 1 and kill their process at a larger one: the
+            # reference is computed at batch 1 then, and each b > 1 candidate fails as its own trial
+            first = res
+            res = run_job({**job, "reference_batch": 1}, staging, self.opts.trial_timeout, env)
+            if res["status"] == "ok":
+                import sys
+
+                print(f"note: model {self.model.ref} failed at the reference batch ({first.get('reason')}: "
+                      f"{first.get('message')}); its fp32 reference was computed at batch 1", file=sys.stderr)
+                res["reference_fallback"] = f"{first.get('reason')}: {first.get('message')}"
         if res["status"] == "config_error":
             _rmtree(staging)
             raise ConfigError(res["message"].splitlines())
