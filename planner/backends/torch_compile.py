@@ -44,6 +44,9 @@ class TorchCompile(Backend):
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = bool(opts.get("freezing", False))
+        from torch._dynamo.utils import counters
+
+        cache_before = dict(counters["inductor"])
         t0 = time.perf_counter()
         compiled = torch.compile(module, mode=opts.get("mode", "default"), dynamic=bool(opts.get("dynamic", False)))
         rt = TorchRuntime(compiled, device, in_dtype, cl)
@@ -54,4 +57,8 @@ class TorchCompile(Backend):
         run()
         rt.synchronize()
         compile_s = time.perf_counter() - t0
+        # what Inductor's FX graph cache (TORCHINDUCTOR_CACHE_DIR, in the planner cache) saved this build: a rebuild
+        # of a measured config (the re-measurement after the search) hits it; freezing=True graphs bypass it
+        for k in ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass"):
+            info[k] = int(counters["inductor"].get(k, 0) - cache_before.get(k, 0))
         return BuildResult(rt, artifacts, compile_s, info)

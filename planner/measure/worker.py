@@ -515,7 +515,8 @@ def do_confirm(job: dict) -> dict:
         tmp = gate / f".round-{r}.tmp"
         tmp.write_text(json.dumps(stats))
         os.replace(tmp, gate / f"round-{r}.json")
-    return {"status": "ok", "rounds": rounds, "timing": timing, "build_seconds": eng.build_seconds}
+    return {"status": "ok", "rounds": rounds, "timing": timing, "build_seconds": eng.build_seconds,
+            "build_info": eng.build.info}
 
 
 def task_quality(spec, rt, batch_size: int, reference: str, quality: dict, mode: str) -> dict:

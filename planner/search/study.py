@@ -251,6 +251,7 @@ class Optimizer:
         self.experiment = f"planner/{model.name}/{target.name}"
         self.study_dir = home.study_dir(_safe(self.study_name))
         self.seeds_queued = 0  # seed configs this run enqueued into a new study (`_enqueue_seeds`)
+        self._t_start: float | None = None  # when `run` started its trial loop (`--timeout` counts from there)
 
     # ------------------------------------------------------------------ set-up
     def validate(self) -> list[str]:
@@ -465,6 +466,7 @@ class Optimizer:
         })
         status = "FINISHED"
         self._stopped = "trial budget reached"
+        self._t_start = time.monotonic()  # --timeout counts from here: the trial loop and the re-measurement
         try:
             self._loop(study, rec, backends, fmt, seen, outcomes)
             if self.opts.confirm_top_k > 0:
@@ -487,7 +489,7 @@ class Optimizer:
     def _loop(self, study, rec, backends, fmt, seen, outcomes: list[TrialOutcome]) -> None:
         """Keep up to ``compile_workers`` candidates in flight; exactly one measures at a time, the others
         (compiling, or compiled and waiting) are paused while it does, so timings are not disturbed."""
-        t_start, dup_run, asked = time.monotonic(), 0, 0
+        t_start, dup_run, asked = self._t_start, 0, 0
         inflight: list[_Flight] = []
         slots = max(1, self.opts.compile_workers)
         stop_asking = False
@@ -791,8 +793,21 @@ class Optimizer:
         if not points:
             return None
         rounds = self.opts.confirm_rounds
-        self.reporter.confirming(f"re-measuring the {len(points)} fastest feasible trials "
-                                 f"({', '.join(f'#{p.number}' for p in points)}) in {rounds} interleaved rounds")
+        # with --timeout, the re-measurement fits in what the search left of it: candidates whose estimated rebuild
+        # and rounds do not fit are skipped (and said so), and no rebuild or round runs past the deadline
+        budget = deadline = None
+        if self.opts.timeout is not None and self._t_start is not None:
+            deadline = self._t_start + self.opts.timeout
+            budget = deadline - time.monotonic()
+        trial_s = {t.number: (t.duration.total_seconds() if t.duration else None) for t in study.get_trials(deepcopy=False)}
+        costs = {p.number: cf.estimated_seconds(p, trial_s.get(p.number), rounds, self.target.measurement.warmup_seconds)
+                 for p in points}
+        chosen, skipped = cf.fit_budget(points, costs, budget)
+        for n, why in skipped.items():
+            self.reporter.confirming(f"not re-measuring #{n}: {why}")
+        if chosen:
+            self.reporter.confirming(f"re-measuring the {len(chosen)} fastest feasible trials "
+                                     f"({', '.join(f'#{p.number}' for p in chosen)}) in {rounds} interleaved rounds")
         root = self.study_dir / "confirm"
 
         def make_job(p):
@@ -804,18 +819,18 @@ class Optimizer:
                 "batch_sizes": batch_sizes(self.space, self.target),
             }, jobdir
 
-        results = cf.run_rounds(points, make_job, worker_env(self.target, self.home.cache), rounds,
-                                self.opts.trial_timeout, self.reporter.confirming)
+        results = cf.run_rounds(chosen, make_job, worker_env(self.target, self.home.cache), rounds,
+                                self.opts.trial_timeout, self.reporter.confirming, deadline=deadline) if chosen else {}
         summary = cf.record(study, points, results, self.target.constraints.latency_percentile, rounds,
-                            self.target.constraints.latency_slo_ms)
+                            self.target.constraints.latency_slo_ms, {str(n): why for n, why in skipped.items()})
         try:
             rec.log_confirmation(summary, cf.markdown(summary, points), {p.number: p.run_id for p in points})
         except Exception as e:  # the study attribute is the source of truth; MLflow only shows it
             import sys
 
             print(f"warning: could not record the re-measurement in MLflow: {e}", file=sys.stderr)
-        for n in list(summary["trials"]):  # the engines were only rebuilt to be timed: keep the trial's own
-            _rmtree(root / f"{int(n):04d}" / "build")
+        for p in chosen:  # the engines were only rebuilt to be timed: keep the trial's own
+            _rmtree(root / f"{p.number:04d}" / "build")
         self.reporter.confirmed(summary, cf.rows(summary, points))
         return summary
 
