@@ -36,7 +36,7 @@ def optimize(
     space: str = typer.Option("default", "--space", "-s", help="search space YAML or built-in name"),
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="number of trials (Optuna asks) this process runs now (default 20; unbounded with --study-trials)"),
     study_trials: Optional[int] = typer.Option(None, "--study-trials", help="stop once the study holds N finished trials, all workers counted"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="stop starting trials after this many seconds"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="stop starting trials after this many seconds; the re-measurement of the fastest fits in what is left"),
     trial_timeout: float = typer.Option(900.0, "--trial-timeout", help="seconds allowed per candidate (compile+measure)"),
     study: Optional[str] = typer.Option(None, "--study", help="study name; an existing study resumes"),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite in the home folder)"),
