@@ -583,7 +583,6 @@ class Optimizer:
         return sum(float((t.user_attrs.get("metrics") or {}).get("build.tuning_seconds", 0.0))
                    for t in study.get_trials(deepcopy=False) if t.user_attrs.get("duplicate_of") is None)
 
-
     def _launch(self, study, rec, backends, fmt, seen, inflight_keys: set[str], gated: bool):
         """Ask a trial, sample its config, and start its worker; a known config returns an outcome at once."""
         from optuna.trial import TrialState
