@@ -75,19 +75,20 @@ def fit_budget(points: list[Point], costs: dict[int, float | None], budget_s: fl
 
 def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[dict, Path]], env: dict[str, str],
                rounds: int, timeout: float, on_progress: Callable[[str], None] | None = None,
-               deadline: float | None = None) -> dict[int, dict]:
+               deadline: float | Callable[[], bool] | None = None) -> dict[int, dict]:
     """Build every candidate in its own worker, then measure them in ``rounds`` interleaved rounds.
 
     Returns ``{trial number: worker result}``: ``{"status": "ok", "rounds": [LatencyStats dicts]}`` or a
     failure (``status``/``reason``/``message``) for a candidate that did not rebuild or crashed.
     ``deadline`` (``time.monotonic()``): a rebuild not done by then is stopped (``status`` "skipped"), and
-    no round starts after it; the candidates keep the complete rounds they have (``rounds_cut`` says so)."""
+    no round starts after it; the candidates keep the complete rounds they have (``rounds_cut`` says so).
+    A callable ``deadline`` says itself whether the time is up."""
     from planner.measure.worker import Job
 
     say = on_progress or (lambda msg: None)
     jobs: dict[int, Job] = {}
     results: dict[int, dict] = {}
-    late = lambda: deadline is not None and time.monotonic() > deadline  # noqa: E731
+    late = deadline if callable(deadline) else (lambda: deadline is not None and time.monotonic() > deadline)
     try:
         for p in points:
             job, jobdir = make_job(p)

@@ -232,3 +232,34 @@ def test_confirmation_under_a_spent_budget_skips_and_says_so(tmp_path):
 
     run = MlflowClient(tracking_uri=home.tracking_uri).get_run(t.user_attrs["mlflow_run_id"])
     assert run.data.tags["planner.confirmed"].startswith("skipped: the study's --timeout was spent")
+
+
+def test_rounds_stop_at_the_deadline_and_keep_what_was_measured(tmp_path, fast_target):
+    """The deadline passes once every candidate has measured its first round: no further round starts, each keeps
+    its one round, and the confirmation says it was cut."""
+    import numpy as np
+
+    from planner.config import TrialConfig
+    from planner.measure.worker import worker_env
+    from planner.model import parse_model
+    from planner.source import ModelSource
+
+    spec = parse_model("tiny-mlp")
+    feed = ModelSource(spec, tmp_path / "cache").sample_inputs(4)
+    np.savez(tmp_path / "reference.npz", **{f"in:{k}": v for k, v in feed.items()})
+    pts = [Point(n, TrialConfig("torch", b).to_dict(), f"torch b={b}", {"latency_ms": 1.0, "quality_loss": 0.0}, None)
+           for n, b in ((0, 1), (1, 2))]
+
+    def make_job(p):
+        d = tmp_path / f"c{p.number}"
+        return {"kind": "confirm", "spec": spec.to_dict(), "target": fast_target.model_dump(mode="json"), "config": p.config,
+                "cache_dir": str(tmp_path / "cache"), "workdir": str(d / "build"),
+                "reference": str(tmp_path / "reference.npz"), "rounds": 3}, d
+
+    first_round_done = lambda: all((tmp_path / f"c{n}" / ".gate" / "round-0.json").exists() for n in (0, 1))  # noqa: E731
+    res = cf.run_rounds(pts, make_job, worker_env(fast_target, tmp_path / "cache"), 3, 600.0, deadline=first_round_done)
+    for n in (0, 1):
+        assert res[n]["status"] == "ok" and len(res[n]["rounds"]) == 1 and "1 of 3 rounds" in res[n]["rounds_cut"]
+    s = _study([(1.0, 0.0, True), (2.0, 0.0, True)])
+    summary = cf.record(s, pts, res, "p50", 3, None)
+    assert summary["trials"]["0"]["rounds"] == 1 and "--timeout ran out" in summary["trials"]["1"]["rounds_cut"]
