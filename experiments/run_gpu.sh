@@ -1,182 +1,193 @@
 #!/usr/bin/env bash
-# One command on an NVIDIA GPU host (no internet needed): record the environment, `planner probe`
-# the GPU, run a short study of resnet18 and bert-mini on search_spaces/gpu.yaml against the probed
-# target, run the `gpu` test suite, and keep everything in experiments/results/gpu-<date>-<time>/.
+# One command on a short-lived NVIDIA GPU host (one call of at most 10 minutes, no network, no venv), in
+# at most BUDGET seconds (default 470, under 8 minutes):
 #
-#   experiments/run_gpu.sh                       # defaults below
-#   TRIALS=20 MODELS="resnet18" experiments/run_gpu.sh
-#   ALLOW_CPU=1 MODELS=tiny-mlp TRIALS=2 experiments/run_gpu.sh   # plumbing check on a CPU host (no results)
+#   0. install the wheels of experiments/gpu_wheels.sh into a folder on PYTHONPATH (no venv, no index)
+#   1. environment: nvidia-smi, Python, torch/CUDA/cuDNN, ONNX Runtime providers   -> environment.txt
+#   2. `planner probe` (with sm_count), then a short measurement protocol on it     -> environment.txt
+#   3. `pytest -m gpu tests/gpu`                                                     -> pytest-gpu.log
+#   4. short studies of resnet18 and bert-mini at b=1 and b=32 (experiments/configs/gpu-short.yaml,
+#      --timeout STUDY_TIMEOUT each, the re-measurement inside it), their Pareto fronts -> study-<model>.log,
+#      every trial of both                                                            -> trials.json
+#   5. interleaved side by side: each study's winner vs eager fp32 vs torch.compile default -> side-by-side.json
+#   6. what ran, for how long, with which exit code                                  -> summary.md; all steps -> run.log
 #
-# Wheels the host lacks (a CUDA build of torch, onnxruntime-gpu, tensorrt, ...) travel with the
-# repository in experiments/wheels/ (or WHEELS=DIR) and are installed from there, never from an
-# index: see experiments/README.md ("GPU run").  Every step runs even when an earlier one failed
-# (except when there is no usable GPU); steps.tsv lists each step's exit code.
+# At most 8 files, all under OUT, so the folder can be copied back as it is.  Every step is cut to the time left;
+# a step with less than 10 s left is skipped and summary.md says so.
+#
+#   OUT=$OUT experiments/run_gpu.sh              # on the GPU host (the tree + experiments/wheels-py312 sent along)
+#   ALLOW_CPU=1 MODELS=tiny-mlp STUDY_TIMEOUT=20 experiments/run_gpu.sh   # plumbing check on a CPU host (no results)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+T0=$SECONDS
 
-PY=${PYTHON:-.venv/bin/python}
+BUDGET=${BUDGET:-470}
+PY=${PYTHON:-python3}
+WHEELS=${WHEELS:-experiments/wheels-py312}
+SITE=${SITE:-/tmp/planner-gpu-site}            # the wheels, installed (--target): on PYTHONPATH
+STATE=${STATE:-/tmp/planner-gpu-state}         # planner home: Optuna, MLflow, engines (not copied back)
+OUT=${OUT:-experiments/results/gpu-$(date +%Y-%m-%d-%H%M%S)}
 MODELS=${MODELS:-"resnet18 bert-mini"}
-TRIALS=${TRIALS:-12}                   # trials per model: a smoke run of the search, not a benchmark
-STUDY_TIMEOUT=${STUDY_TIMEOUT:-2400}   # seconds per study before no new trial starts
-TRIAL_TIMEOUT=${TRIAL_TIMEOUT:-900}    # seconds per candidate (max-autotune and TensorRT level 5 are slow)
-TVM_BUDGET=${TVM_BUDGET:-900}          # total MetaSchedule tuning seconds per study
-WHEELS=${WHEELS:-experiments/wheels}
-STAMP=$(date +%Y-%m-%d-%H%M%S)
-OUT=${OUT:-experiments/results/gpu-$STAMP}
-STATE=${STATE:-experiments/.bench-home/gpu-$STAMP}   # planner home (Optuna/MLflow/engines; git-ignored)
+SPACE=${SPACE:-experiments/configs/gpu-short.yaml}
+TRIALS=${TRIALS:-12}
+STUDY_TIMEOUT=${STUDY_TIMEOUT:-60}             # seconds per study: trials + re-measurement (planner --timeout)
+TRIAL_TIMEOUT=${TRIAL_TIMEOUT:-45}             # seconds per candidate (a trial started before STUDY_TIMEOUT may finish)
+ROUNDS=${ROUNDS:-3}                            # interleaved rounds of the side by side
 
+export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PIP_NO_INDEX=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 mkdir -p "$OUT" "$STATE"
 OUT=$(cd "$OUT" && pwd)
-printf 'step\texit_code\tseconds\n' > "$OUT/steps.tsv"
-FAILED=0
+LOG=$OUT/run.log
+STEPS=""
 
-step() {  # step NAME LOGFILE CMD...: run, tee its output, record the exit code
-  local name=$1 log=$2; shift 2
-  local t0=$SECONDS
-  echo "=== $name: $*" | tee -a "$OUT/run.log"
-  "$@" > >(tee "$OUT/$log") 2>&1
+left() { echo $((BUDGET - (SECONDS - T0))); }
+
+step() {  # step NAME CAP FILE CMD...: run CMD for at most min(CAP, time left) seconds, output appended to OUT/FILE
+  local name=$1 cap=$2 file=$3; shift 3
+  local t; t=$(left)
+  [ "$t" -gt "$cap" ] && t=$cap
+  if [ "$t" -lt 10 ]; then
+    echo "=== $name: skipped, $(left) s of the $BUDGET s budget left" | tee -a "$LOG"
+    STEPS+="| $name | skipped: budget spent | 0 |"$'\n'
+    return 99
+  fi
+  local t1=$SECONDS cmd="$*"
+  echo "=== $name (at most $t s): ${cmd:0:240}" | tee -a "$LOG"
+  { echo "### $name: $*"; } >> "$OUT/$file"
+  timeout -k 5 "$t" "$@" >> "$OUT/$file" 2>&1
   local rc=$?
-  wait
-  printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >> "$OUT/steps.tsv"
-  echo "=== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUT/run.log"
-  [ "$rc" -eq 0 ] || FAILED=1
+  local note=""
+  [ "$rc" -eq 124 ] && note=" (cut at $t s)"
+  STEPS+="| $name | $rc$note | $((SECONDS - t1)) |"$'\n'
+  echo "=== $name: exit $rc after $((SECONDS - t1)) s" | tee -a "$LOG"
   return "$rc"
 }
 
-# ------------------------------------------------------------------ 0. wheels that travelled with the repo
-shopt -s nullglob
-wheels=("$WHEELS"/*.whl)
-if [ ! -x "$PY" ]; then
+# ------------------------------------------------------------------ 0. wheels -> SITE
+if "$PY" -c 'import optuna, mlflow, pydantic' 2>/dev/null; then
+  echo "optuna, mlflow and pydantic import already: no wheels installed" | tee -a "$LOG"
+else
+  shopt -s nullglob
+  wheels=("$WHEELS"/*.whl)
   if [ ${#wheels[@]} -eq 0 ]; then
-    echo "no $PY and no wheels in $WHEELS: create the venv first (see experiments/README.md, 'GPU run')" | tee -a "$OUT/run.log"
+    echo "no wheels in $WHEELS and no optuna/mlflow/pydantic here: run experiments/gpu_wheels.sh where there is" \
+         "internet and send $WHEELS along (experiments/README.md, 'GPU run')" | tee -a "$LOG"
     exit 2
   fi
-  step venv venv.log python3 -m venv .venv
-  step install-planner install-planner.log .venv/bin/pip install --no-index --find-links "$WHEELS" -e '.[test]'
+  step install 120 run.log "$PY" -m pip install --no-index --no-deps --disable-pip-version-check --quiet \
+      --target "$SITE" "${wheels[@]}"
 fi
-if [ ${#wheels[@]} -gt 0 ]; then
-  regular=() ; ort_gpu=()
-  for w in "${wheels[@]}"; do
-    case "$(basename "$w")" in
-      onnxruntime_gpu-*) ort_gpu+=("$w") ;;
-      setuptools-*|wheel-*) ;;
-      *) regular+=("$w") ;;
-    esac
-  done
-  [ ${#regular[@]} -eq 0 ] || step install-wheels install-wheels.log \
-      "$PY" -m pip install --no-index --find-links "$WHEELS" "${regular[@]}"
-  # onnxruntime-gpu ships the same `onnxruntime` package as the CPU wheel planner depends on:
-  # lay it over the CPU one (no dependency changes) so `import onnxruntime` has the CUDA providers
-  [ ${#ort_gpu[@]} -eq 0 ] || step install-onnxruntime-gpu install-onnxruntime-gpu.log \
-      "$PY" -m pip install --no-index --no-deps --force-reinstall "${ort_gpu[@]}"
-fi
-PLANNER=("$PY" -m planner)
 
 # ------------------------------------------------------------------ 1. environment
-step environment environment.txt bash -c '
-  echo "# date: $(date -Is)"; echo "# host: $(hostname)"; uname -a
-  echo "# git: $(git rev-parse HEAD 2>/dev/null) dirty_files=$(git status --porcelain 2>/dev/null | wc -l)"
-  echo "## nvidia-smi"; nvidia-smi || echo "nvidia-smi: not available"
+step environment 30 environment.txt bash -c '
+  echo "# date: $(date -Is)  host: $(hostname)  git: $(git rev-parse HEAD 2>/dev/null)"
+  nvidia-smi || echo "nvidia-smi: not available"
   nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version,clocks.max.sm,power.limit --format=csv 2>/dev/null
-  echo "## CPU"; lscpu 2>/dev/null | head -20
-  echo "## pip freeze"; "$0" -m pip freeze 2>/dev/null
-' "$PY"
-"$PY" - > "$OUT/environment.json" 2>> "$OUT/run.log" <<'EOF'
-import json, platform, importlib.util
-env = {"python": platform.python_version(), "platform": platform.platform()}
-try:
-    import torch
-    env["torch"] = torch.__version__
-    env["torch_cuda"] = torch.version.cuda
-    env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    env["cuda_available"] = torch.cuda.is_available()
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        env["gpu"] = {"name": p.name, "capability": f"{p.major}.{p.minor}", "memory_gb": round(p.total_memory / 2**30, 1),
-                      "sm_count": p.multi_processor_count, "count": torch.cuda.device_count()}
-except Exception as e:
-    env["torch_error"] = repr(e)
+  lscpu 2>/dev/null | head -15
+  "$0" - <<\EOF
+import importlib.util, json, platform
+env = {"python": platform.python_version()}
+import torch
+env.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda_available=torch.cuda.is_available(),
+           cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    env["gpu"] = {"name": p.name, "capability": f"{p.major}.{p.minor}", "sm_count": p.multi_processor_count,
+                  "memory_gb": round(p.total_memory / 2**30, 1)}
+for m in ("onnxruntime", "optuna", "mlflow", "pydantic", "torch_pruning", "transformers", "tensorrt", "tvm"):
+    if importlib.util.find_spec(m):
+        mod = __import__(m)
+        env[m] = getattr(mod, "__version__", "?")
 if importlib.util.find_spec("onnxruntime"):
-    import onnxruntime as ort
-    env["onnxruntime"] = ort.__version__
-    env["onnxruntime_providers"] = ort.get_available_providers()
-if importlib.util.find_spec("tensorrt"):
-    try:
-        import tensorrt as trt
-        env["tensorrt"] = trt.__version__
-    except Exception as e:
-        env["tensorrt_error"] = repr(e)
-if importlib.util.find_spec("tvm"):
-    try:
-        import tvm
-        env["tvm"] = tvm.__version__
-        env["tvm_cuda"] = bool(tvm.runtime.enabled("cuda"))
-    except Exception as e:
-        env["tvm_error"] = repr(e)
+    import onnxruntime
+    env["onnxruntime_providers"] = onnxruntime.get_available_providers()
 print(json.dumps(env, indent=2))
 EOF
-cat "$OUT/environment.json"
+' "$PY"
 
-# ALLOW_CPU=1 runs the remaining steps on a CPU host: a check of this script's plumbing, never results
 if [ "${ALLOW_CPU:-0}" != 1 ] && ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)' 2>/dev/null; then
-  echo "torch sees no CUDA device (torch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)):" \
-       "install a CUDA build of torch from $WHEELS and check nvidia-smi; nothing measured." | tee -a "$OUT/run.log"
-  printf 'no-cuda\t3\t0\n' >> "$OUT/steps.tsv"
+  echo "torch sees no CUDA device: nothing measured (see environment.txt)" | tee -a "$LOG"
   exit 3
 fi
 
-# ------------------------------------------------------------------ 2. probe, studies, Pareto fronts
-step backends backends.txt "${PLANNER[@]}" backends
-step probe probe.log "${PLANNER[@]}" probe --out "$OUT/target.yaml"
-step space space.txt "${PLANNER[@]}" spaces show search_spaces/gpu.yaml
-for model in $MODELS; do
-  study="$model-gpu"
-  step "study-$model" "study-$model.log" "${PLANNER[@]}" optimize --model "$model" --target "$OUT/target.yaml" \
-      --space search_spaces/gpu.yaml --study "$study" --trials "$TRIALS" --timeout "$STUDY_TIMEOUT" \
-      --trial-timeout "$TRIAL_TIMEOUT" --tvm-tuning-budget "$TVM_BUDGET" --seed 0 --home "$STATE"
-  step "pareto-$model" "pareto-$model.txt" "${PLANNER[@]}" pareto --study "$study" --home "$STATE"
-  step "knee-$model" "knee-$model.txt" "${PLANNER[@]}" pareto --study "$study" --policy knee --home "$STATE"
-  step "trials-$model" "trials-$model.log" "$PY" - "$STATE" "$study" "$OUT/trials-$model.json" <<'EOF'
-import json, sys
-import optuna
-home, name, out = sys.argv[1:4]
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-study = optuna.load_study(study_name=name, storage=f"sqlite:///{home}/optuna.db")
-rows = []
-for t in study.trials:
-    ua = t.user_attrs
-    rows.append({"number": t.number, "state": t.state.name, "values": t.values, "params": t.params,
-                 "config": ua.get("config"), "metrics": ua.get("metrics"), "duplicate_of": ua.get("duplicate_of"),
-                 "fail_reason": ua.get("fail_reason"), "fail_message": ua.get("fail_message")})
-json.dump({"study": name, "trials": rows}, open(out, "w"), indent=2, default=str)
-states = {}
-for r in rows:
-    key = r["state"] if r["state"] != "FAIL" else f"FAIL:{r['fail_reason']}"
-    states[key] = states.get(key, 0) + 1
-print(f"{name}: {len(rows)} trials: {states}")
+# ------------------------------------------------------------------ 2. probe, with a short protocol for the studies
+step probe 30 environment.txt bash -c '
+  "$0" -m planner probe --out "$1/target-probed.yaml" && cat "$1/target-probed.yaml" && "$0" - "$1" <<\EOF
+import sys
+from pathlib import Path
+from planner.target import Protocol, load_target
+state = Path(sys.argv[1])
+t = load_target(state / "target-probed.yaml")
+short = Protocol(warmup_iters=10, warmup_seconds=0.1, min_repeats=100, min_seconds=0.3, max_seconds=2.0,
+                 cv_threshold=0.1, max_remeasure=1)
+(state / "target.yaml").write_text(t.model_copy(update={"measurement": short}).to_yaml())
+print("# studies use this protocol:", short)
 EOF
-done
+' "$PY" "$STATE"
+TARGET=$STATE/target.yaml
+[ "${ALLOW_CPU:-0}" = 1 ] && [ ! -f "$TARGET" ] && TARGET=${CPU_TARGET:-tests/data/fast-cpu.yaml}
 
 # ------------------------------------------------------------------ 3. the gpu test suite
-step pytest-gpu pytest-gpu.log "$PY" -m pytest -m gpu tests/gpu -q -rs -p no:cacheprovider \
-    --junitxml "$OUT/pytest-gpu.xml"
+step pytest-gpu 110 pytest-gpu.log "$PY" -m pytest -m gpu tests/gpu -q -rs -p no:cacheprovider -o addopts=""
 
-# ------------------------------------------------------------------ 4. what is where
+# ------------------------------------------------------------------ 4. short studies, b=1 and b=32
+for model in $MODELS; do
+  # start-up and the fp32 reference, --timeout, a trial started just before it, then the front and the registry
+  step "study-$model" $((STUDY_TIMEOUT + TRIAL_TIMEOUT + 60)) "study-$model.log" "$PY" -m planner optimize \
+      --model "$model" --target "$TARGET" --space "$SPACE" --study "$model-gpu" --trials "$TRIALS" \
+      --timeout "$STUDY_TIMEOUT" --trial-timeout "$TRIAL_TIMEOUT" --confirm 2 --confirm-rounds 2 --seed 0 --home "$STATE"
+  step "knee-$model" 20 "study-$model.log" "$PY" -m planner pareto --study "$model-gpu" --policy knee --home "$STATE"
+done
+step trials 20 run.log "$PY" - "$STATE" "$OUT/trials.json" $MODELS <<'EOF'
+import json, sys
+import optuna
+home, out, models = sys.argv[1], sys.argv[2], sys.argv[3:]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+dump = {}
+for m in models:
+    try:
+        study = optuna.load_study(study_name=f"{m}-gpu", storage=f"sqlite:///{home}/optuna.db")
+    except KeyError:
+        continue
+    dump[study.study_name] = {"confirmation": study.user_attrs.get("confirmation"), "trials": [
+        {"number": t.number, "state": t.state.name, "values": t.values, "config": t.user_attrs.get("config"),
+         "metrics": t.user_attrs.get("metrics"), "duplicate_of": t.user_attrs.get("duplicate_of"),
+         "fail_reason": t.user_attrs.get("fail_reason"), "fail_message": t.user_attrs.get("fail_message"),
+         "seconds": t.duration.total_seconds() if t.duration else None} for t in study.trials]}
+json.dump(dump, open(out, "w"), indent=2, default=str)
+for name, s in dump.items():
+    states = {}
+    for t in s["trials"]:
+        k = t["state"] if t["state"] != "FAIL" else f"FAIL:{t['fail_reason']}"
+        states[k] = states.get(k, 0) + 1
+    print(f"{name}: {len(s['trials'])} trials {states}")
+EOF
+
+# ------------------------------------------------------------------ 5. winner vs eager fp32 vs torch.compile default
+for model in $MODELS; do
+  step "side-by-side-$model" 90 run.log "$PY" experiments/gpu_side_by_side.py --study "$model-gpu" --home "$STATE" \
+      --rounds "$ROUNDS" --timeout 80 --out "$OUT/side-by-side.json"
+done
+
+# ------------------------------------------------------------------ 6. summary
 {
-  echo "# GPU run $STAMP"
+  echo "# GPU run $(date -Is)"
   echo
-  echo "Short studies ($TRIALS trials per model) on the probed target: a smoke run of the search on this GPU,"
-  echo "not a benchmark. Compare latencies only within one study; baselines need an interleaved run."
+  echo "Short studies (--timeout $STUDY_TIMEOUT s each, space $SPACE) on the probed GPU: a check that the GPU paths"
+  echo "build, measure and rank, not a benchmark. Speed-ups: side-by-side.json (interleaved, $ROUNDS rounds)."
   echo
-  echo "| step | exit code | seconds |"; echo "|---|---:|---:|"
-  tail -n +2 "$OUT/steps.tsv" | awk -F'\t' '{print "| " $1 " | " $2 " | " $3 " |"}'
+  echo "| step | exit code | seconds |"; echo "|---|---|---:|"
+  printf '%s' "$STEPS"
   echo
-  echo "- environment: environment.txt (nvidia-smi, pip freeze), environment.json (torch/CUDA/cuDNN, ORT providers, TensorRT, TVM)"
-  echo "- target.yaml: \`planner probe\`; space: search_spaces/gpu.yaml (space.txt)"
-  echo "- per model: study-<model>.log, pareto-<model>.txt, knee-<model>.txt, trials-<model>.json"
-  echo "- pytest-gpu.log / pytest-gpu.xml: \`pytest -m gpu tests/gpu\`"
-  echo "- planner state (Optuna, MLflow, engines): $STATE  (\`planner ui --home $STATE\`)"
-} > "$OUT/README.md"
-echo "results: $OUT"
-exit "$FAILED"
+  echo "total: $((SECONDS - T0)) s of a $BUDGET s budget"
+  echo
+  echo "- environment.txt: nvidia-smi, torch/CUDA/cuDNN, packages, \`planner probe\` (target), the studies' protocol"
+  echo "- pytest-gpu.log: \`pytest -m gpu tests/gpu\`"
+  echo "- study-<model>.log: the study's console (trials, re-measurement, Pareto front) and the knee pick"
+  echo "- trials.json: every trial of every study (config, metrics, fail reason, seconds) and the confirmation"
+  echo "- side-by-side.json: each study's winner vs eager fp32 vs torch.compile default, interleaved"
+  echo "- run.log: every step's command, exit code and time; the side by side's output"
+  grep -h -A8 "interleaved, " "$LOG" 2>/dev/null | sed 's/^/    /'
+} > "$OUT/summary.md"
+echo "results: $OUT ($(ls "$OUT" | wc -l) files)"

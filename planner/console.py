@@ -54,6 +54,8 @@ class RichReporter:
         c.print(f"[bold]study[/] {study_name}  [dim](MLflow experiment {info.get('experiment')})[/]")
         if info.get("resumed"):
             c.print(f"resuming: {info['resumed']} trials already in the study")
+        if info.get("seeds_queued"):
+            c.print(f"queued {info['seeds_queued']} seed configs from the search space as the first trials")
         c.print(f"backends: {', '.join(info.get('backends', []))}")
         for b, why in (info.get("skipped") or {}).items():
             c.print(f"  [dim]skipped {b}: {why}[/]")

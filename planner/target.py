@@ -232,6 +232,33 @@ def gpu_environment() -> list[dict]:
     return parse_gpu_environment(out)
 
 
+def torch_gpu_properties(index: int = 0) -> Any:
+    """``torch.cuda.get_device_properties(index)``, or None where torch, its CUDA build or the device is missing
+    (imports torch: for `planner probe`, never at `import planner`)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    try:
+        import torch
+
+        if not torch.cuda.is_available() or torch.cuda.device_count() <= index:
+            return None
+        return torch.cuda.get_device_properties(index)
+    except Exception:  # a broken CUDA install: the probe still describes the GPU from nvidia-smi
+        return None
+
+
+def gpu_section(smi: dict, props: Any = None) -> dict:
+    """The target's ``gpu`` section: nvidia-smi's row (name, compute capability, memory), with the number of
+    streaming multiprocessors from torch's device properties (``multi_processor_count``; nvidia-smi does not
+    report it) when they describe the same GPU."""
+    g = dict(smi)
+    if props is not None and str(props.name).lower() == str(smi.get("name", "")).lower():
+        g["sm_count"] = int(props.multi_processor_count)
+    return g
+
+
 def probe_host() -> Target:
     """Describe this host as a Target (first GPU if any, else the CPU)."""
     gpus = probe_gpus()
@@ -242,7 +269,7 @@ def probe_host() -> Target:
         return Target(
             name=f"{name}-gpu",
             description=f"probed: {g['name']}",
-            device=Device(kind="cuda", gpu=GPU(**g)),
+            device=Device(kind="cuda", gpu=GPU(**gpu_section(g, torch_gpu_properties(0)))),
             precisions=gpu_precisions(g["compute_capability"]),
             tvm_target=f"cuda -arch=sm_{sm}",
         )

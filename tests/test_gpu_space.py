@@ -121,3 +121,26 @@ def test_int4_on_a_gpu_comes_only_from_onnxruntime(space, tensorrt_here):
     why = registry.get("torch").check(torch_int4, a100, "torch")
     assert why and "cpu" in why and "cuda" in why
     assert registry.get("torch").check(torch_int4, load_target(ROOT / "targets" / "cpu.yaml"), "torch") is None
+
+
+def test_channels_last_is_searched_for_the_torch_backends_on_cuda(space):
+    for backend in ("torch", "torch_compile"):
+        assert space.backends[backend]["memory_format"].choices == ["contiguous", "channels_last"]
+    drawn = _draw(space, _target("h100"), 60, seed=3)
+    formats = {c.options().get("memory_format") for c in drawn if c.backend in ("torch", "torch_compile")}
+    assert formats == {"contiguous", "channels_last"}  # reaches the config the backends build from
+
+
+def test_run_gpu_short_space_seeds_run_on_a_gpu_target():
+    """experiments/run_gpu.sh's space: every seed is a config an H100-class target can run."""
+    from planner.space import seed_params, usable_backends
+
+    short = load_space(str(ROOT / "experiments" / "configs" / "gpu-short.yaml"))
+    target = _target("h100")
+    backends, _ = usable_backends(short, target, "torch")
+    assert set(backends) == {"torch", "torch_compile"}
+    for i, seed in enumerate(short.seeds):
+        params, why = seed_params(seed, short, target, "torch", backends)
+        assert params is not None, f"seeds[{i}]: {why}"
+    assert rebuild(seed_params(short.seeds[0], short, target, "torch", backends)[0], short, target, "torch").options() == {
+        "mode": "reduce-overhead", "freezing": False, "memory_format": "channels_last"}

@@ -142,3 +142,20 @@ def test_tvm_gets_the_newest_llvm_cpu_the_isa_allows():
     assert _llvm_mcpu(cpu_isa(AMX_CPUINFO)) == "sapphirerapids"
     assert _llvm_mcpu(cpu_isa(AVX512_VNNI_CPUINFO)) == "cascadelake"
     assert _llvm_mcpu(cpu_isa(AVX2_CPUINFO)) == "haswell"
+
+
+def test_probed_gpu_gets_its_sm_count_from_torch_device_properties():
+    """`planner probe` fills ``sm_count`` from torch's device properties (nvidia-smi has no such field); a faked
+    properties object with torch's attribute names stands in for an H200."""
+    from types import SimpleNamespace
+
+    from planner.target import GPU, gpu_section
+
+    smi = {"name": "NVIDIA H200", "compute_capability": "9.0", "memory_gb": 139.8}
+    props = SimpleNamespace(name="NVIDIA H200", major=9, minor=0, total_memory=150_121_594_880, multi_processor_count=132)
+    g = gpu_section(smi, props)
+    assert g == {**smi, "sm_count": 132}
+    t = Target(name="h", device={"kind": "cuda", "gpu": GPU(**g)}, precisions=["fp32", "fp16"])
+    assert "sm_count: 132" in t.to_yaml()
+    assert gpu_section(smi, None) == smi  # no torch/CUDA here: nvidia-smi's facts alone
+    assert "sm_count" not in gpu_section(smi, SimpleNamespace(name="NVIDIA L4", multi_processor_count=58))  # another GPU

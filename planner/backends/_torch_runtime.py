@@ -10,24 +10,41 @@ import numpy as np
 from planner.backends.base import Runtime
 
 
+def place_inputs(inputs: dict[str, np.ndarray], device: str, input_dtype=None, channels_last: bool = False) -> list:
+    """The tensors a torch engine is fed: on ``device``, float inputs cast to ``input_dtype``, 4-d float inputs in
+    channels-last layout when the module is.  The runtime and the exported program take the same ones."""
+    import torch
+
+    out = []
+    for v in inputs.values():
+        t = torch.from_numpy(np.ascontiguousarray(v)).to(device)
+        if input_dtype is not None and t.is_floating_point():
+            t = t.to(input_dtype)
+        if channels_last and t.dim() == 4 and t.is_floating_point():
+            t = t.contiguous(memory_format=torch.channels_last)
+        out.append(t)
+    return out
+
+
+def module_device(module) -> str:
+    """Where a module's weights live ("cpu" for one without any)."""
+    for t in list(module.parameters()) + list(module.buffers()):
+        return str(t.device)
+    return "cpu"
+
+
 class TorchRuntime(Runtime):
-    def __init__(self, module, device: str = "cpu", input_dtype=None):
+    def __init__(self, module, device: str = "cpu", input_dtype=None, channels_last: bool = False):
         import torch
 
         self.module = module
         self.device = device
         self.input_dtype = input_dtype  # e.g. torch.float16 when the model was cast
+        self.channels_last = channels_last  # 4-d inputs in channels-last layout (the module was converted)
         self._torch = torch
 
     def _tensors(self, inputs: dict[str, np.ndarray]):
-        torch = self._torch
-        out = []
-        for v in inputs.values():
-            t = torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
-            if self.input_dtype is not None and t.is_floating_point():
-                t = t.to(self.input_dtype)
-            out.append(t)
-        return out
+        return place_inputs(inputs, self.device, self.input_dtype, self.channels_last)
 
     def bind(self, inputs: dict[str, np.ndarray]) -> Callable[[], Any]:
         torch = self._torch
@@ -60,13 +77,16 @@ class TorchRuntime(Runtime):
             return None
         torch = self._torch
         host = [torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
-        module, device, dtype = self.module, self.device, self.input_dtype
+        module, device, dtype, cl = self.module, self.device, self.input_dtype, self.channels_last
 
         def run():
             with torch.inference_mode():
                 args = [t.to(device) for t in host]
                 if dtype is not None:
                     args = [a.to(dtype) if a.is_floating_point() else a for a in args]
+                if cl:
+                    args = [a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 and a.is_floating_point() else a
+                            for a in args]
                 out = module(*args)
                 outs = out if isinstance(out, (tuple, list)) else [out]
                 return [o.cpu() for o in outs if isinstance(o, torch.Tensor)]
@@ -74,15 +94,16 @@ class TorchRuntime(Runtime):
         return run
 
 
-def save_exported_program(module, example: dict[str, np.ndarray], path: Path, input_dtype=None) -> str | None:
-    """Save ``torch.export`` of the module (dynamic batch) as ``.pt2``; return an error note instead of raising."""
+def save_exported_program(module, example: dict[str, np.ndarray], path: Path, input_dtype=None,
+                          channels_last: bool = False) -> str | None:
+    """Save ``torch.export`` of the module (dynamic batch) as ``.pt2``; return an error note instead of raising.
+
+    The example inputs are placed where the module's weights are (`module_device`), as the runtime places
+    them: a CUDA module traced with host inputs fails to export, which left GPU trials without an artifact."""
     import torch
 
     try:
-        args = tuple(
-            (torch.from_numpy(v).to(input_dtype) if input_dtype is not None and v.dtype.kind == "f" else torch.from_numpy(v))
-            for v in example.values()
-        )
+        args = tuple(place_inputs(example, module_device(module), input_dtype, channels_last))
         batch = torch.export.Dim("batch", min=1, max=4096)
         try:
             ep = torch.export.export(module, args, dynamic_shapes=tuple({0: batch} for _ in args))
@@ -95,7 +116,9 @@ def save_exported_program(module, example: dict[str, np.ndarray], path: Path, in
 
 
 def prepare_torch_module(source, cfg, target):
-    """The transformed, quantized module on the target device, and the input dtype it expects."""
+    """The transformed, quantized module on the target device, and the input dtype it expects.  With the
+    ``memory_format: channels_last`` option the module's 4-d weights are laid out channels-last (NHWC), which
+    cuDNN's tensor-core convolutions prefer; its 4-d inputs must then be too (`TorchRuntime(channels_last=...)`)."""
     from planner.transforms.quantize import input_dtype, quantize_torch, record_quant_info
 
     import torch
@@ -109,4 +132,11 @@ def prepare_torch_module(source, cfg, target):
         record_quant_info(module, source.transform_info)
     device = "cuda" if target.is_gpu else "cpu"
     module = module.to(device).eval()
+    if uses_channels_last(cfg):
+        module = module.to(memory_format=torch.channels_last)
     return module, device, input_dtype(cfg.quant)
+
+
+def uses_channels_last(cfg) -> bool:
+    """Whether the config asks for channels-last memory format (the torch backends' `memory_format` option)."""
+    return cfg.options().get("memory_format", "contiguous") == "channels_last"

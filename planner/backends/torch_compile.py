@@ -25,18 +25,21 @@ class TorchCompile(Backend):
         "mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
         "freezing": (True, False),  # inductor constant-folds weights (a big win for CPU inference)
         "dynamic": (False, True),
+        "memory_format": ("contiguous", "channels_last"),  # channels_last: NHWC weights and inputs (tensor cores)
     }
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         import torch
 
-        from planner.backends._torch_runtime import TorchRuntime, prepare_torch_module, save_exported_program
+        from planner.backends._torch_runtime import (TorchRuntime, prepare_torch_module, save_exported_program,
+                                                     uses_channels_last)
 
         opts = cfg.options()
         module, device, in_dtype = prepare_torch_module(source, cfg, target)
-        info = {"device": device, "mode": opts.get("mode", "default")}
+        cl = uses_channels_last(cfg)
+        info = {"device": device, "mode": opts.get("mode", "default"), "memory_format": "channels_last" if cl else "contiguous"}
         artifacts = []
-        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype)
+        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype, cl)
         if note:
             info["artifact_note"] = note
         else:
@@ -45,9 +48,12 @@ class TorchCompile(Backend):
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = bool(opts.get("freezing", False))
+        from torch._dynamo.utils import counters
+
+        cache_before = dict(counters["inductor"])
         t0 = time.perf_counter()
         compiled = torch.compile(module, mode=opts.get("mode", "default"), dynamic=bool(opts.get("dynamic", False)))
-        rt = TorchRuntime(compiled, device, in_dtype)
+        rt = TorchRuntime(compiled, device, in_dtype, cl)
         example = source.example_inputs(cfg.batch_size, seed=3)
         rt.infer(example)  # triggers compilation for this shape
         run = rt.bind(example)  # and through the timed path, so no recompilation lands in the measurement
@@ -55,4 +61,8 @@ class TorchCompile(Backend):
         run()
         rt.synchronize()
         compile_s = time.perf_counter() - t0
+        # what Inductor's FX graph cache (TORCHINDUCTOR_CACHE_DIR, in the planner cache) saved this build: a rebuild
+        # of a measured config (the re-measurement after the search) hits it; freezing=True graphs bypass it
+        for k in ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass"):
+            info[k] = int(counters["inductor"].get(k, 0) - cache_before.get(k, 0))
         return BuildResult(rt, artifacts, compile_s, info)

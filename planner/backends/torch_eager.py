@@ -21,19 +21,22 @@ class TorchEager(Backend):
     engine_files = ("model.pt2",)  # torch.export program (planner.backends.pt2); Triton: Python backend
     load_artifact = classmethod(load_pt2)
     decoder_schemes = quant_schemes  # planner.llm.runtimes runs decoders with the same transforms
-    options: dict = {}
+    # channels_last: 4-d weights and inputs in NHWC layout (what cuDNN's tensor-core convolutions prefer)
+    options: dict = {"memory_format": ("contiguous", "channels_last")}
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
-        from planner.backends._torch_runtime import TorchRuntime, prepare_torch_module, save_exported_program
+        from planner.backends._torch_runtime import (TorchRuntime, prepare_torch_module, save_exported_program,
+                                                     uses_channels_last)
 
         t0 = time.perf_counter()
         module, device, in_dtype = prepare_torch_module(source, cfg, target)
         compile_s = time.perf_counter() - t0
-        info = {"device": device}
+        cl = uses_channels_last(cfg)
+        info = {"device": device, "memory_format": "channels_last" if cl else "contiguous"}
         artifacts = []
-        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype)
+        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype, cl)
         if note:
             info["artifact_note"] = note
         else:
             artifacts.append(workdir / "model.pt2")
-        return BuildResult(TorchRuntime(module, device, in_dtype), artifacts, compile_s, info)
+        return BuildResult(TorchRuntime(module, device, in_dtype, cl), artifacts, compile_s, info)

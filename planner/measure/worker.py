@@ -198,8 +198,12 @@ def _setup_threads(target) -> None:
         pass
 
 
+REFERENCE_BATCH = 8  # batch of the fp32 reference (a job's ``reference_batch`` overrides it, e.g. 1)
+
+
 def do_prepare(job: dict) -> dict:
-    """Load the model, compute its hash and the fp32 eager reference outputs on the evaluation set."""
+    """Load the model, compute its hash and the fp32 eager reference outputs on the evaluation set, in batches of
+    ``job["reference_batch"]`` (default `REFERENCE_BATCH`; 1 for a model that only runs at batch 1)."""
     import numpy as np
 
     from planner.model import ModelSpec
@@ -212,6 +216,7 @@ def do_prepare(job: dict) -> dict:
     src = ModelSource(spec, Path(job["cache_dir"]))
     n = int(job.get("eval_samples", 32))
     inputs = src.sample_inputs(n, seed=int(job.get("seed", 0)))
+    ref_batch = max(1, min(int(job.get("reference_batch") or REFERENCE_BATCH), n))
     t0 = time.perf_counter()
     if src.format == "onnx":
         from planner.backends.onnxruntime import make_session
@@ -232,7 +237,7 @@ def do_prepare(job: dict) -> dict:
             return [o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
 
     outs = []
-    for feed, valid in _batches(inputs, n, min(8, n)):
+    for feed, valid in _batches(inputs, n, ref_batch):
         outs.append(_flat_outputs(run(feed))[:valid])
     ref = np.concatenate(outs)
     ref_seconds = time.perf_counter() - t0
@@ -244,7 +249,8 @@ def do_prepare(job: dict) -> dict:
 
         fn = load_evaluator(spec.evaluator)
         try:
-            evaluation = run_evaluator(fn, make_predict(run, 8), 8, f"--evaluator {spec.evaluator} (fp32 reference)")
+            evaluation = run_evaluator(fn, make_predict(run, ref_batch), ref_batch,
+                                       f"--evaluator {spec.evaluator} (fp32 reference)")
         except ConfigError:
             raise
         except Exception as e:
@@ -273,6 +279,7 @@ def do_prepare(job: dict) -> dict:
         "evaluation": evaluation,
         "format": src.format,
         "reference_seconds": ref_seconds,
+        "reference_batch": ref_batch,
     }
 
 
@@ -508,7 +515,8 @@ def do_confirm(job: dict) -> dict:
         tmp = gate / f".round-{r}.tmp"
         tmp.write_text(json.dumps(stats))
         os.replace(tmp, gate / f"round-{r}.json")
-    return {"status": "ok", "rounds": rounds, "timing": timing, "build_seconds": eng.build_seconds}
+    return {"status": "ok", "rounds": rounds, "timing": timing, "build_seconds": eng.build_seconds,
+            "build_info": eng.build.info}
 
 
 def task_quality(spec, rt, batch_size: int, reference: str, quality: dict, mode: str) -> dict:

@@ -166,6 +166,10 @@ class MlflowRecorder:
             rid = run_ids.get(int(n))
             if rid:
                 self.client.set_tag(rid, "planner.confirmed", f"failed: {f['reason']}: {f['message']}"[:5000])
+        for n, why in summary.get("skipped", {}).items():  # left out to fit the study's --timeout
+            rid = run_ids.get(int(n))
+            if rid:
+                self.client.set_tag(rid, "planner.confirmed", f"skipped: {why}"[:5000])
         assert self.parent_run_id
         self.client.log_text(self.parent_run_id, table_md, "confirmation.md")
         self.client.log_text(self.parent_run_id, json.dumps(summary, indent=2, default=str), "confirmation.json")

@@ -39,7 +39,7 @@ class StudyOptions:
     seed: int | None = 0
     objectives: tuple[str, ...] | None = None  # default: latency,quality (ttft,tpot,quality with a workload)
     eval_samples: int = 32
-    early_exit_factor: float | None = 20.0  # stop measuring a candidate this many times slower per sample than the best
+    early_exit_factor: float | None = 20.0  # stop measuring a candidate this many times slower than the best at its batch
     allow_mismatch: bool = False
     max_duplicates: int = 25  # consecutive already-measured suggestions before we call the space exhausted
     heartbeat_seconds: int = 30  # trials whose worker stops beating for 3 intervals are failed by other workers
@@ -119,6 +119,19 @@ class _Flight:
         return False
 
 
+def early_exit_bound(points, batch_size: int, factor: float | None) -> float | None:
+    """The median (ms per batch) a candidate's first settled samples may not exceed before it is cut as
+    hopeless: ``factor`` × the best feasible p50 at the candidate's own batch size, the deployments it has to
+    beat to matter.  A point at another batch size is no yardstick: scaling its per-sample time to this batch
+    cut a b=1 candidate that had the lowest latency of the study because a b=32 trial had a better time per
+    sample.  None (measure it in full) until the study has a feasible trial at this batch size."""
+    if not factor:
+        return None
+    best = [p.metrics["latency_p50_ms"] for p in points
+            if int(p.config.get("batch_size", 0)) == batch_size and p.metrics.get("latency_p50_ms")]
+    return min(best) * factor if best else None
+
+
 class Optimizer:
     """One study: set-up, the trial loop, and the final Pareto bookkeeping."""
 
@@ -156,6 +169,8 @@ class Optimizer:
         self.tracking_uri = options.tracking_uri or home.tracking_uri
         self.experiment = f"planner/{model.name}/{target.name}"
         self.study_dir = home.study_dir(self.study_name)
+        self.seeds_queued = 0  # seed configs this run enqueued into a new study (`_enqueue_seeds`)
+        self._t_start: float | None = None  # when `run` started its trial loop (`--timeout` counts from there)
 
     # ------------------------------------------------------------------ set-up
     def validate(self) -> list[str]:
@@ -196,7 +211,20 @@ class Optimizer:
         }
         if self.workload is not None:
             job.update(kind="llm_prepare", workload=self.workload.to_dict())
-        res = run_job(job, staging, self.opts.trial_timeout, worker_env(self.target, self.home.cache))
+        env = worker_env(self.target, self.home.cache)
+        res = run_job(job, staging, self.opts.trial_timeout, env)
+        if res["status"] == "failed" and res.get("reason") in (FailReason.CRASH.value, FailReason.OOM.value) \
+                and self.workload is None:
+            # some models (exported, stateful) only run at batch 1 and kill their process at a larger one: the
+            # reference is computed at batch 1 then, and each b > 1 candidate fails as its own trial
+            first = res
+            res = run_job({**job, "reference_batch": 1}, staging, self.opts.trial_timeout, env)
+            if res["status"] == "ok":
+                import sys
+
+                print(f"note: model {self.model.ref} failed at the reference batch ({first.get('reason')}: "
+                      f"{first.get('message')}); its fp32 reference was computed at batch 1", file=sys.stderr)
+                res["reference_fallback"] = f"{first.get('reason')}: {first.get('message')}"
         if res["status"] == "config_error":
             _rmtree(staging)
             raise ConfigError(res["message"].splitlines())
@@ -275,6 +303,7 @@ class Optimizer:
                 skipped.append(f"seeds[{i}]: {why}")
                 continue
             study.enqueue_trial(params, user_attrs={"seed": i}, skip_if_exists=True)
+            self.seeds_queued += 1
         if skipped:
             study.set_user_attr("seeds_skipped", skipped)
 
@@ -350,10 +379,13 @@ class Optimizer:
             total = min(total, max(0, self.opts.study_trials - study_progress(study)[0]))
         self.reporter.start(self.study_name, total, {
             "backends": backends, "skipped": self.skipped, "experiment": self.experiment,
-            "model_info": self.model_info, "resumed": len(study.trials),
+            "model_info": self.model_info, "seeds_queued": self.seeds_queued,
+            # trials of earlier runs; the seeds this run queued (Optuna WAITING trials) are not among them
+            "resumed": sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False)),
         })
         status = "FINISHED"
         self._stopped = "trial budget reached"
+        self._t_start = time.monotonic()  # --timeout counts from here: the trial loop and the re-measurement
         try:
             self._loop(study, rec, backends, fmt, seen, outcomes)
             if self.opts.confirm_top_k > 0:
@@ -376,7 +408,7 @@ class Optimizer:
     def _loop(self, study, rec, backends, fmt, seen, outcomes: list[TrialOutcome]) -> None:
         """Keep up to ``compile_workers`` candidates in flight; exactly one measures at a time, the others
         (compiling, or compiled and waiting) are paused while it does, so timings are not disturbed."""
-        t_start, dup_run, asked = time.monotonic(), 0, 0
+        t_start, dup_run, asked = self._t_start, 0, 0
         inflight: list[_Flight] = []
         slots = max(1, self.opts.compile_workers)
         stop_asking = False
@@ -469,13 +501,6 @@ class Optimizer:
         """Auto-tuning seconds already spent by this study's trials (all workers, resumed runs included)."""
         return sum(float((t.user_attrs.get("metrics") or {}).get("build.tuning_seconds", 0.0))
                    for t in study.get_trials(deepcopy=False) if t.user_attrs.get("duplicate_of") is None)
-
-    def _best_per_sample_ms(self, study) -> float | None:
-        from planner.select.pareto import feasible_points
-
-        pts = feasible_points(study)
-        vals = [p.metrics.get("latency_per_sample_ms") for p in pts if p.metrics.get("latency_per_sample_ms")]
-        return min(vals) if vals else None
 
     def _launch(self, study, rec, backends, fmt, seen, inflight_keys: set[str], gated: bool):
         """Ask a trial, sample its config, and start its worker; a known config returns an outcome at once."""
@@ -585,8 +610,9 @@ class Optimizer:
         })
         trial.set_user_attr("mlflow_run_id", run_id)
         workdir = self.study_dir / "trials" / f"{trial.number:04d}"
-        best = self._best_per_sample_ms(study)
-        abort = best * cfg.batch_size * self.opts.early_exit_factor if (best and self.opts.early_exit_factor) else None
+        from planner.select.pareto import feasible_points
+
+        abort = early_exit_bound(feasible_points(study), cfg.batch_size, self.opts.early_exit_factor)
         job = {
             "kind": "trial", "spec": self.model.to_dict(), "target": self.target.model_dump(mode="json"),
             "config": cfg.to_dict(), "cache_dir": str(self.home.cache), "workdir": str(workdir),
@@ -685,8 +711,21 @@ class Optimizer:
         if not points:
             return None
         rounds = self.opts.confirm_rounds
-        self.reporter.confirming(f"re-measuring the {len(points)} fastest feasible trials "
-                                 f"({', '.join(f'#{p.number}' for p in points)}) in {rounds} interleaved rounds")
+        # with --timeout, the re-measurement fits in what the search left of it: candidates whose estimated rebuild
+        # and rounds do not fit are skipped (and said so), and no rebuild or round runs past the deadline
+        budget = deadline = None
+        if self.opts.timeout is not None and self._t_start is not None:
+            deadline = self._t_start + self.opts.timeout
+            budget = deadline - time.monotonic()
+        trial_s = {t.number: (t.duration.total_seconds() if t.duration else None) for t in study.get_trials(deepcopy=False)}
+        costs = {p.number: cf.estimated_seconds(p, trial_s.get(p.number), rounds, self.target.measurement.warmup_seconds)
+                 for p in points}
+        chosen, skipped = cf.fit_budget(points, costs, budget)
+        for n, why in skipped.items():
+            self.reporter.confirming(f"not re-measuring #{n}: {why}")
+        if chosen:
+            self.reporter.confirming(f"re-measuring the {len(chosen)} fastest feasible trials "
+                                     f"({', '.join(f'#{p.number}' for p in chosen)}) in {rounds} interleaved rounds")
         root = self.study_dir / "confirm"
 
         def make_job(p):
@@ -698,18 +737,18 @@ class Optimizer:
                 "batch_sizes": batch_sizes(self.space, self.target),
             }, jobdir
 
-        results = cf.run_rounds(points, make_job, worker_env(self.target, self.home.cache), rounds,
-                                self.opts.trial_timeout, self.reporter.confirming)
+        results = cf.run_rounds(chosen, make_job, worker_env(self.target, self.home.cache), rounds,
+                                self.opts.trial_timeout, self.reporter.confirming, deadline=deadline) if chosen else {}
         summary = cf.record(study, points, results, self.target.constraints.latency_percentile, rounds,
-                            self.target.constraints.latency_slo_ms)
+                            self.target.constraints.latency_slo_ms, {str(n): why for n, why in skipped.items()})
         try:
             rec.log_confirmation(summary, cf.markdown(summary, points), {p.number: p.run_id for p in points})
         except Exception as e:  # the study attribute is the source of truth; MLflow only shows it
             import sys
 
             print(f"warning: could not record the re-measurement in MLflow: {e}", file=sys.stderr)
-        for n in list(summary["trials"]):  # the engines were only rebuilt to be timed: keep the trial's own
-            _rmtree(root / f"{int(n):04d}" / "build")
+        for p in chosen:  # the engines were only rebuilt to be timed: keep the trial's own
+            _rmtree(root / f"{p.number:04d}" / "build")
         self.reporter.confirmed(summary, cf.rows(summary, points))
         return summary
 

@@ -16,6 +16,7 @@ policies' picks and the registry aliases use confirmed figures wherever there ar
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import time
@@ -43,17 +44,51 @@ def candidates(study, top_k: int) -> list[Point]:
     return out
 
 
+def estimated_seconds(p: Point, trial_seconds: float | None, rounds: int, warmup_seconds: float = 0.0) -> float | None:
+    """What re-measuring ``p`` should cost: its rebuild (the trial's wall time less its measurement; the
+    rebuild reuses the trial's caches, so this is an upper estimate) plus ``rounds`` measurements like the
+    trial's (samples x mean latency, plus the warm-up).  None when the trial's time is unknown."""
+    if trial_seconds is None:
+        return None
+    m = p.metrics
+    measure = m.get("latency_samples", 0.0) * m.get("latency_mean_ms", m.get("latency_ms", 0.0)) / 1e3 + warmup_seconds
+    return max(0.0, trial_seconds - measure) + rounds * measure
+
+
+def fit_budget(points: list[Point], costs: dict[int, float | None], budget_s: float | None) -> tuple[list[Point], dict[int, str]]:
+    """The candidates, fastest first, whose estimated costs (``costs``, seconds) add up within ``budget_s``; the
+    others with the reason they are skipped.  ``budget_s`` None: no budget (all of them)."""
+    if budget_s is None:
+        return list(points), {}
+    kept, skipped, spent = [], {}, 0.0
+    for p in points:
+        cost = costs.get(p.number)
+        if budget_s <= 0:
+            skipped[p.number] = "the study's --timeout was spent by the search"
+        elif cost is None or spent + cost <= budget_s:
+            kept.append(p)
+            spent += cost or 0.0
+        else:
+            skipped[p.number] = f"needs ~{cost:.0f} s to rebuild and re-measure; {max(0.0, budget_s - spent):.0f} s of --timeout left"
+    return kept, skipped
+
+
 def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[dict, Path]], env: dict[str, str],
-               rounds: int, timeout: float, on_progress: Callable[[str], None] | None = None) -> dict[int, dict]:
+               rounds: int, timeout: float, on_progress: Callable[[str], None] | None = None,
+               deadline: float | Callable[[], bool] | None = None) -> dict[int, dict]:
     """Build every candidate in its own worker, then measure them in ``rounds`` interleaved rounds.
 
     Returns ``{trial number: worker result}``: ``{"status": "ok", "rounds": [LatencyStats dicts]}`` or a
-    failure (``status``/``reason``/``message``) for a candidate that did not rebuild or crashed."""
+    failure (``status``/``reason``/``message``) for a candidate that did not rebuild or crashed.
+    ``deadline`` (``time.monotonic()``): a rebuild not done by then is stopped (``status`` "skipped"), and
+    no round starts after it; the candidates keep the complete rounds they have (``rounds_cut`` says so).
+    A callable ``deadline`` says itself whether the time is up."""
     from planner.measure.worker import Job
 
     say = on_progress or (lambda msg: None)
     jobs: dict[int, Job] = {}
     results: dict[int, dict] = {}
+    late = deadline if callable(deadline) else (lambda: deadline is not None and time.monotonic() > deadline)
     try:
         for p in points:
             job, jobdir = make_job(p)
@@ -69,9 +104,22 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[dict, Path
                 elif j.poll() is not None or j.active_seconds() > timeout:
                     results[n] = j.collect(timed_out=timeout if j.poll() is None else None)
                     building.discard(n)
+                elif late():
+                    j.kill()
+                    results[n] = {"status": "skipped", "reason": "budget",
+                                  "message": "its rebuild was not done when the study's --timeout ran out"}
+                    building.discard(n)
             time.sleep(0.02)
         live = [p.number for p in points if p.number not in results]
         for r in range(rounds):
+            if r > 0 and late():
+                for n in live:
+                    if n not in results:
+                        jobs[n].kill()
+                        got = [json.loads((jobs[n].gate / f"round-{k}.json").read_text()) for k in range(r)]
+                        results[n] = {"status": "ok", "rounds": got,
+                                      "rounds_cut": f"{r} of {rounds} rounds: the study's --timeout ran out"}
+                break
             shift = r % len(live) if live else 0
             for n in live[shift:] + live[:shift]:
                 if n in results:
@@ -126,24 +174,41 @@ def summarize(rounds: list[dict[str, Any]], percentile: str, batch_size: int) ->
 
 
 def record(study, points: list[Point], results: dict[int, dict], percentile: str, rounds: int,
-           latency_slo_ms: float | None) -> dict[str, Any]:
-    """Store the confirmation as the study's user attribute ``confirmation`` and return it."""
+           latency_slo_ms: float | None, skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """Store the confirmation as the study's user attribute ``confirmation`` and return it.  ``skipped``:
+    ``{trial number: why}`` for candidates left out to fit the study's budget (kept in ``skipped``, with
+    those whose rebuild the deadline stopped)."""
     trials: dict[str, Any] = {}
     failed: dict[str, Any] = {}
+    skipped: dict[str, str] = dict(skipped or {})
     for p in points:
         res = results.get(p.number) or {}
         got = res.get("rounds") or []
-        if res.get("status") == "ok" and len(got) == rounds:
+        if str(p.number) in skipped:
+            continue
+        if res.get("status") == "skipped":
+            skipped[str(p.number)] = res.get("message", "")
+        elif res.get("status") == "ok" and got and (len(got) == rounds or res.get("rounds_cut")):
             c = summarize(got, percentile, int(p.config.get("batch_size", 1)))
             c["study_latency_ms"] = p.latency_ms
             c["ratio_to_study"] = c["latency_ms"] / p.latency_ms if p.latency_ms else None
             c["slo_violated"] = latency_slo_ms is not None and c["latency_ms"] > latency_slo_ms
+            if res.get("build_seconds") is not None:
+                c["rebuild_seconds"] = float(res["build_seconds"])
+            info = res.get("build_info") or {}
+            reused = {k: info[k] for k in ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass",
+                                            "timing_cache_status", "reused_records") if k in info}
+            if reused:  # what the rebuild took from the trial's caches (Inductor, TensorRT timing cache, TVM records)
+                c["rebuild_reused"] = reused
+            if res.get("rounds_cut"):
+                c["rounds_cut"] = res["rounds_cut"]
             trials[str(p.number)] = c
         else:
             failed[str(p.number)] = {"reason": res.get("reason", "crash"),
                                      "message": str(res.get("message") or f"{len(got)} of {rounds} rounds measured")[:500]}
     summary = {"top_k": len(points), "rounds": rounds, "percentile": percentile,
-               "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "trials": trials, "failed": failed}
+               "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "trials": trials, "failed": failed,
+               "skipped": skipped}
     study.set_user_attr(ATTR, summary)
     return summary
 
@@ -162,6 +227,11 @@ def rows(summary: dict[str, Any], points: list[Point]) -> list[dict[str, Any]]:
         out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.config.get("batch_size") if p else None,
                     "study_ms": p.latency_ms if p else None, "confirmed_ms": None, "ratio": None,
                     "failed": f"{f['reason']}: {f['message']}"})
+    for n, why in summary.get("skipped", {}).items():
+        p = by_n.get(int(n))
+        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.config.get("batch_size") if p else None,
+                    "study_ms": p.latency_ms if p else None, "confirmed_ms": None, "ratio": None,
+                    "failed": f"skipped: {why}"})
     return sorted(out, key=lambda r: (r["confirmed_ms"] is None, r["confirmed_ms"] or 0.0))
 
 

@@ -91,3 +91,36 @@ class HangOnBatch4(Tiny):
 def hang_on_batch4():
     torch.manual_seed(0)
     return HangOnBatch4().eval()
+
+
+class TinyConv(torch.nn.Module):
+    """A conv net on 3x8x8 images (pass its inputs explicitly: ``x:3x8x8``), for memory-format tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def tiny_conv():
+    torch.manual_seed(0)
+    return TinyConv().eval()
+
+
+class AbortAboveBatch1(Tiny):
+    """Aborts its process (SIGABRT) at any batch larger than 1, as some exported or stateful models do."""
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            import os
+
+            os.abort()
+        return self.fc(x)
+
+
+def abort_above_batch1():
+    torch.manual_seed(0)
+    return AbortAboveBatch1().eval()

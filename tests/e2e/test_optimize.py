@@ -59,16 +59,26 @@ def test_mlflow_parent_nested_runs_params_metrics_artifacts(tiny_study):
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
     distinct = {t.user_attrs["config_key"] for t in _study(home, "s1").trials if "duplicate_of" not in t.user_attrs}
     assert len(trials) == len(distinct)  # duplicates are not measured again, so they get no run
+    measured = 0
     for run in trials:
         assert run.data.params["backend"] in ("torch", "onnxruntime")
         assert run.data.tags["backend"] == run.data.params["backend"]
         assert run.data.tags["precision"] == "fp32"
+        if run.data.tags["planner.status"] == "failed":
+            # how fast this host is decides whether a candidate is cut early (20x slower than the best at its batch
+            # size); such a run says so, with the median it was cut at and its quality, but has no latency figures
+            assert run.data.tags["planner.fail_reason"] == "early_exit", run.data.tags
+            assert "early_exit_median_ms" in run.data.metrics and "quality.quality_loss" in run.data.metrics
+            continue
+        measured += 1
         assert "latency_p99_ms" in run.data.metrics and "throughput" in run.data.metrics
         assert "quality_loss" in run.data.metrics and "centered_cosine" in run.data.metrics
         names = {a.path for a in c.list_artifacts(run.info.run_id)}
         assert "manifest.json" in names and "engine" in names
         engine = {a.path for a in c.list_artifacts(run.info.run_id, "engine")}
         assert engine & {"engine/model.onnx", "engine/model.pt2"}
+    complete = [t for t in _study(home, "s1").trials if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
+    assert measured == len(complete) >= 1
     parent_files = {a.path for a in c.list_artifacts(parent.info.run_id)}
     assert {"pareto.md", "pareto.json", "target.yaml", "search_space.yaml"} <= parent_files
     assert str(Path(exp.artifact_location.replace("file://", ""))).startswith(str(home.root))
@@ -227,3 +237,4 @@ def test_seeds_are_measured_first_and_impossible_ones_skipped(tmp_path):
     assert [t.user_attrs.get("seed") for t in study.trials[:2]] == [0, 2]
     assert study.user_attrs["seeds_skipped"] == ["seeds[1]: fp16 needs precision fp16, which target 'fast-cpu' lacks "
                                                 "(its precisions: fp32, int8)"]
+    assert "queued 2 seed configs" in r.stdout and "resuming" not in r.stdout  # enqueued seeds are no earlier trials

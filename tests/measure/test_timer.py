@@ -56,7 +56,8 @@ def test_unstable_window_is_remeasured():
 
     def fn():
         state["i"] += 1
-        if state["i"] < 40 and state["i"] % 2:  # noisy first window, quiet afterwards
+        # noisy first window, quiet afterwards; 2 slow calls in every 5, so settling blocks agree (noise, no trend)
+        if state["i"] < 40 and state["i"] % 5 in (0, 1):
             time.sleep(0.004)
 
     proto = Protocol(warmup_iters=0, warmup_seconds=0, min_repeats=20, min_seconds=0, max_seconds=5,
@@ -67,7 +68,7 @@ def test_unstable_window_is_remeasured():
 
 def test_samples_come_from_the_pluggable_timer():
     """A device timer (CUDA events on a GPU) decides each sample; the host clock only sizes the window."""
-    durations = iter([0.010, 0.030] * 100)
+    durations = iter([0.010, 0.010, 0.030, 0.030, 0.010] * 100)  # every block of 5 has the same median
     calls = []
 
     def device_time(fn):
@@ -76,10 +77,70 @@ def test_samples_come_from_the_pluggable_timer():
 
     proto = Protocol(warmup_iters=2, warmup_seconds=0, min_repeats=10, min_seconds=0, max_seconds=5, max_remeasure=0)
     s = measure(lambda: calls.append(1), proto, time_one=device_time)
-    assert s.n == 10 and len(calls) == 12  # warm-up calls are not timed
-    assert s.min_ms == pytest.approx(10.0) and s.max_ms == pytest.approx(30.0) and s.p50_ms == pytest.approx(20.0)
+    # the fixed warm-up calls are not timed; the two settling blocks are, by the same timer, but are no samples
+    assert s.n == 10 and len(calls) == 2 + 2 * 5 + 10 and s.warmup_iters == 12 and s.settled
+    assert s.min_ms == pytest.approx(10.0) and s.max_ms == pytest.approx(30.0) and s.p50_ms == pytest.approx(10.0)
 
 
 def test_host_timer_includes_the_sync():
     one = host_timer(lambda: time.sleep(0.003))
     assert one(lambda: None) >= 0.003
+
+
+class _SettlingEngine:
+    """An engine whose first ``slow_calls`` calls take 10 ms and every later one 1 ms (CUDA graphs, autotuned
+    kernels and GPU clocks settle after the warm-up), on a simulated clock: no sleeping, no timing of this host."""
+
+    def __init__(self, slow_calls: int, slow_s: float = 0.010, fast_s: float = 0.001):
+        self.calls, self.now, self.slow_calls, self.slow_s, self.fast_s = 0, 0.0, slow_calls, slow_s, fast_s
+
+    def __call__(self):
+        self.calls += 1
+        self.now += self.slow_s if self.calls <= self.slow_calls else self.fast_s
+
+    def clock(self) -> float:
+        return self.now
+
+    def time_one(self, fn) -> float:
+        t0 = self.now
+        fn()
+        return self.now - t0
+
+
+SETTLE_PROTO = Protocol(warmup_iters=2, warmup_seconds=0, min_repeats=20, min_seconds=0, max_seconds=5, max_remeasure=0)
+
+
+def test_early_exit_waits_for_settled_samples():
+    """Slow for 3 calls past the fixed warm-up, then 10x faster: the first samples after the warm-up have a 10 ms
+    median, but the engine is judged (bound 5 ms) and timed only once two blocks agree."""
+    eng = _SettlingEngine(slow_calls=SETTLE_PROTO.warmup_iters + 3)
+    s = measure(eng, SETTLE_PROTO, abort_above_ms=5.0, clock=eng.clock, time_one=eng.time_one)
+    assert s.settled and s.p50_ms == pytest.approx(1.0) and s.max_ms == pytest.approx(1.0)
+    assert s.warmup_iters == SETTLE_PROTO.warmup_iters + 3 * 5  # a slow block, a fast one, the one that agrees
+    assert eng.calls == s.warmup_iters + s.n
+
+
+def test_settled_but_hopeless_engine_is_still_cut():
+    eng = _SettlingEngine(slow_calls=10**9)  # steady at 10 ms
+    with pytest.raises(EarlyExit) as e:
+        measure(eng, SETTLE_PROTO, abort_above_ms=5.0, clock=eng.clock, time_one=eng.time_one)
+    assert e.value.median_ms == pytest.approx(10.0)
+    assert eng.calls == SETTLE_PROTO.warmup_iters + 2 * 5 + 5  # warm-up, two agreeing blocks, the probe
+
+
+def test_settling_gives_up_after_max_seconds():
+    """An engine that keeps getting faster is timed anyway after max_seconds of settling, flagged unsettled."""
+    state = {"now": 0.0, "d": 0.1}
+
+    def fn():
+        state["now"] += state["d"]
+        state["d"] *= 0.95  # each block of 5 is 23 % faster than the one before
+
+    def time_one(f):
+        t0 = state["now"]
+        f()
+        return state["now"] - t0
+
+    proto = Protocol(warmup_iters=0, warmup_seconds=0, min_repeats=5, min_seconds=0, max_seconds=0.5, max_remeasure=0)
+    s = measure(fn, proto, clock=lambda: state["now"], time_one=time_one)
+    assert not s.settled and s.n >= 5

@@ -7,7 +7,7 @@ from support import DATA, fake_backend_files, run_cli
 
 from planner.paths import Home
 from planner.select import confirm as cf
-from planner.select.pareto import Fastest, Knee, non_dominated, pareto_front
+from planner.select.pareto import Fastest, Knee, Point, non_dominated, pareto_front
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -174,3 +174,92 @@ def test_confirm_flag_errors_are_one_clear_line(tmp_path):
                 "--home", tmp_path / "home")
     assert r.returncode != 0 and "--confirm -1: must be ≥ 0" in r.stderr
     assert not (tmp_path / "home" / "optuna.db").exists()
+
+
+def _pt(n, lat, samples=100):
+    return Point(n, {"backend": "b", "batch_size": 1}, f"b{n}",
+                 {"latency_ms": lat, "latency_mean_ms": lat, "latency_samples": samples, "quality_loss": 0.0}, None)
+
+
+def test_estimate_and_budget_skip_what_does_not_fit():
+    p = _pt(0, 10.0)  # one measurement: 100 samples x 10 ms = 1 s (+ 0.2 s warm-up)
+    assert cf.estimated_seconds(p, 31.2, 3, 0.2) == pytest.approx(30.0 + 3 * 1.2)
+    assert cf.estimated_seconds(p, None, 3) is None
+    pts = [_pt(0, 1.0), _pt(1, 2.0), _pt(2, 3.0)]
+    kept, skipped = cf.fit_budget(pts, {0: 5.0, 1: 5.0, 2: 5.0}, 12.0)
+    assert [p.number for p in kept] == [0, 1] and skipped == {2: "needs ~5 s to rebuild and re-measure; 2 s of --timeout left"}
+    assert cf.fit_budget(pts, {0: 99.0}, None) == (pts, {})  # no --timeout: no budget
+    kept, skipped = cf.fit_budget(pts, {}, -3.0)
+    assert kept == [] and set(skipped) == {0, 1, 2} and "spent" in skipped[0]
+
+
+def test_rebuild_not_done_by_the_deadline_is_stopped_and_skipped(tmp_path, fast_target):
+    import time
+
+    from planner.config import TrialConfig
+    from planner.measure.worker import worker_env
+    from planner.model import parse_model
+
+    p = Point(0, TrialConfig("torch", 1).to_dict(), "torch", {"latency_ms": 1.0, "quality_loss": 0.0}, None)
+
+    def make_job(p):
+        return {"kind": "confirm", "spec": parse_model("tiny-mlp").to_dict(), "target": fast_target.model_dump(mode="json"),
+                "config": p.config, "cache_dir": str(tmp_path / "cache"), "workdir": str(tmp_path / "c" / "build"),
+                "reference": str(tmp_path / "reference.npz"), "rounds": 2}, tmp_path / "c"
+
+    t0 = time.monotonic()
+    res = cf.run_rounds([p], make_job, worker_env(fast_target, tmp_path / "cache"), 2, 600.0, deadline=t0 - 1.0)
+    assert res[0]["status"] == "skipped" and "--timeout ran out" in res[0]["message"]
+    assert time.monotonic() - t0 < 60  # stopped, not waited for
+
+
+def test_confirmation_under_a_spent_budget_skips_and_says_so(tmp_path):
+    """--timeout 1: the first trial outlasts it, so nothing is re-measured; the console, the study attribute and
+    the trial's MLflow run say what was skipped and why, and the front keeps the study's own figure."""
+    home = Home(tmp_path / "home")
+    space, target, env = fake_backend_files(tmp_path, "name: budget\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, lucky]\n")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
+                "--sampler", "grid", "--eval-samples", "6", "--study", "budget", "--confirm", "2", "--timeout", "1",
+                "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="budget", storage=home.optuna_url)
+    (t,) = study.trials  # the timeout stopped the loop after one trial
+    assert "not re-measuring #0: the study's --timeout was spent by the search" in r.stdout
+    conf = study.user_attrs["confirmation"]
+    assert conf["trials"] == {} and conf["failed"] == {} and "spent" in conf["skipped"]["0"]
+    assert [p.number for p in pareto_front(study)] == [0] and "confirmed_rounds" not in pareto_front(study)[0].metrics
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri=home.tracking_uri).get_run(t.user_attrs["mlflow_run_id"])
+    assert run.data.tags["planner.confirmed"].startswith("skipped: the study's --timeout was spent")
+
+
+def test_rounds_stop_at_the_deadline_and_keep_what_was_measured(tmp_path, fast_target):
+    """The deadline passes once every candidate has measured its first round: no further round starts, each keeps
+    its one round, and the confirmation says it was cut."""
+    import numpy as np
+
+    from planner.config import TrialConfig
+    from planner.measure.worker import worker_env
+    from planner.model import parse_model
+    from planner.source import ModelSource
+
+    spec = parse_model("tiny-mlp")
+    feed = ModelSource(spec, tmp_path / "cache").sample_inputs(4)
+    np.savez(tmp_path / "reference.npz", **{f"in:{k}": v for k, v in feed.items()})
+    pts = [Point(n, TrialConfig("torch", b).to_dict(), f"torch b={b}", {"latency_ms": 1.0, "quality_loss": 0.0}, None)
+           for n, b in ((0, 1), (1, 2))]
+
+    def make_job(p):
+        d = tmp_path / f"c{p.number}"
+        return {"kind": "confirm", "spec": spec.to_dict(), "target": fast_target.model_dump(mode="json"), "config": p.config,
+                "cache_dir": str(tmp_path / "cache"), "workdir": str(d / "build"),
+                "reference": str(tmp_path / "reference.npz"), "rounds": 3}, d
+
+    first_round_done = lambda: all((tmp_path / f"c{n}" / ".gate" / "round-0.json").exists() for n in (0, 1))  # noqa: E731
+    res = cf.run_rounds(pts, make_job, worker_env(fast_target, tmp_path / "cache"), 3, 600.0, deadline=first_round_done)
+    for n in (0, 1):
+        assert res[n]["status"] == "ok" and len(res[n]["rounds"]) == 1 and "1 of 3 rounds" in res[n]["rounds_cut"]
+    s = _study([(1.0, 0.0, True), (2.0, 0.0, True)])
+    summary = cf.record(s, pts, res, "p50", 3, None)
+    assert summary["trials"]["0"]["rounds"] == 1 and "--timeout ran out" in summary["trials"]["1"]["rounds_cut"]

@@ -1,0 +1,34 @@
+"""A model that aborts its process at any batch larger than 1: the fp32 reference falls back to batch 1, each
+b > 1 candidate is a failed trial (`crash`), and the study ends with its b = 1 trials, front and registry."""
+
+import optuna
+from support import DATA, run_cli
+
+from planner.paths import Home
+from planner.select.pareto import pareto_front
+
+
+def test_batch1_only_model_studies_its_batch1_deployments(tmp_path):
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    space.write_text("name: b1\nbatch_size: [1, 4]\nbackends:\n  torch: {}\n"
+                     "seeds:\n  - {backend: torch, batch_size: 4}\n  - {backend: torch, batch_size: 1}\n")
+    r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:abort_above_batch1", "--target", DATA / "fast-cpu.yaml",
+                "--space", space, "--trials", "2", "--eval-samples", "6", "--study", "b1", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "its fp32 reference was computed at batch 1" in r.stderr
+    study = optuna.load_study(study_name="b1", storage=home.optuna_url)
+    assert study.user_attrs["model_info"]["reference_batch"] == 1
+    assert "SIGABRT" in study.user_attrs["model_info"]["reference_fallback"]
+    b4, b1 = study.trials
+    assert b4.user_attrs["config"]["batch_size"] == 4 and b4.state.name == "FAIL"
+    assert b4.user_attrs["fail_reason"] == "crash" and "SIGABRT" in b4.user_attrs["fail_message"]
+    assert b1.user_attrs["config"]["batch_size"] == 1 and b1.state.name == "COMPLETE", b1.user_attrs.get("fail_message")
+    assert b1.user_attrs["metrics"]["quality_loss"] < 1e-4  # measured against the batch-1 reference
+    assert [p.number for p in pareto_front(study)] == [1]
+
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    versions = [v for m in c.search_registered_models() for v in c.search_model_versions(f"name = '{m.name}'")]
+    assert [v.run_id for v in versions] == [b1.user_attrs["mlflow_run_id"]]
