@@ -13,7 +13,7 @@ One run on one machine, for each model and batch size:
                 trial.user_attrs["config"] and re-measured here)
 
 Protocol (honest comparison):
-  * every measurement is a `planner.measure.worker.run_job` "trial" job: a fresh Python process that
+  * every measurement is a `planner.measure.runner.run_job` "trial" job: a fresh Python process that
     compiles through the backend registry (the study's own code path), checks quality against the
     study's fp32 reference (reference.npz) and times one batch per the target's `measurement` protocol;
   * baselines and the re-measured planner winner are INTERLEAVED: for each round, for each
@@ -325,7 +325,7 @@ def round_order(r: int) -> list[str]:
 
 
 def run_variant(study: dict, variant: str, cfg, target, home, args, workdir: Path, round_no: int, bench_dir: Path) -> dict:
-    from planner.measure.worker import run_job, worker_env
+    from planner.measure.runner import run_job, worker_env
 
     import openvino_default
 
@@ -508,7 +508,7 @@ def markdown(result: dict) -> str:
             f"calls and ≥ {m['min_seconds']} s (≤ {m['max_seconds']} s), one batch per call with inputs in place; re-measured up to "
             f"{m['max_remeasure']}× when CV > {m['cv_threshold']}.",
             f"* {a['rounds']} round(s). In each round every (model, batch) cell runs its variants back to back, each in a fresh worker "
-            "process (`planner.measure.worker.run_job`, kind `trial`, same code path as the study); the variant order rotates each "
+            "process (`planner.measure.runner.run_job`, kind `trial`, same code path as the study); the variant order rotates each "
             "round and is reversed on odd rounds (order positions are shown per round above).",
             "* Baselines: eager = `TrialConfig('torch', b)`; torch.compile = `torch_compile` mode `default` (Inductor freezing off, "
             "torch's default); ORT = `onnxruntime` ORT_ENABLE_ALL, sequential, intra-op threads = all cores, inter-op 1, model from "

@@ -21,7 +21,7 @@ For each (model, batch):
                 sizes would favour the small one; each new study gets the ORT fp32 baseline as its first,
                 enqueued trial unless --no-warm-start); re-built from trial.user_attrs["config"] and re-measured here
 
-Protocol: every measurement is a `planner.measure.worker.run_job` "trial" job (a fresh Python process, the study's
+Protocol: every measurement is a `planner.measure.runner.run_job` "trial" job (a fresh Python process, the study's
 own code path: transforms, compile, quality against the study's `reference.npz`, timing per the target's protocol).
 The three variants of a cell run back to back in each round, their order rotating (and reversed on odd rounds);
 reported latency = median over rounds of each round's p50.  Ratios: variant p50 / eager p50 and / ORT p50 (< 1 =
@@ -355,7 +355,7 @@ def round_order(r: int) -> list[str]:
 
 
 def run_variant(study: dict, cfg, target, home, args, workdir: Path, round_no: int) -> dict:
-    from planner.measure.worker import run_job, worker_env
+    from planner.measure.runner import run_job, worker_env
 
     import openvino_default
 
@@ -569,7 +569,7 @@ def markdown(result: dict) -> str:
             "* OpenVINO default: `openvino.convert_model` of the same cached ONNX export ORT runs + `Core().compile_model(model, 'CPU')`, "
             "no options (experiments/openvino_default.py); what it chose by itself is listed below.",
             f"* {a['rounds']} round(s); in each, every (model, batch) cell runs eager, ORT, OpenVINO default and the planner winner back to back, each in "
-            "a fresh worker process (`planner.measure.worker.run_job`, the study's code path, the study's `reference.npz`); "
+            "a fresh worker process (`planner.measure.runner.run_job`, the study's code path, the study's `reference.npz`); "
             "the order rotates per round and is reversed on odd rounds.",
             "* Distillation and int8 static calibration draw on each model's `calibration_dataset()`, held out from the `dataset()` that scores them.",
             ""]

@@ -18,7 +18,7 @@ its best point against eager fp32 and torch.compile default, as ratios from one 
    lowest TPOT p99 (ties: lower TTFT p99, then lower quality loss).  When no trial is feasible: the point of the
    unconstrained front with the lowest TPOT p99 among those within the quality bound (the report says so).
 4. Interleaved re-measurement, --rounds rounds (default 3), the variant order rotating each round and reversed on odd
-   rounds; each variant is a fresh worker process (`planner.measure.worker.run_job`, kind "llm_trial": the study's own
+   rounds; each variant is a fresh worker process (`planner.measure.runner.run_job`, kind "llm_trial": the study's own
    code path: build, teacher-forced quality against the study's `reference.npz`, TTFT/TPOT per the workload and the
    target's timing protocol), all at the best point's batch size:
      (a) eager     eager PyTorch fp32                 TrialConfig("torch", b)
@@ -394,7 +394,7 @@ def round_order(r: int) -> list[str]:
 
 
 def run_variant(variant: str, cfg, study: dict, target, workload, home, args, workdir: Path, round_no: int, bench_dir: Path) -> dict:
-    from planner.measure.worker import run_job, worker_env
+    from planner.measure.runner import run_job, worker_env
 
     env = worker_env(target, home.cache)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -670,7 +670,7 @@ def markdown(result: dict) -> str:
             "constraints as above. " + s["best_rule_text"][0].upper() + s["best_rule_text"][1:] + ".",
             f"* {a['rounds']} interleaved round(s), variant order rotating per round and reversed on odd rounds "
             f"({'; '.join(' → '.join(o) for o in result['orders'])}); every variant a fresh `llm_trial` worker "
-            "(`planner.measure.worker.run_job`) against the study's `reference.npz`. torch.compile default: a private Inductor cache, "
+            "(`planner.measure.runner.run_job`) against the study's `reference.npz`. torch.compile default: a private Inductor cache, "
             "empty in round 1 (cold compile: its build time), reused later; the best point uses the study's caches. Build time "
             "(compile/export, quantization and warm-up of every shape) is never latency.",
             "", "## Environment", ""]

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     from planner.config import TrialConfig, freeze_options
-    from planner.measure.worker import worker_env
+    from planner.measure.runner import worker_env
     from planner.model import ModelSpec
     from planner.paths import Home
     from planner.select import confirm as cf

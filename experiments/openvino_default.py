@@ -6,7 +6,7 @@ Two ways in, both with openvino imported lazily (no import when the column is le
 
 * `OpenVINODefault`, a planner backend *plugin* (not a searched backend): the planner-study benchmarks
   (bench_baselines, bench_compression) register it in their measurement workers with `worker_env` below, and measure
-  ``TrialConfig("openvino_default", b)`` through `planner.measure.worker.run_job` like every other variant (same
+  ``TrialConfig("openvino_default", b)`` through `planner.measure.runner.run_job` like every other variant (same
   process isolation, quality check against the study's reference, timing protocol).  Its model is the same cached
   ONNX export the ONNX Runtime fp32 baseline runs.
 * `session`, an object with ONNX Runtime's ``run(None, feed)``, for the ORT micro-benchmarks that time sessions in

@@ -11,26 +11,25 @@ bookkeeping keeps working:
   lengths) and ``by_prompt`` (the same per prompt length); ``tpot_latency`` is the timer
   dict of the worst TPOT.
 
-Job fields: those of worker jobs (``spec``, ``target``, ``cache_dir``, ``reference``,
-``result``; trials also ``config``, ``workdir``, ``abort_above_ms``, ``gate``) plus ``workload``
-(a `planner.llm.workload.Workload` as a dict).  ``abort_above_ms`` applies to the TTFT of
+Jobs: `planner.measure.jobs.LlmPrepareJob` / `LlmTrialJob` (the worker jobs' fields plus ``workload``,
+a `planner.llm.workload.Workload` as a dict).  ``abort_above_ms`` applies to the TTFT of
 the shortest prompt (the first one measured).
 
-Run standalone as ``python -m planner.llm.trial JOB.json`` (kinds ``llm_prepare`` and
-``llm_trial``); it writes ``result.json`` like the worker.
+The worker runs them for the job kinds ``llm_prepare`` and ``llm_trial`` (`planner.measure.jobs.HANDLERS`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.errors import CandidateFailed, ConfigError, FailReason
+
+if TYPE_CHECKING:  # pragma: no cover
+    from planner.measure.jobs import LlmPrepareJob, LlmTrialJob
 
 
 def _decoder_dims(module) -> dict[str, int]:
@@ -49,24 +48,24 @@ def _decoder_dims(module) -> dict[str, int]:
             "heads": int(heads), "head_dim": int(head_dim)}
 
 
-def _common(job: dict):
+def _common(job: "LlmPrepareJob | LlmTrialJob"):
     from planner.llm.workload import Workload
-    from planner.measure.worker import _setup_threads
+    from planner.measure.worker import setup_threads
     from planner.model import ModelSpec
     from planner.source import ModelSource
     from planner.target import Target
 
-    spec = ModelSpec.from_dict(job["spec"])
-    target = Target.model_validate(job["target"])
-    workload = Workload.from_dict(job["workload"], "workload")
-    _setup_threads(target)
-    src = ModelSource(spec, Path(job["cache_dir"]))
+    spec = ModelSpec.from_dict(job.spec)
+    target = Target.model_validate(job.target)
+    workload = Workload.from_dict(job.workload, "workload")
+    setup_threads(target)
+    src = ModelSource(spec, Path(job.cache_dir))
     if src.format == "onnx":
         raise ConfigError(f"model {spec.ref}: LLM workloads need a PyTorch decoder (prefill/decode API), not an ONNX file")
     return spec, target, workload, src
 
 
-def prepare_llm(job: dict) -> dict[str, Any]:
+def prepare_llm(job: "LlmPrepareJob") -> dict[str, Any]:
     """Load the decoder, check the workload fits it, store the teacher-forced fp32 reference."""
     import numpy as np
 
@@ -82,7 +81,7 @@ def prepare_llm(job: dict) -> dict[str, Any]:
     tokens = eval_tokens(dims["vocab"], ev.sequences, p, ev.forced_tokens, ev.seed)
     ref = reference_logits(module, tokens, p)
     ref_seconds = time.perf_counter() - t0
-    out_path = Path(job["reference"])
+    out_path = Path(job.reference)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".tmp.npz")
     np.savez(tmp, tokens=tokens, ref=ref, prompt_length=np.int64(p))
@@ -102,20 +101,12 @@ def prepare_llm(job: dict) -> dict[str, Any]:
     }
 
 
-def _wait_for_turn(gate: str | None) -> None:
-    from planner.measure import worker
-
-    wait = getattr(worker, "_wait_for_turn", None)
-    if wait is not None:
-        wait(gate)
-
-
 def _strip(m: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in m.items() if not k.endswith("_stats")}
 
 
-def run_llm_trial(job: dict) -> dict[str, Any]:
-    """Build the decoder runtime of ``job["config"]``, check quality, measure TTFT/TPOT per the workload."""
+def run_llm_trial(job: "LlmTrialJob") -> dict[str, Any]:
+    """Build the decoder runtime of ``job.config``, check quality, measure TTFT/TPOT per the workload."""
     import numpy as np
 
     from planner.config import TrialConfig
@@ -123,25 +114,25 @@ def run_llm_trial(job: dict) -> dict[str, Any]:
     from planner.llm.quality import llm_quality, teacher_forced_logits
     from planner.llm.runtimes import build_decoder, cache_length, check_decoder_config
     from planner.measure.timer import EarlyExit
-    from planner.measure.worker import _rss_mb, early_exit_result, peak_memory_mb, runnable_backend
+    from planner.measure.worker import early_exit_result, peak_memory_mb, rss_mb, runnable_backend, wait_for_turn
 
     spec, target, workload, src = _common(job)
-    cfg = TrialConfig.from_dict(job["config"])
-    workdir = Path(job["workdir"])
+    cfg = TrialConfig.from_dict(job.config)
+    workdir = Path(job.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     why = check_decoder_config(cfg.backend, cfg.quant.scheme)
     if why:
         raise CandidateFailed(FailReason.UNSUPPORTED, why)
     runnable_backend(cfg, target, src.format)
 
-    with np.load(job["reference"], allow_pickle=False) as z:
+    with np.load(job.reference, allow_pickle=False) as z:
         tokens, ref, p_eval = z["tokens"], z["ref"], int(z["prompt_length"])
     dims = _decoder_dims(src.base_module())
     workload.check_model(dims["max_positions"])
     cache_len = cache_length(workload.max_context, dims["max_positions"])
     shapes = sorted(set(workload.prompt_lengths) | {p_eval})
 
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     t0 = time.perf_counter()
     try:
         build = build_decoder(src, cfg, target, workdir, cache_len, warm=(shapes, cfg.batch_size))
@@ -155,7 +146,7 @@ def run_llm_trial(job: dict) -> dict[str, Any]:
         raise CandidateFailed(FailReason.COMPILE, f"{type(e).__name__}: {msg}") from None
     build_seconds = time.perf_counter() - t0
     rt = build.runtime
-    _wait_for_turn(job.get("gate"))  # with compile workers: measure one candidate at a time
+    wait_for_turn(job.gate)  # with compile workers: measure one candidate at a time
     measured_from = time.time()
 
     try:
@@ -170,7 +161,7 @@ def run_llm_trial(job: dict) -> dict[str, Any]:
 
     try:
         agg = measure_workload(rt, workload, cfg.batch_size, target.measurement, dims["vocab"],
-                               abort_above_ms=job.get("abort_above_ms"))
+                               abort_above_ms=job.abort_above_ms)
     except EarlyExit as e:
         return early_exit_result(e, quality, build)
     peak, gpu_peak = peak_memory_mb(rt)
@@ -196,40 +187,3 @@ def run_llm_trial(job: dict) -> dict[str, Any]:
         "device": rt.device,
         "measured_window": [measured_from, time.time()],  # wall clock: quality check + TTFT/TPOT protocol
     }
-
-
-JOBS = {"llm_prepare": prepare_llm, "llm_trial": run_llm_trial}
-
-
-def run(job: dict) -> dict[str, Any]:
-    """Run one job dict and map errors to result dicts, like `planner.measure.worker.main`."""
-    try:
-        kind = job.get("kind")
-        if kind not in JOBS:
-            raise ConfigError(f"unknown LLM job kind {kind!r}; valid: {', '.join(JOBS)}")
-        return JOBS[kind](job)
-    except ConfigError as e:
-        return {"status": "config_error", "message": str(e)}
-    except CandidateFailed as e:
-        return {"status": "failed", "reason": e.reason.value, "message": e.message}
-    except MemoryError:
-        return {"status": "failed", "reason": FailReason.OOM.value, "message": "out of memory"}
-    except Exception as e:  # a candidate's crash, not the planner's
-        traceback.print_exc()
-        return {"status": "failed", "reason": FailReason.CRASH.value, "message": f"{type(e).__name__}: {str(e)[:300]}"}
-
-
-def main(argv: list[str]) -> int:
-    from planner.measure.worker import _json_default
-
-    job = json.loads(Path(argv[0]).read_text())
-    result_path = Path(job["result"])
-    res = run(job)
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=2, default=_json_default))
-    os.replace(tmp, result_path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,9 +1,10 @@
-"""The isolated worker: one job (prepare the reference, or build+measure one trial) per process.
+"""The isolated worker, the child side of the worker protocol: one job per process.
 
-Run as ``python -m planner.measure.worker JOB.json``.  It writes ``result.json``
-beside the job.  The parent (`run_job`) turns a crash, hang or OOM of this
-process into a failed trial with its reason: user model code and compiled
-engines never run in the planner process.
+Run as ``python -m planner.measure.worker JOB.json``.  It reads the typed job (`planner.measure.jobs`),
+runs the handler its kind names in `jobs.HANDLERS` (prepare the reference, build and measure one trial,
+re-measure one candidate, or a decoder workload's forms of these) and writes ``result.json`` beside the job.
+The parent side (`planner.measure.runner`) turns a crash, hang or OOM of this process into a failed trial
+with its reason: user model code and compiled engines never run in the planner process.
 """
 
 from __future__ import annotations
@@ -12,153 +13,22 @@ import json
 import os
 import resource
 import signal
-import subprocess
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.errors import CandidateFailed, ConfigError, FailReason
 
-# ------------------------------------------------------------------ parent side
-
-
-def worker_env(target, cache_dir: Path) -> dict[str, str]:
-    """Environment of a worker: pinned thread pools, compiler caches in the planner cache, no telemetry."""
-    env = dict(os.environ)
-    threads = str(target.thread_count())
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS"):
-        env[var] = threads
-    env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir) / "inductor")
-    env.setdefault("PLANNER_ZOO_CACHE", str(Path(cache_dir) / "zoo"))  # trained zoo weights (digits-cnn)
-    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    env.setdefault("DO_NOT_TRACK", "true")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PLANNER_PARENT_PID"] = str(os.getpid())
-    return env
-
-
-class Job:
-    """One worker process: started now, collected later (lets the orchestrator overlap compiles)."""
-
-    def __init__(self, job: dict[str, Any], jobdir: Path, env: dict[str, str], gated: bool = False):
-        jobdir.mkdir(parents=True, exist_ok=True)
-        self.dir = jobdir
-        self.result_path, self.log_path = jobdir / "result.json", jobdir / "worker.log"
-        self.gate = jobdir / ".gate" if gated else None
-        if self.result_path.exists():
-            self.result_path.unlink()
-        if self.gate:  # a fresh gate: no "ready"/"go"/round files from an earlier job in this folder
-            import shutil
-
-            shutil.rmtree(self.gate, ignore_errors=True)
-            self.gate.mkdir()
-        job = {**job, "result": str(self.result_path), "gate": str(self.gate) if self.gate else None}
-        (jobdir / "job.json").write_text(json.dumps(job, indent=2, default=str))
-        self.t0 = time.perf_counter()
-        self.paused_total, self._paused_at = 0.0, None
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "planner.measure.worker", str(jobdir / "job.json")],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )
-
-    # ---- gate: the worker compiles, says "ready", and measures only after "go"
-    @property
-    def ready(self) -> bool:
-        return self.gate is not None and (self.gate / "ready").exists()
-
-    def go(self) -> None:
-        if self.gate is not None:
-            (self.gate / "go").touch()
-
-    # ---- pausing compiles while another candidate is measured
-    def pause(self) -> None:
-        if self._paused_at is None and self.proc.poll() is None:
-            _signal_group(self.proc, signal.SIGSTOP)
-            self._paused_at = time.perf_counter()
-
-    def resume(self) -> None:
-        if self._paused_at is not None:
-            _signal_group(self.proc, signal.SIGCONT)
-            self.paused_total += time.perf_counter() - self._paused_at
-            self._paused_at = None
-
-    def active_seconds(self) -> float:
-        """Wall time this job has been running, not counting time it was paused."""
-        paused = self.paused_total + (time.perf_counter() - self._paused_at if self._paused_at is not None else 0.0)
-        return time.perf_counter() - self.t0 - paused
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def kill(self) -> None:
-        self.resume()
-        _kill_group(self.proc)
-
-    def collect(self, timed_out: float | None = None) -> dict[str, Any]:
-        """The result of a finished (or timed-out: pass the limit) job, as a dict; never raises for candidate faults."""
-        if timed_out is not None:
-            self.kill()
-            return _failure(FailReason.TIMEOUT, f"worker exceeded the {timed_out:.0f} s trial timeout", self.log_path, self.t0)
-        rc = self.proc.wait()
-        if self.result_path.is_file():
-            try:
-                res = json.loads(self.result_path.read_text())
-                res["wall_seconds"] = time.perf_counter() - self.t0
-                return res
-            except json.JSONDecodeError:
-                pass
-        if rc < 0:
-            sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
-            if -rc == signal.SIGKILL:
-                return _failure(FailReason.OOM, "worker was killed (SIGKILL): most likely out of memory", self.log_path, self.t0)
-            return _failure(FailReason.CRASH, f"worker died from signal {sig}", self.log_path, self.t0)
-        return _failure(FailReason.CRASH, f"worker exited with code {rc} without a result", self.log_path, self.t0)
-
-
-def run_job(job: dict[str, Any], jobdir: Path, timeout: float, env: dict[str, str]) -> dict[str, Any]:
-    """Run one job in a fresh process and wait for it; always return a result dict."""
-    j = Job(job, jobdir, env)
-    try:
-        j.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return j.collect(timed_out=timeout)
-    except KeyboardInterrupt:
-        j.kill()
-        raise
-    return j.collect()
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.wait()
-
-
-def _failure(reason: FailReason, message: str, log_path: Path, t0: float) -> dict[str, Any]:
-    tail = ""
-    if log_path.is_file():
-        tail = log_path.read_text(errors="replace")[-2000:]
-    return {"status": "failed", "reason": reason.value, "message": message, "log_tail": tail, "wall_seconds": time.perf_counter() - t0}
-
+if TYPE_CHECKING:  # pragma: no cover
+    from planner.measure.jobs import ConfirmJob, PrepareJob, TrialJob, WorkerJob
 
 # ------------------------------------------------------------------ worker side
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -168,11 +38,11 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _batches(inputs: dict, n: int, batch: int):
+def batches(inputs: dict, n: int, batch: int):
     """Yield (feed, valid) covering n samples in batches of exactly ``batch`` (last one padded)."""
     import numpy as np
 
@@ -182,14 +52,14 @@ def _batches(inputs: dict, n: int, batch: int):
         yield {k: np.ascontiguousarray(v[idx]) for k, v in inputs.items()}, valid
 
 
-def _flat_outputs(outs: list) -> "Any":
+def flat_outputs(outs: list) -> "Any":
     import numpy as np
 
     b = outs[0].shape[0]
     return np.concatenate([np.asarray(o, dtype=np.float32).reshape(b, -1) for o in outs], axis=1)
 
 
-def _setup_threads(target) -> None:
+def setup_threads(target) -> None:
     try:
         import torch
 
@@ -201,22 +71,22 @@ def _setup_threads(target) -> None:
 REFERENCE_BATCH = 8  # batch of the fp32 reference (a job's ``reference_batch`` overrides it, e.g. 1)
 
 
-def do_prepare(job: dict) -> dict:
+def do_prepare(job: "PrepareJob") -> dict:
     """Load the model, compute its hash and the fp32 eager reference outputs on the evaluation set, in batches of
-    ``job["reference_batch"]`` (default `REFERENCE_BATCH`; 1 for a model that only runs at batch 1)."""
+    ``job.reference_batch`` (default `REFERENCE_BATCH`; 1 for a model that only runs at batch 1)."""
     import numpy as np
 
     from planner.model import ModelSpec
     from planner.source import ModelSource
     from planner.target import Target
 
-    spec = ModelSpec.from_dict(job["spec"])
-    target = Target.model_validate(job["target"])
-    _setup_threads(target)
-    src = ModelSource(spec, Path(job["cache_dir"]))
-    n = int(job.get("eval_samples", 32))
-    inputs = src.sample_inputs(n, seed=int(job.get("seed", 0)))
-    ref_batch = max(1, min(int(job.get("reference_batch") or REFERENCE_BATCH), n))
+    spec = ModelSpec.from_dict(job.spec)
+    target = Target.model_validate(job.target)
+    setup_threads(target)
+    src = ModelSource(spec, Path(job.cache_dir))
+    n = int(job.eval_samples)
+    inputs = src.sample_inputs(n, seed=int(job.seed))
+    ref_batch = max(1, min(int(job.reference_batch or REFERENCE_BATCH), n))
     t0 = time.perf_counter()
     if src.format == "onnx":
         from planner.backends.onnxruntime import make_session
@@ -237,8 +107,8 @@ def do_prepare(job: dict) -> dict:
             return [o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
 
     outs = []
-    for feed, valid in _batches(inputs, n, ref_batch):
-        outs.append(_flat_outputs(run(feed))[:valid])
+    for feed, valid in batches(inputs, n, ref_batch):
+        outs.append(flat_outputs(run(feed))[:valid])
     ref = np.concatenate(outs)
     ref_seconds = time.perf_counter() - t0
     arrays = {f"in:{k}": v for k, v in inputs.items()}
@@ -262,7 +132,7 @@ def do_prepare(job: dict) -> dict:
     data = src.data()
     if data is not None and "labels" in data:
         arrays["labels"] = data["labels"][np.arange(n) % len(data["labels"])]
-    out_path = Path(job["reference"])
+    out_path = Path(job.reference)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
@@ -316,14 +186,14 @@ def peak_memory_mb(rt) -> tuple[float, float | None]:
         import torch
 
         gpu_peak = torch.cuda.max_memory_allocated() / 2**20
-    return _peak_rss_mb(), gpu_peak
+    return peak_rss_mb(), gpu_peak
 
 
-def compile_kwargs(backend_cls, job: dict) -> dict:
+def compile_kwargs(backend_cls, job: "TrialJob | ConfirmJob") -> dict:
     """Extra arguments a backend's `compile` declares it takes: the searched batch sizes for engines
     with an optimization profile (`Backend.profile_batch_sizes`)."""
-    if getattr(backend_cls, "profile_batch_sizes", False) and job.get("batch_sizes"):
-        return {"batch_sizes": [int(b) for b in job["batch_sizes"]]}
+    if getattr(backend_cls, "profile_batch_sizes", False) and job.batch_sizes:
+        return {"batch_sizes": [int(b) for b in job.batch_sizes]}
     return {}
 
 
@@ -341,7 +211,7 @@ def runnable_backend(cfg, target, model_format: str):
     return backend_cls
 
 
-def _wait_for_turn(gate: str | None) -> None:
+def wait_for_turn(gate: str | None) -> None:
     """With --compile-workers, compiled candidates queue here: measurement is one at a time per device."""
     if not gate:
         return
@@ -363,7 +233,7 @@ class Engine:
     rss_before_mb: float  # this process before the model was loaded
 
 
-def build_engine(job: dict) -> Engine:
+def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
     """Load the model, apply the config's transforms (cached) and compile it.  A compile fault is
     `CandidateFailed` with its reason."""
     from planner.config import TrialConfig
@@ -371,16 +241,16 @@ def build_engine(job: dict) -> Engine:
     from planner.source import ModelSource
     from planner.target import Target
 
-    spec = ModelSpec.from_dict(job["spec"])
-    target = Target.model_validate(job["target"])
-    cfg = TrialConfig.from_dict(job["config"])
-    workdir = Path(job["workdir"])
+    spec = ModelSpec.from_dict(job.spec)
+    target = Target.model_validate(job.target)
+    cfg = TrialConfig.from_dict(job.config)
+    workdir = Path(job.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _setup_threads(target)
-    src = ModelSource(spec, Path(job["cache_dir"]))
+    setup_threads(target)
+    src = ModelSource(spec, Path(job.cache_dir))
     backend_cls = runnable_backend(cfg, target, src.format)
 
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     t0 = time.perf_counter()
     try:
         build = backend_cls().compile(src, cfg, target, workdir, **compile_kwargs(backend_cls, job))
@@ -398,7 +268,7 @@ def build_engine(job: dict) -> Engine:
     return Engine(spec, target, cfg, src, build, build_seconds, rss0)
 
 
-def do_trial(job: dict) -> dict:
+def do_trial(job: "TrialJob") -> dict:
     import numpy as np
 
     from planner.measure.quality import quality_metrics
@@ -408,35 +278,35 @@ def do_trial(job: dict) -> dict:
     spec, target, cfg, src, build, build_seconds, rss0 = (eng.spec, eng.target, eng.cfg, eng.src, eng.build,
                                                           eng.build_seconds, eng.rss_before_mb)
     rt = build.runtime
-    workdir = Path(job["workdir"])
-    _wait_for_turn(job.get("gate"))
+    workdir = Path(job.workdir)
+    wait_for_turn(job.gate)
     measured_from = time.time()
 
     # quality on the fixed evaluation set, against the fp32 eager reference
-    with np.load(job["reference"], allow_pickle=False) as z:
+    with np.load(job.reference, allow_pickle=False) as z:
         ref = z["ref"]
         inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
         labels = z["labels"] if "labels" in z.files else None
     n = len(ref)
     outs = []
     try:
-        for feed, valid in _batches(inputs, n, cfg.batch_size):
-            outs.append(_flat_outputs(rt.infer(feed))[:valid])
+        for feed, valid in batches(inputs, n, cfg.batch_size):
+            outs.append(flat_outputs(rt.infer(feed))[:valid])
     except Exception as e:
         traceback.print_exc()
         reason = FailReason.OOM if _is_oom(e) else FailReason.CRASH
         raise CandidateFailed(reason, f"inference failed: {type(e).__name__}: {str(e)[:300]}") from None
     try:
-        quality = quality_metrics(ref, np.concatenate(outs), job.get("output_kind", "logits"), labels)
+        quality = quality_metrics(ref, np.concatenate(outs), job.output_kind, labels)
     except ValueError as e:
         raise CandidateFailed(FailReason.QUALITY, str(e)) from None
-    quality.update(task_quality(spec, rt, cfg.batch_size, job["reference"], quality, target.constraints.quality_loss_mode))
+    quality.update(task_quality(spec, rt, cfg.batch_size, job.reference, quality, target.constraints.quality_loss_mode))
 
     # latency: one batch, inputs in place, per the target's protocol
-    feed, _ = next(_batches(inputs, n, cfg.batch_size))
+    feed, _ = next(batches(inputs, n, cfg.batch_size))
     fn, time_one, timing = timed_call(rt, feed)
     try:
-        stats = measure(fn, target.measurement, sync=rt.synchronize, abort_above_ms=job.get("abort_above_ms"),
+        stats = measure(fn, target.measurement, sync=rt.synchronize, abort_above_ms=job.abort_above_ms,
                         time_one=time_one)
     except EarlyExit as e:
         return early_exit_result(e, quality, build)
@@ -480,7 +350,7 @@ def timed_call(rt, feed: dict):
     return fn, None, "host_clock"
 
 
-def do_confirm(job: dict) -> dict:
+def do_confirm(job: "ConfirmJob") -> dict:
     """Re-measure one finished trial's deployment in rounds the parent interleaves with other candidates'.
 
     The engine is rebuilt from the trial's config (transforms come from the cache; TVM reuses its tuning
@@ -494,15 +364,15 @@ def do_confirm(job: dict) -> dict:
     os.environ["PLANNER_TUNING_SECONDS_LEFT"] = "0"  # the trial's tuning records are applied, none added
     eng = build_engine(job)
     rt, cfg, target = eng.build.runtime, eng.cfg, eng.target
-    with np.load(job["reference"], allow_pickle=False) as z:
+    with np.load(job.reference, allow_pickle=False) as z:
         inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
     n = len(next(iter(inputs.values())))
-    feed, _ = next(_batches(inputs, n, cfg.batch_size))
+    feed, _ = next(batches(inputs, n, cfg.batch_size))
     fn, time_one, timing = timed_call(rt, feed)
-    gate = Path(job["gate"])
+    gate = Path(job.gate)
     (gate / "ready").touch()
     rounds = []
-    for r in range(int(job["rounds"])):
+    for r in range(int(job.rounds)):
         while not (gate / f"go-{r}").exists():  # (the parent kills a worker it no longer needs)
             time.sleep(0.005)
         try:
@@ -555,35 +425,42 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def main(argv: list[str]) -> int:
-    _die_with_parent()
-    job_path = Path(argv[0])
-    job = json.loads(job_path.read_text())
-    result_path = Path(job["result"])
-    try:
-        kind = job["kind"]
-        if kind in ("llm_prepare", "llm_trial"):  # decoders: TTFT/TPOT per workload (planner.llm)
-            from planner.llm.trial import prepare_llm, run_llm_trial
+def run(job: "WorkerJob") -> dict[str, Any]:
+    """Run one typed job by the handler `jobs.HANDLERS` names for its kind; candidate faults become results."""
+    import importlib
 
-            res = prepare_llm(job) if kind == "llm_prepare" else run_llm_trial(job)
-        else:
-            res = {"prepare": do_prepare, "trial": do_trial, "confirm": do_confirm}[kind](job)
+    from planner.measure.jobs import HANDLERS
+
+    module, _, name = HANDLERS[job.kind][1].partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)(job)
     except ConfigError as e:
-        res = {"status": "config_error", "message": str(e)}
+        return {"status": "config_error", "message": str(e)}
     except CandidateFailed as e:
-        res = {"status": "failed", "reason": e.reason.value, "message": e.message}
+        return {"status": "failed", "reason": e.reason.value, "message": e.message}
     except MemoryError:
-        res = {"status": "failed", "reason": FailReason.OOM.value, "message": "out of memory"}
+        return {"status": "failed", "reason": FailReason.OOM.value, "message": "out of memory"}
     except Exception as e:  # anything else inside one candidate is that candidate's crash
         traceback.print_exc()
-        res = {"status": "failed", "reason": FailReason.CRASH.value, "message": f"{type(e).__name__}: {str(e)[:300]}"}
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=2, default=_json_default))
-    os.replace(tmp, result_path)
+        return {"status": "failed", "reason": FailReason.CRASH.value, "message": f"{type(e).__name__}: {str(e)[:300]}"}
+
+
+def write_result(res: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=2, default=json_default))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> int:
+    from planner.measure.jobs import job_from_dict
+
+    _die_with_parent()
+    job = job_from_dict(json.loads(Path(argv[0]).read_text()))
+    write_result(run(job), Path(job.result))
     return 0
 
 
-def _json_default(o):
+def json_default(o):
     try:
         import numpy as np
 

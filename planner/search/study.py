@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -105,7 +105,7 @@ class _Flight:
     key: str
     run_id: str
     workdir: Path
-    job: Any  # planner.measure.worker.Job
+    job: Any  # planner.measure.runner.WorkerProcess
     beat: "Heartbeat"
     measuring: bool = False
     timed_out: bool = False
@@ -200,17 +200,16 @@ class Optimizer:
 
     def prepare(self) -> dict[str, Any]:
         """Load the model in a worker and compute the fp32 reference; user errors surface as ConfigError."""
-        from planner.measure.worker import run_job, worker_env
+        from planner.measure.jobs import LlmPrepareJob, PrepareJob
+        from planner.measure.runner import run_job, worker_env
 
         self.home.cache.mkdir(parents=True, exist_ok=True)
         staging = self.home.root / "staging" / f"{safe_name(self.study_name)}-{os.getpid()}"
         ref = staging / "reference.npz"
-        job = {
-            "kind": "prepare", "spec": self.model.to_dict(), "target": self.target.model_dump(mode="json"),
-            "cache_dir": str(self.home.cache), "reference": str(ref), "eval_samples": self.opts.eval_samples,
-        }
-        if self.workload is not None:
-            job.update(kind="llm_prepare", workload=self.workload.to_dict())
+        common = dict(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"),
+                      cache_dir=str(self.home.cache), reference=str(ref), eval_samples=self.opts.eval_samples)
+        job = (PrepareJob(**common) if self.workload is None
+               else LlmPrepareJob(**common, workload=self.workload.to_dict()))
         env = worker_env(self.target, self.home.cache)
         res = run_job(job, staging, self.opts.trial_timeout, env)
         if res["status"] == "failed" and res.get("reason") in (FailReason.CRASH.value, FailReason.OOM.value) \
@@ -218,7 +217,7 @@ class Optimizer:
             # some models (exported, stateful) only run at batch 1 and kill their process at a larger one: the
             # reference is computed at batch 1 then, and each b > 1 candidate fails as its own trial
             first = res
-            res = run_job({**job, "reference_batch": 1}, staging, self.opts.trial_timeout, env)
+            res = run_job(replace(job, reference_batch=1), staging, self.opts.trial_timeout, env)
             if res["status"] == "ok":
                 import sys
 
@@ -564,7 +563,8 @@ class Optimizer:
     def _start(self, study, trial, rec, backends, fmt, seen, inflight_keys, gated, beat):
         from optuna.trial import TrialState
 
-        from planner.measure.worker import Job, worker_env
+        from planner.measure.jobs import LlmTrialJob, TrialJob
+        from planner.measure.runner import WorkerProcess, worker_env
 
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -613,21 +613,18 @@ class Optimizer:
         from planner.select.pareto import feasible_points
 
         abort = early_exit_bound(feasible_points(study), cfg.batch_size, self.opts.early_exit_factor)
-        job = {
-            "kind": "trial", "spec": self.model.to_dict(), "target": self.target.model_dump(mode="json"),
-            "config": cfg.to_dict(), "cache_dir": str(self.home.cache), "workdir": str(workdir),
-            "reference": str(self.study_dir / "reference.npz"), "output_kind": self.model_info.get("output_kind", "logits"),
-            "abort_above_ms": abort,
-            "batch_sizes": batch_sizes(self.space, self.target),  # what an engine's optimization profile must accept
-        }
-        if self.workload is not None:
-            job.update(kind="llm_trial", workload=self.workload.to_dict())
+        common = dict(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"), config=cfg.to_dict(),
+                      cache_dir=str(self.home.cache), workdir=str(workdir), reference=str(self.study_dir / "reference.npz"),
+                      output_kind=self.model_info.get("output_kind", "logits"), abort_above_ms=abort,
+                      batch_sizes=batch_sizes(self.space, self.target))  # what an engine's optimization profile must accept
+        job = (TrialJob(**common) if self.workload is None
+               else LlmTrialJob(**common, workload=self.workload.to_dict()))
         flight = _Flight(trial, cfg, key, run_id, workdir, None, beat)  # type: ignore[arg-type]
         env = worker_env(self.target, self.home.cache)
         if self.opts.tuning_budget_seconds is not None:
             env["PLANNER_TUNING_SECONDS_LEFT"] = str(max(0.0, self.opts.tuning_budget_seconds - self._tuning_spent(study)))
         try:
-            flight.job = Job(job, workdir, env, gated=gated)
+            flight.job = WorkerProcess(job, workdir, env, gated=gated)
         except BaseException:
             rec.end_trial(run_id, {}, {"planner.status": "failed"}, None, [], ok=False)
             raise
@@ -702,7 +699,8 @@ class Optimizer:
     def confirm(self, study, rec) -> dict[str, Any] | None:
         """Re-measure the fastest feasible trials in interleaved rounds (the winner's curse, see
         `planner.select.confirm`); the front and the registry then use the confirmed figures."""
-        from planner.measure.worker import worker_env
+        from planner.measure.jobs import ConfirmJob
+        from planner.measure.runner import worker_env
         from planner.select import confirm as cf
 
         if self.workload is not None:  # decoders: TTFT/TPOT come from a workload replay, not one timed call
@@ -730,12 +728,10 @@ class Optimizer:
 
         def make_job(p):
             jobdir = root / f"{p.number:04d}"
-            return {
-                "kind": "confirm", "spec": self.model.to_dict(), "target": self.target.model_dump(mode="json"),
-                "config": p.config, "cache_dir": str(self.home.cache), "workdir": str(jobdir / "build"),
-                "reference": str(self.study_dir / "reference.npz"), "rounds": rounds,
-                "batch_sizes": batch_sizes(self.space, self.target),
-            }, jobdir
+            return ConfirmJob(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"), config=p.config,
+                              cache_dir=str(self.home.cache), workdir=str(jobdir / "build"),
+                              reference=str(self.study_dir / "reference.npz"), rounds=rounds,
+                              batch_sizes=batch_sizes(self.space, self.target)), jobdir
 
         results = cf.run_rounds(chosen, make_job, worker_env(self.target, self.home.cache), rounds,
                                 self.opts.trial_timeout, self.reporter.confirming, deadline=deadline) if chosen else {}

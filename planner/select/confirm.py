@@ -73,7 +73,7 @@ def fit_budget(points: list[Point], costs: dict[int, float | None], budget_s: fl
     return kept, skipped
 
 
-def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[dict, Path]], env: dict[str, str],
+def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]], env: dict[str, str],
                rounds: int, timeout: float, on_progress: Callable[[str], None] | None = None,
                deadline: float | Callable[[], bool] | None = None) -> dict[int, dict]:
     """Build every candidate in its own worker, then measure them in ``rounds`` interleaved rounds.
@@ -83,7 +83,7 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[dict, Path
     ``deadline`` (``time.monotonic()``): a rebuild not done by then is stopped (``status`` "skipped"), and
     no round starts after it; the candidates keep the complete rounds they have (``rounds_cut`` says so).
     A callable ``deadline`` says itself whether the time is up."""
-    from planner.measure.worker import Job
+    from planner.measure.runner import WorkerProcess as Job
 
     say = on_progress or (lambda msg: None)
     jobs: dict[int, Job] = {}

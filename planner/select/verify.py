@@ -237,7 +237,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from planner.measure.timer import measure
-    from planner.measure.worker import _batches, _flat_outputs
+    from planner.measure.worker import batches, flat_outputs
 
     if "torch" in engine_backend(job["engine_file"]).modules:  # only torch engines pay for importing torch
         import torch
@@ -255,8 +255,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     rt = load_engine(Path(job["engine_dir"]), job["engine_file"], batch, job.get("device", "cpu"))
     load_s = time.perf_counter() - t0
     outs = []
-    for feed, valid in _batches(inputs, n, batch):
-        outs.append(_flat_outputs(rt.infer(feed))[:valid])
+    for feed, valid in batches(inputs, n, batch):
+        outs.append(flat_outputs(rt.infer(feed))[:valid])
     out = np.concatenate(outs).astype(np.float32)
     res: dict[str, Any] = {"status": "ok", "load_seconds": load_s, "samples": n, "output_shape": list(out.shape)}
     if job.get("write_outputs"):
@@ -285,7 +285,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                                 f"sample {int(worst[0])}: |{float(out[worst]):.6g} - {float(ref[worst]):.6g}| = {float(diff[worst]):.3g}")
             res["compare"] = c
     if job.get("latency"):
-        feed, _ = next(_batches(inputs, n, batch))
+        feed, _ = next(batches(inputs, n, batch))
         stats = measure(rt.bind(feed), _protocol(), sync=rt.synchronize)
         res["latency"] = stats.to_dict()
     return res

@@ -7,7 +7,7 @@ Every test module here sets ``pytestmark = gpu_marks()`` (gpu_support.py): marke
 
 import pytest
 
-from planner.measure.worker import run_job, worker_env
+from planner.measure.runner import run_job, worker_env
 from planner.model import parse_model
 
 

@@ -8,8 +8,14 @@ import pytest
 
 from llm_helpers import cfg
 from planner.llm.measure import llm_constraints, llm_metrics
-from planner.llm.trial import main, run
+from planner.measure import worker
+from planner.measure.jobs import job_from_dict
 from planner.llm.workload import Workload
+
+
+def run(job: dict) -> dict:
+    """A job dict through the worker's own typing and dispatch (in this process)."""
+    return worker.run(job_from_dict(job))
 
 WORKLOAD = Workload(prompt_lengths=[16, 40], generation_length=8, batch_sizes=[2],
                     slo={"ttft_ms": 1e4, "tpot_ms": 1e4, "percentile": "p50"}, quality={"max_disagreement": 0.05},
@@ -80,7 +86,10 @@ def test_main_writes_result_json(prepared, tmp_path):
     path = tmp_path / "job.json"
     path.write_text(json.dumps({**job, "kind": "llm_prepare", "result": str(tmp_path / "result.json"),
                                 "reference": str(tmp_path / "ref.npz")}))
-    assert main([str(path)]) == 0
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "planner.measure.worker", str(path)], check=True, timeout=600)
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "ok"
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from support import DATA
 
 from planner.config import TrialConfig
-from planner.measure.worker import run_job, worker_env
+from planner.measure.runner import run_job, worker_env
 from planner.model import parse_model
 
 
@@ -88,7 +88,7 @@ def test_worker_dies_with_the_planner_process(fast_target, tmp_path):
     ref = f"{DATA / 'models.py'}:hang_on_batch4"
     assert _prepare(fast_target, tmp_path, ref)["status"] == "ok"
     job = _job(fast_target, tmp_path, ref, batch=4)
-    code = ("import json, sys, time\nfrom pathlib import Path\nfrom planner.measure.worker import Job, worker_env\n"
+    code = ("import json, sys, time\nfrom pathlib import Path\nfrom planner.measure.runner import WorkerProcess as Job, worker_env\n"
             "from planner.target import Target\n"
             f"job = json.loads({json.dumps(json.dumps(job))})\n"
             "t = Target.model_validate(job['target'])\n"

@@ -197,7 +197,7 @@ def test_rebuild_not_done_by_the_deadline_is_stopped_and_skipped(tmp_path, fast_
     import time
 
     from planner.config import TrialConfig
-    from planner.measure.worker import worker_env
+    from planner.measure.runner import worker_env
     from planner.model import parse_model
 
     p = Point(0, TrialConfig("torch", 1).to_dict(), "torch", {"latency_ms": 1.0, "quality_loss": 0.0}, None)
@@ -240,7 +240,7 @@ def test_rounds_stop_at_the_deadline_and_keep_what_was_measured(tmp_path, fast_t
     import numpy as np
 
     from planner.config import TrialConfig
-    from planner.measure.worker import worker_env
+    from planner.measure.runner import worker_env
     from planner.model import parse_model
     from planner.source import ModelSource
 

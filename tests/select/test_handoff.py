@@ -437,7 +437,7 @@ def test_rebuild_config_detects_a_changed_config(facts):
 def test_rebuilt_engine_gives_the_measured_outputs(facts, tmp_path):
     """The config rebuilt from the study (same `sample` code, FixedTrial) compiles to an engine whose outputs
     match the fp32 reference exactly as the measured one did."""
-    from planner.measure.worker import run_job, worker_env
+    from planner.measure.runner import run_job, worker_env
     from planner.model import ModelSpec
     from planner.select.export import rebuild_config
     from planner.target import Target
