@@ -17,8 +17,9 @@ trial's config key, its label, and its latency / quality loss or its failure.  T
 sampling (`planner.space.sample` under the sampler `planner.search.samplers.make_sampler` builds) on an in-memory
 Optuna study: a proposal whose config was already measured is answered from the table and does not count
 (as in a study); a new one costs one measured trial.  Hypervolume: feasible points only (quality loss within the
-bound, losses under the noise floor tied), objectives (latency ms, quality loss), reference point (1.1 x the
-slowest feasible latency of the grid, the bound); reported as the fraction of the grid's own hypervolume.
+bound, losses under the noise floor tied), objectives (log10 latency, quality loss: a latency is judged by its
+ratio, so 0.2 ms against 0.1 ms counts as much as 20 ms against 10 ms), reference point (just past the grid's
+slowest feasible latency, the bound); reported as the fraction of the grid's own hypervolume.
 
 Writes experiments/results/search-grid-<case>.json (the tables) and search-<date>.md/.json/.png (the replay).
 No machine noise enters the comparison: every sampler reads the same table.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -125,17 +127,20 @@ def front_hypervolume(points: list[tuple[float, float]], ref: tuple[float, float
 
 
 def feasible_points(rows: dict[str, dict], keys, bound: float) -> list[tuple[float, float]]:
+    """(log10 latency, quality loss) of the feasible rows among ``keys``; losses under the noise floor tie."""
     out = []
     for k in keys:
         r = rows[k]
         if r["status"] == "ok" and r["quality_loss"] <= bound:
-            out.append((r["latency_ms"], max(r["quality_loss"], NOISE_FLOOR)))
+            out.append((math.log10(r["latency_ms"]), max(r["quality_loss"], NOISE_FLOOR)))
     return out
 
 
 def reference_point(table: dict) -> tuple[float, float]:
+    """Just beyond the grid's slowest feasible point (in log latency), and the quality bound."""
     pts = feasible_points(table["rows"], table["rows"], table["bound"])
-    return (1.1 * max(p[0] for p in pts), table["bound"])
+    lo, hi = min(p[0] for p in pts), max(p[0] for p in pts)
+    return (hi + 0.1 * (hi - lo), table["bound"])
 
 
 def replay(table: dict, sampler: str, seed: int, budget: int, warm: bool = False) -> list[float]:

@@ -34,7 +34,7 @@ def optimize(
     model: str = typer.Option(..., "--model", "-m", help="zoo name, file.py:factory, package.module:factory, model.onnx or model.yaml"),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="target YAML or built-in name (default: this host, as `planner probe` describes it: its precisions, e.g. bf16 only with AVX512-BF16/AMX)"),
     space: str = typer.Option("default", "--space", "-s", help="search space YAML or built-in name"),
-    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="number of trials (Optuna asks) this process runs now (default 20; unbounded with --study-trials)"),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="candidates this process measures now (default 20; a proposal already measured is answered from the study and does not count; unbounded with --study-trials)"),
     study_trials: Optional[int] = typer.Option(None, "--study-trials", help="stop once the study holds N finished trials, all workers counted"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="stop starting trials after this many seconds; the re-measurement of the fastest fits in what is left"),
     trial_timeout: float = typer.Option(900.0, "--trial-timeout", help="seconds allowed per candidate (compile+measure)"),

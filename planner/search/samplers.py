@@ -48,3 +48,19 @@ def _exhaustive_sampler_cls():
 
 def _ExhaustiveSampler(seed=None):
     return _exhaustive_sampler_cls()(seed=seed)
+
+
+def warm_start_params(space, target, model_format: str, backends: list[str]) -> list[dict]:
+    """The Optuna params of a warm start: the space's own seeds first, then each usable backend as it comes
+    (no quantization, no pruning; its options and the batch size left to the sampler).  Seeds this target or
+    model cannot run are left out (as `planner.space.seed_params` says)."""
+    from planner.space import Seed, seed_params
+
+    seeds = list(space.seeds) + [Seed(backend=b, quant="none", prune={"method": "none"} if "none" in space.prune.methods
+                                      else {}) for b in backends]
+    out: list[dict] = []
+    for seed in seeds:
+        params, _ = seed_params(seed, space, target, model_format, backends)
+        if params is not None and params not in out:
+            out.append(params)
+    return out

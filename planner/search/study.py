@@ -28,7 +28,7 @@ from planner.target import Target, check_host
 
 @dataclass(frozen=True)
 class StudyOptions:
-    trials: int = 20  # trials this process asks for
+    trials: int = 20  # candidates this process measures (a proposal answered from the study as a duplicate is free)
     study_trials: int | None = None  # stop once the study holds this many finished trials, all workers counted
     timeout: float | None = None  # seconds for the whole study
     trial_timeout: float = 900.0  # seconds per candidate (compile + measure)
@@ -414,10 +414,12 @@ class Optimizer:
         goal = self.opts.study_trials
 
         def done(out: TrialOutcome) -> None:
-            nonlocal dup_run, stop_asking
+            nonlocal dup_run, stop_asking, asked
             outcomes.append(out)
             self.reporter.trial_done(out)
             dup_run = dup_run + 1 if out.status == "duplicate" else 0
+            if out.status == "duplicate":  # answered from the study: it costs no measurement, so no trial of --trials
+                asked -= 1
             if getattr(study.sampler, "exhausted", False):
                 self._stopped, stop_asking = "search space exhausted (every combination measured)", True
             elif dup_run >= self.opts.max_duplicates:

@@ -189,6 +189,23 @@ def test_plugin_backend_and_constant_output_is_infeasible(tmp_path):
     assert pareto_front(study) == []
 
 
+def test_duplicates_do_not_spend_the_trial_budget(tmp_path):
+    """--trials N means N measured candidates: on a 6-configuration space a random sampler proposes configs it has
+    already measured, which are answered from the study, are not measured again and do not count."""
+    home = Home(tmp_path / "home")
+    space, target, env = fake_backend_files(
+        tmp_path, "name: fake\nbatch_size: [1, 2, 4]\nbackends:\n  fake:\n    behaviour: [ok, slow]\n")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "5",
+                "--sampler", "random", "--seed", "3", "--eval-samples", "4", "--study", "dups", "--confirm", "0",
+                "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr
+    study = _study(home, "dups")
+    measured = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
+    duplicates = [t for t in study.trials if "duplicate_of" in t.user_attrs]
+    assert len(measured) == 5 and len({t.user_attrs["config_key"] for t in measured}) == 5
+    assert duplicates, "seed 3 proposes at least one config twice on a 6-point space (otherwise this test proves nothing)"
+
+
 def test_user_evaluator_sets_the_quality_loss(tmp_path):
     """--evaluator: task metrics per trial against the fp32 model's; an evaluator failing on one deployment
     fails that trial (reason quality) and the study goes on."""
