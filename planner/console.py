@@ -113,6 +113,9 @@ class RichReporter:
         n_ok = sum(o.status == "ok" for o in result.outcomes)
         n_fail = sum(o.status == "failed" for o in result.outcomes)
         c.print(f"\n{len(result.outcomes)} trials this run: {n_ok} feasible, {n_fail} failed; stopped: {result.stopped_because}")
+        split = time_split_line(result.outcomes)
+        if split:
+            c.print(split)
         c.print(pareto_table(result.front, title=f"Pareto front ({len(result.front)} deployments, feasible only)"))
         from planner.record.mlflow import redact
 
@@ -120,3 +123,18 @@ class RichReporter:
         c.print(f"MLflow store   : {redact(result.tracking_uri)}  (experiment '{result.experiment}', run {result.parent_run_id})")
         c.print(f"work dirs      : {result.home / 'studies'}")
         c.print("browse         : planner ui" + ("" if str(result.home) == "" else f" --home {result.home}"))
+
+
+def time_split_line(outcomes) -> str:
+    """Where the measured trials' wall time went, per trial on average, and the planner's own share of it."""
+    from planner.record.metrics import PLANNER_SHARE, TIME_PHASES
+
+    rows = [o.metrics for o in outcomes if o.status != "duplicate" and any(k.startswith("time.") for k in o.metrics)]
+    if not rows:
+        return ""
+    mean = {p: sum(m.get(f"time.{p}_s", 0.0) for m in rows) / len(rows) for p in TIME_PHASES}
+    total = sum(mean.values()) or 1.0
+    own = sum(mean[p] for p in PLANNER_SHARE)
+    parts = ", ".join(f"{p} {mean[p]:.1f}" for p in TIME_PHASES if mean[p] >= 0.05)
+    return (f"time per measured trial (mean of {len(rows)}, s): {parts}; total {total:.1f} s, "
+            f"planner's own share {100 * own / total:.0f} %")

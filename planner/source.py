@@ -45,6 +45,10 @@ class ModelSource:
         self._calibration: dict[str, np.ndarray] | None = None
         self.log: list[str] = []  # transform notes for the trial record
         self.transform_info: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}  # seconds spent here per phase: model (build), transforms, export
+
+    def _spent(self, phase: str, t0: float) -> None:
+        self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
 
     # ------------------------------------------------------------------ loading
     @property
@@ -56,6 +60,7 @@ class ModelSource:
         if self.format == "onnx":
             raise ConfigError(f"model {self.spec.ref} is an ONNX file; torch backends cannot run it")
         if self._module is None:
+            t_build = time.perf_counter()
             import torch
 
             torch.manual_seed(self.spec.seed)
@@ -77,6 +82,7 @@ class ModelSource:
                 self._inputs = tuple(extras["inputs"])
             if self._output_kind == "auto" and extras.get("output_kind"):
                 self._output_kind = extras["output_kind"]
+            self._spent("model", t_build)
         return self._module
 
     @property
@@ -224,7 +230,9 @@ class ModelSource:
             return base
         key = (cfg.prune, cfg.distill)
         if key not in self._transformed:
+            t0 = time.perf_counter()
             self._transformed[key] = self._apply_transforms(base, cfg.prune, cfg.distill)
+            self._spent("transforms", t0)
         return self._transformed[key]
 
     def _apply_transforms(self, base, prune: PruneConfig, distill: DistillConfig):
@@ -293,7 +301,9 @@ class ModelSource:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
                 path = Path(tmp) / "model.onnx"
+                t0 = time.perf_counter()
                 export_onnx(module, self.example_inputs(2, seed=5), path)
+                self._spent("export", t0)
                 facts = Path(tmp) / "transform_info.json"  # prune/distill facts travel with the cached export
                 facts.write_text(json.dumps(self.transform_info, default=str))
                 hit = cache.put(key, {"model.onnx": path, "transform_info.json": facts})

@@ -231,6 +231,15 @@ class Engine:
     build: Any  # planner.backends.base.BuildResult
     build_seconds: float
     rss_before_mb: float  # this process before the model was loaded
+    import_seconds: float = 0.0  # importing numpy/torch (the heavy libraries every job needs)
+
+    def time_split(self) -> dict[str, float]:
+        """Seconds of the build by phase: imports, model (build the fp32 module), transforms (prune, distill),
+        export (ONNX), and compile (the backend's own work: everything else inside `compile`)."""
+        t = self.src.timings
+        split = {"imports": self.import_seconds, **{k: t.get(k, 0.0) for k in ("model", "transforms", "export")}}
+        split["compile"] = max(0.0, self.build_seconds - sum(t.values()))
+        return split
 
 
 def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
@@ -241,6 +250,14 @@ def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
     from planner.source import ModelSource
     from planner.target import Target
 
+    t_imports = time.perf_counter()
+    import numpy  # noqa: F401  (timed: the heavy imports every job pays for)
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+    import_seconds = time.perf_counter() - t_imports
     spec = ModelSpec.from_dict(job.spec)
     target = Target.model_validate(job.target)
     cfg = TrialConfig.from_dict(job.config)
@@ -265,7 +282,7 @@ def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
     if not build.ok:
         raise CandidateFailed(FailReason.COMPILE, build.error or "backend returned no runtime")
     assert build.runtime is not None
-    return Engine(spec, target, cfg, src, build, build_seconds, rss0)
+    return Engine(spec, target, cfg, src, build, build_seconds, rss0, import_seconds)
 
 
 def do_trial(job: "TrialJob") -> dict:
@@ -279,8 +296,12 @@ def do_trial(job: "TrialJob") -> dict:
                                                           eng.build_seconds, eng.rss_before_mb)
     rt = build.runtime
     workdir = Path(job.workdir)
+    split = eng.time_split()
+    t0 = time.perf_counter()
     wait_for_turn(job.gate)
+    split["waiting"] = time.perf_counter() - t0
     measured_from = time.time()
+    t0 = time.perf_counter()
 
     # quality on the fixed evaluation set, against the fp32 eager reference
     with np.load(job.reference, allow_pickle=False) as z:
@@ -302,6 +323,9 @@ def do_trial(job: "TrialJob") -> dict:
         raise CandidateFailed(FailReason.QUALITY, str(e)) from None
     quality.update(task_quality(spec, rt, cfg.batch_size, job.reference, quality, target.constraints.quality_loss_mode))
 
+    split["quality"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+
     # latency: one batch, inputs in place, per the target's protocol
     feed, _ = next(batches(inputs, n, cfg.batch_size))
     fn, time_one, timing = timed_call(rt, feed)
@@ -312,6 +336,7 @@ def do_trial(job: "TrialJob") -> dict:
         return early_exit_result(e, quality, build)
     host_fn = rt.bind_host(feed)  # device engines: the same batch from host memory and back, copies included
     with_copies = measure(host_fn, target.measurement, sync=rt.synchronize).to_dict() if host_fn is not None else None
+    split["timing"] = time.perf_counter() - t0
     peak, gpu_peak = peak_memory_mb(rt)
     artifacts = [p for p in build.artifacts if Path(p).is_file()]
     return {
@@ -325,6 +350,7 @@ def do_trial(job: "TrialJob") -> dict:
         "quality": quality,
         "compile_seconds": build.compile_seconds,
         "build_seconds": build_seconds,
+        "time_split": split,
         "build_info": build.info,
         "transform_info": src.transform_info,
         "artifacts": [str(Path(p).relative_to(workdir)) if Path(p).is_relative_to(workdir) else str(p) for p in artifacts],
@@ -432,8 +458,11 @@ def run(job: "WorkerJob") -> dict[str, Any]:
     from planner.measure.jobs import HANDLERS
 
     module, _, name = HANDLERS[job.kind][1].partition(":")
+    t0 = time.perf_counter()
     try:
-        return getattr(importlib.import_module(module), name)(job)
+        res = getattr(importlib.import_module(module), name)(job)
+        res["worker_seconds"] = time.perf_counter() - t0  # the parent's wall time less this: process start-up
+        return res
     except ConfigError as e:
         return {"status": "config_error", "message": str(e)}
     except CandidateFailed as e:

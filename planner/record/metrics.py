@@ -35,6 +35,7 @@ def metrics_of(res: dict[str, Any], cfg: "TrialConfig", target: "Target") -> dic
             m[f"latency_with_copies_{k}_ms"] = copies[f"{k}_ms"]
     for k, v in (res.get("quality") or {}).items():
         m[k] = v
+    m.update({f"time.{k}_s": v for k, v in time_split(res).items()})
     for k, v in (res.get("build_info") or {}).items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             m[f"build.{k}"] = v
@@ -42,3 +43,21 @@ def metrics_of(res: dict[str, Any], cfg: "TrialConfig", target: "Target") -> dic
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             m[f"transform.{k}"] = v
     return m
+
+
+# the phases of a trial's wall time; the planner's own share is what is not transforms, compile or timing
+TIME_PHASES = ("startup", "imports", "model", "transforms", "export", "compile", "waiting", "quality", "timing", "other")
+PLANNER_SHARE = ("startup", "imports", "model", "export", "quality", "other")
+
+
+def time_split(res: dict[str, Any]) -> dict[str, float]:
+    """A trial's wall time by phase (`TIME_PHASES`), summing to the parent's wall time: ``startup`` is the process
+    start and the job's reading (the parent's wall time less the worker's own), ``other`` what the worker did
+    outside the named phases (reading the reference, writing results).  Empty when the worker recorded none."""
+    split = res.get("time_split")
+    if not split or res.get("wall_seconds") is None or res.get("worker_seconds") is None:
+        return {}
+    out = {"startup": max(0.0, float(res["wall_seconds"]) - float(res["worker_seconds"]))}
+    out.update({k: float(split.get(k, 0.0)) for k in TIME_PHASES if k not in ("startup", "other")})
+    out["other"] = max(0.0, float(res["worker_seconds"]) - sum(float(v) for v in split.values()))
+    return out

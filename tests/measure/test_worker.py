@@ -35,6 +35,22 @@ def test_prepare_and_trial_ok(fast_target, tmp_path):
     assert (Path(tmp_path / "w") / "model.pt2").is_file()
 
 
+def test_a_trials_wall_time_is_split_by_phase(fast_target, tmp_path):
+    """The split sums to the parent's wall time, and the named phases (not the 'other' rest) account for the work."""
+    from planner.record.metrics import TIME_PHASES, time_split
+
+    ref = f"{DATA / 'models.py'}:tiny"
+    assert _prepare(fast_target, tmp_path, ref)["status"] == "ok"
+    job = {**_job(fast_target, tmp_path, ref), "config": TrialConfig("onnxruntime", 2).to_dict()}
+    res = run_job(job, tmp_path / "w", 300, worker_env(fast_target, tmp_path / "cache"))
+    assert res["status"] == "ok", res
+    split = time_split(res)
+    assert list(split) == list(TIME_PHASES) and all(v >= 0 for v in split.values())
+    assert abs(sum(split.values()) - res["wall_seconds"]) < 0.01 * res["wall_seconds"]
+    assert split["startup"] > 0 and split["imports"] > 0 and split["export"] > 0 and split["timing"] > 0
+    assert split["other"] < 0.25 * res["worker_seconds"], split
+
+
 def test_segfault_becomes_crash(fast_target, tmp_path):
     ref = f"{DATA / 'models.py'}:segfault_on_batch4"
     assert _prepare(fast_target, tmp_path, ref)["status"] == "ok"  # batch 6 in prepare is fine
