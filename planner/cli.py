@@ -360,6 +360,11 @@ def ui(
     if tracking_uri is None and not (h.root / "mlflow.db").is_file():
         raise ConfigError(f"no MLflow store at {h.root / 'mlflow.db'}: run `planner optimize` first, or pass --home/--tracking-uri")
     typer.echo(f"MLflow UI on http://{host}:{port}  (store: {uri}; Ctrl-C to stop)")
+    from planner.record.mlflow import WORKFLOW_PARAM, study_views
+
+    for exp_name, route in study_views(uri):  # the runs view of each study (the UI alone opens on GenAI traces)
+        typer.echo(f"  {exp_name}: http://{host}:{port}/{route}")
+    typer.echo(f"  registered models: http://{host}:{port}/#/models?{WORKFLOW_PARAM}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if tracking_uri is None:
         cmd += ["--default-artifact-root", h.artifacts.as_uri()]
