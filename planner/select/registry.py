@@ -182,6 +182,7 @@ def register_front(client, front, *, model_name: str, target_name: str, study_na
         if str(v.version) not in on_front and (v.tags or {}).get("study") == study_name and (v.tags or {}).get("pareto") != "false":
             client.set_model_version_tag(name, v.version, "pareto", "false")
     aliases: dict[str, str] = {}
+    picks: dict[str, Any] = {}
     for pol in policies or (Fastest(), MostAccurate(), Knee()):
         pick = pol.select([p for p in front if p.run_id in versions])
         if pick is None:
@@ -189,6 +190,12 @@ def register_front(client, front, *, model_name: str, target_name: str, study_na
         alias = alias_name(pol.name)
         client.set_registered_model_alias(name, alias, versions[pick.run_id])
         aliases[alias] = versions[pick.run_id]
+        picks[alias] = pick
+    if picks:  # what each alias points at, on the model's page (version descriptions are cut short there)
+        lines = [f"Pareto-optimal deployments of {model_name} on {target_name}, registered by planner. "
+                 f"Aliases (study {study_name}):"]
+        lines += [f"* `@{a}` → version {aliases[a]}: {version_description(p, study_name, target_name)}" for a, p in picks.items()]
+        client.update_registered_model(name, description="\n".join(lines))
     return {"name": name, "versions": versions, "aliases": aliases, "created": created}
 
 
