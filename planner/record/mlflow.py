@@ -221,6 +221,14 @@ class MlflowRecorder:
             "searchFilter": f"tags.planner.study = '{study_name}'" if "'" not in study_name else "",
             "orderByKey": "metrics.`latency_ms`", "orderByAsc": True,
             "selectedColumns": VIEW_COLUMNS, "runListHidden": False, "viewMaximized": False,
+            # the chart view opens on latency against quality loss, one point per trial
+            "compareRunSections": [{"uuid": "planner-pick", "name": "Latency vs quality loss", "display": True,
+                                    "isReordered": False, "deleted": False, "isGenerated": False}],
+            "compareRunCharts": [{"uuid": "planner-latency-quality", "type": "SCATTER", "metricSectionId": "planner-pick",
+                                  "xaxis": {"key": "latency_ms", "type": "METRIC"},
+                                  "yaxis": {"key": "quality_loss", "type": "METRIC"},
+                                  "runsCountToCompare": 100, "deleted": False, "isGenerated": False,
+                                  "displayName": "latency_ms vs quality_loss"}],
         }
         self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + view_key(study_name), json.dumps(view))
         return view_path(self.experiment_id, study_name)

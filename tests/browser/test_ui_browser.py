@@ -207,3 +207,20 @@ def test_registered_model_has_its_aliases(ui, browser, tmp_path):
                  "Version 1", "fastest", "most-accurate", "knee")
     browser.save_screenshot(str(tmp_path / "model.png"))
     assert "onnxruntime, batch 1" in body  # the version's description names the deployment
+
+
+def test_chart_view_plots_latency_against_quality(ui, browser, tmp_path):
+    from planner.record.mlflow import study_views
+
+    home, base, _ = ui
+    body = _open(browser, f"{base}/{study_views(home.tracking_uri)[0][1]}&compareRunsMode=CHART",
+                 "Latency vs quality loss", "latency_ms", "quality_loss")
+    assert "Model metrics (" not in body.split("Latency vs quality loss")[0]  # the scatter comes first
+    study, _ = _trials(home)
+    measured = sum(1 for t in study.trials if t.user_attrs.get("metrics"))
+    count = "return document.querySelectorAll('.js-plotly-plot .scatterlayer path.point').length"
+    end = time.time() + 30
+    while time.time() < end and browser.execute_script(count) < measured:
+        time.sleep(0.5)
+    browser.save_screenshot(str(tmp_path / "chart.png"))
+    assert browser.execute_script(count) == measured  # one point per measured trial
