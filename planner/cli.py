@@ -348,8 +348,9 @@ def ui(
     host: str = typer.Option("127.0.0.1", "--host", help="bind address (127.0.0.1 keeps it local)"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
     home: Optional[Path] = HomeOpt,
+    workers: int = typer.Option(1, "--workers", min=1, help="server processes (MLflow's default of 4 only slows the start of a local UI)"),
 ):
-    """Start the MLflow UI on the planner's tracking store."""
+    """Start the MLflow UI on the planner's tracking store; prints the runs view of each study."""
     import os
     import subprocess
 
@@ -360,7 +361,13 @@ def ui(
     if tracking_uri is None and not (h.root / "mlflow.db").is_file():
         raise ConfigError(f"no MLflow store at {h.root / 'mlflow.db'}: run `planner optimize` first, or pass --home/--tracking-uri")
     typer.echo(f"MLflow UI on http://{host}:{port}  (store: {uri}; Ctrl-C to stop)")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    from planner.record.mlflow import WORKFLOW_PARAM, study_views
+
+    for exp_name, route in study_views(uri):  # the runs view of each study (the UI alone opens on GenAI traces)
+        typer.echo(f"  {exp_name}: http://{host}:{port}/{route}")
+    typer.echo(f"  registered models: http://{host}:{port}/#/models?{WORKFLOW_PARAM}")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--workers", str(workers)]
     if tracking_uri is None:
         cmd += ["--default-artifact-root", h.artifacts.as_uri()]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}

@@ -39,6 +39,51 @@ def tracking_client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+# MLflow's experiment kind (tag ``mlflow.experimentKind``): "custom_model_development" marks a classic
+# model-development experiment (runs, metrics, charts), as opposed to "genai_development" (traces)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# The MLflow UI (3.x) opens experiments in its GenAI or its "Model training" mode after a switch it keeps in
+# the browser (default GenAI); the URL parameter overrides it
+WORKFLOW_PARAM = "workflowType=machine_learning"
+VIEW_TAG = "mlflow.sharedViewState."  # a saved runs-table view, opened by ?viewStateShareKey=KEY
+# the columns a person picks a deployment by (the runs table shows none of them unless selected)
+VIEW_COLUMNS = ["metrics.`latency_ms`", "metrics.`quality_loss`", "metrics.`throughput`", "tags.`planner.pareto`"]
+
+
+def view_key(study_name: str) -> str:
+    import re
+
+    return "planner-" + re.sub(r"[^A-Za-z0-9_-]+", "_", study_name)[:200]
+
+
+def view_path(experiment_id: str, study_name: str) -> str:
+    """The UI route (after the server's address) of a study's runs view: its trials, fastest first."""
+    return f"#/experiments/{experiment_id}/runs?{WORKFLOW_PARAM}&viewStateShareKey={view_key(study_name)}"
+
+
+def study_views(tracking_uri: str) -> list[tuple[str, str]]:
+    """(experiment name, UI route) of every study view saved in a tracking store, newest experiment first;
+    [] when the store cannot be read."""
+    try:
+        exps = _client(tracking_uri).search_experiments(order_by=["last_update_time DESC"])
+    except Exception:
+        return []
+    out = []
+    for e in exps:
+        for k in sorted(e.tags):
+            if k.startswith(VIEW_TAG + "planner-"):
+                out.append((e.name, f"#/experiments/{e.experiment_id}/runs?{WORKFLOW_PARAM}&viewStateShareKey={k[len(VIEW_TAG):]}"))
+    return out
+
+
+def run_name(number: int, label: str, batch_size) -> str:
+    """``#7 onnxruntime int8_dynamic b=1``: the trial's deployment without its option values (they are params)."""
+    import re
+
+    short = re.sub(r"\[[^\]]*\]", "", label or "").strip() or "trial"
+    return f"#{number} {short} b={batch_size}"
+
+
 class MlflowRecorder:
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None):
         self.tracking_uri = tracking_uri
@@ -49,15 +94,20 @@ class MlflowRecorder:
             raise ConfigError(f"--tracking-uri {redact(tracking_uri)}: cannot reach the MLflow tracking store ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         if exp is None:
             location = (artifact_root / experiment.replace("/", "_")).as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
+                                                               tags=dict([EXPERIMENT_KIND]))
         else:
             self.experiment_id = exp.experiment_id
+            if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # made by an older planner
+                self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
         self.experiment = experiment
         self.parent_run_id: str | None = None
+        self.study_name: str | None = None
 
     # ---------------------------------------------------------------- study
     def start_study(self, study_name: str, parent_run_id: str | None, tags: dict[str, str], params: dict[str, Any],
                     files: Iterable[Path] = ()) -> str:
+        self.study_name = study_name
         if parent_run_id:
             try:
                 run = self.client.get_run(parent_run_id)
@@ -107,9 +157,11 @@ class MlflowRecorder:
 
     # ---------------------------------------------------------------- trials
     def start_trial(self, number: int, params: dict[str, Any], tags: dict[str, str]) -> str:
+        study = {"planner.study": self.study_name} if self.study_name else {}
         run = self.client.create_run(
-            self.experiment_id, run_name=f"trial-{number:04d}",
-            tags={"mlflow.parentRunId": self.parent_run_id, "planner.kind": "trial", "planner.trial": str(number), **tags},
+            self.experiment_id, run_name=run_name(number, tags.get("planner.label", ""), tags.get("batch_size", "?")),
+            tags={"mlflow.parentRunId": self.parent_run_id, "planner.kind": "trial", "planner.trial": str(number),
+                  **study, **tags},
         )
         self._log_params(run.info.run_id, params)
         return run.info.run_id
@@ -121,6 +173,12 @@ class MlflowRecorder:
         import time
 
         now = int(time.time() * 1000)
+        metrics = dict(metrics)
+        if not ok:  # what a failed trial measured, under the names every trial uses (the charts plot them)
+            if _is_number(metrics.get("early_exit_median_ms")):
+                metrics.setdefault("latency_ms", metrics["early_exit_median_ms"])
+            if _is_number(metrics.get("quality.quality_loss")):
+                metrics.setdefault("quality_loss", metrics["quality.quality_loss"])
         ms = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _is_number(v)]
         ts = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
         for i in range(0, max(len(ms), len(ts)), 500):
@@ -144,6 +202,36 @@ class MlflowRecorder:
         self.client.set_tag(self.parent_run_id, "planner.pareto_size", str(len(pareto_run_ids)))
         for f in extra_files:
             self.client.log_artifact(self.parent_run_id, str(f))
+
+    def log_summary(self, metrics: dict[str, float], note_md: str) -> None:
+        """The study's summary metrics and its Markdown description (MLflow's run note) on the parent run."""
+        import time
+
+        from mlflow.entities import Metric, RunTag
+
+        assert self.parent_run_id
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _is_number(v)]
+        self.client.log_batch(self.parent_run_id, metrics=ms, tags=[RunTag("mlflow.note.content", note_md)])
+
+    def save_view(self, study_name: str) -> str:
+        """Save the runs-table view of a study (its runs, fastest first, with the latency, quality and Pareto
+        columns) on the experiment; returns its UI route (`view_path`)."""
+        view = {
+            "searchFilter": f"tags.planner.study = '{study_name}'" if "'" not in study_name else "",
+            "orderByKey": "metrics.`latency_ms`", "orderByAsc": True,
+            "selectedColumns": VIEW_COLUMNS, "runListHidden": False, "viewMaximized": False,
+            # the chart view opens on latency against quality loss, one point per trial
+            "compareRunSections": [{"uuid": "planner-pick", "name": "Latency vs quality loss", "display": True,
+                                    "isReordered": False, "deleted": False, "isGenerated": False}],
+            "compareRunCharts": [{"uuid": "planner-latency-quality", "type": "SCATTER", "metricSectionId": "planner-pick",
+                                  "xaxis": {"key": "latency_ms", "type": "METRIC"},
+                                  "yaxis": {"key": "quality_loss", "type": "METRIC"},
+                                  "runsCountToCompare": 100, "deleted": False, "isGenerated": False,
+                                  "displayName": "latency_ms vs quality_loss"}],
+        }
+        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + view_key(study_name), json.dumps(view))
+        return view_path(self.experiment_id, study_name)
 
     def log_confirmation(self, summary: dict[str, Any], table_md: str, run_ids: dict[int, str | None]) -> None:
         """The re-measurement of the fastest trials (planner.select.confirm): ``confirmed.*`` metrics and a

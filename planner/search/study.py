@@ -280,6 +280,9 @@ class Optimizer:
             if self.workload is not None:
                 study.set_user_attr("workload_spec", self.workload.to_dict())
             study.set_user_attr("model_info", {k: v for k, v in self.model_info.items() if k != "status"})
+            from planner.select.pareto import noise_floor_for  # quality losses below it are ties (issue 19)
+
+            study.set_user_attr("quality_noise_floor", noise_floor_for(self.model_info.get("output_kind")))
             study.set_metric_names([o.metric for o in self.objectives])
             self._enqueue_seeds(study)
         self._fail_orphans(study)

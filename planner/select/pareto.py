@@ -17,6 +17,7 @@ class Point:
     label: str
     metrics: dict[str, float]
     run_id: str | None
+    noise_floor: float = 0.0  # quality losses below it are ties (see `NOISE_FLOORS`)
 
     @property
     def latency_ms(self) -> float:
@@ -27,8 +28,43 @@ class Point:
         return self.metrics["quality_loss"]
 
     @property
+    def tied_loss(self) -> float:
+        """The quality loss as the front, the policies and the hypervolume compare it: 0 below the noise floor."""
+        return tie(self.quality_loss, self.noise_floor)
+
+    @property
     def throughput(self) -> float:
         return self.metrics.get("throughput", 0.0)
+
+
+# Quality losses below these floors are numerical noise, not quality: ties for the front, the plots, the
+# hypervolume and the registry aliases.  Per output kind of the model; a study records the floor it used
+# (study attr ``quality_noise_floor``).  The loss of logits and embeddings is 1 - centered cosine to the fp32
+# reference (planner.measure.quality): fp32 engines differ from eager torch by reordered sums only, measured
+# here at 3.5e-14 .. 7.1e-11 (resnet18, MiniLM, digits-cnn: experiments/results/compression-*.json) while the
+# smallest real loss there (int8, pruning) is 1.9e-3.  1e-6 sits four decades above the noise and three below
+# the first real loss.  Accuracy drops and decoder disagreements are multiples of 1/samples, far above 1e-6,
+# so the same floor never ties two of those that differ.
+NOISE_FLOORS = {"logits": 1e-6, "embedding": 1e-6}
+DEFAULT_NOISE_FLOOR = 1e-6
+
+
+def noise_floor_for(output_kind: str | None) -> float:
+    """The quality-loss noise floor of a model's output kind (`NOISE_FLOORS`; `DEFAULT_NOISE_FLOOR` otherwise)."""
+    return NOISE_FLOORS.get(output_kind or "", DEFAULT_NOISE_FLOOR)
+
+
+def study_noise_floor(study) -> float:
+    """The floor a study recorded (``quality_noise_floor``), else the one of its model's output kind."""
+    v = study.user_attrs.get("quality_noise_floor")
+    if isinstance(v, (int, float)):
+        return float(v)
+    return noise_floor_for((study.user_attrs.get("model_info") or {}).get("output_kind"))
+
+
+def tie(loss: float, floor: float) -> float:
+    """A quality loss as compared: below the noise floor every loss is the same, 0."""
+    return 0.0 if loss < floor else loss
 
 
 def _point(t) -> Point:
@@ -45,20 +81,6 @@ def feasible_points(study) -> list[Point]:
             continue
         if all(v <= 0 for v in t.constraints.values()):
             out.append(_point(t))
-    return out
-
-
-def _study_front(study) -> list[Point]:
-    """Non-dominated feasible trials by the study's own measurements (Optuna's `best_trials`), one per config."""
-    seen, out = set(), []
-    for t in study.best_trials:
-        if t.user_attrs.get("duplicate_of") is not None:
-            continue
-        key = t.user_attrs.get("config_key")
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(_point(t))
     return out
 
 
@@ -93,10 +115,15 @@ def _objectives(study):
     return parse_objectives(tuple(study.user_attrs.get("objectives") or DEFAULT_OBJECTIVES))
 
 
-def non_dominated(points: list[Point], objectives) -> list[Point]:
-    """The points no other point beats on every objective (metric, direction) and strictly on one."""
+def non_dominated(points: list[Point], objectives, noise_floor: float = 0.0) -> list[Point]:
+    """The points no other point beats on every objective (metric, direction) and strictly on one; quality
+    losses below ``noise_floor`` are ties (so of two deployments both below it, the faster dominates)."""
+    def value(p: Point, metric: str) -> float:
+        v = p.metrics[metric]
+        return tie(v, noise_floor) if metric == "quality_loss" else v
+
     def key(p: Point) -> tuple[float, ...]:
-        return tuple(p.metrics[o.metric] if o.direction == "minimize" else -p.metrics[o.metric] for o in objectives)
+        return tuple(value(p, o.metric) if o.direction == "minimize" else -value(p, o.metric) for o in objectives)
 
     ks = [key(p) for p in points]
     return [p for p, a in zip(points, ks)
@@ -106,13 +133,28 @@ def non_dominated(points: list[Point], objectives) -> list[Point]:
 def pareto_front(study) -> list[Point]:
     """Non-dominated feasible deployments, one per distinct config, sorted by latency.
 
-    Trials re-measured by a confirmation count with their confirmed figures (a confirmed latency that
-    breaks the latency SLO makes the trial infeasible); the rest with the study's own."""
-    if not confirmed(study):
-        return sorted(_study_front(study), key=lambda p: (p.latency_ms, p.quality_loss))
-    pts = confirmed_points(study)  # all of them: a trial dominated only by one re-measured slower is back in
+    Quality losses below the study's noise floor (`study_noise_floor`) are ties: of two deployments both
+    below it only the faster is on the front.  Trials re-measured by a confirmation count with their
+    confirmed figures (a confirmed latency that breaks the latency SLO makes the trial infeasible); the rest
+    with the study's own."""
+    import dataclasses
+
+    floor = study_noise_floor(study)
+    seen, pts = set(), []
+    for p in sorted(confirmed_points(study), key=lambda p: p.number):  # one per config (concurrent workers)
+        key = _key(p)
+        if key in seen:
+            continue
+        seen.add(key)
+        pts.append(dataclasses.replace(p, noise_floor=floor))
     objectives = [o for o in _objectives(study) if all(o.metric in p.metrics for p in pts)]
-    return sorted(non_dominated(pts, objectives), key=lambda p: (p.latency_ms, p.quality_loss))
+    return sorted(non_dominated(pts, objectives, floor), key=lambda p: (p.latency_ms, p.tied_loss, p.number))
+
+
+def _key(p: Point) -> str:
+    import json
+
+    return json.dumps(p.config, sort_keys=True, default=str)
 
 
 class Policy(Protocol):
@@ -126,15 +168,17 @@ class Fastest:
     name: str = "fastest"
 
     def select(self, front):
-        return min(front, key=lambda p: (p.latency_ms, p.quality_loss), default=None)
+        return min(front, key=lambda p: (p.latency_ms, p.tied_loss), default=None)
 
 
 @dataclass(frozen=True)
 class MostAccurate:
+    """The lowest quality loss; losses below the noise floor are ties, won by the faster."""
+
     name: str = "most-accurate"
 
     def select(self, front):
-        return min(front, key=lambda p: (p.quality_loss, p.latency_ms), default=None)
+        return min(front, key=lambda p: (p.tied_loss, p.latency_ms), default=None)
 
 
 @dataclass(frozen=True)
@@ -147,13 +191,13 @@ class Knee:
         if not front:
             return None
         lat = [p.latency_ms for p in front]
-        q = [p.quality_loss for p in front]
+        q = [p.tied_loss for p in front]
 
         def norm(v, vs):
             lo, hi = min(vs), max(vs)
             return 0.0 if hi == lo else (v - lo) / (hi - lo)
 
-        return min(front, key=lambda p: (norm(p.latency_ms, lat) ** 2 + norm(p.quality_loss, q) ** 2, p.latency_ms))
+        return min(front, key=lambda p: (norm(p.latency_ms, lat) ** 2 + norm(p.tied_loss, q) ** 2, p.latency_ms))
 
 
 @dataclass(frozen=True)
@@ -162,7 +206,7 @@ class FastestWithin:
     name: str = "fastest-within"
 
     def select(self, front):
-        ok = [p for p in front if p.quality_loss <= self.max_quality_loss]
+        ok = [p for p in front if p.tied_loss <= self.max_quality_loss]
         return min(ok, key=lambda p: p.latency_ms, default=None)
 
 
@@ -215,3 +259,77 @@ def markdown_table(front: list[Point]) -> str:
         for r in table_rows(front)
     ]
     return head + "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def hypervolume(front: list[Point], ref_latency_ms: float, ref_quality_loss: float) -> float:
+    """Share of the box [0, ref_latency_ms] x [0, ref_quality_loss] dominated by ``front`` (latency vs quality
+    loss, both minimised; losses below each point's noise floor count as 0), in [0, 1].
+
+    With a reference point fixed beforehand (the target's latency SLO and max quality loss) values compare
+    across studies and samplers; `study_summary` falls back to the slowest feasible latency without an SLO."""
+    if not (ref_latency_ms > 0 and ref_quality_loss > 0):
+        return 0.0
+    pts = sorted((min(p.latency_ms, ref_latency_ms), min(p.tied_loss, ref_quality_loss)) for p in front)
+    area, best_q = 0.0, ref_quality_loss
+    for lat, q in pts:
+        if q >= best_q:
+            continue
+        area += (ref_latency_ms - lat) * (best_q - q)  # the strip this point adds below the best loss so far
+        best_q = q
+    return area / (ref_latency_ms * ref_quality_loss)
+
+
+def _is_fp32_eager(cfg: dict) -> bool:
+    return (cfg.get("backend") == "torch" and (cfg.get("quant") or {}).get("scheme", "none") == "none"
+            and not float((cfg.get("prune") or {}).get("ratio", 0.0) or 0.0)
+            and not int((cfg.get("distill") or {}).get("steps", 0) or 0))
+
+
+def study_summary(study, front: list[Point] | None = None) -> dict[str, Any]:
+    """What a study found, as the parent MLflow run shows it.
+
+    ``metrics``: best_latency_ms / best_throughput (feasible trials), best_latency_vs_fp32 (the fastest front
+    point's latency over the study's plain eager-torch fp32 trial at the same batch size, when it measured one),
+    pareto_front_size, trials_measured / _infeasible / _failed / _duplicate, hypervolume (`hypervolume`, of the
+    feasible front; reference point: the target's latency SLO, or without one the slowest feasible latency
+    measured, and its max quality loss), quality_noise_floor.  ``fp32`` is that baseline Point (or None)."""
+    from optuna.trial import TrialState
+
+    front = pareto_front(study) if front is None else front
+    feasible = confirmed_points(study)
+    trials = study.get_trials(deepcopy=False)
+    measured = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("duplicate_of") is None]
+    infeasible = [t for t in measured if any(v > 0 for v in t.constraints.values())]
+    m: dict[str, float] = {
+        "pareto_front_size": len(front),
+        "trials_measured": len(measured),
+        "trials_infeasible": len(infeasible),
+        "trials_failed": sum(t.state == TrialState.FAIL for t in trials),
+        "trials_duplicate": sum(t.user_attrs.get("duplicate_of") is not None for t in trials),
+        "quality_noise_floor": study_noise_floor(study),
+    }
+    best = Fastest().select(front)
+    fp32 = None
+    if best is not None:
+        m["best_latency_ms"] = best.latency_ms
+        m["best_latency_quality_loss"] = best.quality_loss
+        thr = [p.throughput for p in feasible if p.throughput]
+        if thr:
+            m["best_throughput"] = max(thr)
+        eager = [p for p in (_point(t) for t in measured) if _is_fp32_eager(p.config)
+                 and p.config.get("batch_size") == best.config.get("batch_size") and "latency_ms" in p.metrics]
+        if eager:
+            fp32 = min(eager, key=lambda p: p.latency_ms)
+            m["fp32_latency_ms"] = fp32.latency_ms
+            m["best_latency_vs_fp32"] = best.latency_ms / fp32.latency_ms
+    cons = (study.user_attrs.get("target_spec") or {}).get("constraints") or {}
+    ref_q = cons.get("max_quality_loss")
+    ref_lat = cons.get("latency_slo_ms") or (max(p.latency_ms for p in feasible) if feasible else None)
+    if ref_q and ref_lat:
+        m["hypervolume"] = hypervolume(front, float(ref_lat), float(ref_q))
+        m["hypervolume_ref_latency_ms"] = float(ref_lat)
+        m["hypervolume_ref_quality_loss"] = float(ref_q)
+    return {"metrics": m, "best": best, "fp32": fp32}

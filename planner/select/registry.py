@@ -70,6 +70,25 @@ def version_tags(point, study_name: str) -> dict[str, str]:
     return {k: _fmt(v)[:5000] for k, v in tags.items() if v is not None}
 
 
+def version_description(point, study_name: str, target_name: str) -> str:
+    """One paragraph a person choosing a version reads in the registry: deployment, latency, quality, target."""
+    m = point.metrics
+    lat = m.get("latency_ms")
+    parts = [f"{point.label or (point.config or {}).get('backend', '?')}, batch {(point.config or {}).get('batch_size', '?')}"]
+    if isinstance(lat, (int, float)):
+        tail = f"; p99 {m['latency_p99_ms']:.4g} ms" if isinstance(m.get("latency_p99_ms"), (int, float)) else ""
+        conf = f", confirmed over {int(m['confirmed_rounds'])} rounds" if m.get("confirmed_rounds") else ""
+        parts.append(f"latency {lat:.4g} ms per batch{conf}{tail}")
+    if isinstance(m.get("throughput"), (int, float)):
+        parts.append(f"{m['throughput']:.4g} samples/s")
+    q = m.get("quality_loss")
+    if isinstance(q, (int, float)):
+        floor = getattr(point, "noise_floor", 0.0)
+        parts.append(f"quality loss {q:.3g} vs fp32" + (f" (below the noise floor {floor:g}: exact)" if floor and q < floor else ""))
+    parts.append(f"target {target_name}")
+    return f"{' — '.join(parts)}. Trial {point.number} of study {study_name}."
+
+
 def _config_key(cfg: dict) -> str | None:
     try:
         from planner.config import TrialConfig
@@ -138,11 +157,14 @@ def register_front(client, front, *, model_name: str, target_name: str, study_na
             continue
         existing = versions_of_run(client, name, p.run_id)
         tags = version_tags(p, study_name)
+        description = version_description(p, study_name, target_name)
         if existing:
             mv = existing[0]
+            if (mv.description or "") != description:  # re-measured by a confirmation since
+                client.update_model_version(name, mv.version, description=description)
         else:
             mv = client.create_model_version(name, source=f"runs:/{p.run_id}/engine", run_id=p.run_id, tags=tags,
-                                             description=f"trial {p.number} of study {study_name}: {p.label}")
+                                             description=description)
             again = versions_of_run(client, name, p.run_id)
             if again and again[0].version != mv.version:  # a concurrent finisher registered it first: keep theirs
                 client.delete_model_version(name, mv.version)
@@ -160,6 +182,7 @@ def register_front(client, front, *, model_name: str, target_name: str, study_na
         if str(v.version) not in on_front and (v.tags or {}).get("study") == study_name and (v.tags or {}).get("pareto") != "false":
             client.set_model_version_tag(name, v.version, "pareto", "false")
     aliases: dict[str, str] = {}
+    picks: dict[str, Any] = {}
     for pol in policies or (Fastest(), MostAccurate(), Knee()):
         pick = pol.select([p for p in front if p.run_id in versions])
         if pick is None:
@@ -167,6 +190,12 @@ def register_front(client, front, *, model_name: str, target_name: str, study_na
         alias = alias_name(pol.name)
         client.set_registered_model_alias(name, alias, versions[pick.run_id])
         aliases[alias] = versions[pick.run_id]
+        picks[alias] = pick
+    if picks:  # what each alias points at, on the model's page (version descriptions are cut short there)
+        lines = [f"Pareto-optimal deployments of {model_name} on {target_name}, registered by planner. "
+                 f"Aliases (study {study_name}):"]
+        lines += [f"* `@{a}` → version {aliases[a]}: {version_description(p, study_name, target_name)}" for a, p in picks.items()]
+        client.update_registered_model(name, description="\n".join(lines))
     return {"name": name, "versions": versions, "aliases": aliases, "created": created}
 
 
@@ -195,7 +224,71 @@ def publish_study(study, rec, front, target, model_name: str) -> dict[str, Any]:
         out["plots"] = log_study_plots(rec, study, target)
     except Exception as e:
         print(f"warning: could not draw the study plots: {type(e).__name__}: {e}", file=sys.stderr)
+    try:
+        from planner.select.pareto import study_summary
+
+        summary = study_summary(study, front)
+        out["summary"] = summary["metrics"]
+        if rec.parent_run_id:
+            out["view"] = rec.save_view(study.study_name)
+            rec.log_summary(summary["metrics"], study_note(study, target, front, summary, out.get("registry"),
+                                                          out.get("plots") or [], rec.parent_run_id, out["view"]))
+    except Exception as e:
+        print(f"warning: could not write the study summary in MLflow: {type(e).__name__}: {e}", file=sys.stderr)
     return out
+
+
+def _ms(v) -> str:
+    return f"{v:.4g} ms" if isinstance(v, (int, float)) else "-"
+
+
+def study_note(study, target, front, summary: dict[str, Any], registry: dict[str, Any] | None, plots: list[str],
+               parent_run_id: str, view: str | None = None) -> str:
+    """The parent run's Markdown description (MLflow run note): the outcome, the front, the picks and how to
+    export each."""
+    from planner.select.pareto import Fastest, Knee, MostAccurate, markdown_table
+
+    m, best, fp32 = summary["metrics"], summary["best"], summary["fp32"]
+    lines = [f"## Study `{study.study_name}`: {(study.user_attrs.get('model_spec') or {}).get('name', study.user_attrs.get('model', '?'))}"
+             f" on {target.name}", ""]
+    if best is None:
+        lines.append("**No feasible deployment**: every measured trial broke a constraint or failed.")
+    else:
+        vs = (f", **{m['best_latency_vs_fp32']:.2f}×** the latency of eager torch fp32 ({_ms(m['fp32_latency_ms'])})"
+              if "best_latency_vs_fp32" in m else "")
+        lines.append(f"**Fastest feasible: #{best.number} {best.label} (batch {best.config.get('batch_size')}): "
+                     f"{_ms(best.latency_ms)}**{vs}, quality loss {best.quality_loss:.3g}.")
+    lines += ["", f"Trials: {int(m['trials_measured'])} measured ({int(m['trials_infeasible'])} infeasible), "
+                  f"{int(m['trials_failed'])} failed, {int(m['trials_duplicate'])} duplicates. "
+                  f"Pareto front: {len(front)} deployments"
+              + (f", hypervolume {m['hypervolume']:.3f} (share of latency ≤ {m['hypervolume_ref_latency_ms']:g} ms × "
+                 f"quality loss ≤ {m['hypervolume_ref_quality_loss']:g} dominated)" if "hypervolume" in m else "")
+              + f". Quality losses below {m['quality_noise_floor']:g} are numerical noise: ties, the faster wins.", ""]
+    if front:
+        lines += ["### Pareto front", "", markdown_table(front), ""]
+        reg = registry or {}
+        name, aliases = reg.get("name"), reg.get("aliases") or {}
+        lines += ["### Picks", "", "| policy | trial | deployment | latency | quality loss | export |", "|---|---:|---|---:|---:|---|"]
+        for pol in (Fastest(), MostAccurate(), Knee()):
+            p = pol.select(front)
+            if p is None:
+                continue
+            alias = alias_name(pol.name)
+            ref = f"models:/{name}@{alias}" if name and alias in aliases else None
+            cmd = (f"planner export {ref} --out {alias}/" if ref
+                   else f"planner export --study {study.study_name} --trial {p.number} --out {alias}/")
+            lines.append(f"| {pol.name} | #{p.number} | {p.label} b={p.config.get('batch_size')} | {_ms(p.latency_ms)} | "
+                         f"{p.quality_loss:.3g} | `{cmd}` |")
+        lines += ["", "Add `--format triton` for a Triton model repository; `planner verify DIR` checks an export."]
+    lines += ["", "### In this UI", "",
+              "* Pareto members: search runs with `tags.planner.pareto = \"true\"`; this study's runs: "
+              f"`tags.planner.study = '{study.study_name}'`" + (f" (saved view: `{view}`)" if view else "") + ".",
+              "* Chart view: add a scatter chart of `latency_ms` against `quality_loss` (every trial logs both)."]
+    if "plots/pareto.png" in plots:
+        lines += ["", "![Pareto front: latency vs quality loss](get-artifact?path=plots%2Fpareto.png&run_uuid="
+                  f"{parent_run_id})", "", "Plots: artifacts `plots/pareto.png`, `plots/pareto.html` (interactive), "
+                  "`plots/parallel.png`."]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- resolve
