@@ -64,9 +64,11 @@ def view_path(experiment_id: str, study_name: str) -> str:
 def study_views(tracking_uri: str) -> list[tuple[str, str]]:
     """(experiment name, UI route) of every study view saved in a tracking store, newest experiment first;
     [] when the store cannot be read."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        exps = _client(tracking_uri).search_experiments(order_by=["last_update_time DESC"])
-    except Exception:
+        exps = tracking_client(tracking_uri).search_experiments(order_by=["last_update_time DESC"])
+    except (MlflowException, OSError):  # no store there (yet): nothing to link
         return []
     out = []
     for e in exps:
