@@ -21,6 +21,7 @@ from planner.paths import Home, safe_name
 from planner.record.metrics import metrics_of
 from planner.record.objectives import Objective, constraints, parse_objectives
 from planner.search.samplers import SAMPLERS, make_sampler
+from planner.search.storage import Heartbeat, make_storage, pid_alive, study_progress
 from planner.space import SearchSpace, batch_sizes, sample, usable_backends
 from planner.target import Target, check_host
 
@@ -316,7 +317,7 @@ class Optimizer:
         host = socket.gethostname()
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             pid = t.user_attrs.get("pid")
-            if t.user_attrs.get("host") == host and pid and not _pid_alive(int(pid)):
+            if t.user_attrs.get("host") == host and pid and not pid_alive(int(pid)):
                 study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted")
                 study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
 
@@ -837,92 +838,6 @@ def join_study(study_name: str, storage_url: str, home: Home, options: StudyOpti
 
 
 # fail reasons that say the worker, not the candidate, was lost: such trials are re-run, not counted
-WORKER_LOSSES = frozenset({"interrupted", "planner_error"})
-
-
-def study_progress(study, before: int | None = None) -> tuple[int, int]:
-    """(finished, running) trials of the study, all workers counted (only trials numbered below ``before``).
-
-    Finished: complete (duplicates included), or failed for a reason of the candidate.  Trials whose
-    worker was lost (stale heartbeat, interrupt) and surplus/in-flight-duplicate trials do not count."""
-    from optuna.trial import TrialState
-
-    finished = running = 0
-    for t in study.get_trials(deepcopy=False):
-        if before is not None and t.number >= before:
-            continue
-        if t.state == TrialState.COMPLETE:
-            finished += 1
-        elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") and t.user_attrs["fail_reason"] not in WORKER_LOSSES:
-            finished += 1
-        elif t.state == TrialState.RUNNING:
-            running += 1
-    return finished, running
-
-
-def make_storage(url: str, heartbeat_seconds: int = 30, retries: int = 0):
-    """Optuna storage for a URL: RDB storages get heartbeats so a dead worker's trial is failed (and retried)."""
-    import optuna
-
-    from planner.record.mlflow import redact
-
-    import warnings
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # our own Heartbeat thread beats for ask/tell trials (Optuna's only runs inside Study.optimize)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    if url.startswith(("sqlite:", "postgresql", "mysql")):
-        try:
-            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries) if retries > 0 else None
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat_seconds, grace_period=heartbeat_seconds * 3,
-                heartbeat_stale_trial_callback=callback,
-                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-            )
-        except ImportError as e:
-            raise ConfigError(f"--storage {redact(url)}: driver missing ({e}); for PostgreSQL: pip install 'planner[postgres]'") from None
-        except Exception as e:
-            raise ConfigError(f"--storage {redact(url)}: cannot open the Optuna storage ({type(e).__name__}: {_first_line(e)})") from None
-    try:
-        return optuna.storages.get_storage(url)
-    except Exception as e:
-        raise ConfigError(f"--storage {redact(url)}: not a usable Optuna storage URL ({_first_line(e)}); "
-                          "use sqlite:///path.db or postgresql://user@host/db") from None
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
-
-
-class Heartbeat:
-    """Beat for one trial in a thread while its worker runs (Optuna's own thread only runs inside optimize())."""
-
-    def __init__(self, study, trial):
-        import threading
-
-        self.storage, self.trial_id = study._storage, trial._trial_id
-        self.interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True) if self.interval else None
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:  # a missed beat is not fatal; the next one may succeed
-                pass
-
-    def __enter__(self):
-        if self.thread is not None:
-            self.storage.record_heartbeat(self.trial_id)
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=5)
 
 
 def optimize(model: ModelSpec, target: Target, space: SearchSpace, home: Home | None = None,
@@ -930,16 +845,6 @@ def optimize(model: ModelSpec, target: Target, space: SearchSpace, home: Home | 
     """Run (or resume) a study.  Raises ConfigError for bad input before writing anything."""
     home = home or Home.resolve()
     return Optimizer(model, target, space, home, options or StudyOptions(), reporter).run()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def _rmtree(p: Path) -> None:

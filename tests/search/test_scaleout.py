@@ -127,7 +127,7 @@ def test_stale_trial_of_a_killed_worker_is_failed_by_another(postgres, tmp_path)
     os.killpg(p.pid, signal.SIGKILL)  # the whole worker host dies: planner process and its measuring child
     p.wait()
     time.sleep(4)  # > 3 missed heartbeats
-    from planner.search.study import make_storage
+    from planner.search.storage import make_storage
 
     # what any other worker started with the same --heartbeat does before each trial
     optuna.storages.fail_stale_trials(optuna.load_study(study_name="stale", storage=make_storage(storage, 1)))
@@ -249,7 +249,7 @@ def test_three_workers_reach_the_study_goal_though_one_is_killed(postgres, tmp_p
     for p, (out, err) in zip((first, others[1]), outs):
         assert p.returncode == 0, err
 
-    from planner.search.study import study_progress
+    from planner.search.storage import study_progress
 
     trials = study().trials
     states = [(t.number, t.state.name, t.user_attrs.get("fail_reason"), t.user_attrs.get("fail_message", "")[:200]) for t in trials]

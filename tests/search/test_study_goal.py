@@ -4,7 +4,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from planner.search.study import study_progress
+from planner.search.storage import study_progress
 
 
 @pytest.fixture()
