@@ -216,7 +216,7 @@ def ensure_study(model_ref: str, target, space, home, args) -> dict[str, Any]:
     import optuna
 
     from planner.model import parse_model
-    from planner.search.study import Optimizer, StudyOptions, _safe, default_study_name
+    from planner.search.study import Optimizer, StudyOptions, default_study_name
 
     spec = parse_model(model_ref)
     name = default_study_name(spec, target, space)
@@ -251,7 +251,7 @@ def ensure_study(model_ref: str, target, space, home, args) -> dict[str, Any]:
             log(f"[{spec.name}] study {name} already has {have} ≥ {args.trials} trials; not running more")
         study = existing()
     assert study is not None
-    study_dir = home.study_dir(_safe(name))
+    study_dir = home.study_dir(name)
     ref = study_dir / "reference.npz"
     if not ref.is_file():
         raise SystemExit(f"study {name}: no reference outputs at {ref}")

@@ -196,7 +196,7 @@ def ensure_study(model: str, batch: int, target, home, args) -> dict[str, Any]:
 
     from bench_baselines import LineReporter
     from planner.model import parse_model
-    from planner.search.study import Optimizer, StudyOptions, _safe, default_study_name
+    from planner.search.study import Optimizer, StudyOptions, default_study_name
     from planner.select.pareto import confirmed_points
 
     cfg = MODELS[model]
@@ -239,7 +239,7 @@ def ensure_study(model: str, batch: int, target, home, args) -> dict[str, Any]:
     else:
         log(f"[{model} b={batch}] study {name} already has {have} ≥ {trials} trials; not running more")
     assert study is not None
-    ref = home.study_dir(_safe(name)) / "reference.npz"
+    ref = home.study_dir(name) / "reference.npz"
     if not ref.is_file():
         raise SystemExit(f"study {name}: no reference outputs at {ref}")
 

@@ -268,11 +268,11 @@ def ensure_study(spec, target, space, workload, home, args) -> dict[str, Any]:
     """Run (top up to --trials) or reuse the study; return its summary, front and best point."""
     import optuna
 
-    from planner.search.study import Optimizer, StudyOptions, _safe, default_study_name
+    from planner.search.study import Optimizer, StudyOptions, default_study_name
     from planner.select.pareto import pareto_front
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = default_study_name(spec, target, space, workload)
+    name = default_study_name(spec, target, space) + f"-{workload.name}"
 
     def existing():
         if not (home.root / "optuna.db").is_file():
@@ -301,7 +301,7 @@ def ensure_study(spec, target, space, workload, home, args) -> dict[str, Any]:
     else:
         log(f"study {name} already has {have} ≥ {args.trials} trials; not running more")
     assert study is not None
-    ref = home.study_dir(_safe(name)) / "reference.npz"
+    ref = home.study_dir(name) / "reference.npz"
     if not ref.is_file():
         raise SystemExit(f"study {name}: no reference outputs at {ref}")
 

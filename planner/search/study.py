@@ -18,8 +18,7 @@ from planner.config import TrialConfig
 from planner.errors import ConfigError, FailReason
 from planner.model import ModelSpec
 from planner.paths import Home, safe_name
-from planner.record.metrics import metrics_of
-from planner.record.objectives import Objective, constraints, parse_objectives
+from planner.record.objectives import Objective, parse_objectives
 from planner.search.samplers import SAMPLERS, make_sampler
 from planner.search.storage import Heartbeat, make_storage, pid_alive, study_progress
 from planner.space import SearchSpace, batch_sizes, sample, usable_backends
@@ -93,8 +92,8 @@ class SilentReporter:
     def end(self, result): pass
 
 
-def default_study_name(model: ModelSpec, target: Target, space: SearchSpace, workload=None) -> str:
-    return f"{model.name}-{target.name}-{space.name}" + (f"-{workload.name}" if workload is not None else "")
+def default_study_name(model: ModelSpec, target: Target, space: SearchSpace) -> str:
+    return f"{model.name}-{target.name}-{space.name}"
 
 
 @dataclass
@@ -138,19 +137,19 @@ class Optimizer:
 
     def __init__(self, model: ModelSpec, target: Target, space: SearchSpace, home: Home, options: StudyOptions,
                  reporter: Reporter | None = None, workload=None):
-        from planner.record.objectives import DEFAULT_LLM_OBJECTIVES, DEFAULT_OBJECTIVES
+        from planner.search.kind import StudyKind
 
         self.model, self.target, self.opts = model, target, options
-        self.workload = workload  # planner.llm.workload.Workload: a decoder measured by TTFT/TPOT
-        if workload is not None:  # the workload's concurrency is the batch axis
-            from planner.space import Param
+        if workload is None:
+            self.kind = StudyKind()
+        else:  # a decoder measured by TTFT/TPOT per its workload (planner.llm.workload.Workload)
+            from planner.llm.study import DecoderKind
 
-            space = space.model_copy(update={"batch_size": Param(choices=list(workload.batch_sizes))})
-        self.space = space
+            self.kind = DecoderKind(workload)
+        self.space = space = self.kind.space(space)
         self.home = home
         self.reporter = reporter or SilentReporter()
-        self.objectives: tuple[Objective, ...] = parse_objectives(
-            options.objectives or (DEFAULT_LLM_OBJECTIVES if workload is not None else DEFAULT_OBJECTIVES))
+        self.objectives: tuple[Objective, ...] = parse_objectives(options.objectives or self.kind.default_objectives())
         if options.sampler not in SAMPLERS:
             make_sampler(options.sampler, None, 1)  # raises ConfigError
         if options.trials < 1:
@@ -165,7 +164,7 @@ class Optimizer:
             raise ConfigError(f"--confirm {options.confirm_top_k}: must be ≥ 0 (0 turns the re-measurement off)")
         if options.confirm_rounds < 1:
             raise ConfigError(f"--confirm-rounds {options.confirm_rounds}: must be ≥ 1")
-        self.study_name = options.study_name or default_study_name(model, target, space, workload)
+        self.study_name = options.study_name or default_study_name(model, target, space) + self.kind.name_suffix
         self.storage_url = options.storage or home.optuna_url
         self.tracking_uri = options.tracking_uri or home.tracking_uri
         self.experiment = f"planner/{model.name}/{target.name}"
@@ -179,14 +178,11 @@ class Optimizer:
         check_host(self.target, self.opts.allow_mismatch)
         fmt = "onnx" if self.model.kind == "onnx" else "torch"
         backends, skipped = usable_backends(self.space, self.target, fmt)
-        if self.workload is not None:
-            from planner.llm.runtimes import check_decoder_config
-
-            for b in list(backends):
-                why = check_decoder_config(b, "none")
-                if why:
-                    backends.remove(b)
-                    skipped[b] = why
+        for b in list(backends):
+            why = self.kind.check_backend(b)
+            if why:
+                backends.remove(b)
+                skipped[b] = why
         self.skipped = skipped
         if not backends:
             why = "; ".join(f"{b}: {r}" for b, r in skipped.items())
@@ -201,7 +197,6 @@ class Optimizer:
 
     def prepare(self) -> dict[str, Any]:
         """Load the model in a worker and compute the fp32 reference; user errors surface as ConfigError."""
-        from planner.measure.jobs import LlmPrepareJob, PrepareJob
         from planner.measure.runner import run_job, worker_env
 
         self.home.cache.mkdir(parents=True, exist_ok=True)
@@ -209,12 +204,11 @@ class Optimizer:
         ref = staging / "reference.npz"
         common = dict(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"),
                       cache_dir=str(self.home.cache), reference=str(ref), eval_samples=self.opts.eval_samples)
-        job = (PrepareJob(**common) if self.workload is None
-               else LlmPrepareJob(**common, workload=self.workload.to_dict()))
+        job = self.kind.prepare_job(**common)
         env = worker_env(self.target, self.home.cache)
         res = run_job(job, staging, self.opts.trial_timeout, env)
         if res["status"] == "failed" and res.get("reason") in (FailReason.CRASH.value, FailReason.OOM.value) \
-                and self.workload is None:
+                and self.kind.reference_batch_fallback:
             # some models (exported, stateful) only run at batch 1 and kill their process at a larger one: the
             # reference is computed at batch 1 then, and each b > 1 candidate fails as its own trial
             first = res
@@ -263,7 +257,7 @@ class Optimizer:
         attrs = study.user_attrs
         mine = {"model": self.model.ref, "model_hash": self.model_info["model_hash"], "target": self.target.name,
                 "space": self.space.name, "objectives": [o.name for o in self.objectives],
-                "workload": self.workload.name if self.workload is not None else None}
+                "workload": self.kind.workload.name if self.kind.workload is not None else None}
         if attrs.get("model_hash"):
             for k in ("model_hash", "target", "space", "objectives", "workload"):
                 if attrs.get(k) != mine[k]:
@@ -278,8 +272,8 @@ class Optimizer:
             study.set_user_attr("model_spec", self.model.to_dict())
             study.set_user_attr("target_spec", self.target.model_dump(mode="json"))
             study.set_user_attr("space_spec", self.space.model_dump(mode="json"))
-            if self.workload is not None:
-                study.set_user_attr("workload_spec", self.workload.to_dict())
+            for k, v in self.kind.study_attrs().items():
+                study.set_user_attr(k, v)
             study.set_user_attr("model_info", {k: v for k, v in self.model_info.items() if k != "status"})
             from planner.select.pareto import noise_floor_for  # quality losses below it are ties (issue 19)
 
@@ -569,7 +563,6 @@ class Optimizer:
     def _start(self, study, trial, rec, backends, fmt, seen, inflight_keys, gated, beat):
         from optuna.trial import TrialState
 
-        from planner.measure.jobs import LlmTrialJob, TrialJob
         from planner.measure.runner import WorkerProcess, worker_env
 
         trial.set_user_attr("host", socket.gethostname())
@@ -598,16 +591,13 @@ class Optimizer:
             beat.__exit__()
             return TrialOutcome(trial.number, cfg, "duplicate", message="same config as a trial in flight")
 
-        if self.workload is not None:
-            from planner.llm.runtimes import check_decoder_config
-
-            why = check_decoder_config(cfg.backend, cfg.quant.scheme)
-            if why:  # rejected before compiling: no worker, no MLflow run
-                trial.set_user_attr("fail_reason", FailReason.UNSUPPORTED.value)
-                trial.set_user_attr("fail_message", why)
-                study.tell(trial, state=TrialState.FAIL)
-                beat.__exit__()
-                return TrialOutcome(trial.number, cfg, "failed", reason=FailReason.UNSUPPORTED.value, message=why)
+        why = self.kind.check(cfg)
+        if why:  # rejected before compiling: no worker, no MLflow run
+            trial.set_user_attr("fail_reason", FailReason.UNSUPPORTED.value)
+            trial.set_user_attr("fail_message", why)
+            study.tell(trial, state=TrialState.FAIL)
+            beat.__exit__()
+            return TrialOutcome(trial.number, cfg, "failed", reason=FailReason.UNSUPPORTED.value, message=why)
 
         self.reporter.trial_started(trial.number, cfg)
         run_id = rec.start_trial(trial.number, {**cfg.flat(), "config_key": key}, {
@@ -623,8 +613,7 @@ class Optimizer:
                       cache_dir=str(self.home.cache), workdir=str(workdir), reference=str(self.study_dir / "reference.npz"),
                       output_kind=self.model_info.get("output_kind", "logits"), abort_above_ms=abort,
                       batch_sizes=batch_sizes(self.space, self.target))  # what an engine's optimization profile must accept
-        job = (TrialJob(**common) if self.workload is None
-               else LlmTrialJob(**common, workload=self.workload.to_dict()))
+        job = self.kind.trial_job(**common)
         flight = _Flight(trial, cfg, key, run_id, workdir, None, beat)  # type: ignore[arg-type]
         env = worker_env(self.target, self.home.cache)
         if self.opts.tuning_budget_seconds is not None:
@@ -644,15 +633,7 @@ class Optimizer:
         f.beat.__exit__()
         try:
             if res.get("status") == "ok":
-                metrics = metrics_of(res, cfg, self.target)
-                cons = constraints(metrics, self.target)
-                if self.workload is not None:  # decoders: TTFT/TPOT SLO and the workload's quality bound
-                    from planner.llm.measure import llm_constraints, llm_metrics
-
-                    metrics.update(llm_metrics(res))
-                    p = self.workload.slo.percentile
-                    metrics["ttft_ms"], metrics["tpot_ms"] = metrics[f"ttft_{p}_ms"], metrics[f"tpot_{p}_ms"]
-                    cons = {**{k: v for k, v in cons.items() if k == "memory"}, **llm_constraints(metrics, self.workload)}
+                metrics, cons = self.kind.metrics(res, cfg, self.target)
                 feasible = all(v <= 0 for v in cons.values())
                 for name, v in cons.items():
                     trial.set_constraint(name, v)
@@ -709,7 +690,7 @@ class Optimizer:
         from planner.measure.runner import worker_env
         from planner.select import confirm as cf
 
-        if self.workload is not None:  # decoders: TTFT/TPOT come from a workload replay, not one timed call
+        if self.kind.remeasure_refusal:  # e.g. decoders: TTFT/TPOT come from a workload replay, not one timed call
             return None
         points = cf.candidates(study, self.opts.confirm_top_k)
         if not points:
@@ -776,9 +757,8 @@ class Optimizer:
         from planner.select.pareto import pareto_front
 
         check_host(self.target, self.opts.allow_mismatch)
-        if self.workload is not None:
-            raise ConfigError(f"--study {self.study_name}: a decoder study (workload {self.workload.name}) is not re-measured; "
-                              "its TTFT/TPOT come from the workload replay")
+        if self.kind.remeasure_refusal:
+            raise ConfigError(f"--study {self.study_name}: {self.kind.remeasure_refusal}")
         if not (self.study_dir / "reference.npz").is_file():
             raise ConfigError(f"--study {self.study_name}: no fp32 reference at {self.study_dir / 'reference.npz'}; "
                               "run `planner confirm` with the --home the study was created in")
