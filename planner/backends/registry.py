@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "onnxruntime": "planner.backends.onnxruntime:OnnxRuntime",
     "tvm": "planner.backends.tvm:TVM",
     "tensorrt": "planner.backends.tensorrt:TensorRT",
+    "llamacpp": "planner.backends.llamacpp:LlamaCpp",
 }
 
 
