@@ -37,3 +37,11 @@ def test_fastest_weighs_the_generation_not_the_first_token_alone():
 def test_knee_trades_response_against_quality():
     fast_bad, mid, slow_good = _decoder(0, 10.0, 5.0, 0.30), _decoder(1, 12.0, 6.0, 0.02), _decoder(2, 40.0, 20.0, 0.0)
     assert Knee().select([fast_bad, mid, slow_good]) is mid
+
+
+def test_registry_tags_show_both_figures_of_a_decoder():
+    from planner.select.registry import version_tags
+
+    tags = version_tags(_decoder(3, 40.0, 8.0, 0.01, gen=5), "s")
+    assert (tags["ttft_ms"], tags["tpot_ms"], tags["response_ms"]) == ("40", "8", "72")
+    assert "ttft_ms" not in version_tags(Point(1, {}, "x", {"latency_ms": 3.0, "quality_loss": 0.0}, None), "s")
