@@ -214,6 +214,12 @@ class Optimizer:
                 if why:
                     backends.remove(b)
                     skipped[b] = why
+        else:  # backends that build LLM decoders only (llamacpp) need a workload
+            import planner.backends.registry as registry
+
+            for b in [b for b in backends if registry.get(b).decoder_only]:
+                backends.remove(b)
+                skipped[b] = "builds LLM decoders only: give a workload (--workload FILE)"
         self.skipped = skipped
         if not backends:
             why = "; ".join(f"{b}: {r}" for b, r in skipped.items())

@@ -115,3 +115,18 @@ def test_llamacpp_decoder_matches_the_reference(smol_source, fast_target, tmp_pa
     again = _decoder(smol_source, q8cfg, fast_target, tmp_path / "q8b")  # the written GGUF comes from the cache
     assert again.info["gguf_cached"] is True
     again.runtime.close()
+
+
+def test_a_study_without_a_workload_skips_it(fast_target, tmp_path):
+    from planner.model import parse_model
+    from planner.paths import Home
+    from planner.search.study import Optimizer, StudyOptions
+    from planner.space import SearchSpace
+
+    if not LlamaCpp.availability().usable:
+        pytest.skip("llama-cpp-python not installed (an unusable backend is skipped for that reason)")
+    space = SearchSpace.model_validate({"name": "s", "backends": {"torch": {}, "llamacpp": {}}})
+    target = fast_target.model_copy(update={"backends": [*fast_target.backends, "llamacpp"]})
+    opt = Optimizer(parse_model("tiny-mlp"), target, space, Home(tmp_path), StudyOptions(trials=1))
+    assert opt.validate() == ["torch"]
+    assert "decoders only" in opt.skipped["llamacpp"]
