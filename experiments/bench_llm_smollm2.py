@@ -5,7 +5,7 @@ it writes), OpenVINO (when planner has an OpenVINO decoder runtime) and planner'
 1. Reference.  One `llm_prepare` worker job (`planner.llm.trial.prepare_llm`): the zoo's ``smollm2-135m`` (the packaged
    GGUF dequantized to float32 by transformers) and its teacher-forced quality set: held-out chat prompts of the model's
    own prompt set (`planner.zoo.smollm2.prompt_tokens`), forced tokens = fp32's greedy answer.
-2. Variants, each a fresh worker process per round (`planner.measure.worker.run_job`, kind ``llm_trial``: build,
+2. Variants, each a fresh worker process per round (`run_job`, kind ``llm_trial``: build,
    quality against the reference, TTFT/TPOT per the workload and the target's timing protocol), at one batch size:
      eager          eager PyTorch fp32                          TrialConfig("torch", b)
      llama.cpp Q4_1 the shipped file as it is (copied)           llamacpp, int4_weight_only, int4_type Q4_1
@@ -159,7 +159,10 @@ def lscpu_flags() -> dict[str, Any]:
 
 
 def run(args) -> dict[str, Any]:
-    from planner.measure.worker import run_job, worker_env
+    try:  # the worker's parent side (planner.measure.runner on newer planner)
+        from planner.measure.runner import run_job, worker_env
+    except ImportError:
+        from planner.measure.worker import run_job, worker_env
     from planner.model import parse_model
     from planner.paths import Home
     from planner.schemes import precision_of
