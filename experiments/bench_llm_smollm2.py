@@ -124,7 +124,8 @@ def variants(args, batch: int) -> tuple[dict[str, Any], dict[str, str]]:
         else:
             skipped["openvino default"] = registry.get("openvino").availability().detail
     else:
-        skipped["openvino default"] = "no OpenVINO decoder runtime in this planner"
+        skipped["openvino default"] = (registry.get("openvino").decoder_note if "openvino" in registry.all_backends()
+                                       else "") or "no OpenVINO decoder runtime in this planner"
     if args.study:
         cfg = planner_best(args)
         if cfg is None:
