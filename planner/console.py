@@ -11,6 +11,8 @@ STATUS_STYLE = {"ok": "green", "infeasible": "yellow", "failed": "red", "duplica
 
 
 def pareto_table(front, title: str = "Pareto front") -> Table:
+    if front and all("ttft_ms" in p.metrics and "tpot_ms" in p.metrics for p in front):
+        return _decoder_table(front, title)
     t = Table(title=title, title_justify="left")
     for col in ("trial", "deployment", "batch", "p50 ms", "p99 ms", "samples/s", "quality loss", "confirmed"):
         t.add_column(col, justify="left" if col == "deployment" else "right", overflow="fold")
@@ -22,6 +24,21 @@ def pareto_table(front, title: str = "Pareto front") -> Table:
             f"{m.get('throughput', float('nan')):.0f}", f"{m.get('quality_loss', float('nan')):.1e}",
             f"{int(m['confirmed_rounds'])} rounds" if m.get("confirmed_rounds") else "–",
         )
+    return t
+
+
+def _decoder_table(front, title: str) -> Table:
+    """A decoder study's front: TTFT and TPOT at the workload's percentile, and the response they make."""
+    from planner.select.pareto import response_ms
+
+    t = Table(title=title, title_justify="left")
+    for col in ("trial", "deployment", "batch", "TTFT ms", "TPOT ms", "response ms", "tokens/s", "quality loss"):
+        t.add_column(col, justify="left" if col == "deployment" else "right", overflow="fold")
+    for p in front:
+        m = p.metrics
+        t.add_row(str(p.number), p.label, str(p.config.get("batch_size")), f"{m['ttft_ms']:.2f}", f"{m['tpot_ms']:.2f}",
+                  f"{response_ms(p):.1f}", f"{m.get('tokens_per_s', float('nan')):.1f}",
+                  f"{m.get('quality_loss', float('nan')):.1e}")
     return t
 
 

@@ -42,6 +42,7 @@ class ModelSource:
         self._data: dict[str, np.ndarray] | None = None
         self._dataset_fn = None  # a `dataset()` beside the factory: real inputs (and labels) for quality/calibration
         self._calibration_fn = None  # a `calibration_dataset()` beside it: inputs for calibration/distillation only
+        self._prompts_fn = None  # a decoder's `prompt_tokens(n, length, seed)` beside it: real prompts for LLM quality
         self._calibration: dict[str, np.ndarray] | None = None
         self.log: list[str] = []  # transform notes for the trial record
         self.transform_info: dict[str, Any] = {}
@@ -78,6 +79,7 @@ class ModelSource:
             self._example_fn = extras.get("example_inputs")
             self._dataset_fn = extras.get("dataset")
             self._calibration_fn = extras.get("calibration_dataset")
+            self._prompts_fn = extras.get("prompt_tokens")
             if not self._inputs and extras.get("inputs"):
                 self._inputs = tuple(extras["inputs"])
             if self._output_kind == "auto" and extras.get("output_kind"):
@@ -205,6 +207,17 @@ class ModelSource:
         total = len(self._calibration[self.input_names[0]])
         idx = np.arange(n) % total
         return {k: np.ascontiguousarray(self._calibration[k][idx]) for k in self.input_names}
+
+    def prompt_tokens(self, n: int, length: int, seed: int = 0) -> np.ndarray | None:
+        """``n`` real prompts ``[n, length]`` int64 from the decoder's ``prompt_tokens(n, length, seed)`` beside its
+        factory (the zoo's smollm2-135m has one); None when it has none (LLM quality then uses seeded random tokens)."""
+        self.base_module()
+        if self._prompts_fn is None:
+            return None
+        out = np.ascontiguousarray(np.asarray(self._prompts_fn(n, length, seed), dtype=np.int64))
+        if out.shape != (n, length):
+            raise ConfigError(f"model {self.spec.ref}: prompt_tokens({n}, {length}) returned shape {out.shape}")
+        return out
 
     @property
     def calibration_source(self) -> str:
@@ -393,7 +406,8 @@ def _resolve_factory(spec: ModelSpec):
         seed = spec.seed
         return (lambda: mod.build(seed=seed)), {"inputs": getattr(mod, "INPUTS", None), "output_kind": getattr(mod, "OUTPUT_KIND", None),
                                                 "dataset": getattr(mod, "dataset", None),
-                                                "calibration_dataset": getattr(mod, "calibration_dataset", None)}
+                                                "calibration_dataset": getattr(mod, "calibration_dataset", None),
+                                                "prompt_tokens": getattr(mod, "prompt_tokens", None)}
     mod, fn, name = import_callable(spec.ref, spec.kind, f"model {spec.ref}")
 
     def factory():
@@ -405,6 +419,7 @@ def _resolve_factory(spec: ModelSpec):
     return factory, {"example_inputs": getattr(mod, "example_inputs", None), "inputs": getattr(mod, "INPUTS", None),
                      "dataset": getattr(mod, "dataset", None),
                      "calibration_dataset": getattr(mod, "calibration_dataset", None),
+                     "prompt_tokens": getattr(mod, "prompt_tokens", None),
                      "output_kind": getattr(mod, "OUTPUT_KIND", None)}
 
 

@@ -95,6 +95,7 @@ class Backend(ABC):
     # quantization schemes its LLM decoder runtime implements (planner.llm.runtimes); None: no decoder runtime
     decoder_schemes: ClassVar[tuple[str, ...] | None] = None
     decoder_note: ClassVar[str] = ""  # why there is no decoder runtime (shown when a decoder study asks for it)
+    decoder_only: ClassVar[bool] = False  # True: it builds LLM decoders only (a study without a workload fails it)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     input_format: ClassVar[str] = "torch"  # "torch" (nn.Module) or "onnx"
     quant_schemes: ClassVar[tuple[str, ...]] = ("none",)

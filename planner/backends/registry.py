@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "tvm": "planner.backends.tvm:TVM",
     "tensorrt": "planner.backends.tensorrt:TensorRT",
     "openvino": "planner.backends.openvino:OpenVINO",
+    "llamacpp": "planner.backends.llamacpp:LlamaCpp",
 }
 
 

@@ -129,7 +129,7 @@ def llm_constraints(metrics: dict[str, Any], workload: "Workload") -> dict[str, 
     ``ttft_slo`` / ``tpot_slo``: measured value at the workload's percentile minus the bound
     (only for the bounds the workload sets); ``quality``: the workload's quality metric
     (``disagreement`` or ``kl_mean``, read from ``metrics`` or ``metrics["quality"]``) minus
-    its maximum.  A missing or non-finite measurement counts as infinitely violated.
+    its maximum; ``quality_kl``: ``kl_mean`` minus ``max_kl`` when the workload bounds both.  A missing or non-finite measurement counts as infinitely violated.
     """
     slo, p = workload.slo, workload.slo.percentile
     out: dict[str, float] = {}
@@ -152,6 +152,8 @@ def llm_constraints(metrics: dict[str, Any], workload: "Workload") -> dict[str, 
         out["tpot_slo"] = get(f"tpot_{p}_ms") - slo.tpot_ms
     q = workload.quality
     out["quality"] = get(q.metric) - q.bound
+    if q.kl_bound is not None:  # both bounds given: KL as a second constraint
+        out["quality_kl"] = get("kl_mean") - q.kl_bound
     return out
 
 

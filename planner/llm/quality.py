@@ -42,6 +42,23 @@ def eval_tokens(vocab: int, sequences: int, prompt_length: int, forced_tokens: i
     return rng.integers(0, vocab, size=(sequences, prompt_length + forced_tokens)).astype(np.int64)
 
 
+def reference_continuation(module, prompts: np.ndarray, forced_tokens: int, chunk: int = 8) -> np.ndarray:
+    """``[N, P + F]``: real prompts followed by the fp32 eager model's own greedy continuation of F tokens."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(prompts), chunk):
+            ids = torch.from_numpy(np.ascontiguousarray(prompts[s:s + chunk], dtype=np.int64))
+            logits, k, v = module.prefill(ids, last_only=True)
+            toks = [logits[:, -1].argmax(-1)]
+            for _ in range(int(forced_tokens) - 1):
+                logits, k, v = module.decode(toks[-1].view(-1, 1), k, v)
+                toks.append(logits[:, -1].argmax(-1))
+            out.append(torch.cat([ids, torch.stack(toks, 1)], 1).numpy())
+    return np.concatenate(out).astype(np.int64)
+
+
 def reference_logits(module, tokens: np.ndarray, prompt_length: int, chunk: int = 8) -> np.ndarray:
     """fp32 eager next-token logits ``[N, F+1, V]`` at positions ``P-1 .. P+F-1`` (one causal pass per sequence)."""
     import torch

@@ -29,6 +29,10 @@ Backends (``cfg.backend``):
     ``decode.onnx`` (input_ids, past_k, past_v -> logits, present_k, present_v), dynamic
     batch/sequence/past axes, sessions from `planner.backends.onnxruntime.make_session`
     (same options); caches stay ORT-owned (``run_with_ort_values``) between steps.
+``llamacpp``
+    llama.cpp on a GGUF file written from the model's own GGUF by llama.cpp's quantizer (scheme ->
+    F32 / F16 / Q8_0 / Q4_K_M, Q4_0, Q4_1: `planner.backends.llamacpp`); the batch's sequences share one
+    KV cache (sequence ids), ``n_batch`` prompt tokens per ``llama_decode`` call during prefill.
 ``tvm`` / ``tensorrt``
     not implemented for decoders: ``CandidateFailed(UNSUPPORTED)``.  (TVM would need a
     Relax KV-cache model, i.e. MLC-LLM; out of scope.)
@@ -305,6 +309,40 @@ class OrtDecoder(DecoderRuntime):
         return {**super().info(), "providers": self.prefill_session.get_providers(), "cache": "past/present"}
 
 
+# --------------------------------------------------------------------------- llama.cpp
+
+
+@dataclass
+class LlamaCppState:
+    pos: int  # next position to write (every sequence of the batch is at the same position)
+
+
+class LlamaCppDecoder(DecoderRuntime):
+    """llama.cpp (`planner.backends.llamacpp.LlamaCppEngine`): one context holding the batch's sequences in its
+    KV cache; a decode from an earlier state drops the cache entries after it first (``llama_memory_seq_rm``)."""
+
+    name = "llamacpp"
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.vocab = engine.vocab
+
+    def prefill(self, ids):
+        ids = np.asarray(ids, dtype=np.int64)
+        return self.engine.prefill(ids), LlamaCppState(ids.shape[1])
+
+    def decode(self, tokens, state: LlamaCppState):
+        return self.engine.decode(tokens, state.pos), LlamaCppState(state.pos + 1)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def info(self):
+        e = self.engine
+        return {**super().info(), "threads": e.threads, "n_batch": e.n_batch, "n_ctx_per_seq": e.n_ctx_per_seq,
+                "cache": "llama.cpp kv cache"}
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -395,6 +433,12 @@ def build_decoder(source, cfg, target, workdir: Path, cache_len: int,
     device = "cuda" if target.is_gpu else "cpu"
     if cfg.backend in ("torch", "torch_compile"):
         rt = _build_torch(module, cfg, device, cache_len, opts, source)
+    elif cfg.backend == "llamacpp":
+        from planner.backends.llamacpp import build_engine
+
+        engine, artifacts, more = build_engine(module, cfg, target, workdir, source.cache_dir, cache_len)
+        info.update(more)
+        rt = LlamaCppDecoder(engine)
     else:
         rt, artifacts = _build_ort(source, cfg, target, module, workdir, info)
     if warm is not None:

@@ -69,7 +69,7 @@ def prepare_llm(job: "LlmPrepareJob") -> dict[str, Any]:
     """Load the decoder, check the workload fits it, store the teacher-forced fp32 reference."""
     import numpy as np
 
-    from planner.llm.quality import eval_tokens, reference_logits
+    from planner.llm.quality import eval_tokens, reference_continuation, reference_logits
 
     spec, target, workload, src = _common(job)
     module = src.base_module()
@@ -78,7 +78,11 @@ def prepare_llm(job: "LlmPrepareJob") -> dict[str, Any]:
     ev = workload.eval
     p = workload.eval_prompt_length
     t0 = time.perf_counter()
-    tokens = eval_tokens(dims["vocab"], ev.sequences, p, ev.forced_tokens, ev.seed)
+    prompts = src.prompt_tokens(ev.sequences, p, ev.seed)
+    if prompts is None:  # no real prompts: seeded random tokens, random forced tokens
+        tokens = eval_tokens(dims["vocab"], ev.sequences, p, ev.forced_tokens, ev.seed)
+    else:  # real prompts, forced tokens = the reference's own greedy answer (agreement: keeps fp32's answer)
+        tokens = reference_continuation(module, prompts, ev.forced_tokens)
     ref = reference_logits(module, tokens, p)
     ref_seconds = time.perf_counter() - t0
     out_path = Path(job.reference)
@@ -93,11 +97,12 @@ def prepare_llm(job: "LlmPrepareJob") -> dict[str, Any]:
         "output_kind": "logits",
         "output_shape": list(ref.shape[1:]),
         "param_count": sum(p.numel() for p in module.parameters()),
-        "synthetic_data": True,
+        "synthetic_data": prompts is None,
         "has_labels": False,
         "format": src.format,
         "reference_seconds": ref_seconds,
-        "llm": {**dims, "eval_sequences": ev.sequences, "eval_prompt_length": p, "eval_forced_tokens": ev.forced_tokens},
+        "llm": {**dims, "eval_sequences": ev.sequences, "eval_prompt_length": p, "eval_forced_tokens": ev.forced_tokens,
+                "eval_prompts": "random" if prompts is None else "model"},
     }
 
 

@@ -11,7 +11,7 @@ A workload YAML (see ``experiments/chat.yaml``)::
       tpot_ms: 40                   # time per output token: one decode step
       percentile: p99               # p50 | p90 | p99 of the per-call samples
     quality:
-      max_disagreement: 0.2         # or max_kl (nats/token); exactly one of them
+      max_disagreement: 0.2         # and/or max_kl (nats/token); at least one
     eval:                           # teacher-forced quality set (defaults shown)
       sequences: 8
       prompt_length: null           # null: the shortest prompt length
@@ -53,9 +53,14 @@ class QualityBound(_Strict):
 
     @model_validator(mode="after")
     def _one(self):
-        if (self.max_disagreement is None) == (self.max_kl is None):
-            raise ValueError("give exactly one of max_disagreement, max_kl")
+        if self.max_disagreement is None and self.max_kl is None:
+            raise ValueError("give max_disagreement, max_kl or both")
         return self
+
+    @property
+    def kl_bound(self) -> float | None:
+        """The KL bound when it comes second (both given: ``max_disagreement`` is `metric`, KL an extra constraint)."""
+        return float(self.max_kl) if self.max_disagreement is not None and self.max_kl is not None else None
 
     @property
     def metric(self) -> str:

@@ -80,18 +80,44 @@ class LlmTrialJob(TrialJob):
     workload: dict[str, Any]
 
 
+@dataclass(frozen=True, kw_only=True)
+class VerifyJob:
+    """Run an exported engine with its own runtime alone (`planner verify`, export's engine description): a
+    fresh process that imports neither the planner's search nor torch unless the engine is a torch program."""
+
+    kind: ClassVar[str] = "verify"
+    engine_dir: str
+    engine_file: str
+    batch_size: int = 1
+    device: str = "cpu"
+    threads: int = 1
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # the model's input specs, in order
+    quant_scheme: str = "none"
+    samples: str = ""  # samples.npz: in:<name> arrays, ref (reference outputs)
+    write_outputs: str | None = None  # save the engine's outputs here (.npy)
+    describe: bool = False  # describe the engine (its tensors) for a Triton config
+    compare: dict[str, Any] | None = None  # {"atol", "rtol"}: compare with samples.npz's ref
+    latency: bool = False  # re-measure latency
+    result: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
 # kind -> (job type, the function that runs it in the worker, as "module:function" so the worker imports only
 # the one it needs: the decoder workloads plug in here without the worker importing planner.llm)
-HANDLERS: dict[str, tuple[type[WorkerJob], str]] = {
+HANDLERS: dict[str, tuple[type, str]] = {
     "prepare": (PrepareJob, "planner.measure.worker:do_prepare"),
     "trial": (TrialJob, "planner.measure.worker:do_trial"),
     "confirm": (ConfirmJob, "planner.measure.worker:do_confirm"),
     "llm_prepare": (LlmPrepareJob, "planner.llm.trial:prepare_llm"),
     "llm_trial": (LlmTrialJob, "planner.llm.trial:run_llm_trial"),
+    # its own runner process (`python -m planner.select.verify`): the exported engine alone, no model code
+    "verify": (VerifyJob, "planner.select.verify:run_job"),
 }
 
 
-def job_from_dict(d: dict[str, Any]) -> WorkerJob:
+def job_from_dict(d: dict[str, Any]) -> Any:
     """The typed job a ``job.json`` (or a hand-built dict) describes; `ValueError` naming what does not fit."""
     kind = d.get("kind")
     if kind not in HANDLERS:

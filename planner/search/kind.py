@@ -34,6 +34,10 @@ class StudyKind:
 
     def check_backend(self, backend: str) -> str | None:
         """Why ``backend`` cannot serve this kind of study (None: it can)."""
+        import planner.backends.registry as registry
+
+        if registry.get(backend).decoder_only:  # llama.cpp: it builds LLM decoders only
+            return "builds LLM decoders only: give a workload (--workload FILE)"
         return None
 
     def check(self, cfg: "TrialConfig") -> str | None:

@@ -157,6 +157,16 @@ def _key(p: Point) -> str:
     return json.dumps(p.config, sort_keys=True, default=str)
 
 
+def response_ms(p: Point) -> float:
+    """How long a deployment takes to answer: for a decoder (a workload's TTFT/TPOT at its percentile), the
+    whole response of the workload's length, TTFT + (generation_length - 1) x TPOT, so per-token latency counts
+    as much as the users waiting for the tokens feel it; for other models, the latency."""
+    m = p.metrics
+    if "ttft_ms" in m and "tpot_ms" in m:
+        return m["ttft_ms"] + max(0.0, m.get("generation_length", 1) - 1) * m["tpot_ms"]
+    return p.latency_ms
+
+
 class Policy(Protocol):
     name: str
 
@@ -168,7 +178,7 @@ class Fastest:
     name: str = "fastest"
 
     def select(self, front):
-        return min(front, key=lambda p: (p.latency_ms, p.tied_loss), default=None)
+        return min(front, key=lambda p: (response_ms(p), p.tied_loss), default=None)
 
 
 @dataclass(frozen=True)
@@ -178,7 +188,7 @@ class MostAccurate:
     name: str = "most-accurate"
 
     def select(self, front):
-        return min(front, key=lambda p: (p.tied_loss, p.latency_ms), default=None)
+        return min(front, key=lambda p: (p.tied_loss, response_ms(p)), default=None)
 
 
 @dataclass(frozen=True)
@@ -190,14 +200,14 @@ class Knee:
     def select(self, front):
         if not front:
             return None
-        lat = [p.latency_ms for p in front]
+        lat = [response_ms(p) for p in front]
         q = [p.tied_loss for p in front]
 
         def norm(v, vs):
             lo, hi = min(vs), max(vs)
             return 0.0 if hi == lo else (v - lo) / (hi - lo)
 
-        return min(front, key=lambda p: (norm(p.latency_ms, lat) ** 2 + norm(p.tied_loss, q) ** 2, p.latency_ms))
+        return min(front, key=lambda p: (norm(response_ms(p), lat) ** 2 + norm(p.tied_loss, q) ** 2, response_ms(p)))
 
 
 @dataclass(frozen=True)
@@ -207,7 +217,7 @@ class FastestWithin:
 
     def select(self, front):
         ok = [p for p in front if p.tied_loss <= self.max_quality_loss]
-        return min(ok, key=lambda p: p.latency_ms, default=None)
+        return min(ok, key=lambda p: response_ms(p), default=None)
 
 
 @dataclass(frozen=True)

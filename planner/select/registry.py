@@ -65,6 +65,11 @@ def version_tags(point, study_name: str) -> dict[str, str]:
         "confirmed_rounds": int(m["confirmed_rounds"]) if m.get("confirmed_rounds") else None,
         "study_latency_ms": m.get("study_latency_ms"),
     }
+    if "ttft_ms" in m and "tpot_ms" in m:  # a decoder: TTFT/TPOT at the workload's percentile and the response
+        from planner.select.pareto import response_ms
+
+        tags.update(ttft_ms=m["ttft_ms"], tpot_ms=m["tpot_ms"], response_ms=response_ms(point),
+                    tokens_per_s=m.get("tokens_per_s"))
     for k, v in sorted((cfg.get("backend_options") or {}).items()):
         tags[f"option.{k}"] = v
     return {k: _fmt(v)[:5000] for k, v in tags.items() if v is not None}

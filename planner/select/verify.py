@@ -24,7 +24,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from planner.measure.jobs import VerifyJob
 
 
 # --------------------------------------------------------------------------- parent side
@@ -92,15 +95,17 @@ def runner_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-def run_engine_job(job: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
-    """Run one runner job in a fresh Python process; never raises for engine faults."""
+def run_engine_job(job: "VerifyJob", timeout: float = 600.0) -> dict[str, Any]:
+    """Run one engine job in a fresh Python process; never raises for engine faults."""
+    from dataclasses import replace
+
     with tempfile.TemporaryDirectory(prefix="planner-verify-") as tmp:
         job_path, res_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job = {**job, "result": str(res_path)}
-        job_path.write_text(json.dumps(job, default=str))
+        job = replace(job, result=str(res_path))
+        job_path.write_text(json.dumps(job.to_dict(), default=str))
         try:
             proc = subprocess.run([sys.executable, "-m", "planner.select.verify", str(job_path)], capture_output=True, text=True,
-                                  timeout=timeout, env=runner_env(job.get("threads")))
+                                  timeout=timeout, env=runner_env(job.threads))
         except subprocess.TimeoutExpired:
             return {"status": "error", "message": f"the engine runner exceeded {timeout:.0f} s"}
         if res_path.is_file():
@@ -112,21 +117,23 @@ def run_engine_job(job: dict[str, Any], timeout: float = 600.0) -> dict[str, Any
         return {"status": "error", "message": f"the engine runner exited with code {proc.returncode}: {' | '.join(tail)}"}
 
 
-def engine_job(root: Path, manifest: dict, **extra) -> dict[str, Any]:
+def engine_job(root: Path, manifest: dict, **extra) -> "VerifyJob":
+    """The engine job of an exported folder, from its manifest; ``extra``: what to do (samples, compare, ...)."""
+    from planner.measure.jobs import VerifyJob
+
     exp = manifest.get("export") or {}
     tgt = manifest.get("target") or {}
     cfg = (manifest.get("trial") or {}).get("config") or {}
-    engine_dir = root / exp.get("engine_dir", ".")
-    return {
-        "engine_dir": str(engine_dir),
-        "engine_file": exp.get("engine_file"),
-        "batch_size": int(exp.get("batch_size") or cfg.get("batch_size") or 1),
-        "device": "cuda" if (tgt.get("device") or {}).get("kind") == "cuda" else "cpu",
-        "threads": tgt.get("threads") or os.cpu_count() or 1,
-        "inputs": (manifest.get("model") or {}).get("inputs") or [],
-        "quant_scheme": (cfg.get("quant") or {}).get("scheme", "none"),
+    return VerifyJob(
+        engine_dir=str(root / exp.get("engine_dir", ".")),
+        engine_file=exp.get("engine_file"),
+        batch_size=int(exp.get("batch_size") or cfg.get("batch_size") or 1),
+        device="cuda" if (tgt.get("device") or {}).get("kind") == "cuda" else "cpu",
+        threads=int(tgt.get("threads") or os.cpu_count() or 1),
+        inputs=(manifest.get("model") or {}).get("inputs") or [],
+        quant_scheme=(cfg.get("quant") or {}).get("scheme", "none"),
         **extra,
-    }
+    )
 
 
 def verify(directory: Path, run: bool = True, timeout: float = 600.0, max_slowdown: float | None = None) -> VerifyReport:
@@ -178,7 +185,7 @@ def verify(directory: Path, run: bool = True, timeout: float = 600.0, max_slowdo
     cmp = res.get("compare") or {}
     if cmp.get("ok"):
         report.lines.append(
-            f"outputs: {cmp['samples']} samples (batch {job['batch_size']}) match the "
+            f"outputs: {cmp['samples']} samples (batch {job.batch_size}) match the "
             f"{exp.get('reference', 'fp32')} reference within atol {tol.get('atol'):.3g} + rtol {tol.get('rtol', 0.0):.1g}; "
             f"max abs error {cmp['max_abs_error']:.3g}")
     else:
@@ -233,37 +240,37 @@ def _protocol():
                     cv_threshold=10.0, max_remeasure=0)
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
+def run_job(job: "VerifyJob") -> dict[str, Any]:
     import numpy as np
 
     from planner.measure.timer import measure
     from planner.measure.worker import batches, flat_outputs
 
-    if "torch" in engine_backend(job["engine_file"]).modules:  # only torch engines pay for importing torch
+    if "torch" in engine_backend(job.engine_file).modules:  # only torch engines pay for importing torch
         import torch
 
-        torch.set_num_threads(int(job.get("threads") or 1))
-    batch = int(job["batch_size"])
-    with np.load(job["samples"], allow_pickle=False) as z:
+        torch.set_num_threads(int(job.threads or 1))
+    batch = int(job.batch_size)
+    with np.load(job.samples, allow_pickle=False) as z:
         inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
         ref = z["ref"] if "ref" in z.files else None
-    order = [i["name"] for i in job.get("inputs") or []]
+    order = [i["name"] for i in job.inputs]
     if order and set(order) == set(inputs):
         inputs = {k: inputs[k] for k in order}
     n = len(next(iter(inputs.values())))
     t0 = time.perf_counter()
-    rt = load_engine(Path(job["engine_dir"]), job["engine_file"], batch, job.get("device", "cpu"))
+    rt = load_engine(Path(job.engine_dir), job.engine_file, batch, job.device)
     load_s = time.perf_counter() - t0
     outs = []
     for feed, valid in batches(inputs, n, batch):
         outs.append(flat_outputs(rt.infer(feed))[:valid])
     out = np.concatenate(outs).astype(np.float32)
     res: dict[str, Any] = {"status": "ok", "load_seconds": load_s, "samples": n, "output_shape": list(out.shape)}
-    if job.get("write_outputs"):
-        np.save(job["write_outputs"], out)
-    if job.get("describe"):
-        res["describe"] = describe_engine(rt, job["engine_file"], int(out.shape[1]) if out.ndim == 2 else None)
-    cmp_cfg = job.get("compare")
+    if job.write_outputs:
+        np.save(job.write_outputs, out)
+    if job.describe:
+        res["describe"] = describe_engine(rt, job.engine_file, int(out.shape[1]) if out.ndim == 2 else None)
+    cmp_cfg = job.compare
     if cmp_cfg is not None:
         if ref is None:
             res["compare"] = {"ok": False, "message": "samples.npz has no 'ref' array"}
@@ -284,7 +291,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                                 f"atol {float(cmp_cfg['atol']):.3g} + rtol {float(cmp_cfg.get('rtol') or 0):.1g}; worst at "
                                 f"sample {int(worst[0])}: |{float(out[worst]):.6g} - {float(ref[worst]):.6g}| = {float(diff[worst]):.3g}")
             res["compare"] = c
-    if job.get("latency"):
+    if job.latency:
         feed, _ = next(batches(inputs, n, batch))
         stats = measure(rt.bind(feed), _protocol(), sync=rt.synchronize)
         res["latency"] = stats.to_dict()
@@ -292,14 +299,16 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    job = json.loads(Path(argv[0]).read_text())
+    from planner.measure.jobs import job_from_dict
+
+    job = job_from_dict(json.loads(Path(argv[0]).read_text()))
     try:
         res = run_job(job)
     except Exception as e:
         traceback.print_exc()
         msg = str(e).strip().splitlines()[0][:400] if str(e).strip() else ""
         res = {"status": "error", "message": f"{type(e).__name__}: {msg}"}
-    out = Path(job["result"])
+    out = Path(job.result)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=2, default=str))
     os.replace(tmp, out)

@@ -11,4 +11,5 @@ ZOO: dict[str, str] = {
     "gpt-mini": "planner.zoo.gpt",
     "digits-cnn": "planner.zoo.digits",
     "minilm": "planner.zoo.minilm",
+    "smollm2-135m": "planner.zoo.smollm2",
 }

@@ -26,6 +26,8 @@ def test_backend_conformance(name, source, fast_target, tmp_path):
         pytest.skip(f"{name} not installed here: {avail.detail}")
     if name == "tvm":
         pytest.skip("covered by tests/backends/test_tvm.py")
+    if cls.decoder_only:
+        pytest.skip(f"{name} builds LLM decoders only (tests/backends/test_{name}.py)")
     if fast_target.device.kind not in cls.devices:
         pytest.skip(f"{name} does not run on {fast_target.device.kind}")
     cfg = TrialConfig(name, 3)

@@ -1,5 +1,6 @@
 """A decoder study end to end: TTFT/TPOT objectives and SLO constraints in Optuna and MLflow."""
 
+import pytest
 from support import ROOT, DATA, run_cli
 
 from planner.paths import Home
@@ -71,3 +72,55 @@ def test_a_transformers_causal_lm_is_a_decoder_study(tmp_path):
         assert m["ttft_p99_ms"] > 0 and m["tpot_p99_ms"] > 0
         if t.user_attrs["config"]["prune"]["method"] == "heads":  # FFN neurons removed: fewer parameters
             assert m["transform.prune_params_after"] < m["transform.prune_params_before"]
+
+
+@pytest.mark.slow
+def test_smollm2_decoder_study_logs_ttft_and_tpot(tmp_path):
+    """The real model: 2 trials (torch fp32, and llama.cpp Q8_0 when built) with real prompts for quality."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    pytest.importorskip("accelerate")
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    from planner.errors import ConfigError
+    from planner.zoo import smollm2
+
+    try:
+        smollm2.gguf_file()
+    except ConfigError as e:
+        pytest.skip(str(e))
+    import planner.backends.registry as registry
+
+    lc = registry.get("llamacpp").availability().usable
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    second = ("llamacpp", "int8_weight_only") if lc else ("torch", "int8_dynamic")
+    space.write_text(f"name: smol\nbackends:\n  torch: {{}}\n  {second[0]}: {{}}\n"
+                     f"quantize:\n  schemes: [none, {second[1]}]\n"
+                     f"seeds:\n  - {{backend: torch, quant: none}}\n  - {{backend: {second[0]}, quant: {second[1]}}}\n")
+    wl = tmp_path / "wl.yaml"
+    wl.write_text("name: smol-chat\nprompt_lengths: [64]\ngeneration_length: 4\nbatch_sizes: [1]\n"
+                  "slo: {ttft_ms: 100000, tpot_ms: 100000, percentile: p99}\nquality: {max_disagreement: 0.2, max_kl: 0.5}\n"
+                  "eval: {sequences: 2, forced_tokens: 6}\n")
+    target = tmp_path / "cpu.yaml"  # fast-cpu, with llamacpp among its backends
+    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("name: fast-cpu", "name: fast-cpu-llm")
+                      .replace("backends: [torch,", "backends: [llamacpp, torch,"))
+    r = run_cli("optimize", "--model", "smollm2-135m", "--target", target, "--space", space,
+                "--workload", wl, "--trials", "2", "--study", "smol", "--home", home.root)
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="smol", storage=home.optuna_url)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2, [(t.state, t.user_attrs.get("fail_message")) for t in study.trials]
+    if lc:
+        assert {t.user_attrs["config"]["backend"] for t in done} == {"torch", "llamacpp"}
+    for t in done:
+        m = t.user_attrs["metrics"]
+        assert m["ttft_ms"] > 0 and m["tpot_ms"] > 0 and set(t.constraints) >= {"quality", "quality_kl"}
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.`planner.kind` = 'trial'")
+    assert len(runs) == 2 and all({"ttft_p99_ms", "tpot_p99_ms", "agreement", "kl_mean"} <= set(r.data.metrics)
+                                  for r in runs)
+    fp32 = next(r for r in runs if (r.data.params["backend"], r.data.params["quant.scheme"]) == ("torch", "none"))
+    assert fp32.data.metrics["agreement"] == 1.0 and fp32.data.metrics["kl_mean"] < 1e-4  # eager fp32 = the reference

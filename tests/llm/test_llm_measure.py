@@ -87,6 +87,9 @@ def test_impossible_slo_is_infeasible_and_a_loose_one_feasible():
     # the nested result dict works too, and the quality bound follows the workload's metric
     kl_bound = Workload(prompt_lengths=[8], generation_length=4, quality={"max_kl": 0.01})
     assert llm_constraints(_metrics(kl=0.5), kl_bound)["quality"] == pytest.approx(0.49)
+    both = Workload(prompt_lengths=[8], generation_length=4, quality={"max_disagreement": 0.1, "max_kl": 0.01})
+    c = llm_constraints(_metrics(kl=0.5), both)
+    assert c["quality_kl"] == pytest.approx(0.49) and c["quality"] == pytest.approx(-0.1)
     assert llm_constraints({"llm": {}}, impossible)["ttft_slo"] == math.inf  # missing = violated
 
 

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-from planner.measure.jobs import HANDLERS, ConfirmJob, LlmTrialJob, PrepareJob, TrialJob, job_from_dict
+from planner.measure.jobs import HANDLERS, ConfirmJob, LlmTrialJob, PrepareJob, TrialJob, VerifyJob, job_from_dict
 
 BASE = {"spec": {"ref": "tiny-mlp"}, "target": {"name": "t"}, "cache_dir": "/c"}
 
@@ -15,12 +15,13 @@ BASE = {"spec": {"ref": "tiny-mlp"}, "target": {"name": "t"}, "cache_dir": "/c"}
     TrialJob(**BASE, config={"backend": "torch"}, workdir="/w", reference="/r.npz", abort_above_ms=2.5, batch_sizes=[1, 8]),
     ConfirmJob(**BASE, config={"backend": "torch"}, workdir="/w", reference="/r.npz", rounds=3),
     LlmTrialJob(**BASE, config={"backend": "torch"}, workdir="/w", reference="/r.npz", workload={"name": "chat"}),
+    VerifyJob(engine_dir="/e", engine_file="model.onnx", batch_size=4, compare={"atol": 1e-5, "rtol": 0.0}, latency=True),
 ])
 def test_a_job_reads_back_as_written(job):
     d = job.to_dict()
     assert d["kind"] == job.kind and job_from_dict(d) == job
     with pytest.raises(dataclasses.FrozenInstanceError):
-        job.cache_dir = "/elsewhere"
+        job.result = "/elsewhere"
 
 
 def test_what_does_not_fit_is_named():

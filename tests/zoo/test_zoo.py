@@ -52,7 +52,7 @@ EXPECTED = {
     "bert-mini": ("embedding", (BATCH, 384)),
     "gpt-mini": ("logits", (BATCH, 32000)),
 }
-TESTED_ELSEWHERE = {"digits-cnn", "minilm"}  # trained/real-weight models: tests/zoo/test_trained_zoo.py
+TESTED_ELSEWHERE = {"digits-cnn", "minilm", "smollm2-135m"}  # real weights: test_trained_zoo.py, test_smollm2.py
 
 
 def test_registry_covers_zoo():
