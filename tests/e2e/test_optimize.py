@@ -24,6 +24,15 @@ def _study(home: Home, name: str):
     return optuna.load_study(study_name=name, storage=home.optuna_url)
 
 
+def _measured_of(trials):
+    """The trials that measured a candidate (not proposals answered from the study as duplicates)."""
+    return [t for t in trials if "duplicate_of" not in t.user_attrs]
+
+
+def _measured(study):
+    return _measured_of(study.trials)
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     home = Home(tmp_path_factory.mktemp("e2e") / "home")
@@ -38,7 +47,7 @@ def test_study_records_trials_in_optuna(tiny_study):
 
     home, r = tiny_study
     study = _study(home, "s1")
-    assert len(study.trials) == 6
+    assert len(_measured(study)) == 6  # --trials counts measured candidates; duplicates are answered free
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 4
     backends = {t.user_attrs["config"]["backend"] for t in complete}
@@ -110,11 +119,16 @@ def test_manifest_describes_the_engine(tiny_study):
 
 def test_resume_continues_the_study(tiny_study):
     home, _ = tiny_study
+    before = _study(home, "s1").trials
     r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", DATA / "small-space.yaml",
                 "--trials", "2", "--sampler", "random", "--seed", "4", "--eval-samples", "8", "--study", "s1", "--home", home.root)
     assert r.returncode == 0, r.stderr
-    assert "resuming: 6 trials" in r.stdout
-    assert len(_study(home, "s1").trials) == 8
+    assert f"resuming: {len(before)} trials" in r.stdout
+    # the first run measured all 6 configurations of the space: the resumed one answers its proposals from the
+    # study (new trials, no new measurement) and stops when the space is exhausted
+    after = _study(home, "s1").trials
+    assert len(after) > len(before) and len(_measured_of(after)) == len(_measured_of(before)) == 6
+    assert "exhausted" in r.stdout
     _, _, runs = _mlflow_runs(home)
     assert len([r for r in runs if r.data.tags.get("planner.kind") == "study"]) == 1
 
