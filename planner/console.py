@@ -101,7 +101,7 @@ class RichReporter:
         else:
             detail = f"{o.reason}: {(o.message or '').splitlines()[0][:160] if o.message else ''}"
         self.console.print(f"[{style}]{o.status:10s}[/] #{o.number:<4d} {label} b={o.config.batch_size if o.config else '?'}  {detail}")
-        if self.progress is not None:
+        if self.progress is not None and o.status != "duplicate":  # a duplicate costs no trial of --trials
             self.progress.advance(self.task)
 
     def confirming(self, message: str) -> None:
