@@ -66,12 +66,14 @@ def test_onnxruntime_io_binding_gives_the_session_outputs(source, fast_target, t
 
 
 def test_only_profile_backends_are_given_the_searched_batch_sizes():
+    from planner.measure.jobs import TrialJob
     from planner.measure.worker import compile_kwargs
 
-    job = {"batch_sizes": [1, 8, 32]}
+    job = TrialJob(spec={}, target={}, cache_dir="", config={}, workdir="", reference="", batch_sizes=[1, 8, 32])
     assert compile_kwargs(registry.get("tensorrt"), job) == {"batch_sizes": [1, 8, 32]}
     assert compile_kwargs(registry.get("onnxruntime"), job) == {}
-    assert compile_kwargs(registry.get("tensorrt"), {}) == {}
+    assert compile_kwargs(registry.get("tensorrt"), TrialJob(spec={}, target={}, cache_dir="", config={}, workdir="",
+                                                             reference="")) == {}
 
 
 def test_check_rejects_infeasible_combinations(fast_target):
