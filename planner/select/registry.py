@@ -253,7 +253,7 @@ def study_note(study, target, front, summary: dict[str, Any], registry: dict[str
     export each."""
     from planner.select.pareto import Fastest, Knee, MostAccurate, markdown_table
 
-    m, best, fp32 = summary["metrics"], summary["best"], summary["fp32"]
+    m, best = summary["metrics"], summary["best"]
     lines = [f"## Study `{study.study_name}`: {(study.user_attrs.get('model_spec') or {}).get('name', study.user_attrs.get('model', '?'))}"
              f" on {target.name}", ""]
     if best is None:
