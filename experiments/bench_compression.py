@@ -61,7 +61,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "resnet18": {"space": "cnn", "batches": [1], "bound": 0.02, "eval_samples": 32, "trials": 20, "quick_trials": 3,
                  "quick_eval_samples": 16, "study_timeout": 600, "prune": False,
                  "bound_text": "1 − centered cosine ≤ 0.02 vs fp32 logits (random weights, synthetic inputs: compiler and quantization only)"},
-    "bert-mini": {"space": "transformer", "batches": [1], "bound": 0.02, "eval_samples": 32, "trials": 16, "quick_trials": 3,
+    "bert-mini": {"space": "transformer", "batches": [1, 8], "bound": 0.02, "eval_samples": 32, "trials": 16, "quick_trials": 3,
                   "quick_eval_samples": 16, "study_timeout": 480, "prune": False,
                   "bound_text": "1 − centered cosine ≤ 0.02 vs fp32 outputs (random weights, synthetic inputs: compiler and quantization only)"},
     "digits-cnn": {"space": "cnn", "batches": [1, 64], "bound": 0.005, "eval_samples": 540, "trials": 30, "quick_trials": 5,
