@@ -21,8 +21,10 @@ a precision the target does not list out of the search (`planner.space.schemes_f
                     lose most (per-channel weight SQNR, `sensitive_layers`) stay in float (NNCF ignored scope);
                     accuracy_control: ``nncf.quantize_with_accuracy_control`` with the target's
                     max_quality_loss (absolute or relative, as the target says) as the maximum top-1 accuracy
-                    drop on the model's labelled evaluation data (recorded: ``accuracy_control_data``); a model
-                    without labels is `UNSUPPORTED` for it.  A user evaluator is not used for it (yet)
+                    drop on the model's labelled evaluation data, or, when the model has a user evaluator
+                    (``--evaluator``), as the maximum drop of the evaluator's metric, NNCF ranking the layers to
+                    restore by how much they change the outputs (recorded: ``accuracy_control_data``); a model
+                    with neither is `UNSUPPORTED` for it
   int8_weight_only  ``nncf.compress_weights`` INT8_ASYM (MatMul / embedding weights; float compute)
   int4_weight_only  ``nncf.compress_weights`` INT4_SYM, group_size from the scheme option (NNCF keeps
                     the embeddings and the last layer in int8, its default backup mode)
@@ -264,7 +266,7 @@ def _labelled_validation(source) -> list[tuple[dict[str, np.ndarray], int]]:
     if data is None or "labels" not in data or source.output_kind != "logits":
         raise CandidateFailed(FailReason.UNSUPPORTED,
                               "int8_static accuracy_control needs labelled data (a dataset() or --data with 'labels') "
-                              "and a model with logits output")
+                              "and a model with logits output, or a user evaluator (--evaluator)")
     names, labels = source.input_names, np.asarray(data["labels"]).reshape(-1)
     return [({k: np.ascontiguousarray(data[k][i:i + 1]) for k in names}, int(labels[i])) for i in range(len(labels))]
 
@@ -274,6 +276,46 @@ def _accuracy(compiled, items) -> tuple[float, list[float]]:
     hits = [float(int(np.asarray(compiled(list(inputs.values()))[0]).reshape(-1).argmax()) == label)
             for inputs, label in items]
     return (float(np.mean(hits)) if hits else 0.0), hits
+
+
+def _evaluator_identity(source) -> list[str] | None:
+    """What NNCF's accuracy control depends on of the user's evaluator: its name, metric and file content."""
+    spec = source.spec
+    if not spec.evaluator:
+        return None
+    from planner.cache import sha256_file
+    from planner.model import parse_evaluator
+
+    ref, kind = parse_evaluator(spec.evaluator)
+    path = Path(ref.rpartition(":")[0])
+    return [ref, spec.evaluator_metric or "", sha256_file(path) if kind == "file" and path.is_file() else ""]
+
+
+def _evaluator_validation(source, model, batch_size: int) -> Callable:
+    """NNCF validation function from the user's evaluator (``--evaluator``): its chosen metric on the model under
+    test (negated for a lower-is-better metric: NNCF's drop is initial − quantized), and each item's outputs, so
+    that NNCF ranks the quantizers to put back in float by how much they change the outputs."""
+    from planner.model import parse_metric
+    from planner.source import load_evaluator, make_predict, run_evaluator
+
+    fn = load_evaluator(source.spec.evaluator)
+    name, goal = parse_metric(source.spec.evaluator_metric)
+    dim = model.inputs[0].get_partial_shape()[0]
+    batch = dim.get_length() if dim.is_static else batch_size  # the IR's own batch when it fixes one
+    names = [i.get_any_name() for i in model.inputs]
+
+    def validate(compiled, items) -> tuple[float, list[list[np.ndarray]]]:
+        def infer(feed):
+            return [np.asarray(v) for v in compiled([feed[k] for k in names]).to_tuple()]
+
+        outputs = [[np.asarray(v) for v in compiled([item[k] for k in names]).to_tuple()] for item in items]
+        got = run_evaluator(fn, make_predict(infer, batch), batch, f"--evaluator {source.spec.evaluator} (NNCF accuracy control)")
+        key = name or next(iter(got))
+        if key not in got:
+            raise ConfigError(f"--evaluator-metric {key!r}: the evaluator returned {sorted(got)}")
+        return (got[key] if goal == "max" else -got[key]), outputs
+
+    return validate
 
 
 def nncf_model(source, cfg, model, info: dict[str, Any], target=None):
@@ -309,11 +351,17 @@ def nncf_model(source, cfg, model, info: dict[str, Any], target=None):
             if opts.get("accuracy_control"):
                 bound = target.constraints.max_quality_loss if target is not None else 0.01
                 relative = target is not None and target.constraints.quality_loss_mode == "relative"
-                items = _labelled_validation(source)
-                info.update(accuracy_control=True, accuracy_control_max_drop=bound,
-                            accuracy_control_data="evaluation", accuracy_control_samples=len(items))
+                if source.spec.evaluator:  # the study's own quality measure: the user's task metric
+                    items = _calibration(source, model, n)
+                    validate = _evaluator_validation(source, model, cfg.batch_size)
+                    info.update(accuracy_control_data="evaluator", accuracy_control_metric=source.spec.evaluator_metric
+                                or "first returned")
+                else:
+                    items, validate = _labelled_validation(source), _accuracy
+                    info["accuracy_control_data"] = "evaluation"
+                info.update(accuracy_control=True, accuracy_control_max_drop=bound, accuracy_control_samples=len(items))
                 out = nncf.quantize_with_accuracy_control(
-                    model, calibration, nncf.Dataset(items), validation_fn=_accuracy, max_drop=bound,
+                    model, calibration, nncf.Dataset(items), validation_fn=validate, max_drop=bound,
                     drop_type=nncf.DropType.RELATIVE if relative else nncf.DropType.ABSOLUTE, **common)
             else:
                 out = nncf.quantize(model, calibration, **common)
@@ -329,6 +377,10 @@ def nncf_model(source, cfg, model, info: dict[str, Any], target=None):
         raise _ov_failure(f"NNCF {scheme}", e) from e
     if scheme == "int8_static":
         done = sum(op.get_type_name() == "FakeQuantize" for op in out.get_ordered_ops())
+        if not done and info.get("accuracy_control"):
+            raise CandidateFailed(FailReason.QUALITY, f"int8_static: NNCF accuracy control could not keep the drop "
+                                  f"({info['accuracy_control_data']}) within {info['accuracy_control_max_drop']} with "
+                                  "any layer in int8")
         if not done:
             raise CandidateFailed(FailReason.UNSUPPORTED, "int8_static: NNCF inserted no quantizer into this model")
         info["quantizers"] = done  # activation quantizers (weights are stored as int8 constants)
@@ -368,6 +420,7 @@ def _source_model(source, cfg, info: dict[str, Any], workdir: Path, target=None)
     key = cache_key("openvino-nncf", sha256_file(onnx), cfg.quant.scheme, sorted(opts.items()),
                     source.spec.data if calibrated else None, source.calibration_source if calibrated else None,
                     (target.constraints.max_quality_loss, target.constraints.quality_loss_mode) if control else None,
+                    _evaluator_identity(source) if control else None,
                     version("openvino"), version("nncf"))
     if calibrated:
         info["calibration_data"] = source.calibration_source

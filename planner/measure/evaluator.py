@@ -14,50 +14,11 @@ first one returned, higher is better) from the reference; with a target's
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
-
-import numpy as np
 
 from planner.errors import ConfigError
 from planner.model import parse_evaluator, parse_metric  # noqa: F401  (the evaluator spec is parsed beside the model spec)
-
-def load_evaluator(ref: str) -> Callable[..., Any]:
-    from planner.source import import_callable
-
-    norm, kind = parse_evaluator(ref)
-    return import_callable(norm, kind, f"--evaluator {ref}")[1]
-
-
-def make_predict(infer: Callable[[dict], list], batch_size: int) -> Callable[[dict], list]:
-    """``predict(inputs)`` for any number of samples: runs ``infer`` on batches of exactly ``batch_size``
-    (the last one padded by wrapping around) and concatenates each output over the samples."""
-
-    def predict(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        inputs = {k: np.ascontiguousarray(np.asarray(v)) for k, v in inputs.items()}
-        n = len(next(iter(inputs.values())))
-        parts: list[list[np.ndarray]] = []
-        for start in range(0, n, batch_size):
-            idx = np.arange(start, start + batch_size) % n
-            valid = min(batch_size, n - start)
-            outs = infer({k: np.ascontiguousarray(v[idx]) for k, v in inputs.items()})
-            parts.append([np.asarray(o)[:valid] for o in outs])
-        return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
-
-    return predict
-
-
-def run_evaluator(fn: Callable[..., Any], predict: Callable[[dict], list], batch_size: int, where: str) -> dict[str, float]:
-    """Call the evaluator; its result must be a non-empty dict of finite numbers."""
-    out = fn(predict, batch_size=batch_size)
-    if not isinstance(out, dict) or not out:
-        raise ConfigError(f"{where}: the evaluator must return a non-empty dict of metric name -> number, got {type(out).__name__}")
-    metrics: dict[str, float] = {}
-    for k, v in out.items():
-        try:
-            metrics[str(k)] = float(v)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: evaluator metric {k!r} is {type(v).__name__}, not a number") from None
-    return metrics
+# the user's contract (load, predict, run) lives beside the model it evaluates: backends use it too (NNCF accuracy control)
+from planner.source import load_evaluator, make_predict, run_evaluator  # noqa: F401
 
 
 def evaluator_quality(reference: dict[str, float], metrics: dict[str, float], metric: str | None, goal: str,

@@ -326,6 +326,44 @@ def test_accuracy_control_keeps_the_label_accuracy_drop_within_the_targets_bound
     assert 0 < info["layers_int8"] < plain_info["layers_int8"]  # still quantized, less of it
 
 
+def test_accuracy_control_follows_a_user_evaluator_and_its_lower_is_better_metric(target, tmp_path):
+    import dataclasses
+
+    from planner.source import load_evaluator, make_predict
+
+    spec = dataclasses.replace(parse_model("digits-cnn"), evaluator=f"{DATA / 'evaluators.py'}:digits_nll",
+                               evaluator_metric="nll:min")
+    digits = ModelSource(spec, tmp_path / "cache")
+
+    digits_nll = load_evaluator(spec.evaluator)
+
+    def nll(build) -> float:
+        return digits_nll(make_predict(build.runtime.infer, 8), 8)["nll"]
+
+    def cfg(ac: bool):
+        return _cfg("int8_static", batch=8, qopts={"subset_size": 64, "accuracy_control": ac}, dynamic_batch=True)
+
+    fp32 = nll(_build(digits, _cfg(batch=8, dynamic_batch=True), target, tmp_path / "fp32"))
+    plain = _build(digits, cfg(False), target, tmp_path / "plain")
+    rise = nll(plain) - fp32
+    assert rise > 0  # int8 costs this model some likelihood of the true digit
+    # 90 % of what plain NNCF int8 loses: some layers must go back to float.  (NNCF ranks them by output error here,
+    # not by the metric, which a black-box evaluator cannot give per sample; this model's last layer, ranked last,
+    # costs most of the likelihood, so a tighter bound reverts every layer: the case tested below.)
+    bound = rise * 0.9
+    tgt = target.model_copy(update={"constraints": target.constraints.model_copy(update={"max_quality_loss": bound})})
+    controlled = _build(digits, cfg(True), tgt, tmp_path / "ac")
+    info = controlled.info
+    assert info["accuracy_control_data"] == "evaluator" and info["accuracy_control_metric"] == "nll:min"
+    assert nll(controlled) - fp32 <= bound * 1.05  # the evaluator's metric, lower is better, within the bound
+    assert 0 < info["layers_int8"] < plain.info["layers_int8"]  # still quantized, less of it
+    # nothing NNCF can keep in int8 meets a bound of zero: a failed candidate saying so, not a float model
+    tight = tgt.model_copy(update={"constraints": tgt.constraints.model_copy(update={"max_quality_loss": 0.0})})
+    with pytest.raises(CandidateFailed, match="accuracy control could not keep") as e:
+        OV().compile(digits, cfg(True), tight, tmp_path / "tight")
+    assert e.value.reason is FailReason.QUALITY
+
+
 def test_accuracy_control_without_labels_is_unsupported(conv, target, tmp_path):
     with pytest.raises(CandidateFailed, match="accuracy_control needs labelled data") as e:
         OV().compile(conv, _cfg("int8_static", qopts={"subset_size": 64, "accuracy_control": True}), target, tmp_path)

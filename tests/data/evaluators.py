@@ -20,3 +20,16 @@ def fails_on_batch4(predict, batch_size):
     if batch_size == 4:
         raise RuntimeError("no metric for batch 4")
     return score(predict, batch_size)
+
+
+def digits_nll(predict, batch_size):
+    """Negative log-likelihood of the true digit and error rate of a digits-cnn deployment on the 540 held-out
+    test digits (both lower is better): the NLL moves with every layer a quantizer touches."""
+    from planner.zoo.digits import dataset
+
+    d = dataset()
+    logits = predict({"x": d["x"]})[0].astype(np.float64)
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    return {"nll": float(-logp[np.arange(len(logp)), d["labels"]].mean()),
+            "error": float((logits.argmax(1) != d["labels"]).mean())}
