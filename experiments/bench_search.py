@@ -143,7 +143,8 @@ def reference_point(table: dict) -> tuple[float, float]:
     return (hi + 0.1 * (hi - lo), table["bound"])
 
 
-def replay(table: dict, sampler: str, seed: int, budget: int, warm: bool = False) -> list[float]:
+def replay(table: dict, sampler: str, seed: int, budget: int, warm: bool = False,
+           keys_out: list[str] | None = None) -> list[float]:
     """Hypervolume fraction after each measured trial (index k-1), for one sampler and seed."""
     import optuna
 
@@ -182,9 +183,116 @@ def replay(table: dict, sampler: str, seed: int, budget: int, warm: bool = False
             study.tell(trial, [r["latency_ms"], r["quality_loss"]])
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    if keys_out is not None:
+        keys_out.extend(measured)
     while len(curve) < budget:  # the space was exhausted (or the sampler stuck): the front stays as it is
         curve.append(curve[-1] if curve else 0.0)
     return curve
+
+
+# --------------------------------------------------------------------------- confirmation (real studies)
+
+
+def study_rows(home: Path, name: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """(config keys in the order the study measured them, its own rows) of a finished study."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{home / 'optuna.db'}")
+    order: list[str] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        key = t.user_attrs.get("config_key")
+        if not key or "duplicate_of" in t.user_attrs or key in rows:
+            continue
+        order.append(key)
+        if t.state == TrialState.COMPLETE:
+            m = t.user_attrs.get("metrics", {})
+            rows[key] = {"status": "ok", "latency_ms": m["latency_ms"], "quality_loss": m["quality_loss"]}
+        else:
+            rows[key] = {"status": "failed", "reason": t.user_attrs.get("fail_reason")}
+    return order, rows
+
+
+def confirm(table: dict, samplers: list[str], n_studies: int, home: Path, replays: dict[str, list[list[float]]]) -> list[dict]:
+    """Run ``n_studies`` real studies per sampler (seeds 0..n-1), each measuring k = 25 % of the grid's
+    configurations with the grid's settings (no early exit, no re-measurement), and set each beside the replay of
+    the same sampler and seed: the configurations both measured, and the hypervolume fraction at k scored three
+    ways (the study's configurations on the grid's table; the study's own measurements; the replay)."""
+    import planner
+
+    case, c = table["case"], CASES[table["case"]]
+    grid_rows, n = table["rows"], len(table["rows"])
+    k = max(1, round(0.25 * n))
+    ref = reference_point(table)
+    full = front_hypervolume(feasible_points(grid_rows, grid_rows, table["bound"]), ref)
+    out = []
+    for sampler in samplers:
+        base = sampler.removesuffix("+warm")
+        if sampler != base:
+            continue  # warm start is a replay option; real studies run the planner's default
+        for seed in range(n_studies):
+            name = f"confirm-{case}-{base}-s{seed}"
+            t0 = time.monotonic()
+            planner.optimize(c["model"], _target(case), _space(case), home=home, study_name=name, sampler=base, seed=seed,
+                             trials=k, confirm_top_k=0, early_exit_factor=None, max_duplicates=1000,
+                             eval_samples=c["eval_samples"], trial_timeout=600)
+            order, own = study_rows(home, name)
+            unknown = [key for key in order if key not in grid_rows]
+            on_grid = front_hypervolume(feasible_points(grid_rows, [x for x in order if x in grid_rows], table["bound"]), ref) / full
+            merged = {**grid_rows, **own}  # the study's own measurements where it has them
+            own_hv = front_hypervolume(feasible_points(merged, order, table["bound"]), ref) / full
+            curves = replays[base]
+            rep = curves[seed][k - 1]
+            replay_order = replay_keys(table, base, seed, k)
+            feasible_own = {x for x in order if own[x]["status"] == "ok" and own[x]["quality_loss"] <= table["bound"]}
+            feasible_grid = {x for x in order if grid_rows.get(x, {}).get("status") == "ok"
+                             and grid_rows[x]["quality_loss"] <= table["bound"]}
+            row = {"case": case, "sampler": base, "seed": seed, "k": k, "measured": len(order),
+                   "hv_study_configs_on_grid": on_grid, "hv_study_own": own_hv, "hv_replay_same_seed": rep,
+                   "replay_min": min(c_[k - 1] for c_ in curves), "replay_max": max(c_[k - 1] for c_ in curves),
+                   "same_configs_as_replay": len(set(order) & set(replay_order)),
+                   "same_prefix_as_replay": next((i for i, (a, b) in enumerate(zip(order, replay_order)) if a != b),
+                                                 min(len(order), len(replay_order))),
+                   "feasibility_disagreements": len(feasible_own ^ feasible_grid), "not_in_grid": len(unknown),
+                   "seconds": time.monotonic() - t0}
+            print(f"confirm {case} {base} seed {seed}: HV@{k} study {own_hv:.3f} (its configs on the grid {on_grid:.3f}), "
+                  f"replay {rep:.3f} [{row['replay_min']:.3f}, {row['replay_max']:.3f}]; "
+                  f"{row['same_configs_as_replay']}/{k} configs shared, first {row['same_prefix_as_replay']} in the same order",
+                  flush=True)
+            out.append(row)
+    return out
+
+
+def confirm_report(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Confirmation with real studies", "",
+             "Each row is a real study (the planner measuring, sampler and seed as named, k = 25 % of the grid, the grid's "
+             "settings) beside the replay of the same sampler and seed. HV fractions at k: the study's configurations "
+             "scored on the grid's table; the study's own measurements (fresh latencies: machine noise enters here); the "
+             "replay. `[min, max]`: the replay's spread over all seeds. Shared: configurations both measured; prefix: "
+             "how many of the first proposals came in the same order (TPE's start-up trials are random draws of the "
+             "seeded sampler; after them the proposals follow the measured values, which differ by noise). Feasibility "
+             "disagreements: configurations the study and the grid judged differently against the bound.", "",
+             "| case | sampler | seed | k | HV study configs on grid | HV study own | HV replay (same seed) | replay [min, max] | shared | prefix | feasibility disagreements | minutes |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['sampler']} | {r['seed']} | {r['k']} | {r['hv_study_configs_on_grid']:.3f} | "
+                     f"{r['hv_study_own']:.3f} | {r['hv_replay_same_seed']:.3f} | [{r['replay_min']:.3f}, {r['replay_max']:.3f}] | "
+                     f"{r['same_configs_as_replay']}/{r['k']} | {r['same_prefix_as_replay']} | {r['feasibility_disagreements']} | "
+                     f"{r['seconds'] / 60:.1f} |")
+    inside = sum(r["replay_min"] - 0.02 <= r["hv_study_configs_on_grid"] <= r["replay_max"] + 0.02 for r in rows)
+    lines += ["", f"{inside} of {len(rows)} studies' HV (their configurations on the grid) fall within the replay's "
+              "spread over seeds (± 0.02).", ""]
+    return lines
+
+
+def replay_keys(table: dict, sampler: str, seed: int, budget: int) -> list[str]:
+    """The configuration keys a replay measures, in order (as `replay`, keeping the keys)."""
+    keys: list[str] = []
+    replay(table, sampler, seed, budget, keys_out=keys)
+    return keys
 
 
 def run_replays(tables: dict[str, dict], samplers: list[str], seeds: int) -> dict[str, Any]:
@@ -262,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samplers", default="random,nsga2,tpe,tpe+warm")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--home", default=str(REPO / ".planner-bench-search"))
+    ap.add_argument("--confirm", type=int, default=0, metavar="N",
+                    help="after the replay, run N real studies per sampler (seeds 0..N-1, k = 25 %% of the grid) and set "
+                         "each beside the replay of the same seed")
     args = ap.parse_args(argv)
     cases = [c for c in args.cases.split(",") if c]
     tables = {}
@@ -278,8 +389,14 @@ def main(argv: list[str] | None = None) -> int:
     samplers = [s for s in args.samplers.split(",") if s]
     result = run_replays(tables, samplers, args.seeds)
     md = report(result, tables, args.seeds, stamp)
+    confirmed = []
+    for case in cases if args.confirm else []:
+        confirmed += confirm(tables[case], samplers, args.confirm, Path(args.home) / f"confirm-{stamp}",
+                             result[case]["samplers"])
+    if confirmed:
+        md += "\n".join(confirm_report(confirmed))
     (RESULTS / f"search-{stamp}.md").write_text(md)
-    (RESULTS / f"search-{stamp}.json").write_text(json.dumps(result))
+    (RESULTS / f"search-{stamp}.json").write_text(json.dumps({**result, "confirm": confirmed} if confirmed else result))
     plot(result, RESULTS / f"search-{stamp}.png")
     print(md)
     return 0
