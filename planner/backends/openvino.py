@@ -447,6 +447,134 @@ def triton_options(config_json: Path, notes: list[str]) -> str:
     return text
 
 
+# ------------------------------------------------------------------------------------------------ decoders
+
+# the decode graph's cache inputs -> the outputs that carry them to the next step (`planner.llm.runtimes.export_decoder_onnx`)
+DECODER_STATE = {"past_k": "present_k", "past_v": "present_v"}
+DECODER_SCHEMES = ("none", "bf16", "int8_weight_only", "int4_weight_only")
+
+
+def _decoder_schemes() -> tuple[str, ...]:
+    """What `planner.llm.runtimes.OpenVinoDecoder` implements, of the backend's schemes (the weight-only ones need NNCF)."""
+    return tuple(s for s in DECODER_SCHEMES if s in _schemes())
+
+
+def inference_precision(scheme: str, target, core) -> tuple[str, list[str]]:
+    """(INFERENCE_PRECISION_HINT of the trial, the CPU plugin's capabilities); `CandidateFailed(UNSUPPORTED)` when
+    the CPU lacks the precision (OpenVINO would quietly run f32 under the bf16 / fp16 label)."""
+    caps = cpu_capabilities(core)
+    precision = float_precision(scheme, target, caps)
+    need = CAPABILITY.get(precision)
+    if need and need not in caps:
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              f"this CPU cannot run {precision}: OpenVINO's CPU plugin lists {', '.join(caps)} "
+                              f"(no {need}); remove {scheme} from target '{target.name}' precisions")
+    return precision, caps
+
+
+def _convert(path: Path):
+    import openvino as ov
+
+    try:
+        return ov.convert_model(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise _ov_failure(f"OpenVINO could not convert {Path(path).name}", e) from e
+
+
+def decoder_models(source, cfg, prefill_onnx: Path, decode_onnx: Path, info: dict[str, Any], workdir: Path):
+    """(prefill, decode) OpenVINO models of a decoder, converted from its cached ONNX graphs; for the weight-only
+    schemes both compressed by ``nncf.compress_weights`` (`nncf_model`), through the artifact cache."""
+    import openvino as ov
+
+    if cfg.quant.scheme not in NNCF_SCHEMES:
+        return _convert(prefill_onnx), _convert(decode_onnx)
+    from importlib.metadata import version
+
+    from planner.cache import ArtifactCache, cache_key, sha256_file
+    from planner.transforms.quantize import resolve_options
+
+    cache = ArtifactCache(Path(source.cache_dir) / "artifacts")
+    key = cache_key("openvino-nncf-decoder", sha256_file(prefill_onnx), sha256_file(decode_onnx), cfg.quant.scheme,
+                    sorted(resolve_options(cfg.quant).items()), version("openvino"), version("nncf"))
+    hit = cache.get(key)
+    core = ov.Core()
+    if hit is not None:
+        if (hit / "info.json").is_file():
+            info.update(json.loads((hit / "info.json").read_text()))
+        info["quantized_cached"] = 1
+        return core.read_model(str(hit / "prefill.xml")), core.read_model(str(hit / "decode.xml"))
+    t0 = time.perf_counter()
+    qinfo: dict[str, Any] = {}
+    models = []
+    for path in (prefill_onnx, decode_onnx):
+        graph_info: dict[str, Any] = {}
+        models.append(nncf_model(source, cfg, _convert(path), graph_info))
+        qinfo.update({f"{Path(path).stem}_{k}" if k.startswith("layers") else k: v for k, v in graph_info.items()})
+    qinfo["nncf_seconds"] = round(time.perf_counter() - t0, 3)
+    info.update(qinfo)
+    info["quantized_cached"] = 0
+    scratch = Path(workdir) / ".nncf"
+    scratch.mkdir(parents=True, exist_ok=True)
+    for name, model in zip(("prefill", "decode"), models):
+        ov.save_model(model, str(scratch / f"{name}.xml"), compress_to_fp16=False)
+    (scratch / "info.json").write_text(json.dumps(qinfo, default=str))
+    cache.put(key, {n: scratch / n for n in ("prefill.xml", "prefill.bin", "decode.xml", "decode.bin", "info.json")})
+    shutil.rmtree(scratch, ignore_errors=True)
+    return models[0], models[1]
+
+
+def make_decoder_stateful(model) -> None:
+    """Turn the decode graph's past key/value inputs into OpenVINO state (ReadValue/Assign pairs, in place): a decode
+    step then takes the token ids alone, and the stacked caches ``[L, B, H, P, D]`` stay in the infer request,
+    grown by one position per step."""
+    from openvino._offline_transformations import apply_make_stateful_transformation
+
+    names = {p.get_any_name() for p in model.inputs} | {n for p in model.outputs for n in p.get_names()}
+    missing = sorted((set(DECODER_STATE) | set(DECODER_STATE.values())) - names)
+    if missing:
+        raise CandidateFailed(FailReason.UNSUPPORTED, f"the decode graph lacks {missing}: not planner's decoder export")
+    try:
+        apply_make_stateful_transformation(model, dict(DECODER_STATE))
+    except Exception as e:  # noqa: BLE001
+        raise _ov_failure("OpenVINO could not make the decode graph stateful", e) from e
+
+
+def build_decoder_engine(source, cfg, target, workdir: Path, prefill_onnx: Path, decode_onnx: Path,
+                         info: dict[str, Any]) -> tuple[Any, Any, list[Path]]:
+    """(compiled prefill model, compiled stateful decode model, the IR files written) of a decoder trial.
+
+    Precision and options as `OpenVINO.compile` (``dynamic_batch`` does not apply: the decoder graphs keep dynamic
+    batch and sequence axes); compiled models cached in ``<planner cache>/openvino``."""
+    import openvino as ov
+
+    workdir = Path(workdir)
+    opts = validate_options(cfg.options())
+    core = ov.Core()
+    precision, caps = inference_precision(cfg.quant.scheme, target, core)
+    info.update(inference_precision=precision, cpu_capabilities=",".join(caps))
+    prefill, decode = decoder_models(source, cfg, prefill_onnx, decode_onnx, info, workdir)
+    make_decoder_stateful(decode)
+    files = []
+    for name, model in (("prefill", prefill), ("decode", decode)):
+        ov.save_model(model, str(workdir / f"{name}.xml"), compress_to_fp16=False)
+        files += [workdir / f"{name}.xml", workdir / f"{name}.bin"]
+    props = compile_properties(opts, precision, target.thread_count())
+    cache_dir = Path(source.cache_dir) / "openvino"
+    compiled = [_compile(core, m, props, cache_dir) for m in (prefill, decode)]
+    (workdir / CONFIG_FILE).write_text(json.dumps({"properties": props, "stateful": "decode"}, indent=2))
+    files.append(workdir / CONFIG_FILE)
+    for key in ("INFERENCE_PRECISION_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT"):
+        try:
+            info[f"compiled_{key.lower()}"] = str(compiled[1].get_property(key))
+        except Exception:  # noqa: BLE001 -- a property this plugin does not report
+            pass
+    try:
+        info["openvino_loaded_from_cache"] = float(all(bool(c.get_property("LOADED_FROM_CACHE")) for c in compiled))
+    except Exception:  # noqa: BLE001
+        pass
+    return compiled[0], compiled[1], files
+
+
 class OpenVINO(Backend):
     name = "openvino"
     modules = ("openvino",)
@@ -454,10 +582,11 @@ class OpenVINO(Backend):
     pip_extra = "openvino"
     engine_files = ("model.xml", "model.bin", CONFIG_FILE)
     triton = 'backend: "openvino"'
-    decoder_note = "OpenVINO decoders (KV cache in the engine, openvino-genai) are not integrated yet"
     devices = ("cpu",)
     input_format = "onnx"
     quant_schemes = _schemes()
+    # planner.llm.runtimes.OpenVinoDecoder: prefill graph + stateful decode graph (KV cache in the infer request)
+    decoder_schemes = _decoder_schemes()
     # the int8 options NNCF acts on (ONNX Runtime's own int8_static options are not sampled for openvino)
     scheme_options = {"int8_static": ("preset", "model_type", "fast_bias_correction", "subset_size", "fallback_layers",
                                       "accuracy_control"),
@@ -488,13 +617,7 @@ class OpenVINO(Backend):
         workdir.mkdir(parents=True, exist_ok=True)
         opts = validate_options(cfg.options())
         core = ov.Core()
-        caps = cpu_capabilities(core)
-        precision = float_precision(cfg.quant.scheme, target, caps)
-        need = CAPABILITY.get(precision)
-        if need and need not in caps:
-            raise CandidateFailed(FailReason.UNSUPPORTED,
-                                  f"this CPU cannot run {precision}: OpenVINO's CPU plugin lists {', '.join(caps)} "
-                                  f"(no {need}); remove {cfg.quant.scheme} from target '{target.name}' precisions")
+        precision, caps = inference_precision(cfg.quant.scheme, target, core)
         info: dict[str, Any] = {"inference_precision": precision, "cpu_capabilities": ",".join(caps)}
         model = _source_model(source, cfg, info, workdir, target)
         _reshape(model, None if opts["dynamic_batch"] else cfg.batch_size)

@@ -29,6 +29,11 @@ Backends (``cfg.backend``):
     ``decode.onnx`` (input_ids, past_k, past_v -> logits, present_k, present_v), dynamic
     batch/sequence/past axes, sessions from `planner.backends.onnxruntime.make_session`
     (same options); caches stay ORT-owned (``run_with_ort_values``) between steps.
+``openvino``
+    the ONNX Runtime backend's two exported graphs converted by OpenVINO (``nncf.compress_weights`` for the
+    weight-only schemes), the decode graph made stateful: its past keys/values are OpenVINO state (ReadValue/Assign)
+    held by the infer request, so a decode step feeds only the token ids; a prefill resets the state and loads the
+    prompt's keys/values into it (`planner.backends.openvino.build_decoder_engine`).  One live generation.
 ``llamacpp``
     llama.cpp on a GGUF file written from the model's own GGUF by llama.cpp's quantizer (scheme ->
     F32 / F16 / Q8_0 / Q4_K_M, Q4_0, Q4_1: `planner.backends.llamacpp`); the batch's sequences share one
@@ -309,6 +314,84 @@ class OrtDecoder(DecoderRuntime):
         return {**super().info(), "providers": self.prefill_session.get_providers(), "cache": "past/present"}
 
 
+# --------------------------------------------------------------------------- OpenVINO
+
+
+@dataclass
+class OvState:
+    prefill: int  # which prefill of the runtime this generation belongs to
+    pos: int  # next position to write (the cache holds positions 0..pos-1)
+
+
+class OpenVinoDecoder(DecoderRuntime):
+    """OpenVINO on the CPU: a prefill model (``input_ids -> logits, present_k, present_v``) and a stateful decode
+    model whose past keys/values are OpenVINO state (`planner.backends.openvino.make_decoder_stateful`), so a decode
+    step feeds the token ids alone and the cache stays in the infer request.
+
+    A prefill resets the decode request's state and loads the prompt's keys/values into it (one copy of the prompt's
+    cache, within TTFT).  Decoding from an earlier state of the same generation (TPOT restarting from the post-prefill
+    state) first cuts the state back to that position; a state of an earlier prefill is refused, as with
+    torch_compile's static cache: the engine holds one live generation."""
+
+    name = "openvino"
+
+    def __init__(self, prefill_compiled, decode_compiled, vocab: int):
+        import openvino as ov
+
+        self._ov = ov
+        self.prefill_compiled = prefill_compiled
+        self.decode_compiled = decode_compiled
+        self.vocab = vocab
+        self.device = "cpu"
+        self._pre = prefill_compiled.create_infer_request()
+        self._dec = decode_compiled.create_infer_request()
+        self._states = {}
+        for st in self._dec.query_state():
+            for past in ("past_k", "past_v"):
+                if st.name.startswith(past):
+                    self._states[past] = st
+        if sorted(self._states) != ["past_k", "past_v"]:
+            raise CandidateFailed(FailReason.COMPILE, "the OpenVINO decode model has no past_k/past_v state "
+                                  f"(states: {[st.name for st in self._dec.query_state()]})")
+        self._prefills = 0  # prefills so far: the id of the live generation
+        self._pos = 0  # the position the decode state is at
+
+    def prefill(self, ids):
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self._pre.infer([ids], share_inputs=True)
+        logits = np.array(self._pre.get_output_tensor(0).data, copy=True)
+        self._dec.reset_state()
+        self._states["past_k"].state = self._pre.get_output_tensor(1)  # copied into the engine's state
+        self._states["past_v"].state = self._pre.get_output_tensor(2)
+        self._prefills += 1
+        self._pos = ids.shape[1]
+        return logits, OvState(self._prefills, self._pos)
+
+    def _rewind(self, pos: int) -> None:
+        """Keep the first ``pos`` positions of the cache state."""
+        for st in self._states.values():
+            cur = st.state
+            shape = list(cur.get_shape())
+            shape[3] = pos
+            cut = self._ov.Tensor(cur.get_element_type(), shape)
+            cut.data[...] = cur.data[:, :, :, :pos]  # same element size (bf16 reads as a 2-byte view)
+            st.state = cut
+        self._pos = pos
+
+    def decode(self, tokens, state: OvState):
+        if state.prefill != self._prefills or state.pos > self._pos:
+            raise ValueError("OpenVINO decoder: this state belongs to an earlier prefill; the engine holds one "
+                             "live generation (its state is overwritten by each prefill)")
+        if state.pos < self._pos:
+            self._rewind(state.pos)
+        self._dec.infer([_tokens(tokens)], share_inputs=True)
+        self._pos = state.pos + 1
+        return np.array(self._dec.get_output_tensor(0).data, copy=True), OvState(state.prefill, self._pos)
+
+    def info(self):
+        return {**super().info(), "cache": "openvino state (stateful decode graph)"}  # properties: build info
+
+
 # --------------------------------------------------------------------------- llama.cpp
 
 
@@ -439,6 +522,13 @@ def build_decoder(source, cfg, target, workdir: Path, cache_len: int,
         engine, artifacts, more = build_engine(module, cfg, target, workdir, source.cache_dir, cache_len)
         info.update(more)
         rt = LlamaCppDecoder(engine)
+    elif cfg.backend == "openvino":
+        from planner.backends.openvino import build_decoder_engine
+
+        pre, dec, cached = onnx_graphs(source, cfg, module)
+        info["onnx_export_cached"] = cached
+        cp, cd, artifacts = build_decoder_engine(source, cfg, target, workdir, pre, dec, info)
+        rt = OpenVinoDecoder(cp, cd, int(module.config.vocab))
     else:
         rt, artifacts = _build_ort(source, cfg, target, module, workdir, info)
     if warm is not None:
