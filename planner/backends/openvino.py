@@ -40,6 +40,11 @@ inference_num_threads (0: the target's threads), dynamic_batch (False: the IR is
 trial's batch size; True: the batch axis stays dynamic).  The runtime runs one batch per call on one
 infer request, which is what planner times: more streams only pay off with concurrent requests.
 
+LLM decoders (`build_decoder_engine`, run by `planner.llm.runtimes.OpenVinoDecoder`): the decoder's two cached ONNX
+graphs (`planner.llm.runtimes.onnx_graphs`, shared with ONNX Runtime) converted, weight-compressed for the weight-only
+schemes (both graphs, cached), the decode graph made stateful (`make_decoder_stateful`: past_k/past_v become OpenVINO
+variables, so the KV cache stays in the infer request), both compiled with the properties above.
+
 NNCF, OpenVINO conversion and compile failures are `CandidateFailed` with their reason.
 """
 
