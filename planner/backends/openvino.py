@@ -24,8 +24,9 @@ a precision the target does not list out of the search (`planner.space.schemes_f
                     drop on the model's labelled evaluation data (recorded: ``accuracy_control_data``); a model
                     without labels is `UNSUPPORTED` for it.  A user evaluator is not used for it (yet)
   int8_weight_only  ``nncf.compress_weights`` INT8_ASYM (MatMul / embedding weights; float compute)
-  int4_weight_only  ``nncf.compress_weights`` INT4_SYM, group_size from the scheme option (NNCF keeps
-                    the embeddings and the last layer in int8, its default backup mode)
+  int4_weight_only  ``nncf.compress_weights`` INT4_SYM (option symmetric=False: INT4_ASYM, zero points per
+                    group), group_size from the scheme option (NNCF keeps the embeddings and the last layer in
+                    int8, its default backup mode)
 
 For the quantized schemes the layers left in float run at bf16 when the target lists bf16 and the CPU
 has it (what OpenVINO does by default on such CPUs), else at f32; the trial records which
@@ -326,8 +327,10 @@ def nncf_model(source, cfg, model, info: dict[str, Any], target=None):
             out = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
         else:  # int4_weight_only
             gs = int(opts["group_size"])
-            info["group_size"] = gs
-            out = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=gs)
+            sym = bool(opts.get("symmetric", True))
+            info.update(group_size=gs, int4_mode="INT4_SYM" if sym else "INT4_ASYM")
+            mode = nncf.CompressWeightsMode.INT4_SYM if sym else nncf.CompressWeightsMode.INT4_ASYM
+            out = nncf.compress_weights(model, mode=mode, group_size=gs)
     except (CandidateFailed, ConfigError):
         raise
     except Exception as e:  # noqa: BLE001 -- NNCF failed on this graph: a failed trial with its reason
@@ -595,7 +598,7 @@ class OpenVINO(Backend):
     # the int8 options NNCF acts on (ONNX Runtime's own int8_static options are not sampled for openvino)
     scheme_options = {"int8_static": ("preset", "model_type", "fast_bias_correction", "subset_size", "fallback_layers",
                                       "accuracy_control"),
-                      "int8_weight_only": (), "int4_weight_only": ("group_size",)}
+                      "int8_weight_only": (), "int4_weight_only": ("group_size", "symmetric")}
     options = {
         "performance_hint": ("LATENCY", "THROUGHPUT"),
         "num_streams": int,

@@ -93,9 +93,18 @@ def test_int8_weight_compression_stays_close(tiny, tiny_spec, llm_cache, cpu_tar
     assert q["agreement"] >= 0.85 and q["kl_mean"] < 1e-3 and q["max_abs_logit_error"] < 0.2, q
 
 
-def test_int4_weight_compression_stays_close(tiny, tiny_spec, llm_cache, cpu_target, tmp_path, prompt, expected):
-    b = _build(tiny_spec, llm_cache, cpu_target, tmp_path, cfg("openvino", "int4_weight_only", qopts={"group_size": 32}))
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int4_weight_compression_stays_close(symmetric, tiny, tiny_spec, llm_cache, cpu_target, tmp_path, prompt,
+                                             expected):
+    import openvino as ov
+
+    c = cfg("openvino", "int4_weight_only", qopts={"group_size": 32, "symmetric": symmetric})
+    b = _build(tiny_spec, llm_cache, cpu_target, tmp_path, c)
     assert b.info["group_size"] == 32 and b.info["decode_layers_quantized"] == 2 * 6, b.info  # NNCF: embedding/head int8
+    assert b.info["int4_mode"] == ("INT4_SYM" if symmetric else "INT4_ASYM")
+    types = {op.get_element_type().get_type_name() for op in ov.Core().read_model(str(tmp_path / "decode.xml")).get_ordered_ops()
+             if op.get_type_name() == "Constant"}
+    assert ("i4" in types) == symmetric and ("u4" in types) == (not symmetric), types
     got = b.runtime.generate(prompt, N_NEW)
     assert (got[:, 0] == expected[:, 0]).all()
     q = _quality(tiny, b.runtime)
