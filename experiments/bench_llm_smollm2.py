@@ -11,9 +11,9 @@ it writes), OpenVINO's default (fp32, no options) and planner's best, in one int
      llama.cpp Q4_1 the shipped file as it is (copied)           llamacpp, int4_weight_only, int4_type Q4_1
      llama.cpp T    llama.cpp's quantizer, T in --types          llamacpp, scheme of T (F16 fp16, Q8_0 int8_weight_only,
                                                                  Q4_K_M / Q4_0 int4_weight_only + int4_type)
-     openvino       OpenVINO default: f32, no options             TrialConfig("openvino", b): prefill graph + stateful
-                                                                 decode graph (`planner.llm.runtimes.OpenVinoDecoder`);
-                                                                 skipped, with the reason, without openvino
+     openvino       OpenVINO default: f32, no options             TrialConfig("openvino", b): one stateful step graph
+                                                                 (`planner.llm.runtimes.OpenVinoDecoder`); skipped,
+                                                                 with the reason, without openvino
      planner best   --study NAME: the `fastest` pick of that decoder study's Pareto front (in --home)
    Rounds rotate the order and reverse it on odd rounds.  "llama.cpp best" is, after the run, the llama.cpp type with the
    shortest median response (TTFT + (generation-1) TPOT at p99) among those within the workload's quality bound.

@@ -41,10 +41,11 @@ inference_num_threads (0: the target's threads), dynamic_batch (False: the IR is
 trial's batch size; True: the batch axis stays dynamic).  The runtime runs one batch per call on one
 infer request, which is what planner times: more streams only pay off with concurrent requests.
 
-LLM decoders (`build_decoder_engine`, run by `planner.llm.runtimes.OpenVinoDecoder`): the decoder's two cached ONNX
-graphs (`planner.llm.runtimes.onnx_graphs`, shared with ONNX Runtime) converted, weight-compressed for the weight-only
-schemes (both graphs, cached), the decode graph made stateful (`make_decoder_stateful`: past_k/past_v become OpenVINO
-variables, so the KV cache stays in the infer request), both compiled with the properties above.
+LLM decoders (`build_decoder_engine`, run by `planner.llm.runtimes.OpenVinoDecoder`): the decoder's cached step graph
+(`planner.llm.runtimes.step_graph`: any number of new tokens on a past of any length, so one graph prefills with an
+empty past and decodes) converted, weight-compressed for the weight-only schemes (cached), made stateful
+(`make_decoder_stateful`: past_k/past_v become OpenVINO variables, so the KV cache stays in the infer request), and
+compiled with the properties above: one compiled model, one copy of the weights.
 
 NNCF, OpenVINO conversion and compile failures are `CandidateFailed` with their reason.
 """
@@ -457,7 +458,7 @@ def triton_options(config_json: Path, notes: list[str]) -> str:
 
 # ------------------------------------------------------------------------------------------------ decoders
 
-# the decode graph's cache inputs -> the outputs that carry them to the next step (`planner.llm.runtimes.export_decoder_onnx`)
+# the step graph's cache inputs -> the outputs that carry them to the next step (`planner.llm.runtimes.export_step_onnx`)
 DECODER_STATE = {"past_k": "present_k", "past_v": "present_v"}
 DECODER_SCHEMES = ("none", "bf16", "int8_weight_only", "int4_weight_only")
 
@@ -489,70 +490,76 @@ def _convert(path: Path):
         raise _ov_failure(f"OpenVINO could not convert {Path(path).name}", e) from e
 
 
-def decoder_models(source, cfg, prefill_onnx: Path, decode_onnx: Path, info: dict[str, Any], workdir: Path):
-    """(prefill, decode) OpenVINO models of a decoder, converted from its cached ONNX graphs; for the weight-only
-    schemes both compressed by ``nncf.compress_weights`` (`nncf_model`), through the artifact cache."""
+def decoder_model(source, cfg, step_onnx: Path, info: dict[str, Any], workdir: Path):
+    """The OpenVINO model of a decoder's step graph (`planner.llm.runtimes.step_graph`), converted from its cached ONNX
+    export; for the weight-only schemes compressed by ``nncf.compress_weights`` (`nncf_model`), through the artifact
+    cache."""
     import openvino as ov
 
     if cfg.quant.scheme not in NNCF_SCHEMES:
-        return _convert(prefill_onnx), _convert(decode_onnx)
+        return _convert(step_onnx)
     from importlib.metadata import version
 
     from planner.cache import ArtifactCache, cache_key, sha256_file
     from planner.transforms.quantize import resolve_options
 
     cache = ArtifactCache(Path(source.cache_dir) / "artifacts")
-    key = cache_key("openvino-nncf-decoder", sha256_file(prefill_onnx), sha256_file(decode_onnx), cfg.quant.scheme,
+    key = cache_key("openvino-nncf-decoder", sha256_file(step_onnx), cfg.quant.scheme,
                     sorted(resolve_options(cfg.quant).items()), version("openvino"), version("nncf"))
     hit = cache.get(key)
-    core = ov.Core()
     if hit is not None:
         if (hit / "info.json").is_file():
             info.update(json.loads((hit / "info.json").read_text()))
         info["quantized_cached"] = 1
-        return core.read_model(str(hit / "prefill.xml")), core.read_model(str(hit / "decode.xml"))
+        return ov.Core().read_model(str(hit / "model.xml"))
     t0 = time.perf_counter()
     qinfo: dict[str, Any] = {}
-    models = []
-    for path in (prefill_onnx, decode_onnx):
-        graph_info: dict[str, Any] = {}
-        models.append(nncf_model(source, cfg, _convert(path), graph_info))
-        qinfo.update({f"{Path(path).stem}_{k}" if k.startswith("layers") else k: v for k, v in graph_info.items()})
+    model = nncf_model(source, cfg, _convert(step_onnx), qinfo)
     qinfo["nncf_seconds"] = round(time.perf_counter() - t0, 3)
     info.update(qinfo)
     info["quantized_cached"] = 0
     scratch = Path(workdir) / ".nncf"
     scratch.mkdir(parents=True, exist_ok=True)
-    for name, model in zip(("prefill", "decode"), models):
-        ov.save_model(model, str(scratch / f"{name}.xml"), compress_to_fp16=False)
+    ov.save_model(model, str(scratch / "model.xml"), compress_to_fp16=False)
     (scratch / "info.json").write_text(json.dumps(qinfo, default=str))
-    cache.put(key, {n: scratch / n for n in ("prefill.xml", "prefill.bin", "decode.xml", "decode.bin", "info.json")})
+    cache.put(key, {n: scratch / n for n in ("model.xml", "model.bin", "info.json")})
     shutil.rmtree(scratch, ignore_errors=True)
-    return models[0], models[1]
+    return model
+
+
+def cache_dims(model) -> tuple[int, int, int]:
+    """(layers, heads, head_dim) of the step graph's ``past_k [L, B, H, P, D]`` (static in planner's export)."""
+    try:
+        ps = model.input("past_k").get_partial_shape()
+        return ps[0].get_length(), ps[2].get_length(), ps[4].get_length()
+    except Exception as e:  # noqa: BLE001 -- no such input, or a dynamic layer/head axis
+        raise CandidateFailed(FailReason.UNSUPPORTED, f"the decoder graph's past_k is not [L, B, H, P, D] with static "
+                              f"L, H, D: {type(e).__name__}: {str(e)[:200]}") from None
 
 
 def make_decoder_stateful(model) -> None:
-    """Turn the decode graph's past key/value inputs into OpenVINO state (ReadValue/Assign pairs, in place): a decode
-    step then takes the token ids alone, and the stacked caches ``[L, B, H, P, D]`` stay in the infer request,
-    grown by one position per step."""
+    """Turn the step graph's past key/value inputs into OpenVINO state (ReadValue/Assign pairs, in place): a step then
+    takes the token ids alone, and the stacked caches ``[L, B, H, P, D]`` stay in the infer request, grown by the
+    step's tokens."""
     from openvino._offline_transformations import apply_make_stateful_transformation
 
     names = {p.get_any_name() for p in model.inputs} | {n for p in model.outputs for n in p.get_names()}
     missing = sorted((set(DECODER_STATE) | set(DECODER_STATE.values())) - names)
     if missing:
-        raise CandidateFailed(FailReason.UNSUPPORTED, f"the decode graph lacks {missing}: not planner's decoder export")
+        raise CandidateFailed(FailReason.UNSUPPORTED, f"the decoder graph lacks {missing}: not planner's decoder export")
     try:
         apply_make_stateful_transformation(model, dict(DECODER_STATE))
     except Exception as e:  # noqa: BLE001
-        raise _ov_failure("OpenVINO could not make the decode graph stateful", e) from e
+        raise _ov_failure("OpenVINO could not make the decoder graph stateful", e) from e
 
 
-def build_decoder_engine(source, cfg, target, workdir: Path, prefill_onnx: Path, decode_onnx: Path,
-                         info: dict[str, Any]) -> tuple[Any, Any, list[Path]]:
-    """(compiled prefill model, compiled stateful decode model, the IR files written) of a decoder trial.
+def build_decoder_engine(source, cfg, target, workdir: Path, step_onnx: Path,
+                         info: dict[str, Any]) -> tuple[Any, list[Path], tuple[int, int, int]]:
+    """(the compiled stateful decoder model, the files written, the cache's (layers, heads, head_dim)) of a decoder trial: the step graph converted,
+    weight-compressed for the weight-only schemes, made stateful, saved as ``decoder.xml``/``.bin`` and compiled.
 
-    Precision and options as `OpenVINO.compile` (``dynamic_batch`` does not apply: the decoder graphs keep dynamic
-    batch and sequence axes); compiled models cached in ``<planner cache>/openvino``."""
+    Precision and options as `OpenVINO.compile` (``dynamic_batch`` does not apply: the graph keeps dynamic batch,
+    token and cache axes); compiled models cached in ``<planner cache>/openvino``."""
     import openvino as ov
 
     workdir = Path(workdir)
@@ -560,27 +567,25 @@ def build_decoder_engine(source, cfg, target, workdir: Path, prefill_onnx: Path,
     core = ov.Core()
     precision, caps = inference_precision(cfg.quant.scheme, target, core)
     info.update(inference_precision=precision, cpu_capabilities=",".join(caps))
-    prefill, decode = decoder_models(source, cfg, prefill_onnx, decode_onnx, info, workdir)
-    make_decoder_stateful(decode)
-    files = []
-    for name, model in (("prefill", prefill), ("decode", decode)):
-        ov.save_model(model, str(workdir / f"{name}.xml"), compress_to_fp16=False)
-        files += [workdir / f"{name}.xml", workdir / f"{name}.bin"]
+    model = decoder_model(source, cfg, step_onnx, info, workdir)
+    dims = cache_dims(model)
+    make_decoder_stateful(model)
+    xml = workdir / "decoder.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=False)
     props = compile_properties(opts, precision, target.thread_count())
-    cache_dir = Path(source.cache_dir) / "openvino"
-    compiled = [_compile(core, m, props, cache_dir) for m in (prefill, decode)]
-    (workdir / CONFIG_FILE).write_text(json.dumps({"properties": props, "stateful": "decode"}, indent=2))
-    files.append(workdir / CONFIG_FILE)
+    compiled = _compile(core, model, props, Path(source.cache_dir) / "openvino")
+    del model
+    (workdir / CONFIG_FILE).write_text(json.dumps({"properties": props, "stateful": True}, indent=2))
     for key in ("INFERENCE_PRECISION_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT"):
         try:
-            info[f"compiled_{key.lower()}"] = str(compiled[1].get_property(key))
+            info[f"compiled_{key.lower()}"] = str(compiled.get_property(key))
         except Exception:  # noqa: BLE001 -- a property this plugin does not report
             pass
     try:
-        info["openvino_loaded_from_cache"] = float(all(bool(c.get_property("LOADED_FROM_CACHE")) for c in compiled))
+        info["openvino_loaded_from_cache"] = float(bool(compiled.get_property("LOADED_FROM_CACHE")))
     except Exception:  # noqa: BLE001
         pass
-    return compiled[0], compiled[1], files
+    return compiled, [xml, workdir / "decoder.bin", workdir / CONFIG_FILE], dims
 
 
 class OpenVINO(Backend):
@@ -593,7 +598,7 @@ class OpenVINO(Backend):
     devices = ("cpu",)
     input_format = "onnx"
     quant_schemes = _schemes()
-    # planner.llm.runtimes.OpenVinoDecoder: prefill graph + stateful decode graph (KV cache in the infer request)
+    # planner.llm.runtimes.OpenVinoDecoder: one stateful step graph (the KV cache in the infer request)
     decoder_schemes = _decoder_schemes()
     # the int8 options NNCF acts on (ONNX Runtime's own int8_static options are not sampled for openvino)
     scheme_options = {"int8_static": ("preset", "model_type", "fast_bias_correction", "subset_size", "fallback_layers",

@@ -30,10 +30,11 @@ Backends (``cfg.backend``):
     batch/sequence/past axes, sessions from `planner.backends.onnxruntime.make_session`
     (same options); caches stay ORT-owned (``run_with_ort_values``) between steps.
 ``openvino``
-    the ONNX Runtime backend's two exported graphs converted by OpenVINO (``nncf.compress_weights`` for the
-    weight-only schemes), the decode graph made stateful: its past keys/values are OpenVINO state (ReadValue/Assign)
-    held by the infer request, so a decode step feeds only the token ids; a prefill resets the state and loads the
-    prompt's keys/values into it (`planner.backends.openvino.build_decoder_engine`).  One live generation.
+    one exported step graph (``step.onnx``: any number of new tokens on a past of any length, `export_step_onnx`)
+    converted by OpenVINO (``nncf.compress_weights`` for the weight-only schemes) and made stateful: its past
+    keys/values are OpenVINO state (ReadValue/Assign) held by the infer request, so prefill (an empty cache, the
+    prompt's tokens) and decode steps feed only token ids (`planner.backends.openvino.build_decoder_engine`).
+    One compiled model; one live generation.
 ``llamacpp``
     llama.cpp on a GGUF file written from the model's own GGUF by llama.cpp's quantizer (scheme ->
     F32 / F16 / Q8_0 / Q4_K_M, Q4_0, Q4_1: `planner.backends.llamacpp`); the batch's sequences share one
@@ -324,45 +325,55 @@ class OvState:
 
 
 class OpenVinoDecoder(DecoderRuntime):
-    """OpenVINO on the CPU: a prefill model (``input_ids -> logits, present_k, present_v``) and a stateful decode
-    model whose past keys/values are OpenVINO state (`planner.backends.openvino.make_decoder_stateful`), so a decode
-    step feeds the token ids alone and the cache stays in the infer request.
+    """OpenVINO on the CPU: one compiled stateful step graph (`step_graph`, made stateful by
+    `planner.backends.openvino.make_decoder_stateful`): its past keys/values are OpenVINO state, so prefill and decode
+    steps feed the token ids alone and the cache stays in the infer request.
 
-    A prefill resets the decode request's state and loads the prompt's keys/values into it (one copy of the prompt's
-    cache, within TTFT).  Decoding from an earlier state of the same generation (TPOT restarting from the post-prefill
-    state) first cuts the state back to that position; a state of an earlier prefill is refused, as with
-    torch_compile's static cache: the engine holds one live generation."""
+    A prefill resets the state to an empty cache of the batch (``[L, B, H, 0, D]``) and runs the prompt through the
+    same graph; a decode step runs one token.  Decoding from an earlier state of the same generation (TPOT restarting
+    from the post-prefill state) first cuts the state back to that position; a state of an earlier prefill is refused,
+    as with torch_compile's static cache: the engine holds one live generation."""
 
     name = "openvino"
 
-    def __init__(self, prefill_compiled, decode_compiled, vocab: int):
+    def __init__(self, compiled, vocab: int, cache_dims: tuple[int, int, int]):
         import openvino as ov
 
         self._ov = ov
-        self.prefill_compiled = prefill_compiled
-        self.decode_compiled = decode_compiled
+        self.compiled = compiled
         self.vocab = vocab
         self.device = "cpu"
-        self._pre = prefill_compiled.create_infer_request()
-        self._dec = decode_compiled.create_infer_request()
+        self.layers, self.heads, self.head_dim = (int(d) for d in cache_dims)
+        self._req = compiled.create_infer_request()
         self._states = {}
-        for st in self._dec.query_state():
+        for st in self._req.query_state():
             for past in ("past_k", "past_v"):
                 if st.name.startswith(past):
                     self._states[past] = st
         if sorted(self._states) != ["past_k", "past_v"]:
-            raise CandidateFailed(FailReason.COMPILE, "the OpenVINO decode model has no past_k/past_v state "
-                                  f"(states: {[st.name for st in self._dec.query_state()]})")
+            raise CandidateFailed(FailReason.COMPILE, "the OpenVINO decoder model has no past_k/past_v state "
+                                  f"(states: {[st.name for st in self._req.query_state()]})")
+        self._empty: dict[int, Any] = {}  # batch -> empty cache tensor
         self._prefills = 0  # prefills so far: the id of the live generation
-        self._pos = 0  # the position the decode state is at
+        self._pos = 0  # the position the state is at
+
+    def _reset(self, batch: int) -> None:
+        """An empty cache for ``batch`` sequences (OpenVINO's own reset would give an empty batch axis too)."""
+        empty = self._empty.get(batch)
+        if empty is None:
+            empty = self._empty[batch] = self._ov.Tensor(
+                np.zeros((self.layers, batch, self.heads, 0, self.head_dim), dtype=np.float32))
+        for st in self._states.values():
+            st.state = empty
+
+    def _step(self, ids: np.ndarray) -> np.ndarray:
+        self._req.infer([np.ascontiguousarray(ids, dtype=np.int64)], share_inputs=True)
+        return np.array(self._req.get_output_tensor(0).data, copy=True)
 
     def prefill(self, ids):
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        self._pre.infer([ids], share_inputs=True)
-        logits = np.array(self._pre.get_output_tensor(0).data, copy=True)
-        self._dec.reset_state()
-        self._states["past_k"].state = self._pre.get_output_tensor(1)  # copied into the engine's state
-        self._states["past_v"].state = self._pre.get_output_tensor(2)
+        ids = np.asarray(ids, dtype=np.int64)
+        self._reset(ids.shape[0])
+        logits = self._step(ids)
         self._prefills += 1
         self._pos = ids.shape[1]
         return logits, OvState(self._prefills, self._pos)
@@ -384,12 +395,12 @@ class OpenVinoDecoder(DecoderRuntime):
                              "live generation (its state is overwritten by each prefill)")
         if state.pos < self._pos:
             self._rewind(state.pos)
-        self._dec.infer([_tokens(tokens)], share_inputs=True)
+        logits = self._step(_tokens(tokens))
         self._pos = state.pos + 1
-        return np.array(self._dec.get_output_tensor(0).data, copy=True), OvState(state.prefill, self._pos)
+        return logits, OvState(state.prefill, self._pos)
 
     def info(self):
-        return {**super().info(), "cache": "openvino state (stateful decode graph)"}  # properties: build info
+        return {**super().info(), "cache": "openvino state (stateful step graph)"}  # properties: in the build info
 
 
 # --------------------------------------------------------------------------- llama.cpp
@@ -456,6 +467,56 @@ def export_decoder_onnx(module, prefill_path: Path, decode_path: Path) -> None:
                                  dynamic_shapes=({0: batch}, {1: batch, 3: past}, {1: batch, 3: past}),
                                  dynamo=True, external_data=False, optimize=True, verbose=False)
         prog.save(str(decode_path), external_data=False)
+
+
+def export_step_onnx(module, path: Path) -> None:
+    """Export the step graph of a decoder: ``(input_ids[B,S], past_k[L,B,H,P,D], past_v) -> (logits[B,V] of the last
+    new token, present_k[..P+S..], present_v)`` with dynamic batch, token and past axes; with an empty past (P = 0) it
+    is the prefill.  Traced at 3 new tokens on a past of 8 with both axes declared >= 2, so the traced attention is
+    the causally masked multi-token path (`GPT.decode`'s one-token branch is not taken; transformers builds its mask
+    for any length), which is exact for one token and for an empty past too: ONNX does not enforce the declared
+    minimum, and tests/llm/test_llm_openvino.py checks both ends against eager generation."""
+    import torch
+
+    from planner.zoo.gpt import DecodeGraph
+
+    vocab = int(module.config.vocab)
+    maxpos = int(module.config.max_positions)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("seq", min=2, max=maxpos)
+    past = torch.export.Dim("past", min=2, max=maxpos - 1)
+    ids = torch.randint(0, vocab, (2, 8), generator=torch.Generator().manual_seed(5))
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        _, k, v = module.prefill(ids)
+        prog = torch.onnx.export(DecodeGraph(module).eval(), (ids[:, :3], k, v),
+                                 input_names=["input_ids", "past_k", "past_v"],
+                                 output_names=["logits", "present_k", "present_v"],
+                                 dynamic_shapes=({0: batch, 1: seq}, {1: batch, 3: past}, {1: batch, 3: past}),
+                                 dynamo=True, external_data=False, optimize=True, verbose=False)
+        prog.save(str(path), external_data=False)
+
+
+def step_graph(source, cfg, module) -> tuple[Path, bool]:
+    """(step.onnx, cached): `export_step_onnx` of the transformed fp32 decoder, exported once per (model, transforms,
+    torch version) into the planner's `ArtifactCache`, as `onnx_graphs`."""
+    import tempfile
+
+    from planner.cache import ArtifactCache, cache_key
+    from planner.source import torch_version
+
+    cache = ArtifactCache(source.cache_dir / "artifacts")
+    key = cache_key("onnx-decoder-step-export", source.model_hash(), source.transform_key(cfg), torch_version())
+    hit = cache.get(key)
+    cached = hit is not None
+    if hit is None:
+        source.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=source.cache_dir) as tmp:
+            step = Path(tmp) / "step.onnx"
+            export_step_onnx(module, step)
+            hit = cache.put(key, {"step.onnx": step})
+    return hit / "step.onnx", cached
 
 
 def onnx_graphs(source, cfg, module) -> tuple[Path, Path, bool]:
@@ -525,10 +586,10 @@ def build_decoder(source, cfg, target, workdir: Path, cache_len: int,
     elif cfg.backend == "openvino":
         from planner.backends.openvino import build_decoder_engine
 
-        pre, dec, cached = onnx_graphs(source, cfg, module)
+        step, cached = step_graph(source, cfg, module)
         info["onnx_export_cached"] = cached
-        cp, cd, artifacts = build_decoder_engine(source, cfg, target, workdir, pre, dec, info)
-        rt = OpenVinoDecoder(cp, cd, int(module.config.vocab))
+        compiled, artifacts, dims = build_decoder_engine(source, cfg, target, workdir, step, info)
+        rt = OpenVinoDecoder(compiled, int(module.config.vocab), dims)
     else:
         rt, artifacts = _build_ort(source, cfg, target, module, workdir, info)
     if warm is not None:

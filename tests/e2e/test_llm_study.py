@@ -48,7 +48,7 @@ def test_llm_study_records_ttft_tpot_and_enforces_the_slo(tmp_path):
 
 @pytest.mark.slow  # ~50 s on a busy 2-core host (NNCF compression and two worker processes)
 def test_openvino_decoder_study_logs_ttft_and_tpot(tmp_path):
-    """Two trials, eager fp32 and OpenVINO (stateful decode graph) with NNCF int8 weights: both measured and logged."""
+    """Two trials, eager fp32 and OpenVINO (one stateful step graph) with NNCF int8 weights: both measured and logged."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     import optuna

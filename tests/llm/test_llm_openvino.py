@@ -1,5 +1,5 @@
-"""The OpenVINO decoder runtime on the tiny decoder: a prefill model and a stateful decode model (the KV cache is
-OpenVINO state), against eager greedy generation of the fp32 model; NNCF int8/int4 weight compression."""
+"""The OpenVINO decoder runtime on the tiny decoder: one stateful step graph (the KV cache is OpenVINO state) for
+prefill and decode, against eager greedy generation of the fp32 model; NNCF int8/int4 weight compression."""
 
 from __future__ import annotations
 
@@ -61,12 +61,14 @@ def test_fp32_generates_exactly_like_eager_with_the_cache_in_the_engine(tiny, ti
     np.testing.assert_array_equal(rt.generate(prompt[:1], N_NEW), expected[:1])  # another batch size, same engine
     q = _quality(tiny, rt)
     assert q["agreement"] == 1.0 and q["kl_mean"] < 1e-6, q
-    # the decode model takes the token ids alone: the past keys/values are its state (ReadValue/Assign)
-    dec = ov.Core().read_model(str(tmp_path / "decode.xml"))
+    # one model takes the token ids alone, for the prompt and for each step: the past keys/values are its state
+    dec = ov.Core().read_model(str(tmp_path / "decoder.xml"))
     assert [i.get_any_name() for i in dec.inputs] == ["input_ids"]
     assert sorted(op.get_type_name() for op in dec.get_ordered_ops()
                   if op.get_type_name() in ("ReadValue", "Assign")) == ["Assign", "Assign", "ReadValue", "ReadValue"]
-    assert {p.name for p in b.artifacts} >= {"prefill.xml", "prefill.bin", "decode.xml", "decode.bin", "decoder.json"}
+    assert {p.name for p in b.artifacts} >= {"decoder.xml", "decoder.bin", "openvino.json", "decoder.json"}
+    # a one-token prompt (one new token on an empty past): still exact
+    np.testing.assert_array_equal(rt.generate(prompt[:, :1], 3), eager_greedy(tiny, prompt[:, :1], 3))
 
 
 def test_decode_from_an_earlier_state_restarts_there(tiny_spec, llm_cache, cpu_target, tmp_path, prompt):
@@ -85,8 +87,8 @@ def test_decode_from_an_earlier_state_restarts_there(tiny_spec, llm_cache, cpu_t
 
 def test_int8_weight_compression_stays_close(tiny, tiny_spec, llm_cache, cpu_target, tmp_path, prompt, expected):
     b = _build(tiny_spec, llm_cache, cpu_target, tmp_path, cfg("openvino", "int8_weight_only"))
-    # q, k, v, o, fc1, fc2 per layer + two embedding / LM-head weights, in both graphs
-    assert b.info["prefill_layers_int8"] == b.info["decode_layers_int8"] == 2 * 6 + 2, b.info
+    # q, k, v, o, fc1, fc2 per layer + two embedding / LM-head weights
+    assert b.info["layers_int8"] == b.info["layers_quantized"] == 2 * 6 + 2, b.info
     got = b.runtime.generate(prompt, N_NEW)
     assert (got[:, 0] == expected[:, 0]).all()  # the first token, before greedy paths may diverge
     q = _quality(tiny, b.runtime)
@@ -100,9 +102,9 @@ def test_int4_weight_compression_stays_close(symmetric, tiny, tiny_spec, llm_cac
 
     c = cfg("openvino", "int4_weight_only", qopts={"group_size": 32, "symmetric": symmetric})
     b = _build(tiny_spec, llm_cache, cpu_target, tmp_path, c)
-    assert b.info["group_size"] == 32 and b.info["decode_layers_quantized"] == 2 * 6, b.info  # NNCF: embedding/head int8
+    assert b.info["group_size"] == 32 and b.info["layers_quantized"] == 2 * 6, b.info  # NNCF: embedding/head int8
     assert b.info["int4_mode"] == ("INT4_SYM" if symmetric else "INT4_ASYM")
-    types = {op.get_element_type().get_type_name() for op in ov.Core().read_model(str(tmp_path / "decode.xml")).get_ordered_ops()
+    types = {op.get_element_type().get_type_name() for op in ov.Core().read_model(str(tmp_path / "decoder.xml")).get_ordered_ops()
              if op.get_type_name() == "Constant"}
     assert ("i4" in types) == symmetric and ("u4" in types) == (not symmetric), types
     got = b.runtime.generate(prompt, N_NEW)
