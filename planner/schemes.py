@@ -98,7 +98,9 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("int8_weight_only", "int8", ("cpu", "cuda"), "int8 weights, float compute", ("torch",)),
         # torch: CPU only (planner.transforms.int4; `Backend.scheme_devices`); ONNX Runtime: MatMulNBits, CPU and CUDA
         Scheme("int4_weight_only", "int4", ("cpu", "cuda"), "int4 weights (grouped), float compute", ("torch", "onnx"),
-               {"group_size": INT4_GROUP_SIZES}),
+               # symmetric: NNCF's INT4_SYM (True) or INT4_ASYM (a zero point per group), openvino only; torch's int4
+               # layout is asymmetric and ONNX Runtime's MatMulNBits symmetric, both fixed
+               {"group_size": INT4_GROUP_SIZES, "symmetric": (True, False)}),
         # float8 E4M3 Q/DQ (calibrated, ORT's distribution method): for TensorRT on sm_89+ GPUs
         Scheme("fp8", "fp8", ("cuda",), "float8 weights and activations", ("onnx",),
                # matmul first: with every op quantized ("all"), ONNX Runtime's CPU reference gave a tiny MLP 0.48

@@ -5,7 +5,8 @@
   in inline code counts as a flag of the last command shown in its paragraph (of some command, when none is):
   in these docs a bare flag is a planner flag, so show a script's flags together with the script.
 * Every relative link must point to an existing file, and a `#fragment` into a Markdown file to a heading.
-* docs/backends.md's backend and scheme tables match the backend classes and the scheme table in code.
+* docs/backends.md's backend and scheme tables match the backend classes and the scheme table in code, and
+  docs/llm.md's runtimes table the decoder schemes the backends declare.
 * README's Layout names only paths that exist, and every module of planner/.
 """
 
@@ -302,6 +303,24 @@ def test_backend_table_matches_the_classes():
         assert (shown | optional) <= set(SCHEMES), name
         limited = {s for s, devs in cls.scheme_devices.items() if tuple(devs) != SCHEMES[s].devices}
         assert {s for s in shown if f"`{s}` (" in always} == limited, (name, "per-device limits")
+
+
+def test_decoder_runtime_table_matches_the_classes():
+    """docs/llm.md's runtimes table: one row per backend with a decoder runtime, listing the schemes it implements
+    (`Backend.decoder_schemes`); a scheme the backend runs but its decoder does not is never shown."""
+    import planner.backends.registry as registry
+    from planner.llm.runtimes import decoder_backends
+    from planner.schemes import SCHEMES
+
+    rows = {_names(r[0])[0]: r for r in _table(ROOT / "docs" / "llm.md", "Runtimes")}
+    assert sorted(rows) == sorted(decoder_backends()), "one row per backend with a decoder runtime"
+    for name, (_, _, schemes) in rows.items():
+        cls = registry.get(name)
+        shown = {s for s in _names(schemes) if s in SCHEMES}
+        declared = set(cls.decoder_schemes) - {"none"}
+        assert declared <= shown, (name, sorted(declared - shown))
+        # shown but not declared: only a scheme this install lacks altogether (openvino's NNCF schemes without nncf)
+        assert not (shown - declared) & set(cls.quant_schemes), (name, sorted(shown - declared))
 
 
 def test_scheme_table_matches_the_scheme_table_in_code():

@@ -119,7 +119,8 @@ class OnnxRuntime(Backend):
     devices = ("cpu", "cuda")
     input_format = "onnx"
     quant_schemes = ("none", "int8_dynamic", "int8_static", "int4_weight_only", "fp16")
-    scheme_options = {"int8_static": ORT_INT8_STATIC_OPTIONS}  # not NNCF's (openvino)
+    # int8_static: not NNCF's options (openvino); int4: MatMulNBits, symmetric
+    scheme_options = {"int8_static": ORT_INT8_STATIC_OPTIONS, "int4_weight_only": ("group_size",)}
     options = {
         "graph_optimization_level": tuple(LEVELS),
         "execution_mode": ("sequential", "parallel"),

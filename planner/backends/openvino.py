@@ -26,8 +26,9 @@ a precision the target does not list out of the search (`planner.space.schemes_f
                     restore by how much they change the outputs (recorded: ``accuracy_control_data``); a model
                     with neither is `UNSUPPORTED` for it
   int8_weight_only  ``nncf.compress_weights`` INT8_ASYM (MatMul / embedding weights; float compute)
-  int4_weight_only  ``nncf.compress_weights`` INT4_SYM, group_size from the scheme option (NNCF keeps
-                    the embeddings and the last layer in int8, its default backup mode)
+  int4_weight_only  ``nncf.compress_weights`` INT4_SYM (option symmetric=False: INT4_ASYM, zero points per
+                    group), group_size from the scheme option (NNCF keeps the embeddings and the last layer in
+                    int8, its default backup mode)
 
 For the quantized schemes the layers left in float run at bf16 when the target lists bf16 and the CPU
 has it (what OpenVINO does by default on such CPUs), else at f32; the trial records which
@@ -41,6 +42,12 @@ Backend options: performance_hint (LATENCY | THROUGHPUT), num_streams (0: the hi
 inference_num_threads (0: the target's threads), dynamic_batch (False: the IR is reshaped to the
 trial's batch size; True: the batch axis stays dynamic).  The runtime runs one batch per call on one
 infer request, which is what planner times: more streams only pay off with concurrent requests.
+
+LLM decoders (`build_decoder_engine`, run by `planner.llm.runtimes.OpenVinoDecoder`): the decoder's cached step graph
+(`planner.llm.runtimes.step_graph`: any number of new tokens on a past of any length, so one graph prefills with an
+empty past and decodes) converted, weight-compressed for the weight-only schemes (cached), made stateful
+(`make_decoder_stateful`: past_k/past_v become OpenVINO variables, so the KV cache stays in the infer request), and
+compiled with the properties above: one compiled model, one copy of the weights.
 
 NNCF, OpenVINO conversion and compile failures are `CandidateFailed` with their reason.
 """
@@ -369,8 +376,10 @@ def nncf_model(source, cfg, model, info: dict[str, Any], target=None):
             out = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
         else:  # int4_weight_only
             gs = int(opts["group_size"])
-            info["group_size"] = gs
-            out = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=gs)
+            sym = bool(opts.get("symmetric", True))
+            info.update(group_size=gs, int4_mode="INT4_SYM" if sym else "INT4_ASYM")
+            mode = nncf.CompressWeightsMode.INT4_SYM if sym else nncf.CompressWeightsMode.INT4_ASYM
+            out = nncf.compress_weights(model, mode=mode, group_size=gs)
     except (CandidateFailed, ConfigError):
         raise
     except Exception as e:  # noqa: BLE001 -- NNCF failed on this graph: a failed trial with its reason
@@ -500,6 +509,138 @@ def triton_options(config_json: Path, notes: list[str]) -> str:
     return text
 
 
+# ------------------------------------------------------------------------------------------------ decoders
+
+# the step graph's cache inputs -> the outputs that carry them to the next step (`planner.llm.runtimes.export_step_onnx`)
+DECODER_STATE = {"past_k": "present_k", "past_v": "present_v"}
+DECODER_SCHEMES = ("none", "bf16", "int8_weight_only", "int4_weight_only")
+
+
+def _decoder_schemes() -> tuple[str, ...]:
+    """What `planner.llm.runtimes.OpenVinoDecoder` implements, of the backend's schemes (the weight-only ones need NNCF)."""
+    return tuple(s for s in DECODER_SCHEMES if s in _schemes())
+
+
+def inference_precision(scheme: str, target, core) -> tuple[str, list[str]]:
+    """(INFERENCE_PRECISION_HINT of the trial, the CPU plugin's capabilities); `CandidateFailed(UNSUPPORTED)` when
+    the CPU lacks the precision (OpenVINO would quietly run f32 under the bf16 / fp16 label)."""
+    caps = cpu_capabilities(core)
+    precision = float_precision(scheme, target, caps)
+    need = CAPABILITY.get(precision)
+    if need and need not in caps:
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              f"this CPU cannot run {precision}: OpenVINO's CPU plugin lists {', '.join(caps)} "
+                              f"(no {need}); remove {scheme} from target '{target.name}' precisions")
+    return precision, caps
+
+
+def _convert(path: Path):
+    import openvino as ov
+
+    try:
+        return ov.convert_model(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise _ov_failure(f"OpenVINO could not convert {Path(path).name}", e) from e
+
+
+def decoder_model(source, cfg, step_onnx: Path, info: dict[str, Any], workdir: Path):
+    """The OpenVINO model of a decoder's step graph (`planner.llm.runtimes.step_graph`), converted from its cached ONNX
+    export; for the weight-only schemes compressed by ``nncf.compress_weights`` (`nncf_model`), through the artifact
+    cache."""
+    import openvino as ov
+
+    if cfg.quant.scheme not in NNCF_SCHEMES:
+        return _convert(step_onnx)
+    from importlib.metadata import version
+
+    from planner.cache import ArtifactCache, cache_key, sha256_file
+    from planner.transforms.quantize import resolve_options
+
+    cache = ArtifactCache(Path(source.cache_dir) / "artifacts")
+    key = cache_key("openvino-nncf-decoder", sha256_file(step_onnx), cfg.quant.scheme,
+                    sorted(resolve_options(cfg.quant).items()), version("openvino"), version("nncf"))
+    hit = cache.get(key)
+    if hit is not None:
+        if (hit / "info.json").is_file():
+            info.update(json.loads((hit / "info.json").read_text()))
+        info["quantized_cached"] = 1
+        return ov.Core().read_model(str(hit / "model.xml"))
+    t0 = time.perf_counter()
+    qinfo: dict[str, Any] = {}
+    model = nncf_model(source, cfg, _convert(step_onnx), qinfo)
+    qinfo["nncf_seconds"] = round(time.perf_counter() - t0, 3)
+    info.update(qinfo)
+    info["quantized_cached"] = 0
+    scratch = Path(workdir) / ".nncf"
+    scratch.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(scratch / "model.xml"), compress_to_fp16=False)
+    (scratch / "info.json").write_text(json.dumps(qinfo, default=str))
+    cache.put(key, {n: scratch / n for n in ("model.xml", "model.bin", "info.json")})
+    shutil.rmtree(scratch, ignore_errors=True)
+    return model
+
+
+def cache_dims(model) -> tuple[int, int, int]:
+    """(layers, heads, head_dim) of the step graph's ``past_k [L, B, H, P, D]`` (static in planner's export)."""
+    try:
+        ps = model.input("past_k").get_partial_shape()
+        return ps[0].get_length(), ps[2].get_length(), ps[4].get_length()
+    except Exception as e:  # noqa: BLE001 -- no such input, or a dynamic layer/head axis
+        raise CandidateFailed(FailReason.UNSUPPORTED, f"the decoder graph's past_k is not [L, B, H, P, D] with static "
+                              f"L, H, D: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+def make_decoder_stateful(model) -> None:
+    """Turn the step graph's past key/value inputs into OpenVINO state (ReadValue/Assign pairs, in place): a step then
+    takes the token ids alone, and the stacked caches ``[L, B, H, P, D]`` stay in the infer request, grown by the
+    step's tokens."""
+    from openvino._offline_transformations import apply_make_stateful_transformation
+
+    names = {p.get_any_name() for p in model.inputs} | {n for p in model.outputs for n in p.get_names()}
+    missing = sorted((set(DECODER_STATE) | set(DECODER_STATE.values())) - names)
+    if missing:
+        raise CandidateFailed(FailReason.UNSUPPORTED, f"the decoder graph lacks {missing}: not planner's decoder export")
+    try:
+        apply_make_stateful_transformation(model, dict(DECODER_STATE))
+    except Exception as e:  # noqa: BLE001
+        raise _ov_failure("OpenVINO could not make the decoder graph stateful", e) from e
+
+
+def build_decoder_engine(source, cfg, target, workdir: Path, step_onnx: Path,
+                         info: dict[str, Any]) -> tuple[Any, list[Path], tuple[int, int, int]]:
+    """(the compiled stateful decoder model, the files written, the cache's (layers, heads, head_dim)) of a decoder trial: the step graph converted,
+    weight-compressed for the weight-only schemes, made stateful, saved as ``decoder.xml``/``.bin`` and compiled.
+
+    Precision and options as `OpenVINO.compile` (``dynamic_batch`` does not apply: the graph keeps dynamic batch,
+    token and cache axes); compiled models cached in ``<planner cache>/openvino``."""
+    import openvino as ov
+
+    workdir = Path(workdir)
+    opts = validate_options(cfg.options())
+    core = ov.Core()
+    precision, caps = inference_precision(cfg.quant.scheme, target, core)
+    info.update(inference_precision=precision, cpu_capabilities=",".join(caps))
+    model = decoder_model(source, cfg, step_onnx, info, workdir)
+    dims = cache_dims(model)
+    make_decoder_stateful(model)
+    xml = workdir / "decoder.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    props = compile_properties(opts, precision, target.thread_count())
+    compiled = _compile(core, model, props, Path(source.cache_dir) / "openvino")
+    del model
+    (workdir / CONFIG_FILE).write_text(json.dumps({"properties": props, "stateful": True}, indent=2))
+    for key in ("INFERENCE_PRECISION_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT"):
+        try:
+            info[f"compiled_{key.lower()}"] = str(compiled.get_property(key))
+        except Exception:  # noqa: BLE001 -- a property this plugin does not report
+            pass
+    try:
+        info["openvino_loaded_from_cache"] = float(bool(compiled.get_property("LOADED_FROM_CACHE")))
+    except Exception:  # noqa: BLE001
+        pass
+    return compiled, [xml, workdir / "decoder.bin", workdir / CONFIG_FILE], dims
+
+
 class OpenVINO(Backend):
     name = "openvino"
     modules = ("openvino",)
@@ -507,14 +648,15 @@ class OpenVINO(Backend):
     pip_extra = "openvino"
     engine_files = ("model.xml", "model.bin", CONFIG_FILE)
     triton = 'backend: "openvino"'
-    decoder_note = "OpenVINO decoders (KV cache in the engine, openvino-genai) are not integrated yet"
     devices = ("cpu",)
     input_format = "onnx"
     quant_schemes = _schemes()
+    # planner.llm.runtimes.OpenVinoDecoder: one stateful step graph (the KV cache in the infer request)
+    decoder_schemes = _decoder_schemes()
     # the int8 options NNCF acts on (ONNX Runtime's own int8_static options are not sampled for openvino)
     scheme_options = {"int8_static": ("preset", "model_type", "fast_bias_correction", "subset_size", "fallback_layers",
                                       "accuracy_control"),
-                      "int8_weight_only": (), "int4_weight_only": ("group_size",)}
+                      "int8_weight_only": (), "int4_weight_only": ("group_size", "symmetric")}
     options = {
         "performance_hint": ("LATENCY", "THROUGHPUT"),
         "num_streams": int,
@@ -541,13 +683,7 @@ class OpenVINO(Backend):
         workdir.mkdir(parents=True, exist_ok=True)
         opts = validate_options(cfg.options())
         core = ov.Core()
-        caps = cpu_capabilities(core)
-        precision = float_precision(cfg.quant.scheme, target, caps)
-        need = CAPABILITY.get(precision)
-        if need and need not in caps:
-            raise CandidateFailed(FailReason.UNSUPPORTED,
-                                  f"this CPU cannot run {precision}: OpenVINO's CPU plugin lists {', '.join(caps)} "
-                                  f"(no {need}); remove {cfg.quant.scheme} from target '{target.name}' precisions")
+        precision, caps = inference_precision(cfg.quant.scheme, target, core)
         info: dict[str, Any] = {"inference_precision": precision, "cpu_capabilities": ",".join(caps)}
         model = _source_model(source, cfg, info, workdir, target)
         _reshape(model, None if opts["dynamic_batch"] else cfg.batch_size)

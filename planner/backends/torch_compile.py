@@ -17,7 +17,8 @@ class TorchCompile(Backend):
     input_format = "torch"
     quant_schemes = ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16")
     scheme_devices = {"int4_weight_only": ("cpu",)}  # torch's CPU int4 kernel (planner.transforms.int4)
-    scheme_options = {"int8_dynamic": ("per_channel",)}  # quantize_dynamic on nn.Linear: op/weight types are fixed
+    # quantize_dynamic on nn.Linear: op/weight types are fixed; int4: planner.transforms.int4's layout is asymmetric
+    scheme_options = {"int8_dynamic": ("per_channel",), "int4_weight_only": ("group_size",)}
     engine_files = ("model.pt2",)  # torch.export program (planner.backends.pt2); Triton: Python backend
     load_artifact = classmethod(load_pt2)
     decoder_schemes = quant_schemes  # planner.llm.runtimes runs decoders with the same transforms

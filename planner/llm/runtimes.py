@@ -29,6 +29,12 @@ Backends (``cfg.backend``):
     ``decode.onnx`` (input_ids, past_k, past_v -> logits, present_k, present_v), dynamic
     batch/sequence/past axes, sessions from `planner.backends.onnxruntime.make_session`
     (same options); caches stay ORT-owned (``run_with_ort_values``) between steps.
+``openvino``
+    one exported step graph (``step.onnx``: any number of new tokens on a past of any length, `export_step_onnx`)
+    converted by OpenVINO (``nncf.compress_weights`` for the weight-only schemes) and made stateful: its past
+    keys/values are OpenVINO state (ReadValue/Assign) held by the infer request, so prefill (an empty cache, the
+    prompt's tokens) and decode steps feed only token ids (`planner.backends.openvino.build_decoder_engine`).
+    One compiled model; one live generation.
 ``llamacpp``
     llama.cpp on a GGUF file written from the model's own GGUF by llama.cpp's quantizer (scheme ->
     F32 / F16 / Q8_0 / Q4_K_M, Q4_0, Q4_1: `planner.backends.llamacpp`); the batch's sequences share one
@@ -309,6 +315,94 @@ class OrtDecoder(DecoderRuntime):
         return {**super().info(), "providers": self.prefill_session.get_providers(), "cache": "past/present"}
 
 
+# --------------------------------------------------------------------------- OpenVINO
+
+
+@dataclass
+class OvState:
+    prefill: int  # which prefill of the runtime this generation belongs to
+    pos: int  # next position to write (the cache holds positions 0..pos-1)
+
+
+class OpenVinoDecoder(DecoderRuntime):
+    """OpenVINO on the CPU: one compiled stateful step graph (`step_graph`, made stateful by
+    `planner.backends.openvino.make_decoder_stateful`): its past keys/values are OpenVINO state, so prefill and decode
+    steps feed the token ids alone and the cache stays in the infer request.
+
+    A prefill resets the state to an empty cache of the batch (``[L, B, H, 0, D]``) and runs the prompt through the
+    same graph; a decode step runs one token.  Decoding from an earlier state of the same generation (TPOT restarting
+    from the post-prefill state) first cuts the state back to that position; a state of an earlier prefill is refused,
+    as with torch_compile's static cache: the engine holds one live generation."""
+
+    name = "openvino"
+
+    def __init__(self, compiled, vocab: int, cache_dims: tuple[int, int, int]):
+        import openvino as ov
+
+        self._ov = ov
+        self.compiled = compiled
+        self.vocab = vocab
+        self.device = "cpu"
+        self.layers, self.heads, self.head_dim = (int(d) for d in cache_dims)
+        self._req = compiled.create_infer_request()
+        self._states = {}
+        for st in self._req.query_state():
+            for past in ("past_k", "past_v"):
+                if st.name.startswith(past):
+                    self._states[past] = st
+        if sorted(self._states) != ["past_k", "past_v"]:
+            raise CandidateFailed(FailReason.COMPILE, "the OpenVINO decoder model has no past_k/past_v state "
+                                  f"(states: {[st.name for st in self._req.query_state()]})")
+        self._empty: dict[int, Any] = {}  # batch -> empty cache tensor
+        self._prefills = 0  # prefills so far: the id of the live generation
+        self._pos = 0  # the position the state is at
+
+    def _reset(self, batch: int) -> None:
+        """An empty cache for ``batch`` sequences (OpenVINO's own reset would give an empty batch axis too)."""
+        empty = self._empty.get(batch)
+        if empty is None:
+            empty = self._empty[batch] = self._ov.Tensor(
+                np.zeros((self.layers, batch, self.heads, 0, self.head_dim), dtype=np.float32))
+        for st in self._states.values():
+            st.state = empty
+
+    def _step(self, ids: np.ndarray) -> np.ndarray:
+        self._req.infer([np.ascontiguousarray(ids, dtype=np.int64)], share_inputs=True)
+        return np.array(self._req.get_output_tensor(0).data, copy=True)
+
+    def prefill(self, ids):
+        ids = np.asarray(ids, dtype=np.int64)
+        self._reset(ids.shape[0])
+        logits = self._step(ids)
+        self._prefills += 1
+        self._pos = ids.shape[1]
+        return logits, OvState(self._prefills, self._pos)
+
+    def _rewind(self, pos: int) -> None:
+        """Keep the first ``pos`` positions of the cache state."""
+        for st in self._states.values():
+            cur = st.state
+            shape = list(cur.get_shape())
+            shape[3] = pos
+            cut = self._ov.Tensor(cur.get_element_type(), shape)
+            cut.data[...] = cur.data[:, :, :, :pos]  # same element size (bf16 reads as a 2-byte view)
+            st.state = cut
+        self._pos = pos
+
+    def decode(self, tokens, state: OvState):
+        if state.prefill != self._prefills or state.pos > self._pos:
+            raise ValueError("OpenVINO decoder: this state belongs to an earlier prefill; the engine holds one "
+                             "live generation (its state is overwritten by each prefill)")
+        if state.pos < self._pos:
+            self._rewind(state.pos)
+        logits = self._step(_tokens(tokens))
+        self._pos = state.pos + 1
+        return logits, OvState(state.prefill, self._pos)
+
+    def info(self):
+        return {**super().info(), "cache": "openvino state (stateful step graph)"}  # properties: in the build info
+
+
 # --------------------------------------------------------------------------- llama.cpp
 
 
@@ -375,6 +469,56 @@ def export_decoder_onnx(module, prefill_path: Path, decode_path: Path) -> None:
         prog.save(str(decode_path), external_data=False)
 
 
+def export_step_onnx(module, path: Path) -> None:
+    """Export the step graph of a decoder: ``(input_ids[B,S], past_k[L,B,H,P,D], past_v) -> (logits[B,V] of the last
+    new token, present_k[..P+S..], present_v)`` with dynamic batch, token and past axes; with an empty past (P = 0) it
+    is the prefill.  Traced at 3 new tokens on a past of 8 with both axes declared >= 2, so the traced attention is
+    the causally masked multi-token path (`GPT.decode`'s one-token branch is not taken; transformers builds its mask
+    for any length), which is exact for one token and for an empty past too: ONNX does not enforce the declared
+    minimum, and tests/llm/test_llm_openvino.py checks both ends against eager generation."""
+    import torch
+
+    from planner.zoo.gpt import DecodeGraph
+
+    vocab = int(module.config.vocab)
+    maxpos = int(module.config.max_positions)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("seq", min=2, max=maxpos)
+    past = torch.export.Dim("past", min=2, max=maxpos - 1)
+    ids = torch.randint(0, vocab, (2, 8), generator=torch.Generator().manual_seed(5))
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        _, k, v = module.prefill(ids)
+        prog = torch.onnx.export(DecodeGraph(module).eval(), (ids[:, :3], k, v),
+                                 input_names=["input_ids", "past_k", "past_v"],
+                                 output_names=["logits", "present_k", "present_v"],
+                                 dynamic_shapes=({0: batch, 1: seq}, {1: batch, 3: past}, {1: batch, 3: past}),
+                                 dynamo=True, external_data=False, optimize=True, verbose=False)
+        prog.save(str(path), external_data=False)
+
+
+def step_graph(source, cfg, module) -> tuple[Path, bool]:
+    """(step.onnx, cached): `export_step_onnx` of the transformed fp32 decoder, exported once per (model, transforms,
+    torch version) into the planner's `ArtifactCache`, as `onnx_graphs`."""
+    import tempfile
+
+    from planner.cache import ArtifactCache, cache_key
+    from planner.source import torch_version
+
+    cache = ArtifactCache(source.cache_dir / "artifacts")
+    key = cache_key("onnx-decoder-step-export", source.model_hash(), source.transform_key(cfg), torch_version())
+    hit = cache.get(key)
+    cached = hit is not None
+    if hit is None:
+        source.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=source.cache_dir) as tmp:
+            step = Path(tmp) / "step.onnx"
+            export_step_onnx(module, step)
+            hit = cache.put(key, {"step.onnx": step})
+    return hit / "step.onnx", cached
+
+
 def onnx_graphs(source, cfg, module) -> tuple[Path, Path, bool]:
     """(prefill.onnx, decode.onnx, cached) of the transformed fp32 decoder, exported once per
     (model, transforms, torch version) into the planner's `ArtifactCache` (``<cache>/artifacts``)."""
@@ -439,6 +583,13 @@ def build_decoder(source, cfg, target, workdir: Path, cache_len: int,
         engine, artifacts, more = build_engine(module, cfg, target, workdir, source.cache_dir, cache_len)
         info.update(more)
         rt = LlamaCppDecoder(engine)
+    elif cfg.backend == "openvino":
+        from planner.backends.openvino import build_decoder_engine
+
+        step, cached = step_graph(source, cfg, module)
+        info["onnx_export_cached"] = cached
+        compiled, artifacts, dims = build_decoder_engine(source, cfg, target, workdir, step, info)
+        rt = OpenVinoDecoder(compiled, int(module.config.vocab), dims)
     else:
         rt, artifacts = _build_ort(source, cfg, target, module, workdir, info)
     if warm is not None:

@@ -204,6 +204,10 @@ def test_onnx_runtime_does_not_sample_nncf_options_and_openvino_not_ort_ones():
     ort = registry.get("onnxruntime")
     assert OV.honours("int8_static", "preset") and not ort.honours("int8_static", "preset")
     assert ort.honours("int8_static", "calibrate_method") and not OV.honours("int8_static", "calibrate_method")
+    # int4: NNCF's INT4_SYM / INT4_ASYM is openvino's choice alone (torch's layout and ORT's MatMulNBits are fixed)
+    assert OV.honours("int4_weight_only", "symmetric") and OV.honours("int4_weight_only", "group_size")
+    for name in ("torch", "torch_compile", "onnxruntime", "llamacpp"):
+        assert not registry.get(name).honours("int4_weight_only", "symmetric"), name
 
 
 # ------------------------------------------------------------------ inventory

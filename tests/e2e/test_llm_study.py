@@ -46,6 +46,39 @@ def test_llm_study_records_ttft_tpot_and_enforces_the_slo(tmp_path):
     assert runs and all("ttft_p99_ms" in r.data.metrics and "tpot_p50_ms" in r.data.metrics for r in runs)
 
 
+@pytest.mark.slow  # ~50 s on a busy 2-core host (NNCF compression and two worker processes)
+def test_openvino_decoder_study_logs_ttft_and_tpot(tmp_path):
+    """Two trials, eager fp32 and OpenVINO (one stateful step graph) with NNCF int8 weights: both measured and logged."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    space.write_text("name: dec-ov\nbackends:\n  torch: {}\n  openvino: {}\nquantize:\n  schemes: [none, int8_weight_only]\n"
+                     "seeds:\n  - {backend: torch, quant: none}\n  - {backend: openvino, quant: int8_weight_only}\n")
+    target = tmp_path / "cpu.yaml"  # fast-cpu, with openvino among its backends
+    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("name: fast-cpu", "name: fast-cpu-ov")
+                      .replace("backends: [torch,", "backends: [openvino, torch,"))
+    r = run_cli("optimize", "--model", TINY, "--target", target, "--space", space,
+                "--workload", _workload(tmp_path, 10000), "--trials", "2", "--study", "ov", "--home", home.root)
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="ov", storage=home.optuna_url)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2, [(t.state, t.user_attrs.get("fail_message")) for t in study.trials]
+    assert {(t.user_attrs["config"]["backend"], t.user_attrs["config"]["quant"]["scheme"]) for t in done} == \
+        {("torch", "none"), ("openvino", "int8_weight_only")}
+    for t in done:
+        m = t.user_attrs["metrics"]
+        assert 0 < m["tpot_p99_ms"] and 0 < m["ttft_p99_ms"] and m["tokens_per_s"] > 0
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.`planner.kind` = 'trial'")
+    ov = [r for r in runs if r.data.params["backend"] == "openvino"]
+    assert len(ov) == 1 and {"ttft_p99_ms", "tpot_p99_ms", "agreement"} <= set(ov[0].data.metrics)
+
+
 def test_a_transformers_causal_lm_is_a_decoder_study(tmp_path):
     """A user factory returning a transformers LlamaForCausalLM: measured like gpt-mini, with int8 and FFN pruning."""
     import pytest

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -53,7 +55,8 @@ def test_a_transformers_model_is_wrapped_as_a_decoder(llm_cache):
 
 
 @pytest.mark.parametrize("spec", [LLAMA, GPT2], ids=["llama", "gpt2"])
-@pytest.mark.parametrize("backend", ["torch", "torch_compile", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["torch", "torch_compile", "onnxruntime", pytest.param(
+    "openvino", marks=pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="no openvino"))])
 def test_every_backend_generates_like_transformers(spec, backend, llm_cache, cpu_target, tmp_path, prompt):
     expected = _hf_greedy(spec, llm_cache, prompt)
     b = _build(spec, llm_cache, cpu_target, tmp_path, cfg(backend))
