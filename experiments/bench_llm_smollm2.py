@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:
 TYPE_SCHEME = {"F16": "fp16", "Q8_0": "int8_weight_only", "Q4_K_M": "int4_weight_only", "Q4_0": "int4_weight_only",
                "Q4_1": "int4_weight_only", "F32": "none"}
 METRICS = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "tokens_per_s", "agreement", "kl_mean",
-           "peak_rss_mb", "artifact_mb")
+           "peak_rss_mb", "serving_rss_mb", "artifact_mb")
 QUICK = {"prompt_length": 32, "generation_length": 8, "sequences": 2, "forced_tokens": 8}
 
 
@@ -216,7 +216,7 @@ def run(args) -> dict[str, Any]:
                 llm, q = res.get("llm") or {}, res.get("quality") or {}
                 row.update({k: llm.get(k) for k in METRICS if k in llm})
                 row.update(agreement=q.get("agreement"), kl_mean=q.get("kl_mean"), peak_rss_mb=res.get("peak_rss_mb"),
-                           artifact_mb=res.get("artifact_mb"), build_seconds=res.get("build_seconds"),
+                           serving_rss_mb=res.get("serving_rss_mb"), artifact_mb=res.get("artifact_mb"), build_seconds=res.get("build_seconds"),
                            gguf_type=(res.get("build_info") or {}).get("gguf_type"))
                 log(f"round {r + 1} {n}: TTFT p99 {row['ttft_p99_ms']:.1f} ms, TPOT p99 {row['tpot_p99_ms']:.2f} ms, "
                     f"{row['tokens_per_s']:.1f} tok/s, agreement {row['agreement']:.3f}, KL {row['kl_mean']:.4f}")
@@ -276,8 +276,8 @@ def render(res: dict[str, Any]) -> str:
              f"Workload `{wl['name']}`: prompts {wl['prompt_lengths']}, {gen} generated tokens, batch {res['batch']}; "
              f"{res['rounds']} interleaved round(s), medians over rounds; quality against the dequantized fp32 model on "
              f"{wl['eval']['sequences']} held-out prompts x {wl['eval']['forced_tokens']} forced tokens.", "",
-             "| variant | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | response p99 ms | tokens/s | agreement | KL | RSS MB | engine MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| variant | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | response p99 ms | tokens/s | agreement | KL | peak RSS MB | serving RSS MB | engine MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v, f="{:.1f}": "–" if v is None else f.format(v)  # noqa: E731
     for n, m in res["summary"].items():
         name = n + (" **(llama.cpp best)**" if n == res.get("llamacpp_best") else "")
@@ -287,10 +287,13 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"| {name} | {fmt(m['ttft_p50_ms'])} | {fmt(m['ttft_p99_ms'])} | {fmt(m['tpot_p50_ms'], '{:.2f}')} | "
                      f"{fmt(m['tpot_p99_ms'], '{:.2f}')} | {fmt(response(m, gen))} | {fmt(m['tokens_per_s'])} | "
                      f"{fmt(m['agreement'], '{:.3f}')} | {fmt(m['kl_mean'], '{:.4f}')} | {fmt(m['peak_rss_mb'], '{:.0f}')} | "
-                     f"{fmt(m['artifact_mb'], '{:.0f}')} |")
+                     f"{fmt(m.get('serving_rss_mb'), '{:.0f}')} | {fmt(m['artifact_mb'], '{:.0f}')} |")
     for n, why in res["skipped"].items():
         lines.append(f"| {n} | skipped: {why} |||||||||")
-    lines += ["", "Response = TTFT p99 + (generation - 1) x TPOT p99 (what planner's `fastest` ranks decoders by).", ""]
+    lines += ["", "Response = TTFT p99 + (generation - 1) x TPOT p99 (what planner's `fastest` ranks decoders by). "
+              "Peak RSS counts the build (the worker loads the fp32 torch model to find or export the engine's source); "
+              "serving RSS is the worker's resident memory after the measurement, the torch model released for engines "
+              "that serve alone.", ""]
     return "\n".join(lines)
 
 

@@ -235,6 +235,16 @@ class ModelSource:
     def example_inputs(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
         return self.sample_inputs(batch, seed)
 
+    def release_modules(self) -> None:
+        """Drop the torch modules this source holds (the fp32 one and the transformed ones), for a process that
+        serves from an engine built from them (ONNX Runtime, OpenVINO, llama.cpp): its memory then is the engine's.
+        The next `base_module` builds the module again."""
+        import gc
+
+        self._module = None
+        self._transformed.clear()
+        gc.collect()
+
     # --------------------------------------------------------------- transforms
     def torch_module(self, cfg: TrialConfig | None = None):
         """The fp32 module with the config's torch-level transforms (prune, distill) applied; cached."""

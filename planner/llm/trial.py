@@ -151,6 +151,8 @@ def run_llm_trial(job: "LlmTrialJob") -> dict[str, Any]:
         raise CandidateFailed(FailReason.COMPILE, f"{type(e).__name__}: {msg}") from None
     build_seconds = time.perf_counter() - t0
     rt = build.runtime
+    if cfg.backend not in ("torch", "torch_compile"):  # the engine serves alone: the torch module goes
+        src.release_modules()
     wait_for_turn(job.gate)  # with compile workers: measure one candidate at a time
     measured_from = time.time()
 
@@ -169,6 +171,7 @@ def run_llm_trial(job: "LlmTrialJob") -> dict[str, Any]:
                                abort_above_ms=job.abort_above_ms)
     except EarlyExit as e:
         return early_exit_result(e, quality, build)
+    serving = rss_mb()  # what the process holds while it serves (the peak also counts the build)
     peak, gpu_peak = peak_memory_mb(rt)
     artifacts = [Path(p) for p in build.artifacts if Path(p).is_file()]
     llm = _strip(agg)
@@ -188,6 +191,7 @@ def run_llm_trial(job: "LlmTrialJob") -> dict[str, Any]:
         "artifact_mb": sum(p.stat().st_size for p in artifacts) / 2**20,
         "peak_rss_mb": peak,
         "model_rss_mb": max(0.0, peak - rss0),
+        "serving_rss_mb": serving,
         "gpu_peak_mb": gpu_peak,
         "device": rt.device,
         "measured_window": [measured_from, time.time()],  # wall clock: quality check + TTFT/TPOT protocol

@@ -27,6 +27,8 @@ def metrics_of(res: dict[str, Any], cfg: "TrialConfig", target: "Target") -> dic
     }
     if res.get("gpu_peak_mb") is not None:
         m["gpu_peak_mb"] = res["gpu_peak_mb"]
+    if res.get("serving_rss_mb") is not None:  # decoder trials: resident memory while serving, after the build
+        m["serving_rss_mb"] = res["serving_rss_mb"]
     m["latency_cuda_events"] = float(res.get("timing") == "cuda_events")
     copies = res.get("latency_with_copies")
     if copies:  # a device engine: `latency_*` excludes host<->device copies, these include them

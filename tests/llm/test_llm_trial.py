@@ -99,3 +99,20 @@ def test_a_non_decoder_model_is_a_config_error(prepared):
     job, _ = prepared
     res = run({**job, "spec": ModelSpec("tiny-mlp", "zoo", "tiny-mlp").to_dict()})
     assert res["status"] == "config_error" and "not a KV-cache decoder" in res["message"]
+
+
+def test_engine_trials_serve_without_the_torch_module(prepared, tiny_spec, llm_cache, tmp_path):
+    import weakref
+
+    from planner.source import ModelSource
+
+    res = _trial(prepared, tmp_path, cfg("onnxruntime", batch=2))
+    assert res["status"] == "ok", res
+    assert res["serving_rss_mb"] > 0  # resident memory while serving, recorded beside the peak (which counts the build)
+    src = ModelSource(tiny_spec, llm_cache)  # what the trial does once the engine is built: no module is kept
+    base, pruned = src.base_module(), src.torch_module(cfg("torch", batch=2, prune=0.25))
+    refs = [weakref.ref(base), weakref.ref(pruned)]
+    del base, pruned
+    assert all(r() is not None for r in refs)  # the source holds them ...
+    src.release_modules()
+    assert all(r() is None for r in refs)  # ... until it lets them go
