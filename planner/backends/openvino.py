@@ -450,6 +450,7 @@ def triton_options(config_json: Path, notes: list[str]) -> str:
 class OpenVINO(Backend):
     name = "openvino"
     modules = ("openvino",)
+    preload = False  # importing openvino starts a Python thread (planner.measure.forkserver)
     install_hint = "pip install 'planner[openvino]' (openvino and nncf)"
     pip_extra = "openvino"
     engine_files = ("model.xml", "model.bin", CONFIG_FILE)
