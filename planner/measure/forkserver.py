@@ -331,11 +331,12 @@ class ForkServer:
                 raise ServerGone(f"exited while importing ({self.log_tail()})")
             return self.info
 
-    def accepts(self, env: dict[str, str]) -> bool:
-        """Whether a job with this environment can be forked: equal to the server's but for `PER_JOB_ENV`
-        (thread counts and the like are read when a library loads, which happened in the server)."""
+    def differences(self, env: dict[str, str]) -> list[str]:
+        """The variables where a job's environment differs from the server's, but for `PER_JOB_ENV`: a job can
+        be forked only when there are none (thread counts and the like are read when a library loads, which
+        happened in the server)."""
         keys = (set(env) | set(self.env)) - PER_JOB_ENV
-        return all(env.get(k) == self.env.get(k) for k in keys)
+        return sorted(k for k in keys if env.get(k) != self.env.get(k))
 
     def spawn(self, job_path: Path, log_path: Path, env: dict[str, str]) -> ForkedProcess:
         """Fork a worker for the job file; `ServerGone` when the server cannot (it then takes no more jobs)."""

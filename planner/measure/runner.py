@@ -172,8 +172,9 @@ def run_job(job: WorkerJob | dict[str, Any], jobdir: Path, timeout: float, env: 
 def _forked(server: ForkServer, job_path: Path, log_path: Path, env: dict[str, str]):
     """A worker forked by ``server``, or None (then it is spawned) when the server cannot take it: it died, or
     the job's environment differs where libraries read it at import (said once per server)."""
-    if not server.accepts(env):
-        server.note_fallback("cannot take a job whose environment differs from the study's worker environment")
+    differ = server.differences(env)
+    if differ:
+        server.note_fallback(f"cannot take a job whose environment differs from the server's ({', '.join(differ[:5])})")
         return None
     try:
         return server.spawn(job_path, log_path, env)
