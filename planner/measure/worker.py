@@ -266,7 +266,7 @@ def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
     workdir = Path(job.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     setup_threads(target)
-    src = ModelSource(spec, Path(job.cache_dir))
+    src = ModelSource(spec, Path(job.cache_dir), model_hash=job.model_hash)
     backend_cls = runnable_backend(cfg, target, src.format)
 
     rss0 = rss_mb()

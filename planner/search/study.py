@@ -644,7 +644,8 @@ class Optimizer:
         common = dict(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"), config=cfg.to_dict(),
                       cache_dir=str(self.home.cache), workdir=str(workdir), reference=str(self.study_dir / "reference.npz"),
                       output_kind=self.model_info.get("output_kind", "logits"), abort_above_ms=abort,
-                      batch_sizes=batch_sizes(self.space, self.target))  # what an engine's optimization profile must accept
+                      batch_sizes=batch_sizes(self.space, self.target),  # what an engine's optimization profile must accept
+                      model_hash=self.model_info["model_hash"])  # from this run's prepare: no model build for a cached export
         job = self.kind.trial_job(**common)
         flight = _Flight(trial, cfg, key, run_id, workdir, None, beat)  # type: ignore[arg-type]
         env = self.worker_env()
@@ -749,7 +750,8 @@ class Optimizer:
             return ConfirmJob(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"), config=p.config,
                               cache_dir=str(self.home.cache), workdir=str(jobdir / "build"),
                               reference=str(self.study_dir / "reference.npz"), rounds=rounds,
-                              batch_sizes=batch_sizes(self.space, self.target)), jobdir
+                              batch_sizes=batch_sizes(self.space, self.target),
+                              model_hash=getattr(self, "model_info", {}).get("model_hash")), jobdir  # None in reconfirm
 
         results = cf.run_rounds(chosen, make_job, self.worker_env(), rounds,
                                 self.opts.trial_timeout, self.reporter.confirming, deadline=deadline,

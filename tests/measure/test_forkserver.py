@@ -100,6 +100,23 @@ def test_a_forked_job_gives_what_a_spawned_one_gives(setup):
     assert got["fork"]["artifacts"] == got["spawn"]["artifacts"]
 
 
+def test_a_cached_export_needs_no_model_build(setup):
+    """Given the model hash (the study's prepare computed it), a trial whose ONNX export is cached does not build
+    the fp32 module; without it, the worker builds the module to hash it."""
+    target, root, env, server = setup
+    ref = f"{DATA / 'models.py'}:tiny"
+    prep = _prepare(target, root, env, ref, "tiny", server)
+    job = _trial(target, root, ref, "w-ort", "onnxruntime", 2)
+    first = run_job(job, root / "w-ort", 300, env, server=server)  # exports, or finds the export of an earlier test
+    hashed = run_job({**job, "workdir": str(root / "w-ort-hash"), "model_hash": prep["model_hash"]}, root / "w-ort-hash",
+                     300, env, server=server)
+    unhashed = run_job({**job, "workdir": str(root / "w-ort-nohash")}, root / "w-ort-nohash", 300, env, server=server)
+    assert first["status"] == hashed["status"] == unhashed["status"] == "ok"
+    assert hashed["transform_info"]["onnx_export_cached"] == unhashed["transform_info"]["onnx_export_cached"] == 1
+    assert hashed["time_split"]["model"] == 0 and unhashed["time_split"]["model"] > 0
+    assert hashed["quality"] == first["quality"]
+
+
 def test_abort_is_a_crash_with_its_signal(setup):
     target, root, env, server = setup
     ref = f"{DATA / 'models.py'}:abort_above_batch1"
