@@ -3,10 +3,10 @@ one gives, its faults read the same, pausing, resuming and killing reach it, and
 worker behind, however it ends.  (Crashes, OOM kills and timeouts of forked workers: tests/measure/test_worker.py
 runs each of its cases under both start modes.)"""
 
+import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 from support import DATA
@@ -204,8 +204,9 @@ def test_a_dead_server_falls_back_to_spawning(tmp_path, fast_target, capfd):
 class _Watcher:
     """A reporter that notes the study's fork server and its workers as trials start, and can interrupt it."""
 
-    def __init__(self, interrupt_at: int | None = None):
+    def __init__(self, interrupt_at: int | None = None, mode: str = "fork"):
         self.opt, self.interrupt_at, self.servers, self.workers, self.started = None, interrupt_at, set(), set(), 0
+        self.mode = mode
 
     def start(self, study_name, total, info): pass
     def trial_done(self, outcome): pass
@@ -216,22 +217,29 @@ class _Watcher:
     def trial_started(self, number, cfg):
         self.started += 1
         server = self.opt._server
-        assert server is not None  # PLANNER_WORKER_START is fork by default on a Linux CPU target
-        self.servers.add(server.pid)
-        self.workers |= _children(server.pid)
+        if self.mode == "spawn":
+            assert server is None
+        else:
+            assert server is not None  # PLANNER_WORKER_START is fork by default on a Linux CPU target
+            self.servers.add(server.pid)
+            self.workers |= _children(server.pid)
         if self.started == self.interrupt_at:
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("interrupt", [False, True])
-def test_no_server_or_worker_outlives_a_study(tmp_path, fast_target, interrupt):
+@pytest.mark.parametrize("mode,interrupt", [("fork", False), ("fork", True), ("spawn", False)])
+def test_no_server_or_worker_outlives_a_study(tmp_path, fast_target, monkeypatch, mode, interrupt):
+    """A study forks every worker from one server and closes it at the end, finished or interrupted (Ctrl-C
+    while a worker is in flight); with PLANNER_WORKER_START=spawn it starts no server and spawns them all."""
     from planner.paths import Home
     from planner.search.study import Optimizer, StudyOptions
     from planner.space import load_space
 
     space = tmp_path / "space.yaml"
     space.write_text("name: fs\nbatch_size: [1, 2]\nbackends:\n  torch: {}\n  onnxruntime: {}\n")
-    watcher = _Watcher(interrupt_at=3 if interrupt else None)
+    if mode == "spawn":
+        monkeypatch.setenv("PLANNER_WORKER_START", "spawn")
+    watcher = _Watcher(interrupt_at=3 if interrupt else None, mode=mode)
     opts = StudyOptions(trials=4, sampler="grid", eval_samples=6, study_name="fs", compile_workers=2, confirm_top_k=1)
     opt = Optimizer(parse_model("tiny-mlp"), fast_target, load_space(space), Home(tmp_path / "home"), opts, watcher)
     watcher.opt = opt
@@ -241,13 +249,10 @@ def test_no_server_or_worker_outlives_a_study(tmp_path, fast_target, interrupt):
     else:
         result = opt.run()
         assert any(o.status == "ok" for o in result.outcomes)
-        import json
-
-        trials = opt.study_dir / "trials"
-
-        starts = {json.loads(p.read_text()).get("worker_start") for p in trials.glob("*/result.json")}
-        assert starts == {"fork"}
-    assert len(watcher.servers) == 1 and watcher.workers  # one server for the whole study; it forked the workers
+        starts = {json.loads(p.read_text()).get("worker_start") for p in (opt.study_dir / "trials").glob("*/result.json")}
+        assert starts == {mode}
+    if mode == "fork":
+        assert len(watcher.servers) == 1 and watcher.workers  # one server for the whole study; it forked the workers
     assert opt._server is None
     for pid in watcher.servers | watcher.workers:
         assert _gone(pid), f"{pid} outlived the study"
