@@ -256,3 +256,14 @@ def test_no_server_or_worker_outlives_a_study(tmp_path, fast_target, monkeypatch
     assert opt._server is None
     for pid in watcher.servers | watcher.workers:
         assert _gone(pid), f"{pid} outlived the study"
+
+
+def test_a_bad_worker_start_is_one_line_and_exit_2(tmp_path):
+    from support import run_cli
+
+    home = tmp_path / "home"
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--trials", "1", "--home", home,
+                env={"PLANNER_WORKER_START": "threads"})
+    assert r.returncode == 2, r.stderr + r.stdout
+    assert "PLANNER_WORKER_START='threads': valid values: fork, spawn" in r.stderr
+    assert not (home / "optuna.db").exists()  # rejected before anything is written
