@@ -240,7 +240,8 @@ def test_three_workers_reach_the_study_goal_though_one_is_killed(postgres, tmp_p
     deadline = time.time() + 300
     while time.time() < deadline:
         trials = study().trials
-        mine = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid]
+        mine = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid
+                and t.user_attrs.get("mlflow_run_id")]  # its worker runs (its MLflow run is open)
         if mine and sum(t.state == TrialState.COMPLETE for t in trials) >= 2:
             killed = mine[0].number
             break
