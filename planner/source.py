@@ -30,7 +30,9 @@ DISTILL_DATA_BYTES = 256 << 20  # inputs held for distillation (2048 digits imag
 
 
 class ModelSource:
-    def __init__(self, spec: ModelSpec, cache_dir: Path):
+    def __init__(self, spec: ModelSpec, cache_dir: Path, model_hash: str | None = None):
+        """``model_hash``: the model's `model_hash` when already known (the study's prepare computed it), so that
+        what is keyed by it (the cached ONNX export) is found without building the fp32 module."""
         self.spec = spec
         self.cache_dir = Path(cache_dir)
         self._module = None
@@ -38,7 +40,7 @@ class ModelSource:
         self._output_kind = spec.output_kind
         self._example_fn = None
         self._transformed: dict[tuple, Any] = {}
-        self._hash: str | None = None
+        self._hash: str | None = model_hash
         self._data: dict[str, np.ndarray] | None = None
         self._dataset_fn = None  # a `dataset()` beside the factory: real inputs (and labels) for quality/calibration
         self._calibration_fn = None  # a `calibration_dataset()` beside it: inputs for calibration/distillation only

@@ -82,6 +82,9 @@ class Backend(ABC):
     profile_batch_sizes: ClassVar[bool] = False
     name: ClassVar[str]
     modules: ClassVar[tuple[str, ...]] = ()  # Python modules it needs
+    # whether the study's worker fork server may import `modules` before any job (planner.measure.forkserver);
+    # False when importing them starts a thread (a forked worker would lack it) or touches a device
+    preload: ClassVar[bool] = True
     # module -> the pip distribution that provides it (absent: the module's own name), for versions and hints
     distributions: ClassVar[dict[str, str]] = {}
     pip_extra: ClassVar[str | None] = None  # the pyproject extra that installs it: pip install 'planner[<extra>]'

@@ -112,6 +112,7 @@ def triton_options(session_json: Path, gpu: bool) -> str:
 class OnnxRuntime(Backend):
     name = "onnxruntime"
     modules = ("onnxruntime",)
+    preload = False  # importing onnxruntime starts a native thread (planner.measure.forkserver)
     install_hint = "pip install onnxruntime (or onnxruntime-gpu for CUDA)"
     engine_files = ("model.onnx", "session.json")  # the graph and the session options that were measured
     triton = 'platform: "onnxruntime_onnx"'

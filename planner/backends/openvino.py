@@ -644,6 +644,7 @@ def build_decoder_engine(source, cfg, target, workdir: Path, step_onnx: Path,
 class OpenVINO(Backend):
     name = "openvino"
     modules = ("openvino",)
+    preload = False  # importing openvino starts a Python thread (planner.measure.forkserver)
     install_hint = "pip install 'planner[openvino]' (openvino and nncf)"
     pip_extra = "openvino"
     engine_files = ("model.xml", "model.bin", CONFIG_FILE)

@@ -524,6 +524,7 @@ def installed_version() -> str | None:
 class TensorRT(Backend):
     name = "tensorrt"
     modules = ("tensorrt",)
+    preload = False  # not checked: importing tensorrt loads the CUDA libraries (planner.measure.forkserver)
     pip_extra = "tensorrt"
     install_hint = "pip install 'planner[tensorrt]' on a machine with an NVIDIA GPU and driver"
     engine_files = ("model.plan",)

@@ -50,6 +50,7 @@ class TrialJob(WorkerJob):
     output_kind: str = "logits"
     abort_above_ms: float | None = None  # early exit: the median of the first settled samples may not exceed it
     batch_sizes: list[int] = field(default_factory=list)  # what an engine's optimization profile must accept
+    model_hash: str | None = None  # the study's prepare computed it: a cached ONNX export is found without building the model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +63,7 @@ class ConfirmJob(WorkerJob):
     reference: str
     rounds: int
     batch_sizes: list[int] = field(default_factory=list)
+    model_hash: str | None = None  # as TrialJob's
 
 
 @dataclass(frozen=True, kw_only=True)

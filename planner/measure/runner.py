@@ -2,7 +2,10 @@
 result, and turn a crash, hang or OOM into a failed result with its reason.
 
 The child side (what runs inside the process) is `planner.measure.worker`; the jobs themselves are the typed
-records of `planner.measure.jobs`.
+records of `planner.measure.jobs`.  A worker is either forked by the study's fork server
+(`planner.measure.forkserver`: numpy, torch and the backends' libraries imported once per study) or spawned as
+a fresh ``python -m planner.measure.worker``; `start_mode` says which (``PLANNER_WORKER_START``), and both are
+handled alike here: one job per process, in its own process group, paused, killed and collected the same way.
 """
 
 from __future__ import annotations
@@ -17,8 +20,38 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from planner.errors import FailReason
+from planner.errors import ConfigError, FailReason
+from planner.measure.forkserver import ForkServer, ServerGone, preload_for
 from planner.measure.jobs import WorkerJob, job_from_dict
+
+START_MODES = ("fork", "spawn")
+
+
+def start_mode(device: str = "cpu") -> str:
+    """How workers start: ``PLANNER_WORKER_START`` (fork or spawn) when set, else ``fork`` on Linux for a CPU
+    target and ``spawn`` otherwise (CUDA targets: the server never touches CUDA, so forked workers could
+    initialise it, but that path has not been measured on a GPU host yet; set fork to use it)."""
+    v = os.environ.get("PLANNER_WORKER_START", "").strip().lower()
+    if v:
+        if v not in START_MODES:
+            raise ConfigError(f"PLANNER_WORKER_START={v!r}: valid values: {', '.join(START_MODES)}")
+        if v == "fork" and not sys.platform.startswith("linux"):
+            raise ConfigError(f"PLANNER_WORKER_START=fork: the fork server needs Linux (this is {sys.platform}); use spawn")
+        return v
+    return "fork" if sys.platform.startswith("linux") and device == "cpu" else "spawn"
+
+
+def open_server(env: dict[str, str], backends: list[str] | tuple[str, ...], device: str = "cpu") -> ForkServer | None:
+    """The fork server for a study's workers (close it when the study ends), or None: spawn mode, or it could
+    not start (said once on stderr; every worker is then spawned)."""
+    if start_mode(device) != "fork":
+        return None
+    try:
+        return ForkServer(env, preload_for(backends))
+    except Exception as e:  # e.g. out of processes: the study goes on with spawned workers
+        print(f"note: the worker fork server could not start ({type(e).__name__}: {e}); each worker starts as a "
+              "new process", file=sys.stderr)
+        return None
 
 def worker_env(target, cache_dir: Path) -> dict[str, str]:
     """Environment of a worker: pinned thread pools, compiler caches in the planner cache, no telemetry."""
@@ -39,7 +72,8 @@ def worker_env(target, cache_dir: Path) -> dict[str, str]:
 class WorkerProcess:
     """One worker process: started now, collected later (lets the orchestrator overlap compiles)."""
 
-    def __init__(self, job: WorkerJob | dict[str, Any], jobdir: Path, env: dict[str, str], gated: bool = False):
+    def __init__(self, job: WorkerJob | dict[str, Any], jobdir: Path, env: dict[str, str], gated: bool = False,
+                 server: ForkServer | None = None):
         job = job if isinstance(job, WorkerJob) else job_from_dict(job)
         jobdir.mkdir(parents=True, exist_ok=True)
         self.dir = jobdir
@@ -57,11 +91,13 @@ class WorkerProcess:
         (jobdir / "job.json").write_text(json.dumps(job.to_dict(), indent=2, default=str))
         self.t0 = time.perf_counter()
         self.paused_total, self._paused_at = 0.0, None
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "planner.measure.worker", str(jobdir / "job.json")],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )
+        self.proc: Any = _forked(server, jobdir / "job.json", self.log_path, env) if server is not None else None
+        if self.proc is None:
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "planner.measure.worker", str(jobdir / "job.json")],
+                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                )
 
     # ---- gate: the worker compiles, says "ready", and measures only after "go"
     @property
@@ -109,6 +145,8 @@ class WorkerProcess:
                 return res
             except json.JSONDecodeError:
                 pass
+        if getattr(self.proc, "lost", False):
+            return _failure(FailReason.CRASH, "the worker fork server died, and the worker with it", self.log_path, self.t0)
         if rc < 0:
             sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
             if -rc == signal.SIGKILL:
@@ -117,9 +155,10 @@ class WorkerProcess:
         return _failure(FailReason.CRASH, f"worker exited with code {rc} without a result", self.log_path, self.t0)
 
 
-def run_job(job: WorkerJob | dict[str, Any], jobdir: Path, timeout: float, env: dict[str, str]) -> dict[str, Any]:
-    """Run one job in a fresh process and wait for it; always return a result dict."""
-    j = WorkerProcess(job, jobdir, env)
+def run_job(job: WorkerJob | dict[str, Any], jobdir: Path, timeout: float, env: dict[str, str],
+            server: ForkServer | None = None) -> dict[str, Any]:
+    """Run one job in a fresh process (forked by ``server`` when given) and wait for it; always return a result dict."""
+    j = WorkerProcess(job, jobdir, env, server=server)
     try:
         j.proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -128,6 +167,20 @@ def run_job(job: WorkerJob | dict[str, Any], jobdir: Path, timeout: float, env: 
         j.kill()
         raise
     return j.collect()
+
+
+def _forked(server: ForkServer, job_path: Path, log_path: Path, env: dict[str, str]):
+    """A worker forked by ``server``, or None (then it is spawned) when the server cannot take it: it died, or
+    the job's environment differs where libraries read it at import (said once per server)."""
+    differ = server.differences(env)
+    if differ:
+        server.note_fallback(f"cannot take a job whose environment differs from the server's ({', '.join(differ[:5])})")
+        return None
+    try:
+        return server.spawn(job_path, log_path, env)
+    except ServerGone as e:
+        server.note_fallback(str(e))
+        return None
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -1,8 +1,10 @@
 """The isolated worker, the child side of the worker protocol: one job per process.
 
-Run as ``python -m planner.measure.worker JOB.json``.  It reads the typed job (`planner.measure.jobs`),
-runs the handler its kind names in `jobs.HANDLERS` (prepare the reference, build and measure one trial,
-re-measure one candidate, or a decoder workload's forms of these) and writes ``result.json`` beside the job.
+Run as ``python -m planner.measure.worker JOB.json``, or forked by the fork server (`planner.measure.forkserver`,
+which has numpy, torch and the backends' libraries imported already) to run the same `run_file`.  It reads the
+typed job (`planner.measure.jobs`), runs the handler its kind names in `jobs.HANDLERS` (prepare the reference,
+build and measure one trial, re-measure one candidate, or a decoder workload's forms of these) and writes
+``result.json`` beside the job.
 The parent side (`planner.measure.runner`) turns a crash, hang or OOM of this process into a failed trial
 with its reason: user model code and compiled engines never run in the planner process.
 """
@@ -264,7 +266,7 @@ def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
     workdir = Path(job.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     setup_threads(target)
-    src = ModelSource(spec, Path(job.cache_dir))
+    src = ModelSource(spec, Path(job.cache_dir), model_hash=job.model_hash)
     backend_cls = runnable_backend(cfg, target, src.format)
 
     rss0 = rss_mb()
@@ -451,8 +453,20 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+# how this process started: "spawn" (``python -m planner.measure.worker``) or "fork" (from the fork server,
+# `planner.measure.forkserver`, which sets it in the child)
+STARTED = "spawn"
+
+
 def run(job: "WorkerJob") -> dict[str, Any]:
-    """Run one typed job by the handler `jobs.HANDLERS` names for its kind; candidate faults become results."""
+    """Run one typed job by the handler `jobs.HANDLERS` names for its kind; candidate faults become results.
+    Every result says how the worker started (``worker_start``) and which heavy libraries it found already
+    imported (``preimported``: a forked worker inherits them from the server)."""
+    start = {"worker_start": STARTED, "preimported": [m for m in ("numpy", "torch") if m in sys.modules]}
+    return {**_run(job), **start}
+
+
+def _run(job: "WorkerJob") -> dict[str, Any]:
     import importlib
 
     from planner.measure.jobs import HANDLERS
@@ -480,13 +494,18 @@ def write_result(res: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str]) -> int:
+def run_file(path: str | Path) -> int:
+    """Read a ``job.json``, run it and write its result: the whole of a worker, spawned or forked."""
     from planner.measure.jobs import job_from_dict
 
-    _die_with_parent()
-    job = job_from_dict(json.loads(Path(argv[0]).read_text()))
+    job = job_from_dict(json.loads(Path(path).read_text()))
     write_result(run(job), Path(job.result))
     return 0
+
+
+def main(argv: list[str]) -> int:
+    _die_with_parent()
+    return run_file(argv[0])
 
 
 def json_default(o):

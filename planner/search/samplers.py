@@ -35,6 +35,11 @@ def _exhaustive_sampler_cls():
 
         exhausted = False
 
+        def _populate_tree(self, tree, trials, params):
+            # a finished trial without params (a surplus trial of a shared study, told PRUNED before sampling)
+            # sits at the tree's root, where Optuna's brute force sees a parameter mismatch and raises
+            super()._populate_tree(tree, [t for t in trials if t.params or not t.state.is_finished()], params)
+
         def after_trial(self, study, trial, state, values):
             try:
                 super().after_trial(study, trial, state, values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -171,11 +172,16 @@ class Optimizer:
         self.study_dir = home.study_dir(self.study_name)
         self.seeds_queued = 0  # seed configs this run enqueued into a new study (`_enqueue_seeds`)
         self._t_start: float | None = None  # when `run` started its trial loop (`--timeout` counts from there)
+        self._server = None  # the workers' fork server while `run`/`reconfirm` go (planner.measure.forkserver)
+        self._env: dict[str, str] | None = None  # the workers' environment, fixed when the study starts
 
     # ------------------------------------------------------------------ set-up
     def validate(self) -> list[str]:
         """Everything checkable before any state is written.  Returns the usable backends."""
+        from planner.measure.runner import start_mode
+
         check_host(self.target, self.opts.allow_mismatch)
+        start_mode(self.target.device.kind)  # a bad PLANNER_WORKER_START
         fmt = "onnx" if self.model.kind == "onnx" else "torch"
         backends, skipped = usable_backends(self.space, self.target, fmt)
         for b in list(backends):
@@ -197,7 +203,7 @@ class Optimizer:
 
     def prepare(self) -> dict[str, Any]:
         """Load the model in a worker and compute the fp32 reference; user errors surface as ConfigError."""
-        from planner.measure.runner import run_job, worker_env
+        from planner.measure.runner import run_job
 
         self.home.cache.mkdir(parents=True, exist_ok=True)
         staging = self.home.root / "staging" / f"{safe_name(self.study_name)}-{os.getpid()}"
@@ -205,14 +211,14 @@ class Optimizer:
         common = dict(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"),
                       cache_dir=str(self.home.cache), reference=str(ref), eval_samples=self.opts.eval_samples)
         job = self.kind.prepare_job(**common)
-        env = worker_env(self.target, self.home.cache)
-        res = run_job(job, staging, self.opts.trial_timeout, env)
+        env = self.worker_env()
+        res = run_job(job, staging, self.opts.trial_timeout, env, server=self._server)
         if res["status"] == "failed" and res.get("reason") in (FailReason.CRASH.value, FailReason.OOM.value) \
                 and self.kind.reference_batch_fallback:
             # some models (exported, stateful) only run at batch 1 and kill their process at a larger one: the
             # reference is computed at batch 1 then, and each b > 1 candidate fails as its own trial
             first = res
-            res = run_job(replace(job, reference_batch=1), staging, self.opts.trial_timeout, env)
+            res = run_job(replace(job, reference_batch=1), staging, self.opts.trial_timeout, env, server=self._server)
             if res["status"] == "ok":
                 import sys
 
@@ -354,10 +360,36 @@ class Optimizer:
 
         return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState[state],))}
 
+    @contextmanager
+    def _workers(self, backends: list[str]):
+        """The study's fork server for its workers (`planner.measure.runner.start_mode`), closed when the study
+        ends, however it ends (Ctrl-C, a fault): no server or worker outlives it."""
+        from planner.measure.runner import open_server
+
+        self._env = self.worker_env()
+        self._server = open_server(self._env, backends, self.target.device.kind)
+        try:
+            yield self._server
+        finally:
+            if self._server is not None:
+                self._server.close()
+            self._server, self._env = None, None
+
+    def worker_env(self) -> dict[str, str]:
+        """The workers' environment: taken once when the study starts (what the fork server was started with;
+        variables the planner process sets later, as MLflow's client settings, do not reach the workers)."""
+        from planner.measure.runner import worker_env
+
+        return dict(self._env) if self._env is not None else worker_env(self.target, self.home.cache)
+
     # ------------------------------------------------------------------ loop
     def run(self) -> StudyResult:
         backends = self.validate()
         self.home.ensure()
+        with self._workers(backends):
+            return self._run(backends)
+
+    def _run(self, backends: list[str]) -> StudyResult:
         self.prepare()
         try:
             storage = self.connect_storage()
@@ -563,7 +595,7 @@ class Optimizer:
     def _start(self, study, trial, rec, backends, fmt, seen, inflight_keys, gated, beat):
         from optuna.trial import TrialState
 
-        from planner.measure.runner import WorkerProcess, worker_env
+        from planner.measure.runner import WorkerProcess
 
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -612,14 +644,15 @@ class Optimizer:
         common = dict(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"), config=cfg.to_dict(),
                       cache_dir=str(self.home.cache), workdir=str(workdir), reference=str(self.study_dir / "reference.npz"),
                       output_kind=self.model_info.get("output_kind", "logits"), abort_above_ms=abort,
-                      batch_sizes=batch_sizes(self.space, self.target))  # what an engine's optimization profile must accept
+                      batch_sizes=batch_sizes(self.space, self.target),  # what an engine's optimization profile must accept
+                      model_hash=self.model_info["model_hash"])  # from this run's prepare: no model build for a cached export
         job = self.kind.trial_job(**common)
         flight = _Flight(trial, cfg, key, run_id, workdir, None, beat)  # type: ignore[arg-type]
-        env = worker_env(self.target, self.home.cache)
+        env = self.worker_env()
         if self.opts.tuning_budget_seconds is not None:
             env["PLANNER_TUNING_SECONDS_LEFT"] = str(max(0.0, self.opts.tuning_budget_seconds - self._tuning_spent(study)))
         try:
-            flight.job = WorkerProcess(job, workdir, env, gated=gated)
+            flight.job = WorkerProcess(job, workdir, env, gated=gated, server=self._server)
         except BaseException:
             rec.end_trial(run_id, {}, {"planner.status": "failed"}, None, [], ok=False)
             raise
@@ -687,7 +720,6 @@ class Optimizer:
         """Re-measure the fastest feasible trials in interleaved rounds (the winner's curse, see
         `planner.select.confirm`); the front and the registry then use the confirmed figures."""
         from planner.measure.jobs import ConfirmJob
-        from planner.measure.runner import worker_env
         from planner.select import confirm as cf
 
         if self.kind.remeasure_refusal:  # e.g. decoders: TTFT/TPOT come from a workload replay, not one timed call
@@ -718,10 +750,12 @@ class Optimizer:
             return ConfirmJob(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"), config=p.config,
                               cache_dir=str(self.home.cache), workdir=str(jobdir / "build"),
                               reference=str(self.study_dir / "reference.npz"), rounds=rounds,
-                              batch_sizes=batch_sizes(self.space, self.target)), jobdir
+                              batch_sizes=batch_sizes(self.space, self.target),
+                              model_hash=getattr(self, "model_info", {}).get("model_hash")), jobdir  # None in reconfirm
 
-        results = cf.run_rounds(chosen, make_job, worker_env(self.target, self.home.cache), rounds,
-                                self.opts.trial_timeout, self.reporter.confirming, deadline=deadline) if chosen else {}
+        results = cf.run_rounds(chosen, make_job, self.worker_env(), rounds,
+                                self.opts.trial_timeout, self.reporter.confirming, deadline=deadline,
+                                server=self._server) if chosen else {}
         summary = cf.record(study, points, results, self.target.constraints.latency_percentile, rounds,
                             self.target.constraints.latency_slo_ms, {str(n): why for n, why in skipped.items()})
         try:
@@ -765,7 +799,9 @@ class Optimizer:
         study = optuna.load_study(study_name=self.study_name, storage=self.connect_storage())
         rec = self.connect_recorder()
         rec.parent_run_id = study.user_attrs.get("mlflow_parent_run_id")
-        summary = self.confirm(study, rec)
+        fmt = "onnx" if self.model.kind == "onnx" else "torch"
+        with self._workers(usable_backends(self.space, self.target, fmt)[0]):
+            summary = self.confirm(study, rec)
         front = pareto_front(study)
         if rec.parent_run_id:
             self._publish(study, rec, front)

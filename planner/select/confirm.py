@@ -75,14 +75,15 @@ def fit_budget(points: list[Point], costs: dict[int, float | None], budget_s: fl
 
 def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]], env: dict[str, str],
                rounds: int, timeout: float, on_progress: Callable[[str], None] | None = None,
-               deadline: float | Callable[[], bool] | None = None) -> dict[int, dict]:
+               deadline: float | Callable[[], bool] | None = None, server=None) -> dict[int, dict]:
     """Build every candidate in its own worker, then measure them in ``rounds`` interleaved rounds.
 
     Returns ``{trial number: worker result}``: ``{"status": "ok", "rounds": [LatencyStats dicts]}`` or a
     failure (``status``/``reason``/``message``) for a candidate that did not rebuild or crashed.
     ``deadline`` (``time.monotonic()``): a rebuild not done by then is stopped (``status`` "skipped"), and
     no round starts after it; the candidates keep the complete rounds they have (``rounds_cut`` says so).
-    A callable ``deadline`` says itself whether the time is up."""
+    A callable ``deadline`` says itself whether the time is up.  ``server``: the study's worker fork server
+    (`planner.measure.forkserver.ForkServer`), None to spawn each worker."""
     from planner.measure.runner import WorkerProcess as Job
 
     say = on_progress or (lambda msg: None)
@@ -92,7 +93,7 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
     try:
         for p in points:
             job, jobdir = make_job(p)
-            jobs[p.number] = Job(job, jobdir, env, gated=True)
+            jobs[p.number] = Job(job, jobdir, env, gated=True, server=server)
         say(f"rebuilding {len(jobs)} candidates")
         building = set(jobs)
         while building:  # a built candidate waits (paused) for its first round

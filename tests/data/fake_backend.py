@@ -45,10 +45,12 @@ class Fake(Backend):
     # steady / lucky: real outputs.  steady takes 2 ms a call.  lucky takes 0.4 ms when first built (its study
     # trial) and 10 ms on every later build (a deployment whose study measurement was a lucky window)
     # flaky: real outputs, 1 ms a call, and every build after the first fails
-    options = {"behaviour": ("ok", "compile_error", "slow", "steady", "lucky", "flaky")}
+    # build_delay: seconds compile() sleeps (a trial that surely outlasts a short --timeout, however fast workers start)
+    options = {"behaviour": ("ok", "compile_error", "slow", "steady", "lucky", "flaky"), "build_delay": float}
 
     def compile(self, source, cfg, target, workdir):
         b = cfg.options().get("behaviour", "ok")
+        time.sleep(float(cfg.options().get("build_delay", 0.0)))
         if b == "compile_error":
             raise CandidateFailed(FailReason.COMPILE, "fake compiler rejected the graph")
         (workdir / "engine.bin").write_bytes(b"fake")

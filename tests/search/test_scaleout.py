@@ -12,7 +12,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from support import DATA, ROOT
+from support import DATA, ROOT, fake_backend_files
 
 from planner.paths import Home
 
@@ -56,8 +56,8 @@ def postgres(tmp_path_factory):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _cli(*args, **kw):
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+def _cli(*args, env=None, **kw):
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "planner", *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
@@ -217,12 +217,14 @@ def test_three_workers_reach_the_study_goal_though_one_is_killed(postgres, tmp_p
 
     storage, tracking = f"{postgres}/optuna", f"{postgres}/mlflow"
     polling = optuna.storages.RDBStorage(storage)  # one engine for all the polling below (a URL string makes one per call)
-    space = tmp_path / "space.yaml"  # 24 configs: enough for 12 distinct ones plus the killed one
-    space.write_text("name: three\nbatch_size: [1, 2, 3, 4, 5, 6, 7, 8]\nbackends:\n  torch: {}\n"
-                     "  onnxruntime:\n    graph_optimization_level: [basic, all]\n")
+    # 24 configs: enough for 12 distinct ones plus the killed one; each compile takes 0.5 s (the fake backend's
+    # build_delay), so a trial of the victim is caught running however fast its worker starts (forked: well under 1 s)
+    space, target, fake_env = fake_backend_files(
+        tmp_path, "name: three\nbatch_size: [1, 2, 3, 4, 5, 6, 7, 8]\nbackends:\n  fake:\n    behaviour: [ok, steady, lucky]\n"
+        "    build_delay: [0.5]\n")
     shared = ["--storage", storage, "--tracking-uri", tracking, "--study", "three", "--study-trials", "12", "--heartbeat", "1"]
-    first = _cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", space,
-                 "--sampler", "grid", "--eval-samples", "6", "--early-exit-factor", "0", *shared, "--home", tmp_path / "w0")
+    first = _cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--sampler", "grid",
+                 "--eval-samples", "6", "--early-exit-factor", "0", *shared, "--home", tmp_path / "w0", env=fake_env)
 
     def study():
         try:
@@ -233,12 +235,13 @@ def test_three_workers_reach_the_study_goal_though_one_is_killed(postgres, tmp_p
     deadline = time.time() + 120
     while time.time() < deadline and not ((s := study()) and s.user_attrs.get("mlflow_parent_run_id")):
         time.sleep(0.5)
-    others = [_cli("worker", *shared, "--home", tmp_path / f"w{i}") for i in (1, 2)]
+    others = [_cli("worker", *shared, "--home", tmp_path / f"w{i}", env=fake_env) for i in (1, 2)]
     victim = others[0]
     deadline = time.time() + 300
     while time.time() < deadline:
         trials = study().trials
-        mine = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid]
+        mine = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid
+                and t.user_attrs.get("mlflow_run_id")]  # its worker runs (its MLflow run is open)
         if mine and sum(t.state == TrialState.COMPLETE for t in trials) >= 2:
             killed = mine[0].number
             break

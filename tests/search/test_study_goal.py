@@ -55,3 +55,24 @@ def test_dangling_runs_are_closed_as_lost_or_interrupted_and_live_ones_kept(tmp_
     assert runs[live].info.status == "RUNNING"
     assert (runs[lost].info.status, runs[lost].data.tags["planner.status"]) == ("FAILED", "worker_lost")
     assert (runs[other].info.status, runs[other].data.tags["planner.status"]) == ("FAILED", "interrupted")
+
+
+def test_grid_sampling_survives_a_surplus_trial_without_params():
+    """A shared study's surplus trial is told PRUNED before it samples anything; Optuna's brute force then saw a
+    parameter mismatch at the root of its tree, and the next worker to ask crashed."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from planner.search.samplers import make_sampler
+
+    study = optuna.create_study(sampler=make_sampler("grid", 0, 1))
+    t = study.ask()
+    t.suggest_categorical("b", [1, 2, 3])
+    study.tell(t, 1.0)
+    study.tell(study.ask(), state=TrialState.PRUNED)  # the surplus trial
+    seen = {study.trials[0].params["b"]}
+    for _ in range(2):
+        t = study.ask()
+        seen.add(t.suggest_categorical("b", [1, 2, 3]))
+        study.tell(t, 1.0)
+    assert seen == {1, 2, 3}  # and the grid is still walked without repeats

@@ -217,7 +217,8 @@ def test_confirmation_under_a_spent_budget_skips_and_says_so(tmp_path):
     """--timeout 1: the first trial outlasts it, so nothing is re-measured; the console, the study attribute and
     the trial's MLflow run say what was skipped and why, and the front keeps the study's own figure."""
     home = Home(tmp_path / "home")
-    space, target, env = fake_backend_files(tmp_path, "name: budget\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, lucky]\n")
+    space, target, env = fake_backend_files(tmp_path, "name: budget\nbatch_size: [1]\nbackends:\n  fake:\n    behaviour: [steady, lucky]\n"
+                                                      "    build_delay: [1.5]\n")
     r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "2",
                 "--sampler", "grid", "--eval-samples", "6", "--study", "budget", "--confirm", "2", "--timeout", "1",
                 "--home", home.root, env=env)
