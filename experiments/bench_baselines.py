@@ -174,9 +174,9 @@ class LineReporter:
         self.t0 = time.perf_counter()
 
     def trial_done(self, o):
-        self.n += 1
         wall = time.perf_counter() - self.t0 if o.status != "duplicate" else 0.0
-        if o.status != "duplicate":
+        if o.status != "duplicate":  # duplicates are free: the count is of measured candidates, as --trials is
+            self.n += 1
             self.wall.append(wall)
         label = f"{o.config.describe()} b={o.config.batch_size}" if o.config else "?"
         if o.status in ("ok", "infeasible"):
@@ -185,7 +185,8 @@ class LineReporter:
             detail = o.message or ""
         else:
             detail = f"{o.reason}: {(o.message or '').splitlines()[0][:120] if o.message else ''}"
-        log(f"[{self.model}] {self.n}/{self.total} #{o.number} {o.status:10s} {label}: {detail}  [{wall:.0f} s]")
+        count = f"{self.n}/{self.total}" if o.status != "duplicate" else " " * len(f"{self.n}/{self.total}")
+        log(f"[{self.model}] {count} #{o.number} {o.status:10s} {label}: {detail}  [{wall:.0f} s]")
 
     @staticmethod
     def measured(m: dict) -> str:
