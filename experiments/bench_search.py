@@ -214,7 +214,8 @@ def study_rows(home: Path, name: str) -> tuple[list[str], dict[str, dict[str, An
     return order, rows
 
 
-def confirm(table: dict, samplers: list[str], n_studies: int, home: Path, replays: dict[str, list[list[float]]]) -> list[dict]:
+def confirm(table: dict, samplers: list[str], n_studies: int, home: Path, replays: dict[str, list[list[float]]],
+            first_seed: int = 0) -> list[dict]:
     """Run ``n_studies`` real studies per sampler (seeds 0..n-1), each measuring k = 25 % of the grid's
     configurations with the grid's settings (no early exit, no re-measurement), and set each beside the replay of
     the same sampler and seed: the configurations both measured, and the hypervolume fraction at k scored three
@@ -231,7 +232,7 @@ def confirm(table: dict, samplers: list[str], n_studies: int, home: Path, replay
         base = sampler.removesuffix("+warm")
         if sampler != base:
             continue  # warm start is a replay option; real studies run the planner's default
-        for seed in range(n_studies):
+        for seed in range(first_seed, first_seed + n_studies):
             name = f"confirm-{case}-{base}-s{seed}"
             t0 = time.monotonic()
             planner.optimize(c["model"], _target(case), _space(case), home=home, study_name=name, sampler=base, seed=seed,
@@ -373,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confirm", type=int, default=0, metavar="N",
                     help="after the replay, run N real studies per sampler (seeds 0..N-1, k = 25 %% of the grid) and set "
                          "each beside the replay of the same seed")
+    ap.add_argument("--confirm-first-seed", type=int, default=0, metavar="K",
+                    help="seeds of the confirming studies start at K (to add studies to an earlier run)")
     args = ap.parse_args(argv)
     cases = [c for c in args.cases.split(",") if c]
     tables = {}
@@ -392,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     confirmed = []
     for case in cases if args.confirm else []:
         confirmed += confirm(tables[case], samplers, args.confirm, Path(args.home) / f"confirm-{stamp}",
-                             result[case]["samplers"])
+                             result[case]["samplers"], args.confirm_first_seed)
     if confirmed:
         md += "\n".join(confirm_report(confirmed))
     (RESULTS / f"search-{stamp}.md").write_text(md)
