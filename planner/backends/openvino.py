@@ -478,6 +478,19 @@ def _reshape(model, batch: int | None) -> None:
         raise _ov_failure(f"OpenVINO could not set the batch axis to {batch if batch else 'dynamic'}", e) from e
 
 
+def _record_compiled(compiled, info: dict[str, Any]) -> None:
+    """What OpenVINO compiled (precision, streams, threads, hint) and whether it came from its model cache."""
+    for key in ("INFERENCE_PRECISION_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT"):
+        try:
+            info[f"compiled_{key.lower()}"] = str(compiled.get_property(key))
+        except Exception:  # noqa: BLE001 -- a property this plugin does not report
+            pass
+    try:
+        info["openvino_loaded_from_cache"] = float(bool(compiled.get_property("LOADED_FROM_CACHE")))
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _compile(core, model, props: dict[str, str], cache_dir: Path | None):
     full = dict(props)
     if cache_dir is not None:
@@ -629,15 +642,7 @@ def build_decoder_engine(source, cfg, target, workdir: Path, step_onnx: Path,
     compiled = _compile(core, model, props, Path(source.cache_dir) / "openvino")
     del model
     (workdir / CONFIG_FILE).write_text(json.dumps({"properties": props, "stateful": True}, indent=2))
-    for key in ("INFERENCE_PRECISION_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT"):
-        try:
-            info[f"compiled_{key.lower()}"] = str(compiled.get_property(key))
-        except Exception:  # noqa: BLE001 -- a property this plugin does not report
-            pass
-    try:
-        info["openvino_loaded_from_cache"] = float(bool(compiled.get_property("LOADED_FROM_CACHE")))
-    except Exception:  # noqa: BLE001
-        pass
+    _record_compiled(compiled, info)
     return compiled, [xml, workdir / "decoder.bin", workdir / CONFIG_FILE], dims
 
 
@@ -694,15 +699,7 @@ class OpenVINO(Backend):
         compiled = _compile(core, model, props, Path(source.cache_dir) / "openvino")
         (workdir / CONFIG_FILE).write_text(json.dumps({"properties": props, "dynamic_batch": opts["dynamic_batch"],
                                                        "batch_size": cfg.batch_size}, indent=2))
-        for key in ("INFERENCE_PRECISION_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT"):
-            try:
-                info[f"compiled_{key.lower()}"] = str(compiled.get_property(key))
-            except Exception:  # noqa: BLE001 -- a property this plugin does not report
-                pass
-        try:
-            info["openvino_loaded_from_cache"] = float(bool(compiled.get_property("LOADED_FROM_CACHE")))
-        except Exception:  # noqa: BLE001
-            pass
+        _record_compiled(compiled, info)
         rt = OvRuntime(compiled, "cpu", opts["dynamic_batch"])
         artifacts = [xml, workdir / "model.bin", workdir / CONFIG_FILE]
         return BuildResult(rt, artifacts, time.perf_counter() - t0, info)
