@@ -29,6 +29,8 @@ class OrtRuntime(Runtime):
         self.iobinding = device != "cpu" if iobinding is None else iobinding
         self.output_names = [o.name for o in session.get_outputs()]
         self.input_names = [i.name for i in session.get_inputs()]
+        # a symbolic (or unknown) first axis on every input: the graph takes any batch
+        self.dynamic_batch = all(i.shape and not isinstance(i.shape[0], int) for i in session.get_inputs())
 
     def _feeds(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: np.ascontiguousarray(v) for name, v in zip(self.input_names, inputs.values())}

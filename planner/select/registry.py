@@ -161,6 +161,7 @@ def register_front(client, front, *, model_name: str, target_name: str, study_na
         if not p.run_id:
             continue
         existing = versions_of_run(client, name, p.run_id)
+        _ensure_model(client, p, name)
         tags = version_tags(p, study_name)
         description = version_description(p, study_name, target_name)
         if existing:
@@ -202,6 +203,18 @@ def register_front(client, front, *, model_name: str, target_name: str, study_na
         lines += [f"* `@{a}` → version {aliases[a]}: {version_description(p, study_name, target_name)}" for a, p in picks.items()]
         client.update_registered_model(name, description="\n".join(lines))
     return {"name": name, "versions": versions, "aliases": aliases, "created": created}
+
+
+def _ensure_model(client, point, name: str) -> None:
+    """Make the run's ``engine/`` an MLflow Model (once per run; `planner.select.mlmodel`); a failure is a warning:
+    the version is still registered, loadable by `planner export`."""
+    from planner.select.mlmodel import ensure_mlflow_model
+
+    try:
+        ensure_mlflow_model(client, point.run_id, metrics=point.metrics, registered_as=name)
+    except Exception as e:
+        print(f"warning: could not log trial {point.number} (run {point.run_id}) as an MLflow Model: "
+              f"{type(e).__name__}: {str(e).strip()[:300]}", file=sys.stderr)
 
 
 def alias_name(policy_name: str) -> str:

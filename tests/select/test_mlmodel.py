@@ -1,0 +1,292 @@
+"""Registered deployments are MLflow Models (issue 27): `mlflow.pyfunc.load_model("models:/…@knee")`,
+`mlflow models serve`, the native onnx flavor, and the same engine files as `planner export`'s bundle.
+
+One real study (Optuna sqlite, MLflow sqlite + file artifacts, worker processes) with an ONNX Runtime, an
+OpenVINO and a torch.export deployment of tiny-mlp; its front is registered by the study itself, and every
+measured trial is registered once more (through the same `register_front`) under a second name so that each
+engine kind has a version to load.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import types
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import DATA, ROOT, run_cli
+
+from planner.paths import Home
+
+STUDY = "mlmodel"
+ALL = "tiny-mlp-all"  # model name under which every measured trial is registered
+
+
+@pytest.fixture(scope="module")
+def study_home(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlmodel")
+    home = Home(root / "home")
+    space = root / "space.yaml"  # 3 configs at batch 4: onnxruntime, openvino (fixed batch), torch (model.pt2)
+    space.write_text("name: mlmodel\nbatch_size: [4]\nbackends:\n  torch: {}\n  onnxruntime:\n"
+                     "    graph_optimization_level: [basic]\n  openvino: {}\n")
+    target = root / "target.yaml"
+    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [", "backends: [openvino, "))
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "3",
+                "--sampler", "grid", "--eval-samples", "8", "--study", STUDY, "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "could not" not in r.stderr, r.stderr  # the MLflow Model was logged without a warning
+    return home
+
+
+@pytest.fixture(scope="module")
+def facts(study_home):
+    import mlflow
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from planner.select.pareto import feasible_points, pareto_front
+    from planner.select.registry import register_front, registered_model_name
+
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    mlflow.set_tracking_uri(study_home.tracking_uri)
+    study = optuna.load_study(study_name=STUDY, storage=study_home.optuna_url)
+    client = MlflowClient(tracking_uri=study_home.tracking_uri)
+    points = {p.config["backend"]: p for p in feasible_points(study)}
+    assert set(points) == {"onnxruntime", "openvino", "torch"}
+    reg = register_front(client, list(points.values()), model_name=ALL, target_name="fast-cpu", study_name=STUDY)
+    assert len(reg["created"]) == 3
+    return types.SimpleNamespace(study=study, client=client, front=pareto_front(study), points=points, home=study_home,
+                                 name=registered_model_name("tiny-mlp", "fast-cpu"), all=reg["name"],
+                                 version={b: reg["versions"][p.run_id] for b, p in points.items()})
+
+
+def _uri(facts, backend):
+    return f"models:/{facts.all}/{facts.version[backend]}"
+
+
+@pytest.fixture(scope="module")
+def bundles(facts, tmp_path_factory):
+    """backend -> folder of `planner export` of its registered version (verified)."""
+    from planner.select.export import export
+    from planner.select.verify import verify
+
+    root = tmp_path_factory.mktemp("bundles")
+    out = {}
+    for b in facts.points:
+        export(_uri(facts, b), root / b, home=facts.home.root)
+        rep = verify(root / b)
+        assert rep.ok, rep.problems
+        out[b] = root / b
+    return out
+
+
+def _samples(bundle: Path):
+    with np.load(bundle / "samples.npz") as z:
+        return z["in:x"], z["ref"]
+
+
+def _within(out, ref, tol):
+    bound = tol["atol"] + tol["rtol"] * np.abs(ref)
+    return np.abs(out.astype(np.float64) - ref) <= bound
+
+
+# ------------------------------------------------------------------ the MLmodel
+
+
+def test_registered_versions_are_mlflow_models_with_signature_example_requirements(facts, tmp_path):
+    from mlflow.models import Model
+
+    aliases = facts.client.get_registered_model(facts.name).aliases
+    assert set(aliases) == {"fastest", "most-accurate", "knee"}
+    for b in facts.points:
+        v = facts.client.get_model_version(facts.all, facts.version[b])
+        assert v.source == f"runs:/{v.run_id}/engine"  # the engine files as measured: no second copy
+        d = Path(facts.client.download_artifacts(v.run_id, "engine", str(tmp_path / b)))
+        m = Model.load(str(d / "MLmodel"))
+        pf = m.flavors["python_function"]
+        assert pf["loader_module"] == "planner.select.pyfunc" and pf["code"] == "code"
+        assert (d / "code" / "planner" / "backends" / "base.py").is_file()
+        assert not list((d / "code").rglob("__pycache__"))
+        meta = m.metadata["planner"]
+        engine = {"onnxruntime": "model.onnx", "openvino": "model.xml", "torch": "model.pt2"}[b]
+        assert meta["engine_file"] == engine and meta["backend"] == b and meta["batch_size"] == 4
+        p = facts.points[b]
+        assert meta["trial"] == p.number and meta["study"] == STUDY and meta["target"] == "fast-cpu"
+        assert meta["metrics"]["latency_ms"] == pytest.approx(p.metrics["latency_ms"])
+        assert meta["metrics"]["quality_loss"] == pytest.approx(p.metrics["quality_loss"], abs=1e-12)
+        assert engine in meta["manifest"]["files"] and len(meta["manifest"]["files"][engine]["sha256"]) == 64
+        sig = m.signature.to_dict()
+        ins, outs = json.loads(sig["inputs"]), json.loads(sig["outputs"])
+        batch_axis = -1 if meta["dynamic_batch"] else 4
+        assert ins == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [batch_axis, 64]}, "name": "x"}]
+        assert outs == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [batch_axis, 10]}, "name": "output0"}]
+        example = json.loads((d / "serving_input_example.json").read_text())
+        assert np.asarray(example["inputs"]["x"]).shape == (4, 64)
+        reqs = (d / "requirements.txt").read_text().split()
+        libs = meta["manifest"]["environment"]["libraries"]
+        runtime = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}[b]
+        assert f"{runtime}=={libs[runtime]}" in reqs and f"numpy=={libs['numpy']}" in reqs
+        assert not any(r.startswith(("torch", "optuna")) for r in reqs if runtime != "torch")
+    # ONNX Runtime and torch.export programs take any batch; OpenVINO's IR was reshaped to the trial's batch
+    dyn = {b: Model.load(str(tmp_path / b / "engine" / "MLmodel")).metadata["planner"]["dynamic_batch"] for b in facts.points}
+    assert dyn == {"onnxruntime": True, "openvino": False, "torch": True}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
+def test_pyfunc_predict_equals_what_verify_checks(facts, bundles, backend):
+    """`mlflow.pyfunc.load_model(models:/…).predict` gives the outputs `planner verify` checks against the fp32
+    reference, within the bundle's tolerance; the engine files are the bundle's, byte for byte."""
+    import mlflow
+
+    bundle = bundles[backend]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["export"]["reference"] == "fp32"
+    model = mlflow.pyfunc.load_model(_uri(facts, backend))
+    local = Path(mlflow.artifacts.download_artifacts(_uri(facts, backend)))
+    for f in model.metadata.metadata["planner"]["manifest"]["files"]:
+        assert (local / f).read_bytes() == (bundle / f).read_bytes(), f
+    x, ref = _samples(bundle)
+    out = np.concatenate([model.predict({"x": x[i:i + 4]}) for i in range(0, len(x), 4)])
+    assert out.shape == ref.shape and out.dtype == np.float32
+    ok = _within(out, ref, manifest["export"]["tolerance"])
+    assert ok.all(), f"{(~ok).sum()} values beyond tolerance; max abs error {np.abs(out - ref).max():.3g}"
+    if model.metadata.metadata["planner"]["dynamic_batch"]:  # one call with every sample (another GEMM blocking)
+        assert _within(model.predict(x), ref, manifest["export"]["tolerance"]).all()
+
+
+def test_fixed_batch_engine_refuses_another_batch_by_its_signature(facts):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(_uri(facts, "openvino"))
+    with pytest.raises(MlflowException, match=r"does not match expected shape \(4, 64\)"):
+        model.predict({"x": np.zeros((3, 64), np.float32)})
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_loader_runs_the_engine_with_its_runtime_alone(facts, backend):
+    """A fresh process: loading and predicting imports the engine's runtime, not torch, optuna or planner's
+    search, measurement or tracking code."""
+    code = f"""
+import sys, numpy as np, mlflow
+mlflow.set_tracking_uri({facts.home.tracking_uri!r})
+m = mlflow.pyfunc.load_model({_uri(facts, backend)!r})
+m.predict({{"x": np.zeros((4, 64), np.float32)}})
+bad = sorted(k for k in sys.modules if k.split(".")[0] in ("torch", "optuna", "tvm", "tensorrt")
+             or k.startswith(("planner.search", "planner.measure", "planner.record", "planner.space", "planner.source")))
+print("runtime", {('openvino' if backend == 'openvino' else 'onnxruntime')!r} in sys.modules, "bad", bad)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "runtime True bad []" in r.stdout, r.stdout
+
+
+def test_onnx_deployment_has_the_native_onnx_flavor(facts, bundles):
+    import mlflow.onnx
+
+    proto = mlflow.onnx.load_model(_uri(facts, "onnxruntime"))
+    import onnx
+
+    assert proto.SerializeToString() == onnx.load(str(bundles["onnxruntime"] / "model.onnx")).SerializeToString()
+
+
+def test_registering_again_logs_nothing(facts):
+    """A resumed study (or a second finish) reuses each run's MLflow Model: no artifact is written again."""
+    from planner.select.mlmodel import ensure_mlflow_model
+    from planner.select.registry import register_front
+
+    run = facts.points["onnxruntime"].run_id
+    before = {a.path: a.file_size for a in facts.client.list_artifacts(run, "engine")}
+    store = Path(facts.client.get_run(run).info.artifact_uri.replace("file://", "")) / "engine" / "MLmodel"
+    mtime = store.stat().st_mtime_ns
+    out = register_front(facts.client, list(facts.points.values()), model_name=ALL, target_name="fast-cpu",
+                         study_name=STUDY)
+    assert out["created"] == []
+    assert ensure_mlflow_model(facts.client, run) is False
+    assert {a.path: a.file_size for a in facts.client.list_artifacts(run, "engine")} == before
+    assert store.stat().st_mtime_ns == mtime
+
+
+def test_changed_engine_file_fails_to_load_with_one_clear_error(facts):
+    import mlflow
+
+    from planner.select.pyfunc import TamperedModel
+
+    run = facts.client.get_run(facts.points["torch"].run_id)
+    path = Path(run.info.artifact_uri.replace("file://", "")) / "engine" / "model.pt2"
+    good = path.read_bytes()
+    try:
+        data = bytearray(good)
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        with pytest.raises(TamperedModel) as e:
+            mlflow.pyfunc.load_model(_uri(facts, "torch"))
+        msg = str(e.value)
+        assert "\n" not in msg and "model.pt2: sha256 mismatch (tampered or corrupted)" in msg and "refusing to load" in msg
+        path.unlink()
+        with pytest.raises(TamperedModel, match="model.pt2: missing"):
+            mlflow.pyfunc.load_model(_uri(facts, "torch"))
+    finally:
+        path.write_bytes(good)
+    assert mlflow.pyfunc.load_model(_uri(facts, "torch")) is not None
+
+
+# ------------------------------------------------------------------ mlflow models serve
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_models_serve_answers_like_the_bundle(facts, tmp_path):
+    """`mlflow models serve -m models:/<name>@fastest --env-manager local` as a real process; a real POST to
+    /invocations gives the outputs of the exported bundle's engine."""
+    from planner.select.export import export
+
+    ref = f"models:/{facts.name}@fastest"
+    bundle = tmp_path / "fastest"
+    export(ref, bundle, home=facts.home.root)
+    x, ref_out = _samples(bundle)
+    tol = json.loads((bundle / "manifest.json").read_text())["export"]["tolerance"]
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": facts.home.tracking_uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    mlflow_cli = [sys.executable, "-c", "import sys; from mlflow.cli import cli; sys.exit(cli())"]
+    proc = subprocess.Popen([*mlflow_cli, "models", "serve", "-m", ref, "--env-manager", "local", "-h", "127.0.0.1",
+                             "-p", str(port), "-w", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        end = time.time() + 120
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"mlflow models serve exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
+            try:
+                urllib.request.urlopen(base + "/ping", timeout=2)
+                break
+            except OSError:
+                assert time.time() < end, "mlflow models serve did not answer /ping within 120 s"
+                time.sleep(0.5)
+        body = json.dumps({"inputs": {"x": x[:4].tolist()}}).encode()
+        req = urllib.request.Request(base + "/invocations", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            answer = json.loads(r.read())
+        out = np.asarray(answer["predictions"], dtype=np.float32)
+        assert out.shape == (4, 10)
+        assert _within(out, ref_out[:4], tol).all(), np.abs(out - ref_out[:4]).max()
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
