@@ -371,7 +371,57 @@ def ui(
     if tracking_uri is None:
         cmd += ["--default-artifact-root", h.artifacts.as_uri()]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    raise typer.Exit(serve_until_stopped(cmd, env))
+
+
+def serve_until_stopped(cmd: list[str], env: dict[str, str], grace_s: float = 10.0) -> int:
+    """Run a server (``mlflow ui`` and the uvicorn/gunicorn workers it starts) in its own process group and stop
+    that whole group when this process is stopped by any signal (SIGTERM from a process manager, SIGHUP, Ctrl-C),
+    so no server is left holding the port.  Returns the server's exit code (128 + signal when stopped)."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    got: list[int] = []
+
+    def stop(signum, frame):
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)}
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 128 + (got[0] if got else signal.SIGINT)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        _stop_group(proc, grace_s)
+
+
+def _stop_group(proc, grace_s: float) -> None:
+    """SIGTERM the server's process group, SIGKILL what is left after ``grace_s``."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            try:
+                proc.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                continue
+            try:  # the server is gone; are its workers?
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 @app.command()
