@@ -224,3 +224,32 @@ def test_chart_view_plots_latency_against_quality(ui, browser, tmp_path):
         time.sleep(0.5)
     browser.save_screenshot(str(tmp_path / "chart.png"))
     assert browser.execute_script(count) == measured  # one point per measured trial
+
+
+def test_model_version_page_shows_signature_and_metrics(ui, browser, tmp_path):
+    """The registered version is an MLflow Model (issue 27): its page shows the signature MLflow read from
+    MLmodel (input x, float32, batch axis -1; output output0) and the deployment's measured figures."""
+    from mlflow.tracking import MlflowClient
+
+    home, base, _ = ui
+    client = MlflowClient(home.tracking_uri)
+    name = "planner-tiny-mlp-fast-cpu"
+    version = client.get_registered_model(name).aliases["knee"]
+    v = client.get_model_version(name, version)
+    body = _open(browser, f"{base}/#/models/{name}/versions/{version}?workflowType=machine_learning",
+                 f"Version {version}", "Schema", "latency_ms", "quality_loss")
+    assert "Inputs (1)" in body and "Outputs (1)" in body  # read from the version's MLmodel
+    for label in ("Inputs (1)", "Outputs (1)"):  # the schema's sections open on a click
+        browser.find_element("xpath", f"//*[normalize-space(text())='{label}']").click()
+    end = time.time() + 20
+    while time.time() < end and "output0" not in body:
+        time.sleep(0.5)
+        body = browser.find_element("tag name", "body").text
+    browser.save_screenshot(str(tmp_path / "version.png"))
+    schema = body.split("Schema", 1)[1]
+    assert "x (required)\nTensor (dtype: float32, shape: [-1,64])" in schema, schema[:500]
+    assert "output0 (required)\nTensor (dtype: float32, shape: [-1,10])" in schema, schema[:500]
+    tags = body.split("Tags", 1)[1].split("Schema", 1)[0]  # the measured figures, as the version's tags
+    for key in ("latency_ms", "p99_ms", "throughput", "quality_loss"):
+        assert f"{key}\n{v.tags[key]}\n" in tags, (key, tags[:800])
+    assert "samples/s" in body and "target fast-cpu" in body  # and in its description
