@@ -36,6 +36,7 @@ from typing import Any
 
 from planner.errors import ConfigError, PlannerError
 from planner.paths import UnsafePath, safe_join, safe_relpath
+from planner.select.verify import sample_inputs as _sample_inputs
 
 SAMPLE_BATCHES = 2  # at least this many batches, and at least MIN_SAMPLES samples
 MIN_SAMPLES = 8
@@ -145,23 +146,6 @@ def _check_out(out: Path, force: bool) -> None:
 
 def _download(client, run_id: str, path: str, dst: Path) -> Path:
     return Path(client.download_artifacts(run_id, path, str(dst)))
-
-
-def _sample_inputs(manifest: dict, n: int, seed: int = 0) -> dict[str, Any]:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    for spec in (manifest.get("model") or {}).get("inputs") or []:
-        shape = (n, *spec["shape"])
-        dt = spec.get("dtype", "float32")
-        if dt.startswith("float"):
-            out[spec["name"]] = rng.standard_normal(shape).astype(dt)
-        elif dt == "bool":
-            out[spec["name"]] = rng.integers(0, 2, shape).astype(bool)
-        else:
-            out[spec["name"]] = rng.integers(int(spec.get("low", 0)), int(spec.get("high", 2)), shape).astype(dt)
-    return out
 
 
 def _reference_samples(home, manifest: dict, n: int) -> tuple[dict[str, Any] | None, Any, str]:

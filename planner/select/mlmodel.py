@@ -128,20 +128,19 @@ def build_model_dir(manifest: dict, engine_dir: Path, out: Path, *, run_id: str,
     from mlflow.models import Model
     from mlflow.pyfunc import save_model
 
-    from planner.select.export import _main_engine_files, _sample_inputs
-    from planner.select.verify import engine_backend, engine_job, run_engine_job
+    import planner.backends.registry as registry
+    from planner.select.verify import engine_backend, engine_job, run_engine_job, sample_inputs
 
     files = manifest.get("files") or {}
     cfg = (manifest.get("trial") or {}).get("config") or {}
-    names = _main_engine_files(cfg.get("backend"))
-    main = sorted((f for f in files if f in names), key=names.index)
-    if not main:
-        raise PlannerError(f"run {run_id}: none of {sorted(files)} is an engine planner can load")
-    engine_file = main[0]
+    declared = registry.get(cfg.get("backend")).engine_files if cfg.get("backend") else ()
+    if not declared or declared[0] not in files:
+        raise PlannerError(f"run {run_id}: its backend {cfg.get('backend')!r} declares no engine file among {sorted(files)}")
+    engine_file = declared[0]
     backend = engine_backend(engine_file)
     batch = int(cfg.get("batch_size") or 1)
     model_inputs = (manifest.get("model") or {}).get("inputs") or []
-    example = _sample_inputs(manifest, batch, seed=int((manifest.get("model") or {}).get("seed", 0)))
+    example = sample_inputs(manifest, batch, seed=int((manifest.get("model") or {}).get("seed", 0)))
     with tempfile.TemporaryDirectory(prefix="planner-mlmodel-") as tmp:
         samples = Path(tmp) / "samples.npz"
         np.savez(samples, **{f"in:{k}": v for k, v in example.items()})

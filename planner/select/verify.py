@@ -205,6 +205,26 @@ def verify(directory: Path, run: bool = True, timeout: float = 600.0, max_slowdo
     return report
 
 
+def sample_inputs(manifest: dict, n: int, seed: int = 0) -> dict[str, Any]:
+    """Seeded random inputs for ``n`` samples as the manifest's model inputs describe them (name, shape, dtype,
+    integer range), for an engine without recorded inputs."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in (manifest.get("model") or {}).get("inputs") or []:
+        shape = (n, *spec["shape"])
+        dt = spec.get("dtype", "float32")
+        if dt.startswith("float"):
+            out[spec["name"]] = rng.standard_normal(shape).astype(dt)
+        elif dt == "bool":
+            out[spec["name"]] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            out[spec["name"]] = rng.integers(int(spec.get("low", 0)), int(spec.get("high", 2)), shape).astype(dt)
+    return out
+
+
+
 # --------------------------------------------------------------------------- runner side (fresh process)
 
 

@@ -290,3 +290,54 @@ def test_mlflow_models_serve_answers_like_the_bundle(facts, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
+
+
+def test_a_run_registered_without_its_mlflow_model_gets_it_on_the_next_registration(facts):
+    """A version registered by an older planner (a bare engine folder) becomes loadable when the study resumes."""
+    import mlflow
+
+    from planner.select.mlmodel import has_mlflow_model
+    from planner.select.registry import register_front
+
+    p = facts.points["openvino"]
+    engine = Path(facts.client.get_run(p.run_id).info.artifact_uri.replace("file://", "")) / "engine"
+    saved = {f: (engine / f).read_bytes() for f in ("MLmodel", "requirements.txt")}
+    (engine / "MLmodel").unlink()
+    assert not has_mlflow_model(facts.client, p.run_id)
+    try:
+        out = register_front(facts.client, list(facts.points.values()), model_name=ALL, target_name="fast-cpu",
+                             study_name=STUDY)
+        assert out["created"] == [] and has_mlflow_model(facts.client, p.run_id)
+        assert mlflow.pyfunc.load_model(_uri(facts, "openvino")).metadata.metadata["planner"]["trial"] == p.number
+    finally:
+        for f, data in saved.items():
+            (engine / f).write_bytes(data)
+
+
+def test_a_deployment_that_cannot_be_an_mlflow_model_is_still_registered_with_a_warning(facts, tmp_path, capsys):
+    """A run whose engine artifact does not match its manifest is registered (export refuses it by name later)
+    and the registration says why it is no MLflow Model; nothing is logged into the run."""
+    import dataclasses
+
+    from planner.select.mlmodel import has_mlflow_model
+    from planner.select.registry import register_front
+
+    src = facts.points["onnxruntime"]
+    run = facts.client.create_run(facts.client.get_run(src.run_id).info.experiment_id, run_name="broken",
+                                  tags={"planner.kind": "trial"})
+    rid = run.info.run_id
+    manifest = json.loads(Path(facts.client.download_artifacts(src.run_id, "manifest.json", str(tmp_path))).read_text())
+    facts.client.log_text(rid, json.dumps(manifest), "manifest.json")
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not the measured engine")
+    facts.client.log_artifact(rid, str(bad), "engine")
+    facts.client.set_terminated(rid)
+    point = dataclasses.replace(src, run_id=rid)
+    out = register_front(facts.client, [point], model_name="tiny-mlp-broken", target_name="fast-cpu", study_name=STUDY)
+    assert out["created"] == ["1"]
+    err = capsys.readouterr().err
+    assert f"warning: could not log trial {src.number} (run {rid}) as an MLflow Model" in err
+    assert "engine/model.onnx does not match the sha256 in its manifest" in err
+    assert not has_mlflow_model(facts.client, rid)
+    facts.client.delete_registered_model(out["name"])
+    facts.client.delete_run(rid)
