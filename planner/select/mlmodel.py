@@ -35,12 +35,16 @@ LOADER_MODULE = "planner.select.pyfunc"
 MODEL_FILE = "MLmodel"
 
 
+def _engine_listing(client, run_id: str) -> list[str]:
+    try:
+        return [PurePosixPath(a.path).name for a in client.list_artifacts(run_id, "engine")]
+    except Exception:
+        return []
+
+
 def has_mlflow_model(client, run_id: str) -> bool:
     """Whether the run's ``engine/`` artifact is already an MLflow Model (a resumed study reuses it)."""
-    try:
-        return any(PurePosixPath(a.path).name == MODEL_FILE for a in client.list_artifacts(run_id, "engine"))
-    except Exception:
-        return False
+    return MODEL_FILE in _engine_listing(client, run_id)
 
 
 def requirements(backend, libraries: dict[str, str]) -> list[str]:
@@ -175,7 +179,8 @@ def ensure_mlflow_model(client, run_id: str, *, metrics: dict | None = None, reg
     from planner.paths import safe_join
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if has_mlflow_model(client, run_id):
+    listing = _engine_listing(client, run_id)
+    if not listing or MODEL_FILE in listing:  # no engine logged (nothing to serve), or already a model
         return False
     with tempfile.TemporaryDirectory(prefix="planner-mlmodel-") as tmp:
         dl = Path(tmp)

@@ -210,6 +210,8 @@ def _ensure_model(client, point, name: str) -> None:
     the version is still registered, loadable by `planner export`."""
     from planner.select.mlmodel import ensure_mlflow_model
 
+    if "ttft_ms" in point.metrics:  # an LLM decoder: served by generation, not one forward pass per request
+        return
     try:
         ensure_mlflow_model(client, point.run_id, metrics=point.metrics, registered_as=name)
     except Exception as e:

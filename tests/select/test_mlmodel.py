@@ -341,3 +341,29 @@ def test_a_deployment_that_cannot_be_an_mlflow_model_is_still_registered_with_a_
     assert not has_mlflow_model(facts.client, rid)
     facts.client.delete_registered_model(out["name"])
     facts.client.delete_run(rid)
+
+
+def test_the_model_loads_where_planner_is_not_installed(facts, tmp_path):
+    """A fresh process without planner on its path (the editable install's finder removed, no PYTHONPATH): the
+    loader comes from the model's own ``code/planner`` and predicts."""
+    code = f"""
+import sys
+sys.meta_path = [f for f in sys.meta_path if "editable" not in (getattr(f, "__module__", "") or getattr(type(f), "__module__", ""))]
+sys.path = [p for p in sys.path if p not in ("", {str(ROOT)!r})]
+try:
+    import planner
+    raise SystemExit("planner is importable before the model is loaded: " + planner.__file__)
+except ImportError:
+    pass
+import numpy as np, mlflow
+mlflow.set_tracking_uri({facts.home.tracking_uri!r})
+m = mlflow.pyfunc.load_model({_uri(facts, "onnxruntime")!r})
+out = m.predict({{"x": np.zeros((4, 64), np.float32)}})
+print("shape", out.shape, "from", sys.modules["planner"].__file__)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**env, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    shape, _, where = r.stdout.strip().partition(" from ")
+    assert shape == "shape (4, 10)" and where.endswith("/code/planner/__init__.py") and str(ROOT) not in where, r.stdout
