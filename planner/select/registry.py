@@ -2,7 +2,8 @@
 
 After a study the orchestrator calls `publish_study`: each run on the front is
 registered once (a resumed study reuses the version already registered for a
-run id), the version carries the deployment's facts as tags, and the aliases
+run id), its ``engine/`` artifact made an MLflow Model first (`planner.select.mlmodel`, once per run),
+the version carries the deployment's facts as tags, and the aliases
 ``fastest``, ``most-accurate`` and ``knee`` point at the policies' picks.
 `resolve` turns ``RUN_ID``, ``runs:/RUN_ID/...``, ``models:/NAME@ALIAS`` or
 ``models:/NAME/VERSION`` into a run id for export/verify.

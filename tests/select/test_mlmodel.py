@@ -25,6 +25,7 @@ from support import DATA, ROOT, run_cli
 from planner.paths import Home
 
 STUDY = "mlmodel"
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 ALL = "tiny-mlp-all"  # model name under which every measured trial is registered
 
 
@@ -53,7 +54,6 @@ def facts(study_home):
     from planner.select.pareto import feasible_points, pareto_front
     from planner.select.registry import register_front, registered_model_name
 
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     mlflow.set_tracking_uri(study_home.tracking_uri)
     study = optuna.load_study(study_name=STUDY, storage=study_home.optuna_url)
     client = MlflowClient(tracking_uri=study_home.tracking_uri)
@@ -367,3 +367,62 @@ print("shape", out.shape, "from", sys.modules["planner"].__file__)
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     shape, _, where = r.stdout.strip().partition(" from ")
     assert shape == "shape (4, 10)" and where.endswith("/code/planner/__init__.py") and str(ROOT) not in where, r.stdout
+
+
+TWO_INPUTS = '''
+import torch
+
+
+class TwoInputs(torch.nn.Module):
+    """Token ids (int64) and features (float32) -> 5 scores."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(50, 8)
+        self.fc = torch.nn.Linear(8 + 4, 5)
+
+    def forward(self, ids, x):
+        return self.fc(torch.cat([self.emb(ids).mean(1), x], 1))
+
+
+def build():
+    return TwoInputs()
+'''
+
+
+def test_a_model_with_integer_and_float_inputs(tmp_path):
+    """Two named inputs of two dtypes: the signature names both, the serving example passes MLflow's own
+    request parsing, and predict gives what `planner verify` checks."""
+    import mlflow
+    from mlflow.models import Model, validate_serving_input
+
+    from planner.select.export import export
+
+    home = Home(tmp_path / "home")
+    model = tmp_path / "two.py"
+    model.write_text(TWO_INPUTS)
+    space = tmp_path / "space.yaml"
+    space.write_text("name: two\nbatch_size: [2]\nbackends:\n  onnxruntime: {}\n")
+    r = run_cli("optimize", "--model", f"{model}:build", "--inputs", "ids:6:int64,x:4", "--target", DATA / "fast-cpu.yaml",
+                "--space", space, "--trials", "1", "--eval-samples", "8", "--study", "two", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "could not" not in r.stderr, r.stderr
+    mlflow.set_tracking_uri(home.tracking_uri)
+    names = [m.name for m in mlflow.MlflowClient().search_registered_models()]
+    assert len(names) == 1
+    uri = f"models:/{names[0]}@knee"
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl")))
+    sig = Model.load(str(local / "MLmodel")).signature.inputs.to_dict()
+    assert [(s["name"], s["tensor-spec"]["dtype"], list(s["tensor-spec"]["shape"])) for s in sig] == [
+        ("ids", "int64", [-1, 6]), ("x", "float32", [-1, 4])]
+    served = validate_serving_input(uri, (local / "serving_input_example.json").read_text())
+    assert np.asarray(served).shape == (2, 5)
+    bundle = tmp_path / "bundle"
+    export(uri, bundle, home=home.root)
+    with np.load(bundle / "samples.npz") as z:
+        ids, x, ref = z["in:ids"], z["in:x"], z["ref"]
+    assert ids.dtype == np.int64
+    out = mlflow.pyfunc.load_model(uri).predict({"ids": ids, "x": x})
+    tol = json.loads((bundle / "manifest.json").read_text())["export"]["tolerance"]
+    assert _within(out, ref, tol).all()
