@@ -12,8 +12,9 @@ registered version (whose source stays ``runs:/<run>/engine``)::
                        target, trial, engine file, batch size
     requirements.txt   the engine's runtime and numpy, pinned to the versions measured (+ mlflow)
     python_env.yaml, conda.yaml, input_example.json, serving_input_example.json
-    code/planner/      the planner package, so the loader runs where planner is not installed; it imports only
-                       the backend's ``load_artifact`` path (see `planner.select.pyfunc`)
+    code/planner/      the part of planner the loader runs (`planner.select.pyfunc.LOADER_CODE`: the backends'
+                       modules, verify's checksum check and engine loader), so it loads where planner is not
+                       installed
 
 The engine files are not copied: the model and the bundle are the same bytes.  Before anything is logged the
 engine is loaded once in a fresh process by `planner verify`'s runner, which states whether its batch axis is
@@ -115,11 +116,19 @@ def _onnx_flavor(model, engine_dir: Path, engine_file: str) -> None:
 
 
 def _stage_code(dst: Path) -> Path:
+    """``dst/planner``: the parts of the planner package the loader runs (`planner.select.pyfunc.LOADER_CODE`)."""
     import planner
+    from planner.select.pyfunc import LOADER_CODE
 
     src = Path(planner.__file__).parent
     out = dst / "planner"
-    shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
+    for rel in LOADER_CODE:
+        s, d = src / rel, out / rel
+        d.parent.mkdir(parents=True, exist_ok=True)
+        if s.is_dir():
+            shutil.copytree(s, d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copyfile(s, d)
     return out
 
 

@@ -2,8 +2,8 @@
 
 MLflow calls ``_load_pyfunc(<model folder>)`` from ``mlflow.pyfunc.load_model("models:/planner-…@knee")`` and
 from ``mlflow models serve``.  The model folder is the trial's ``engine/`` artifact: the engine files as
-measured, ``MLmodel`` (planner's manifest under ``metadata.planner``) and ``code/planner`` (this package, so
-the model loads where planner is not installed).  Loading:
+measured, ``MLmodel`` (planner's manifest under ``metadata.planner``) and ``code/planner`` (`LOADER_CODE`: the
+part of this package the loader runs, so the model loads where planner is not installed).  Loading:
 
   1. every engine file listed in the manifest must have its recorded sha256 (`planner.select.verify.check_files`,
      as ``planner verify`` checks a bundle): a changed file fails the load with one line naming it;
@@ -25,6 +25,12 @@ from pathlib import Path
 from typing import Any
 
 META_KEY = "planner"  # MLmodel metadata key of planner's facts (manifest, engine file, batch size, ...)
+# The parts of the planner package this loader runs (paths under planner/), shipped as the model's code: the
+# backends (their modules are light; each one's `load_artifact` imports its runtime when called), the checksum
+# check and the engine loader of `planner verify`, and what those import.  No search, measurement, tracking,
+# model-source or transform code beyond the quantization tables the backend modules read at import.
+LOADER_CODE = ("__init__.py", "errors.py", "paths.py", "cache.py", "schemes.py", "backends", "transforms/__init__.py",
+               "transforms/quantize.py", "select/__init__.py", "select/verify.py", "select/pyfunc.py")
 
 
 class TamperedModel(Exception):

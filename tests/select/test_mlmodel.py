@@ -343,9 +343,10 @@ def test_a_deployment_that_cannot_be_an_mlflow_model_is_still_registered_with_a_
     facts.client.delete_run(rid)
 
 
-def test_the_model_loads_where_planner_is_not_installed(facts, tmp_path):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
+def test_the_model_loads_where_planner_is_not_installed(facts, tmp_path, backend):
     """A fresh process without planner on its path (the editable install's finder removed, no PYTHONPATH): the
-    loader comes from the model's own ``code/planner`` and predicts."""
+    loader comes from the model's own ``code/planner`` (the loader's part of planner alone) and predicts."""
     code = f"""
 import sys
 sys.meta_path = [f for f in sys.meta_path if "editable" not in (getattr(f, "__module__", "") or getattr(type(f), "__module__", ""))]
@@ -357,7 +358,7 @@ except ImportError:
     pass
 import numpy as np, mlflow
 mlflow.set_tracking_uri({facts.home.tracking_uri!r})
-m = mlflow.pyfunc.load_model({_uri(facts, "onnxruntime")!r})
+m = mlflow.pyfunc.load_model({_uri(facts, backend)!r})
 out = m.predict({{"x": np.zeros((4, 64), np.float32)}})
 print("shape", out.shape, "from", sys.modules["planner"].__file__)
 """
@@ -367,6 +368,8 @@ print("shape", out.shape, "from", sys.modules["planner"].__file__)
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     shape, _, where = r.stdout.strip().partition(" from ")
     assert shape == "shape (4, 10)" and where.endswith("/code/planner/__init__.py") and str(ROOT) not in where, r.stdout
+    shipped = Path(where).parent
+    assert not (shipped / "search").exists() and not (shipped / "measure").exists() and not (shipped / "source.py").exists()
 
 
 TWO_INPUTS = '''
