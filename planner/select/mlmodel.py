@@ -37,10 +37,7 @@ MODEL_FILE = "MLmodel"
 
 
 def _engine_listing(client, run_id: str) -> list[str]:
-    try:
-        return [PurePosixPath(a.path).name for a in client.list_artifacts(run_id, "engine")]
-    except Exception:
-        return []
+    return [PurePosixPath(a.path).name for a in client.list_artifacts(run_id, "engine")]
 
 
 def has_mlflow_model(client, run_id: str) -> bool:
