@@ -139,17 +139,18 @@ def build_model_dir(manifest: dict, engine_dir: Path, out: Path, *, run_id: str,
     from mlflow.pyfunc import save_model
 
     import planner.backends.registry as registry
-    from planner.select.verify import engine_backend, engine_job, run_engine_job, sample_inputs
+    from planner.select.verify import engine_job, run_engine_job, sample_inputs
 
     files = manifest.get("files") or {}
     cfg = (manifest.get("trial") or {}).get("config") or {}
-    declared = registry.get(cfg.get("backend")).engine_files if cfg.get("backend") else ()
-    if not declared or declared[0] not in files:
+    backend = registry.get(cfg["backend"]) if cfg.get("backend") else None
+    if backend is None or not backend.engine_files or backend.engine_files[0] not in files:
         raise PlannerError(f"run {run_id}: its backend {cfg.get('backend')!r} declares no engine file among {sorted(files)}")
-    engine_file = declared[0]
-    backend = engine_backend(engine_file)
+    engine_file = backend.engine_files[0]
     batch = int(cfg.get("batch_size") or 1)
     model_inputs = (manifest.get("model") or {}).get("inputs") or []
+    if not model_inputs:
+        raise PlannerError(f"run {run_id}: its manifest names no model inputs, so there is no signature to write")
     example = sample_inputs(manifest, batch, seed=int((manifest.get("model") or {}).get("seed", 0)))
     with tempfile.TemporaryDirectory(prefix="planner-mlmodel-") as tmp:
         samples = Path(tmp) / "samples.npz"
