@@ -429,3 +429,28 @@ def test_a_model_with_integer_and_float_inputs(tmp_path):
     out = mlflow.pyfunc.load_model(uri).predict({"ids": ids, "x": x})
     tol = json.loads((bundle / "manifest.json").read_text())["export"]["tolerance"]
     assert _within(out, ref, tol).all()
+
+
+@pytest.mark.slow
+def test_a_tvm_deployment_is_an_mlflow_model_too(tmp_path):
+    """TVM's compiled library through the same loader (about a minute: the TVM build)."""
+    import mlflow
+
+    from planner.select.export import export
+
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    space.write_text("name: tv\nbatch_size: [4]\nbackends:\n  tvm: {}\n")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", space, "--trials", "1",
+                "--eval-samples", "8", "--study", "tv", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "could not" not in r.stderr, r.stderr
+    mlflow.set_tracking_uri(home.tracking_uri)
+    uri = "models:/planner-tiny-mlp-fast-cpu@knee"
+    model = mlflow.pyfunc.load_model(uri)
+    assert model.metadata.metadata["planner"]["engine_file"] == "model.so"
+    bundle = tmp_path / "bundle"
+    export(uri, bundle, home=home.root)
+    x, ref = _samples(bundle)
+    out = np.concatenate([model.predict({"x": x[i:i + 4]}) for i in range(0, len(x), 4)])
+    assert _within(out, ref, json.loads((bundle / "manifest.json").read_text())["export"]["tolerance"]).all()
