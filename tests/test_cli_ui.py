@@ -43,7 +43,7 @@ def _processes_mentioning(text: str) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])  # a process manager; Ctrl-C
 def test_ui_stopped_by_a_signal_stops_the_mlflow_server_it_started(tmp_path, sig):
     """`planner ui` as a real process with its real MLflow server (uvicorn): a signal to `planner ui` alone (as a
     process manager sends it) stops the server too; nothing is left holding the port."""
