@@ -301,6 +301,9 @@ def study_note(study, target, front, summary: dict[str, Any], registry: dict[str
             lines.append(f"| {pol.name} | #{p.number} | {p.label} b={p.config.get('batch_size')} | {_ms(p.latency_ms)} | "
                          f"{p.quality_loss:.3g} | `{cmd}` |")
         lines += ["", "Add `--format triton` for a Triton model repository; `planner verify DIR` checks an export."]
+        if name and "knee" in aliases:  # each registered version is an MLflow Model (planner.select.mlmodel)
+            lines += ["", f"Or serve a registered version with MLflow itself: `mlflow models serve -m models:/{name}@knee "
+                          "--env-manager local` (or `mlflow.pyfunc.load_model(...)`)."]
     lines += ["", "### In this UI", "",
               "* Pareto members: search runs with `tags.planner.pareto = \"true\"`; this study's runs: "
               f"`tags.planner.study = '{study.study_name}'`" + (f" (saved view: `{view}`)" if view else "") + ".",

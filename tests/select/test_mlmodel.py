@@ -104,6 +104,8 @@ def test_registered_versions_are_mlflow_models_with_signature_example_requiremen
 
     aliases = facts.client.get_registered_model(facts.name).aliases
     assert set(aliases) == {"fastest", "most-accurate", "knee"}
+    note = facts.client.get_run(facts.study.user_attrs["mlflow_parent_run_id"]).data.tags["mlflow.note.content"]
+    assert f"`mlflow models serve -m models:/{facts.name}@knee --env-manager local`" in note  # the study says how
     for b in facts.points:
         v = facts.client.get_model_version(facts.all, facts.version[b])
         assert v.source == f"runs:/{v.run_id}/engine"  # the engine files as measured: no second copy
