@@ -1,0 +1,103 @@
+"""Models as users bring them (issue #29), each through a short real study to its front and registry:
+a user file whose transformers model returns a ``ModelOutput`` (no wrapper), ``hf:DIR`` directories (text, vision)
+and an ONNX file whose inputs batch on axis 1 or not at all."""
+
+import optuna
+import pytest
+from hf_tiny import bert_classifier, vit_classifier
+from support import DATA, run_cli
+
+from planner.paths import Home
+from planner.select.pareto import pareto_front
+
+SPACE = ("name: byom\nbatch_size: [1, 2]\nbackends:\n  torch: {}\n  onnxruntime: {}\n"
+         "seeds:\n  - {backend: onnxruntime, batch_size: 2}\n  - {backend: torch, batch_size: 1}\n")
+
+VIT_FILE = """
+import torch
+from transformers import ViTConfig, ViTForImageClassification
+
+def build():
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=2, intermediate_size=64, num_labels=5, output_hidden_states=True)
+    return ViTForImageClassification(cfg).eval()
+
+def example_inputs(batch_size):
+    return {"pixel_values": torch.randn(batch_size, 3, 16, 16)}
+"""
+
+
+def study(tmp_path, model, *extra, name="s", space=SPACE):
+    home = Home(tmp_path / "home")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    sp = tmp_path / "space.yaml"
+    sp.write_text(space)
+    r = run_cli("optimize", "--model", model, "--target", DATA / "fast-cpu.yaml", "--space", sp, "--trials", "2",
+                "--eval-samples", "4", "--confirm", "0", "--study", name, "--home", home.root, *extra)
+    return r, home
+
+
+def registered(home) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    return [v.run_id for m in c.search_registered_models() for v in c.search_model_versions(f"name = '{m.name}'")]
+
+
+def check_front(r, home, name="s"):
+    assert r.returncode == 0, r.stderr + r.stdout
+    st = optuna.load_study(study_name=name, storage=home.optuna_url)
+    front = pareto_front(st)
+    assert front and all(t.state.name == "COMPLETE" for t in st.trials), [t.user_attrs.get("fail_message") for t in st.trials]
+    assert {t.user_attrs["config"]["backend"] for t in st.trials} == {"torch", "onnxruntime"}
+    assert registered(home), "no registered deployment"
+    return st
+
+
+def test_user_file_returning_model_output(tmp_path):
+    f = tmp_path / "vit.py"
+    f.write_text(VIT_FILE)
+    r, home = study(tmp_path, f"{f}:build")
+    st = check_front(r, home)
+    info = st.user_attrs["model_info"]
+    assert info["output_names"][0] == "logits" and "hidden_states.0" in info["output_names"]
+    assert info["quality_outputs"] == ["logits"]
+    assert "quality is judged on output logits" in r.stdout
+    assert all(t.user_attrs["metrics"]["quality_loss"] < 1e-3 for t in st.trials)
+
+
+def test_user_file_output_option_picks_another_output(tmp_path):
+    f = tmp_path / "vit.py"
+    f.write_text(VIT_FILE)
+    r, home = study(tmp_path, f"{f}:build", "--output", "hidden_states.2")
+    st = check_front(r, home)
+    assert st.user_attrs["model_info"]["quality_outputs"] == ["hidden_states.2"]
+    bad, _ = study(tmp_path / "bad", f"{f}:build", "--output", "pooler", name="bad")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "--output pooler: no such output; the model's outputs are logits, hidden_states.0" in bad.stderr
+
+
+@pytest.mark.parametrize("kind", ["text", "vision"])
+def test_hf_directory(tmp_path, kind):
+    d = (bert_classifier if kind == "text" else vit_classifier)(tmp_path / kind)
+    r, home = study(tmp_path, f"hf:{d}")
+    st = check_front(r, home)
+    names = [i["name"] for i in st.user_attrs["model_info"]["inputs"]]
+    assert names == (["input_ids", "token_type_ids", "attention_mask"] if kind == "text" else ["pixel_values"])
+    assert st.user_attrs["model_info"]["quality_outputs"] == ["logits"]
+
+
+def test_hf_directory_errors_are_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for model, msg in [(f"hf:{tmp_path / 'nope'}", "no such directory"), (f"hf:{empty}", "config.json not found")]:
+        r, home = study(tmp_path, model)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and msg in r.stderr, r.stderr
+        assert not (home.root / "optuna.db").exists()
+    d = vit_classifier(tmp_path / "noweights", processor=False)
+    (d / "model.safetensors").unlink()
+    r, home = study(tmp_path, f"hf:{d}")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no weights" in r.stderr, r.stderr
+    r, _ = study(tmp_path, str(DATA / "models.py") + ":tiny", "--task", "text-classification")
+    assert r.returncode == 2 and "--task text-classification: only for hf:DIR models" in r.stderr
