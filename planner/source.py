@@ -573,7 +573,10 @@ def to_model_layout(samples: dict[str, np.ndarray], axes: dict[str, int | None])
     out = {}
     for k, v in samples.items():
         ax = axes.get(k, 0)
-        out[k] = v if ax == 0 else np.ascontiguousarray(v[0] if ax is None else np.moveaxis(v, 0, ax))
+        if ax is None:
+            out[k] = np.array(v[0])  # (a 0-d array for a scalar: ascontiguousarray would make it 1-d)
+        else:
+            out[k] = v if ax == 0 else np.ascontiguousarray(np.moveaxis(v, 0, ax))
     return out
 
 

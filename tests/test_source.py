@@ -109,3 +109,100 @@ def test_int8_static_records_its_calibration_source(tmp_path):
     cfg = TrialConfig("onnxruntime", 1, quant=QuantConfig("int8_static", freeze_options({"calibrate_method": "minmax"})))
     info = quantized_onnx(src, cfg, src.onnx_path(), tmp_path / "q.onnx")
     assert info["calibration_data"] == "held-out" and info["calibration_held_out"] == 1.0
+
+
+def test_outputs_of_any_structure_are_flattened_to_names():
+    import torch
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from planner.outputs import default_outputs, flatten_outputs, select_outputs
+
+    t = torch.zeros(2, 3)
+    out = SequenceClassifierOutput(logits=t, hidden_states=(t, t))  # loss and attentions unset: absent
+    assert [n for n, _ in flatten_outputs(out)] == ["logits", "hidden_states.0", "hidden_states.1"]
+    assert [n for n, _ in flatten_outputs({"a": t, "b": {"c": [t, None]}})] == ["a", "b.c.0"]
+    assert [n for n, _ in flatten_outputs((t, t))] == ["output0", "output1"]
+    assert [n for n, _ in flatten_outputs(t)] == ["output"]
+    assert default_outputs(["hidden_states.0", "logits"]) == ["logits"]
+    assert default_outputs(["pooler_output", "last_hidden_state"]) == ["last_hidden_state"]
+    assert default_outputs(["a", "b"]) == ["a"] and default_outputs(["output0", "output1"]) == ["output0", "output1"]
+    assert select_outputs(["a", "b"], ("b",), "m") == [1]
+    with pytest.raises(ConfigError, match="--output c: no such output; the model's outputs are a, b"):
+        select_outputs(["a", "b"], ("c",), "m")
+
+
+KW_MODEL = """
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, input_ids=None, pixel_values=None, state=None, sr=None):
+        h = self.fc(pixel_values) + state.sum(0) * sr
+        return BaseModelOutput(last_hidden_state=h, hidden_states=(h, 2 * h))
+
+def net():
+    return Net()
+
+def example_inputs(batch_size):
+    return {"pixel_values": torch.randn(batch_size, 4), "state": torch.randn(2, batch_size, 4), "sr": torch.tensor(2.0)}
+"""
+
+
+def test_keyword_inputs_and_batch_axes_from_example_inputs(tmp_path):
+    import torch
+
+    f = tmp_path / "m.py"
+    f.write_text(KW_MODEL)
+    src = ModelSource(parse_model(f"{f}:net"), tmp_path)
+    assert [(i.name, i.shape, i.batch_axis) for i in src.inputs] == [("pixel_values", (4,), 0), ("state", (2, 4), 1),
+                                                                     ("sr", (), None)]
+    ex = src.example_inputs(3)
+    assert ex["state"].shape == (2, 3, 4) and ex["sr"].shape == () and src.sample_inputs(3)["state"].shape == (3, 2, 4)
+    m = src.base_module()  # called by keyword (pixel_values is not forward's first parameter), outputs flattened
+    assert type(m).__name__ == "FlatOutputs" and src.output_names == ["last_hidden_state", "hidden_states.0", "hidden_states.1"]
+    out = m(*[torch.from_numpy(v) for v in ex.values()])
+    assert isinstance(out, tuple) and len(out) == 3 and out[0].shape == (3, 4)
+    import onnx
+
+    g = onnx.load(str(src.onnx_path())).graph  # exported with each input's own batch axis, outputs by name
+    assert [o.name for o in g.output] == src.output_names
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in g.input}
+    assert dims["state"][0] == 2 and isinstance(dims["state"][1], str) and dims["sr"] == []
+
+
+def test_inputs_syntax_for_batch_axes_and_its_errors():
+    from planner.model import parse_input_shapes
+
+    got = parse_input_shapes("x:16,state:2x8:float32:batch=1,sr::int64:batch=none")
+    assert [(i.name, i.shape, i.dtype, i.batch_axis) for i in got] == [
+        ("x", (16,), "float32", 0), ("state", (2, 8), "float32", 1), ("sr", (), "int64", None)]
+    assert got[1].full_shape(5) == (2, 5, 8) and got[2].full_shape(5) == ()
+    for bad, msg in [("s:2x8:float32:axis=1", "expected batch=AXIS or batch=none"), ("s:2:float32:batch=3", "past the 2 axes")]:
+        with pytest.raises(ConfigError, match=msg):
+            parse_input_shapes(bad)
+
+
+def test_model_yaml_declares_batch_axes_outputs_and_task(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(DATA))
+    from stateful_onnx import build
+
+    build(tmp_path / "s.onnx")
+    y = tmp_path / "m.yaml"
+    y.write_text("source: s.onnx\noutputs: [new_state]\ninputs:\n  - {name: x, shape: [16]}\n"
+                 "  - {name: sr, shape: [], dtype: int64, batch_axis: null}\n")
+    spec = parse_model(str(y))
+    assert spec.outputs == ("new_state",) and spec.inputs[1].batch_axis is None
+    src = ModelSource(spec, tmp_path)
+    assert [(i.name, i.batch_axis) for i in src.inputs] == [("x", 0), ("state", 1), ("sr", None)]  # state from the file
+    y.write_text("source: s.onnx\ntask: text-classification\n")
+    with pytest.raises(ConfigError, match="only for hf:DIR models"):
+        parse_model(str(y))
+    y.write_text("source: s.onnx\ninputs:\n  - {name: x, shape: [16], batch_axis: 2}\n")
+    with pytest.raises(ConfigError, match="batch_axis 2 is past the 2 axes"):
+        parse_model(str(y))

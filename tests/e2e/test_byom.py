@@ -101,3 +101,33 @@ def test_hf_directory_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no weights" in r.stderr, r.stderr
     r, _ = study(tmp_path, str(DATA / "models.py") + ":tiny", "--task", "text-classification")
     assert r.returncode == 2 and "--task text-classification: only for hf:DIR models" in r.stderr
+
+
+ONNX_SPACE = ("name: onnx\nbatch_size: [1, 2]\nbackends:\n  onnxruntime: {graph_optimization_level: [basic, all]}\n"
+              "seeds:\n  - {backend: onnxruntime, batch_size: 1}\n  - {backend: onnxruntime, batch_size: 2}\n")
+
+
+def test_onnx_inputs_batched_on_axis_1_or_not_at_all(tmp_path):
+    """``state[2, batch, 8]`` and the scalar ``sr`` as declared; quality judged on both outputs, ``new_state``
+    batched on axis 1 too: b = 1 and b = 2 candidates agree with the batch-4 reference only if every axis is right."""
+    import sys
+
+    sys.path.insert(0, str(DATA))
+    from stateful_onnx import build
+
+    f = build(tmp_path / "stateful.onnx")
+    r, home = study(tmp_path, str(f), "--output", "out,new_state", space=ONNX_SPACE, name="st")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "input 'x' has dims [batch, seq]" in r.stderr and "--inputs x:<seq>:float32:batch=0" in r.stderr
+    assert not (home.root / "optuna.db").exists()
+    r, home = study(tmp_path, str(f), "--output", "out,new_state", "--inputs",
+                    "x:16,state:2x8:float32:batch=1,sr::int64:batch=none", space=ONNX_SPACE, name="st")
+    assert r.returncode == 0, r.stderr + r.stdout
+    st = optuna.load_study(study_name="st", storage=home.optuna_url)
+    assert [t.state.name for t in st.trials] == ["COMPLETE", "COMPLETE"], [t.user_attrs.get("fail_message") for t in st.trials]
+    assert sorted(t.user_attrs["config"]["batch_size"] for t in st.trials) == [1, 2]
+    assert all(t.user_attrs["metrics"]["quality_loss"] < 1e-5 for t in st.trials)
+    info = st.user_attrs["model_info"]
+    assert [(i["name"], i["batch_axis"]) for i in info["inputs"]] == [("x", 0), ("state", 1), ("sr", None)]
+    assert info["quality_outputs"] == ["out", "new_state"]
+    assert pareto_front(st) and registered(home)
