@@ -56,6 +56,7 @@ def check_front(r, home, name="s"):
 
 
 def test_user_file_returning_model_output(tmp_path):
+    pytest.importorskip("transformers")
     f = tmp_path / "vit.py"
     f.write_text(VIT_FILE)
     r, home = study(tmp_path, f"{f}:build")
@@ -68,6 +69,7 @@ def test_user_file_returning_model_output(tmp_path):
 
 
 def test_user_file_output_option_picks_another_output(tmp_path):
+    pytest.importorskip("transformers")
     f = tmp_path / "vit.py"
     f.write_text(VIT_FILE)
     r, home = study(tmp_path, f"{f}:build", "--output", "hidden_states.2")
@@ -80,6 +82,7 @@ def test_user_file_output_option_picks_another_output(tmp_path):
 
 @pytest.mark.parametrize("kind", ["text", "vision"])
 def test_hf_directory(tmp_path, kind):
+    pytest.importorskip("transformers")
     d = (bert_classifier if kind == "text" else vit_classifier)(tmp_path / kind)
     r, home = study(tmp_path, f"hf:{d}")
     st = check_front(r, home)
@@ -89,6 +92,7 @@ def test_hf_directory(tmp_path, kind):
 
 
 def test_hf_directory_errors_are_one_line(tmp_path):
+    pytest.importorskip("transformers")
     empty = tmp_path / "empty"
     empty.mkdir()
     for model, msg in [(f"hf:{tmp_path / 'nope'}", "no such directory"), (f"hf:{empty}", "config.json not found")]:
