@@ -4,7 +4,7 @@ and an ONNX file whose inputs batch on axis 1 or not at all."""
 
 import optuna
 import pytest
-from hf_tiny import bert_classifier, vit_classifier
+from hf_tiny import bert_classifier, gpt2_decoder, vit_classifier
 from support import DATA, run_cli
 
 from planner.paths import Home
@@ -80,14 +80,15 @@ def test_user_file_output_option_picks_another_output(tmp_path):
     assert "--output pooler: no such output; the model's outputs are logits, hidden_states.0" in bad.stderr
 
 
-@pytest.mark.parametrize("kind", ["text", "vision"])
+@pytest.mark.parametrize("kind", ["text", "vision", "decoder"])
 def test_hf_directory(tmp_path, kind):
     pytest.importorskip("transformers")
-    d = (bert_classifier if kind == "text" else vit_classifier)(tmp_path / kind)
+    d = {"text": bert_classifier, "vision": vit_classifier, "decoder": gpt2_decoder}[kind](tmp_path / kind)
     r, home = study(tmp_path, f"hf:{d}")
     st = check_front(r, home)
     names = [i["name"] for i in st.user_attrs["model_info"]["inputs"]]
-    assert names == (["input_ids", "token_type_ids", "attention_mask"] if kind == "text" else ["pixel_values"])
+    assert names == {"text": ["input_ids", "token_type_ids", "attention_mask"], "vision": ["pixel_values"],
+                     "decoder": ["input_ids"]}[kind]
     assert st.user_attrs["model_info"]["quality_outputs"] == ["logits"]
 
 
@@ -135,3 +136,8 @@ def test_onnx_inputs_batched_on_axis_1_or_not_at_all(tmp_path):
     assert [(i["name"], i["batch_axis"]) for i in info["inputs"]] == [("x", 0), ("state", 1), ("sr", None)]
     assert info["quality_outputs"] == ["out", "new_state"]
     assert pareto_front(st) and registered(home)
+    b2 = next(t for t in st.trials if t.user_attrs["config"]["batch_size"] == 2)
+    ex = run_cli("export", "--study", "st", "--trial", b2.number, "--out", tmp_path / "ex", "--home", home.root)
+    assert ex.returncode == 0, ex.stderr + ex.stdout
+    v = run_cli("verify", tmp_path / "ex")  # the samples fed and the outputs read with the same axes
+    assert v.returncode == 0 and "match the fp32 reference" in v.stdout, v.stderr + v.stdout
