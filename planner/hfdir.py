@@ -1,7 +1,7 @@
 """``--model hf:DIR``: a local Hugging Face model directory (what ``save_pretrained`` writes), loaded in a worker.
 
-The model class is the one the directory's ``config.json`` names (``architectures``), or the Auto class of
-``--task`` (`planner.model.HF_TASKS`), else ``AutoModel``.  Nothing is downloaded (``local_files_only``) and no
+The model class is the Auto class of ``--task`` (`planner.model.HF_TASKS`) when given, else the one the directory's
+``config.json`` names (``architectures``), else ``AutoModel``.  Nothing is downloaded (``local_files_only``) and no
 code from the directory runs (``trust_remote_code=False``): a model that needs its own code is refused with a
 one-line error.  Weights: safetensors when the directory has them; pickled ``pytorch_model.bin`` only as
 transformers loads them, with ``torch.load(weights_only=True)``.

@@ -204,9 +204,59 @@ def test_model_yaml_declares_batch_axes_outputs_and_task(tmp_path):
     assert spec.outputs == ("new_state",) and spec.inputs[1].batch_axis is None
     src = ModelSource(spec, tmp_path)
     assert [(i.name, i.batch_axis) for i in src.inputs] == [("x", 0), ("state", 1), ("sr", None)]  # state from the file
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "config.json").write_text("{}")
+    y.write_text("source: hf:dir\ntask: fill-mask\noutputs: [logits]\n")
+    hf = parse_model(str(y))
+    assert (hf.kind, hf.ref, hf.task, hf.outputs) == ("hf", f"hf:{tmp_path / 'dir'}", "fill-mask", ("logits",))
+    y.write_text("source: hf:dir\ntask: fill-masks\n")
+    with pytest.raises(ConfigError, match="did you mean 'fill-mask'"):
+        parse_model(str(y))
     y.write_text("source: s.onnx\ntask: text-classification\n")
     with pytest.raises(ConfigError, match="only for hf:DIR models"):
         parse_model(str(y))
     y.write_text("source: s.onnx\ninputs:\n  - {name: x, shape: [16], batch_axis: 2}\n")
     with pytest.raises(ConfigError, match="batch_axis 2 is past the 2 axes"):
         parse_model(str(y))
+
+
+def test_hf_directory_inputs_class_and_weights(tmp_path):
+    """hf:DIR: inputs from the config's image_size without a processor; --task picks the Auto class; pickled
+    weights load (weights_only); an architecture transformers lacks is one line, no code from the directory run."""
+    import json
+    import sys
+
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(DATA.parent))
+    from hf_tiny import bert_classifier, vit_classifier
+
+    d = vit_classifier(tmp_path / "vit", processor=False)
+    src = ModelSource(parse_model(f"hf:{d}"), tmp_path / "c")
+    assert [(i.name, i.shape) for i in src.inputs] == [("pixel_values", (3, 16, 16))]
+    assert type(src.base_module().model).__name__ == "ViTForImageClassification" and src.output_names == ["logits"]
+    feat = ModelSource(parse_model(f"hf:{d}", task="feature-extraction"), tmp_path / "c")
+    assert type(feat.base_module().model).__name__ == "ViTModel"
+    assert feat.output_names == ["last_hidden_state", "pooler_output"]
+
+    b = bert_classifier(tmp_path / "bert")
+    from transformers import BertForSequenceClassification
+
+    import torch
+
+    (tmp_path / "pickled").mkdir()
+    torch.save(BertForSequenceClassification.from_pretrained(b).state_dict(), tmp_path / "pickled" / "pytorch_model.bin")
+    for f in [*b.glob("tokenizer*"), b / "config.json"]:
+        (tmp_path / "pickled" / f.name).write_bytes(f.read_bytes())
+    assert (tmp_path / "pickled" / "pytorch_model.bin").is_file() and not list((tmp_path / "pickled").glob("*.safetensors"))
+    got = ModelSource(parse_model(f"hf:{tmp_path / 'pickled'}"), tmp_path / "c")
+    assert [i.name for i in got.inputs] == ["input_ids", "token_type_ids", "attention_mask"]
+    assert got.inputs[0].high == 21 and got.inputs[0].shape == (16,)
+
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(architectures=["MyOwnViT"], auto_map={"AutoModel": "modeling_mine.MyOwnViT"})
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "modeling_mine.py").write_text("raise SystemExit('directory code ran')\n")
+    with pytest.raises(ConfigError, match="architecture MyOwnViT is not in transformers .* pass --task"):
+        ModelSource(parse_model(f"hf:{d}"), tmp_path / "c").base_module()
+    fixed = ModelSource(parse_model(f"hf:{d}", task="image-classification"), tmp_path / "c").base_module()
+    assert type(fixed.model).__name__ == "ViTForImageClassification"

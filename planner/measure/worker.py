@@ -436,8 +436,6 @@ def do_confirm(job: "ConfirmJob") -> dict:
     records and tunes no further), then for each round ``r`` the worker waits for ``GATE/go-r``, runs the
     target's full latency protocol and writes ``GATE/round-r.json``.  The parent pauses every other
     candidate while one measures, so the rounds see the same machine state in turn."""
-    import numpy as np
-
     from planner.measure.timer import measure
 
     os.environ["PLANNER_TUNING_SECONDS_LEFT"] = "0"  # the trial's tuning records are applied, none added

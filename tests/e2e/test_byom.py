@@ -78,6 +78,7 @@ def test_user_file_output_option_picks_another_output(tmp_path):
     bad, _ = study(tmp_path / "bad", f"{f}:build", "--output", "pooler", name="bad")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "--output pooler: no such output; the model's outputs are logits, hidden_states.0" in bad.stderr
+    assert not list((tmp_path / "bad" / "home").glob("studies/*")) and not list((tmp_path / "bad" / "home").glob("staging/*"))
 
 
 @pytest.mark.parametrize("kind", ["text", "vision", "decoder"])
