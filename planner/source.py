@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from planner.config import DistillConfig, PruneConfig, TrialConfig
-from planner.errors import ConfigError
+from planner.errors import CandidateFailed, ConfigError, FailReason
 from planner.model import InputSpec, ModelSpec
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
@@ -265,9 +265,17 @@ class ModelSource:
 
         From a ``calibration_dataset()`` beside the model factory when there is one, so the data that
         tunes the compressed model is not the data that judges it; else the evaluation data (or
-        synthetic inputs).  `calibration_source` says which, and trials record it."""
+        synthetic inputs).  `calibration_source` says which, and trials record it.
+
+        Its consumers (int8 calibration readers, distillation) slice samples on axis 0: a model with an input
+        batched elsewhere, or not at all, fails such a candidate as unsupported rather than feed it wrong shapes."""
         if self.format == "torch":
             self._load()
+        other = [f"{i.name} ({'none' if i.batch_axis is None else f'axis {i.batch_axis}'})"
+                 for i in self.inputs if i.batch_axis != 0]
+        if other:
+            raise CandidateFailed(FailReason.UNSUPPORTED, "calibration and distillation data are fed on batch axis 0; "
+                                  f"inputs batched otherwise: {', '.join(other)}")
         if self._calibration_fn is None:
             return self.sample_inputs(n, seed)
         if self._calibration is None:

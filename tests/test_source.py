@@ -260,3 +260,17 @@ def test_hf_directory_inputs_class_and_weights(tmp_path):
         ModelSource(parse_model(f"hf:{d}"), tmp_path / "c").base_module()
     fixed = ModelSource(parse_model(f"hf:{d}", task="image-classification"), tmp_path / "c").base_module()
     assert type(fixed.model).__name__ == "ViTForImageClassification"
+
+
+def test_calibration_of_inputs_not_batched_on_axis_0_is_an_unsupported_candidate(tmp_path):
+    import sys
+
+    from planner.errors import CandidateFailed, FailReason
+
+    sys.path.insert(0, str(DATA))
+    from stateful_onnx import build
+
+    src = ModelSource(parse_model(str(build(tmp_path / "s.onnx", seq=16))), tmp_path)
+    with pytest.raises(CandidateFailed, match=r"inputs batched otherwise: state \(axis 1\), sr \(none\)") as e:
+        src.calibration_inputs(4)
+    assert e.value.reason == FailReason.UNSUPPORTED
