@@ -208,8 +208,8 @@ def parse_model(ref: str, inputs: tuple[InputSpec, ...] = (), output_kind: str =
     spec = _parse_model(ref, inputs, output_kind, data, tuple(outputs), task)
     if task is not None and spec.kind != "hf":
         raise ConfigError(f"--task {task}: only for hf:DIR models")
-    if spec.task is not None and spec.task not in HF_TASKS:
-        raise ConfigError(f"--task {spec.task!r}; {did_you_mean(spec.task, HF_TASKS)}")
+    if (spec.task or task) is not None and (spec.task or task) not in HF_TASKS:
+        raise ConfigError(f"--task {spec.task or task!r}; {did_you_mean(spec.task or task, HF_TASKS)}")
     return dataclasses.replace(spec, outputs=spec.outputs or tuple(outputs), task=spec.task or task)
 
 

@@ -107,6 +107,12 @@ def test_hf_directory_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no weights" in r.stderr, r.stderr
     r, _ = study(tmp_path, str(DATA / "models.py") + ":tiny", "--task", "text-classification")
     assert r.returncode == 2 and "--task text-classification: only for hf:DIR models" in r.stderr
+    notok = bert_classifier(tmp_path / "notok", tokenizer=False)
+    r, home = study(tmp_path, f"hf:{notok}", "--task", "fill-masks")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "did you mean 'fill-mask'" in r.stderr, r.stderr
+    r, home = study(tmp_path, f"hf:{notok}")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "inputs unknown (no tokenizer" in r.stderr, r.stderr
+    assert not (home.root / "optuna.db").exists() and not list(home.root.glob("studies/*"))
 
 
 ONNX_SPACE = ("name: onnx\nbatch_size: [1, 2]\nbackends:\n  onnxruntime: {graph_optimization_level: [basic, all]}\n"
