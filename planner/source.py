@@ -692,14 +692,14 @@ def _onnx_inputs(path: Path, declared: tuple[InputSpec, ...] = ()) -> tuple[Inpu
     for inp in m.graph.input:
         if inp.name in init:
             continue
-        if inp.name in given:
-            out.append(given[inp.name])
-            continue
         tt = inp.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+        if inp.name in given:
+            out.append(_check_declared(path, given[inp.name], dims))
+            continue
         dtype = types.get(tt.elem_type)
         if dtype is None:
             raise ConfigError(f"--model {path}: input {inp.name!r} has unsupported element type {tt.elem_type}")
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
         symbolic = [a for a, d in enumerate(dims) if isinstance(d, str)]
         if len(symbolic) > 1:  # the batch axis may be named, the other sizes are unknown: the user says them
             named = [a for a in symbolic if str(dims[a]).lower() in BATCH_DIM_NAMES] or symbolic
@@ -712,6 +712,29 @@ def _onnx_inputs(path: Path, declared: tuple[InputSpec, ...] = ()) -> tuple[Inpu
         axis = None if not dims else (symbolic[0] if symbolic else 0)
         out.append(InputSpec(inp.name, tuple(int(d) for a, d in enumerate(dims) if a != axis), dtype, 0, 2, axis))
     return tuple(out)
+
+
+def _check_declared(path: Path, spec: InputSpec, dims: list) -> InputSpec:
+    """A declared input that contradicts the file (another rank, a fixed size that differs, the batch axis on a
+    fixed size other than 1 or off the dim named like a batch) is a one-line error with the declaration that fits."""
+    full = list(spec.full_shape(-1))  # -1 marks the batch axis
+    batchy = [a for a, d in enumerate(dims) if isinstance(d, str) and d.lower() in BATCH_DIM_NAMES]
+    wrong = len(full) != len(dims) or any(isinstance(d, int) and f != d and not (f == -1 and d == 1)
+                                          for f, d in zip(full, dims)) or (batchy and spec.batch_axis not in batchy)
+    if not wrong:
+        return spec
+    shown = "[" + ", ".join(str(d) for d in dims) + "]"
+    symbolic = [a for a, d in enumerate(dims) if isinstance(d, str)]
+    axis = batchy[0] if batchy else (symbolic[0] if len(symbolic) == 1 else None)
+    hint = ""
+    if axis is not None and all(isinstance(d, int) for a, d in enumerate(dims) if a != axis):
+        hint = (f"; e.g. --inputs {spec.name}:{'x'.join(str(d) for a, d in enumerate(dims) if a != axis)}:{spec.dtype}"
+                f":batch={axis}")
+    elif not dims:
+        hint = f"; e.g. --inputs {spec.name}::{spec.dtype}:batch=none"
+    declared = "[" + ", ".join("B" if f == -1 else str(f) for f in full) + "]"
+    raise ConfigError(f"--inputs {spec.name}: declared as {declared} (B: the batch axis), but {path.name} gives it dims "
+                      f"{shown}{hint} (NAME:DIMS[:DTYPE][:batch=AXIS|none])")
 
 
 def onnx_output_axes(path: Path, inputs: tuple[InputSpec, ...]) -> list[int]:

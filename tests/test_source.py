@@ -274,3 +274,21 @@ def test_calibration_of_inputs_not_batched_on_axis_0_is_an_unsupported_candidate
     with pytest.raises(CandidateFailed, match=r"inputs batched otherwise: state \(axis 1\), sr \(none\)") as e:
         src.calibration_inputs(4)
     assert e.value.reason == FailReason.UNSUPPORTED
+
+
+def test_declared_onnx_inputs_that_contradict_the_file_are_one_line_errors(tmp_path):
+    import sys
+
+    from planner.model import parse_input_shapes
+
+    sys.path.insert(0, str(DATA))
+    from stateful_onnx import build
+
+    f = build(tmp_path / "s.onnx")
+    for decl, msg in [  # silero-vad's case: the state declared as if it batched on axis 0, the scalar as batched
+        ("x:16,state:2x8:float32", r"--inputs state: declared as \[B, 2, 8\] .* gives it dims \[2, batch, 8\]; "
+                                   r"e.g. --inputs state:2x8:float32:batch=1"),
+        ("x:16,sr::int64", r"--inputs sr: declared as \[B\] .* gives it dims \[\]; e.g. --inputs sr::int64:batch=none"),
+        ("x:16x2", r"--inputs x: declared as \[B, 16, 2\] .* gives it dims \[batch, seq\]")]:
+        with pytest.raises(ConfigError, match=msg):
+            ModelSource(parse_model(str(f), parse_input_shapes(decl)), tmp_path).inputs
