@@ -151,9 +151,9 @@ def do_prepare(job: "PrepareJob") -> dict:
     widths: list[int] = []
     for feed, valid in batches(inputs, n, ref_batch, axes):
         got = run(feed)
-        if not widths:
-            widths = [int(np.prod([d for a, d in enumerate(np.shape(o)) if a != (out_axes or [0] * len(got))[i]]))
-                      for i, o in enumerate(got)]
+        if not widths:  # values per sample of each output
+            widths = [int(np.size(o)) // max(1, np.shape(o)[a] if np.ndim(o) else 1)
+                      for o, a in zip(got, out_axes or [0] * len(got))]
         outs.append(flat_outputs(got, out_axes)[:valid])
     ref = np.concatenate(outs)
     ref_seconds = time.perf_counter() - t0
@@ -165,6 +165,9 @@ def do_prepare(job: "PrepareJob") -> dict:
     if len(widths) == len(names):  # the columns of the chosen outputs in a flattened row
         starts = np.cumsum([0] + widths)
         arrays["qcols"] = np.asarray([[starts[i], starts[i + 1]] for i in chosen], dtype=np.int64)
+    elif spec.outputs:
+        raise ConfigError(f"model {spec.ref}: --output: the model returned {len(widths)} outputs, not the "
+                          f"{len(names)} named {', '.join(names)}")
     evaluation = None
     if spec.evaluator:  # the task metrics of the fp32 model: what every trial's are compared with
         from planner.measure.evaluator import evaluator_quality, load_evaluator, make_predict, parse_metric, run_evaluator
