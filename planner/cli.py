@@ -271,7 +271,7 @@ def backends():
 
 @app.command()
 def models():
-    """Built-in zoo models (user models: file.py:factory, package.module:factory, .onnx, model.yaml)."""
+    """Built-in zoo models (user models: file.py:factory, package.module:factory, .onnx, hf:DIR, model.yaml)."""
     from planner.zoo import ZOO
 
     for name, module in ZOO.items():
