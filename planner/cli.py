@@ -31,7 +31,7 @@ def _console(stderr: bool = False):
 # ------------------------------------------------------------------ optimize
 @app.command()
 def optimize(
-    model: str = typer.Option(..., "--model", "-m", help="zoo name, file.py:factory, package.module:factory, model.onnx or model.yaml"),
+    model: str = typer.Option(..., "--model", "-m", help="zoo name, file.py:factory, package.module:factory, model.onnx, hf:DIR (a local Hugging Face model directory) or model.yaml"),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="target YAML or built-in name (default: this host, as `planner probe` describes it: its precisions, e.g. bf16 only with AVX512-BF16/AMX)"),
     space: str = typer.Option("default", "--space", "-s", help="search space YAML or built-in name"),
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="candidates this process measures now (default 20; a proposal already measured is answered from the study and does not count; unbounded with --study-trials)"),
@@ -45,7 +45,9 @@ def optimize(
     seed: Optional[int] = typer.Option(0, "--seed", help="sampler seed"),
     objectives: Optional[str] = typer.Option(None, "--objectives", help="comma list of latency, quality, throughput, memory, size; with --workload also ttft, tpot, tokens (default: latency,quality or ttft,tpot,quality)"),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help="LLM workload YAML: measure a decoder's TTFT/TPOT against its SLO"),
-    inputs: Optional[str] = typer.Option(None, "--inputs", help="input shapes without batch axis: NAME:DIMxDIM[:DTYPE],..."),
+    inputs: Optional[str] = typer.Option(None, "--inputs", help="input shapes without batch axis: NAME:DIMxDIM[:DTYPE][:batch=AXIS|none],... (batch=AXIS: the batch axis's place in the full shape, default 0; none: a scalar or constant)"),
+    output: Optional[str] = typer.Option(None, "--output", help="comma list of the outputs quality is judged on (default: logits, else last_hidden_state, else the first output)"),
+    task: Optional[str] = typer.Option(None, "--task", help="hf:DIR models: the transformers task whose Auto class loads it, where its config names no architecture"),
     output_kind: str = typer.Option("auto", "--output-kind", help="auto | logits | embedding (for the quality metric)"),
     data: Optional[str] = typer.Option(None, "--data", help=".npz of evaluation/calibration inputs (optional 'labels')"),
     evaluator: Optional[str] = typer.Option(None, "--evaluator", help="file.py:fn or module:fn: fn(predict, batch_size) -> {metric: value}, the task metrics of a deployment"),
@@ -78,7 +80,8 @@ def optimize(
             return None
 
     shapes = collect(lambda: parse_input_shapes(inputs)) if inputs else ()
-    spec = collect(lambda: parse_model(model, shapes or (), output_kind, data))
+    outs = tuple(o.strip() for o in output.split(",") if o.strip()) if output else ()
+    spec = collect(lambda: parse_model(model, shapes or (), output_kind, data, outs, task))
     if spec is not None and (evaluator is not None or evaluator_metric is not None):
         spec = collect(lambda: spec.with_evaluator(evaluator, evaluator_metric))
     tgt = collect(lambda: load_target(target) if target is not None else probe_host())
@@ -268,7 +271,7 @@ def backends():
 
 @app.command()
 def models():
-    """Built-in zoo models (user models: file.py:factory, package.module:factory, .onnx, model.yaml)."""
+    """Built-in zoo models (user models: file.py:factory, package.module:factory, .onnx, hf:DIR, model.yaml)."""
     from planner.zoo import ZOO
 
     for name, module in ZOO.items():

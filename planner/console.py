@@ -78,6 +78,12 @@ class RichReporter:
             c.print(f"  [dim]skipped {b}: {why}[/]")
         if mi.get("synthetic_data"):
             c.print("[dim]quality is measured on seeded synthetic inputs (pass --data for real ones)[/]")
+        from rich.markup import escape
+
+        from planner.outputs import judged_on
+
+        if (line := judged_on(mi)) is not None:
+            c.print(f"[dim]{escape(line)}[/]")
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=c, transient=True)
         self.progress.start()

@@ -4,6 +4,7 @@ Accepted references:
   * a zoo name: ``tiny-mlp``, ``resnet18``, ``bert-mini`` (see ``planner models``)
   * ``path/to/file.py:factory`` or ``package.module:factory`` returning an eval-mode ``nn.Module``
   * ``path/to/model.onnx``
+  * ``hf:DIR``: a local Hugging Face model directory (``config.json`` and weights, as ``save_pretrained`` writes it)
   * ``path/to/model.yaml`` holding ``source`` plus optional ``inputs``, ``output_kind``, ``data``
 
 The user's code is only ever run inside worker processes (see ``source.py``).
@@ -26,26 +27,36 @@ OUTPUT_KINDS = ("auto", "logits", "embedding")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One model input; axis 0 is the batch axis."""
+    """One model input: its shape without the batch axis, and where the batch axis goes (None: the input has none,
+    a scalar or a constant given once per call, such as a sample rate)."""
 
     name: str
     shape: tuple[int, ...]  # without the batch axis
     dtype: str = "float32"
     low: int = 0  # integer inputs: values drawn from [low, high)
     high: int = 2
+    batch_axis: Optional[int] = 0
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "low": self.low, "high": self.high}
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "low": self.low, "high": self.high,
+                "batch_axis": self.batch_axis}
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
-        return cls(d["name"], tuple(int(x) for x in d["shape"]), d.get("dtype", "float32"), int(d.get("low", 0)), int(d.get("high", 2)))
+        return cls(d["name"], tuple(int(x) for x in d["shape"]), d.get("dtype", "float32"), int(d.get("low", 0)),
+                   int(d.get("high", 2)), d.get("batch_axis", 0))
+
+    def full_shape(self, batch: int) -> tuple[int, ...]:
+        """The shape the model takes at ``batch``."""
+        if self.batch_axis is None:
+            return self.shape
+        return (*self.shape[:self.batch_axis], batch, *self.shape[self.batch_axis:])
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     ref: str  # as the user gave it (or the YAML's source)
-    kind: Literal["zoo", "file", "module", "onnx"]
+    kind: Literal["zoo", "file", "module", "onnx", "hf"]
     name: str  # short name for experiment / registry names
     inputs: tuple[InputSpec, ...] = ()  # empty: the factory or zoo entry provides them
     output_kind: str = "auto"
@@ -54,19 +65,23 @@ class ModelSpec:
     extra: tuple = field(default=())
     evaluator: Optional[str] = None  # file.py:fn / module:fn returning task metrics (planner.measure.evaluator)
     evaluator_metric: Optional[str] = None  # NAME[:max|min]: the metric whose drop is the quality loss
+    outputs: tuple[str, ...] = ()  # the outputs quality is judged on (planner.outputs names); () = the default
+    task: Optional[str] = None  # hf: models: the transformers task (its Auto class) where the config names none
 
     def to_dict(self) -> dict:
         return {
             "ref": self.ref, "kind": self.kind, "name": self.name,
             "inputs": [i.to_dict() for i in self.inputs], "output_kind": self.output_kind,
             "data": self.data, "seed": self.seed, "evaluator": self.evaluator, "evaluator_metric": self.evaluator_metric,
+            "outputs": list(self.outputs), "task": self.task,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(d["ref"], d["kind"], d["name"], tuple(InputSpec.from_dict(i) for i in d.get("inputs", ())),
                    d.get("output_kind", "auto"), d.get("data"), int(d.get("seed", 0)),
-                   evaluator=d.get("evaluator"), evaluator_metric=d.get("evaluator_metric"))
+                   evaluator=d.get("evaluator"), evaluator_metric=d.get("evaluator_metric"),
+                   outputs=tuple(d.get("outputs") or ()), task=d.get("task"))
 
     def with_evaluator(self, evaluator: str | None, metric: str | None) -> "ModelSpec":
         """This spec with a user evaluator (validated, not run); None keeps the current one."""
@@ -87,6 +102,7 @@ class _InputYAML(BaseModel):
     dtype: Literal["float32", "float16", "int64", "int32", "bool"] = "float32"
     low: int = 0
     high: int = 2
+    batch_axis: Optional[int] = Field(0, ge=0, description="where the batch axis goes in the full shape; null: none")
 
 
 class _ModelYAML(BaseModel):
@@ -99,6 +115,9 @@ class _ModelYAML(BaseModel):
     seed: int = 0
     evaluator: Optional[str] = None
     evaluator_metric: Optional[str] = None
+    outputs: list[str] = Field(default_factory=list, description="the outputs quality is judged on (default: logits, "
+                                                                  "last_hidden_state or the first)")
+    task: Optional[str] = None
 
 
 _MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
@@ -133,13 +152,26 @@ def parse_metric(text: str | None) -> tuple[str | None, str]:
     return name.strip(), goal
 
 
+INPUTS_SYNTAX = "NAME:DIMxDIM[:DTYPE][:batch=AXIS|none], e.g. x:3x224x224:float32, state:2x128:float32:batch=1, sr::int64:batch=none"
+
+
 def parse_input_shapes(text: str) -> tuple[InputSpec, ...]:
-    """``name:3x224x224:float32,ids:128:int64`` -> InputSpecs (batch axis excluded)."""
+    """``name:3x224x224:float32,ids:128:int64,state:2x128:float32:batch=1,sr::int64:batch=none`` -> InputSpecs.
+
+    DIMS exclude the batch axis; ``batch=AXIS`` puts it at AXIS of the full shape (default 0), ``batch=none`` says
+    the input has none (a scalar or a constant)."""
     out = []
     for i, part in enumerate(p for p in text.split(",") if p.strip()):
         bits = part.strip().split(":")
+        axis: int | None = 0
+        if len(bits) == 4 or (len(bits) == 3 and bits[2].startswith("batch=")):
+            flag = bits.pop()
+            value = flag.removeprefix("batch=")
+            if not flag.startswith("batch=") or not (value == "none" or value.isdigit()):
+                raise ConfigError(f"--inputs: {part!r}: {flag!r}: expected batch=AXIS or batch=none; {INPUTS_SYNTAX}")
+            axis = None if value == "none" else int(value)
         if len(bits) not in (2, 3):
-            raise ConfigError(f"--inputs: {part!r}: expected NAME:DIMxDIM[:DTYPE], e.g. x:3x224x224:float32")
+            raise ConfigError(f"--inputs: {part!r}: expected {INPUTS_SYNTAX}")
         name, dims = bits[0], bits[1]
         dtype = bits[2] if len(bits) == 3 else "float32"
         if dtype not in DTYPES:
@@ -150,12 +182,39 @@ def parse_input_shapes(text: str) -> tuple[InputSpec, ...]:
             raise ConfigError(f"--inputs: {part!r}: dimensions must be integers joined by 'x'") from None
         if any(d <= 0 for d in shape):
             raise ConfigError(f"--inputs: {part!r}: dimensions must be positive")
-        out.append(InputSpec(name or f"input{i}", shape, dtype, 0, 2))
+        if axis is not None and axis > len(shape):
+            raise ConfigError(f"--inputs: {part!r}: batch={axis} is past the {len(shape) + 1} axes of the full shape")
+        out.append(InputSpec(name or f"input{i}", shape, dtype, 0, 2, axis))
     return tuple(out)
 
 
-def parse_model(ref: str, inputs: tuple[InputSpec, ...] = (), output_kind: str = "auto", data: str | None = None) -> ModelSpec:
+# hf:DIR models: the transformers Auto class of each task (used where the directory's config names no architecture)
+HF_TASKS = {
+    "feature-extraction": "AutoModel",
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "fill-mask": "AutoModelForMaskedLM",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "image-classification": "AutoModelForImageClassification",
+    "text-generation": "AutoModelForCausalLM",
+}
+
+
+def parse_model(ref: str, inputs: tuple[InputSpec, ...] = (), output_kind: str = "auto", data: str | None = None,
+                outputs: tuple[str, ...] = (), task: str | None = None) -> ModelSpec:
     """Validate a model reference (syntax, file existence, zoo name) without running user code."""
+    import dataclasses
+
+    spec = _parse_model(ref, inputs, output_kind, data, tuple(outputs), task)
+    if task is not None and spec.kind != "hf":
+        raise ConfigError(f"--task {task}: only for hf:DIR models")
+    if (spec.task or task) is not None and (spec.task or task) not in HF_TASKS:
+        raise ConfigError(f"--task {spec.task or task!r}; {did_you_mean(spec.task or task, HF_TASKS)}")
+    return dataclasses.replace(spec, outputs=spec.outputs or tuple(outputs), task=spec.task or task)
+
+
+def _parse_model(ref: str, inputs: tuple[InputSpec, ...], output_kind: str, data: str | None,
+                 outputs: tuple[str, ...], task: str | None) -> ModelSpec:
     from planner.zoo import ZOO
 
     if output_kind not in OUTPUT_KINDS:
@@ -174,24 +233,42 @@ def parse_model(ref: str, inputs: tuple[InputSpec, ...] = (), output_kind: str =
         src = y.source
         if (":" in src and src.split(":")[0].endswith(".py")) or src.endswith(".onnx"):
             src = str((base / src).resolve()) if not Path(src).is_absolute() else src
+        elif src.startswith("hf:") and not Path(src[3:]).is_absolute():
+            src = "hf:" + str((base / src[3:]).resolve())
+        bad_axes = [f"{ref}: inputs: {i.name}: batch_axis {i.batch_axis} is past the {len(i.shape) + 1} axes of its full shape"
+                    for i in y.inputs if i.batch_axis is not None and i.batch_axis > len(i.shape)]
+        if bad_axes:
+            raise ConfigError(bad_axes)
         d = y.data
         if d is not None and not Path(d).is_absolute():
             d = str((base / d).resolve())
         try:
-            spec = parse_model(src, tuple(InputSpec(i.name, tuple(i.shape), i.dtype, i.low, i.high) for i in y.inputs) or inputs,
-                               y.output_kind if y.output_kind != "auto" else output_kind, d or data)
+            spec = parse_model(src, tuple(InputSpec(i.name, tuple(i.shape), i.dtype, i.low, i.high, i.batch_axis)
+                                          for i in y.inputs) or inputs,
+                               y.output_kind if y.output_kind != "auto" else output_kind, d or data,
+                               tuple(y.outputs) or outputs, y.task or task)
         except ConfigError as e:
             raise ConfigError([f"{ref}: source: {line.removeprefix('--model ')}" for line in e.errors]) from None
         ev = y.evaluator
         if ev is not None and ev.partition(":")[0].endswith(".py") and not Path(ev.partition(":")[0]).is_absolute():
             ev = str((base / ev.partition(":")[0]).resolve()) + ":" + ev.partition(":")[2]
-        out = ModelSpec(spec.ref, spec.kind, y.name or spec.name, spec.inputs, spec.output_kind, spec.data, y.seed)
+        out = ModelSpec(spec.ref, spec.kind, y.name or spec.name, spec.inputs, spec.output_kind, spec.data, y.seed,
+                        outputs=spec.outputs, task=spec.task)
         try:
             return out.with_evaluator(ev, y.evaluator_metric) if ev else out
         except ConfigError as e:
             raise ConfigError([f"{ref}: {line.lstrip('-')}" for line in e.errors]) from None
     if ref in ZOO:
         return ModelSpec(ref, "zoo", ref, inputs, output_kind, data)
+    if ref.startswith("hf:"):
+        p = Path(ref[3:])
+        if not ref[3:] or not p.is_dir():
+            raise ConfigError(f"--model {ref}: no such directory (hf:DIR takes a local model directory, as "
+                              "save_pretrained writes it; nothing is downloaded)")
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"--model {ref}: {p / 'config.json'} not found (hf:DIR takes a directory that "
+                              "save_pretrained wrote: config.json and its weights)")
+        return ModelSpec(f"hf:{p.resolve()}", "hf", p.resolve().name, inputs, output_kind, data)
     if ref.endswith(".onnx"):
         p = Path(ref)
         if not p.is_file():

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from planner.config import DistillConfig, PruneConfig, TrialConfig
-from planner.errors import ConfigError
+from planner.errors import CandidateFailed, ConfigError, FailReason
 from planner.model import InputSpec, ModelSpec
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
@@ -35,7 +35,9 @@ class ModelSource:
         what is keyed by it (the cached ONNX export) is found without building the fp32 module."""
         self.spec = spec
         self.cache_dir = Path(cache_dir)
-        self._module = None
+        self._module = None  # what backends receive (`base_module`)
+        self._raw = None  # what the factory returned
+        self._output_names: list[str] | None = None
         self._inputs: tuple[InputSpec, ...] | None = None
         self._output_kind = spec.output_kind
         self._example_fn = None
@@ -58,11 +60,11 @@ class ModelSource:
     def format(self) -> str:
         return "onnx" if self.spec.kind == "onnx" else "torch"
 
-    def base_module(self):
-        """The user's fp32 module (eval mode), built once."""
+    def _load(self):
+        """The user's fp32 module (eval mode) as their factory returns it, and the extras beside it; built once."""
         if self.format == "onnx":
             raise ConfigError(f"model {self.spec.ref} is an ONNX file; torch backends cannot run it")
-        if self._module is None:
+        if self._raw is None:
             t_build = time.perf_counter()
             import torch
 
@@ -75,36 +77,92 @@ class ModelSource:
 
             if is_hf_causal_lm(module):  # a transformers causal LM: planner's decoder API around it
                 module = HFDecoder(module, where=f"model {self.spec.ref}")
-                extras = {"inputs": module.input_specs(), "output_kind": "logits", **{k: v for k, v in extras.items() if v}}
+                extras = {"inputs": module.input_specs(), "output_kind": "logits",
+                          **{k: v for k, v in extras.items() if v and not (k == "inputs" and callable(v))}}
                 self.log.append(f"transformers {module.model_class} wrapped as a KV-cache decoder (planner.llm.hf)")
-            self._module = module.eval()
+            self._raw = module.eval()
             self._example_fn = extras.get("example_inputs")
             self._dataset_fn = extras.get("dataset")
             self._calibration_fn = extras.get("calibration_dataset")
             self._prompts_fn = extras.get("prompt_tokens")
             if not self._inputs and extras.get("inputs"):
-                self._inputs = tuple(extras["inputs"])
+                got = extras["inputs"]
+                self._inputs = tuple(got(module) if callable(got) else got)  # hf:DIR: from its tokenizer, processor
             if self._output_kind == "auto" and extras.get("output_kind"):
                 self._output_kind = extras["output_kind"]
             self._spent("model", t_build)
+        return self._raw
+
+    def base_module(self):
+        """The user's fp32 module (eval mode) as every backend receives it: positional inputs in `inputs` order and
+        a tensor or a tuple of tensors out.  A module taking keyword inputs or returning a dict, a ``ModelOutput``
+        or a nested structure is wrapped (`FlatOutputs`) so that its outputs come out flattened as
+        `planner.outputs.flatten_outputs` names them; one returning tensors positionally is given as it is."""
+        if self._module is None:
+            raw = self._load()
+            t0 = time.perf_counter()
+            from planner.llm.hf import HFDecoder
+
+            if isinstance(raw, HFDecoder):
+                self._output_names = ["logits"]
+                self._module = raw
+            else:
+                self._module = self._flatten(raw)
+            self._spent("model", t0)
         return self._module
+
+    def _flatten(self, raw):
+        """`raw`, or `raw` wrapped in `FlatOutputs`: one forward at batch 1 shows what it returns."""
+        import torch
+
+        from planner.outputs import flatten_outputs, is_plain
+
+        names = self.input_names
+        keyword = _keyword_call(raw, names)
+        args = [torch.from_numpy(v) for v in self.example_inputs(1, seed=5).values()]
+        try:
+            with torch.inference_mode():
+                out = raw(**dict(zip(names, args))) if keyword else raw(*args)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"model {self.spec.ref}: forward on example inputs ({', '.join(names)}) raised "
+                              f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
+        flat = flatten_outputs(out)
+        if not flat:
+            raise ConfigError(f"model {self.spec.ref}: forward returned {type(out).__name__} with no tensor in it")
+        self._output_names = [n for n, _ in flat]
+        if not keyword and is_plain(out):
+            return raw
+        self.log.append(f"outputs flattened: {', '.join(self._output_names)}" + (" (keyword inputs)" if keyword else ""))
+        return flat_outputs_module(raw, names, keyword).eval()
+
+    @property
+    def output_names(self) -> list[str]:
+        """The model's outputs, flattened (`planner.outputs`): graph output names for an ONNX file."""
+        if self._output_names is None:
+            if self.format == "onnx":
+                self._output_names = [o.name for o in _onnx_model(Path(self.spec.ref)).graph.output]
+            else:
+                self.base_module()
+        return list(self._output_names or [])
 
     @property
     def inputs(self) -> tuple[InputSpec, ...]:
         if self._inputs is None:
-            self._inputs = self.spec.inputs or None  # type: ignore[assignment]
-        if not self._inputs:
-            if self.format == "onnx":
-                self._inputs = _onnx_inputs(Path(self.spec.ref))
+            if self.format == "onnx":  # the file's inputs, those the user declared replacing theirs
+                self._inputs = _onnx_inputs(Path(self.spec.ref), self.spec.inputs)
             else:
-                self.base_module()
-                if not self._inputs and self._example_fn is not None:
-                    self._inputs = _inputs_from_example(self._example_fn, self._module)
-                if not self._inputs:
-                    raise ConfigError(
-                        f"model {self.spec.ref}: input shapes unknown; define example_inputs(batch_size) beside the "
-                        "factory, or pass --inputs NAME:DIMxDIM[:DTYPE] or a model YAML with 'inputs'"
-                    )
+                self._inputs = self.spec.inputs or None  # type: ignore[assignment]
+        if not self._inputs:
+            self._load()
+            if not self._inputs and self._example_fn is not None:
+                self._inputs = _inputs_from_example(self._example_fn, self._raw)
+            if not self._inputs:
+                raise ConfigError(
+                    f"model {self.spec.ref}: input shapes unknown; define example_inputs(batch_size) beside the "
+                    "factory, or pass --inputs NAME:DIMxDIM[:DTYPE] or a model YAML with 'inputs'"
+                )
         return self._inputs  # type: ignore[return-value]
 
     @property
@@ -114,7 +172,7 @@ class ModelSource:
     @property
     def output_kind(self) -> str:
         if self._output_kind == "auto" and self.format == "torch":
-            self.base_module()
+            self._load()
         return self._output_kind if self._output_kind != "auto" else "logits"
 
     def model_hash(self) -> str:
@@ -126,12 +184,12 @@ class ModelSource:
             else:
                 import torch
 
-                for k, v in self.base_module().state_dict().items():
+                for k, v in self._load().state_dict().items():  # as the factory built it: wrapping changes no hash
                     h.update(k.encode())
                     t = v.detach().cpu().contiguous()
                     h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
                     h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-                h.update(type(self.base_module()).__qualname__.encode())
+                h.update(type(self._load()).__qualname__.encode())
             for i in self.inputs:
                 h.update(repr(i).encode())
             self._hash = h.hexdigest()[:16]
@@ -148,7 +206,7 @@ class ModelSource:
         ref = self.spec.data
         if ref is None:
             if self.format == "torch":
-                self.base_module()
+                self._load()
             if self._dataset_fn is None:
                 return None
             self._data = _call_dataset(self._dataset_fn, f"{self.spec.ref}: dataset()")
@@ -172,7 +230,9 @@ class ModelSource:
         return self._data
 
     def sample_inputs(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-        """``n`` samples: from the user's data when given, else seeded synthetic ones."""
+        """``n`` samples, first axis = samples whatever an input's batch axis (`to_model_layout` puts it in place;
+        an input with no batch axis holds one value, repeated): from the user's data when given, else seeded
+        synthetic ones."""
         d = self.data()
         if d is not None:
             total = len(d[self.input_names[0]])
@@ -181,23 +241,41 @@ class ModelSource:
         rng = np.random.default_rng(seed)
         out = {}
         for spec in self.inputs:
-            shape = (n, *spec.shape)
+            shape = (n if spec.batch_axis is not None else 1, *spec.shape)
             if spec.dtype.startswith("float"):
-                out[spec.name] = rng.standard_normal(shape).astype(NP_DTYPES[spec.dtype])
+                a = rng.standard_normal(shape).astype(NP_DTYPES[spec.dtype])
             elif spec.dtype == "bool":
-                out[spec.name] = np.ones(shape, dtype=np.bool_)
+                a = np.ones(shape, dtype=np.bool_)
             else:
-                out[spec.name] = rng.integers(spec.low, spec.high, size=shape).astype(NP_DTYPES[spec.dtype])
+                a = rng.integers(spec.low, spec.high, size=shape).astype(NP_DTYPES[spec.dtype])
+            out[spec.name] = a if spec.batch_axis is not None else np.ascontiguousarray(np.repeat(a, n, axis=0))
         return out
+
+    @property
+    def batch_axes(self) -> dict[str, int | None]:
+        """Each input's batch axis in the model's layout (None: the input has none)."""
+        return {i.name: i.batch_axis for i in self.inputs}
+
+    def to_model_layout(self, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A batch of `sample_inputs` as the model takes it (see `to_model_layout`)."""
+        return to_model_layout(samples, self.batch_axes)
 
     def calibration_inputs(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
         """``n`` samples for int8 calibration and distillation.
 
         From a ``calibration_dataset()`` beside the model factory when there is one, so the data that
         tunes the compressed model is not the data that judges it; else the evaluation data (or
-        synthetic inputs).  `calibration_source` says which, and trials record it."""
+        synthetic inputs).  `calibration_source` says which, and trials record it.
+
+        Its consumers (int8 calibration readers, distillation) slice samples on axis 0: a model with an input
+        batched elsewhere, or not at all, fails such a candidate as unsupported rather than feed it wrong shapes."""
         if self.format == "torch":
-            self.base_module()
+            self._load()
+        other = [f"{i.name} ({'none' if i.batch_axis is None else f'axis {i.batch_axis}'})"
+                 for i in self.inputs if i.batch_axis != 0]
+        if other:
+            raise CandidateFailed(FailReason.UNSUPPORTED, "calibration and distillation data are fed on batch axis 0; "
+                                  f"inputs batched otherwise: {', '.join(other)}")
         if self._calibration_fn is None:
             return self.sample_inputs(n, seed)
         if self._calibration is None:
@@ -213,7 +291,7 @@ class ModelSource:
     def prompt_tokens(self, n: int, length: int, seed: int = 0) -> np.ndarray | None:
         """``n`` real prompts ``[n, length]`` int64 from the decoder's ``prompt_tokens(n, length, seed)`` beside its
         factory (the zoo's smollm2-135m has one); None when it has none (LLM quality then uses seeded random tokens)."""
-        self.base_module()
+        self._load()
         if self._prompts_fn is None:
             return None
         out = np.ascontiguousarray(np.asarray(self._prompts_fn(n, length, seed), dtype=np.int64))
@@ -225,7 +303,7 @@ class ModelSource:
     def calibration_source(self) -> str:
         """Where calibration/distillation inputs come from: held-out, evaluation (shared with the quality check) or synthetic."""
         if self.format == "torch":
-            self.base_module()
+            self._load()
         if self._calibration_fn is not None:
             return "held-out"
         return "synthetic" if self.synthetic else "evaluation"
@@ -235,7 +313,8 @@ class ModelSource:
         return self.data() is None
 
     def example_inputs(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-        return self.sample_inputs(batch, seed)
+        """A batch of ``batch`` samples in the model's layout (each input's batch axis in place)."""
+        return self.to_model_layout(self.sample_inputs(batch, seed))
 
     def release_modules(self) -> None:
         """Drop the torch modules this source holds (the fp32 one and the transformed ones), for a process that
@@ -243,7 +322,7 @@ class ModelSource:
         The next `base_module` builds the module again."""
         import gc
 
-        self._module = None
+        self._module = self._raw = None
         self._transformed.clear()
         gc.collect()
 
@@ -327,7 +406,9 @@ class ModelSource:
             with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
                 path = Path(tmp) / "model.onnx"
                 t0 = time.perf_counter()
-                export_onnx(module, self.example_inputs(2, seed=5), path)
+                flat = type(self.base_module()).__name__ == "FlatOutputs"  # its outputs keep their names in the file
+                export_onnx(module, self.example_inputs(2, seed=5), path, self.batch_axes,
+                            self.output_names if flat else None)
                 self._spent("export", t0)
                 facts = Path(tmp) / "transform_info.json"  # prune/distill facts travel with the cached export
                 facts.write_text(json.dumps(self.transform_info, default=str))
@@ -361,8 +442,10 @@ def torch_version() -> str:
     return version("torch")
 
 
-def export_onnx(module, example: dict[str, np.ndarray], path: Path) -> None:
-    """torch.export-based ONNX export with a dynamic batch axis; weights embedded in one file."""
+def export_onnx(module, example: dict[str, np.ndarray], path: Path, batch_axes: dict[str, int | None] | None = None,
+                output_names: list[str] | None = None) -> None:
+    """torch.export-based ONNX export with a dynamic batch axis (each input's own, ``batch_axes``; axis 0 when not
+    given; none for an input without one); weights embedded in one file."""
     import logging
     import warnings
 
@@ -371,12 +454,15 @@ def export_onnx(module, example: dict[str, np.ndarray], path: Path) -> None:
     args = tuple(torch.from_numpy(v) for v in example.values())
     names = list(example)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic_shapes = tuple({0: batch} for _ in names)
+    axes = batch_axes or {}
+    dynamic_shapes = tuple({axes.get(n, 0): batch} if axes.get(n, 0) is not None else None for n in names)
+    if any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()):
+        dynamic_shapes = (dynamic_shapes,)  # forward(*args) (`FlatOutputs`): one structure for all of them
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(
-            module, args, input_names=names, dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False,
+            module, args, input_names=names, output_names=output_names, dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False,
             external_data=False, optimize=True,
         )
     prog.save(str(path), external_data=False)
@@ -456,6 +542,10 @@ def _resolve_factory(spec: ModelSpec):
     """(factory callable, extras) for zoo/file/module specs; extras may hold example_inputs/inputs/output_kind."""
     from planner.zoo import ZOO
 
+    if spec.kind == "hf":
+        from planner.hfdir import factory
+
+        return factory(spec)
     if spec.kind == "zoo":
         mod = importlib.import_module(ZOO[spec.ref])
         seed = spec.seed
@@ -485,50 +575,179 @@ def _call_dataset(fn, where: str) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(np.asarray(v)) for k, v in out.items()}
 
 
+def to_model_layout(samples: dict[str, np.ndarray], axes: dict[str, int | None]) -> dict[str, np.ndarray]:
+    """Sample-major arrays (first axis = samples, as evaluation data is kept) as the model takes them: an input's
+    sample axis moved to its batch axis; an input without one given once (its first sample's value)."""
+    out = {}
+    for k, v in samples.items():
+        ax = axes.get(k, 0)
+        if ax is None:
+            out[k] = np.array(v[0])  # (a 0-d array for a scalar: ascontiguousarray would make it 1-d)
+        else:
+            out[k] = v if ax == 0 else np.ascontiguousarray(np.moveaxis(v, 0, ax))
+    return out
+
+
+def _keyword_call(module, names: list[str]) -> bool:
+    """Whether ``module`` is called with its inputs by name: when they are parameters of its forward but not its
+    first positional ones in that order (``pixel_values`` alone, ``input_ids`` with ``token_type_ids``…)."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if positional[:len(names)] == list(names) or any(p.kind == p.VAR_POSITIONAL for p in params):
+        return False
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return all(n in named for n in names)
+
+
+_FLAT_CLASS = None
+
+
+def flat_outputs_module(module, input_names: list[str], keyword: bool):
+    """``module`` wrapped: positional inputs (passed by name when ``keyword``), outputs flattened to a tuple."""
+    global _FLAT_CLASS
+    if _FLAT_CLASS is None:
+        import torch
+
+        from planner.outputs import flatten_outputs
+
+        class FlatOutputs(torch.nn.Module):
+            """A model with keyword inputs or structured outputs, as engines take it (see `ModelSource.base_module`)."""
+
+            def __init__(self, model, input_names, keyword):
+                super().__init__()
+                self.model = model
+                self.input_names = list(input_names)
+                self.keyword = keyword
+
+            def forward(self, *args):
+                out = self.model(**dict(zip(self.input_names, args))) if self.keyword else self.model(*args)
+                return tuple(t for _, t in flatten_outputs(out))
+
+        _FLAT_CLASS = FlatOutputs
+    return _FLAT_CLASS(module, input_names, keyword)
+
+
 def _inputs_from_example(fn, module) -> tuple[InputSpec, ...]:
+    """Input specs from ``example_inputs(batch_size)``: called at batch 2 and 3, an input's batch axis is the one
+    that follows the batch size (none when no axis does: a constant such as a sample rate)."""
     import torch
 
-    ex = fn(2)
-    if isinstance(ex, torch.Tensor):
-        items = [(None, ex)]
-    elif isinstance(ex, dict):
-        items = list(ex.items())
-    elif isinstance(ex, (tuple, list)):
-        items = [(None, t) for t in ex]
-    else:
-        raise ConfigError(f"example_inputs(2) returned {type(ex).__name__}; expected a tensor, tuple or dict of tensors")
+    def items(b):
+        ex = fn(b)
+        if isinstance(ex, torch.Tensor):
+            return [(None, ex)]
+        if isinstance(ex, dict):
+            return list(ex.items())
+        if isinstance(ex, (tuple, list)):
+            return [(None, t) for t in ex]
+        raise ConfigError(f"example_inputs({b}) returned {type(ex).__name__}; expected a tensor, tuple or dict of tensors")
+
+    two, three = items(2), items(3)
     params = [p for p in inspect.signature(module.forward).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     out = []
-    for i, (name, t) in enumerate(items):
-        if not isinstance(t, torch.Tensor) or t.dim() == 0 or t.shape[0] != 2:
-            raise ConfigError("example_inputs(batch_size) must return tensors whose first axis is the batch (got a wrong shape for batch 2)")
+    for i, ((name, t), (_, t3)) in enumerate(zip(two, three)):
         name = name or (params[i].name if i < len(params) else f"input{i}")
+        if not isinstance(t, torch.Tensor) or not isinstance(t3, torch.Tensor) or t.dim() != t3.dim():
+            raise ConfigError(f"example_inputs(batch_size): input {name!r} must be a tensor of the same rank at every batch size")
+        differ = [a for a in range(t.dim()) if t.shape[a] != t3.shape[a]]
+        if differ and [(t.shape[a], t3.shape[a]) for a in differ] != [(2, 3)]:
+            raise ConfigError(f"example_inputs(batch_size): input {name!r} has shape {tuple(t.shape)} at batch 2 and "
+                              f"{tuple(t3.shape)} at batch 3; exactly one axis may follow the batch size")
+        axis = differ[0] if differ else None
         dtype = str(t.dtype).replace("torch.", "")
-        hi = int(t.max().item()) + 1 if not t.is_floating_point() else 2
-        out.append(InputSpec(name, tuple(t.shape[1:]), dtype, 0, max(hi, 2)))
+        hi = int(t.max().item()) + 1 if not t.is_floating_point() and t.numel() else 2
+        shape = tuple(d for a, d in enumerate(t.shape) if a != axis)
+        out.append(InputSpec(name, shape, dtype, 0, max(hi, 2), axis))
     return tuple(out)
 
 
-def _onnx_inputs(path: Path) -> tuple[InputSpec, ...]:
+BATCH_DIM_NAMES = ("batch", "batch_size", "n", "b", "batch_dim")
+
+
+def _onnx_model(path: Path):
     import onnx
 
     try:
-        m = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as e:
         raise ConfigError(f"--model {path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
+
+
+def _onnx_inputs(path: Path, declared: tuple[InputSpec, ...] = ()) -> tuple[InputSpec, ...]:
+    """The file's inputs, read with their named dims: the one symbolic dim is the batch axis (where there are
+    several, the one named like a batch); a scalar or an input whose dims are all fixed and named nothing has none
+    when it is rank 0, else axis 0.  ``declared`` inputs (``--inputs``, the model YAML) replace the file's."""
+    m = _onnx_model(path)
     init = {i.name for i in m.graph.initializer}
     types = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool"}
+    given = {i.name: i for i in declared}
+    graph_names = [i.name for i in m.graph.input if i.name not in init]
+    unknown = [n for n in given if n not in graph_names]
+    if unknown:
+        raise ConfigError(f"--inputs: {', '.join(unknown)}: no such input in {path.name}; its inputs are {', '.join(graph_names)}")
     out = []
     for inp in m.graph.input:
         if inp.name in init:
             continue
         tt = inp.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-        rest = dims[1:]
-        if any(d <= 0 for d in rest):
-            raise ConfigError(f"--model {path}: input {inp.name!r} has symbolic non-batch dims {dims}; pass --inputs to fix them")
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+        if inp.name in given:
+            out.append(_check_declared(path, given[inp.name], dims))
+            continue
         dtype = types.get(tt.elem_type)
         if dtype is None:
             raise ConfigError(f"--model {path}: input {inp.name!r} has unsupported element type {tt.elem_type}")
-        out.append(InputSpec(inp.name, tuple(rest), dtype, 0, 2))
+        symbolic = [a for a, d in enumerate(dims) if isinstance(d, str)]
+        if len(symbolic) > 1:  # the batch axis may be named, the other sizes are unknown: the user says them
+            named = [a for a in symbolic if str(dims[a]).lower() in BATCH_DIM_NAMES] or symbolic
+            shown = "[" + ", ".join(str(d) for d in dims) + "]"
+            example = "x".join(f"<{d}>" if isinstance(d, str) else str(d) for a, d in enumerate(dims) if a != named[0])
+            raise ConfigError(
+                f"--model {path}: input {inp.name!r} has dims {shown}: its sizes cannot be inferred; declare it, e.g. "
+                f"--inputs {inp.name}:{example}:{dtype}:batch={named[0]} (NAME:DIMS[:DTYPE][:batch=AXIS|none], DIMS "
+                "without the batch axis; the inputs not declared are read from the file)")
+        axis = None if not dims else (symbolic[0] if symbolic else 0)
+        out.append(InputSpec(inp.name, tuple(int(d) for a, d in enumerate(dims) if a != axis), dtype, 0, 2, axis))
     return tuple(out)
+
+
+def _check_declared(path: Path, spec: InputSpec, dims: list) -> InputSpec:
+    """A declared input that contradicts the file (another rank, a fixed size that differs, the batch axis on a
+    fixed size other than 1 or off the dim named like a batch) is a one-line error with the declaration that fits."""
+    full = list(spec.full_shape(-1))  # -1 marks the batch axis
+    batchy = [a for a, d in enumerate(dims) if isinstance(d, str) and d.lower() in BATCH_DIM_NAMES]
+    wrong = len(full) != len(dims) or any(isinstance(d, int) and f != d and not (f == -1 and d == 1)
+                                          for f, d in zip(full, dims)) or (batchy and spec.batch_axis not in batchy)
+    if not wrong:
+        return spec
+    shown = "[" + ", ".join(str(d) for d in dims) + "]"
+    symbolic = [a for a, d in enumerate(dims) if isinstance(d, str)]
+    axis = batchy[0] if batchy else (symbolic[0] if len(symbolic) == 1 else None)
+    hint = ""
+    if axis is not None and all(isinstance(d, int) for a, d in enumerate(dims) if a != axis):
+        hint = (f"; e.g. --inputs {spec.name}:{'x'.join(str(d) for a, d in enumerate(dims) if a != axis)}:{spec.dtype}"
+                f":batch={axis}")
+    elif not dims:
+        hint = f"; e.g. --inputs {spec.name}::{spec.dtype}:batch=none"
+    declared = "[" + ", ".join("B" if f == -1 else str(f) for f in full) + "]"
+    raise ConfigError(f"--inputs {spec.name}: declared as {declared} (B: the batch axis), but {path.name} gives it dims "
+                      f"{shown}{hint} (NAME:DIMS[:DTYPE][:batch=AXIS|none])")
+
+
+def onnx_output_axes(path: Path, inputs: tuple[InputSpec, ...]) -> list[int]:
+    """Each graph output's batch axis: the dim named as an input's batch dim, else axis 0."""
+    m = _onnx_model(path)
+    batch_names = set()
+    for inp in m.graph.input:
+        for a, d in enumerate(inp.type.tensor_type.shape.dim):
+            spec = next((i for i in inputs if i.name == inp.name), None)
+            if spec is not None and spec.batch_axis == a and d.dim_param:
+                batch_names.add(d.dim_param)
+    axes = []
+    for o in m.graph.output:
+        named = [a for a, d in enumerate(o.type.tensor_type.shape.dim) if d.dim_param and d.dim_param in batch_names]
+        axes.append(named[0] if named else 0)
+    return axes

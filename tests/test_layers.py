@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1] / "planner"
 # The layer order, declared once: (layer, module prefixes).  The longest matching prefix decides a module's layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ground", ("planner.errors", "planner.paths", "planner.yamlio", "planner.cache", "planner.schemes",
-                "planner.config")),
+                "planner.config", "planner.outputs")),
     ("spec", ("planner.target", "planner.model", "planner.zoo", "planner.backends.registry", "planner.llm.workload",
-              "planner.llm.hf")),
+              "planner.llm.hf", "planner.hfdir")),
     ("space", ("planner.space",)),
     ("transform", ("planner.transforms", "planner.source")),
     ("backends", ("planner.backends", "planner.llm.runtimes")),

@@ -109,3 +109,186 @@ def test_int8_static_records_its_calibration_source(tmp_path):
     cfg = TrialConfig("onnxruntime", 1, quant=QuantConfig("int8_static", freeze_options({"calibrate_method": "minmax"})))
     info = quantized_onnx(src, cfg, src.onnx_path(), tmp_path / "q.onnx")
     assert info["calibration_data"] == "held-out" and info["calibration_held_out"] == 1.0
+
+
+def test_outputs_of_any_structure_are_flattened_to_names():
+    import torch
+
+    pytest.importorskip("transformers")
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from planner.outputs import default_outputs, flatten_outputs, select_outputs
+
+    t = torch.zeros(2, 3)
+    out = SequenceClassifierOutput(logits=t, hidden_states=(t, t))  # loss and attentions unset: absent
+    assert [n for n, _ in flatten_outputs(out)] == ["logits", "hidden_states.0", "hidden_states.1"]
+    assert [n for n, _ in flatten_outputs({"a": t, "b": {"c": [t, None]}})] == ["a", "b.c.0"]
+    assert [n for n, _ in flatten_outputs((t, t))] == ["output0", "output1"]
+    assert [n for n, _ in flatten_outputs(t)] == ["output"]
+    assert default_outputs(["hidden_states.0", "logits"]) == ["logits"]
+    assert default_outputs(["pooler_output", "last_hidden_state"]) == ["last_hidden_state"]
+    assert default_outputs(["a", "b"]) == ["a"] and default_outputs(["output0", "output1"]) == ["output0", "output1"]
+    assert select_outputs(["a", "b"], ("b",), "m") == [1]
+    with pytest.raises(ConfigError, match="--output c: no such output; the model's outputs are a, b"):
+        select_outputs(["a", "b"], ("c",), "m")
+
+
+KW_MODEL = """
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, input_ids=None, pixel_values=None, state=None, sr=None):
+        h = self.fc(pixel_values) + state.sum(0) * sr
+        return BaseModelOutput(last_hidden_state=h, hidden_states=(h, 2 * h))
+
+def net():
+    return Net()
+
+def example_inputs(batch_size):
+    return {"pixel_values": torch.randn(batch_size, 4), "state": torch.randn(2, batch_size, 4), "sr": torch.tensor(2.0)}
+"""
+
+
+def test_keyword_inputs_and_batch_axes_from_example_inputs(tmp_path):
+    import torch
+
+    pytest.importorskip("transformers")
+
+    f = tmp_path / "m.py"
+    f.write_text(KW_MODEL)
+    src = ModelSource(parse_model(f"{f}:net"), tmp_path)
+    assert [(i.name, i.shape, i.batch_axis) for i in src.inputs] == [("pixel_values", (4,), 0), ("state", (2, 4), 1),
+                                                                     ("sr", (), None)]
+    ex = src.example_inputs(3)
+    assert ex["state"].shape == (2, 3, 4) and ex["sr"].shape == () and src.sample_inputs(3)["state"].shape == (3, 2, 4)
+    m = src.base_module()  # called by keyword (pixel_values is not forward's first parameter), outputs flattened
+    assert type(m).__name__ == "FlatOutputs" and src.output_names == ["last_hidden_state", "hidden_states.0", "hidden_states.1"]
+    out = m(*[torch.from_numpy(v) for v in ex.values()])
+    assert isinstance(out, tuple) and len(out) == 3 and out[0].shape == (3, 4)
+    import onnx
+
+    g = onnx.load(str(src.onnx_path())).graph  # exported with each input's own batch axis, outputs by name
+    assert [o.name for o in g.output] == src.output_names
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in g.input}
+    assert dims["state"][0] == 2 and isinstance(dims["state"][1], str) and dims["sr"] == []
+
+
+def test_inputs_syntax_for_batch_axes_and_its_errors():
+    from planner.model import parse_input_shapes
+
+    got = parse_input_shapes("x:16,state:2x8:float32:batch=1,sr::int64:batch=none")
+    assert [(i.name, i.shape, i.dtype, i.batch_axis) for i in got] == [
+        ("x", (16,), "float32", 0), ("state", (2, 8), "float32", 1), ("sr", (), "int64", None)]
+    assert got[1].full_shape(5) == (2, 5, 8) and got[2].full_shape(5) == ()
+    for bad, msg in [("s:2x8:float32:axis=1", "expected batch=AXIS or batch=none"), ("s:2:float32:batch=3", "past the 2 axes")]:
+        with pytest.raises(ConfigError, match=msg):
+            parse_input_shapes(bad)
+
+
+def test_model_yaml_declares_batch_axes_outputs_and_task(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(DATA))
+    from stateful_onnx import build
+
+    build(tmp_path / "s.onnx")
+    y = tmp_path / "m.yaml"
+    y.write_text("source: s.onnx\noutputs: [new_state]\ninputs:\n  - {name: x, shape: [16]}\n"
+                 "  - {name: sr, shape: [], dtype: int64, batch_axis: null}\n")
+    spec = parse_model(str(y))
+    assert spec.outputs == ("new_state",) and spec.inputs[1].batch_axis is None
+    src = ModelSource(spec, tmp_path)
+    assert [(i.name, i.batch_axis) for i in src.inputs] == [("x", 0), ("state", 1), ("sr", None)]  # state from the file
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "config.json").write_text("{}")
+    y.write_text("source: hf:dir\ntask: fill-mask\noutputs: [logits]\n")
+    hf = parse_model(str(y))
+    assert (hf.kind, hf.ref, hf.task, hf.outputs) == ("hf", f"hf:{tmp_path / 'dir'}", "fill-mask", ("logits",))
+    y.write_text("source: hf:dir\ntask: fill-masks\n")
+    with pytest.raises(ConfigError, match="did you mean 'fill-mask'"):
+        parse_model(str(y))
+    y.write_text("source: s.onnx\ntask: text-classification\n")
+    with pytest.raises(ConfigError, match="only for hf:DIR models"):
+        parse_model(str(y))
+    y.write_text("source: s.onnx\ninputs:\n  - {name: x, shape: [16], batch_axis: 2}\n")
+    with pytest.raises(ConfigError, match="batch_axis 2 is past the 2 axes"):
+        parse_model(str(y))
+
+
+def test_hf_directory_inputs_class_and_weights(tmp_path):
+    """hf:DIR: inputs from the config's image_size without a processor; --task picks the Auto class; pickled
+    weights load (weights_only); an architecture transformers lacks is one line, no code from the directory run."""
+    import json
+    import sys
+
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(DATA.parent))
+    from hf_tiny import bert_classifier, vit_classifier
+
+    d = vit_classifier(tmp_path / "vit", processor=False)
+    src = ModelSource(parse_model(f"hf:{d}"), tmp_path / "c")
+    assert [(i.name, i.shape) for i in src.inputs] == [("pixel_values", (3, 16, 16))]
+    assert type(src.base_module().model).__name__ == "ViTForImageClassification" and src.output_names == ["logits"]
+    feat = ModelSource(parse_model(f"hf:{d}", task="feature-extraction"), tmp_path / "c")
+    assert type(feat.base_module().model).__name__ == "ViTModel"
+    assert feat.output_names == ["last_hidden_state", "pooler_output"]
+
+    b = bert_classifier(tmp_path / "bert")
+    from transformers import BertForSequenceClassification
+
+    import torch
+
+    (tmp_path / "pickled").mkdir()
+    torch.save(BertForSequenceClassification.from_pretrained(b).state_dict(), tmp_path / "pickled" / "pytorch_model.bin")
+    for f in [*b.glob("tokenizer*"), b / "config.json"]:
+        (tmp_path / "pickled" / f.name).write_bytes(f.read_bytes())
+    assert (tmp_path / "pickled" / "pytorch_model.bin").is_file() and not list((tmp_path / "pickled").glob("*.safetensors"))
+    got = ModelSource(parse_model(f"hf:{tmp_path / 'pickled'}"), tmp_path / "c")
+    assert [i.name for i in got.inputs] == ["input_ids", "token_type_ids", "attention_mask"]
+    assert got.inputs[0].high == 21 and got.inputs[0].shape == (16,)
+
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(architectures=["MyOwnViT"], auto_map={"AutoModel": "modeling_mine.MyOwnViT"})
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "modeling_mine.py").write_text("raise SystemExit('directory code ran')\n")
+    with pytest.raises(ConfigError, match="architecture MyOwnViT is not in transformers .* pass --task"):
+        ModelSource(parse_model(f"hf:{d}"), tmp_path / "c").base_module()
+    fixed = ModelSource(parse_model(f"hf:{d}", task="image-classification"), tmp_path / "c").base_module()
+    assert type(fixed.model).__name__ == "ViTForImageClassification"
+
+
+def test_calibration_of_inputs_not_batched_on_axis_0_is_an_unsupported_candidate(tmp_path):
+    import sys
+
+    from planner.errors import CandidateFailed, FailReason
+
+    sys.path.insert(0, str(DATA))
+    from stateful_onnx import build
+
+    src = ModelSource(parse_model(str(build(tmp_path / "s.onnx", seq=16))), tmp_path)
+    with pytest.raises(CandidateFailed, match=r"inputs batched otherwise: state \(axis 1\), sr \(none\)") as e:
+        src.calibration_inputs(4)
+    assert e.value.reason == FailReason.UNSUPPORTED
+
+
+def test_declared_onnx_inputs_that_contradict_the_file_are_one_line_errors(tmp_path):
+    import sys
+
+    from planner.model import parse_input_shapes
+
+    sys.path.insert(0, str(DATA))
+    from stateful_onnx import build
+
+    f = build(tmp_path / "s.onnx")
+    for decl, msg in [  # silero-vad's case: the state declared as if it batched on axis 0, the scalar as batched
+        ("x:16,state:2x8:float32", r"--inputs state: declared as \[B, 2, 8\] .* gives it dims \[2, batch, 8\]; "
+                                   r"e.g. --inputs state:2x8:float32:batch=1"),
+        ("x:16,sr::int64", r"--inputs sr: declared as \[B\] .* gives it dims \[\]; e.g. --inputs sr::int64:batch=none"),
+        ("x:16x2", r"--inputs x: declared as \[B, 16, 2\] .* gives it dims \[batch, seq\]")]:
+        with pytest.raises(ConfigError, match=msg):
+            ModelSource(parse_model(str(f), parse_input_shapes(decl)), tmp_path).inputs

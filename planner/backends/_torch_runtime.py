@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable
 
@@ -106,7 +107,10 @@ def save_exported_program(module, example: dict[str, np.ndarray], path: Path, in
         args = tuple(place_inputs(example, module_device(module), input_dtype, channels_last))
         batch = torch.export.Dim("batch", min=1, max=4096)
         try:
-            ep = torch.export.export(module, args, dynamic_shapes=tuple({0: batch} for _ in args))
+            dynamic = tuple({0: batch} for _ in args)
+            if any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()):
+                dynamic = (dynamic,)  # forward(*args) (`planner.source.FlatOutputs`): one structure for all of them
+            ep = torch.export.export(module, args, dynamic_shapes=dynamic)
         except Exception:
             ep = torch.export.export(module, args)  # static batch as a fallback
         torch.export.save(ep, str(path))

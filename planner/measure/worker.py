@@ -44,21 +44,53 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def batches(inputs: dict, n: int, batch: int):
-    """Yield (feed, valid) covering n samples in batches of exactly ``batch`` (last one padded)."""
+def batches(inputs: dict, n: int, batch: int, axes: dict | None = None):
+    """Yield (feed, valid) covering n samples in batches of exactly ``batch`` (last one padded).  ``inputs`` are
+    sample-major; ``axes`` (input name -> batch axis, None for none; default 0) puts each in the model's layout."""
     import numpy as np
+
+    from planner.source import to_model_layout
 
     for start in range(0, n, batch):
         idx = np.arange(start, start + batch) % n
         valid = min(batch, n - start)
-        yield {k: np.ascontiguousarray(v[idx]) for k, v in inputs.items()}, valid
+        feed = {k: np.ascontiguousarray(v[idx]) for k, v in inputs.items()}
+        yield (to_model_layout(feed, axes) if axes else feed), valid
 
 
-def flat_outputs(outs: list) -> "Any":
+def flat_outputs(outs: list, axes: "list[int] | None" = None) -> "Any":
+    """The outputs of one batch as one row per sample: each output's batch axis (``axes``, default 0) first."""
     import numpy as np
 
+    if axes:
+        outs = [np.moveaxis(np.asarray(o), a, 0) if a else o for o, a in zip(outs, axes)]
     b = outs[0].shape[0]
     return np.concatenate([np.asarray(o, dtype=np.float32).reshape(b, -1) for o in outs], axis=1)
+
+
+def read_reference(path: str) -> dict:
+    """What a trial needs of ``reference.npz``: inputs (sample-major), their batch axes, the reference outputs, the
+    outputs' batch axes, the columns quality is judged on (None: all) and the labels."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        files = set(z.files)
+        inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
+        axes = {k: (int(z[f"axis:{k}"]) if f"axis:{k}" in files else 0) for k in inputs}
+        return {"inputs": inputs, "axes": {k: (None if a < 0 else a) for k, a in axes.items()},
+                "ref": z["ref"] if "ref" in files else None,
+                "out_axes": [int(a) for a in z["out_axes"]] if "out_axes" in files else None,
+                "qcols": z["qcols"] if "qcols" in files else None,
+                "labels": z["labels"] if "labels" in files else None}
+
+
+def quality_columns(a, qcols) -> "Any":
+    """The columns of flattened outputs ``a`` that quality is judged on (``qcols``: [start, stop) pairs)."""
+    import numpy as np
+
+    if qcols is None:
+        return a
+    return np.concatenate([a[:, int(lo):int(hi)] for lo, hi in qcols], axis=1)
 
 
 def setup_threads(target) -> None:
@@ -89,32 +121,53 @@ def do_prepare(job: "PrepareJob") -> dict:
     n = int(job.eval_samples)
     inputs = src.sample_inputs(n, seed=int(job.seed))
     ref_batch = max(1, min(int(job.reference_batch or REFERENCE_BATCH), n))
+    axes = src.batch_axes
     t0 = time.perf_counter()
     if src.format == "onnx":
         from planner.backends.onnxruntime import make_session
+        from planner.source import onnx_output_axes
 
         sess = make_session(Path(spec.ref), {"graph_optimization_level": "disable"}, target)
-        names = [i.name for i in sess.get_inputs()]
-        run = lambda feed: [np.asarray(o) for o in sess.run(None, dict(zip(names, feed.values())))]  # noqa: E731
+        run = lambda feed: [np.asarray(o) for o in sess.run(None, feed)]  # noqa: E731
         params = None
+        out_axes = onnx_output_axes(Path(spec.ref), src.inputs)
     else:
         import torch
 
         module = src.base_module()
         params = sum(p.numel() for p in module.parameters())
+        out_axes = None
 
         def run(feed):
             with torch.inference_mode():
                 out = module(*[torch.from_numpy(v) for v in feed.values()])
             return [o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
 
+    from planner.outputs import select_outputs
+
+    names = src.output_names
+    chosen = select_outputs(names, spec.outputs, f"model {spec.ref}")
     outs = []
-    for feed, valid in batches(inputs, n, ref_batch):
-        outs.append(flat_outputs(run(feed))[:valid])
+    widths: list[int] = []
+    for feed, valid in batches(inputs, n, ref_batch, axes):
+        got = run(feed)
+        if not widths:  # values per sample of each output
+            widths = [int(np.size(o)) // max(1, np.shape(o)[a] if np.ndim(o) else 1)
+                      for o, a in zip(got, out_axes or [0] * len(got))]
+        outs.append(flat_outputs(got, out_axes)[:valid])
     ref = np.concatenate(outs)
     ref_seconds = time.perf_counter() - t0
     arrays = {f"in:{k}": v for k, v in inputs.items()}
+    arrays.update({f"axis:{k}": np.int64(-1 if a is None else a) for k, a in axes.items()})
     arrays["ref"] = ref
+    if out_axes:
+        arrays["out_axes"] = np.asarray(out_axes, dtype=np.int64)
+    if len(widths) == len(names):  # the columns of the chosen outputs in a flattened row
+        starts = np.cumsum([0] + widths)
+        arrays["qcols"] = np.asarray([[starts[i], starts[i + 1]] for i in chosen], dtype=np.int64)
+    elif spec.outputs:
+        raise ConfigError(f"model {spec.ref}: --output: the model returned {len(widths)} outputs, not the "
+                          f"{len(names)} named {', '.join(names)}")
     evaluation = None
     if spec.evaluator:  # the task metrics of the fp32 model: what every trial's are compared with
         from planner.measure.evaluator import evaluator_quality, load_evaluator, make_predict, parse_metric, run_evaluator
@@ -145,6 +198,8 @@ def do_prepare(job: "PrepareJob") -> dict:
         "inputs": [i.to_dict() for i in src.inputs],
         "output_kind": src.output_kind,
         "output_shape": list(ref.shape[1:]),
+        "output_names": names,
+        "quality_outputs": [names[i] for i in chosen],
         "param_count": params,
         "synthetic_data": src.synthetic,
         "has_labels": "labels" in arrays,
@@ -306,21 +361,20 @@ def do_trial(job: "TrialJob") -> dict:
     t0 = time.perf_counter()
 
     # quality on the fixed evaluation set, against the fp32 eager reference
-    with np.load(job.reference, allow_pickle=False) as z:
-        ref = z["ref"]
-        inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
-        labels = z["labels"] if "labels" in z.files else None
+    r = read_reference(job.reference)
+    ref, inputs, labels, axes = r["ref"], r["inputs"], r["labels"], r["axes"]
     n = len(ref)
     outs = []
     try:
-        for feed, valid in batches(inputs, n, cfg.batch_size):
-            outs.append(flat_outputs(rt.infer(feed))[:valid])
+        for feed, valid in batches(inputs, n, cfg.batch_size, axes):
+            outs.append(flat_outputs(rt.infer(feed), r["out_axes"])[:valid])
     except Exception as e:
         traceback.print_exc()
         reason = FailReason.OOM if _is_oom(e) else FailReason.CRASH
         raise CandidateFailed(reason, f"inference failed: {type(e).__name__}: {str(e)[:300]}") from None
     try:
-        quality = quality_metrics(ref, np.concatenate(outs), job.output_kind, labels)
+        quality = quality_metrics(quality_columns(ref, r["qcols"]), quality_columns(np.concatenate(outs), r["qcols"]),
+                                  job.output_kind, labels)
     except ValueError as e:
         raise CandidateFailed(FailReason.QUALITY, str(e)) from None
     quality.update(task_quality(spec, rt, cfg.batch_size, job.reference, quality, target.constraints.quality_loss_mode))
@@ -329,7 +383,7 @@ def do_trial(job: "TrialJob") -> dict:
     t0 = time.perf_counter()
 
     # latency: one batch, inputs in place, per the target's protocol
-    feed, _ = next(batches(inputs, n, cfg.batch_size))
+    feed, _ = next(batches(inputs, n, cfg.batch_size, axes))
     fn, time_one, timing = timed_call(rt, feed)
     try:
         stats = measure(fn, target.measurement, sync=rt.synchronize, abort_above_ms=job.abort_above_ms,
@@ -385,17 +439,15 @@ def do_confirm(job: "ConfirmJob") -> dict:
     records and tunes no further), then for each round ``r`` the worker waits for ``GATE/go-r``, runs the
     target's full latency protocol and writes ``GATE/round-r.json``.  The parent pauses every other
     candidate while one measures, so the rounds see the same machine state in turn."""
-    import numpy as np
-
     from planner.measure.timer import measure
 
     os.environ["PLANNER_TUNING_SECONDS_LEFT"] = "0"  # the trial's tuning records are applied, none added
     eng = build_engine(job)
     rt, cfg, target = eng.build.runtime, eng.cfg, eng.target
-    with np.load(job.reference, allow_pickle=False) as z:
-        inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
+    r = read_reference(job.reference)
+    inputs = r["inputs"]
     n = len(next(iter(inputs.values())))
-    feed, _ = next(batches(inputs, n, cfg.batch_size))
+    feed, _ = next(batches(inputs, n, cfg.batch_size, r["axes"]))
     fn, time_one, timing = timed_call(rt, feed)
     gate = Path(job.gate)
     (gate / "ready").touch()

@@ -25,6 +25,8 @@ from planner.search.storage import Heartbeat, make_storage, pid_alive, study_pro
 from planner.space import SearchSpace, batch_sizes, sample, usable_backends
 from planner.target import Target, check_host
 
+# a fp32 reference that fails so at its batch is computed again at batch 1 (the one batch every model runs at)
+REFERENCE_FALLBACK_REASONS = (FailReason.CRASH.value, FailReason.OOM.value, FailReason.TIMEOUT.value)
 
 
 @dataclass(frozen=True)
@@ -213,10 +215,10 @@ class Optimizer:
         job = self.kind.prepare_job(**common)
         env = self.worker_env()
         res = run_job(job, staging, self.opts.trial_timeout, env, server=self._server)
-        if res["status"] == "failed" and res.get("reason") in (FailReason.CRASH.value, FailReason.OOM.value) \
-                and self.kind.reference_batch_fallback:
-            # some models (exported, stateful) only run at batch 1 and kill their process at a larger one: the
-            # reference is computed at batch 1 then, and each b > 1 candidate fails as its own trial
+        if res["status"] == "failed" and res.get("reason") in REFERENCE_FALLBACK_REASONS \
+                and self.kind.reference_batch_fallback and job.reference_batch != 1:
+            # some models (exported, stateful) only run at batch 1 and kill their process, or never return, at a
+            # larger one: the reference is computed at batch 1 then, and each b > 1 candidate fails as its own trial
             first = res
             res = run_job(replace(job, reference_batch=1), staging, self.opts.trial_timeout, env, server=self._server)
             if res["status"] == "ok":

@@ -148,6 +148,19 @@ def _download(client, run_id: str, path: str, dst: Path) -> Path:
     return Path(client.download_artifacts(run_id, path, str(dst)))
 
 
+def _output_axes(home, manifest: dict) -> dict[str, Any]:
+    """``{"out_axes": …}`` when the study's reference records outputs batched on an axis other than 0 (verify puts
+    them first, as the reference did); else {}."""
+    import numpy as np
+
+    study = (manifest.get("trial") or {}).get("study")
+    path = home.study_dir(study) / "reference.npz" if study else None
+    if path is None or not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        return {"out_axes": z["out_axes"]} if "out_axes" in z.files else {}
+
+
 def _reference_samples(home, manifest: dict, n: int) -> tuple[dict[str, Any] | None, Any, str]:
     """(inputs, ref, why-not) from ``<home>/studies/<study>/reference.npz``; inputs None when unusable."""
     import numpy as np
@@ -322,7 +335,7 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
             describe = r.get("describe")
             if reference == "engine":
                 ref_out = np.load(outs)
-    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()}, ref=ref_out)
+    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()}, ref=ref_out, **_output_axes(home, manifest))
 
     tol = tolerance(manifest.get("metrics") or {}, reference)
     if fmt == "triton":

@@ -285,6 +285,10 @@ def study_note(study, target, front, summary: dict[str, Any], registry: dict[str
               + (f", hypervolume {m['hypervolume']:.3f} (share of latency ≤ {m['hypervolume_ref_latency_ms']:g} ms × "
                  f"quality loss ≤ {m['hypervolume_ref_quality_loss']:g} dominated)" if "hypervolume" in m else "")
               + f". Quality losses below {m['quality_noise_floor']:g} are numerical noise: ties, the faster wins.", ""]
+    from planner.outputs import judged_on
+
+    if (judged := judged_on(study.user_attrs.get("model_info") or {})) is not None:
+        lines[-1:-1] = [judged[0].upper() + judged[1:] + "."]
     if front:
         lines += ["### Pareto front", "", markdown_table(front), ""]
         reg = registry or {}

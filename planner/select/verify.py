@@ -274,6 +274,8 @@ def run_job(job: "VerifyJob") -> dict[str, Any]:
     with np.load(job.samples, allow_pickle=False) as z:
         inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
         ref = z["ref"] if "ref" in z.files else None
+        out_axes = [int(a) for a in z["out_axes"]] if "out_axes" in z.files else None
+    axes = {i["name"]: i.get("batch_axis", 0) for i in job.inputs}  # samples are sample-major: batches() lays them out
     order = [i["name"] for i in job.inputs]
     if order and set(order) == set(inputs):
         inputs = {k: inputs[k] for k in order}
@@ -282,8 +284,8 @@ def run_job(job: "VerifyJob") -> dict[str, Any]:
     rt = load_engine(Path(job.engine_dir), job.engine_file, batch, job.device)
     load_s = time.perf_counter() - t0
     outs = []
-    for feed, valid in batches(inputs, n, batch):
-        outs.append(flat_outputs(rt.infer(feed))[:valid])
+    for feed, valid in batches(inputs, n, batch, axes):
+        outs.append(flat_outputs(rt.infer(feed), out_axes)[:valid])
     out = np.concatenate(outs).astype(np.float32)
     res: dict[str, Any] = {"status": "ok", "load_seconds": load_s, "samples": n, "output_shape": list(out.shape)}
     if job.write_outputs:
@@ -312,7 +314,7 @@ def run_job(job: "VerifyJob") -> dict[str, Any]:
                                 f"sample {int(worst[0])}: |{float(out[worst]):.6g} - {float(ref[worst]):.6g}| = {float(diff[worst]):.3g}")
             res["compare"] = c
     if job.latency:
-        feed, _ = next(batches(inputs, n, batch))
+        feed, _ = next(batches(inputs, n, batch, axes))
         stats = measure(rt.bind(feed), _protocol(), sync=rt.synchronize)
         res["latency"] = stats.to_dict()
     return res

@@ -124,3 +124,19 @@ class AbortAboveBatch1(Tiny):
 def abort_above_batch1():
     torch.manual_seed(0)
     return AbortAboveBatch1().eval()
+
+
+class HangAboveBatch1(Tiny):
+    """Never returns at any batch larger than 1 (its forward sleeps forever there)."""
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            import time
+
+            time.sleep(3600)
+        return self.fc(x)
+
+
+def hang_above_batch1():
+    torch.manual_seed(0)
+    return HangAboveBatch1().eval()

@@ -32,3 +32,25 @@ def test_batch1_only_model_studies_its_batch1_deployments(tmp_path):
     c = MlflowClient(tracking_uri=home.tracking_uri)
     versions = [v for m in c.search_registered_models() for v in c.search_model_versions(f"name = '{m.name}'")]
     assert [v.run_id for v in versions] == [b1.user_attrs["mlflow_run_id"]]
+
+
+def test_model_that_hangs_above_batch1_studies_its_batch1_deployments(tmp_path):
+    """A forward that never returns at b > 1: the reference times out at its batch and is computed at batch 1;
+    the b = 4 candidate fails as a trial (`timeout`), the b = 1 one is measured, the study ends with its front."""
+    home = Home(tmp_path / "home")
+    space = tmp_path / "space.yaml"
+    space.write_text("name: b1\nbatch_size: [1, 4]\nbackends:\n  torch: {}\n"
+                     "seeds:\n  - {backend: torch, batch_size: 4}\n  - {backend: torch, batch_size: 1}\n")
+    r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:hang_above_batch1", "--target", DATA / "fast-cpu.yaml",
+                "--space", space, "--trials", "2", "--eval-samples", "6", "--study", "hang", "--trial-timeout", "15",
+                "--confirm", "0", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "its fp32 reference was computed at batch 1" in r.stderr
+    study = optuna.load_study(study_name="hang", storage=home.optuna_url)
+    assert study.user_attrs["model_info"]["reference_batch"] == 1
+    assert study.user_attrs["model_info"]["reference_fallback"].startswith("timeout")
+    b4, b1 = study.trials
+    assert b4.user_attrs["config"]["batch_size"] == 4 and b4.state.name == "FAIL"
+    assert b4.user_attrs["fail_reason"] == "timeout"
+    assert b1.user_attrs["config"]["batch_size"] == 1 and b1.state.name == "COMPLETE", b1.user_attrs.get("fail_message")
+    assert [p.number for p in pareto_front(study)] == [1]
