@@ -55,7 +55,7 @@ class StudyOptions:
 class TrialOutcome:
     number: int
     config: TrialConfig | None
-    status: str  # ok | infeasible | failed | duplicate
+    status: str  # ok | infeasible | failed | duplicate | skipped (known hopeless, not measured)
     reason: str | None = None
     message: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -447,13 +447,15 @@ class Optimizer:
             nonlocal dup_run, stop_asking, asked
             outcomes.append(out)
             self.reporter.trial_done(out)
-            dup_run = dup_run + 1 if out.status == "duplicate" else 0
-            if out.status == "duplicate":  # answered from the study: it costs no measurement, so no trial of --trials
+            free = out.status in ("duplicate", "skipped")  # answered from the study (a known config, a hopeless one)
+            dup_run = dup_run + 1 if free else 0
+            if free:  # it costs no measurement, so no trial of --trials
                 asked -= 1
             if getattr(study.sampler, "exhausted", False):
                 self._stopped, stop_asking = "search space exhausted (every combination measured)", True
             elif dup_run >= self.opts.max_duplicates:
-                self._stopped = f"search space exhausted ({dup_run} suggestions in a row were already measured)"
+                self._stopped = (f"search space exhausted ({dup_run} suggestions in a row were already measured "
+                                 "or known hopeless)")
                 stop_asking = True
 
         try:
@@ -631,6 +633,18 @@ class Optimizer:
             beat.__exit__()
             return TrialOutcome(trial.number, cfg, "failed", reason=FailReason.UNSUPPORTED.value, message=why)
 
+        skip = self._hopeless(study, cfg)
+        if skip is not None:  # a measured trial already shows it far outside the quality bound (issue 28)
+            e, bound = skip
+            msg = (f"hopeless: trial {e.number} ({e.config.describe()}) lost {e.loss:.3g} against the bound {bound:.3g} "
+                   "with less pruning, at least as many distillation steps and no lossier precision")
+            trial.set_user_attr("hopeless_like", e.number)
+            trial.set_user_attr("skip_message", msg)
+            trial.set_constraint("quality", e.loss - bound)  # what the sampler learns: the region is infeasible
+            study.tell(trial, state=TrialState.PRUNED)
+            beat.__exit__()
+            return TrialOutcome(trial.number, cfg, "skipped", reason="hopeless", message=msg)
+
         self.reporter.trial_started(trial.number, cfg)
         run_id = rec.start_trial(trial.number, {**cfg.flat(), "config_key": key}, {
             "backend": cfg.backend, "precision": cfg.precision, "batch_size": str(cfg.batch_size),
@@ -657,6 +671,19 @@ class Optimizer:
             rec.end_trial(run_id, {}, {"planner.status": "failed"}, None, [], ok=False)
             raise
         return flight
+
+    def _hopeless(self, study, cfg: TrialConfig):
+        """(the measured trial that shows ``cfg`` hopeless, the quality bound) or None (`planner.search.feasibility`)."""
+        if not cfg.prune.active:
+            return None
+        from optuna.trial import TrialState
+
+        from planner.search.feasibility import evidence, hopeless
+
+        bound = self.target.constraints.max_quality_loss
+        known = evidence(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)), bound)
+        e = hopeless(cfg, known)
+        return None if e is None else (e, bound)
 
     def _complete(self, study, rec, f: "_Flight", res: dict, seen) -> TrialOutcome:
         """Record a finished worker's result in Optuna and MLflow."""
