@@ -299,9 +299,24 @@ def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backe
     if seed.prune or seed.distill:
         if model_format != "torch" and seed.prune.get("method", "none") != "none":
             return None, "pruning needs a PyTorch model"
+        if "method" in seed.prune and seed.prune["method"] not in space.prune.methods:
+            return None, f"pruning method {seed.prune['method']} does not apply to this model (left out of the space)"
         params.update({f"prune.{k}": v for k, v in seed.prune.items()})
         params.update({f"distill.{k}": v for k, v in seed.distill.items()})
     return params, ""
+
+
+def probe_ratio(space: SearchSpace) -> float:
+    """The pruning ratio a study tries each method at once when it prepares: the space's largest."""
+    vals = space.prune.ratio.values()
+    hi = max(vals) if vals else space.prune.ratio.high
+    return float(hi) if hi and 0 < hi < 1 else 0.5
+
+
+def drop_prune_methods(space: SearchSpace, methods: list[str]) -> SearchSpace:
+    """``space`` without the pruning ``methods`` (those that cannot apply to the model); 'none' stays searched."""
+    kept = [m for m in space.prune.methods if m not in methods] or ["none"]
+    return space.model_copy(update={"prune": space.prune.model_copy(update={"methods": kept})})
 
 
 # --------------------------------------------------------------------- sampling
@@ -346,8 +361,46 @@ def batch_sizes(space: SearchSpace, target) -> list[int]:
     return [int(b) for b in (space.batch_size.values() or []) if int(b) <= target.max_batch_size]
 
 
-def sample(trial, space: SearchSpace, target, model_format: str = "torch", backends: list[str] | None = None) -> TrialConfig:
-    """Draw one TrialConfig.  Only combinations the target and backend can run are offered."""
+def pruned_widths(widths: dict | None, prune: PruneConfig) -> list[int]:
+    """The input widths of the layers ``prune`` narrows, predicted from the model's `widths` (the study's
+    ``model_info["prune_widths"]``, `planner.transforms.prune.transformer_widths`): each attention output
+    projection takes kept heads x head_dim, each FFN output projection the kept neurons.  [] when unknown."""
+    from planner.config import round_keep
+
+    if not widths or not prune.active or prune.method not in STRUCTURED_PRUNE_METHODS:
+        return []
+    out = [round_keep(int(h), prune.ratio) * int(hd) for h, hd in widths.get("heads", [])]
+    return out + [round_keep(int(d), prune.ratio, prune.round_to) for d in widths.get("ffn", [])]
+
+
+def fit_group_size(value: Any, param: Param, dims: list[int]) -> Any:
+    """A group size that divides every pruned width in ``dims`` (int4 weight-only quantizes groups of input
+    channels; NNCF refuses a group size that does not divide a layer's): ``value`` when it does, else the
+    largest of the space's values below it that does, else the smallest that does, else ``value`` (none fits).
+    Deterministic in (value, space, dims), so a trial's config is rebuilt as it was searched."""
+    if not dims or all(int(d) % int(value) == 0 for d in dims):
+        return value
+    fits = sorted(int(v) for v in (param.values() or []) if all(int(d) % int(v) == 0 for d in dims))
+    below = [v for v in fits if v < int(value)]
+    return below[-1] if below else (fits[0] if fits else value)
+
+
+def shape_misfit(cfg: TrialConfig, widths: dict | None) -> str | None:
+    """Why ``cfg`` cannot compile for the pruned shapes (a group size that divides no pruned width; the space
+    offered none that does, `fit_group_size`), known before any worker starts; None when it can or is unknown."""
+    g = cfg.quant.opts().get("group_size")
+    dims = pruned_widths(widths, cfg.prune) if g else []
+    bad = sorted({d for d in dims if int(d) % int(g) != 0})
+    if not bad:
+        return None
+    return (f"{cfg.quant.scheme} group_size {g} does not divide the pruned layer widths {bad[:4]} "
+            f"({cfg.prune.method} {cfg.prune.ratio:g}, round_to {cfg.prune.round_to}); no group size of the space does")
+
+
+def sample(trial, space: SearchSpace, target, model_format: str = "torch", backends: list[str] | None = None,
+           widths: dict | None = None) -> TrialConfig:
+    """Draw one TrialConfig.  Only combinations the target and backend can run are offered.  ``widths`` (the
+    model's prunable widths, `pruned_widths`) lets a group-size option follow the pruned shapes."""
     import planner.backends.registry as registry
 
     if backends is None:
@@ -377,6 +430,10 @@ def sample(trial, space: SearchSpace, target, model_format: str = "torch", backe
         round_to = int(space.prune.round_to.suggest(trial, "prune.round_to")) if method in STRUCTURED_PRUNE_METHODS else 1
         prune = PruneConfig(method=method, ratio=ratio, round_to=round_to)
 
+    if "group_size" in qopts and prune.active:  # a group size the pruned layers cannot take is not measured
+        qopts["group_size"] = fit_group_size(qopts["group_size"], space.quantize.options[scheme]["group_size"],
+                                             pruned_widths(widths, prune))
+
     distill = DistillConfig()
     if model_format == "torch" and prune.active:
         steps = int(space.distill.steps.suggest(trial, "distill.steps"))
@@ -391,9 +448,11 @@ def sample(trial, space: SearchSpace, target, model_format: str = "torch", backe
     )
 
 
-def rebuild(params: dict[str, Any], space: SearchSpace, target, model_format: str = "torch") -> TrialConfig:
-    """The TrialConfig of a past trial, from its Optuna params, by the same `sample` function."""
+def rebuild(params: dict[str, Any], space: SearchSpace, target, model_format: str = "torch",
+            widths: dict | None = None) -> TrialConfig:
+    """The TrialConfig of a past trial, from its Optuna params, by the same `sample` function (``widths``: the
+    study's ``model_info["prune_widths"]``)."""
     import optuna
 
     backends = [params["backend"]] if "backend" in params else None
-    return sample(optuna.trial.FixedTrial(params), space, target, model_format, backends=backends)
+    return sample(optuna.trial.FixedTrial(params), space, target, model_format, backends=backends, widths=widths)

@@ -139,8 +139,23 @@ def do_prepare(job: "PrepareJob") -> dict:
     tmp = out_path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, out_path)
+    unusable = {}
+    if job.prune_methods and src.format != "onnx":  # what cannot apply to the model's structure: tried once, here
+        import torch
+
+        from planner.transforms.prune import unusable_methods
+
+        example = tuple(torch.from_numpy(v) for v in src.example_inputs(2, seed=123).values())
+        unusable = unusable_methods(src.base_module(), job.prune_methods, example, job.prune_ratio)
+    widths = None
+    if job.prune_methods and src.format != "onnx":
+        from planner.transforms.prune import transformer_widths
+
+        widths = transformer_widths(src.base_module())
     return {
         "status": "ok",
+        "prune_unusable": unusable,
+        "prune_widths": widths,  # what a pruned model's layer widths are predicted from (planner.space)
         "model_hash": src.model_hash(),
         "inputs": [i.to_dict() for i in src.inputs],
         "output_kind": src.output_kind,

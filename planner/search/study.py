@@ -22,7 +22,7 @@ from planner.paths import Home, safe_name
 from planner.record.objectives import Objective, parse_objectives
 from planner.search.samplers import SAMPLERS, make_sampler
 from planner.search.storage import Heartbeat, make_storage, pid_alive, study_progress
-from planner.space import SearchSpace, batch_sizes, sample, usable_backends
+from planner.space import SearchSpace, batch_sizes, sample, shape_misfit, usable_backends
 from planner.target import Target, check_host
 
 
@@ -170,6 +170,7 @@ class Optimizer:
         self.tracking_uri = options.tracking_uri or home.tracking_uri
         self.experiment = f"planner/{model.name}/{target.name}"
         self.study_dir = home.study_dir(self.study_name)
+        self.space_notes: list[str] = []  # what the study's preparation left out of the space, and why
         self.seeds_queued = 0  # seed configs this run enqueued into a new study (`_enqueue_seeds`)
         self._t_start: float | None = None  # when `run` started its trial loop (`--timeout` counts from there)
         self._server = None  # the workers' fork server while `run`/`reconfirm` go (planner.measure.forkserver)
@@ -210,6 +211,11 @@ class Optimizer:
         ref = staging / "reference.npz"
         common = dict(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"),
                       cache_dir=str(self.home.cache), reference=str(ref), eval_samples=self.opts.eval_samples)
+        from planner.space import probe_ratio
+
+        probe = [m for m in self.space.prune.methods if m != "none"]
+        if probe:  # each pruning method is tried once on the model here, not once per trial (issue 28)
+            common.update(prune_methods=tuple(probe), prune_ratio=probe_ratio(self.space))
         job = self.kind.prepare_job(**common)
         env = self.worker_env()
         res = run_job(job, staging, self.opts.trial_timeout, env, server=self._server)
@@ -232,6 +238,16 @@ class Optimizer:
             tail = (res.get("log_tail") or "").strip().splitlines()[-1:] or [""]
             _rmtree(staging)
             raise ConfigError(f"model {self.model.ref}: could not be loaded and run in fp32 ({res.get('reason')}: {res.get('message')}) {tail[0]}")
+        unusable = res.pop("prune_unusable", None) or {}
+        if unusable:  # left out of the space, with a note: they could only fail, trial after trial
+            import sys
+
+            from planner.space import drop_prune_methods
+
+            self.space = drop_prune_methods(self.space, list(unusable))
+            self.space_notes = [f"prune.methods: {m} left out for {self.model.ref}: {why}" for m, why in unusable.items()]
+            for note in self.space_notes:
+                print(f"note: {note}", file=sys.stderr)
         self.model_info = res
         self._staging = staging
         return res
@@ -278,6 +294,8 @@ class Optimizer:
             study.set_user_attr("model_spec", self.model.to_dict())
             study.set_user_attr("target_spec", self.target.model_dump(mode="json"))
             study.set_user_attr("space_spec", self.space.model_dump(mode="json"))
+            if self.space_notes:
+                study.set_user_attr("space_notes", self.space_notes)
             for k, v in self.kind.study_attrs().items():
                 study.set_user_attr(k, v)
             study.set_user_attr("model_info", {k: v for k, v in self.model_info.items() if k != "status"})
@@ -601,7 +619,7 @@ class Optimizer:
 
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        cfg = sample(trial, self.space, self.target, fmt, backends)
+        cfg = sample(trial, self.space, self.target, fmt, backends, widths=self.model_info.get("prune_widths"))
         key = cfg.key()
         trial.set_user_attr("config_key", key)
         trial.set_user_attr("config", cfg.to_dict())
@@ -625,13 +643,14 @@ class Optimizer:
             beat.__exit__()
             return TrialOutcome(trial.number, cfg, "duplicate", message="same config as a trial in flight")
 
-        why = self.kind.check(cfg)
-        if why:  # rejected before compiling: no worker, no MLflow run
-            trial.set_user_attr("fail_reason", FailReason.UNSUPPORTED.value)
-            trial.set_user_attr("fail_message", why)
-            study.tell(trial, state=TrialState.FAIL)
+        why = self.kind.check(cfg) or shape_misfit(cfg, self.model_info.get("prune_widths"))
+        if why:  # known before compiling (issue 28): no worker, no MLflow run, not a failed trial, no trial of --trials
+            trial.set_user_attr("skip_reason", FailReason.UNSUPPORTED.value)
+            trial.set_user_attr("skip_message", why)
+            trial.set_constraint("supported", 1.0)  # what the sampler learns: not a region to propose
+            study.tell(trial, state=TrialState.PRUNED)
             beat.__exit__()
-            return TrialOutcome(trial.number, cfg, "failed", reason=FailReason.UNSUPPORTED.value, message=why)
+            return TrialOutcome(trial.number, cfg, "skipped", reason=FailReason.UNSUPPORTED.value, message=why)
 
         skip = self._hopeless(study, cfg)
         if skip is not None:  # a measured trial already shows it far outside the quality bound (issue 28)
