@@ -17,7 +17,7 @@ space never changes within a study:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -140,6 +140,9 @@ class SearchSpace(BaseModel):
     prune: PruneSpace = Field(default_factory=PruneSpace)
     distill: DistillSpace = Field(default_factory=DistillSpace)
     seeds: list[Seed] = Field(default_factory=list, description="deployments measured first, in order")
+    seed_order: Literal["cheap_first", "as_written"] = Field(
+        default="cheap_first", description="cheap_first: seeds that distill run after the others (by steps); "
+                                           "as_written: in the order listed")
 
     @model_validator(mode="after")
     def _check(self):
@@ -275,6 +278,26 @@ def _seed_errors(seed: Seed, space: SearchSpace) -> list[str]:
     return errors
 
 
+def seed_cost(seed: Seed, space: SearchSpace) -> int:
+    """How expensive a seed is to measure, as the distillation steps it asks for (a pruned seed that leaves
+    the steps open counts the space's most); 0 for one without pruning."""
+    if seed.prune.get("method", "none") == "none" and not seed.distill:
+        return 0
+    if "steps" in seed.distill:
+        return int(seed.distill["steps"])
+    steps = space.distill.steps.values()
+    return int(max(steps) if steps else space.distill.steps.high or 0)
+
+
+def ordered_seeds(space: SearchSpace) -> list[tuple[int, Seed]]:
+    """(index, seed) in the order a study measures them: cheap first (a short study does not spend its budget
+    on long distillation before the deployments that are seconds away), unless ``seed_order: as_written``."""
+    pairs = list(enumerate(space.seeds))
+    if space.seed_order == "as_written":
+        return pairs
+    return sorted(pairs, key=lambda p: seed_cost(p[1], space))
+
+
 def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backends: list[str]) -> tuple[dict | None, str]:
     """The Optuna params that make `sample` draw ``seed`` (what it leaves open, the sampler fills in),
     or None and why the seed cannot run with this target/model."""
@@ -284,7 +307,9 @@ def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backe
     params.update({f"{seed.backend}.{k}": v for k, v in seed.options.items()})
     if seed.batch_size is not None:
         if seed.batch_size not in batch_sizes(space, target):
-            return None, f"batch size {seed.batch_size} exceeds target max_batch_size {target.max_batch_size}"
+            if seed.batch_size > target.max_batch_size:
+                return None, f"batch size {seed.batch_size} exceeds target max_batch_size {target.max_batch_size}"
+            return None, f"batch size {seed.batch_size} is not among this study's batch sizes {batch_sizes(space, target)}"
         params["batch_size"] = seed.batch_size
     if seed.quant is not None:
         if seed.quant not in (schemes_for(seed.backend, space, target) or ["none"]):

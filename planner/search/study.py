@@ -318,7 +318,9 @@ class Optimizer:
         fmt = self.model_info.get("format", "torch")
         backends, _ = usable_backends(self.space, self.target, fmt)
         skipped = []
-        for i, seed in enumerate(self.space.seeds):
+        from planner.space import ordered_seeds
+
+        for i, seed in ordered_seeds(self.space):
             params, why = seed_params(seed, self.space, self.target, fmt, backends)
             if params is None:
                 skipped.append(f"seeds[{i}]: {why}")
@@ -483,6 +485,13 @@ class Optimizer:
                     if self.opts.timeout is not None and time.monotonic() - t_start > self.opts.timeout:
                         self._stopped, stop_asking = f"study timeout ({self.opts.timeout:.0f} s) reached", True
                         break
+                    if self.opts.timeout is not None:
+                        reserve = self._confirm_reserve(study)
+                        if reserve and self.opts.timeout - (time.monotonic() - t_start) < reserve:
+                            self._stopped = (f"study timeout ({self.opts.timeout:.0f} s): the last ~{reserve:.0f} s kept "
+                                             "to re-measure the winner")
+                            stop_asking = True
+                            break
                     if goal is not None:
                         self._fail_stale(study, rec)
                         finished, running = study_progress(study)
@@ -522,6 +531,28 @@ class Optimizer:
                 f.job.kill()
                 self._abandon(study, rec, f, e)
             raise
+
+    def _confirm_reserve(self, study) -> float:
+        """Seconds of --timeout a new trial may not start into (issue 28): the estimated re-measurement of the
+        current winner (the fastest feasible trial, `planner.select.confirm.estimated_seconds`, with a quarter
+        more for margin) plus a typical trial of this study (the median wall time of its measured trials), which
+        a trial started now would take out of it.  0 when nothing is to be re-measured."""
+        if self.opts.confirm_top_k <= 0 or self.kind.remeasure_refusal:
+            return 0.0
+        from optuna.trial import TrialState
+
+        from planner.select import confirm as cf
+
+        points = cf.candidates(study, 1)
+        if not points:
+            return 0.0
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+                if t.duration is not None and t.user_attrs.get("duplicate_of") is None and t.user_attrs.get("mlflow_run_id")]
+        durations = sorted(t.duration.total_seconds() for t in done)
+        own = next((t.duration.total_seconds() for t in done if t.number == points[0].number), None)
+        cost = cf.estimated_seconds(points[0], own, self.opts.confirm_rounds, self.target.measurement.warmup_seconds)
+        typical = durations[len(durations) // 2] if durations else 0.0
+        return 1.25 * (cost or 0.0) + typical
 
     @staticmethod
     def _schedule(inflight: list["_Flight"]) -> None:

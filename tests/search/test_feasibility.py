@@ -120,3 +120,35 @@ def test_a_hopeless_region_is_not_measured_again(tmp_path):
     assert {t.user_attrs["config"]["prune"]["ratio"] for t in skipped} == {0.7, 0.9}
     assert all(t.constraints["quality"] > 0 for t in skipped)  # the sampler sees the region as infeasible
     assert "skipped" in r.stdout and "hopeless" in r.stdout
+
+
+BUDGET = """\
+name: budget
+batch_size: [1]
+backends:
+  fake:
+    behaviour: [steady]
+    build_delay: [2.0, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6, 2.7, 2.8, 2.9, 3.0]
+seeds:
+  - {backend: fake, options: {behaviour: steady, build_delay: 2.0}}
+"""
+
+
+def test_a_timed_study_keeps_the_time_to_confirm_its_winner(tmp_path):
+    """A demo-like study on the fake backend (each trial ~2-3 s, more candidates than --timeout 14 can measure):
+    it stops starting trials while there is time to re-measure the winner, and re-measures it in full (before,
+    the search used all of --timeout and the re-measurement was skipped)."""
+    space, target, env = fake_backend_files(tmp_path, BUDGET)
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "20",
+                "--sampler", "random", "--eval-samples", "8", "--study", "b", "--confirm", "1", "--timeout", "14",
+                "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="b", storage=home.optuna_url)
+    measured = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs.get("duplicate_of") is None]
+    assert len(measured) >= 2  # the search ran, and was not cut before it started
+    conf = study.user_attrs["confirmation"]
+    assert not conf["skipped"] and not conf["failed"], conf
+    (winner,) = conf["trials"].values()
+    assert "rounds_cut" not in winner, winner
+    assert "kept to re-measure the winner" in r.stdout

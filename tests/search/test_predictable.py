@@ -135,3 +135,18 @@ def test_int4_group_size_follows_the_pruned_widths(tmp_path, int4_target):
             assert ok == (shape_misfit(c, widths) is None), c
             fit, misfits = fit + ok, misfits + (not ok)
     assert fit and misfits
+
+
+def test_expensive_seeds_run_last_and_default_spaces_seed_batch_1():
+    """Seeds that distill are measured after the cheap ones unless the space says `seed_order: as_written`; the
+    default spaces seed OpenVINO (the host's best CPU engine) at batch 1."""
+    from planner.space import ordered_seeds, seed_cost
+
+    cnn = load_space("cnn")
+    costs = [seed_cost(s, cnn) for _, s in ordered_seeds(cnn)]
+    assert costs == sorted(costs) and costs[-1] == 3000 and costs[0] == 0
+    shuffled = cnn.model_copy(update={"seeds": [cnn.seeds[-1], *cnn.seeds[:-1]]})
+    assert ordered_seeds(shuffled)[-1][0] == 0  # written first, measured last
+    assert ordered_seeds(shuffled.model_copy(update={"seed_order": "as_written"}))[0][0] == 0
+    for name in ("default", "cnn", "transformer"):
+        assert any(s.backend == "openvino" and s.batch_size == 1 and s.quant == "none" for s in load_space(name).seeds), name
