@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-STATUS_STYLE = {"ok": "green", "infeasible": "yellow", "failed": "red", "duplicate": "dim", "skipped": "dim"}
+STATUS_STYLE = {"ok": "green", "infeasible": "yellow", "failed": "red", "duplicate": "dim", "skipped": "dim", "stopped": "yellow"}
 
 
 def pareto_table(front, title: str = "Pareto front") -> Table:
@@ -96,7 +96,7 @@ class RichReporter:
                       f"{m['throughput']:.1f}/s  loss {m['quality_loss']:.2e}")
             if o.status == "infeasible":
                 detail += f"  [yellow]{o.message}[/]"
-        elif o.status in ("duplicate", "skipped"):
+        elif o.status in ("duplicate", "skipped", "stopped"):
             detail = o.message or ""
         else:
             detail = f"{o.reason}: {(o.message or '').splitlines()[0][:160] if o.message else ''}"

@@ -55,7 +55,7 @@ class StudyOptions:
 class TrialOutcome:
     number: int
     config: TrialConfig | None
-    status: str  # ok | infeasible | failed | duplicate | skipped (known hopeless, not measured)
+    status: str  # ok | infeasible | failed | duplicate | skipped (known hopeless, not measured) | stopped (distillation)
     reason: str | None = None
     message: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -724,7 +724,7 @@ class Optimizer:
 
     def _hopeless(self, study, cfg: TrialConfig):
         """(the measured trial that shows ``cfg`` hopeless, the quality bound) or None (`planner.search.feasibility`)."""
-        if not cfg.prune.active:
+        if not cfg.prune.active or self.opts.sampler == "grid":  # a grid is asked for in full
             return None
         from optuna.trial import TrialState
 
@@ -763,6 +763,8 @@ class Optimizer:
 
             reason = res.get("reason", FailReason.CRASH.value) if res.get("status") == "failed" else FailReason.CRASH.value
             message = res.get("message", "")
+            if reason == FailReason.DISTILL_STOPPED.value and res.get("detail"):
+                return self._stopped_student(study, rec, f, res, message)
             trial.set_user_attr("fail_reason", reason)
             trial.set_user_attr("fail_message", message[:2000])
             study.tell(trial, state=TrialState.FAIL)
@@ -775,6 +777,26 @@ class Optimizer:
         except BaseException as e:
             self._fail_running(study, trial, e)
             raise
+
+    def _stopped_student(self, study, rec, f: "_Flight", res: dict, message: str) -> TrialOutcome:
+        """A staged distillation stopped this candidate's student (issue 28): told PRUNED, with where it stopped
+        (``distill_stopped``: what later proposals are judged against, `planner.search.feasibility`) and its
+        extrapolated quality violation as the constraint the sampler learns from."""
+        from optuna.trial import TrialState
+
+        d = dict(res["detail"])
+        bound = self.target.constraints.max_quality_loss
+        f.trial.set_user_attr("distill_stopped", d)
+        f.trial.set_user_attr("skip_reason", FailReason.DISTILL_STOPPED.value)
+        f.trial.set_user_attr("skip_message", message[:2000])
+        f.trial.set_constraint("quality", max(float(d.get("predicted_loss", 0.0)), float(d.get("quality_loss", 0.0))) - bound)
+        study.tell(f.trial, state=TrialState.PRUNED)
+        rec.end_trial(f.run_id, {"quality_loss_at_stop": float(d.get("quality_loss", 0.0)),
+                                 "distill_steps_at_stop": float(d.get("steps", 0))},
+                      {"planner.status": "stopped", "planner.fail_reason": FailReason.DISTILL_STOPPED.value,
+                       "planner.fail_message": message[:4000]}, f.workdir, ["worker.log"], ok=False)
+        return TrialOutcome(f.trial.number, f.cfg, "stopped", reason=FailReason.DISTILL_STOPPED.value, message=message,
+                            run_id=f.run_id)
 
     def _manifest(self, workdir: Path, files: list[str], number: int, cfg: TrialConfig, metrics, res, params) -> str:
         from planner.record.manifest import build_manifest, write_manifest
