@@ -291,8 +291,9 @@ def hopeless_curve(curve: list[tuple[int, float]], steps: int, bound: float, sla
 def distill_staged(student, teacher, cfg: "DistillConfig", calib, input_names: list[str], *, judge=None,
                    bound: float | None = None, load=None, save=None) -> dict[str, Any]:
     """`distill` in the stages of `stage_plan` (issue 28): each stage a fresh Adam on batches seeded by its first
-    step, so a student continued from a stage equals one trained through it.  After each stage but the last,
-    ``save(steps, state_dict)`` caches the student and ``judge(student)`` measures its quality loss; a student
+    step, so a student continued from a stage equals one trained through it.  After each stage
+    ``save(steps, state_dict)`` caches the student, and after each but the last ``judge(student)`` measures its
+    quality loss; a student
     `hopeless_curve` says cannot reach ``bound`` is stopped (`DistillStopped`).  ``load(steps)`` returns a cached
     student's state_dict (or None): training continues from the latest stage cached."""
     from dataclasses import replace
@@ -323,9 +324,9 @@ def distill_staged(student, teacher, cfg: "DistillConfig", calib, input_names: l
             start += int(info.get("distill_steps", 0))
             break
         start = b
+        if save is not None:  # every stage reached, the last too: a longer request (or a rebuild) starts from it
+            save(b, student.state_dict())
         if b < cfg.steps:
-            if save is not None:
-                save(b, student.state_dict())
             if judge is not None:
                 curve.append((b, float(judge(student))))
                 if bound is not None and hopeless_curve(curve, int(cfg.steps), bound):

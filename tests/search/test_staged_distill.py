@@ -63,7 +63,8 @@ def test_a_hopeless_student_is_stopped_after_its_first_stage():
 
 def test_a_promising_student_continues_from_the_cache_as_if_trained_through():
     """300 steps cached at 100 and 300; a 1000-step request starts from the 300-step student and ends where a
-    1000-step training from scratch ends (each stage: fresh Adam, batches seeded by its first step)."""
+    1000-step training from scratch ends (each stage: fresh Adam, batches seeded by its first step); a rebuild of
+    the 1000-step student trains nothing."""
     teacher, student, _ = _student()
     calib = _calib(_shape(teacher))
     cache: dict[int, dict] = {}
@@ -77,13 +78,17 @@ def test_a_promising_student_continues_from_the_cache_as_if_trained_through():
     short = copy.deepcopy(student)
     info = distill_staged(short, teacher, DistillConfig(steps=300, lr=1e-3, batch=16), calib, ["x"], judge=judge,
                           bound=0.01, load=cache.get, save=save)
-    assert sorted(cache) == [100] and info["distill_steps"] == 300  # the last stage is the trial's own: not cached
-    save(300, short.state_dict())  # (the 300-step request's student, as a 300-stage of a longer one would be)
+    assert sorted(cache) == [100, 300] and info["distill_steps"] == 300
 
     resumed = copy.deepcopy(student)
     info = distill_staged(resumed, teacher, DistillConfig(steps=1000, lr=1e-3, batch=16), calib, ["x"], judge=judge,
                           bound=0.01, load=cache.get, save=save)
     assert info["distill_resumed_from"] == 300 and info["distill_steps"] == 1000
+
+    again = copy.deepcopy(student)
+    info = distill_staged(again, teacher, DistillConfig(steps=1000, lr=1e-3, batch=16), calib, ["x"], load=cache.get)
+    assert info["distill_resumed_from"] == 1000
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), resumed.state_dict().values()))
 
     scratch = copy.deepcopy(student)
     distill_staged(scratch, teacher, DistillConfig(steps=1000, lr=1e-3, batch=16), calib, ["x"])
