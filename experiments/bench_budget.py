@@ -96,7 +96,7 @@ def study_stats(study, known_kinds=KNOWN_KINDS) -> dict[str, Any]:
                 s["measured"] += 1
                 s["stopped"] += 1
                 s["infeasible"] += 1
-            elif a.get("hopeless_like") is not None or a.get("skip_reason"):
+            elif a.get("skip_reason"):
                 s["skipped"] += 1
                 why = a.get("skip_reason") or "hopeless"
                 s["skip_reasons"][why] = s["skip_reasons"].get(why, 0) + 1

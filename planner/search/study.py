@@ -689,6 +689,7 @@ class Optimizer:
             msg = (f"hopeless: trial {e.number} ({e.config.describe()}) lost {e.loss:.3g} against the bound {bound:.3g} "
                    "with less pruning, at least as many distillation steps and no lossier precision")
             trial.set_user_attr("hopeless_like", e.number)
+            trial.set_user_attr("skip_reason", "hopeless")
             trial.set_user_attr("skip_message", msg)
             trial.set_constraint("quality", e.loss - bound)  # what the sampler learns: the region is infeasible
             study.tell(trial, state=TrialState.PRUNED)

@@ -119,6 +119,10 @@ def test_a_hopeless_region_is_not_measured_again(tmp_path):
     assert skipped and all(t.state == TrialState.PRUNED and t.user_attrs["hopeless_like"] == 0 for t in skipped)
     assert {t.user_attrs["config"]["prune"]["ratio"] for t in skipped} == {0.7, 0.9}
     assert all(t.constraints["quality"] > 0 for t in skipped)  # the sampler sees the region as infeasible
+    from planner.select.pareto import study_summary
+
+    m = study_summary(study)["metrics"]
+    assert m["trials_skipped"] == len(skipped) and m["trials_measured"] == 2 and m["trials_stopped"] == 0
     assert "skipped" in r.stdout and "hopeless" in r.stdout
 
 
