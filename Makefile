@@ -19,8 +19,11 @@ install: $(STAMP)
 
 # The demo searches this host (no --target: the probed host, so bf16 only where the CPU has AVX512-BF16/AMX) for
 # digits-cnn: real weights, 540 held-out test digits, the cnn space (no pruning without distillation); the space's
-# seeds (OpenVINO default and NNCF int8, ONNX Runtime static int8, pruned+distilled) are measured first.  No new
-# trial starts after 4 minutes; on 2 cores the run, the winners' re-measurement included, takes about 5-6 minutes.
+# seeds are measured first, cheap ones first (OpenVINO fp32 and NNCF int8 at batch 1 and at a sampled batch, ONNX
+# Runtime static int8), the pruned+distilled one last.  Distillation runs in stages and stops a student that cannot
+# reach the bound; a region a measured trial showed hopeless is not measured again.  No trial starts once what is
+# left of the 4 minutes is needed to re-measure the winner, so the run, re-measurement included, ends in about
+# 4-5 minutes (on 2 cores; not yet timed on a quiet 2-core host since issue 28).
 demo: install
 	$(BIN)/planner optimize --model digits-cnn --space cnn --trials 20 --timeout 240
 

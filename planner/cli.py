@@ -33,7 +33,7 @@ def _console(stderr: bool = False):
 def optimize(
     model: str = typer.Option(..., "--model", "-m", help="zoo name, file.py:factory, package.module:factory, model.onnx, hf:DIR (a local Hugging Face model directory) or model.yaml"),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="target YAML or built-in name (default: this host, as `planner probe` describes it: its precisions, e.g. bf16 only with AVX512-BF16/AMX)"),
-    space: str = typer.Option("default", "--space", "-s", help="search space YAML or built-in name"),
+    space: Optional[str] = typer.Option(None, "--space", "-s", help="search space YAML or built-in name (default: 'llm' with --workload, else 'default')"),
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="candidates this process measures now (default 20; a proposal already measured is answered from the study and does not count; unbounded with --study-trials)"),
     study_trials: Optional[int] = typer.Option(None, "--study-trials", help="stop once the study holds N finished trials, all workers counted"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="stop starting trials after this many seconds; the re-measurement of the fastest fits in what is left"),
@@ -85,7 +85,7 @@ def optimize(
     if spec is not None and (evaluator is not None or evaluator_metric is not None):
         spec = collect(lambda: spec.with_evaluator(evaluator, evaluator_metric))
     tgt = collect(lambda: load_target(target) if target is not None else probe_host())
-    spc = collect(lambda: load_space(space))
+    spc = collect(lambda: load_space(space or ("llm" if workload else "default")))  # a decoder workload: the LLM space
     wl = None
     if workload:
         from planner.llm.workload import load_workload

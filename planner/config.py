@@ -32,6 +32,18 @@ class PruneConfig:
         return self.method != "none" and (self.ratio > 0 or self.method == "2:4")
 
 
+def round_keep(n: int, ratio: float, round_to: int = 1) -> int:
+    """How many of ``n`` units (channels, heads, FFN neurons) pruning at ``ratio`` keeps: >= 1, rounded up to a
+    multiple of round_to where possible, <= n (`planner.transforms.prune` prunes by it; `planner.space` predicts
+    pruned widths by it)."""
+    import math
+
+    keep = max(1, int(round(n * (1.0 - ratio))))
+    if round_to > 1:
+        keep = int(math.ceil(keep / round_to) * round_to)
+    return min(n, keep)
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """Quantization scheme and its scheme-specific options (e.g. calibration method)."""

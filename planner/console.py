@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-STATUS_STYLE = {"ok": "green", "infeasible": "yellow", "failed": "red", "duplicate": "dim"}
+STATUS_STYLE = {"ok": "green", "infeasible": "yellow", "failed": "red", "duplicate": "dim", "skipped": "dim", "stopped": "yellow"}
 
 
 def pareto_table(front, title: str = "Pareto front") -> Table:
@@ -102,12 +102,12 @@ class RichReporter:
                       f"{m['throughput']:.1f}/s  loss {m['quality_loss']:.2e}")
             if o.status == "infeasible":
                 detail += f"  [yellow]{o.message}[/]"
-        elif o.status == "duplicate":
+        elif o.status in ("duplicate", "skipped", "stopped"):
             detail = o.message or ""
         else:
             detail = f"{o.reason}: {(o.message or '').splitlines()[0][:160] if o.message else ''}"
         self.console.print(f"[{style}]{o.status:10s}[/] #{o.number:<4d} {label} b={o.config.batch_size if o.config else '?'}  {detail}")
-        if self.progress is not None and o.status != "duplicate":  # a duplicate costs no trial of --trials
+        if self.progress is not None and o.status not in ("duplicate", "skipped"):  # they cost no trial of --trials
             self.progress.advance(self.task)
 
     def confirming(self, message: str) -> None:
@@ -135,7 +135,9 @@ class RichReporter:
         c = self.console
         n_ok = sum(o.status == "ok" for o in result.outcomes)
         n_fail = sum(o.status == "failed" for o in result.outcomes)
-        c.print(f"\n{len(result.outcomes)} trials this run: {n_ok} feasible, {n_fail} failed; stopped: {result.stopped_because}")
+        n_skip = sum(o.status == "skipped" for o in result.outcomes)
+        skipped = f", {n_skip} skipped as hopeless (not measured)" if n_skip else ""
+        c.print(f"\n{len(result.outcomes)} trials this run: {n_ok} feasible, {n_fail} failed{skipped}; stopped: {result.stopped_because}")
         split = time_split_line(result.outcomes)
         if split:
             c.print(split)

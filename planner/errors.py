@@ -35,6 +35,7 @@ class FailReason(str, Enum):
     UNSUPPORTED = "unsupported"
     MEASURE = "measure"
     EARLY_EXIT = "early_exit"
+    DISTILL_STOPPED = "distill_stopped"  # a staged distillation stopped a student that cannot reach the bound
 
 
 class CandidateFailed(PlannerError):

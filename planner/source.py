@@ -51,6 +51,9 @@ class ModelSource:
         self.log: list[str] = []  # transform notes for the trial record
         self.transform_info: dict[str, Any] = {}
         self.timings: dict[str, float] = {}  # seconds spent here per phase: model (build), transforms, export
+        # staged distillation (issue 28): the trial worker sets a judge (student -> quality loss) and the bound
+        self.distill_judge = None
+        self.distill_bound: float | None = None
 
     def _spent(self, phase: str, t0: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
@@ -368,11 +371,47 @@ class ModelSource:
 
             t0 = time.perf_counter()
             calib = self.calibration_inputs(self._distill_samples(distill), seed=7)
-            info = do_distill(module, base, distill, calib, self.input_names)
+            if prune.active:  # in stages, judged and cached after each (planner.transforms.distill.distill_staged)
+                from planner.transforms.distill import distill_staged
+
+                load, save = self._student_cache(prune, distill)
+                info = distill_staged(module, base, distill, calib, self.input_names, judge=self.distill_judge,
+                                      bound=self.distill_bound, load=load, save=save)
+            else:
+                info = do_distill(module, base, distill, calib, self.input_names)
             self.transform_info.update(info or {})
             self.transform_info["distill_data_held_out"] = float(self.calibration_source == "held-out")
             self.transform_info["distill_seconds"] = time.perf_counter() - t0
         return module.eval()
+
+    def _student_cache(self, prune: PruneConfig, distill: DistillConfig):
+        """(load, save) of pruned students distilled to a stage, on disk under the cache folder, keyed by the model,
+        the pruning and the training settings (not the steps asked for: a longer request continues a shorter one's
+        student)."""
+        import torch
+
+        folder = self.cache_dir / "students"
+        base = repr((self.model_hash(), prune, float(distill.lr), int(distill.batch), self.calibration_source))
+
+        def path(steps: int) -> Path:
+            return folder / f"{hashlib.sha256(f'{base}|{steps}'.encode()).hexdigest()[:20]}.pt"
+
+        def load(steps: int):
+            p = path(steps)
+            if not p.is_file():
+                return None
+            try:
+                return torch.load(p, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 -- a torn or stale file: train again
+                return None
+
+        def save(steps: int, state) -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path(steps).with_suffix(f".{os.getpid()}.tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, path(steps))
+
+        return load, save
 
     def _distill_samples(self, distill) -> int:
         """How many calibration samples distillation draws from: as many as its steps touch (at least 64),

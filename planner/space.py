@@ -17,7 +17,7 @@ space never changes within a study:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -140,6 +140,9 @@ class SearchSpace(BaseModel):
     prune: PruneSpace = Field(default_factory=PruneSpace)
     distill: DistillSpace = Field(default_factory=DistillSpace)
     seeds: list[Seed] = Field(default_factory=list, description="deployments measured first, in order")
+    seed_order: Literal["cheap_first", "as_written"] = Field(
+        default="cheap_first", description="cheap_first: seeds that distill run after the others (by steps); "
+                                           "as_written: in the order listed")
 
     @model_validator(mode="after")
     def _check(self):
@@ -275,6 +278,26 @@ def _seed_errors(seed: Seed, space: SearchSpace) -> list[str]:
     return errors
 
 
+def seed_cost(seed: Seed, space: SearchSpace) -> int:
+    """How expensive a seed is to measure, as the distillation steps it asks for (a pruned seed that leaves
+    the steps open counts the space's most); 0 for one without pruning."""
+    if seed.prune.get("method", "none") == "none" and not seed.distill:
+        return 0
+    if "steps" in seed.distill:
+        return int(seed.distill["steps"])
+    steps = space.distill.steps.values()
+    return int(max(steps) if steps else space.distill.steps.high or 0)
+
+
+def ordered_seeds(space: SearchSpace) -> list[tuple[int, Seed]]:
+    """(index, seed) in the order a study measures them: cheap first (a short study does not spend its budget
+    on long distillation before the deployments that are seconds away), unless ``seed_order: as_written``."""
+    pairs = list(enumerate(space.seeds))
+    if space.seed_order == "as_written":
+        return pairs
+    return sorted(pairs, key=lambda p: seed_cost(p[1], space))
+
+
 def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backends: list[str]) -> tuple[dict | None, str]:
     """The Optuna params that make `sample` draw ``seed`` (what it leaves open, the sampler fills in),
     or None and why the seed cannot run with this target/model."""
@@ -284,7 +307,9 @@ def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backe
     params.update({f"{seed.backend}.{k}": v for k, v in seed.options.items()})
     if seed.batch_size is not None:
         if seed.batch_size not in batch_sizes(space, target):
-            return None, f"batch size {seed.batch_size} exceeds target max_batch_size {target.max_batch_size}"
+            if seed.batch_size > target.max_batch_size:
+                return None, f"batch size {seed.batch_size} exceeds target max_batch_size {target.max_batch_size}"
+            return None, f"batch size {seed.batch_size} is not among this study's batch sizes {batch_sizes(space, target)}"
         params["batch_size"] = seed.batch_size
     if seed.quant is not None:
         if seed.quant not in (schemes_for(seed.backend, space, target) or ["none"]):
@@ -299,9 +324,24 @@ def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backe
     if seed.prune or seed.distill:
         if model_format != "torch" and seed.prune.get("method", "none") != "none":
             return None, "pruning needs a PyTorch model"
+        if "method" in seed.prune and seed.prune["method"] not in space.prune.methods:
+            return None, f"pruning method {seed.prune['method']} does not apply to this model (left out of the space)"
         params.update({f"prune.{k}": v for k, v in seed.prune.items()})
         params.update({f"distill.{k}": v for k, v in seed.distill.items()})
     return params, ""
+
+
+def probe_ratio(space: SearchSpace) -> float:
+    """The pruning ratio a study tries each method at once when it prepares: the space's largest."""
+    vals = space.prune.ratio.values()
+    hi = max(vals) if vals else space.prune.ratio.high
+    return float(hi) if hi and 0 < hi < 1 else 0.5
+
+
+def drop_prune_methods(space: SearchSpace, methods: list[str]) -> SearchSpace:
+    """``space`` without the pruning ``methods`` (those that cannot apply to the model); 'none' stays searched."""
+    kept = [m for m in space.prune.methods if m not in methods] or ["none"]
+    return space.model_copy(update={"prune": space.prune.model_copy(update={"methods": kept})})
 
 
 # --------------------------------------------------------------------- sampling
@@ -346,8 +386,46 @@ def batch_sizes(space: SearchSpace, target) -> list[int]:
     return [int(b) for b in (space.batch_size.values() or []) if int(b) <= target.max_batch_size]
 
 
-def sample(trial, space: SearchSpace, target, model_format: str = "torch", backends: list[str] | None = None) -> TrialConfig:
-    """Draw one TrialConfig.  Only combinations the target and backend can run are offered."""
+def pruned_widths(widths: dict | None, prune: PruneConfig) -> list[int]:
+    """The input widths of the layers ``prune`` narrows, predicted from the model's `widths` (the study's
+    ``model_info["prune_widths"]``, `planner.transforms.prune.transformer_widths`): each attention output
+    projection takes kept heads x head_dim, each FFN output projection the kept neurons.  [] when unknown."""
+    from planner.config import round_keep
+
+    if not widths or not prune.active or prune.method not in STRUCTURED_PRUNE_METHODS:
+        return []
+    out = [round_keep(int(h), prune.ratio) * int(hd) for h, hd in widths.get("heads", [])]
+    return out + [round_keep(int(d), prune.ratio, prune.round_to) for d in widths.get("ffn", [])]
+
+
+def fit_group_size(value: Any, param: Param, dims: list[int]) -> Any:
+    """A group size that divides every pruned width in ``dims`` (int4 weight-only quantizes groups of input
+    channels; NNCF refuses a group size that does not divide a layer's): ``value`` when it does, else the
+    largest of the space's values below it that does, else the smallest that does, else ``value`` (none fits).
+    Deterministic in (value, space, dims), so a trial's config is rebuilt as it was searched."""
+    if not dims or all(int(d) % int(value) == 0 for d in dims):
+        return value
+    fits = sorted(int(v) for v in (param.values() or []) if all(int(d) % int(v) == 0 for d in dims))
+    below = [v for v in fits if v < int(value)]
+    return below[-1] if below else (fits[0] if fits else value)
+
+
+def shape_misfit(cfg: TrialConfig, widths: dict | None) -> str | None:
+    """Why ``cfg`` cannot compile for the pruned shapes (a group size that divides no pruned width; the space
+    offered none that does, `fit_group_size`), known before any worker starts; None when it can or is unknown."""
+    g = cfg.quant.opts().get("group_size")
+    dims = pruned_widths(widths, cfg.prune) if g else []
+    bad = sorted({d for d in dims if int(d) % int(g) != 0})
+    if not bad:
+        return None
+    return (f"{cfg.quant.scheme} group_size {g} does not divide the pruned layer widths {bad[:4]} "
+            f"({cfg.prune.method} {cfg.prune.ratio:g}, round_to {cfg.prune.round_to}); no group size of the space does")
+
+
+def sample(trial, space: SearchSpace, target, model_format: str = "torch", backends: list[str] | None = None,
+           widths: dict | None = None) -> TrialConfig:
+    """Draw one TrialConfig.  Only combinations the target and backend can run are offered.  ``widths`` (the
+    model's prunable widths, `pruned_widths`) lets a group-size option follow the pruned shapes."""
     import planner.backends.registry as registry
 
     if backends is None:
@@ -377,6 +455,10 @@ def sample(trial, space: SearchSpace, target, model_format: str = "torch", backe
         round_to = int(space.prune.round_to.suggest(trial, "prune.round_to")) if method in STRUCTURED_PRUNE_METHODS else 1
         prune = PruneConfig(method=method, ratio=ratio, round_to=round_to)
 
+    if "group_size" in qopts and prune.active:  # a group size the pruned layers cannot take is not measured
+        qopts["group_size"] = fit_group_size(qopts["group_size"], space.quantize.options[scheme]["group_size"],
+                                             pruned_widths(widths, prune))
+
     distill = DistillConfig()
     if model_format == "torch" and prune.active:
         steps = int(space.distill.steps.suggest(trial, "distill.steps"))
@@ -391,9 +473,11 @@ def sample(trial, space: SearchSpace, target, model_format: str = "torch", backe
     )
 
 
-def rebuild(params: dict[str, Any], space: SearchSpace, target, model_format: str = "torch") -> TrialConfig:
-    """The TrialConfig of a past trial, from its Optuna params, by the same `sample` function."""
+def rebuild(params: dict[str, Any], space: SearchSpace, target, model_format: str = "torch",
+            widths: dict | None = None) -> TrialConfig:
+    """The TrialConfig of a past trial, from its Optuna params, by the same `sample` function (``widths``: the
+    study's ``model_info["prune_widths"]``)."""
     import optuna
 
     backends = [params["backend"]] if "backend" in params else None
-    return sample(optuna.trial.FixedTrial(params), space, target, model_format, backends=backends)
+    return sample(optuna.trial.FixedTrial(params), space, target, model_format, backends=backends, widths=widths)

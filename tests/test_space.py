@@ -210,7 +210,8 @@ def test_cpu_spaces_name_openvino_and_load_without_it():
     for name in CPU_SPACES:
         space = load_space(name)
         assert "openvino" in space.backends
-        assert [s.quant for s in space.seeds if s.backend == "openvino"] == ["bf16", "none", "int8_static"]
+        # (fp32 and, in cnn, int8 also pinned at batch 1: issue 28)
+        assert list(dict.fromkeys(s.quant for s in space.seeds if s.backend == "openvino")) == ["bf16", "none", "int8_static"]
         ok, skipped = usable_backends(space, target, "torch")
         installed = "openvino" in registry.all_backends() and registry.get("openvino").availability().usable
         assert ("openvino" in ok) == installed
@@ -275,7 +276,7 @@ def test_openvino_seeds_are_openvinos_own_default_hint_at_every_batch(name):
     seeds = [s for s in space.seeds if s.backend == "openvino"]
     assert seeds
     for s in seeds:
-        for batch in space.batch_size:
+        for batch in space.batch_size.values():  # (was the pydantic model: every seed was skipped, the test vacuous)
             params, why = seed_params(s.model_copy(update={"batch_size": batch}), space, target, "torch", backends)
             if params is None:  # e.g. bf16 on a target without it
                 continue

@@ -37,6 +37,8 @@ class PrepareJob(WorkerJob):
     eval_samples: int = 32
     seed: int = 0
     reference_batch: int | None = None  # None: the worker's default; 1 for a model that only runs at batch 1
+    prune_methods: tuple[str, ...] = ()  # the space's pruning methods, each tried once on the model (issue 28)
+    prune_ratio: float = 0.5  # at this ratio
 
 
 @dataclass(frozen=True, kw_only=True)

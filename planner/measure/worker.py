@@ -192,8 +192,23 @@ def do_prepare(job: "PrepareJob") -> dict:
     tmp = out_path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, out_path)
+    unusable = {}
+    if job.prune_methods and src.format != "onnx":  # what cannot apply to the model's structure: tried once, here
+        import torch
+
+        from planner.transforms.prune import unusable_methods
+
+        example = tuple(torch.from_numpy(v) for v in src.example_inputs(2, seed=123).values())
+        unusable = unusable_methods(src.base_module(), job.prune_methods, example, job.prune_ratio)
+    widths = None
+    if job.prune_methods and src.format != "onnx":
+        from planner.transforms.prune import transformer_widths
+
+        widths = transformer_widths(src.base_module())
     return {
         "status": "ok",
+        "prune_unusable": unusable,
+        "prune_widths": widths,  # what a pruned model's layer widths are predicted from (planner.space)
         "model_hash": src.model_hash(),
         "inputs": [i.to_dict() for i in src.inputs],
         "output_kind": src.output_kind,
@@ -322,6 +337,9 @@ def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
     workdir.mkdir(parents=True, exist_ok=True)
     setup_threads(target)
     src = ModelSource(spec, Path(job.cache_dir), model_hash=job.model_hash)
+    if job.kind == "trial" and cfg.prune.active and cfg.distill.active and not spec.evaluator:
+        src.distill_judge = distill_judge(job.reference, job.output_kind, target.constraints.quality_loss_mode)
+        src.distill_bound = target.constraints.max_quality_loss
     backend_cls = runnable_backend(cfg, target, src.format)
 
     rss0 = rss_mb()
@@ -340,6 +358,34 @@ def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
         raise CandidateFailed(FailReason.COMPILE, build.error or "backend returned no runtime")
     assert build.runtime is not None
     return Engine(spec, target, cfg, src, build, build_seconds, rss0, import_seconds)
+
+
+def distill_judge(reference: str, output_kind: str, mode: str):
+    """The quality loss of a student (eager torch, fp32) on the study's evaluation set against its fp32 reference,
+    as a trial measures it: what a staged distillation judges a student by after each stage (issue 28)."""
+    import numpy as np
+
+    from planner.measure.quality import quality_metrics
+
+    with np.load(reference, allow_pickle=False) as z:
+        ref = z["ref"]
+        inputs = {k[3:]: z[k] for k in z.files if k.startswith("in:")}
+        labels = z["labels"] if "labels" in z.files else None
+
+    def judge(student) -> float:
+        import torch
+
+        outs = []
+        with torch.inference_mode():
+            for feed, valid in batches(inputs, len(ref), REFERENCE_BATCH):
+                out = student(*[torch.from_numpy(v) for v in feed.values()])
+                outs.append(flat_outputs([o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])])[:valid])
+        q = quality_metrics(ref, np.concatenate(outs), output_kind, labels)
+        if mode == "relative" and q.get("accuracy_reference"):
+            return max(0.0, q["accuracy_drop"]) / q["accuracy_reference"]
+        return float(q["quality_loss"])
+
+    return judge
 
 
 def do_trial(job: "TrialJob") -> dict:
@@ -532,7 +578,10 @@ def _run(job: "WorkerJob") -> dict[str, Any]:
     except ConfigError as e:
         return {"status": "config_error", "message": str(e)}
     except CandidateFailed as e:
-        return {"status": "failed", "reason": e.reason.value, "message": e.message}
+        out = {"status": "failed", "reason": e.reason.value, "message": e.message}
+        if getattr(e, "detail", None):  # e.g. where a staged distillation stopped (planner.transforms.distill)
+            out["detail"] = e.detail
+        return out
     except MemoryError:
         return {"status": "failed", "reason": FailReason.OOM.value, "message": "out of memory"}
     except Exception as e:  # anything else inside one candidate is that candidate's crash

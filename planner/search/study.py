@@ -22,7 +22,7 @@ from planner.paths import Home, safe_name
 from planner.record.objectives import Objective, parse_objectives
 from planner.search.samplers import SAMPLERS, make_sampler
 from planner.search.storage import Heartbeat, make_storage, pid_alive, study_progress
-from planner.space import SearchSpace, batch_sizes, sample, usable_backends
+from planner.space import SearchSpace, batch_sizes, sample, shape_misfit, usable_backends
 from planner.target import Target, check_host
 
 # a fp32 reference that fails so at its batch is computed again at batch 1 (the one batch every model runs at)
@@ -57,7 +57,7 @@ class StudyOptions:
 class TrialOutcome:
     number: int
     config: TrialConfig | None
-    status: str  # ok | infeasible | failed | duplicate
+    status: str  # ok | infeasible | failed | duplicate | skipped (known hopeless, not measured) | stopped (distillation)
     reason: str | None = None
     message: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -172,6 +172,7 @@ class Optimizer:
         self.tracking_uri = options.tracking_uri or home.tracking_uri
         self.experiment = f"planner/{model.name}/{target.name}"
         self.study_dir = home.study_dir(self.study_name)
+        self.space_notes: list[str] = []  # what the study's preparation left out of the space, and why
         self.seeds_queued = 0  # seed configs this run enqueued into a new study (`_enqueue_seeds`)
         self._t_start: float | None = None  # when `run` started its trial loop (`--timeout` counts from there)
         self._server = None  # the workers' fork server while `run`/`reconfirm` go (planner.measure.forkserver)
@@ -212,6 +213,11 @@ class Optimizer:
         ref = staging / "reference.npz"
         common = dict(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"),
                       cache_dir=str(self.home.cache), reference=str(ref), eval_samples=self.opts.eval_samples)
+        from planner.space import probe_ratio
+
+        probe = [m for m in self.space.prune.methods if m != "none"]
+        if probe:  # each pruning method is tried once on the model here, not once per trial (issue 28)
+            common.update(prune_methods=tuple(probe), prune_ratio=probe_ratio(self.space))
         job = self.kind.prepare_job(**common)
         env = self.worker_env()
         res = run_job(job, staging, self.opts.trial_timeout, env, server=self._server)
@@ -234,6 +240,16 @@ class Optimizer:
             tail = (res.get("log_tail") or "").strip().splitlines()[-1:] or [""]
             _rmtree(staging)
             raise ConfigError(f"model {self.model.ref}: could not be loaded and run in fp32 ({res.get('reason')}: {res.get('message')}) {tail[0]}")
+        unusable = res.pop("prune_unusable", None) or {}
+        if unusable:  # left out of the space, with a note: they could only fail, trial after trial
+            import sys
+
+            from planner.space import drop_prune_methods
+
+            self.space = drop_prune_methods(self.space, list(unusable))
+            self.space_notes = [f"prune.methods: {m} left out for {self.model.ref}: {why}" for m, why in unusable.items()]
+            for note in self.space_notes:
+                print(f"note: {note}", file=sys.stderr)
         self.model_info = res
         self._staging = staging
         return res
@@ -280,6 +296,8 @@ class Optimizer:
             study.set_user_attr("model_spec", self.model.to_dict())
             study.set_user_attr("target_spec", self.target.model_dump(mode="json"))
             study.set_user_attr("space_spec", self.space.model_dump(mode="json"))
+            if self.space_notes:
+                study.set_user_attr("space_notes", self.space_notes)
             for k, v in self.kind.study_attrs().items():
                 study.set_user_attr(k, v)
             study.set_user_attr("model_info", {k: v for k, v in self.model_info.items() if k != "status"})
@@ -302,7 +320,9 @@ class Optimizer:
         fmt = self.model_info.get("format", "torch")
         backends, _ = usable_backends(self.space, self.target, fmt)
         skipped = []
-        for i, seed in enumerate(self.space.seeds):
+        from planner.space import ordered_seeds
+
+        for i, seed in ordered_seeds(self.space):
             params, why = seed_params(seed, self.space, self.target, fmt, backends)
             if params is None:
                 skipped.append(f"seeds[{i}]: {why}")
@@ -449,13 +469,15 @@ class Optimizer:
             nonlocal dup_run, stop_asking, asked
             outcomes.append(out)
             self.reporter.trial_done(out)
-            dup_run = dup_run + 1 if out.status == "duplicate" else 0
-            if out.status == "duplicate":  # answered from the study: it costs no measurement, so no trial of --trials
+            free = out.status in ("duplicate", "skipped")  # answered from the study (a known config, a hopeless one)
+            dup_run = dup_run + 1 if free else 0
+            if free:  # it costs no measurement, so no trial of --trials
                 asked -= 1
             if getattr(study.sampler, "exhausted", False):
                 self._stopped, stop_asking = "search space exhausted (every combination measured)", True
             elif dup_run >= self.opts.max_duplicates:
-                self._stopped = f"search space exhausted ({dup_run} suggestions in a row were already measured)"
+                self._stopped = (f"search space exhausted ({dup_run} suggestions in a row were already measured "
+                                 "or known hopeless)")
                 stop_asking = True
 
         try:
@@ -465,6 +487,13 @@ class Optimizer:
                     if self.opts.timeout is not None and time.monotonic() - t_start > self.opts.timeout:
                         self._stopped, stop_asking = f"study timeout ({self.opts.timeout:.0f} s) reached", True
                         break
+                    if self.opts.timeout is not None:
+                        reserve = self._confirm_reserve(study)
+                        if reserve and self.opts.timeout - (time.monotonic() - t_start) < reserve:
+                            self._stopped = (f"study timeout ({self.opts.timeout:.0f} s): the last ~{reserve:.0f} s kept "
+                                             "to re-measure the winner")
+                            stop_asking = True
+                            break
                     if goal is not None:
                         self._fail_stale(study, rec)
                         finished, running = study_progress(study)
@@ -504,6 +533,28 @@ class Optimizer:
                 f.job.kill()
                 self._abandon(study, rec, f, e)
             raise
+
+    def _confirm_reserve(self, study) -> float:
+        """Seconds of --timeout a new trial may not start into (issue 28): the estimated re-measurement of the
+        current winner (the fastest feasible trial, `planner.select.confirm.estimated_seconds`, with a quarter
+        more for margin) plus a typical trial of this study (the median wall time of its measured trials), which
+        a trial started now would take out of it.  0 when nothing is to be re-measured."""
+        if self.opts.confirm_top_k <= 0 or self.kind.remeasure_refusal:
+            return 0.0
+        from optuna.trial import TrialState
+
+        from planner.select import confirm as cf
+
+        points = cf.candidates(study, 1)
+        if not points:
+            return 0.0
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+                if t.duration is not None and t.user_attrs.get("duplicate_of") is None and t.user_attrs.get("mlflow_run_id")]
+        durations = sorted(t.duration.total_seconds() for t in done)
+        own = next((t.duration.total_seconds() for t in done if t.number == points[0].number), None)
+        cost = cf.estimated_seconds(points[0], own, self.opts.confirm_rounds, self.target.measurement.warmup_seconds)
+        typical = durations[len(durations) // 2] if durations else 0.0
+        return 1.25 * (cost or 0.0) + typical
 
     @staticmethod
     def _schedule(inflight: list["_Flight"]) -> None:
@@ -601,7 +652,7 @@ class Optimizer:
 
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        cfg = sample(trial, self.space, self.target, fmt, backends)
+        cfg = sample(trial, self.space, self.target, fmt, backends, widths=self.model_info.get("prune_widths"))
         key = cfg.key()
         trial.set_user_attr("config_key", key)
         trial.set_user_attr("config", cfg.to_dict())
@@ -625,13 +676,27 @@ class Optimizer:
             beat.__exit__()
             return TrialOutcome(trial.number, cfg, "duplicate", message="same config as a trial in flight")
 
-        why = self.kind.check(cfg)
-        if why:  # rejected before compiling: no worker, no MLflow run
-            trial.set_user_attr("fail_reason", FailReason.UNSUPPORTED.value)
-            trial.set_user_attr("fail_message", why)
-            study.tell(trial, state=TrialState.FAIL)
+        why = self.kind.check(cfg) or shape_misfit(cfg, self.model_info.get("prune_widths"))
+        if why:  # known before compiling (issue 28): no worker, no MLflow run, not a failed trial, no trial of --trials
+            trial.set_user_attr("skip_reason", FailReason.UNSUPPORTED.value)
+            trial.set_user_attr("skip_message", why)
+            trial.set_constraint("supported", 1.0)  # what the sampler learns: not a region to propose
+            study.tell(trial, state=TrialState.PRUNED)
             beat.__exit__()
-            return TrialOutcome(trial.number, cfg, "failed", reason=FailReason.UNSUPPORTED.value, message=why)
+            return TrialOutcome(trial.number, cfg, "skipped", reason=FailReason.UNSUPPORTED.value, message=why)
+
+        skip = self._hopeless(study, cfg)
+        if skip is not None:  # a measured trial already shows it far outside the quality bound (issue 28)
+            e, bound = skip
+            msg = (f"hopeless: trial {e.number} ({e.config.describe()}) lost {e.loss:.3g} against the bound {bound:.3g} "
+                   "with less pruning, at least as many distillation steps and no lossier precision")
+            trial.set_user_attr("hopeless_like", e.number)
+            trial.set_user_attr("skip_reason", "hopeless")
+            trial.set_user_attr("skip_message", msg)
+            trial.set_constraint("quality", e.loss - bound)  # what the sampler learns: the region is infeasible
+            study.tell(trial, state=TrialState.PRUNED)
+            beat.__exit__()
+            return TrialOutcome(trial.number, cfg, "skipped", reason="hopeless", message=msg)
 
         self.reporter.trial_started(trial.number, cfg)
         run_id = rec.start_trial(trial.number, {**cfg.flat(), "config_key": key}, {
@@ -659,6 +724,19 @@ class Optimizer:
             rec.end_trial(run_id, {}, {"planner.status": "failed"}, None, [], ok=False)
             raise
         return flight
+
+    def _hopeless(self, study, cfg: TrialConfig):
+        """(the measured trial that shows ``cfg`` hopeless, the quality bound) or None (`planner.search.feasibility`)."""
+        if not cfg.prune.active or self.opts.sampler == "grid":  # a grid is asked for in full
+            return None
+        from optuna.trial import TrialState
+
+        from planner.search.feasibility import evidence, hopeless
+
+        bound = self.target.constraints.max_quality_loss
+        known = evidence(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)), bound)
+        e = hopeless(cfg, known)
+        return None if e is None else (e, bound)
 
     def _complete(self, study, rec, f: "_Flight", res: dict, seen) -> TrialOutcome:
         """Record a finished worker's result in Optuna and MLflow."""
@@ -688,6 +766,8 @@ class Optimizer:
 
             reason = res.get("reason", FailReason.CRASH.value) if res.get("status") == "failed" else FailReason.CRASH.value
             message = res.get("message", "")
+            if reason == FailReason.DISTILL_STOPPED.value and res.get("detail"):
+                return self._stopped_student(study, rec, f, res, message)
             trial.set_user_attr("fail_reason", reason)
             trial.set_user_attr("fail_message", message[:2000])
             study.tell(trial, state=TrialState.FAIL)
@@ -700,6 +780,26 @@ class Optimizer:
         except BaseException as e:
             self._fail_running(study, trial, e)
             raise
+
+    def _stopped_student(self, study, rec, f: "_Flight", res: dict, message: str) -> TrialOutcome:
+        """A staged distillation stopped this candidate's student (issue 28): told PRUNED, with where it stopped
+        (``distill_stopped``: what later proposals are judged against, `planner.search.feasibility`) and its
+        extrapolated quality violation as the constraint the sampler learns from."""
+        from optuna.trial import TrialState
+
+        d = dict(res["detail"])
+        bound = self.target.constraints.max_quality_loss
+        f.trial.set_user_attr("distill_stopped", d)
+        f.trial.set_user_attr("skip_reason", FailReason.DISTILL_STOPPED.value)
+        f.trial.set_user_attr("skip_message", message[:2000])
+        f.trial.set_constraint("quality", max(float(d.get("predicted_loss", 0.0)), float(d.get("quality_loss", 0.0))) - bound)
+        study.tell(f.trial, state=TrialState.PRUNED)
+        rec.end_trial(f.run_id, {"quality_loss_at_stop": float(d.get("quality_loss", 0.0)),
+                                 "distill_steps_at_stop": float(d.get("steps", 0))},
+                      {"planner.status": "stopped", "planner.fail_reason": FailReason.DISTILL_STOPPED.value,
+                       "planner.fail_message": message[:4000]}, f.workdir, ["worker.log"], ok=False)
+        return TrialOutcome(f.trial.number, f.cfg, "stopped", reason=FailReason.DISTILL_STOPPED.value, message=message,
+                            run_id=f.run_id)
 
     def _manifest(self, workdir: Path, files: list[str], number: int, cfg: TrialConfig, metrics, res, params) -> str:
         from planner.record.manifest import build_manifest, write_manifest

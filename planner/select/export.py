@@ -84,7 +84,7 @@ def rebuild_config(study, trial_number: int, storage: str | None = None):
     space = SearchSpace.model_validate(attrs["space_spec"])
     target = Target.model_validate(attrs["target_spec"])
     fmt = (attrs.get("model_info") or {}).get("format", "torch")
-    cfg = rebuild(t.params, space, target, fmt)
+    cfg = rebuild(t.params, space, target, fmt, widths=(attrs.get("model_info") or {}).get("prune_widths"))
     stored = TrialConfig.from_dict(t.user_attrs["config"])
     if cfg != stored:
         raise PlannerError(f"trial {trial_number} of study {study.study_name!r}: the config rebuilt from its params "

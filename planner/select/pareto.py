@@ -303,7 +303,7 @@ def study_summary(study, front: list[Point] | None = None) -> dict[str, Any]:
 
     ``metrics``: best_latency_ms / best_throughput (feasible trials), best_latency_vs_fp32 (the fastest front
     point's latency over the study's plain eager-torch fp32 trial at the same batch size, when it measured one),
-    pareto_front_size, trials_measured / _infeasible / _failed / _duplicate, hypervolume (`hypervolume`, of the
+    pareto_front_size, trials_measured / _infeasible / _failed / _duplicate / _skipped / _stopped, hypervolume (`hypervolume`, of the
     feasible front; reference point: the target's latency SLO, or without one the slowest feasible latency
     measured, and its max quality loss), quality_noise_floor.  ``fp32`` is that baseline Point (or None)."""
     from optuna.trial import TrialState
@@ -319,6 +319,10 @@ def study_summary(study, front: list[Point] | None = None) -> dict[str, Any]:
         "trials_infeasible": len(infeasible),
         "trials_failed": sum(t.state == TrialState.FAIL for t in trials),
         "trials_duplicate": sum(t.user_attrs.get("duplicate_of") is not None for t in trials),
+        # not measured, known hopeless/unsupported before a worker ran; students whose staged distillation stopped
+        "trials_skipped": sum(t.state == TrialState.PRUNED and t.user_attrs.get("skip_reason") is not None
+                              and not t.user_attrs.get("distill_stopped") for t in trials),
+        "trials_stopped": sum(bool(t.user_attrs.get("distill_stopped")) for t in trials),
         "quality_noise_floor": study_noise_floor(study),
     }
     best = Fastest().select(front)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from planner.errors import ConfigError
+from planner.errors import CandidateFailed, ConfigError, FailReason
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -123,8 +123,10 @@ def distill(
     cfg: "DistillConfig",
     calib: "dict[str, np.ndarray]",
     input_names: list[str],
+    seed: int = SEED,
 ) -> dict[str, Any]:
-    """Distil ``teacher`` into ``student`` in place; returns losses before/after."""
+    """Distil ``teacher`` into ``student`` in place; returns losses before/after.  ``seed`` seeds the batches
+    (a stage of `distill_staged` starting at step s uses SEED + s)."""
     import numpy as np
     import torch
 
@@ -202,8 +204,8 @@ def distill(
     bs = min(int(cfg.batch), n)
     done, stopped, kept = 0, None, []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        g = torch.Generator().manual_seed(SEED)
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
         try:
             for p in params:
                 p.requires_grad_(True)
@@ -241,4 +243,104 @@ def distill(
                   distill_seq_trim=round(sum(kept) / len(kept), 4) if kept else 1.0)
     if stopped:
         result["distill_stopped"] = stopped
+    return result
+
+
+# --------------------------------------------------------------------------- staged (multi-fidelity) distillation
+
+STAGES: tuple[int, ...] = (100, 300, 1000, 3000)  # step counts after which a student is judged and cached
+SLACK = 2.0  # a student is stopped when even an optimistic extrapolation of its curve ends above SLACK x the bound
+
+
+class DistillStopped(CandidateFailed):
+    """A staged distillation stopped a student that cannot reach the quality bound; ``detail`` holds the steps
+    reached, the quality loss there, the curve and the extrapolated loss at the steps asked for."""
+
+    def __init__(self, message: str, detail: dict[str, Any]):
+        super().__init__(FailReason.DISTILL_STOPPED, message)
+        self.detail = detail
+
+
+def stage_plan(steps: int, stages: tuple[int, ...] = STAGES) -> list[int]:
+    """The step counts a distillation of ``steps`` steps passes through: every stage below it, then ``steps``."""
+    return [s for s in stages if s < steps] + [int(steps)]
+
+
+def predicted_loss(curve: list[tuple[int, float]], steps: int) -> float:
+    """An optimistic extrapolation of a quality-loss curve ``[(steps, loss), ...]`` to ``steps`` steps: a power
+    law through its last two points, its decay capped at 1/steps (and 1/steps from a single point, or when the
+    last two points rise: then the last loss stands)."""
+    import math
+
+    s1, l1 = curve[-1]
+    if l1 <= 0 or steps <= s1:
+        return l1
+    decay = 1.0
+    if len(curve) >= 2:
+        s0, l0 = curve[-2]
+        if l0 > 0 and s1 > s0:
+            decay = min(1.0, max(0.0, math.log(l0 / l1) / math.log(s1 / s0)))
+    return l1 * (steps / s1) ** -decay
+
+
+def hopeless_curve(curve: list[tuple[int, float]], steps: int, bound: float, slack: float = SLACK) -> bool:
+    """True when the student whose losses so far are ``curve`` cannot reach ``bound`` by ``steps`` steps."""
+    return bool(curve) and curve[-1][1] > bound and predicted_loss(curve, steps) > slack * bound
+
+
+def distill_staged(student, teacher, cfg: "DistillConfig", calib, input_names: list[str], *, judge=None,
+                   bound: float | None = None, load=None, save=None) -> dict[str, Any]:
+    """`distill` in the stages of `stage_plan` (issue 28): each stage a fresh Adam on batches seeded by its first
+    step, so a student continued from a stage equals one trained through it.  After each stage
+    ``save(steps, state_dict)`` caches the student, and after each but the last ``judge(student)`` measures its
+    quality loss; a student
+    `hopeless_curve` says cannot reach ``bound`` is stopped (`DistillStopped`).  ``load(steps)`` returns a cached
+    student's state_dict (or None): training continues from the latest stage cached."""
+    from dataclasses import replace
+
+    plan = stage_plan(int(cfg.steps))
+    start = 0
+    if load is not None:
+        for b in reversed(plan):
+            state = load(b)
+            if state is not None:
+                student.load_state_dict(state)
+                start = b
+                break
+    resumed, curve, first, last = start, [], None, None
+    t0 = time.perf_counter()
+    for b in plan:
+        if b <= start:
+            continue
+        left = None if cfg.max_seconds is None else cfg.max_seconds - (time.perf_counter() - t0)
+        if left is not None and left <= 0:
+            last = {**(last or {}), "distill_stopped": "max_seconds"}
+            break
+        info = distill(student, teacher, replace(cfg, steps=b - start, max_seconds=left), calib, input_names,
+                       seed=SEED + start)
+        first = first or info
+        last = info
+        if info.get("skipped") or info.get("distill_stopped"):
+            start += int(info.get("distill_steps", 0))
+            break
+        start = b
+        if save is not None:  # every stage reached, the last too: a longer request (or a rebuild) starts from it
+            save(b, student.state_dict())
+        if b < cfg.steps:
+            if judge is not None:
+                curve.append((b, float(judge(student))))
+                if bound is not None and hopeless_curve(curve, int(cfg.steps), bound):
+                    predicted = predicted_loss(curve, int(cfg.steps))
+                    raise DistillStopped(
+                        f"distillation stopped at {b} of {cfg.steps} steps: quality loss {curve[-1][1]:.3g}, "
+                        f"at best ~{predicted:.3g} by {cfg.steps} steps against the bound {bound:.3g}",
+                        {"steps": b, "quality_loss": curve[-1][1], "predicted_loss": predicted, "curve": curve,
+                         "resumed_from": resumed})
+    result = dict(last or {"distill_loss": "mse"})
+    if first is not None:
+        result["distill_loss_before"] = first.get("distill_loss_before")
+    result.update(distill_steps=start, distill_seconds=round(time.perf_counter() - t0, 3),
+                  distill_resumed_from=resumed, distill_stages=len(curve))
+    if curve:
+        result["distill_curve"] = curve
     return result

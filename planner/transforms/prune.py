@@ -32,7 +32,6 @@ inside the functions.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from planner.errors import CandidateFailed, ConfigError, FailReason, did_you_mean
@@ -126,6 +125,39 @@ def prune(module: "nn.Module", cfg: "PruneConfig", example_inputs: "tuple[torch.
     return module
 
 
+def unusable_methods(module: "nn.Module", methods, example_inputs, ratio: float = 0.5) -> dict[str, str]:
+    """The structured methods among ``methods`` that cannot apply to ``module``'s structure, each with why: a
+    study tries each once when it prepares (issue 28) instead of failing one trial after another.  Channel
+    pruning (``l1``/``l2`` on a model `is_transformer` does not recognise) is refused on a model with attention
+    (``nn.MultiheadAttention`` or a module with an int ``num_attention_heads``, e.g. Hugging Face ViT): its
+    heads are not channels.  Every other structured method is applied to a copy at ``ratio`` and the copy run."""
+    import copy
+
+    import torch.nn as nn
+
+    from planner.config import PruneConfig
+
+    out: dict[str, str] = {}
+    attention = next((name or "<root>" for name, m in module.named_modules()
+                      if isinstance(m, nn.MultiheadAttention) or isinstance(getattr(m, "num_attention_heads", None), int)), None)
+    for method in methods:
+        if method not in STRUCTURED:
+            continue
+        channels = method != "heads" and getattr(module, SCOPE_ATTR, None) != "ffn" and not is_transformer(module)
+        if channels and attention is not None:
+            out[method] = (f"{method} would prune channels of a model with attention (module {attention!r}): channel "
+                           f"pruning cuts across its heads; head pruning needs attention modules with an int "
+                           f"{HEADS_ATTR!r} attribute")
+            continue
+        try:
+            prune(copy.deepcopy(module), PruneConfig(method=method, ratio=float(ratio), round_to=1), example_inputs)
+        except CandidateFailed as e:
+            out[method] = e.message
+        except Exception as e:  # noqa: BLE001 -- any failure: the method does not apply to this model
+            out[method] = f"{type(e).__name__}: {str(e)[:300]}"
+    return out
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -201,10 +233,27 @@ def _check_runs(module, example_inputs, method: str) -> None:
 
 def _round_keep(n: int, ratio: float, round_to: int = 1) -> int:
     """How many of ``n`` units to keep: >= 1, a multiple of round_to where possible, <= n."""
-    keep = max(1, int(round(n * (1.0 - ratio))))
-    if round_to > 1:
-        keep = int(math.ceil(keep / round_to) * round_to)
-    return min(n, keep)
+    from planner.config import round_keep
+
+    return round_keep(n, ratio, round_to)
+
+
+def transformer_widths(module: "nn.Module") -> dict[str, list] | None:
+    """The widths head/FFN pruning changes, for `planner.space` to predict a pruned model's layer shapes from:
+    ``heads``: [num_heads, head_dim] per attention module (none when the model's attention is left alone),
+    ``ffn``: the hidden width per FFN.  None for a model `prune` does not prune as a transformer."""
+    scope_ffn = getattr(module, SCOPE_ATTR, None) == "ffn"
+    if not (scope_ffn or is_transformer(module)):
+        return None
+    heads, ffn = [], []
+    for _, m in module.named_modules():
+        h, hd = getattr(m, HEADS_ATTR, None), getattr(m, HEAD_DIM_ATTR, None)
+        if not scope_ffn and isinstance(h, int) and isinstance(hd, int) and not isinstance(h, bool):
+            heads.append([h, hd])
+        f = _ffn_of(m, FFN_LAYOUTS)
+        if f is not None:
+            ffn.append(int(f[1].in_features))
+    return {"heads": heads, "ffn": ffn}
 
 
 # --------------------------------------------------------------------------- channels (DepGraph)

@@ -140,3 +140,42 @@ class HangAboveBatch1(Tiny):
 def hang_above_batch1():
     torch.manual_seed(0)
     return HangAboveBatch1().eval()
+
+
+class HfStyleAttention(torch.nn.Module):
+    """Self-attention named as Hugging Face names it (``num_attention_heads``, ``attention_head_size``): planner's
+    head pruning does not recognise it, and channel pruning cuts across its heads (a ViT-like patch encoder)."""
+
+    def __init__(self, hidden=32, heads=4):
+        super().__init__()
+        self.num_attention_heads, self.attention_head_size = heads, hidden // heads
+        self.query, self.key, self.value = (torch.nn.Linear(hidden, hidden) for _ in range(3))
+        self.dense = torch.nn.Linear(hidden, hidden)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+
+        def split(t):
+            return t.view(b, s, self.num_attention_heads, self.attention_head_size).transpose(1, 2)
+
+        y = torch.nn.functional.scaled_dot_product_attention(split(self.query(x)), split(self.key(x)), split(self.value(x)))
+        return self.dense(y.transpose(1, 2).reshape(b, s, -1))
+
+
+class HfStyleVit(torch.nn.Module):
+    """Patches of a 3x8x8 image (pass ``x:3x8x8``), one attention block, a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = torch.nn.Conv2d(3, 32, 4, stride=4)
+        self.attention = HfStyleAttention()
+        self.head = torch.nn.Linear(32, 5)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        return self.head((t + self.attention(t)).mean(1))
+
+
+def hf_style_vit():
+    torch.manual_seed(0)
+    return HfStyleVit().eval()

@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""Issue 28's "done when": does a study spend its budget where deployments can be?
+
+For each cell (MiniLM on the transformer space at b=1 and b=8; digits-cnn on the cnn space at b=1 and b=64, the
+batch fixed as in bench_compression.py, the model's bound as the target's quality constraint) it runs two planner
+studies on this host with the default search settings (TPE, seed 0, the space's seeds):
+
+  budget   --trials N (default 20, planner optimize's default) and the cell's --timeout (default none)
+  3x       --trials 3N (a study of its own, same seed)
+
+and reports, per study, from the Optuna storage:
+
+  measured        trials a worker ran: COMPLETE and not a duplicate, FAIL for a reason of the candidate, and
+                  staged distillations stopped (PRUNED with distill_stopped)
+  infeasible      measured COMPLETE trials violating a constraint; stopped students count here too
+  failed          measured FAIL trials, by reason
+  known_failures  failed trials of a kind known before measuring (unsupported, or a compile error naming a group size)
+  skipped         proposals not measured because known hopeless/unsupported (PRUNED with skip_reason / hopeless_like)
+  hv              hypervolume of the final (confirmed) front, both studies of a cell against one reference point:
+                  the cell's bound and 1.1 x the slowest latency on either front
+
+The goal (issue 28): (infeasible + failed) / measured <= 20 % in each budget study, known_failures == 0, and
+hv(budget) >= 95 % of hv(3x).
+
+    .venv/bin/python experiments/bench_budget.py                         # all four cells (hours on 2 cores)
+    .venv/bin/python experiments/bench_budget.py --cells digits-cnn:1 --trials 10
+    .venv/bin/python experiments/bench_budget.py --report-only           # re-read the studies in --home
+
+Writes experiments/results/budget-<date>.md and .json.  Run it on a quiet machine: nothing else on the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for p in (REPO, REPO / "experiments"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+CELLS = ("minilm:1", "minilm:8", "digits-cnn:1", "digits-cnn:64")
+KNOWN_KINDS = ("unsupported",)  # fail reasons that are known before measuring
+GOAL_BAD_SHARE, GOAL_HV = 0.20, 0.95
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cells", default=",".join(CELLS), help="comma list of MODEL:BATCH")
+    p.add_argument("--trials", type=int, default=20, help="the budget study's --trials (the 3x study runs three times it)")
+    p.add_argument("--timeout", type=float, default=None, help="the budget study's --timeout in seconds (3x: three times it)")
+    p.add_argument("--target", default=None, help="target YAML (default: this host, probed)")
+    p.add_argument("--home", default=str(REPO / "experiments" / ".bench-home" / "budget"))
+    p.add_argument("--out-dir", default=str(REPO / "experiments" / "results"))
+    p.add_argument("--report-only", action="store_true", help="run nothing; report the studies already in --home")
+    p.add_argument("--no-3x", action="store_true", help="skip the 3x studies (no hypervolume ratio)")
+    return p.parse_args(argv)
+
+
+def study_stats(study, known_kinds=KNOWN_KINDS) -> dict[str, Any]:
+    """What the budget went to, from a study's trials (see the module docstring)."""
+    from optuna.trial import TrialState
+
+    from planner.search.storage import WORKER_LOSSES
+
+    s: dict[str, Any] = {"measured": 0, "feasible": 0, "infeasible": 0, "failed": 0, "stopped": 0, "skipped": 0,
+                         "duplicates": 0, "known_failures": 0, "fail_reasons": {}, "skip_reasons": {}}
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        if t.state == TrialState.COMPLETE:
+            if a.get("duplicate_of") is not None:
+                s["duplicates"] += 1
+                continue
+            s["measured"] += 1
+            if all(v <= 0 for v in t.constraints.values()):
+                s["feasible"] += 1
+            else:
+                s["infeasible"] += 1
+        elif t.state == TrialState.FAIL:
+            reason = a.get("fail_reason")
+            if not reason or reason in WORKER_LOSSES:
+                continue
+            s["measured"] += 1
+            s["failed"] += 1
+            s["fail_reasons"][reason] = s["fail_reasons"].get(reason, 0) + 1
+            msg = str(a.get("fail_message", ""))
+            if reason in known_kinds or "group size" in msg.lower() or "groupsize" in msg.lower():
+                s["known_failures"] += 1
+        elif t.state == TrialState.PRUNED:
+            if a.get("distill_stopped"):
+                s["measured"] += 1
+                s["stopped"] += 1
+                s["infeasible"] += 1
+            elif a.get("skip_reason"):
+                s["skipped"] += 1
+                why = a.get("skip_reason") or "hopeless"
+                s["skip_reasons"][why] = s["skip_reasons"].get(why, 0) + 1
+    s["bad_share"] = (s["infeasible"] + s["failed"]) / s["measured"] if s["measured"] else None
+    return s
+
+
+def front_of(study):
+    from planner.select.pareto import pareto_front
+
+    return pareto_front(study)
+
+
+def run_study(model: str, batch: int, trials: int, timeout: float | None, name: str, base_target, home) -> None:
+    from bench_baselines import LineReporter
+    from bench_compression import MODELS, model_target, study_space
+    from planner.model import parse_model
+    from planner.search.study import Optimizer, StudyOptions
+
+    cfg = MODELS[model]
+    spec = parse_model(model)
+    target = model_target(base_target, cfg["bound"])
+    space = study_space(model, batch, quick=False)
+    opts = StudyOptions(trials=trials, timeout=timeout, study_name=name, eval_samples=cfg["eval_samples"])
+    Optimizer(spec, target, space, home, opts, LineReporter(f"{name}", trials)).run()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import optuna
+
+    from bench_compression import MODELS
+    from planner.paths import Home
+    from planner.select.pareto import hypervolume
+    from planner.target import load_target, probe_host
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    home = Home.resolve(args.home).ensure()
+    base_target = load_target(args.target) if args.target else probe_host()
+    cells = []
+    for c in args.cells.split(","):
+        model, _, b = c.partition(":")
+        cells.append((model, int(b)))
+    rows: list[dict[str, Any]] = []
+    t_all = time.perf_counter()
+    for model, batch in cells:
+        names = {"budget": f"b28-{model}-b{batch}-x1"}
+        if not args.no_3x:
+            names["3x"] = f"b28-{model}-b{batch}-x3"
+        for kind, name in names.items():
+            if args.report_only:
+                continue
+            k = 3 if kind == "3x" else 1
+            t0 = time.perf_counter()
+            run_study(model, batch, args.trials * k, None if args.timeout is None else args.timeout * k, name, base_target, home)
+            print(f"[{model} b={batch} {kind}] {time.perf_counter() - t0:.0f} s", flush=True)
+        studies = {kind: optuna.load_study(study_name=n, storage=home.optuna_url) for kind, n in names.items()}
+        fronts = {kind: front_of(s) for kind, s in studies.items()}
+        feasible_lat = [p.latency_ms for f in fronts.values() for p in f]
+        ref_lat = 1.1 * max(feasible_lat) if feasible_lat else 0.0  # a little beyond the slowest: it counts too
+        bound = MODELS[model]["bound"]
+        row: dict[str, Any] = {"model": model, "batch": batch, "ref_latency_ms": ref_lat, "bound": bound}
+        for kind, s in studies.items():
+            st = study_stats(s)
+            st["hv"] = hypervolume(fronts[kind], ref_lat, bound) if ref_lat else 0.0
+            st["front"] = [{"number": p.number, "label": p.label, "latency_ms": p.latency_ms, "quality_loss": p.quality_loss,
+                            "batch_size": p.config.get("batch_size")} for p in fronts[kind]]
+            st["confirmed"] = bool((s.user_attrs.get("confirmation") or {}).get("trials"))
+            row[kind] = st
+        if "3x" in row and row["3x"]["hv"]:
+            row["hv_ratio"] = row["budget"]["hv"] / row["3x"]["hv"]
+        b = row["budget"]
+        row["goal_met"] = (b["bad_share"] is not None and b["bad_share"] <= GOAL_BAD_SHARE and b["known_failures"] == 0
+                           and (row.get("hv_ratio") is None or row["hv_ratio"] >= GOAL_HV))
+        rows.append(row)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"argv": sys.argv[1:], "target": base_target.name, "seconds": time.perf_counter() - t_all, "rows": rows}
+    (out / f"budget-{stamp}.json").write_text(json.dumps(meta, indent=2, default=str))
+    (out / f"budget-{stamp}.md").write_text(markdown(meta))
+    print(markdown(meta))
+    return 0
+
+
+def markdown(meta: dict[str, Any]) -> str:
+    lines = [f"# Budget benchmark (issue 28), target {meta['target']}", "",
+             f"`experiments/bench_budget.py {' '.join(meta['argv'])}`, {meta['seconds'] / 60:.0f} min.", "",
+             "| cell | study | measured | feasible | infeasible (stopped) | failed | known failures | skipped | "
+             "(infeasible+failed)/measured | front | confirmed | HV | HV / 3x | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in meta["rows"]:
+        for kind in ("budget", "3x"):
+            s = r.get(kind)
+            if s is None:
+                continue
+            share = "-" if s["bad_share"] is None else f"{100 * s['bad_share']:.0f} %"
+            ratio = f"{r['hv_ratio']:.3f}" if kind == "budget" and r.get("hv_ratio") is not None else ""
+            goal = ("met" if r["goal_met"] else "missed") if kind == "budget" else ""
+            lines.append(f"| {r['model']} b={r['batch']} | {kind} | {s['measured']} | {s['feasible']} | "
+                         f"{s['infeasible']} ({s['stopped']}) | {s['failed']} {s['fail_reasons'] or ''} | "
+                         f"{s['known_failures']} | {s['skipped']} | {share} | {len(s['front'])} | "
+                         f"{'yes' if s['confirmed'] else 'no'} | {s['hv']:.3f} | {ratio} | {goal} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

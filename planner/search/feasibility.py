@@ -1,0 +1,90 @@
+"""What the study already knows about feasibility, used before a candidate is measured (issue 28).
+
+Two parts:
+
+* The samplers learn from the constraints every measured trial records with Optuna's public
+  ``Trial.set_constraint`` (`Optimizer._complete`): Optuna 5's TPE puts trials with a positive constraint
+  value among the "above" (bad) trials and NSGA-II ranks them by constrained domination.  Optuna 5 deprecated
+  the samplers' ``constraints_func`` argument for exactly this, so planner does not pass one:
+  `sampler_reads_constraints` says whether the installed Optuna works this way.
+* Hopeless regions: a pruned candidate whose quality loss is bound to be far above the bound because a
+  measured trial already showed it is not measured.  A measured trial with pruning method m at ratio r,
+  s distillation steps and a precision p, whose loss was at least `HOPELESS_FACTOR` x the bound, covers every
+  candidate with the same method, a ratio >= r, rounding to a multiple <= its own (keeps no more units),
+  <= s distillation steps and a precision at least as lossy as p: pruning more, training less and quantizing
+  more do not win back a loss that large.  Such a candidate is told to Optuna as PRUNED with the covering
+  trial's quality violation as its constraint (so TPE learns the region too) and costs no trial of --trials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from planner.config import TrialConfig
+
+HOPELESS_FACTOR = 2.0  # a loss this many times the bound is "far above" it
+# how much a precision loses, in order (a candidate at a rank >= the covering trial's loses at least as much)
+PRECISION_RANK = {"fp32": 0, "fp16": 1, "bf16": 1, "fp8": 2, "int8": 2, "int4": 3}
+
+
+def sampler_reads_constraints() -> bool:
+    """True when the installed Optuna's samplers read the constraints set by ``Trial.set_constraint``."""
+    import optuna
+
+    return hasattr(optuna.trial.Trial, "set_constraint") and hasattr(optuna.trial.FrozenTrial, "constraints")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A measured (or stopped) pruned trial whose quality loss was far above the bound."""
+
+    number: int
+    config: TrialConfig
+    loss: float
+
+
+def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTOR) -> list[Evidence]:
+    """The pruned trials among ``trials`` (Optuna FrozenTrials) whose measured quality loss was at least
+    ``factor`` x ``bound``: COMPLETE trials measured by this study (not duplicates, not skipped), and trials a
+    staged distillation stopped (user attr ``distill_stopped``: the loss at the steps it reached)."""
+    out: list[Evidence] = []
+    for t in trials:
+        a = t.user_attrs
+        if "config" not in a or a.get("duplicate_of") is not None or a.get("hopeless_like") is not None:
+            continue
+        stopped = a.get("distill_stopped")
+        if t.state.name == "COMPLETE":
+            loss = (a.get("metrics") or {}).get("quality_loss")
+        elif stopped:
+            loss = stopped.get("quality_loss")
+        else:
+            continue
+        if loss is None or not (loss > bound and loss >= factor * bound):
+            continue
+        cfg = TrialConfig.from_dict(a["config"])
+        if not cfg.prune.active:
+            continue
+        if stopped:  # what was shown is the loss at the steps reached, not at the steps asked
+            from dataclasses import replace
+
+            cfg = replace(cfg, distill=replace(cfg.distill, steps=int(stopped.get("steps", 0))))
+        out.append(Evidence(t.number, cfg, float(loss)))
+    return out
+
+
+def covers(e: Evidence, cfg: TrialConfig) -> bool:
+    """Whether measured ``e`` shows that ``cfg`` cannot be within the bound either."""
+    if not cfg.prune.active or cfg.prune.method != e.config.prune.method:
+        return False
+    if cfg.prune.ratio < e.config.prune.ratio or cfg.prune.round_to > e.config.prune.round_to:
+        return False
+    if cfg.distill.steps > e.config.distill.steps:
+        return False
+    return PRECISION_RANK.get(cfg.precision, 0) >= PRECISION_RANK.get(e.config.precision, 0)
+
+
+def hopeless(cfg: TrialConfig, known: list[Evidence]) -> Evidence | None:
+    """The measured trial that shows ``cfg`` hopeless (the one with the smallest loss), or None."""
+    hits = [e for e in known if covers(e, cfg)]
+    return min(hits, key=lambda e: (e.loss, e.number)) if hits else None

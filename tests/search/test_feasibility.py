@@ -1,0 +1,158 @@
+"""Feasibility the search uses (issue 28): the samplers learn the constraints the study records, and a region a
+measured trial already showed hopeless is not measured again (real Optuna storage; the fake plugin backend)."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from support import fake_backend_files, run_cli
+
+from planner.config import DistillConfig, PruneConfig, QuantConfig, TrialConfig
+from planner.paths import Home
+from planner.search.feasibility import Evidence, covers, evidence, hopeless, sampler_reads_constraints
+from planner.search.samplers import make_sampler
+
+
+def _proposals(tmp_path, sampler: str, constrained: bool, n: int) -> list[int]:
+    """A 2-objective study over x in 0..9 where larger x is better on both objectives; with ``constrained``,
+    x >= 5 violates a constraint set as the study sets its own (``Trial.set_constraint`` before ``tell``)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / f'{sampler}-{constrained}.db'}",
+                                directions=["minimize", "minimize"], sampler=make_sampler(sampler, 0, 2))
+    xs = []
+    for _ in range(n):
+        t = study.ask()
+        x = t.suggest_int("x", 0, 9)
+        y = t.suggest_categorical("y", ["a", "b"])
+        xs.append(x)
+        if constrained:
+            t.set_constraint("quality", 1.0 if x >= 5 else -1.0)
+        study.tell(t, [-x + (0.1 if y == "a" else 0.0), -x])
+    return xs
+
+
+@pytest.mark.parametrize("sampler,n,start", [("tpe", 40, 8), ("nsga2", 50, 20)])
+def test_the_sampler_receives_the_constraints(tmp_path, sampler, n, start):
+    """The same seed and objective values: with the constraint set, the sampler's later proposals leave the
+    infeasible region (x >= 5) it otherwise prefers."""
+    assert sampler_reads_constraints()
+    free = _proposals(tmp_path, sampler, False, n)[start:]
+    bound = _proposals(tmp_path, sampler, True, n)[start:]
+    share_free = sum(x < 5 for x in free) / len(free)
+    share_bound = sum(x < 5 for x in bound) / len(bound)
+    assert share_bound > share_free + 0.25, (share_free, share_bound)
+    assert share_bound > 0.6
+
+
+def _cfg(ratio=0.3, steps=0, method="l1", scheme="none", round_to=8):
+    return TrialConfig(backend="onnxruntime", batch_size=1, prune=PruneConfig(method, ratio, round_to),
+                       quant=QuantConfig(scheme), distill=DistillConfig(steps=steps))
+
+
+def test_what_a_hopeless_trial_covers():
+    e = Evidence(3, _cfg(ratio=0.3, steps=100), loss=0.5)
+    assert covers(e, _cfg(ratio=0.3, steps=100)) and covers(e, _cfg(ratio=0.5, steps=0))
+    assert covers(e, _cfg(ratio=0.4, steps=30, scheme="int8_dynamic"))  # a lossier precision cannot win it back
+    assert not covers(e, _cfg(ratio=0.2, steps=100))  # less pruning
+    assert not covers(e, _cfg(ratio=0.3, steps=300))  # more distillation
+    assert not covers(e, _cfg(ratio=0.3, steps=100, method="l2"))  # another method
+    assert not covers(e, _cfg(ratio=0.3, steps=100, round_to=16))  # keeps more units
+    assert not covers(e, _cfg(ratio=0.0, method="none"))
+    q = Evidence(4, _cfg(ratio=0.3, steps=100, scheme="int8_dynamic"), loss=0.5)
+    assert not covers(q, _cfg(ratio=0.3, steps=100))  # fp32 loses less than the int8 trial did
+    assert hopeless(_cfg(ratio=0.6), [q, e]) == e
+
+
+def test_evidence_is_measured_pruned_trials_far_above_the_bound(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", directions=["minimize", "minimize"])
+
+    def add(cfg, loss, state=TrialState.COMPLETE, **attrs):
+        t = study.ask()
+        t.set_user_attr("config", cfg.to_dict())
+        t.set_user_attr("metrics", {"quality_loss": loss})
+        for k, v in attrs.items():
+            t.set_user_attr(k, v)
+        study.tell(t, [1.0, loss]) if state == TrialState.COMPLETE else study.tell(t, state=state)
+
+    add(_cfg(ratio=0.3), 0.5)                       # 0 far above 0.05: evidence
+    add(_cfg(ratio=0.2), 0.08)                      # 1 above, not far above: may yet be reached with training
+    add(_cfg(ratio=0.0, method="none"), 0.5)        # 2 not pruned
+    add(_cfg(ratio=0.4), 0.5, duplicate_of=0)       # 3 a duplicate shows nothing new
+    add(_cfg(ratio=0.3, steps=1000), None, TrialState.PRUNED,
+        distill_stopped={"steps": 300, "quality_loss": 0.4})  # 4 a staged distillation stopped at 300 steps
+    got = evidence(study.get_trials(deepcopy=False), 0.05)
+    assert [e.number for e in got] == [0, 4]
+    assert got[1].config.distill.steps == 300
+
+
+SPACE = """\
+name: hopeless
+batch_size: [1]
+backends:
+  fake:
+    behaviour: [steady]
+prune:
+  methods: [none, l1]
+  ratio: [0.5, 0.7, 0.9]
+  round_to: [1]
+seeds:
+  - {backend: fake, prune: {method: l1, ratio: 0.5, round_to: 1}}
+"""
+
+
+def test_a_hopeless_region_is_not_measured_again(tmp_path):
+    """The seed prunes tiny-mlp by half with no recovery: its loss is far above the 0.05 bound.  The sampler's
+    later proposals at ratios >= 0.5 are told PRUNED as hopeless (no worker, no trial of --trials); the
+    unpruned model is still measured, and the study ends when only known configs are proposed."""
+    space, target, env = fake_backend_files(tmp_path, SPACE)
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "4",
+                "--sampler", "random", "--eval-samples", "8", "--study", "hl", "--confirm", "0",
+                "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="hl", storage=home.optuna_url)
+    trials = study.get_trials(deepcopy=False)
+    seed = trials[0]
+    assert seed.state == TrialState.COMPLETE and seed.user_attrs["metrics"]["quality_loss"] > 0.1, seed.user_attrs
+    measured = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("duplicate_of") is None]
+    assert [t.user_attrs["config"]["prune"]["ratio"] for t in measured] == [0.5, 0.0]  # the seed, the unpruned
+    skipped = [t for t in trials if t.user_attrs.get("hopeless_like") is not None]
+    assert skipped and all(t.state == TrialState.PRUNED and t.user_attrs["hopeless_like"] == 0 for t in skipped)
+    assert {t.user_attrs["config"]["prune"]["ratio"] for t in skipped} == {0.7, 0.9}
+    assert all(t.constraints["quality"] > 0 for t in skipped)  # the sampler sees the region as infeasible
+    from planner.select.pareto import study_summary
+
+    m = study_summary(study)["metrics"]
+    assert m["trials_skipped"] == len(skipped) and m["trials_measured"] == 2 and m["trials_stopped"] == 0
+    assert "skipped" in r.stdout and "hopeless" in r.stdout
+
+
+BUDGET = """\
+name: budget
+batch_size: [1]
+backends:
+  fake:
+    behaviour: [steady]
+    build_delay: [2.0, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6, 2.7, 2.8, 2.9, 3.0]
+seeds:
+  - {backend: fake, options: {behaviour: steady, build_delay: 2.0}}
+"""
+
+
+def test_a_timed_study_keeps_the_time_to_confirm_its_winner(tmp_path):
+    """A demo-like study on the fake backend (each trial ~2-3 s, more candidates than --timeout 14 can measure):
+    it stops starting trials while there is time to re-measure the winner, and re-measures it in full (before,
+    the search used all of --timeout and the re-measurement was skipped)."""
+    space, target, env = fake_backend_files(tmp_path, BUDGET)
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "20",
+                "--sampler", "random", "--eval-samples", "8", "--study", "b", "--confirm", "1", "--timeout", "14",
+                "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="b", storage=home.optuna_url)
+    measured = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs.get("duplicate_of") is None]
+    assert len(measured) >= 2  # the search ran, and was not cut before it started
+    conf = study.user_attrs["confirmation"]
+    assert not conf["skipped"] and not conf["failed"], conf
+    (winner,) = conf["trials"].values()
+    assert "rounds_cut" not in winner, winner
+    assert "kept to re-measure the winner" in r.stdout

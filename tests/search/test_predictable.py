@@ -1,0 +1,152 @@
+"""Predictable failures never become trials (issue 28): a pruning method that cannot apply to the model is tried
+once when the study prepares and left out of its space; an int4 group size follows the pruned layer widths."""
+
+import copy
+
+import optuna
+import pytest
+import torch
+from support import DATA, fake_backend_files, run_cli
+
+from planner.config import PruneConfig
+from planner.paths import Home
+from planner.space import load_space, pruned_widths, rebuild, sample, shape_misfit
+from planner.transforms.prune import prune, prune_info, transformer_widths, unusable_methods
+
+
+def _models():
+    import sys
+
+    sys.path.insert(0, str(DATA))
+    import models
+
+    return models
+
+
+def test_a_transformers_default_space_prunes_no_channels():
+    """The default space's l1: on a transformer planner recognises (bert-mini) it removes heads and FFN neurons,
+    never channels; on one it does not (Hugging Face naming, as a ViT) it is left out, as `heads` is on a CNN."""
+    from planner.zoo import bert
+
+    methods = load_space("default").prune.methods
+    assert "l1" in methods
+    enc = bert.build()
+    ids = (torch.randint(0, 100, (2, 8)), torch.ones(2, 8, dtype=torch.long))
+    assert unusable_methods(enc, methods, ids) == {}
+    assert prune_info(prune(copy.deepcopy(enc), PruneConfig("l1", 0.5, 8), ids))["kind"] == "heads+ffn"
+
+    m = _models()
+    vit = unusable_methods(m.hf_style_vit(), ["none", "l1", "l2", "heads", "magnitude"], (torch.randn(2, 3, 8, 8),))
+    assert set(vit) == {"l1", "l2", "heads"} and "attention" in vit["l1"]
+    cnn = unusable_methods(m.tiny_conv(), ["none", "l1", "heads"], (torch.randn(2, 3, 8, 8),))
+    assert set(cnn) == {"heads"}
+
+
+SPACE = """\
+name: predictable
+batch_size: [1]
+backends:
+  fake:
+    behaviour: [steady]
+prune:
+  methods: [none, l1, heads]
+  ratio: [0.5]
+seeds:
+  - {backend: fake, prune: {method: l1, ratio: 0.5}}
+"""
+
+
+def test_a_method_that_cannot_apply_is_left_out_when_the_study_prepares(tmp_path):
+    """An HF-style ViT in a space with l1 and heads: both are tried once in the prepare worker, left out of the
+    stored space with a note, the seed that names l1 is skipped, and no trial is pruned (none fails)."""
+    space, target, env = fake_backend_files(tmp_path, SPACE)
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:hf_style_vit", "--inputs", "x:3x8x8", "--target", target,
+                "--space", space, "--trials", "2", "--sampler", "random", "--eval-samples", "8", "--study", "p",
+                "--confirm", "0", "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "l1 left out" in r.stderr and "heads left out" in r.stderr
+    study = optuna.load_study(study_name="p", storage=home.optuna_url)
+    assert study.user_attrs["space_spec"]["prune"]["methods"] == ["none"]
+    assert len(study.user_attrs["space_notes"]) == 2
+    assert any("does not apply" in s for s in study.user_attrs["seeds_skipped"])
+    trials = study.get_trials(deepcopy=False)
+    assert trials and all(t.state.name == "COMPLETE" for t in trials)
+    assert all(t.user_attrs["config"]["prune"]["method"] == "none" for t in trials)
+
+
+def test_predicted_widths_are_the_pruned_models():
+    """`pruned_widths` predicts what head/FFN pruning leaves (the same keep rule, `planner.config.round_keep`)."""
+    from planner.zoo import bert
+
+    enc = bert.build()
+    widths = transformer_widths(enc)
+    assert widths["heads"] and widths["ffn"]
+    for cfg in (PruneConfig("l2", 0.3, 16), PruneConfig("heads", 0.5, 64), PruneConfig("l1", 0.1, 1)):
+        pruned = prune(copy.deepcopy(enc), cfg, (torch.randint(0, 100, (2, 8)), torch.ones(2, 8, dtype=torch.long)))
+        actual = [m.o.in_features for m in pruned.modules() if hasattr(m, "num_heads")]
+        actual += [m.fc2.in_features for m in pruned.modules() if hasattr(m, "fc2")]
+        assert pruned_widths(widths, cfg) == actual
+    assert pruned_widths(None, PruneConfig("l2", 0.3, 16)) == [] and pruned_widths(widths, PruneConfig()) == []
+
+
+@pytest.fixture()
+def int4_target(tmp_path):
+    from planner.target import load_target
+
+    p = tmp_path / "t.yaml"
+    p.write_text((DATA / "fast-cpu.yaml").read_text().replace("precisions: [fp32, int8]", "precisions: [fp32, int8, int4]")
+                 .replace("backends: [", "backends: [openvino, "))
+    return load_target(p)
+
+
+def test_int4_group_size_follows_the_pruned_widths(tmp_path, int4_target):
+    """MiniLM's widths (12 heads of 32, FFN 1536): l2 at 0.3 rounded to 16 keeps 8 heads (256) and 1088 FFN
+    neurons; 128 does not divide 1088, so a sampled 128 becomes 32 (the space's largest below that divides);
+    unpruned, 128 stays.  Rebuilt from the same params and widths, the config is the same (export)."""
+    space = load_space("transformer")
+    widths = {"heads": [[12, 32]] * 6, "ffn": [1536] * 6}
+    base = {"backend": "openvino", "openvino.performance_hint": "LATENCY", "batch_size": 1,
+            "openvino.quant": "int4_weight_only", "quant.int4_weight_only.group_size": 128}
+    pruned = {**base, "prune.method": "l2", "prune.ratio": 0.3, "prune.round_to": 16, "distill.steps": 0}
+    cfg = sample(optuna.trial.FixedTrial(pruned), space, int4_target, "torch", ["openvino"], widths=widths)
+    assert cfg.quant.opts()["group_size"] == 32
+    assert all(w % 32 == 0 for w in pruned_widths(widths, cfg.prune))
+    assert rebuild(pruned, space, int4_target, "torch", widths=widths) == cfg
+    unpruned = {**base, "prune.method": "none"}
+    assert rebuild(unpruned, space, int4_target, "torch", widths=widths).quant.opts()["group_size"] == 128
+
+    assert shape_misfit(cfg, widths) is None
+    # l2 at 0.1 rounded to 16 keeps 1392 FFN neurons: neither 32 nor 128 divides it, so the study skips the
+    # candidate before any worker starts (`Optimizer._start`), with the reason
+    misfit = rebuild({**pruned, "prune.ratio": 0.1}, space, int4_target, "torch", widths=widths)
+    assert "1392" in shape_misfit(misfit, widths)
+
+    # in a real study: every sampled int4 config's group size divides its pruned widths, or it is known not to fit
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", directions=["minimize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    fit = misfits = 0
+    for _ in range(120):
+        t = study.ask()
+        c = sample(t, space, int4_target, "torch", ["openvino"], widths=widths)
+        study.tell(t, [1.0, 0.0])
+        if c.quant.scheme == "int4_weight_only" and c.prune.active:
+            ok = all(w % c.quant.opts()["group_size"] == 0 for w in pruned_widths(widths, c.prune))
+            assert ok == (shape_misfit(c, widths) is None), c
+            fit, misfits = fit + ok, misfits + (not ok)
+    assert fit and misfits
+
+
+def test_expensive_seeds_run_last_and_default_spaces_seed_batch_1():
+    """Seeds that distill are measured after the cheap ones unless the space says `seed_order: as_written`; the
+    default spaces seed OpenVINO (the host's best CPU engine) at batch 1."""
+    from planner.space import ordered_seeds, seed_cost
+
+    cnn = load_space("cnn")
+    costs = [seed_cost(s, cnn) for _, s in ordered_seeds(cnn)]
+    assert costs == sorted(costs) and costs[-1] == 3000 and costs[0] == 0
+    shuffled = cnn.model_copy(update={"seeds": [cnn.seeds[-1], *cnn.seeds[:-1]]})
+    assert ordered_seeds(shuffled)[-1][0] == 0  # written first, measured last
+    assert ordered_seeds(shuffled.model_copy(update={"seed_order": "as_written"}))[0][0] == 0
+    for name in ("default", "cnn", "transformer"):
+        assert any(s.backend == "openvino" and s.batch_size == 1 and s.quant == "none" for s in load_space(name).seeds), name

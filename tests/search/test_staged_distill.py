@@ -1,0 +1,133 @@
+"""Staged distillation (issue 28): a pruned student is judged after each stage, a hopeless one is stopped, and a
+longer request continues from the cached student (real torch training; the real study loop on the fake backend)."""
+
+import copy
+
+import optuna
+import pytest
+import torch
+from support import fake_backend_files, run_cli
+
+from planner.config import DistillConfig, PruneConfig
+from planner.paths import Home
+from planner.transforms.distill import (DistillStopped, distill_staged, hopeless_curve, predicted_loss, stage_plan)
+from planner.transforms.prune import prune
+
+
+def test_the_plan_and_the_stop_rule():
+    assert stage_plan(3000) == [100, 300, 1000, 3000] and stage_plan(1000) == [100, 300, 1000]
+    assert stage_plan(500) == [100, 300, 500] and stage_plan(50) == [50]
+    # one point: at best loss ~ 1/steps.  0.3 at 100 steps can be 0.01 by 3000, not by 1000
+    assert predicted_loss([(100, 0.3)], 3000) == pytest.approx(0.01)
+    assert not hopeless_curve([(100, 0.3)], 3000, 0.01) and hopeless_curve([(100, 0.3)], 1000, 0.01)
+    # two points: the curve's own decay (slower than 1/steps here) decides
+    curve = [(100, 0.3), (300, 0.2)]
+    assert predicted_loss(curve, 3000) == pytest.approx(0.2 * 10 ** -0.369, rel=0.01)
+    assert hopeless_curve(curve, 3000, 0.01)
+    assert not hopeless_curve([(100, 0.3), (300, 0.005)], 3000, 0.01)  # within the bound already
+    assert hopeless_curve([(100, 0.3), (300, 0.4)], 3000, 0.1)  # rising: the last loss stands
+
+
+def _student():
+    from planner.zoo import mlp
+
+    teacher = mlp.build().eval()
+    x = torch.randn(2, *_shape(teacher))
+    return teacher, prune(copy.deepcopy(teacher), PruneConfig("l1", 0.5, 1), (x,)), x
+
+
+def _shape(m):
+    first = next(l for l in m.modules() if isinstance(l, torch.nn.Linear))
+    return (first.in_features,)
+
+
+def _calib(x_shape, n=256):
+    g = torch.Generator().manual_seed(1)
+    return {"x": torch.randn(n, *x_shape, generator=g).numpy()}
+
+
+def test_a_hopeless_student_is_stopped_after_its_first_stage():
+    teacher, student, _ = _student()
+    judged = []
+
+    def judge(s):
+        judged.append(sum(p.numel() for p in s.parameters()))
+        return 0.5  # far from a 0.001 bound, whatever 100 steps did
+
+    with pytest.raises(DistillStopped) as e:
+        distill_staged(student, teacher, DistillConfig(steps=3000, lr=1e-3, batch=16), _calib(_shape(teacher)), ["x"],
+                       judge=judge, bound=0.001)
+    assert len(judged) == 1 and e.value.detail["steps"] == 100 and e.value.reason.value == "distill_stopped"
+    assert e.value.detail["predicted_loss"] == pytest.approx(0.5 / 30)
+
+
+def test_a_promising_student_continues_from_the_cache_as_if_trained_through():
+    """300 steps cached at 100 and 300; a 1000-step request starts from the 300-step student and ends where a
+    1000-step training from scratch ends (each stage: fresh Adam, batches seeded by its first step); a rebuild of
+    the 1000-step student trains nothing."""
+    teacher, student, _ = _student()
+    calib = _calib(_shape(teacher))
+    cache: dict[int, dict] = {}
+
+    def save(steps, state):
+        cache[steps] = {k: v.clone() for k, v in state.items()}
+
+    def judge(s):
+        return 0.0  # within any bound: never stopped
+
+    short = copy.deepcopy(student)
+    info = distill_staged(short, teacher, DistillConfig(steps=300, lr=1e-3, batch=16), calib, ["x"], judge=judge,
+                          bound=0.01, load=cache.get, save=save)
+    assert sorted(cache) == [100, 300] and info["distill_steps"] == 300
+
+    resumed = copy.deepcopy(student)
+    info = distill_staged(resumed, teacher, DistillConfig(steps=1000, lr=1e-3, batch=16), calib, ["x"], judge=judge,
+                          bound=0.01, load=cache.get, save=save)
+    assert info["distill_resumed_from"] == 300 and info["distill_steps"] == 1000
+
+    again = copy.deepcopy(student)
+    info = distill_staged(again, teacher, DistillConfig(steps=1000, lr=1e-3, batch=16), calib, ["x"], load=cache.get)
+    assert info["distill_resumed_from"] == 1000
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), resumed.state_dict().values()))
+
+    scratch = copy.deepcopy(student)
+    distill_staged(scratch, teacher, DistillConfig(steps=1000, lr=1e-3, batch=16), calib, ["x"])
+    for (k, a), b in zip(resumed.state_dict().items(), scratch.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+
+SPACE = """\
+name: staged
+batch_size: [1]
+backends:
+  fake:
+    behaviour: [steady]
+prune:
+  methods: [l1]
+  ratio: [0.5]
+  round_to: [1]
+distill:
+  steps: [1000]
+  lr: [0.001]
+  batch: [16]
+"""
+
+
+def test_the_study_stops_a_hopeless_student_and_says_where(tmp_path):
+    """A bound no pruned student can reach: the trial's distillation stops after its first stage (100 of 1000
+    steps); the trial is PRUNED with where it stopped and a positive quality constraint, and the student of that
+    stage is cached for a longer request."""
+    space, target, env = fake_backend_files(tmp_path, SPACE)
+    target.write_text(target.read_text().replace("max_quality_loss: 0.05", "max_quality_loss: 0.000001"))
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "1",
+                "--sampler", "random", "--eval-samples", "8", "--study", "st", "--confirm", "0",
+                "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    (t,) = optuna.load_study(study_name="st", storage=home.optuna_url).trials
+    assert t.state.name == "PRUNED", t.user_attrs
+    d = t.user_attrs["distill_stopped"]
+    assert d["steps"] == 100 and d["quality_loss"] > 0.000002 and t.constraints["quality"] > 0
+    out = " ".join(r.stdout.split())  # (the console wraps long lines)
+    assert "stopped #0" in out and "distillation stopped at 100 of 1000 steps" in out, out
+    assert list((home.cache / "students").glob("*.pt"))
