@@ -417,7 +417,11 @@ class Optimizer:
         self._t_start = time.monotonic()  # --timeout counts from here: the trial loop and the re-measurement
         try:
             self._loop(study, rec, backends, fmt, seen, outcomes)
-            if self.opts.confirm_top_k > 0:
+            if self.opts.confirm_top_k > 0 and self.target.traffic is not None:
+                # the re-measurement repeats the single-request protocol; served figures are not re-measured
+                self.reporter.confirming("not re-measuring: the target declares traffic (served latency is measured "
+                                         "once per trial)")
+            elif self.opts.confirm_top_k > 0:
                 try:
                     self.confirm(study, rec)
                 except Exception as e:  # a planner fault here must not cost the study: its own figures stand
@@ -640,7 +644,9 @@ class Optimizer:
         workdir = self.study_dir / "trials" / f"{trial.number:04d}"
         from planner.select.pareto import feasible_points
 
-        abort = early_exit_bound(feasible_points(study), cfg.batch_size, self.opts.early_exit_factor)
+        # under traffic the single-request time is no yardstick (more instances, fewer threads each: slower alone)
+        abort = None if self.target.traffic is not None else early_exit_bound(
+            feasible_points(study), cfg.batch_size, self.opts.early_exit_factor)
         common = dict(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"), config=cfg.to_dict(),
                       cache_dir=str(self.home.cache), workdir=str(workdir), reference=str(self.study_dir / "reference.npz"),
                       output_kind=self.model_info.get("output_kind", "logits"), abort_above_ms=abort,
