@@ -63,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--models", default="minilm,digits-cnn")
     ap.add_argument("--quick", action="store_true", help="short load points, one round, small studies")
     ap.add_argument("--home", default=None, help="planner state folder (default: a fresh temp folder)")
-    ap.add_argument("--trials", type=int, default=None, help="trials of the served study (default 8, quick 6)")
+    ap.add_argument("--trials", type=int, default=None, help="trials of the served study (default 12, quick 8)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 2, quick 1)")
     ap.add_argument("--duration", type=float, default=None, help="measured seconds per load point (default 8, quick 3)")
     ap.add_argument("--slo-factor", type=float, default=5.0, help="served p99 SLO = this x the single pick's p50")
@@ -93,13 +93,15 @@ class Reporter:
         return lambda *a, **k: None
 
 
-def space_yaml(model: str, served: bool) -> str:
+def space_yaml(model: str, served: bool, seed_quant: str | None = None) -> str:
     schemes = MODELS[model]["schemes"]
     text = (f"name: bench-serving-{'served' if served else 'single'}\nbackends:\n"
             f"  openvino: {{performance_hint: [LATENCY]}}\n  onnxruntime: {{}}\n"
             f"batch_size: [1]\nquantize:\n  schemes: [{', '.join(schemes)}]\n")
     if served:
         text += "serving:\n  instances: [1, 2]\n  max_batch: [1, 4, 8]\n  max_queue_delay_us: [500, 2000]\n"
+        if seed_quant:  # the single-request study's engine first (its serving left to the sampler), as a user would
+            text += f"seeds:\n  - {{backend: openvino, quant: {seed_quant}}}\n  - {{backend: openvino, quant: {seed_quant}}}\n"
     return text
 
 
@@ -114,7 +116,7 @@ def run_study(model: str, target, space_text: str, home, trials: int, seed: int,
     p = home.root / f"space-{tag}.yaml"
     p.write_text(space_text)
     space = load_space(p)
-    opts = StudyOptions(trials=trials, seed=seed, sampler="random" if "served" in tag else "grid",
+    opts = StudyOptions(trials=trials, seed=seed, sampler="tpe" if "served" in tag else "grid",
                         eval_samples=MODELS[model]["eval_samples"], confirm_top_k=0, study_name=f"{model}-{tag}")
     return Optimizer(parse_model(model), target, space, home, opts, Reporter(f"{model} {tag}")).run()
 
@@ -222,7 +224,8 @@ def bench_model(model: str, args, home, target0, rounds: int, duration: float) -
     t_served = t_single.model_copy(update={"traffic": Traffic(**traffic)})
     log(f"[{model}] served study at {traffic['rate']} req/s")
     t0 = time.perf_counter()
-    run_study(model, t_served, space_yaml(model, True), home, args.trials or (6 if args.quick else 8), args.seed, "served")
+    sq = single.user_attrs["config"]["quant"]["scheme"] if single.user_attrs["config"]["backend"] == "openvino" else None
+    run_study(model, t_served, space_yaml(model, True, sq), home, args.trials or (8 if args.quick else 12), args.seed, "served")
     served_seconds = time.perf_counter() - t0
     ss = optuna.load_study(study_name=f"{model}-served", storage=home.optuna_url)
     served, feasible = best_trial(ss, bound, "served_p99_ms")

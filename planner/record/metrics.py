@@ -66,6 +66,8 @@ def served_metrics(served: dict[str, Any], target: "Target") -> dict[str, float]
               "serving_threads_per_instance": served["serving"]["threads_per_instance"]})
     if at.get("rate") is not None:
         m["served_rate"] = at["rate"]
+    if at.get("offered_rate") is not None:
+        m["served_offered_rate"] = at["offered_rate"]
     if "sustained_rate" in served:
         m["sustained_rate"] = served["sustained_rate"]
     m["served_latency_ms"] = at[f"{pct}_ms"]

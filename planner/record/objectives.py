@@ -52,7 +52,8 @@ def constraints(metrics: dict[str, float], target) -> dict[str, float]:
         if traffic.slo_ms is not None:
             out["served_slo"] = metrics["served_latency_ms"] - traffic.slo_ms
         # the traffic is served: nothing dropped, the asked rate achieved (else the percentile is of an overload)
-        short = 0.95 * metrics["served_rate"] - metrics["served_achieved_rate"] if "served_rate" in metrics else 0.0
+        asked = metrics.get("served_offered_rate", metrics.get("served_rate"))  # the sample's own rate, else the asked
+        short = 0.95 * asked - metrics["served_achieved_rate"] if asked is not None else 0.0
         out["served_rate"] = max(short, 0.0) + metrics.get("served_dropped", 0.0)
     if c.max_memory_mb is not None:
         mem = metrics.get("gpu_peak_mb") if target.is_gpu else metrics.get("peak_rss_mb")

@@ -188,3 +188,21 @@ def test_sustained_rate_search():
     assert asked == [400.0, 200.0, 100.0, 150.0] and rate == 100.0
     rate, _ = sustained_rate(lambda r: _point(r, False), 10.0, slo_ms=10.0, steps=2)
     assert rate == 0.0
+
+
+def test_measure_served_reads_the_traffic_and_the_serving_config():
+    """The worker's entry: a closed-loop traffic gives a point without a rate search; an open-loop one the point at
+    its rate and the sustained rate from the measured search (a 30 ms engine, 33 req/s at most, sustains 25 req/s
+    but neither 50 nor 37.5)."""
+    from planner.config import ServingConfig
+    from planner.measure.serving import measure_served
+    from planner.target import Traffic
+
+    eng = FakeEngine(0.020)
+    closed = measure_served([eng], Traffic(arrival="closed", concurrency=2, duration_s=0.6, warmup_s=0.2), ServingConfig())
+    assert closed["at_rate"]["arrival"] == "closed" and "sustained_rate" not in closed
+    assert abs(closed["at_rate"]["p50_ms"] - 40) < TOL_MS
+    t = Traffic(rate=25, duration_s=1.5, warmup_s=0.2, drain_s=0.5, slo_ms=100, rate_search_steps=2, seed=3)
+    out = measure_served([FakeEngine(0.030)], t, ServingConfig())
+    assert [p["rate"] for p in out["rate_points"]] == [25, 50, 37.5]
+    assert out["sustained_rate"] == 25 and out["rate_points"][0]["meets"] and not out["rate_points"][1]["meets"]
