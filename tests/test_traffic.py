@@ -79,7 +79,7 @@ def _space(tmp_path, text: str):
 SPACE = """name: s
 backends:
   onnxruntime: {}
-  torch: {}
+  torch_compile: {}
 batch_size: [1, 4, 8]
 serving:
   instances: [1, 2, 4]
@@ -102,7 +102,7 @@ def test_serving_is_sampled_only_with_traffic_and_rebuilt_from_params(tmp_path):
         cfg = sample(trial, space, served, "torch")
         assert cfg.batch_size == 2  # the request batch: the server forms the batches, not the space's batch_size
         assert "batch_size" not in trial.params
-        if cfg.backend == "torch":  # declares no serving: one instance, no batching
+        if cfg.backend == "torch_compile":  # declares no serving: one instance, no batching
             assert cfg.serving == ServingConfig() and not any(k.startswith("serving.") for k in trial.params)
             continue
         sv = cfg.serving

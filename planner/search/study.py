@@ -344,6 +344,10 @@ class Optimizer:
         }
         tags = {"planner.study": self.study_name, "planner.model": self.model.name, "planner.target": self.target.name,
                 "planner.data": "synthetic" if self.model_info.get("synthetic_data") else "user"}
+        if self.target.traffic is not None:  # the latency of this study is served latency under this traffic
+            tr = self.target.traffic
+            params.update({"traffic": tr.describe(), "traffic.percentile": tr.percentile, "traffic.slo_ms": tr.slo_ms})
+            tags["planner.traffic"] = tr.describe()
         parent = rec.start_study(self.study_name, study.user_attrs.get("mlflow_parent_run_id"), tags, params, files)
         if study.user_attrs.get("mlflow_parent_run_id") != parent:
             study.set_user_attr("mlflow_parent_run_id", parent)

@@ -41,7 +41,7 @@ def _concurrently(calls, feed):
 
 def test_declarations_where_the_engine_has_them():
     assert registry.get("openvino").serving is not None and registry.get("onnxruntime").serving is not None
-    assert registry.get("torch").serving is None  # one instance, no batching
+    assert registry.get("torch_compile").serving is None  # one instance, no batching
 
 
 def test_onnxruntime_sessions_per_instance_with_their_threads(source, target, tmp_path):
@@ -74,3 +74,27 @@ def test_openvino_streams_per_instance_and_a_dynamic_batch_when_batching(source,
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     plain = OV().compile(source, TrialConfig("openvino", 1, serving=ServingConfig()), target, tmp_path / "plain")
     assert json.loads((tmp_path / "plain" / "openvino.json").read_text())["dynamic_batch"] is False  # no batching: static
+
+
+def test_torch_threads_per_instance(source, target, tmp_path):
+    import torch
+
+    cfg = TrialConfig("torch", 1, serving=ServingConfig(instances=2, max_batch=4, max_queue_delay_us=100))
+    build = registry.get("torch")().compile(source, cfg, target, tmp_path)
+    assert build.ok, build.error
+    calls = build.runtime.serving_instances(2)
+    feed = source.example_inputs(3, seed=3)
+    want = build.runtime.infer(feed)[0]
+    seen = []
+
+    def run(call):
+        got = call(feed)[0]
+        seen.append(torch.get_num_threads())  # the instance set its thread's team: 2 threads / 2 instances
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    ts = [threading.Thread(target=run, args=(c,)) for c in calls]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert seen == [1, 1]

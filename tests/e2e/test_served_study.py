@@ -59,6 +59,8 @@ def test_mlflow_runs_carry_the_served_figures_and_the_traffic(served_study):
     assert run.data.metrics["served_p99_ms"] == t.user_attrs["metrics"]["served_p99_ms"]
     assert "sustained_rate" in run.data.metrics and "serving.instances" in run.data.params
     parent = c.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.params["traffic"] == "poisson 200 req/s, 1 sample(s)/request"
+    assert parent.data.tags["planner.traffic"] == parent.data.params["traffic"]
     html = open(c.download_artifacts(parent.info.run_id, "plots/pareto.html")).read()
     assert "served latency (ms)" in html and "served_p99_ms" in html and "poisson 200 req/s" in html
     manifest = json.loads(open(c.download_artifacts(run.info.run_id, "manifest.json")).read())
