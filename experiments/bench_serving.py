@@ -173,8 +173,8 @@ def run_point(model_info: dict, cfg, target, home, workdir: Path) -> dict:
         return {"status": res.get("status"), "reason": res.get("reason"), "message": (res.get("message") or "")[:300]}
     at = res["served"]["at_rate"]
     return {"status": "ok", "single_p50_ms": res["latency"]["p50_ms"], "quality_loss": res["quality"].get("quality_loss"),
-            **{k: at[k] for k in ("p50_ms", "p90_ms", "p99_ms", "rate", "achieved_rate", "dropped", "late", "mean_batch",
-                                  "requests")},
+            **{k: at.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "rate", "offered_rate", "achieved_rate", "dropped", "late",
+                                      "mean_batch", "requests")},
             "sustained_rate": res["served"].get("sustained_rate"), "rate_points": res["served"].get("rate_points"),
             "build_info": {k: v for k, v in (res.get("build_info") or {}).items() if k.startswith("compiled_")}}
 
@@ -313,7 +313,8 @@ def markdown(result: dict) -> str:
                   + ("" if m["served_pick"]["feasible"] else " (no trial of the served study met the SLO and the rate: "
                      "the lowest served p99 within the quality bound)") + ". OpenVINO THROUGHPUT default here: "
                   f"{m['ov_throughput_default']}.", "",
-                  "Served p50 / p99 (achieved / asked rate). Harness floor: the same generator and server around an "
+                  "Served p50 / p99 (achieved / offered rate: the offered rate is the Poisson sample's own, a few "
+                  "percent off the asked one at a few hundred requests). Harness floor: the same generator and server around an "
                   "engine that does nothing (what the in-process harness itself adds on this host at that rate).", "",
                   "| load | " + " | ".join(TITLES[v] for v in VARIANTS) + " | harness floor |",
                   "|---|" + "---|" * (len(VARIANTS) + 1)]
@@ -326,7 +327,8 @@ def markdown(result: dict) -> str:
                     cells.append(f"failed: {row[v][0].get('reason') if row[v] else '?'}")
                     continue
                 cells.append(f"{_f(_med([c['p50_ms'] for c in ok]))} / {_f(_med([c['p99_ms'] for c in ok]))} ms"
-                             f" ({_f(_med([c['achieved_rate'] for c in ok]), '{:.0f}')}/{_f(ok[0]['rate'], '{:.0f}')} req/s"
+                             f" ({_f(_med([c['achieved_rate'] for c in ok]), '{:.0f}')}/"
+                             f"{_f(_med([c.get('offered_rate') for c in ok]) or ok[0]['rate'], '{:.0f}')} req/s"
                              + (f", {sum(c['dropped'] for c in ok)} dropped" if any(c['dropped'] for c in ok) else "") + ")")
             cells.append(f"{fl['p50_ms']:.2f} / {fl['p99_ms']:.2f} ms ({fl['late']}/{fl['requests']} sent late)" if fl else "n/a")
             lines.append(f"| {float(load):.0%} | " + " | ".join(cells) + " |")
