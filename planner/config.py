@@ -74,6 +74,30 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """How the engine is served (planner.measure.serving), for a target that declares traffic: ``instances``
+    engine instances (OpenVINO streams with an infer request each, ONNX Runtime sessions), ``threads`` per
+    instance (0: the target's threads shared out), and dynamic batching of up to ``max_batch`` requests, waiting
+    at most ``max_queue_delay_us`` for them (``max_batch`` 1: none)."""
+
+    instances: int = 1
+    threads: int = 0
+    max_batch: int = 1
+    max_queue_delay_us: int = 0
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch > 1
+
+    def threads_per_instance(self, total: int) -> int:
+        return self.threads or max(1, total // self.instances)
+
+    def describe(self) -> str:
+        out = f"x{self.instances}" + (f",{self.threads}t" if self.threads else "")
+        return out + (f",batch<={self.max_batch}/{self.max_queue_delay_us}us" if self.batching else "")
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     backend: str
     batch_size: int
@@ -81,6 +105,7 @@ class TrialConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    serving: ServingConfig | None = None  # set when the target declares traffic
 
     def options(self) -> dict[str, Any]:
         return dict(self.backend_options)
@@ -95,6 +120,8 @@ class TrialConfig:
         d = asdict(self)
         d["backend_options"] = dict(self.backend_options)
         d["quant"]["options"] = dict(self.quant.options)
+        if self.serving is None:  # absent, not null: a config without traffic keeps the key it always had
+            del d["serving"]
         return d
 
     @classmethod
@@ -108,6 +135,7 @@ class TrialConfig:
             prune=PruneConfig(**(d.get("prune") or {})),
             quant=QuantConfig(**q),
             distill=DistillConfig(**(d.get("distill") or {})),
+            serving=ServingConfig(**d["serving"]) if d.get("serving") else None,
         )
 
     def flat(self) -> dict[str, Any]:
@@ -140,4 +168,6 @@ class TrialConfig:
             parts.append(f"prune:{self.prune.method}={self.prune.ratio:g}")
         if self.distill.active:
             parts.append(f"distill={self.distill.steps}")
+        if self.serving is not None:
+            parts.append(f"serve:{self.serving.describe()}")
         return " ".join(parts)

@@ -13,6 +13,8 @@ STATUS_STYLE = {"ok": "green", "infeasible": "yellow", "failed": "red", "duplica
 def pareto_table(front, title: str = "Pareto front") -> Table:
     if front and all("ttft_ms" in p.metrics and "tpot_ms" in p.metrics for p in front):
         return _decoder_table(front, title)
+    if front and all("served_p99_ms" in p.metrics for p in front):
+        return _served_table(front, title)
     t = Table(title=title, title_justify="left")
     for col in ("trial", "deployment", "batch", "p50 ms", "p99 ms", "samples/s", "quality loss", "confirmed"):
         t.add_column(col, justify="left" if col == "deployment" else "right", overflow="fold")
@@ -24,6 +26,23 @@ def pareto_table(front, title: str = "Pareto front") -> Table:
             f"{m.get('throughput', float('nan')):.0f}", f"{m.get('quality_loss', float('nan')):.1e}",
             f"{int(m['confirmed_rounds'])} rounds" if m.get("confirmed_rounds") else "–",
         )
+    return t
+
+
+def _served_table(front, title: str) -> Table:
+    """Under traffic: the served percentiles at the traffic's rate, the rate achieved, the sustained rate within
+    the SLO, and the single-request p50 beside them."""
+    t = Table(title=f"{title}: served latency (completion - scheduled arrival)", title_justify="left")
+    for col in ("trial", "deployment", "served p50 ms", "served p99 ms", "req/s asked", "achieved", "dropped",
+                "sustained req/s", "single p50 ms", "quality loss"):
+        t.add_column(col, justify="left" if col == "deployment" else "right", overflow="fold")
+    nan = float("nan")
+    for p in front:
+        m = p.metrics
+        t.add_row(str(p.number), p.label, f"{m['served_p50_ms']:.3f}", f"{m['served_p99_ms']:.3f}",
+                  f"{m.get('served_rate', nan):.0f}", f"{m.get('served_achieved_rate', nan):.0f}",
+                  f"{int(m.get('served_dropped', 0))}", f"{m.get('sustained_rate', nan):.0f}",
+                  f"{m.get('latency_p50_ms', nan):.3f}", f"{m.get('quality_loss', nan):.1e}")
     return t
 
 
@@ -100,6 +119,11 @@ class RichReporter:
             m = o.metrics
             detail = (f"p50 {m['latency_p50_ms']:.3f} ms  p99 {m['latency_p99_ms']:.3f} ms  "
                       f"{m['throughput']:.1f}/s  loss {m['quality_loss']:.2e}")
+            if "served_p99_ms" in m:
+                detail = (f"served p50 {m['served_p50_ms']:.3f} ms  p99 {m['served_p99_ms']:.3f} ms  "
+                          f"at {m.get('served_rate', float('nan')):.0f} req/s (achieved "
+                          f"{m['served_achieved_rate']:.0f})  sustained {m.get('sustained_rate', float('nan')):.0f} req/s  "
+                          f"single p50 {m['latency_p50_ms']:.3f} ms  loss {m['quality_loss']:.2e}")
             if o.status == "infeasible":
                 detail += f"  [yellow]{o.message}[/]"
         elif o.status in ("duplicate", "skipped", "stopped"):

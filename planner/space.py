@@ -12,6 +12,7 @@ space never changes within a study:
   <backend>.quant                  quantization scheme among those the backend and target can run
   quant.<scheme>.<option>          that scheme's options (e.g. calibration method)
   prune.method, prune.ratio, prune.round_to, distill.steps
+  serving.instances, serving.threads, serving.max_batch, serving.max_queue_delay_us   (only with traffic)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from planner.config import DistillConfig, PruneConfig, QuantConfig, TrialConfig, freeze_options
+from planner.config import DistillConfig, PruneConfig, QuantConfig, ServingConfig, TrialConfig, freeze_options
 from planner.errors import ConfigError, did_you_mean
 from planner.schemes import STRUCTURED_PRUNE_METHODS
 from planner.yamlio import read_yaml, validate
@@ -116,6 +117,17 @@ class DistillSpace(BaseModel):
     max_seconds: Optional[float] = Field(default=None, gt=0, description="training time cap per trial (not searched)")
 
 
+class ServingSpace(BaseModel):
+    """Serving parameters, sampled only when the target declares traffic and only for a backend that declares
+    `Backend.serving` (others are served as one instance without batching)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    instances: Param = Param(choices=[1, 2, 4])  # capped at the target's threads
+    threads: Param = Param(choices=[0])  # per instance; 0: the target's threads shared out among the instances
+    max_batch: Param = Param(choices=[1, 4, 8])  # requests per engine call (1: no dynamic batching)
+    max_queue_delay_us: Param = Param(choices=[500, 2000])  # sampled only with max_batch > 1
+
+
 class Seed(BaseModel):
     """A deployment the study measures first, before the sampler explores: known-good points (an Olive-style
     recipe) that a short budget must not miss.  Unnamed dimensions are left to the sampler."""
@@ -143,6 +155,7 @@ class SearchSpace(BaseModel):
     seed_order: Literal["cheap_first", "as_written"] = Field(
         default="cheap_first", description="cheap_first: seeds that distill run after the others (by steps); "
                                            "as_written: in the order listed")
+    serving: ServingSpace = Field(default_factory=ServingSpace, description="searched when the target declares traffic")
 
     @model_validator(mode="after")
     def _check(self):
@@ -220,6 +233,11 @@ def check_space(space: SearchSpace, source: str) -> list[str]:
     lo, hi = (min(ratios), max(ratios)) if ratios else (space.prune.ratio.low, space.prune.ratio.high)
     if lo is not None and (lo < 0 or (hi is not None and hi >= 1)):
         errors.append(f"{source}: prune.ratio: must lie in [0, 1)")
+    for name, least in (("instances", 1), ("threads", 0), ("max_batch", 1), ("max_queue_delay_us", 0)):
+        p = getattr(space.serving, name)
+        vals = p.values()
+        if vals is None or any(isinstance(v, bool) or not float(v).is_integer() or v < least for v in vals):
+            errors.append(f"{source}: serving.{name}: must be whole numbers ≥ {least}")
     for i, seed in enumerate(space.seeds):
         errors += [f"{source}: seeds[{i}].{e}" for e in _seed_errors(seed, space)]
     return errors
@@ -436,10 +454,14 @@ def sample(trial, space: SearchSpace, target, model_format: str = "torch", backe
     backend = trial.suggest_categorical("backend", backends) if len(backends) > 1 else backends[0]
     options = {k: p.suggest(trial, f"{backend}.{k}") for k, p in space.backends[backend].items()}
 
-    sizes = batch_sizes(space, target)
-    if not sizes:
-        raise ConfigError(f"search space '{space.name}': no batch size ≤ target max_batch_size {target.max_batch_size}")
-    batch = int(space.batch_size.suggest(trial, "batch_size", restrict=sizes))
+    traffic = getattr(target, "traffic", None)
+    if traffic is not None:  # requests come as the traffic sends them: the server forms the batches
+        batch = int(traffic.request_batch)
+    else:
+        sizes = batch_sizes(space, target)
+        if not sizes:
+            raise ConfigError(f"search space '{space.name}': no batch size ≤ target max_batch_size {target.max_batch_size}")
+        batch = int(space.batch_size.suggest(trial, "batch_size", restrict=sizes))
 
     schemes = schemes_for(backend, space, target) or ["none"]
     scheme = schemes[0] if len(schemes) == 1 else trial.suggest_categorical(f"{backend}.quant", schemes)
@@ -470,7 +492,32 @@ def sample(trial, space: SearchSpace, target, model_format: str = "torch", backe
     return TrialConfig(
         backend=backend, batch_size=batch, backend_options=freeze_options(options),
         prune=prune, quant=QuantConfig(scheme=scheme, options=freeze_options(qopts)), distill=distill,
+        serving=sample_serving(trial, space, target, backend) if traffic is not None else None,
     )
+
+
+def sample_serving(trial, space: SearchSpace, target, backend: str) -> ServingConfig:
+    """The serving config of a trial under traffic: instances (at most the target's threads), threads per
+    instance, and dynamic batching (requests per call within the target's max_batch_size), as far as the
+    backend's `Backend.serving` declares them; parameters ``serving.<name>``."""
+    import planner.backends.registry as registry
+
+    decl = registry.get(backend).serving
+    if decl is None:
+        return ServingConfig()
+    sv = space.serving
+    n_threads = target.thread_count()
+    inst = [int(v) for v in (sv.instances.values() or [1]) if 1 <= int(v) <= n_threads] or [1]
+    instances = int(sv.instances.suggest(trial, "serving.instances", restrict=inst))
+    threads = int(sv.threads.suggest(trial, "serving.threads"))
+    max_batch, delay = 1, 0
+    if decl.dynamic_batch:
+        req = target.traffic.request_batch
+        mb = [int(v) for v in (sv.max_batch.values() or [1]) if int(v) * req <= target.max_batch_size] or [1]
+        max_batch = int(sv.max_batch.suggest(trial, "serving.max_batch", restrict=mb))
+        if max_batch > 1:
+            delay = int(sv.max_queue_delay_us.suggest(trial, "serving.max_queue_delay_us"))
+    return ServingConfig(instances=instances, threads=threads, max_batch=max_batch, max_queue_delay_us=delay)
 
 
 def rebuild(params: dict[str, Any], space: SearchSpace, target, model_format: str = "torch",

@@ -69,6 +69,39 @@ class Protocol(_Strict):
         return self
 
 
+class Traffic(_Strict):
+    """The requests a deployment is served (planner.measure.serving): with it, the study's latency is the served
+    latency at this traffic, queueing included; without it, one request at a time on an idle engine."""
+
+    arrival: Literal["poisson", "closed"] = Field(
+        default="poisson", description="poisson: open loop at `rate`; closed: `concurrency` clients, each waiting for its answer")
+    rate: Optional[float] = Field(default=None, gt=0, description="requests/s (poisson)")
+    concurrency: Optional[int] = Field(default=None, ge=1, description="clients (closed)")
+    request_batch: int = Field(default=1, ge=1, description="samples per request")
+    duration_s: float = Field(default=4.0, gt=0, description="measured seconds per load point, after the warm-up")
+    warmup_s: float = Field(default=0.5, ge=0, description="seconds of requests left out of the figures")
+    drain_s: float = Field(default=2.0, gt=0, description="how long after the last arrival answers are waited for")
+    seed: int = 0
+    percentile: Literal["p50", "p90", "p99"] = Field(default="p99", description="the served percentile the study minimizes")
+    slo_ms: Optional[float] = Field(default=None, gt=0, description="served-latency SLO at `percentile`, ms")
+    rate_search_steps: int = Field(default=3, ge=0, description="load points beyond the target's rate in the "
+                                                                "search for the highest rate sustained within the SLO")
+
+    @model_validator(mode="after")
+    def _kind(self):
+        if self.arrival == "poisson" and self.rate is None:
+            raise ValueError("arrival 'poisson' needs 'rate' (requests/s)")
+        if self.arrival == "closed" and self.concurrency is None:
+            raise ValueError("arrival 'closed' needs 'concurrency' (clients)")
+        if self.arrival == "closed" and self.rate is not None:
+            raise ValueError("arrival 'closed' takes 'concurrency', not 'rate'")
+        return self
+
+    def describe(self) -> str:
+        load = f"{self.rate:g} req/s" if self.arrival == "poisson" else f"{self.concurrency} clients"
+        return f"{self.arrival} {load}, {self.request_batch} sample(s)/request"
+
+
 class Target(_Strict):
     name: str
     description: str = ""
@@ -80,6 +113,13 @@ class Target(_Strict):
     max_batch_size: int = Field(default=256, ge=1)
     constraints: Constraints = Field(default_factory=Constraints)
     measurement: Protocol = Field(default_factory=Protocol)
+    traffic: Optional[Traffic] = Field(default=None, description="served traffic; none: one request at a time")
+
+    @model_validator(mode="after")
+    def _traffic_batch(self):
+        if self.traffic is not None and self.traffic.request_batch > self.max_batch_size:
+            raise ValueError(f"traffic.request_batch ({self.traffic.request_batch}) exceeds max_batch_size ({self.max_batch_size})")
+        return self
 
     @field_validator("precisions")
     @classmethod

@@ -66,6 +66,28 @@ class TorchRuntime(Runtime):
         outs = out if isinstance(out, (tuple, list)) else [out]
         return [o.detach().float().cpu().numpy() for o in outs]
 
+    serve_threads: int | None = None  # intra-op threads of each served instance (set by a backend that serves)
+
+    def serving_instances(self, n: int) -> list[Callable[[dict[str, np.ndarray]], list[np.ndarray]]]:
+        """``n`` calls of the one module (one copy of the weights), each run by its own server thread, which sets
+        its own intra-op team size on its first call (``torch.set_num_threads`` holds per calling thread)."""
+        if self.serve_threads is None:
+            return super().serving_instances(n)
+        torch, threads = self._torch, self.serve_threads
+
+        def instance():
+            started = []
+
+            def call(inputs):
+                if not started:
+                    torch.set_num_threads(threads)
+                    started.append(True)
+                return self.infer(inputs)
+
+            return call
+
+        return [instance() for _ in range(n)]
+
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
             self._torch.cuda.synchronize()

@@ -51,6 +51,14 @@ class Runtime(ABC):
         (there are no copies to measure)."""
         return None
 
+    def serving_instances(self, n: int) -> list[Callable[[dict[str, "np.ndarray"]], Any]]:
+        """``n`` calls like `infer`, each an engine instance a server thread owns (its own infer request or
+        session), built with the config's serving settings; a backend that declares `Backend.serving` overrides
+        it.  The default serves one instance: this runtime."""
+        if n != 1:
+            raise NotImplementedError(f"{type(self).__name__} serves one instance (its backend declares no `serving`)")
+        return [self.infer]
+
     def close(self) -> None:
         """Release resources."""
 
@@ -66,6 +74,17 @@ class BuildResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.runtime is not None
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a backend's engine offers a server (planner.measure.serving), declared once on its class: what one
+    instance is, what the threads per instance set, and whether it builds an engine for the batches a dynamic
+    batcher forms (a dynamic batch axis).  The search samples instances, threads and batching only where declared."""
+
+    instance: str  # e.g. "an OpenVINO stream with its own infer request"
+    threads: str  # e.g. "INFERENCE_NUM_THREADS / NUM_STREAMS"
+    dynamic_batch: bool = True
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,8 @@ class Backend(ABC):
     accepts_onnx: ClassVar[bool] = False  # a torch-input backend that can also import ONNX files
     # option name -> allowed values (tuple) or a type (int/float/str) for open ranges
     options: ClassVar[dict[str, Any]] = {}
+    # how its engine is served under traffic (instances, threads, dynamic batching); None: one instance, no batching
+    serving: ClassVar[Serving | None] = None
 
     @classmethod
     def install_command(cls) -> str:

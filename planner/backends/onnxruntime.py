@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from planner.backends.base import Backend, BuildResult, Runtime
+from planner.backends.base import Backend, BuildResult, Runtime, Serving
 from planner.transforms.quantize import ORT_INT8_STATIC_OPTIONS
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -65,6 +65,17 @@ class OrtRuntime(Runtime):
 
     def infer(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         return [np.asarray(o) for o in self.session.run(self.output_names, self._feeds(inputs))]
+
+    new_session: Callable[[], Any] | None = None  # another session with the measured options (serving instances)
+
+    def serving_instances(self, n: int) -> list[Callable[[dict[str, np.ndarray]], list[np.ndarray]]]:
+        """``n`` sessions, this one and n-1 more with the same options: one per server instance (as Triton's
+        onnxruntime backend makes one per instance)."""
+        if n > 1 and self.new_session is None:
+            return super().serving_instances(n)
+        sessions = [self.session] + [self.new_session() for _ in range(n - 1)]  # type: ignore[misc]
+        names = self.output_names
+        return [lambda inputs, s=s: [np.asarray(o) for o in s.run(names, self._feeds(inputs))] for s in sessions]
 
 
 def make_session(path: Path, opts: dict, target, optimized_path: Path | None = None):
@@ -131,6 +142,7 @@ class OnnxRuntime(Backend):
         "inter_op_threads": int,
         "execution_provider": tuple(PROVIDERS),
     }
+    serving = Serving(instance="an InferenceSession of its own", threads="intra_op_num_threads of each session")
 
     @classmethod
     def load_artifact(cls, engine_dir: Path, batch: int, device: str) -> "OrtRuntime":
@@ -150,11 +162,15 @@ class OnnxRuntime(Backend):
         else:
             shutil.copyfile(src, model)
         opts = cfg.options()
+        if cfg.serving is not None:  # threads per served instance (planner.measure.serving)
+            opts["intra_op_threads"] = cfg.serving.threads_per_instance(target.thread_count())
         sess = make_session(model, opts, target)
         info["providers"] = sess.get_providers()
         device = "cuda" if target.is_gpu else "cpu"
         (workdir / "session.json").write_text(session_json(opts, target))
-        return BuildResult(OrtRuntime(sess, device), [model, workdir / "session.json"], time.perf_counter() - t0, info)
+        rt = OrtRuntime(sess, device)
+        rt.new_session = lambda: make_session(model, opts, target)
+        return BuildResult(rt, [model, workdir / "session.json"], time.perf_counter() - t0, info)
 
 
 def quantized_onnx(source, cfg, src: Path, dst: Path) -> dict[str, Any]:

@@ -63,7 +63,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from planner.backends.base import Backend, BuildResult, Runtime
+from planner.backends.base import Backend, BuildResult, Runtime, Serving
 from planner.errors import CandidateFailed, ConfigError, FailReason
 
 DEVICE = "CPU"
@@ -148,6 +148,18 @@ class OvRuntime(Runtime):
     def infer(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         res = self.request.infer(self._feeds(inputs))
         return [np.array(res[i], copy=True) for i in range(self.n_outputs)]
+
+    def serving_instances(self, n: int) -> list[Callable[[dict[str, np.ndarray]], list[np.ndarray]]]:
+        """``n`` infer requests of the compiled model (compiled with NUM_STREAMS = n when served): one per
+        server instance, each run by its own thread."""
+        requests = [self.compiled.create_infer_request() for _ in range(n)]  # fresh: `bind` shares its tensors
+        k, feeds = self.n_outputs, self._feeds
+
+        def call(inputs, req):
+            res = req.infer(feeds(inputs))
+            return [np.array(res[i], copy=True) for i in range(k)]
+
+        return [lambda inputs, r=r: call(inputs, r) for r in requests]
 
     def io(self) -> list[dict[str, Any]]:
         """Name, numpy dtype and shape (-1: dynamic) of each input and output of the compiled model."""
@@ -508,7 +520,12 @@ OV_TRITON_PARAMETERS = ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREAD
 def triton_options(config_json: Path, notes: list[str]) -> str:
     """The measured OpenVINO compile properties as parameters of Triton's OpenVINO backend (bf16 is its HINT_BF16;
     it takes no other precision, and rejects parameters it does not know)."""
-    props = (json.loads(config_json.read_text()) if config_json.is_file() else {}).get("properties") or {}
+    meta = json.loads(config_json.read_text()) if config_json.is_file() else {}
+    props = dict(meta.get("properties") or {})
+    if meta.get("per_instance"):  # served as N instances: Triton compiles one model per instance
+        props.update(meta["per_instance"])
+        notes.append("OpenVINO was measured as N streams of one compiled model; Triton compiles one model per "
+                     "instance, so each gets one stream and the threads of one measured instance")
     text = ""
     for k in OV_TRITON_PARAMETERS:
         if props.get(k) is not None:
@@ -669,6 +686,8 @@ class OpenVINO(Backend):
         "inference_num_threads": int,
         "dynamic_batch": (False, True),
     }
+    serving = Serving(instance="a CPU stream (NUM_STREAMS) with its own infer request",
+                      threads="INFERENCE_NUM_THREADS = instances x threads per instance")
 
     @classmethod
     def check(cls, cfg, target, model_format: str) -> str | None:
@@ -692,13 +711,21 @@ class OpenVINO(Backend):
         precision, caps = inference_precision(cfg.quant.scheme, target, core)
         info: dict[str, Any] = {"inference_precision": precision, "cpu_capabilities": ",".join(caps)}
         model = _source_model(source, cfg, info, workdir, target)
+        sv = cfg.serving
+        if sv is not None and sv.batching:  # the server forms batches of any size up to its max batch
+            opts["dynamic_batch"] = True
         _reshape(model, None if opts["dynamic_batch"] else cfg.batch_size)
         xml = workdir / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
         props = compile_properties(opts, precision, target.thread_count())
+        if sv is not None:  # one stream per served instance, its threads each (planner.measure.serving)
+            props["NUM_STREAMS"] = str(sv.instances)
+            props["INFERENCE_NUM_THREADS"] = str(sv.instances * sv.threads_per_instance(target.thread_count()))
         compiled = _compile(core, model, props, Path(source.cache_dir) / "openvino")
-        (workdir / CONFIG_FILE).write_text(json.dumps({"properties": props, "dynamic_batch": opts["dynamic_batch"],
-                                                       "batch_size": cfg.batch_size}, indent=2))
+        meta: dict[str, Any] = {"properties": props, "dynamic_batch": opts["dynamic_batch"], "batch_size": cfg.batch_size}
+        if sv is not None:  # a Triton instance compiles its own model: one stream of the measured threads each
+            meta["per_instance"] = {"NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(sv.threads_per_instance(target.thread_count()))}
+        (workdir / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         _record_compiled(compiled, info)
         rt = OvRuntime(compiled, "cpu", opts["dynamic_batch"])
         artifacts = [xml, workdir / "model.bin", workdir / CONFIG_FILE]

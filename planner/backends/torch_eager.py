@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from planner.backends.base import Backend, BuildResult
+from planner.backends.base import Backend, BuildResult, Serving
 from planner.backends.pt2 import load_pt2
 
 
@@ -24,6 +24,8 @@ class TorchEager(Backend):
     decoder_schemes = quant_schemes  # planner.llm.runtimes runs decoders with the same transforms
     # channels_last: 4-d weights and inputs in NHWC layout (what cuDNN's tensor-core convolutions prefer)
     options: dict = {"memory_format": ("contiguous", "channels_last")}
+    serving = Serving(instance="a thread running the module (one copy of the weights)",
+                      threads="torch.set_num_threads in that thread (its own intra-op team)")
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         from planner.backends._torch_runtime import (TorchRuntime, prepare_torch_module, save_exported_program,
@@ -40,4 +42,7 @@ class TorchEager(Backend):
             info["artifact_note"] = note
         else:
             artifacts.append(workdir / "model.pt2")
-        return BuildResult(TorchRuntime(module, device, in_dtype, cl), artifacts, compile_s, info)
+        rt = TorchRuntime(module, device, in_dtype, cl)
+        if cfg.serving is not None and device == "cpu":
+            rt.serve_threads = cfg.serving.threads_per_instance(target.thread_count())
+        return BuildResult(rt, artifacts, compile_s, info)

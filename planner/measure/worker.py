@@ -439,6 +439,11 @@ def do_trial(job: "TrialJob") -> dict:
     host_fn = rt.bind_host(feed)  # device engines: the same batch from host memory and back, copies included
     with_copies = measure(host_fn, target.measurement, sync=rt.synchronize).to_dict() if host_fn is not None else None
     split["timing"] = time.perf_counter() - t0
+    served = None
+    if target.traffic is not None:  # the same engine under the target's traffic (planner.measure.serving)
+        t0 = time.perf_counter()
+        served = served_figures(rt, cfg, target, inputs)
+        split["serving"] = time.perf_counter() - t0
     peak, gpu_peak = peak_memory_mb(rt)
     artifacts = [p for p in build.artifacts if Path(p).is_file()]
     return {
@@ -449,6 +454,7 @@ def do_trial(job: "TrialJob") -> dict:
         # there); `latency_with_copies` times the call from host arrays to host outputs.  None on the host.
         "copies_included": False if with_copies is not None else None,
         "latency_with_copies": with_copies,
+        "served": served,  # None without traffic
         "quality": quality,
         "compile_seconds": build.compile_seconds,
         "build_seconds": build_seconds,
@@ -464,6 +470,31 @@ def do_trial(job: "TrialJob") -> dict:
         "device_info": device_info(rt),
         "measured_window": [measured_from, time.time()],  # wall clock: quality check + latency protocol
     }
+
+
+def served_figures(rt, cfg, target, inputs: dict) -> dict:
+    """Served latency of the built engine under ``target.traffic``, as ``cfg.serving`` serves it
+    (`planner.measure.serving.measure_served`); an engine that fails under load fails the trial."""
+    from planner.config import ServingConfig
+    from planner.measure.serving import engine_calls, measure_served
+
+    sv = cfg.serving or ServingConfig()
+    traffic = target.traffic
+    try:
+        calls = engine_calls(rt, sv.instances, inputs, traffic.request_batch, sv.max_batch)
+        out = measure_served(calls, traffic, sv)
+    except NotImplementedError as e:
+        raise CandidateFailed(FailReason.UNSUPPORTED, str(e)) from None
+    except ValueError as e:
+        raise CandidateFailed(FailReason.MEASURE, f"served latency: {e}") from None
+    except Exception as e:
+        traceback.print_exc()
+        reason = FailReason.OOM if _is_oom(e) else FailReason.CRASH
+        raise CandidateFailed(reason, f"inference failed under load: {type(e).__name__}: {str(e)[:300]}") from None
+    out["traffic"] = traffic.model_dump(mode="json")
+    out["serving"] = {"instances": sv.instances, "threads_per_instance": sv.threads_per_instance(target.thread_count()),
+                      "max_batch": sv.max_batch, "max_queue_delay_us": sv.max_queue_delay_us}
+    return out
 
 
 def timed_call(rt, feed: dict):

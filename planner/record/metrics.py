@@ -14,6 +14,7 @@ def metrics_of(res: dict[str, Any], cfg: "TrialConfig", target: "Target") -> dic
     lat = res["latency"]
     m: dict[str, float] = {
         "latency_ms": lat[f"{target.constraints.latency_percentile}_ms"],
+        "single_latency_ms": lat[f"{target.constraints.latency_percentile}_ms"],
         "latency_p50_ms": lat["p50_ms"], "latency_p90_ms": lat["p90_ms"], "latency_p99_ms": lat["p99_ms"],
         "latency_mean_ms": lat["mean_ms"], "latency_min_ms": lat["min_ms"], "latency_cv": lat["cv"],
         "latency_samples": lat["n"], "latency_windows": lat["windows"],
@@ -35,6 +36,10 @@ def metrics_of(res: dict[str, Any], cfg: "TrialConfig", target: "Target") -> dic
         m["latency_copies_included"] = 0.0
         for k in ("p50", "p90", "p99"):
             m[f"latency_with_copies_{k}_ms"] = copies[f"{k}_ms"]
+    served = res.get("served")
+    if served:  # the target declares traffic: the latency of the study is the served one (planner.measure.serving)
+        m.update({k: v for k, v in served_metrics(served, target).items() if k != "single_latency_ms"})
+        m["latency_ms"] = m["served_latency_ms"]
     for k, v in (res.get("quality") or {}).items():
         m[k] = v
     m.update({f"time.{k}_s": v for k, v in time_split(res).items()})
@@ -47,8 +52,31 @@ def metrics_of(res: dict[str, Any], cfg: "TrialConfig", target: "Target") -> dic
     return m
 
 
+def served_metrics(served: dict[str, Any], target: "Target") -> dict[str, float]:
+    """The served figures as metrics: ``latency_ms`` becomes the served latency at the traffic's percentile and
+    rate, the single-request figure stays as ``single_latency_ms`` (and ``latency_p50_ms`` ... as before)."""
+    at = served["at_rate"]
+    pct = target.traffic.percentile  # type: ignore[union-attr]
+    m: dict[str, float] = {}
+    m.update({f"served_{k}_ms": at[f"{k}_ms"] for k in ("p50", "p90", "p99", "mean", "max")})
+    m.update({"served_achieved_rate": at["achieved_rate"], "served_dropped": at["dropped"], "served_late": at["late"],
+              "served_requests": at["requests"], "served_mean_batch": at["mean_batch"],
+              "serving_instances": served["serving"]["instances"], "serving_max_batch": served["serving"]["max_batch"],
+              "serving_max_queue_delay_us": served["serving"]["max_queue_delay_us"],
+              "serving_threads_per_instance": served["serving"]["threads_per_instance"]})
+    if at.get("rate") is not None:
+        m["served_rate"] = at["rate"]
+    if at.get("offered_rate") is not None:
+        m["served_offered_rate"] = at["offered_rate"]
+    if "sustained_rate" in served:
+        m["sustained_rate"] = served["sustained_rate"]
+    m["served_latency_ms"] = at[f"{pct}_ms"]
+    return m
+
+
 # the phases of a trial's wall time; the planner's own share is what is not transforms, compile or timing
-TIME_PHASES = ("startup", "imports", "model", "transforms", "export", "compile", "waiting", "quality", "timing", "other")
+TIME_PHASES = ("startup", "imports", "model", "transforms", "export", "compile", "waiting", "quality", "timing", "serving",
+               "other")
 PLANNER_SHARE = ("startup", "imports", "model", "export", "quality", "other")
 
 

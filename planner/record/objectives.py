@@ -45,8 +45,16 @@ def constraints(metrics: dict[str, float], target) -> dict[str, float]:
     """Optuna constraint values (≤ 0 feasible) from the target's constraints."""
     c = target.constraints
     out = {"quality": metrics["quality_loss"] - c.max_quality_loss}
-    if c.latency_slo_ms is not None:
-        out["latency_slo"] = metrics["latency_ms"] - c.latency_slo_ms
+    if c.latency_slo_ms is not None:  # one request at a time (with traffic too: `single_latency_ms`)
+        out["latency_slo"] = metrics.get("single_latency_ms", metrics["latency_ms"]) - c.latency_slo_ms
+    traffic = getattr(target, "traffic", None)
+    if traffic is not None and "served_latency_ms" in metrics:
+        if traffic.slo_ms is not None:
+            out["served_slo"] = metrics["served_latency_ms"] - traffic.slo_ms
+        # the traffic is served: nothing dropped, the asked rate achieved (else the percentile is of an overload)
+        asked = metrics.get("served_offered_rate", metrics.get("served_rate"))  # the sample's own rate, else the asked
+        short = 0.95 * asked - metrics["served_achieved_rate"] if asked is not None else 0.0
+        out["served_rate"] = max(short, 0.0) + metrics.get("served_dropped", 0.0)
     if c.max_memory_mb is not None:
         mem = metrics.get("gpu_peak_mb") if target.is_gpu else metrics.get("peak_rss_mb")
         if mem is not None:

@@ -366,6 +366,10 @@ class Optimizer:
         }
         tags = {"planner.study": self.study_name, "planner.model": self.model.name, "planner.target": self.target.name,
                 "planner.data": "synthetic" if self.model_info.get("synthetic_data") else "user"}
+        if self.target.traffic is not None:  # the latency of this study is served latency under this traffic
+            tr = self.target.traffic
+            params.update({"traffic": tr.describe(), "traffic.percentile": tr.percentile, "traffic.slo_ms": tr.slo_ms})
+            tags["planner.traffic"] = tr.describe()
         parent = rec.start_study(self.study_name, study.user_attrs.get("mlflow_parent_run_id"), tags, params, files)
         if study.user_attrs.get("mlflow_parent_run_id") != parent:
             study.set_user_attr("mlflow_parent_run_id", parent)
@@ -439,7 +443,11 @@ class Optimizer:
         self._t_start = time.monotonic()  # --timeout counts from here: the trial loop and the re-measurement
         try:
             self._loop(study, rec, backends, fmt, seen, outcomes)
-            if self.opts.confirm_top_k > 0:
+            if self.opts.confirm_top_k > 0 and self.target.traffic is not None:
+                # the re-measurement repeats the single-request protocol; served figures are not re-measured
+                self.reporter.confirming("not re-measuring: the target declares traffic (served latency is measured "
+                                         "once per trial)")
+            elif self.opts.confirm_top_k > 0:
                 try:
                     self.confirm(study, rec)
                 except Exception as e:  # a planner fault here must not cost the study: its own figures stand
@@ -707,7 +715,9 @@ class Optimizer:
         workdir = self.study_dir / "trials" / f"{trial.number:04d}"
         from planner.select.pareto import feasible_points
 
-        abort = early_exit_bound(feasible_points(study), cfg.batch_size, self.opts.early_exit_factor)
+        # under traffic the single-request time is no yardstick (more instances, fewer threads each: slower alone)
+        abort = None if self.target.traffic is not None else early_exit_bound(
+            feasible_points(study), cfg.batch_size, self.opts.early_exit_factor)
         common = dict(spec=self.model.to_dict(), target=self.target.model_dump(mode="json"), config=cfg.to_dict(),
                       cache_dir=str(self.home.cache), workdir=str(workdir), reference=str(self.study_dir / "reference.npz"),
                       output_kind=self.model_info.get("output_kind", "logits"), abort_above_ms=abort,

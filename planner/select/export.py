@@ -478,6 +478,9 @@ def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict
             max_batch = plan_max_batch(manifest, batch, notes)
         else:
             ins, outs, max_batch = engine_io(io_desc, ins, outs, target, batch, notes)
+    instances, batching, served_max = serving_config(manifest, notes)
+    if served_max and max_batch:  # the server formed batches up to this many samples: what was measured
+        max_batch = served_max
     for io in ins + outs:
         if io["dtype"] not in TRITON_TYPES:
             raise PlannerError(f"tensor {io['name']!r}: dtype {io['dtype']} has no Triton type")
@@ -496,12 +499,61 @@ def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict
         f"max_batch_size: {max_batch}",
         block("input", ins),
         block("output", outs),
-        f"instance_group [ {{ count: 1, kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
+        f"instance_group [ {{ count: {instances}, kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
         "version_policy: { latest: { num_versions: 1 } }",
-    ]) + "\n"
+    ]) + "\n" + batching
     if backend is not None:
         text += backend.triton_parameters(engine_path.parent, gpu, notes)
     return text, {"inputs": ins, "outputs": outs, "max_batch_size": max_batch}
+
+
+def served_lines(traffic: dict | None, serving: dict | None, m: dict) -> list[str]:
+    """The README's account of the served measurement: the traffic, the serving config and the served figures."""
+    if not traffic or not serving:
+        return []
+    load = f"{traffic.get('rate')} req/s" if traffic.get("arrival") == "poisson" else f"{traffic.get('concurrency')} clients"
+    nan = float("nan")
+    batching = (f"dynamic batching up to {serving['max_batch']} requests, {serving['max_queue_delay_us']} µs queue delay"
+                if int(serving.get("max_batch", 1)) > 1 else "no batching")
+    return [
+        "## Served latency",
+        "",
+        f"Measured under the target's traffic: {traffic.get('arrival')} arrivals at {load}, "
+        f"{traffic.get('request_batch', 1)} sample(s) per request, {traffic.get('duration_s')} s after "
+        f"{traffic.get('warmup_s')} s of warm-up (latency = completion − scheduled arrival, queueing included), "
+        f"served by {serving['instances']} instance(s), {batching}.",
+        "",
+        "| served | value |", "|---|---|",
+        f"| p50 / p90 / p99 | {m.get('served_p50_ms', nan):.4g} / {m.get('served_p90_ms', nan):.4g} / "
+        f"{m.get('served_p99_ms', nan):.4g} ms |",
+        f"| rate asked / achieved | {m.get('served_rate', nan):.4g} / {m.get('served_achieved_rate', nan):.4g} req/s |",
+        f"| dropped | {int(m.get('served_dropped', 0))} |",
+        f"| sustained rate within the SLO ({traffic.get('percentile')} ≤ {traffic.get('slo_ms')} ms) | "
+        f"{m.get('sustained_rate', nan):.4g} req/s |",
+        "",
+    ]
+
+
+def serving_config(manifest: dict, notes: list[str]) -> tuple[int, str, int | None]:
+    """The chosen trial's serving, as measured under the target's traffic (planner.measure.serving): the
+    ``instance_group`` count, a ``dynamic_batching`` block exactly when the trial batched requests (its
+    preferred batch the largest it formed, in samples, and its queue delay), and that batch as max_batch_size
+    (None: no batching).  A trial without serving: one instance, no batching, as before."""
+    sv = ((manifest.get("trial") or {}).get("config") or {}).get("serving")
+    if not sv:
+        return 1, "", None
+    traffic = (manifest.get("target") or {}).get("traffic") or {}
+    req = int(traffic.get("request_batch") or 1)
+    notes.append(f"instances and dynamic batching as measured under the target's traffic "
+                 f"({traffic.get('arrival', '?')} {traffic.get('rate') or traffic.get('concurrency')}): "
+                 f"{int(sv['instances'])} instance(s)" + (f", batches of up to {int(sv['max_batch'])} requests"
+                                                          if int(sv["max_batch"]) > 1 else ", no batching"))
+    if int(sv["max_batch"]) <= 1:
+        return int(sv["instances"]), "", None
+    samples = int(sv["max_batch"]) * req
+    block = (f"dynamic_batching {{\n  preferred_batch_size: [ {samples} ]\n"
+             f"  max_queue_delay_microseconds: {int(sv['max_queue_delay_us'])}\n}}\n")
+    return int(sv["instances"]), block, samples
 
 
 def engine_io(io: list[dict] | None, ins: list[dict], outs: list[dict], target: dict, batch: int, notes: list[str]):
@@ -676,6 +728,7 @@ outputs = rt.infer({feed})
         f"| pruning | {cfg.get('prune', {}).get('method', 'none')} {cfg.get('prune', {}).get('ratio', 0)} |",
         f"| batch size | {batch} |",
         "",
+        *served_lines(target.get("traffic"), cfg.get("serving"), m),
         f"Inputs: {sig or 'see manifest.json'} (axis 0 is the batch axis).",
         "",
         "## Load and call",

@@ -129,7 +129,7 @@ def pareto_png(points: list[PlotPoint], path: Path, slo_ms: float | None = None,
         if _use_log(qs):
             pos = [q for q in qs if q > 0]
             ax.set_yscale("symlog", linthresh=min(pos)) if any(q <= 0 for q in qs) else ax.set_yscale("log")
-        ax.set_xlabel("latency per batch (ms)")
+        ax.set_xlabel("served latency (ms)" if any("served_p99_ms" in p.metrics for p in pts) else "latency per batch (ms)")
         ax.set_ylabel("quality loss (lower is better)")
         ax.set_title(title or "Pareto front: latency vs quality loss")
         ax.grid(True, which="both", alpha=0.25)
@@ -291,7 +291,8 @@ def pareto_html(points: list[PlotPoint], path: Path, slo_ms: float | None = None
             y = sy(v)
             svg.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#e3e3e3"/>')
             svg.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    svg.append(f'<text x="{(L + W - R) / 2}" y="{H - 18}" text-anchor="middle" font-size="13">latency per batch (ms)'
+    xlabel = "served latency (ms)" if any("served_p99_ms" in p.metrics for p in pts) else "latency per batch (ms)"
+    svg.append(f'<text x="{(L + W - R) / 2}" y="{H - 18}" text-anchor="middle" font-size="13">{xlabel}'
                f'{" - log scale" if xlog else ""}</text>')
     svg.append(f'<text transform="translate(18,{(T + H - B) / 2}) rotate(-90)" text-anchor="middle" font-size="13">'
                f'quality loss{" - log scale" if ylog else ""}</text>')
@@ -317,6 +318,8 @@ def pareto_html(points: list[PlotPoint], path: Path, slo_ms: float | None = None
             "trial": p.number, "deployment": p.label, "backend": p.backend, "batch": p.config.get("batch_size"),
             "latency_ms": p.latency_ms, "p50_ms": p.metrics.get("latency_p50_ms"), "p99_ms": p.metrics.get("latency_p99_ms"),
             "throughput": p.metrics.get("throughput"), "quality_loss": p.quality_loss, "pareto": p.pareto,
+            **{k: p.metrics[k] for k in ("served_p50_ms", "served_p99_ms", "served_rate", "served_achieved_rate",
+                                         "sustained_rate") if k in p.metrics},
             "feasible": p.feasible, "violated": ",".join(p.violated), "run_id": p.run_id,
         }
         tip = (f"#{p.number} {p.label}  batch {p.config.get('batch_size')}\n{p.latency_ms:.4g} ms, loss {p.quality_loss:.3g}"
@@ -396,6 +399,10 @@ td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
 def write_study_plots(points: list[PlotPoint], directory: Path, target=None, title: str = "") -> list[Path]:
     """Write pareto.png, pareto.html and parallel.png into ``directory``; the PNGs only when matplotlib exists."""
     slo = getattr(getattr(target, "constraints", None), "latency_slo_ms", None)
+    traffic = getattr(target, "traffic", None)
+    if traffic is not None:  # the x axis is the served latency: its SLO is the traffic's
+        slo = traffic.slo_ms
+        title = f"{title} (served {traffic.percentile} under {traffic.describe()})" if title else title
     mql = getattr(getattr(target, "constraints", None), "max_quality_loss", None)
     directory.mkdir(parents=True, exist_ok=True)
     out = [pareto_html(points, directory / "pareto.html", slo, mql, title)]

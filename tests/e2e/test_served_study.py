@@ -1,0 +1,92 @@
+"""A study with traffic, end to end from the CLI: real Optuna and MLflow (sqlite), real worker processes, ONNX
+Runtime and OpenVINO engines of a tiny model served under open-loop Poisson arrivals; then the Triton export of
+trials that did and did not batch."""
+
+import json
+import re
+
+import pytest
+from support import DATA, run_cli
+
+from planner.paths import Home
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def served_study(tmp_path_factory):
+    home = Home(tmp_path_factory.mktemp("served") / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "traffic-cpu.yaml", "--space",
+                DATA / "serving-space.yaml", "--trials", "6", "--sampler", "random", "--seed", "2",
+                "--eval-samples", "8", "--study", "served", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    import optuna
+
+    return home, r, optuna.load_study(study_name="served", storage=home.optuna_url)
+
+
+def _complete(study):
+    from optuna.trial import TrialState
+
+    return [t for t in study.trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+
+
+def test_every_trial_is_measured_under_the_traffic(served_study):
+    home, r, study = served_study
+    done = _complete(study)
+    assert len(done) >= 4
+    for t in done:
+        m, sv = t.user_attrs["metrics"], t.user_attrs["config"]["serving"]
+        assert t.values[0] == m["latency_ms"] == m["served_p99_ms"]  # the objective is the served p99
+        assert m["served_rate"] == 200 and m["served_requests"] >= 150  # 1 s at 200 req/s after the warm-up
+        assert m["served_achieved_rate"] > 150 and m["served_p50_ms"] <= m["served_p99_ms"]
+        assert m["single_latency_ms"] == m["latency_p50_ms"]  # the single-request figure stays recorded
+        assert m["sustained_rate"] in (0.0, 100.0, 200.0, 400.0)  # measured points of the rate search (200, then 400 or 100)
+        assert {"served_slo", "served_rate", "quality"} <= set(t.constraints)
+        assert m["serving_instances"] == sv["instances"] and m["serving_max_batch"] == sv["max_batch"]
+        if sv["max_batch"] > 1:
+            assert m["served_mean_batch"] >= 1.0
+    assert "served p50 " in r.stdout and "sustained " in r.stdout  # the trial lines (the table wraps at 80 columns)
+
+
+def test_mlflow_runs_carry_the_served_figures_and_the_traffic(served_study):
+    from mlflow.tracking import MlflowClient
+
+    home, _, study = served_study
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    t = _complete(study)[0]
+    run = c.get_run(t.user_attrs["mlflow_run_id"])
+    assert run.data.metrics["served_p99_ms"] == t.user_attrs["metrics"]["served_p99_ms"]
+    assert "sustained_rate" in run.data.metrics and "serving.instances" in run.data.params
+    parent = c.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.params["traffic"] == "poisson 200 req/s, 1 sample(s)/request"
+    assert parent.data.tags["planner.traffic"] == parent.data.params["traffic"]
+    html = open(c.download_artifacts(parent.info.run_id, "plots/pareto.html")).read()
+    assert "served latency (ms)" in html and "served_p99_ms" in html and "poisson 200 req/s" in html
+    manifest = json.loads(open(c.download_artifacts(run.info.run_id, "manifest.json")).read())
+    assert manifest["target"]["traffic"]["rate"] == 200
+    assert manifest["trial"]["config"]["serving"] == t.user_attrs["config"]["serving"]
+
+
+def test_triton_export_has_dynamic_batching_exactly_when_the_trial_batched(served_study, tmp_path):
+    from planner.select.export import export
+
+    home, _, study = served_study
+    by_batching = {}
+    for t in _complete(study):
+        by_batching.setdefault(t.user_attrs["config"]["serving"]["max_batch"] > 1, t)
+    assert set(by_batching) == {True, False}, "the study should have measured trials with and without batching"
+    for batched, t in by_batching.items():
+        sv = t.user_attrs["config"]["serving"]
+        out = tmp_path / f"repo-{batched}"
+        export(t.user_attrs["mlflow_run_id"], out, fmt="triton", home=home.root, name="m")
+        text = (out / "m" / "config.pbtxt").read_text()
+        assert f"instance_group [ {{ count: {sv['instances']}, kind: KIND_CPU }} ]" in text
+        assert ("dynamic_batching" in text) == batched
+        if batched:
+            assert f"max_queue_delay_microseconds: {sv['max_queue_delay_us']}" in text
+            assert re.search(rf"preferred_batch_size: \[ {sv['max_batch']} \]", text)
+            assert f"max_batch_size: {sv['max_batch']}" in text
+        readme = (out / "m" / "README.md").read_text()
+        assert "## Served latency" in readme and "poisson arrivals at 200" in readme
+        assert f"{t.user_attrs['metrics']['served_p99_ms']:.4g}" in readme

@@ -1,0 +1,208 @@
+"""The load generator, the dynamic batcher and the served-latency accounting, against a fake engine whose
+service time is known (it sleeps) and whose calls are recorded.  Timing tolerances are a few ms: the
+engine sleeps for tens of ms, so a wrong accounting (latency from send instead of from arrival, a batch
+formed too early or too late, waits not added up) is off by far more than that."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+from planner.measure.serving import (ServedStats, arrival_times, serve_closed, serve_open, sustained_rate)
+
+
+class FakeEngine:
+    """``call(k)`` sleeps ``base_s + per_req_s * k`` and records (start, end, k)."""
+
+    def __init__(self, base_s: float, per_req_s: float = 0.0):
+        self.base, self.per = base_s, per_req_s
+        self.calls: list[tuple[float, float, int]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, k: int) -> None:
+        t = time.perf_counter()
+        time.sleep(self.base + self.per * k)
+        with self.lock:
+            self.calls.append((t, time.perf_counter(), k))
+
+
+TOL_MS = 6.0
+
+
+def test_arrivals_seeded_and_at_the_rate():
+    a = arrival_times("poisson", 200.0, 20.0, seed=3)
+    assert a == arrival_times("poisson", 200.0, 20.0, seed=3)
+    assert a != arrival_times("poisson", 200.0, 20.0, seed=4)
+    assert all(0 <= x < 20.0 for x in a) and a == sorted(a)
+    assert abs(len(a) / 20.0 - 200.0) < 200.0 * 0.05  # 4000 arrivals: within 5 % of the rate
+    gaps = [b - c for b, c in zip(a[1:], a[:-1])]
+    mean = sum(gaps) / len(gaps)
+    cv = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) / mean
+    assert abs(cv - 1.0) < 0.1  # exponential gaps
+    assert arrival_times("uniform", 10.0, 1.0) == [i / 10 for i in range(10)]
+    with pytest.raises(ValueError, match="unknown arrival kind"):
+        arrival_times("bursty", 10.0, 1.0)
+
+
+def test_burst_waits_add_up_exactly():
+    """Three requests at the same instant, one instance, no batching, 30 ms each: 30, 60, 90 ms."""
+    eng = FakeEngine(0.030)
+    keep: list = []
+    s = serve_open([eng], [0.0, 0.0, 0.0], keep=keep, rate=None)
+    lat = sorted((r.done - r.scheduled) * 1e3 for r in keep)
+    for got, want in zip(lat, (30, 60, 90)):
+        assert abs(got - want) < TOL_MS, lat
+    assert s.completed == 3 and s.dropped == 0 and s.batches == {"1": 3}
+
+
+def test_latency_counts_from_the_scheduled_arrival():
+    """Evenly spaced arrivals faster than the engine (every 10 ms, 25 ms each): each request waits for those
+    before it, so latency grows by 15 ms a request -- the queue an open loop must show."""
+    eng = FakeEngine(0.025)
+    keep: list = []
+    serve_open([eng], arrival_times("uniform", 100.0, 0.08), keep=keep, drain_s=1.0)
+    lat = [(r.done - r.scheduled) * 1e3 for r in keep]
+    for i, got in enumerate(lat):
+        assert abs(got - (25 + 15 * i)) < TOL_MS + 0.5 * i, lat  # sleep overshoot adds up along the queue
+
+
+def test_waits_follow_lindley_on_poisson_arrivals():
+    """One FIFO instance: request n starts when it has arrived and n-1 is done (Lindley's recursion), with the
+    service times the fake engine actually took."""
+    eng = FakeEngine(0.008)
+    keep: list = []
+    serve_open([eng], arrival_times("poisson", 60.0, 3.0, seed=1), keep=keep, drain_s=2.0)
+    assert len(eng.calls) == len(keep)
+    done_prev, errs = -math.inf, []
+    for r, (start, end, k) in zip(keep, eng.calls):
+        assert k == 1
+        predicted_done = max(r.scheduled, done_prev) + (end - start)
+        errs.append(abs(r.done - predicted_done) * 1e3)
+        done_prev = r.done
+    errs.sort()
+    assert errs[len(errs) // 2] < 1.0 and errs[-1] < TOL_MS, errs[-5:]
+
+
+def test_md1_mean_wait_matches_pollaczek_khinchine():
+    """M/D/1 at load 0.5: the mean wait in queue is rho*S / (2 (1 - rho)); with the service times the fake
+    engine took (a sleep overshoots a little), the M/G/1 form lambda E[S^2] / (2 (1 - lambda E[S]))."""
+    rate, service = 100.0, 0.005
+    eng = FakeEngine(service)
+    keep: list = []
+    s = serve_open([eng], arrival_times("poisson", rate, 16.0, seed=7), keep=keep, warmup_s=1.0, rate=rate)
+    times = [end - start for start, end, _ in eng.calls]
+    es, es2 = sum(times) / len(times), sum(t * t for t in times) / len(times)
+    rho = rate * es
+    assert 0.4 < rho < 0.65, rho
+    theory_wait_ms = rate * es2 / (2 * (1 - rho)) * 1e3
+    measured = [r for r in keep if r.scheduled - keep[0].scheduled >= 1.0]
+    wait_ms = sum((r.done - r.scheduled) * 1e3 for r in measured) / len(measured) - es * 1e3
+    assert abs(wait_ms - theory_wait_ms) < 0.25 * theory_wait_ms + 0.3, (wait_ms, theory_wait_ms)
+    assert s.dropped == 0 and s.meets(None)
+    assert abs(s.achieved_rate - rate) < 0.1 * rate
+
+
+def test_batcher_forms_batches_as_declared():
+    """Ten requests at once, max batch 4, queue delay 50 ms: batches of 4, 4 and 2, the last formed when the
+    delay of its oldest request ran out."""
+    eng = FakeEngine(0.020)
+    keep: list = []
+    s = serve_open([eng], [0.0] * 10, max_batch=4, max_queue_delay_s=0.050, keep=keep)
+    assert [k for _, _, k in eng.calls] == [4, 4, 2]
+    assert s.batches == {"4": 2, "2": 1} and s.mean_batch == pytest.approx(3.6)
+    lat = sorted({round((r.done - r.scheduled) * 1e3) for r in keep})
+    assert abs(lat[0] - 20) < TOL_MS and abs(lat[1] - 40) < TOL_MS
+    assert abs(lat[-1] - 70) < TOL_MS  # waited to 50 ms for more, then ran 20 ms
+
+
+def test_batcher_waits_up_to_the_delay_for_a_second_request():
+    """Two requests 10 ms apart, max batch 4, delay 30 ms: one batch of 2, run when the first's delay ends."""
+    eng = FakeEngine(0.010)
+    keep: list = []
+    serve_open([eng], [0.0, 0.010], max_batch=4, max_queue_delay_s=0.030, keep=keep)
+    assert [k for _, _, k in eng.calls] == [2]
+    first, second = ((r.done - r.scheduled) * 1e3 for r in keep)
+    assert abs(first - 40) < TOL_MS and abs(second - 30) < TOL_MS
+
+
+def test_no_batching_without_a_max_batch():
+    eng = FakeEngine(0.010)
+    serve_open([eng], [0.0] * 4, max_batch=1, max_queue_delay_s=0.050)
+    assert [k for _, _, k in eng.calls] == [1, 1, 1, 1]
+
+
+def test_instances_run_in_parallel():
+    """Four requests at once on two instances of 30 ms: two finish at 30 ms, two at 60 ms."""
+    a, b = FakeEngine(0.030), FakeEngine(0.030)
+    keep: list = []
+    serve_open([a, b], [0.0] * 4, keep=keep)
+    lat = sorted((r.done - r.scheduled) * 1e3 for r in keep)
+    assert len(a.calls) == len(b.calls) == 2
+    for got, want in zip(lat, (30, 30, 60, 60)):
+        assert abs(got - want) < TOL_MS, lat
+
+
+def test_overload_is_not_a_latency():
+    """Asked twice what the engine can serve: the achieved rate falls short and the point is not sustained."""
+    eng = FakeEngine(0.020)  # 50 req/s at most
+    s = serve_open([eng], arrival_times("uniform", 100.0, 1.0), rate=100.0, drain_s=0.3)
+    assert s.achieved_rate < 60 and not s.meets(None)
+    assert s.dropped > 0 and s.p99_ms >= 300  # unanswered at the drain deadline: counted at what they had waited
+
+
+def test_warmup_is_left_out():
+    eng = FakeEngine(0.002)
+    s = serve_open([eng], arrival_times("uniform", 50.0, 1.0), warmup_s=0.5, rate=50.0)
+    assert s.warmup_requests == 25 and s.requests == 25
+
+
+def test_closed_loop_clients_wait_for_their_answers():
+    """Two clients, one instance of 20 ms, no batching: each request waits for the other's, ~40 ms, 50 req/s."""
+    eng = FakeEngine(0.020)
+    s = serve_closed([eng], 2, 1.0, warmup_s=0.2)
+    assert abs(s.p50_ms - 40) < TOL_MS and abs(s.achieved_rate - 50) < 8
+    eng2 = FakeEngine(0.020)
+    s2 = serve_closed([eng2], 2, 1.0, warmup_s=0.2, max_batch=2, max_queue_delay_s=0.005)
+    assert s2.mean_batch > 1.5 and s2.p50_ms < 30  # batched together: one call serves both clients
+
+
+def _point(rate: float, ok: bool) -> ServedStats:
+    return ServedStats("poisson", rate, None, 100, 0, 100, 0, 0, rate if ok else rate * 0.5, 1, 1,
+                       1 if ok else 1e3, 1, 1, 1, 1)
+
+
+def test_sustained_rate_search():
+    asked = []
+
+    def at(rate):
+        asked.append(rate)
+        return _point(rate, rate <= 130)
+
+    rate, points = sustained_rate(at, 50.0, slo_ms=10.0, steps=4)
+    assert asked == [50.0, 100.0, 200.0, 150.0, 125.0] and rate == 125.0 and len(points) == 5
+    asked.clear()
+    rate, _ = sustained_rate(at, 400.0, slo_ms=10.0, steps=3)
+    assert asked == [400.0, 200.0, 100.0, 150.0] and rate == 100.0
+    rate, _ = sustained_rate(lambda r: _point(r, False), 10.0, slo_ms=10.0, steps=2)
+    assert rate == 0.0
+
+
+def test_measure_served_reads_the_traffic_and_the_serving_config():
+    """The worker's entry: a closed-loop traffic gives a point without a rate search; an open-loop one the point at
+    its rate and the sustained rate from the measured search (a 30 ms engine, 33 req/s at most, sustains 25 req/s
+    but neither 50 nor 37.5)."""
+    from planner.config import ServingConfig
+    from planner.measure.serving import measure_served
+    from planner.target import Traffic
+
+    eng = FakeEngine(0.020)
+    closed = measure_served([eng], Traffic(arrival="closed", concurrency=2, duration_s=0.6, warmup_s=0.2), ServingConfig())
+    assert closed["at_rate"]["arrival"] == "closed" and "sustained_rate" not in closed
+    assert abs(closed["at_rate"]["p50_ms"] - 40) < TOL_MS
+    t = Traffic(rate=25, duration_s=1.5, warmup_s=0.2, drain_s=0.5, slo_ms=100, rate_search_steps=2, seed=3)
+    out = measure_served([FakeEngine(0.030)], t, ServingConfig())
+    assert [p["rate"] for p in out["rate_points"]] == [25, 50, 37.5]
+    assert out["sustained_rate"] == 25 and out["rate_points"][0]["meets"] and not out["rate_points"][1]["meets"]
