@@ -33,6 +33,15 @@ def test_transforms_implement_what_the_table_says():
     assert set(quantize.TORCH_SCHEMES) == {n for n, s in SCHEMES.items() if "torch" in s.formats}
     assert set(quantize.ONNX_SCHEMES) == {n for n, s in SCHEMES.items() if "onnx" in s.formats}
     assert set(quantize.CALIBRATED) == {n for n, s in SCHEMES.items() if s.calibrated}
+    # one registered handler per (scheme, format) the table lists, and none besides
+    assert set(quantize.HANDLERS) == {(n, f) for n, s in SCHEMES.items() for f in s.formats}
+
+
+def test_a_handler_for_a_format_the_table_does_not_list_is_refused():
+    from planner.transforms.quantize import handles
+
+    with pytest.raises(ValueError, match="not a row"):
+        handles("bf16", "onnx")
 
 
 @pytest.mark.parametrize("name", list(CLASSES))
