@@ -16,7 +16,6 @@ policies' picks and the registry aliases use confirmed figures wherever there ar
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import time
@@ -84,16 +83,17 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
     no round starts after it; the candidates keep the complete rounds they have (``rounds_cut`` says so).
     A callable ``deadline`` says itself whether the time is up.  ``server``: the study's worker fork server
     (`planner.measure.forkserver.ForkServer`), None to spawn each worker."""
-    from planner.measure.runner import WorkerProcess as Job
+    from planner.measure.runner import Runner
 
     say = on_progress or (lambda msg: None)
-    jobs: dict[int, Job] = {}
+    runner = Runner(env, timeout, server=server)
+    jobs: dict = {}
     results: dict[int, dict] = {}
     late = deadline if callable(deadline) else (lambda: deadline is not None and time.monotonic() > deadline)
     try:
         for p in points:
             job, jobdir = make_job(p)
-            jobs[p.number] = Job(job, jobdir, env, gated=True, server=server)
+            jobs[p.number] = runner.submit(job, jobdir, p.number)
         say(f"rebuilding {len(jobs)} candidates")
         building = set(jobs)
         while building:  # a built candidate waits (paused) for its first round
@@ -106,7 +106,7 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
                     results[n] = j.collect(timed_out=timeout if j.poll() is None else None)
                     building.discard(n)
                 elif late():
-                    j.kill()
+                    runner.kill(j)
                     results[n] = {"status": "skipped", "reason": "budget",
                                   "message": "its rebuild was not done when the study's --timeout ran out"}
                     building.discard(n)
@@ -116,9 +116,8 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
             if r > 0 and late():
                 for n in live:
                     if n not in results:
-                        jobs[n].kill()
-                        got = [json.loads((jobs[n].gate / f"round-{k}.json").read_text()) for k in range(r)]
-                        results[n] = {"status": "ok", "rounds": got,
+                        runner.kill(jobs[n])
+                        results[n] = {"status": "ok", "rounds": [jobs[n].gate.round_result(k) for k in range(r)],
                                       "rounds_cut": f"{r} of {rounds} rounds: the study's --timeout ran out"}
                 break
             shift = r % len(live) if live else 0
@@ -127,14 +126,9 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
                     continue
                 say(f"round {r + 1}/{rounds}: trial {n}")
                 j = jobs[n]
-                for other in live:
-                    if other != n:
-                        jobs[other].pause()
-                j.resume()
-                (j.gate / f"go-{r}").touch()
-                done = j.gate / f"round-{r}.json"
+                runner.give_turn(j, r)  # every other candidate paused while this one measures
                 t0 = time.monotonic()
-                while not done.exists():
+                while j.gate.round_result(r) is None:
                     if j.poll() is not None or time.monotonic() - t0 > timeout:
                         results[n] = j.collect(timed_out=timeout if j.poll() is None else None)
                         break
@@ -151,9 +145,7 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
                     continue
                 results[n] = jobs[n].collect()
     finally:
-        for j in jobs.values():  # Ctrl-C or a fault above: no worker left behind, none left stopped
-            if j.poll() is None:
-                j.kill()
+        runner.close()  # Ctrl-C or a fault above: no worker left behind, none left stopped
     return results
 
 

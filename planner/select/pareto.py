@@ -20,6 +20,11 @@ class Point:
     noise_floor: float = 0.0  # quality losses below it are ties (see `NOISE_FLOORS`)
 
     @property
+    def batch_size(self) -> int:
+        """The deployment's batch size (the one place a point reads it from its stored config)."""
+        return int(self.config.get("batch_size") or 0)
+
+    @property
     def latency_ms(self) -> float:
         return self.metrics["latency_ms"]
 
