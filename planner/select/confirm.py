@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from planner.record.metrics import per_sample
 from planner.select.pareto import Point, feasible_points
 
 ATTR = "confirmation"  # the study user attribute
@@ -158,8 +159,7 @@ def summarize(rounds: list[dict[str, Any]], percentile: str, batch_size: int) ->
     return {
         "latency_ms": med(f"{percentile}_ms"),
         "latency_p50_ms": p50, "latency_p90_ms": med("p90_ms"), "latency_p99_ms": med("p99_ms"),
-        "latency_per_sample_ms": p50 / batch_size,
-        "throughput": batch_size / (p50 / 1e3),
+        **per_sample(p50, batch_size),
         "rounds": len(rounds),
         "round_p50_ms": [float(r["p50_ms"]) for r in rounds],
         "round_cv": [float(r["cv"]) for r in rounds],
@@ -182,7 +182,7 @@ def record(study, points: list[Point], results: dict[int, dict], percentile: str
         if res.get("status") == "skipped":
             skipped[str(p.number)] = res.get("message", "")
         elif res.get("status") == "ok" and got and (len(got) == rounds or res.get("rounds_cut")):
-            c = summarize(got, percentile, int(p.config.get("batch_size", 1)))
+            c = summarize(got, percentile, p.batch_size or 1)
             c["study_latency_ms"] = p.latency_ms
             c["ratio_to_study"] = c["latency_ms"] / p.latency_ms if p.latency_ms else None
             c["slo_violated"] = latency_slo_ms is not None and c["latency_ms"] > latency_slo_ms
@@ -212,17 +212,17 @@ def rows(summary: dict[str, Any], points: list[Point]) -> list[dict[str, Any]]:
     out = []
     for n, c in summary["trials"].items():
         p = by_n.get(int(n))
-        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.config.get("batch_size") if p else None,
+        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.batch_size if p else None,
                     "study_ms": c["study_latency_ms"], "confirmed_ms": c["latency_ms"], "ratio": c["ratio_to_study"],
                     "rounds_p50_ms": c["round_p50_ms"], "slo_violated": c["slo_violated"]})
     for n, f in summary["failed"].items():
         p = by_n.get(int(n))
-        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.config.get("batch_size") if p else None,
+        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.batch_size if p else None,
                     "study_ms": p.latency_ms if p else None, "confirmed_ms": None, "ratio": None,
                     "failed": f"{f['reason']}: {f['message']}"})
     for n, why in summary.get("skipped", {}).items():
         p = by_n.get(int(n))
-        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.config.get("batch_size") if p else None,
+        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.batch_size if p else None,
                     "study_ms": p.latency_ms if p else None, "confirmed_ms": None, "ratio": None,
                     "failed": f"skipped: {why}"})
     return sorted(out, key=lambda r: (r["confirmed_ms"] is None, r["confirmed_ms"] or 0.0))
