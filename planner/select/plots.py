@@ -219,74 +219,82 @@ def _ticks(lo: float, hi: float, log: bool) -> list[float]:
     return out
 
 
-def pareto_html(points: list[PlotPoint], path: Path, slo_ms: float | None = None, max_quality_loss: float | None = None,
-                title: str = "") -> Path:
-    pts = _finite(points)
-    colours = _colours(pts)
+class _Scale:
+    """Data -> SVG coordinates of the Pareto plot: log axes where the values span decades (zero losses sit on
+    the axis floor)."""
+
     W, H, L, R, T, B = 820, 520, 80, 20, 40, 60
-    lats = [p.latency_ms for p in pts] + ([slo_ms] if slo_ms else [])
-    qs = [p.quality_loss for p in pts]
-    xlog = _use_log(lats)
-    # y: log over the positive values when they span decades (zeros sit on the axis floor)
-    pos_q = [q for q in qs if q > 0]
-    ylog = _use_log(qs)
-    xlo, xhi = (min(lats), max(lats)) if lats else (0.1, 1.0)
-    if xlog:
-        xlo, xhi = xlo / 1.3, xhi * 1.3
-    else:
-        pad = (xhi - xlo) * 0.08 or xhi * 0.1 or 1.0
-        xlo, xhi = max(0.0, xlo - pad), xhi + pad
-    if ylog:
-        ylo, yhi = min(pos_q) / 3, max(pos_q) * 2
-    else:
-        ylo, yhi = (0.0, max(qs) * 1.1 if qs and max(qs) > 0 else 1.0)
 
-    def sx(v):
-        if xlog:
-            return L + (math.log10(v) - math.log10(xlo)) / (math.log10(xhi) - math.log10(xlo)) * (W - L - R)
-        return L + (v - xlo) / ((xhi - xlo) or 1) * (W - L - R)
+    def __init__(self, lats: list[float], qs: list[float]):
+        pos_q = [q for q in qs if q > 0]
+        self.xlog, self.ylog = _use_log(lats), _use_log(qs)
+        xlo, xhi = (min(lats), max(lats)) if lats else (0.1, 1.0)
+        if self.xlog:
+            xlo, xhi = xlo / 1.3, xhi * 1.3
+        else:
+            pad = (xhi - xlo) * 0.08 or xhi * 0.1 or 1.0
+            xlo, xhi = max(0.0, xlo - pad), xhi + pad
+        if self.ylog:
+            ylo, yhi = min(pos_q) / 3, max(pos_q) * 2
+        else:
+            ylo, yhi = (0.0, max(qs) * 1.1 if qs and max(qs) > 0 else 1.0)
+        self.xlo, self.xhi, self.ylo, self.yhi = xlo, xhi, ylo, yhi
 
-    def sy(v):
-        if ylog:
-            v = max(v, ylo)
-            return H - B - (math.log10(v) - math.log10(ylo)) / (math.log10(yhi) - math.log10(ylo)) * (H - T - B)
-        return H - B - (v - ylo) / ((yhi - ylo) or 1) * (H - T - B)
+    def x(self, v: float) -> float:
+        W, L, R = self.W, self.L, self.R
+        if self.xlog:
+            return L + (math.log10(v) - math.log10(self.xlo)) / (math.log10(self.xhi) - math.log10(self.xlo)) * (W - L - R)
+        return L + (v - self.xlo) / ((self.xhi - self.xlo) or 1) * (W - L - R)
 
-    svg: list[str] = [f'<svg id="plot" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-                      'font-family="sans-serif" font-size="11">']
-    svg.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="#fafafa" stroke="#999"/>')
-    for v in _ticks(xlo, xhi, xlog):
-        if xlo <= v <= xhi:
-            x = sx(v)
+    def y(self, v: float) -> float:
+        H, T, B = self.H, self.T, self.B
+        if self.ylog:
+            v = max(v, self.ylo)
+            return H - B - (math.log10(v) - math.log10(self.ylo)) / (math.log10(self.yhi) - math.log10(self.ylo)) * (H - T - B)
+        return H - B - (v - self.ylo) / ((self.yhi - self.ylo) or 1) * (H - T - B)
+
+
+def _svg_axes(sc: _Scale, slo_ms: float | None, max_quality_loss: float | None) -> list[str]:
+    """The frame, grid, tick labels, axis titles and the SLO / quality-bound lines."""
+    W, H, L, R, T, B = sc.W, sc.H, sc.L, sc.R, sc.T, sc.B
+    svg = [f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="#fafafa" stroke="#999"/>']
+    for v in _ticks(sc.xlo, sc.xhi, sc.xlog):
+        if sc.xlo <= v <= sc.xhi:
+            x = sc.x(v)
             svg.append(f'<line x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{H - B}" stroke="#e3e3e3"/>')
             svg.append(f'<text x="{x:.1f}" y="{H - B + 16}" text-anchor="middle">{v:g}</text>')
-    for v in _ticks(ylo, yhi, ylog):
-        if ylo <= v <= yhi:
-            y = sy(v)
+    for v in _ticks(sc.ylo, sc.yhi, sc.ylog):
+        if sc.ylo <= v <= sc.yhi:
+            y = sc.y(v)
             svg.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#e3e3e3"/>')
             svg.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.3g}</text>')
     svg.append(f'<text x="{(L + W - R) / 2}" y="{H - 18}" text-anchor="middle" font-size="13">latency per batch (ms)'
-               f'{" - log scale" if xlog else ""}</text>')
+               f'{" - log scale" if sc.xlog else ""}</text>')
     svg.append(f'<text transform="translate(18,{(T + H - B) / 2}) rotate(-90)" text-anchor="middle" font-size="13">'
-               f'quality loss{" - log scale" if ylog else ""}</text>')
+               f'quality loss{" - log scale" if sc.ylog else ""}</text>')
     if slo_ms:
-        x = sx(slo_ms)
+        x = sc.x(slo_ms)
         svg.append(f'<line x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{H - B}" stroke="#d62728" stroke-dasharray="6,4" stroke-width="1.5"/>')
         svg.append(f'<text x="{x + 4:.1f}" y="{T + 14}" fill="#d62728">SLO {slo_ms:g} ms</text>')
-    if max_quality_loss is not None and ylo <= max_quality_loss <= yhi:
-        y = sy(max_quality_loss)
+    if max_quality_loss is not None and sc.ylo <= max_quality_loss <= sc.yhi:
+        y = sc.y(max_quality_loss)
         svg.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#9467bd" stroke-dasharray="2,3" stroke-width="1.5"/>')
         svg.append(f'<text x="{W - R - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#9467bd">max quality loss {max_quality_loss:g}</text>')
-    front = _front(pts)
+    return svg
+
+
+def _svg_points(sc: _Scale, pts: list[PlotPoint], front: list[PlotPoint], colours: dict[str, str]) -> list[str]:
+    """The front's staircase, then every point (hover: its figures; x: infeasible), the front on top."""
+    svg = []
     if front:
         d, prev = [], None
         for p in front:  # staircase: the best quality reachable at each latency
-            x, y = sx(p.latency_ms), sy(p.quality_loss)
+            x, y = sc.x(p.latency_ms), sc.y(p.quality_loss)
             d.append(f"M{x:.1f},{y:.1f}" if prev is None else f"L{x:.1f},{prev[1]:.1f} L{x:.1f},{y:.1f}")
             prev = (x, y)
         svg.append(f'<path d="{" ".join(d)}" fill="none" stroke="black" stroke-width="1.5" opacity="0.7"/>')
     for p in sorted(pts, key=lambda p: p.on_front):
-        x, y = sx(p.latency_ms), sy(p.quality_loss)
+        x, y = sc.x(p.latency_ms), sc.y(p.quality_loss)
         info = {
             "trial": p.number, "deployment": p.label, "backend": p.backend, "batch": p.batch_size,
             "latency_ms": p.latency_ms, "p50_ms": p.metrics.get("latency_p50_ms"), "p99_ms": p.metrics.get("latency_p99_ms"),
@@ -308,8 +316,24 @@ def pareto_html(points: list[PlotPoint], path: Path, slo_ms: float | None = None
                        f'stroke="{colour}" stroke-width="2" opacity="0.6"/></g>')
         if p.on_front:
             svg.append(f'<text x="{x + 8:.1f}" y="{y - 8:.1f}" font-size="10">#{p.number}</text>')
-    svg.append("</svg>")
+    return svg
 
+
+def pareto_html(points: list[PlotPoint], path: Path, slo_ms: float | None = None, max_quality_loss: float | None = None,
+                title: str = "") -> Path:
+    """The interactive Pareto plot: inline SVG and a few lines of JS, no CDN (opens offline)."""
+    pts = _finite(points)
+    colours = _colours(pts)
+    front = _front(pts)
+    sc = _Scale([p.latency_ms for p in pts] + ([slo_ms] if slo_ms else []), [p.quality_loss for p in pts])
+    svg = [f'<svg id="plot" xmlns="http://www.w3.org/2000/svg" width="{sc.W}" height="{sc.H}" viewBox="0 0 {sc.W} {sc.H}" '
+           'font-family="sans-serif" font-size="11">', *_svg_axes(sc, slo_ms, max_quality_loss),
+           *_svg_points(sc, pts, front, colours), "</svg>"]
+    Path(path).write_text(_html_page(svg, front, colours, title), encoding="utf-8")
+    return path
+
+
+def _html_page(svg: list[str], front: list[PlotPoint], colours: dict[str, str], title: str) -> str:
     legend = "".join(
         f'<span class="lg" data-backend="{html.escape(b)}"><i style="background:{c}"></i>{html.escape(b)}</span>'
         for b, c in colours.items()
@@ -360,8 +384,7 @@ td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
 </script>
 </body></html>
 """
-    Path(path).write_text(doc, encoding="utf-8")
-    return path
+    return doc
 
 
 # --------------------------------------------------------------------------- the study hook
