@@ -40,28 +40,19 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-for _p in (REPO, REPO / "experiments"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import REPO, LineReporter, busy, environment, environment_markdown, finish_environment, log, rotated  # noqa: E402
 
 VARIANTS = ("eager", "compile", "ort", "openvino", "planner")
 TITLES = {"eager": "eager fp32", "compile": "torch.compile", "ort": "ORT default", "openvino": "OpenVINO default", "planner": "planner best"}
 KEEP_FILES = {"job.json", "result.json", "worker.log"}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ------------------------------------------------------------------ arguments
@@ -104,107 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-# ------------------------------------------------------------------ environment
-
-
-def _run(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=20, cwd=REPO).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def environment(target) -> dict[str, Any]:
-    import re
-    from importlib.metadata import PackageNotFoundError, version
-
-    from planner.target import cpu_isa, cpu_name
-
-    def v(dist):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            return None
-
-    flags: list[str] = []
-    try:
-        flags = re.findall(r"^flags\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)[0].split()
-    except (OSError, IndexError):
-        pass
-    lscpu = _run(["lscpu"])
-    lsc = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-    lsc = {k.strip(): val.strip() for k, val in lsc.items()}
-    commit = _run(["git", "rev-parse", "HEAD"])
-    dirty = bool(_run(["git", "status", "--porcelain", "--untracked-files=no"]))
-    return {
-        "host": socket.gethostname(),
-        "cpu": cpu_name(),
-        "logical_cpus": os.cpu_count(),
-        "threads_per_core": lsc.get("Thread(s) per core"),
-        "cores_per_socket": lsc.get("Core(s) per socket"),
-        "sockets": lsc.get("Socket(s)"),
-        "isa": cpu_isa(),
-        "isa_flags_all": [f for f in flags if f.startswith(("avx", "fma", "sse", "amx", "f16c", "vnni"))],
-        "threads_used": target.thread_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": v("torch"), "onnxruntime": v("onnxruntime"), "onnx": v("onnx"), "optuna": v("optuna"),
-        "mlflow": v("mlflow"), "numpy": v("numpy"), "openvino": v("openvino"),
-        "git_commit": commit, "git_dirty": dirty,
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 # ------------------------------------------------------------------ the planner study
-
-
-class LineReporter:
-    """One line per trial, with its wall time (so a log also tells how long trials take)."""
-
-    def __init__(self, model: str, total: int):
-        self.model, self.total, self.t0, self.n = model, total, 0.0, 0
-        self.wall: list[float] = []
-
-    def start(self, study_name, total, info):
-        skipped = "; ".join(f"{b}: {r}" for b, r in (info.get("skipped") or {}).items())
-        log(f"[{self.model}] study {study_name}: {total} trials now ({info.get('resumed', 0)} already in it); "
-            f"backends {', '.join(info.get('backends', []))}" + (f"; skipped {skipped}" if skipped else ""))
-
-    def trial_started(self, number, cfg):
-        self.t0 = time.perf_counter()
-
-    def trial_done(self, o):
-        wall = time.perf_counter() - self.t0 if o.status != "duplicate" else 0.0
-        if o.status != "duplicate":  # duplicates are free: the count is of measured candidates, as --trials is
-            self.n += 1
-            self.wall.append(wall)
-        label = f"{o.config.describe()} b={o.config.batch_size}" if o.config else "?"
-        if o.status in ("ok", "infeasible"):
-            detail = self.measured(o.metrics) + (f" ({o.message})" if o.message else "")
-        elif o.status == "duplicate":
-            detail = o.message or ""
-        else:
-            detail = f"{o.reason}: {(o.message or '').splitlines()[0][:120] if o.message else ''}"
-        count = f"{self.n}/{self.total}" if o.status != "duplicate" else " " * len(f"{self.n}/{self.total}")
-        log(f"[{self.model}] {count} #{o.number} {o.status:10s} {label}: {detail}  [{wall:.0f} s]")
-
-    @staticmethod
-    def measured(m: dict) -> str:
-        """What a measured trial's line shows (subclasses: other metrics)."""
-        return f"p50 {m['latency_p50_ms']:.3f} ms, loss {m['quality_loss']:.1e}"
-
-    def confirming(self, message):
-        if not message.startswith("round"):
-            log(f"[{self.model}] {message}")
-
-    def confirmed(self, summary, rows):
-        for r in rows:
-            got = (f"{r['study_ms']:.3f} -> {r['confirmed_ms']:.3f} ms ({r['ratio']:.2f}x)" if r["confirmed_ms"] is not None
-                   else f"failed: {r['failed']}")
-            log(f"[{self.model}] re-measured #{r['trial']} {r['deployment']} b={r['batch']}: {got}")
-
-    def end(self, result):
-        log(f"[{self.model}] study done: {result.stopped_because}; Pareto front {len(result.front)} points")
 
 
 def _constraint_values(t) -> list[float]:
@@ -320,9 +211,7 @@ def variant_config(variant: str, batch: int, winner: dict | None):
 
 
 def round_order(r: int) -> list[str]:
-    k = r % len(VARIANTS)
-    order = list(VARIANTS[k:] + VARIANTS[:k])
-    return order[::-1] if r % 2 else order
+    return rotated(VARIANTS, r)
 
 
 def run_variant(study: dict, variant: str, cfg, target, home, args, workdir: Path, round_no: int, bench_dir: Path) -> dict:
@@ -430,11 +319,6 @@ def console_table(result: dict) -> str:
     return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def busy(env: dict) -> bool:
-    """Other work on the machine before we started: 1-min load above a quarter of the CPUs."""
-    return (env.get("loadavg_start") or [0])[0] > 0.25 * (env.get("logical_cpus") or 1)
-
-
 def markdown(result: dict) -> str:
     e, a = result["environment"], result["args"]
     out = [f"# Baselines vs planner — {result['started']}", ""]
@@ -525,17 +409,9 @@ def markdown(result: dict) -> str:
     if chosen:
         out += ["OpenVINO default chose by itself: " + "; ".join(
             ", ".join(f"{k} {v}" for k, v in json.loads(c).items()) for c in chosen) + ".", ""]
-    out += ["## Environment", ""]
-    for k in ("host", "cpu", "logical_cpus", "threads_per_core", "cores_per_socket", "sockets", "isa", "isa_flags_all", "threads_used",
-              "python", "platform", "torch", "onnxruntime", "onnx", "openvino", "optuna", "mlflow", "numpy", "git_commit", "git_dirty",
-              "loadavg_start", "loadavg_end"):
-        val = e.get(k)
-        out.append(f"* {k}: {', '.join(map(str, val)) if isinstance(val, list) else val}")
+    out += environment_markdown(e)
     out += ["", f"Total wall time: {result['wall_seconds'] / 60:.1f} min (studies {result['study_seconds'] / 60:.1f} min, "
             f"interleaved measurements {result['bench_seconds'] / 60:.1f} min). Raw numbers: `{Path(result['json_path']).name}`.", ""]
-    if busy(e):
-        out.insert(2, f"> **Warning**: the machine was busy before this run started (1-min load average {e['loadavg_start'][0]} on "
-                      f"{e.get('logical_cpus')} CPUs); latencies may be inflated and noisy. (The end-of-run load includes this run's own workers.)\n")
     return "\n".join(out)
 
 
@@ -564,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
     home = Home.resolve(args.home).ensure()
-    env = environment(target)
+    env = environment(target.thread_count())
     log(f"bench: models {args.model_list}, batches {args.batch_list}, {args.trials} trials, {args.rounds} rounds, "
         f"target {target.name}, home {home.root}; load average {env['loadavg_start']}")
     if busy(env):
@@ -642,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_seconds = time.perf_counter() - t_bench
     summarize(cells)
 
-    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    finish_environment(env)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"baselines-{stamp}{'-quick' if args.quick else ''}"

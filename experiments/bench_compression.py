@@ -47,10 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "experiments"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import REPO, busy, environment, environment_markdown, finish_environment, log, rotated  # noqa: E402
 
 VARIANTS = ("eager", "ort", "openvino", "planner")
 TITLES = {"eager": "eager fp32", "ort": "ORT fp32", "openvino": "OpenVINO default", "planner": "planner best"}
@@ -74,10 +72,6 @@ MODELS: dict[str, dict[str, Any]] = {
 # prune: False = random-weight models, where pruning erases all input-dependent behaviour (the issue's finding):
 # their studies search compilers and quantization only.  study_timeout: seconds per (model, batch) study unless
 # --study-timeout is given (the whole default run then takes about 1.5 h on 2 cores).
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ------------------------------------------------------------------ arguments
@@ -194,7 +188,7 @@ def ensure_study(model: str, batch: int, target, home, args) -> dict[str, Any]:
     import optuna
     from optuna.trial import TrialState
 
-    from bench_baselines import LineReporter
+    from harness import LineReporter
     from planner.model import parse_model
     from planner.search.study import Optimizer, StudyOptions, default_study_name
     from planner.select.pareto import confirmed_points
@@ -349,9 +343,7 @@ def variant_config(variant: str, batch: int, winner: dict | None):
 
 
 def round_order(r: int) -> list[str]:
-    k = r % len(VARIANTS)
-    order = list(VARIANTS[k:] + VARIANTS[:k])
-    return order[::-1] if r % 2 else order
+    return rotated(VARIANTS, r)
 
 
 def run_variant(study: dict, cfg, target, home, args, workdir: Path, round_no: int) -> dict:
@@ -466,15 +458,11 @@ def console_table(result: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    from bench_baselines import busy
 
     e, a = result["environment"], result["args"]
     out = [f"# Compression: eager / ORT fp32 vs planner best within the quality bound — {result['started']}", ""]
     if a.get("quick"):
         out += ["> **Quick smoke run** (`--quick`): few trials, one round, short timing protocol; not a benchmark result.", ""]
-    if busy(e):
-        out += [f"> **Warning**: the machine was busy before this run started (1-min load average {e['loadavg_start'][0]} on "
-                f"{e.get('logical_cpus')} CPUs); latencies may be inflated and noisy.", ""]
     for m, why in (result.get("skipped_models") or {}).items():
         out += [f"> **{m} left out**: {why}", ""]
     if result.get("openvino_missing"):
@@ -578,11 +566,7 @@ def markdown(result: dict) -> str:
     if chosen:
         out += ["OpenVINO default chose by itself: " + "; ".join(
             ", ".join(f"{k} {v}" for k, v in json.loads(c).items()) for c in chosen) + ".", ""]
-    out += ["## Environment", ""]
-    for k in ("host", "cpu", "logical_cpus", "isa", "isa_flags_all", "threads_used", "python", "platform", "torch", "onnxruntime", "onnx", "openvino", "optuna",
-              "mlflow", "numpy", "git_commit", "git_dirty", "loadavg_start", "loadavg_end"):
-        val = e.get(k)
-        out.append(f"* {k}: {', '.join(map(str, val)) if isinstance(val, list) else val}")
+    out += environment_markdown(e)
     out += ["", f"Total wall time: {result['wall_seconds'] / 60:.1f} min (studies {result['study_seconds'] / 60:.1f} min, "
             f"interleaved measurements {result['bench_seconds'] / 60:.1f} min). Raw numbers: `{Path(result['json_path']).name}`.", ""]
     return "\n".join(out)
@@ -602,7 +586,6 @@ def main(argv: list[str] | None = None) -> int:
         src.with_suffix(".md").write_text(markdown(result))
         log(f"wrote {src.with_suffix('.md')}")
         return 0
-    from bench_baselines import busy, environment
     from planner.config import TrialConfig
     from planner.errors import ConfigError
     from planner.paths import Home
@@ -617,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Home.resolve(args.home).ensure()
     # the studies' workers and the bench's jobs must see the same trained digits-cnn weights
     os.environ.setdefault("PLANNER_ZOO_CACHE", str(home.cache / "zoo"))
-    env = environment(base_target)
+    env = environment(base_target.thread_count())
     log(f"bench: models {args.model_list}, {args.rounds} round(s), target {base_target.name}, home {home.root}; load average {env['loadavg_start']}")
     if busy(env):
         log("WARNING: the machine is busy (see load average); timings will be inflated and noisy. Run on a quiet machine.")
@@ -702,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_seconds = time.perf_counter() - t_bench
     summarize(cells)
 
-    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    finish_environment(env)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"compression-{stamp}{'-quick' if args.quick else ''}"

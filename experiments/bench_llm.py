@@ -52,12 +52,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "experiments"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import REPO, LineReporter, environment, environment_markdown, finish_environment, log, rotated  # noqa: E402
 
-from bench_baselines import LineReporter  # noqa: E402  (stdlib-only module beside this one)
 
 VARIANTS = ("eager", "compile", "best")
 TITLES = {"eager": "eager fp32", "compile": "torch.compile default", "best": "planner best"}
@@ -70,10 +67,6 @@ METRIC_TITLES = {"ttft_p50_ms": "TTFT p50", "ttft_p99_ms": "TTFT p99", "tpot_p50
 KEEP_FILES = {"job.json", "result.json", "worker.log", "decoder.json", "session.json"}
 BUSY_LOAD = 1.0  # warn when the 1-min load average at start is above this
 QUICK = {"trials": 3, "rounds": 1, "prompt_length": 32, "generation_length": 16, "eval_sequences": 2, "eval_forced_tokens": 8}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ------------------------------------------------------------------ arguments
@@ -388,9 +381,7 @@ def same_as(cfg: dict | None, other: dict | None) -> bool:
 
 
 def round_order(r: int) -> list[str]:
-    k = r % len(VARIANTS)
-    order = list(VARIANTS[k:] + VARIANTS[:k])
-    return order[::-1] if r % 2 else order
+    return rotated(VARIANTS, r)
 
 
 def run_variant(variant: str, cfg, study: dict, target, workload, home, args, workdir: Path, round_no: int, bench_dir: Path) -> dict:
@@ -673,11 +664,8 @@ def markdown(result: dict) -> str:
             "(`planner.measure.runner.run_job`) against the study's `reference.npz`. torch.compile default: a private Inductor cache, "
             "empty in round 1 (cold compile: its build time), reused later; the best point uses the study's caches. Build time "
             "(compile/export, quantization and warm-up of every shape) is never latency.",
-            "", "## Environment", ""]
-    for k in ("host", "cpu", "logical_cpus", "isa", "threads_used", "python", "platform", "torch", "onnxruntime", "onnx", "optuna",
-              "mlflow", "numpy", "git_commit", "git_dirty", "loadavg_start", "loadavg_end"):
-        val = e.get(k)
-        out.append(f"* {k}: {', '.join(map(str, val)) if isinstance(val, list) else val}")
+            ""]
+    out += environment_markdown(e)
     out += ["", f"Total wall time: {result['wall_seconds'] / 60:.1f} min (study {result['study_seconds'] / 60:.1f} min, "
             f"interleaved measurements {result['bench_seconds'] / 60:.1f} min). Raw numbers: `{Path(result['json_path']).name}`.", ""]
     return "\n".join(out)
@@ -695,7 +683,6 @@ def main(argv: list[str] | None = None) -> int:
         print(console_table(result))
         log(f"wrote {src.with_suffix('.md')}")
         return 0
-    from bench_baselines import environment
     from planner.config import TrialConfig
     from planner.errors import ConfigError
     from planner.llm.workload import load_workload
@@ -716,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         workload = quick_workload(workload)
     home = Home.resolve(args.home).ensure()
-    env = environment(target)
+    env = environment(target.thread_count())
     log(f"bench: {spec.name}, workload {workload.name} (prompts {workload.prompt_lengths}, {workload.generation_length} tokens, "
         f"batches {workload.batch_sizes}), space {space.name}, {args.trials} trials, {args.rounds} round(s), target {target.name} "
         f"({target.thread_count()} threads), home {home.root}; load average {env['loadavg_start']}")
@@ -784,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_seconds = time.perf_counter() - t_bench
     ratios = summarize(variants, args.rounds)
 
-    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    finish_environment(env)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"llm-{spec.name}-{stamp}{'-quick' if args.quick else ''}"

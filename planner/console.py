@@ -21,7 +21,7 @@ def pareto_table(front, title: str = "Pareto front") -> Table:
     for p in front:
         m = p.metrics
         t.add_row(
-            str(p.number), p.label, str(p.config.get("batch_size")),
+            str(p.number), p.label, str(p.batch_size),
             f"{m.get('latency_p50_ms', float('nan')):.3f}", f"{m.get('latency_p99_ms', float('nan')):.3f}",
             f"{m.get('throughput', float('nan')):.0f}", f"{m.get('quality_loss', float('nan')):.1e}",
             f"{int(m['confirmed_rounds'])} rounds" if m.get("confirmed_rounds") else "–",
@@ -55,7 +55,7 @@ def _decoder_table(front, title: str) -> Table:
         t.add_column(col, justify="left" if col == "deployment" else "right", overflow="fold")
     for p in front:
         m = p.metrics
-        t.add_row(str(p.number), p.label, str(p.config.get("batch_size")), f"{m['ttft_ms']:.2f}", f"{m['tpot_ms']:.2f}",
+        t.add_row(str(p.number), p.label, str(p.batch_size), f"{m['ttft_ms']:.2f}", f"{m['tpot_ms']:.2f}",
                   f"{response_ms(p):.1f}", f"{m.get('tokens_per_s', float('nan')):.1f}",
                   f"{m.get('quality_loss', float('nan')):.1e}")
     return t

@@ -199,16 +199,18 @@ def check_space(space: SearchSpace, source: str) -> list[str]:
         if b not in registry.all_backends():
             errors.append(f"{source}: backends.{b}: unknown backend; {did_you_mean(b, registry.all_backends())}")
             continue
-        allowed = registry.get(b).options
+        cls = registry.get(b)
         for k, p in opts.items():
-            if k not in allowed:
-                errors.append(f"{source}: backends.{b}.{k}: unknown option; valid options: {', '.join(sorted(allowed)) or 'none'}")
+            if k not in cls.options:
+                errors.append(f"{source}: backends.{b}.{k}: unknown option; valid options: {', '.join(sorted(cls.options)) or 'none'}")
                 continue
-            valid = allowed[k]
-            if isinstance(valid, tuple):
-                for v in p.values() or []:
-                    if v not in valid:
-                        errors.append(f"{source}: backends.{b}.{k}: value {v!r} not allowed; valid choices: {', '.join(map(str, valid))}")
+            # every value the space may give, checked by the backend's own declaration (`Backend.Options`)
+            ends = p.choices if p.choices is not None else [int(x) if p.is_int else x for x in (p.low, p.high)]
+            for v in ends:
+                try:
+                    cls.resolve_options({k: v})
+                except ConfigError as e:
+                    errors.extend(f"{source}: backends.{b}.{k}: {line}" for line in e.errors)
     for s in space.quantize.schemes:
         if s not in SCHEMES:
             errors.append(f"{source}: quantize.schemes: unknown scheme {s!r}; {did_you_mean(s, SCHEMES)}")

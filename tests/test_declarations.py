@@ -33,6 +33,15 @@ def test_transforms_implement_what_the_table_says():
     assert set(quantize.TORCH_SCHEMES) == {n for n, s in SCHEMES.items() if "torch" in s.formats}
     assert set(quantize.ONNX_SCHEMES) == {n for n, s in SCHEMES.items() if "onnx" in s.formats}
     assert set(quantize.CALIBRATED) == {n for n, s in SCHEMES.items() if s.calibrated}
+    # one registered handler per (scheme, format) the table lists, and none besides
+    assert set(quantize.HANDLERS) == {(n, f) for n, s in SCHEMES.items() for f in s.formats}
+
+
+def test_a_handler_for_a_format_the_table_does_not_list_is_refused():
+    from planner.transforms.quantize import handles
+
+    with pytest.raises(ValueError, match="not a row"):
+        handles("bf16", "onnx")
 
 
 @pytest.mark.parametrize("name", list(CLASSES))
@@ -95,3 +104,25 @@ def test_shipped_targets_and_spaces_name_registered_backends():
     for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
         space = load_space(path)
         assert set(space.backends) <= set(registry.all_backends()), path.name
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_backend_options_are_one_declaration(name):
+    """`options` (what spaces may name) is derived from the `Options` model: every option has a default that
+    validates, a choice option lists its default first, and the defaults are what an empty config resolves to."""
+    cls = CLASSES[name]
+    fields = cls.Options.model_fields
+    assert list(cls.options) == list(fields), name
+    defaults = cls.resolve_options({})
+    for k, f in fields.items():
+        assert not f.is_required(), f"{name}.{k} has no default"
+        assert defaults[k] == f.default and f.description, (name, k)
+        if isinstance(cls.options[k], tuple) and f.default is not None:
+            assert cls.options[k][0] == f.default, f"{name}.{k}: the default is not the first choice"
+
+
+def test_an_options_dict_on_a_backend_is_refused():
+    from planner.backends.base import Backend
+
+    with pytest.raises(TypeError, match="class Options"):
+        type("Bad", (Backend,), {"name": "bad", "options": {"x": (1, 2)}, "compile": lambda *a: None})

@@ -263,9 +263,11 @@ def test_readme_keeps_the_ci_test_command():
 def _table(path: Path, heading: str) -> list[list[str]]:
     """The first Markdown table under ``## heading``: its body rows, cells stripped."""
     lines = path.read_text().splitlines()
-    start = lines.index(f"## {heading}")
+    start = next(i for i, line in enumerate(lines) if line.lstrip("#") == f" {heading}" and line.startswith("##"))
     rows, seen = [], False
     for line in lines[start + 1:]:
+        if line.startswith("#") and not rows:
+            continue
         if line.startswith("## "):
             break
         if line.startswith("|"):
@@ -280,6 +282,17 @@ def _table(path: Path, heading: str) -> list[list[str]]:
 
 def _names(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
+
+
+def test_backend_options_table_is_the_declaration():
+    """docs/backends.md's options table is what each backend's `Options` model declares: every option, its values,
+    its default and its description, in order."""
+    import planner.backends.registry as registry
+    from planner.backends.base import options_table
+
+    shown = [tuple(r) for r in _table(ROOT / "docs" / "backends.md", "Backend options")]
+    declared = [(f"`{n}`", f"`{k}`", v, d, w) for n in registry.REGISTRY for k, v, d, w in options_table(registry.get(n))]
+    assert shown == declared
 
 
 def test_backend_table_matches_the_classes():

@@ -12,7 +12,12 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from planner.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -76,6 +81,28 @@ class BuildResult:
         return self.error is None and self.runtime is not None
 
 
+class BackendOptions(BaseModel):
+    """A backend's own options, declared once as a pydantic model: one field per option, its type or its
+    choices (``Literal[...]``), its default and its description.  Validation, the defaults a trial fills in,
+    the values a search space may name (`Backend.options`) and the docs table (`options_table`) all read it.
+    Strict: ``"4"`` is not 4 and ``True`` is not 1."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def option_values(field) -> Any:
+    """What a search space may give one option: a tuple of its choices (a ``Literal`` or ``bool``), else its
+    type (``int``, ``float``, ``str``) for an open range."""
+    ann = field.annotation
+    if get_origin(ann) in (Union, UnionType):  # Optional[...]: None means "the target decides"
+        ann = next(a for a in get_args(ann) if a is not type(None))
+    if get_origin(ann) is Literal:
+        return tuple(get_args(ann))
+    if ann is bool:
+        return (False, True) if field.default is False else (True, False)
+    return ann
+
+
 @dataclass(frozen=True)
 class Serving:
     """What a backend's engine offers a server (planner.measure.serving), declared once on its class: what one
@@ -127,10 +154,28 @@ class Backend(ABC):
     # all of them.  Only these are sampled, so a label never shows an option the engine ignored.
     scheme_options: ClassVar[dict[str, tuple[str, ...]]] = {}
     accepts_onnx: ClassVar[bool] = False  # a torch-input backend that can also import ONNX files
-    # option name -> allowed values (tuple) or a type (int/float/str) for open ranges
+    # its options: the one declaration (a `BackendOptions` subclass; none by default)
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+    # derived from `Options` (never written by hand): option name -> its choices (tuple, default first) or its type
     options: ClassVar[dict[str, Any]] = {}
     # how its engine is served under traffic (instances, threads, dynamic batching); None: one instance, no batching
     serving: ClassVar[Serving | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "options" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: declare its options as `class Options(BackendOptions)` (pydantic fields "
+                            "with defaults), not as an `options` dict: `options` is derived from `Options`")
+        cls.options = {k: option_values(f) for k, f in cls.Options.model_fields.items()}
+
+    @classmethod
+    def resolve_options(cls, opts: dict[str, Any]) -> dict[str, Any]:
+        """``opts`` with every default filled in; `ConfigError` with one line per bad option, naming the valid
+        values."""
+        try:
+            return cls.Options.model_validate(dict(opts)).model_dump()
+        except ValidationError as e:
+            raise ConfigError([_option_error(cls, err) for err in e.errors()]) from None
 
     @classmethod
     def install_command(cls) -> str:
@@ -218,11 +263,43 @@ class Backend(ABC):
             return f"{cls.name} implements {cfg.quant.scheme} on {where} only, not {target.device.kind}"
         if (cfg.prune.active or cfg.distill.active) and model_format == "onnx":
             return "pruning and distillation need a PyTorch model"
-        unknown = sorted(set(cfg.options()) - set(cls.options))
-        if unknown:
-            return f"{cls.name}: unknown option(s) {unknown}; valid: {sorted(cls.options)}"
+        try:
+            cls.resolve_options(cfg.options())
+        except ConfigError as e:
+            return "; ".join(e.errors)
         return None
 
     @abstractmethod
     def compile(self, source: "ModelSource", cfg: "TrialConfig", target: "Target", workdir: Path) -> BuildResult:
         """Build an engine for ``cfg`` in ``workdir``; artifacts are files under it."""
+
+
+def _option_error(cls: type[Backend], err: dict) -> str:
+    """One line for one pydantic error of ``cls.Options``: the option, the value, what is valid."""
+    key = ".".join(str(x) for x in err.get("loc", ())) or "?"
+    if err.get("type") == "extra_forbidden" or key not in cls.Options.model_fields:
+        return f"{cls.name} option {key!r}: unknown; valid: {', '.join(cls.options) or 'none'}"
+    valid = cls.options[key]
+    what = ("valid values: " + ", ".join(map(str, valid))) if isinstance(valid, tuple) else \
+        "must be " + _values_text(cls, key)
+    return f"{cls.name} option {key}={err.get('input')!r}: {what}"
+
+
+_BOUND = {"Ge": "≥", "Gt": ">", "Le": "≤", "Lt": "<"}
+
+
+def _values_text(cls: type[Backend], key: str) -> str:
+    """What option ``key`` takes, in words: its choices, or its type with its bounds."""
+    valid = cls.options[key]
+    if isinstance(valid, tuple):
+        return ", ".join(f"`{v}`" for v in valid)
+    field = cls.Options.model_fields[key]
+    bounds = [f"{_BOUND[type(m).__name__]} {getattr(m, type(m).__name__.lower())}" for m in field.metadata
+              if type(m).__name__ in _BOUND]
+    return ("an " if valid.__name__[0] in "aeiou" else "a ") + valid.__name__ + (f" {', '.join(bounds)}" if bounds else "")
+
+
+def options_table(cls: type[Backend]) -> list[tuple[str, str, str, str]]:
+    """(option, values, default, description) for each of a backend's options, as docs/backends.md shows them."""
+    return [(k, _values_text(cls, k), f"`{f.default}`", f.description or "")
+            for k, f in cls.Options.model_fields.items()]

@@ -42,9 +42,11 @@ import ctypes
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from planner.backends.base import Backend, BuildResult, Runtime
+from pydantic import Field, NonNegativeInt
+
+from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime
 from planner.errors import CandidateFailed, FailReason
 
 # GGUF file types llama.cpp's quantizer writes here (llama_ftype values of llama.h)
@@ -54,10 +56,16 @@ SCHEME_TYPES: dict[str, str] = {"none": "F32", "fp16": "F16", "int8_weight_only"
 N_BATCH: tuple[int, ...] = (512, 32, 64, 128, 256)
 
 
+class LlamaCppOptions(BackendOptions):
+    threads: NonNegativeInt = Field(0, description="llama.cpp threads (0: the target's threads)")
+    n_batch: Literal[N_BATCH] = Field(N_BATCH[0], description="tokens per llama_decode call in the prefill")
+    int4_type: Literal[INT4_TYPES] = Field(INT4_TYPES[0], description="the GGUF type of int4_weight_only")
+
+
 def gguf_type(scheme: str, options: dict[str, Any]) -> str:
     """The GGUF type a trial's scheme (and ``int4_type`` option) maps to."""
     if scheme == "int4_weight_only":
-        return str(options.get("int4_type", INT4_TYPES[0]))
+        return LlamaCpp.resolve_options(options)["int4_type"]
     return SCHEME_TYPES[scheme]
 
 
@@ -283,7 +291,7 @@ class LlamaCpp(Backend):
     engine_files = ("model.gguf",)
     decoder_schemes = quant_schemes
     decoder_only = True
-    options = {"threads": int, "n_batch": N_BATCH, "int4_type": INT4_TYPES}
+    Options = LlamaCppOptions
 
     @classmethod
     def check(cls, cfg, target, model_format):
@@ -312,8 +320,8 @@ def build_engine(module, cfg, target, workdir: Path, cache_dir: Path, n_ctx_per_
     if src is None:
         raise CandidateFailed(FailReason.UNSUPPORTED, "llamacpp needs a model loaded from a GGUF file (the zoo's "
                                                       "smollm2-135m); this model has none (planner_gguf)")
-    opts = cfg.options()
-    threads = int(opts.get("threads") or target.thread_count())
+    opts = LlamaCpp.resolve_options(cfg.options())
+    threads = opts["threads"] or target.thread_count()
     gtype = gguf_type(cfg.quant.scheme, opts)
     t0 = time.perf_counter()
     cached, hit = cached_gguf(src, gtype, threads, cache_dir)
@@ -324,7 +332,7 @@ def build_engine(module, cfg, target, workdir: Path, cache_dir: Path, n_ctx_per_
     except OSError:
         shutil.copyfile(cached, out)
     write_s = time.perf_counter() - t0
-    engine = LlamaCppEngine(out, cfg.batch_size, n_ctx_per_seq, threads, int(opts.get("n_batch", N_BATCH[0])))
+    engine = LlamaCppEngine(out, cfg.batch_size, n_ctx_per_seq, threads, opts["n_batch"])
     info = {"gguf_type": gtype, "gguf_source": src.name, "gguf_cached": hit, "gguf_write_seconds": write_s,
             "threads": threads, "n_batch": engine.n_batch, "gguf_mb": out.stat().st_size / 2**20}
     return engine, [out], info

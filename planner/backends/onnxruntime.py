@@ -6,15 +6,26 @@ import shutil
 import time
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
+from pydantic import Field, NonNegativeInt
 
-from planner.backends.base import Backend, BuildResult, Runtime, Serving
+from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime, Serving
 from planner.transforms.quantize import ORT_INT8_STATIC_OPTIONS
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+class OrtOptions(BackendOptions):
+    graph_optimization_level: Literal["all", "extended", "basic", "disable"] = Field(
+        "all", description="ONNX Runtime's graph optimisation level")
+    execution_mode: Literal["sequential", "parallel"] = Field("sequential", description="operator scheduling")
+    intra_op_threads: NonNegativeInt = Field(0, description="threads inside an operator (0: the target's threads)")
+    inter_op_threads: NonNegativeInt = Field(0, description="threads across operators in parallel mode (0: 1)")
+    execution_provider: Literal["cpu", "cuda", "tensorrt"] | None = Field(
+        None, description="None: CUDA on a GPU target, else CPU")
 
 
 class OrtRuntime(Runtime):
@@ -78,20 +89,31 @@ class OrtRuntime(Runtime):
         return [lambda inputs, s=s: [np.asarray(o) for o in s.run(names, self._feeds(inputs))] for s in sessions]
 
 
+def session_options(opts: dict, target) -> dict[str, Any]:
+    """Every session option of a trial (``opts``: some or all of `OrtOptions`), with what depends on the target
+    filled in: what session.json records and `make_session` builds."""
+    o = OnnxRuntime.resolve_options(opts)
+    o["intra_op_threads"] = int(o["intra_op_threads"] or target.thread_count())
+    o["inter_op_threads"] = int(o["inter_op_threads"] or 1)
+    o["execution_provider"] = o["execution_provider"] or ("cuda" if target.is_gpu else "cpu")
+    return o
+
+
 def make_session(path: Path, opts: dict, target, optimized_path: Path | None = None):
     import onnxruntime as ort
 
+    opts = session_options(opts, target)
     so = ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[opts.get("graph_optimization_level", "all")])
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[opts["graph_optimization_level"]])
     so.execution_mode = (
-        ort.ExecutionMode.ORT_PARALLEL if opts.get("execution_mode") == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+        ort.ExecutionMode.ORT_PARALLEL if opts["execution_mode"] == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
     )
-    so.intra_op_num_threads = int(opts.get("intra_op_threads") or target.thread_count())
-    so.inter_op_num_threads = int(opts.get("inter_op_threads") or 1)
+    so.intra_op_num_threads = opts["intra_op_threads"]
+    so.inter_op_num_threads = opts["inter_op_threads"]
     so.log_severity_level = 3
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)
-    ep = opts.get("execution_provider", "cuda" if target.is_gpu else "cpu")
+    ep = opts["execution_provider"]
     providers = [PROVIDERS[ep]] + (["CPUExecutionProvider"] if ep != "cpu" else [])
     available = ort.get_available_providers()
     if PROVIDERS[ep] not in available:
@@ -135,13 +157,7 @@ class OnnxRuntime(Backend):
     quant_schemes = ("none", "int8_dynamic", "int8_static", "int4_weight_only", "fp16")
     # int8_static: not NNCF's options (openvino); int4: MatMulNBits, symmetric
     scheme_options = {"int8_static": ORT_INT8_STATIC_OPTIONS, "int4_weight_only": ("group_size",)}
-    options = {
-        "graph_optimization_level": tuple(LEVELS),
-        "execution_mode": ("sequential", "parallel"),
-        "intra_op_threads": int,
-        "inter_op_threads": int,
-        "execution_provider": tuple(PROVIDERS),
-    }
+    Options = OrtOptions
     serving = Serving(instance="an InferenceSession of its own", threads="intra_op_num_threads of each session")
 
     @classmethod
@@ -164,6 +180,7 @@ class OnnxRuntime(Backend):
         opts = cfg.options()
         if cfg.serving is not None:  # threads per served instance (planner.measure.serving)
             opts["intra_op_threads"] = cfg.serving.threads_per_instance(target.thread_count())
+        opts = session_options(opts, target)
         sess = make_session(model, opts, target)
         info["providers"] = sess.get_providers()
         device = "cuda" if target.is_gpu else "cpu"
@@ -207,14 +224,7 @@ def _calib_info(source, calib_n: int) -> dict:
 def session_json(opts: dict, target) -> str:
     import json
 
-    full = {
-        "graph_optimization_level": opts.get("graph_optimization_level", "all"),
-        "execution_mode": opts.get("execution_mode", "sequential"),
-        "intra_op_threads": int(opts.get("intra_op_threads") or target.thread_count()),
-        "inter_op_threads": int(opts.get("inter_op_threads") or 1),
-        "execution_provider": opts.get("execution_provider", "cuda" if target.is_gpu else "cpu"),
-    }
-    return json.dumps(full, indent=2)
+    return json.dumps(session_options(opts, target), indent=2)
 
 
 def load_artifact(directory: Path, target=None) -> OrtRuntime:

@@ -59,11 +59,12 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
+from pydantic import Field, NonNegativeInt
 
-from planner.backends.base import Backend, BuildResult, Runtime, Serving
+from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime, Serving
 from planner.errors import CandidateFailed, ConfigError, FailReason
 
 DEVICE = "CPU"
@@ -71,8 +72,6 @@ CONFIG_FILE = "openvino.json"  # the compile properties that were measured, besi
 PRECISION_HINT = {"none": "f32", "bf16": "bf16", "fp16": "f16"}  # scheme -> INFERENCE_PRECISION_HINT
 CAPABILITY = {"bf16": "BF16", "f16": "FP16"}  # hint -> the CPU plugin's OPTIMIZATION_CAPABILITIES entry it needs
 NNCF_SCHEMES = ("int8_static", "int8_weight_only", "int4_weight_only")
-OPTION_DEFAULTS: dict[str, Any] = {"performance_hint": "LATENCY", "num_streams": 0, "inference_num_threads": 0,
-                                   "dynamic_batch": False}
 WEIGHT_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
 COMPRESSED_TYPES = ("u8", "i8", "u4", "i4", "nf4")
 INT4_TYPES = ("u4", "i4")
@@ -85,24 +84,12 @@ def _schemes() -> tuple[str, ...]:
     return base + NNCF_SCHEMES if importlib.util.find_spec("nncf") is not None else base
 
 
-def validate_options(opts: dict[str, Any]) -> dict[str, Any]:
-    """The backend options with defaults filled in; `ConfigError` naming each bad one and the valid values."""
-    errors = []
-    out = dict(OPTION_DEFAULTS)
-    for k, v in opts.items():
-        if k not in OPTION_DEFAULTS:
-            errors.append(f"openvino option {k!r}: unknown; valid: {', '.join(OPTION_DEFAULTS)}")
-        elif k == "performance_hint" and v not in OpenVINO.options[k]:
-            errors.append(f"openvino option performance_hint={v!r}: valid values: {', '.join(OpenVINO.options[k])}")
-        elif k in ("num_streams", "inference_num_threads") and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            errors.append(f"openvino option {k}={v!r}: must be an integer >= 0 (0: OpenVINO's choice / the target's threads)")
-        elif k == "dynamic_batch" and not isinstance(v, bool):
-            errors.append(f"openvino option dynamic_batch={v!r}: valid values: False, True")
-        else:
-            out[k] = v
-    if errors:
-        raise ConfigError(errors)
-    return out
+class OpenVINOOptions(BackendOptions):
+    performance_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
+        "LATENCY", description="OpenVINO's PERFORMANCE_HINT (LATENCY: OpenVINO's CPU default)")
+    num_streams: NonNegativeInt = Field(0, description="NUM_STREAMS (0: OpenVINO's choice for the hint)")
+    inference_num_threads: NonNegativeInt = Field(0, description="INFERENCE_NUM_THREADS (0: the target's threads)")
+    dynamic_batch: bool = Field(False, description="compile with a dynamic batch axis instead of the trial's batch")
 
 
 def float_precision(scheme: str, target, capabilities: list[str]) -> str:
@@ -646,7 +633,7 @@ def build_decoder_engine(source, cfg, target, workdir: Path, step_onnx: Path,
     import openvino as ov
 
     workdir = Path(workdir)
-    opts = validate_options(cfg.options())
+    opts = OpenVINO.resolve_options(cfg.options())
     core = ov.Core()
     precision, caps = inference_precision(cfg.quant.scheme, target, core)
     info.update(inference_precision=precision, cpu_capabilities=",".join(caps))
@@ -680,25 +667,10 @@ class OpenVINO(Backend):
     scheme_options = {"int8_static": ("preset", "model_type", "fast_bias_correction", "subset_size", "fallback_layers",
                                       "accuracy_control"),
                       "int8_weight_only": (), "int4_weight_only": ("group_size", "symmetric")}
-    options = {
-        "performance_hint": ("LATENCY", "THROUGHPUT"),
-        "num_streams": int,
-        "inference_num_threads": int,
-        "dynamic_batch": (False, True),
-    }
+    Options = OpenVINOOptions
     serving = Serving(instance="a CPU stream (NUM_STREAMS) with its own infer request",
                       threads="INFERENCE_NUM_THREADS = instances x threads per instance")
 
-    @classmethod
-    def check(cls, cfg, target, model_format: str) -> str | None:
-        why = super().check(cfg, target, model_format)
-        if why:
-            return why
-        try:
-            validate_options(cfg.options())
-        except ConfigError as e:
-            return "; ".join(e.errors)
-        return None
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         import openvino as ov
@@ -706,7 +678,7 @@ class OpenVINO(Backend):
         t0 = time.perf_counter()
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        opts = validate_options(cfg.options())
+        opts = OpenVINO.resolve_options(cfg.options())
         core = ov.Core()
         precision, caps = inference_precision(cfg.quant.scheme, target, core)
         info: dict[str, Any] = {"inference_precision": precision, "cpu_capabilities": ",".join(caps)}

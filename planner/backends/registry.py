@@ -7,6 +7,7 @@ A new backend is its module plus one line here.
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from planner.errors import ConfigError, did_you_mean
@@ -22,8 +23,27 @@ REGISTRY: dict[str, str] = {
 }
 
 
+ENTRY_POINT_GROUP = "planner.backends"
+
+
+def _entry_points() -> dict[str, str]:
+    """Backends that installed packages register: ``[project.entry-points."planner.backends"]`` with
+    ``name = "module:Class"`` in the plugin's pyproject.toml (read from package metadata; nothing is imported)."""
+    import sys
+
+    return dict(_scan(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=4)
+def _scan(path: tuple[str, ...]) -> tuple[tuple[str, str], ...]:  # keyed by sys.path: a new folder is a new scan
+    from importlib.metadata import entry_points
+
+    return tuple((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
 def _plugins() -> dict[str, str]:
-    """Extra backends from ``PLANNER_BACKENDS="name=module:Class,..."`` (inherited by workers)."""
+    """Extra backends from ``PLANNER_BACKENDS="name=module:Class,..."`` (inherited by workers): for a backend that
+    is not a package yet (a test, an experiment); a package registers through the entry point group instead."""
     import os
 
     out = {}
@@ -36,7 +56,14 @@ def _plugins() -> dict[str, str]:
 
 
 def all_backends() -> dict[str, str]:
-    return {**REGISTRY, **_plugins()}
+    """Built-in backends, then those of installed packages (entry points), then ``PLANNER_BACKENDS``; a plugin
+    cannot replace a built-in one."""
+    extra = {**_entry_points(), **_plugins()}
+    clash = sorted(set(extra) & set(REGISTRY))
+    if clash:
+        raise ConfigError(f"plugin backend(s) {', '.join(clash)}: the name is a built-in backend's; register under "
+                          f"another name")
+    return {**REGISTRY, **extra}
 
 
 def names() -> list[str]:
@@ -49,7 +76,12 @@ def get(name: str) -> type:
     if name not in known:
         raise ConfigError(f"unknown backend {name!r}; {did_you_mean(name, known)}")
     module, _, cls = known[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as e:
+        if name in REGISTRY:
+            raise
+        raise ConfigError(f"plugin backend {name!r} = {known[name]!r} cannot be loaded: {type(e).__name__}: {e}") from None
 
 
 def classes() -> dict[str, type]:

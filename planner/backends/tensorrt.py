@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
+from pydantic import Field
 
-from planner.backends.base import Backend, BuildResult, Runtime
+from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime
 from planner.errors import CandidateFailed, ConfigError, FailReason
 from planner.schemes import PRECISIONS, precision_of, schemes_for_format
 
@@ -55,12 +56,15 @@ DEFAULT_WORKSPACE_MB = 4096
 # builder flag a weakly typed build needs for each scheme (None: none needed)
 WEAK_FLAGS = {"none": None, "fp16": "FP16", "bf16": "BF16", "int8_static": "INT8", "fp8": "FP8"}
 SPARSE_FROM = (8, 0)  # 2:4 sparse tensor cores: Ampere and later
-OPTION_DEFAULTS: dict[str, Any] = {
-    "optimization_level": DEFAULT_OPTIMIZATION_LEVEL,
-    "workspace_mb": DEFAULT_WORKSPACE_MB,
-    "sparse_weights": False,
-    "cuda_graph": False,
-}
+
+
+class TensorRTOptions(BackendOptions):
+    optimization_level: int = Field(DEFAULT_OPTIMIZATION_LEVEL, ge=0, le=5,
+                                    description="builder optimization level (TensorRT's default: 3)")
+    workspace_mb: int | None = Field(None, ge=1, description=f"builder workspace in MiB (None: {DEFAULT_WORKSPACE_MB}, "
+                                                               "capped at the target GPU's memory)")
+    sparse_weights: bool = Field(False, description="2:4 sparse tensor cores for weights that have the pattern")
+    cuda_graph: bool = Field(False, description="replay each batch as one CUDA graph")
 
 
 # --------------------------------------------------------------------------- the plan (pure)
@@ -167,29 +171,16 @@ def supported_schemes(trt_version: str | None, onnx_schemes: Iterable[str] | Non
 
 
 def validate_options(opts: dict[str, Any], target) -> dict[str, Any]:
-    """The backend options with defaults filled in; `ConfigError` listing every bad one."""
-    errors = []
-    unknown = sorted(set(opts) - set(OPTION_DEFAULTS))
-    if unknown:
-        errors.append(f"tensorrt: unknown option(s) {unknown}; valid: {', '.join(sorted(OPTION_DEFAULTS))}")
-    out = {**OPTION_DEFAULTS, **{k: v for k, v in opts.items() if k in OPTION_DEFAULTS}}
-    level = out["optimization_level"]
-    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 5:
-        errors.append(f"tensorrt.optimization_level={level!r}: must be an integer from 0 to 5")
-    ws = out["workspace_mb"]
+    """The backend options with defaults filled in (`TensorRTOptions`, the workspace capped at the target GPU's
+    memory); `ConfigError` listing every bad one."""
+    out = TensorRT.resolve_options(opts)
     gpu = getattr(target.device, "gpu", None)
     limit = int(gpu.memory_gb * 1024) if gpu is not None else None
-    if "workspace_mb" not in opts and limit is not None:
-        out["workspace_mb"] = ws = min(DEFAULT_WORKSPACE_MB, limit)
-    if isinstance(ws, bool) or not isinstance(ws, int) or ws < 1:
-        errors.append(f"tensorrt.workspace_mb={ws!r}: must be a whole number of MiB >= 1")
-    elif limit is not None and ws > limit:
-        errors.append(f"tensorrt.workspace_mb={ws}: more than the GPU memory of target '{target.name}' ({limit} MiB)")
-    for k in ("sparse_weights", "cuda_graph"):
-        if not isinstance(out[k], bool):
-            errors.append(f"tensorrt.{k}={out[k]!r}: must be true or false")
-    if errors:
-        raise ConfigError(errors)
+    if out["workspace_mb"] is None:
+        out["workspace_mb"] = min(DEFAULT_WORKSPACE_MB, limit) if limit is not None else DEFAULT_WORKSPACE_MB
+    elif limit is not None and out["workspace_mb"] > limit:
+        raise ConfigError(f"tensorrt option workspace_mb={out['workspace_mb']}: more than the GPU memory of target "
+                          f"'{target.name}' ({limit} MiB)")
     return out
 
 
@@ -536,12 +527,7 @@ class TensorRT(Backend):
     # what the installed TensorRT builds from the planner's ONNX transforms (see `supported_schemes`)
     quant_schemes = supported_schemes(installed_version())
     scheme_options = {"int8_static": _ort_int8_options()}  # its Q/DQ come from ONNX Runtime's quantizer, not NNCF
-    options = {
-        "optimization_level": (0, 1, 2, 3, 4, 5),
-        "workspace_mb": int,
-        "sparse_weights": (True, False),
-        "cuda_graph": (True, False),
-    }
+    Options = TensorRTOptions
 
     @classmethod
     def check(cls, cfg, target, model_format: str) -> str | None:

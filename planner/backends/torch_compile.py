@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from planner.backends.base import Backend, BuildResult
 from planner.backends.pt2 import load_pt2
+from planner.backends.torch_eager import TorchOptions
+
+
+class TorchCompileOptions(TorchOptions):
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile's mode")
+    freezing: bool = Field(False, description="Inductor constant-folds the weights (a big win for CPU inference)")
+    dynamic: bool = Field(False, description="compile for dynamic shapes")
 
 
 class TorchCompile(Backend):
@@ -22,12 +33,7 @@ class TorchCompile(Backend):
     engine_files = ("model.pt2",)  # torch.export program (planner.backends.pt2); Triton: Python backend
     load_artifact = classmethod(load_pt2)
     decoder_schemes = quant_schemes  # planner.llm.runtimes runs decoders with the same transforms
-    options = {
-        "mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-        "freezing": (True, False),  # inductor constant-folds weights (a big win for CPU inference)
-        "dynamic": (False, True),
-        "memory_format": ("contiguous", "channels_last"),  # channels_last: NHWC weights and inputs (tensor cores)
-    }
+    Options = TorchCompileOptions
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         import torch
@@ -35,10 +41,10 @@ class TorchCompile(Backend):
         from planner.backends._torch_runtime import (TorchRuntime, prepare_torch_module, save_exported_program,
                                                      uses_channels_last)
 
-        opts = cfg.options()
+        opts = self.resolve_options(cfg.options())
         module, device, in_dtype = prepare_torch_module(source, cfg, target)
         cl = uses_channels_last(cfg)
-        info = {"device": device, "mode": opts.get("mode", "default"), "memory_format": "channels_last" if cl else "contiguous"}
+        info = {"device": device, "mode": opts["mode"], "memory_format": "channels_last" if cl else "contiguous"}
         artifacts = []
         note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype, cl)
         if note:
@@ -48,12 +54,12 @@ class TorchCompile(Backend):
 
         import torch._inductor.config as inductor_config
 
-        inductor_config.freezing = bool(opts.get("freezing", False))
+        inductor_config.freezing = opts["freezing"]
         from torch._dynamo.utils import counters
 
         cache_before = dict(counters["inductor"])
         t0 = time.perf_counter()
-        compiled = torch.compile(module, mode=opts.get("mode", "default"), dynamic=bool(opts.get("dynamic", False)))
+        compiled = torch.compile(module, mode=opts["mode"], dynamic=opts["dynamic"])
         rt = TorchRuntime(compiled, device, in_dtype, cl)
         example = source.example_inputs(cfg.batch_size, seed=3)
         rt.infer(example)  # triggers compilation for this shape

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
-from planner.backends.base import Backend, BuildResult, Serving
+from pydantic import Field
+
+from planner.backends.base import Backend, BackendOptions, BuildResult, Serving
 from planner.backends.pt2 import load_pt2
+
+
+class TorchOptions(BackendOptions):
+    memory_format: Literal["contiguous", "channels_last"] = Field(
+        "contiguous", description="channels_last: 4-d weights and inputs in NHWC layout (what cuDNN's tensor-core "
+                                  "convolutions prefer)")
 
 
 class TorchEager(Backend):
@@ -22,8 +31,7 @@ class TorchEager(Backend):
     engine_files = ("model.pt2",)  # torch.export program (planner.backends.pt2); Triton: Python backend
     load_artifact = classmethod(load_pt2)
     decoder_schemes = quant_schemes  # planner.llm.runtimes runs decoders with the same transforms
-    # channels_last: 4-d weights and inputs in NHWC layout (what cuDNN's tensor-core convolutions prefer)
-    options: dict = {"memory_format": ("contiguous", "channels_last")}
+    Options = TorchOptions
     serving = Serving(instance="a thread running the module (one copy of the weights)",
                       threads="torch.set_num_threads in that thread (its own intra-op team)")
 

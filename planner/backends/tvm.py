@@ -29,9 +29,11 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
-from planner.backends.base import Backend, BuildResult, Runtime
+from pydantic import Field, NonNegativeInt
+
+from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime
 from planner.errors import CandidateFailed, FailReason
 
 META_FILE = "tvm_meta.json"
@@ -366,6 +368,15 @@ def _record_callback(ms, database, n_tasks: int, budget: int, t0: float, state: 
 # --------------------------------------------------------------------------- backend
 
 
+class TVMOptions(BackendOptions):
+    tuning_trials: NonNegativeInt = Field(0, description="MetaSchedule measured trials; 0 = untuned default schedules")
+    max_tuning_seconds: float | None = Field(
+        None, ge=0, description="cap on the search time of one build (candidates past it are skipped)")
+    threads: NonNegativeInt = Field(0, description="CPU thread-pool size (0: the target's threads)")
+    opt_level: Literal[3, 2, 1, 0] = Field(3, description="Relax build optimisation level")
+    tuning_strategy: Literal["auto", "replay-trace", "evolutionary"] = Field("auto", description="MetaSchedule search strategy")
+
+
 class TVM(Backend):
     name = "tvm"
     modules = ("tvm",)
@@ -378,13 +389,7 @@ class TVM(Backend):
     input_format = "torch"
     accepts_onnx = True  # ONNX files go through the Relax ONNX frontend
     quant_schemes = ("none", "fp16")  # fp16 = Relax ToMixedPrecision (fp16 compute, fp32 accumulate)
-    options = {
-        "tuning_trials": int,  # MetaSchedule measured trials; 0 = untuned default schedules
-        "max_tuning_seconds": float,  # cap on the search time of one build (candidates past it are skipped)
-        "threads": int,  # CPU thread-pool size (default: target threads)
-        "opt_level": (3, 2, 1, 0),
-        "tuning_strategy": ("auto", "replay-trace", "evolutionary"),
-    }
+    Options = TVMOptions
 
     @classmethod
     def check(cls, cfg, target, model_format: str) -> str | None:
@@ -393,9 +398,6 @@ class TVM(Backend):
         why = super().check(cfg, target, model_format)
         if why:
             return why
-        opts = cfg.options()
-        if int(opts.get("tuning_trials", 0) or 0) < 0:
-            return "tvm: tuning_trials must be >= 0"
         return None
 
     @classmethod
@@ -405,10 +407,10 @@ class TVM(Backend):
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        opts = cfg.options()
+        opts = self.resolve_options(cfg.options())
         device = "cuda" if target.device.kind == "cuda" else "cpu"
-        threads = int(opts.get("threads") or target.thread_count())
-        trials = int(opts.get("tuning_trials", 0) or 0)
+        threads = opts["threads"] or target.thread_count()
+        trials = opts["tuning_trials"]
         info: dict[str, Any] = {"tuning_trials": trials, "tuning_seconds": 0.0, "tuning_trials_done": 0, "reused_records": 0}
         if cfg.quant.scheme not in ("none", *MIXED_DTYPES):
             raise CandidateFailed(FailReason.UNSUPPORTED, f"tvm does not implement {cfg.quant.scheme}")
@@ -465,7 +467,7 @@ class TVM(Backend):
 
         # 4. build, export, load
         t1 = time.perf_counter()
-        opt_level = int(opts.get("opt_level", 3))
+        opt_level = opts["opt_level"]
         try:
             ex = self._build(mod, tvm_target, database, opt_level)
         except Exception as e:
@@ -621,11 +623,11 @@ class TVM(Backend):
                 if not tasks:
                     _log("tuning: no tunable kernels")
                 else:
-                    cap = opts.get("max_tuning_seconds")
+                    cap = opts["max_tuning_seconds"]
                     if left is not None:
                         cap = min(float(cap), float(left)) if cap else float(left)
                     has_xgb = importlib.util.find_spec("xgboost") is not None
-                    strategy = opts.get("tuning_strategy", "auto")
+                    strategy = opts["tuning_strategy"]
                     if strategy == "auto":
                         strategy = "evolutionary" if has_xgb else "replay-trace"
                     _log(f"tuning: {missing} trials ({have} records reused) over {len(tasks)} kernels, "

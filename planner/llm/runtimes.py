@@ -571,7 +571,9 @@ def build_decoder(source, cfg, target, workdir: Path, cache_len: int,
     except ValueError as e:
         raise CandidateFailed(FailReason.UNSUPPORTED, str(e)) from None
     t0 = time.perf_counter()
-    opts = cfg.options()
+    from planner.backends import registry
+
+    opts = registry.get(cfg.backend).resolve_options(cfg.options())  # every option, the declared defaults filled in
     info: dict[str, Any] = {"backend": cfg.backend, "quant": cfg.quant.scheme}
     artifacts: list[Path] = []
     device = "cuda" if target.is_gpu else "cpu"
@@ -618,9 +620,8 @@ def _build_torch(module, cfg, device, cache_len, opts, source) -> DecoderRuntime
         return EagerDecoder(module, device)
     import torch._inductor.config as inductor_config
 
-    inductor_config.freezing = bool(opts.get("freezing", False))
-    return CompiledDecoder(module, cache_len, device, mode=opts.get("mode", "default"),
-                           dynamic_prefill=bool(opts.get("dynamic", False)))
+    inductor_config.freezing = opts["freezing"]
+    return CompiledDecoder(module, cache_len, device, mode=opts["mode"], dynamic_prefill=opts["dynamic"])
 
 
 def _build_ort(source, cfg, target, module, workdir: Path, info: dict) -> tuple[DecoderRuntime, list[Path]]:

@@ -39,6 +39,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from planner.measure.gate import die_with_parent
+
 # the environment variables a job may set differently from the server's: read when a job runs, never at import
 PER_JOB_ENV = frozenset({"PLANNER_TUNING_SECONDS_LEFT"})
 # imported by every server: the libraries and planner modules each job needs
@@ -50,17 +52,6 @@ READY_TIMEOUT_S = 300.0  # the server's imports (torch, TVM) on a loaded host; t
 
 
 # ====================================================================== server side
-
-def _prctl_die_with_parent() -> bool:
-    """PR_SET_PDEATHSIG: SIGKILL this process when the thread that forked it dies."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
 
 def _threads() -> int:
     try:
@@ -91,8 +82,7 @@ def serve(preload: list[str]) -> int:
     os.close(devnull)
     os.dup2(2, 1)  # anything a library prints goes to the server's log, never into the protocol
     parent = int(os.environ.get("PLANNER_PARENT_PID", "0") or 0)
-    if _prctl_die_with_parent() and parent and os.getppid() != parent:
-        return 1  # the planner died before prctl took effect
+    die_with_parent(parent)  # (exits at once when the planner died before prctl took effect)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the planner's to handle (it closes the server)
 
     def send(msg: dict[str, Any]) -> None:
@@ -176,9 +166,7 @@ def _fork_job(req: dict[str, Any], server_fds: tuple[int, ...]) -> int:
         try:
             os.close(ready_r)
             os.setsid()
-            _prctl_die_with_parent()
-            if os.getppid() != server:
-                os._exit(1)
+            die_with_parent(server)
             signal.set_wakeup_fd(-1)
             for fd in server_fds:
                 os.close(fd)

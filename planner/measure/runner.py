@@ -22,6 +22,7 @@ from typing import Any
 
 from planner.errors import ConfigError, FailReason
 from planner.measure.forkserver import ForkServer, ServerGone, preload_for
+from planner.measure.gate import Gate
 from planner.measure.jobs import WorkerJob, job_from_dict
 
 START_MODES = ("fork", "spawn")
@@ -78,15 +79,10 @@ class WorkerProcess:
         jobdir.mkdir(parents=True, exist_ok=True)
         self.dir = jobdir
         self.result_path, self.log_path = jobdir / "result.json", jobdir / "worker.log"
-        self.gate = jobdir / ".gate" if gated else None
+        self.gate = Gate(jobdir / ".gate").reset() if gated else None
         if self.result_path.exists():
             self.result_path.unlink()
-        if self.gate:  # a fresh gate: no "ready"/"go"/round files from an earlier job in this folder
-            import shutil
-
-            shutil.rmtree(self.gate, ignore_errors=True)
-            self.gate.mkdir()
-        job = replace(job, result=str(self.result_path), gate=str(self.gate) if self.gate else None)
+        job = replace(job, result=str(self.result_path), gate=str(self.gate.dir) if self.gate else None)
         self.job = job
         (jobdir / "job.json").write_text(json.dumps(job.to_dict(), indent=2, default=str))
         self.t0 = time.perf_counter()
@@ -99,14 +95,10 @@ class WorkerProcess:
                     stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 )
 
-    # ---- gate: the worker compiles, says "ready", and measures only after "go"
+    # ---- gate (`planner.measure.gate`): the worker compiles, says "ready", and measures only when given a turn
     @property
     def ready(self) -> bool:
-        return self.gate is not None and (self.gate / "ready").exists()
-
-    def go(self) -> None:
-        if self.gate is not None:
-            (self.gate / "go").touch()
+        return self.gate is not None and self.gate.ready
 
     # ---- pausing compiles while another candidate is measured
     def pause(self) -> None:
@@ -153,6 +145,84 @@ class WorkerProcess:
                 return _failure(FailReason.OOM, "worker was killed (SIGKILL): most likely out of memory", self.log_path, self.t0)
             return _failure(FailReason.CRASH, f"worker died from signal {sig}", self.log_path, self.t0)
         return _failure(FailReason.CRASH, f"worker exited with code {rc} without a result", self.log_path, self.t0)
+
+
+class Runner:
+    """The measurement runner of one device: starts each job's worker (forked by the study's server, or spawned),
+    gives one compiled job at a time its measurement turn while every other worker is paused, enforces the
+    per-job timeout (paused time not counted), and hands back results as data, never raising for a candidate's
+    fault.  The study loop, the re-measurement and `planner confirm` measure through it; nothing else touches a
+    worker's gate.
+
+    ``submit(job, jobdir, tag)`` starts a job; ``poll()`` advances the turns and returns ``[(tag, result)]`` of
+    the jobs that finished (a result dict as `WorkerProcess.collect` gives); ``rounds(...)`` runs interleaved
+    re-measurement rounds; ``close()`` kills whatever is left (no worker outlives its runner)."""
+
+    def __init__(self, env: dict[str, str], timeout: float, server: ForkServer | None = None, gated: bool = True):
+        self.env, self.timeout, self.server, self.gated = env, timeout, server, gated
+        self.flights: list[tuple[Any, WorkerProcess]] = []
+        self._turn: WorkerProcess | None = None
+
+    def __len__(self) -> int:
+        return len(self.flights)
+
+    def submit(self, job: WorkerJob, jobdir: Path, tag: Any = None, env: dict[str, str] | None = None) -> WorkerProcess:
+        w = WorkerProcess(job, jobdir, env if env is not None else self.env, gated=self.gated, server=self.server)
+        self.flights.append((tag, w))
+        return w
+
+    def give_turn(self, w: WorkerProcess, round_: int | None = None) -> None:
+        """Measure ``w`` now: every other worker of this runner is paused, ``w`` resumed and signalled."""
+        for _, other in self.flights:
+            if other is not w:
+                other.pause()
+        w.resume()
+        if w.gate is not None:
+            w.gate.go(round_)
+        self._turn = w
+
+    def _schedule(self) -> None:
+        """The oldest compiled job gets the turn when none has it; every other worker stays paused."""
+        if self._turn is None or all(w is not self._turn for _, w in self.flights):
+            self._turn = None
+            nxt = next((w for _, w in self.flights if w.ready), None)
+            if nxt is None:
+                return
+            self.give_turn(nxt)
+        for _, other in self.flights:
+            if other is not self._turn:
+                other.pause()
+
+    def poll(self) -> list[tuple[Any, dict[str, Any]]]:
+        """Advance the turns; the results of the jobs that finished or ran out of time, in submission order."""
+        if self.gated:
+            self._schedule()
+        out = []
+        for tag, w in list(self.flights):
+            timed_out = w.poll() is None and w.active_seconds() > self.timeout
+            if w.poll() is None and not timed_out:
+                continue
+            self.flights.remove((tag, w))
+            out.append((tag, w.collect(timed_out=self.timeout if timed_out else None)))
+            if w is self._turn:
+                self._turn = None
+                for _, other in self.flights:
+                    other.resume()
+        return out
+
+    def kill(self, w: WorkerProcess) -> None:
+        self.flights = [(t, x) for t, x in self.flights if x is not w]
+        w.kill()
+
+    def close(self) -> list[Any]:
+        """Kill every job still running (Ctrl-C or a fault of the caller); returns their tags."""
+        tags = []
+        for tag, w in self.flights:
+            if w.poll() is None:
+                w.kill()
+            tags.append(tag)
+        self.flights, self._turn = [], None
+        return tags
 
 
 def run_job(job: WorkerJob | dict[str, Any], jobdir: Path, timeout: float, env: dict[str, str],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import sys
 import time
 import traceback
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.errors import CandidateFailed, ConfigError, FailReason
+from planner.measure.gate import Gate, die_with_parent
 
 if TYPE_CHECKING:  # pragma: no cover
     from planner.measure.jobs import ConfirmJob, PrepareJob, TrialJob, WorkerJob
@@ -285,11 +285,10 @@ def runnable_backend(cfg, target, model_format: str):
 
 def wait_for_turn(gate: str | None) -> None:
     """With --compile-workers, compiled candidates queue here: measurement is one at a time per device."""
-    if not gate:
-        return
-    Path(gate, "ready").touch()
-    while not Path(gate, "go").exists():
-        time.sleep(0.005)
+    if gate:
+        g = Gate(gate)
+        g.say_ready()
+        g.wait()
 
 
 @dataclass
@@ -526,12 +525,11 @@ def do_confirm(job: "ConfirmJob") -> dict:
     n = len(next(iter(inputs.values())))
     feed, _ = next(batches(inputs, n, cfg.batch_size, r["axes"]))
     fn, time_one, timing = timed_call(rt, feed)
-    gate = Path(job.gate)
-    (gate / "ready").touch()
+    gate = Gate(job.gate)
+    gate.say_ready()
     rounds = []
     for r in range(int(job.rounds)):
-        while not (gate / f"go-{r}").exists():  # (the parent kills a worker it no longer needs)
-            time.sleep(0.005)
+        gate.wait(r)
         try:
             stats = measure(fn, target.measurement, sync=rt.synchronize, time_one=time_one).to_dict()
         except Exception as e:
@@ -539,9 +537,7 @@ def do_confirm(job: "ConfirmJob") -> dict:
             reason = FailReason.OOM if _is_oom(e) else FailReason.CRASH
             raise CandidateFailed(reason, f"inference failed while re-measuring: {type(e).__name__}: {str(e)[:300]}") from None
         rounds.append(stats)
-        tmp = gate / f".round-{r}.tmp"
-        tmp.write_text(json.dumps(stats))
-        os.replace(tmp, gate / f"round-{r}.json")
+        gate.write_round(r, stats)
     return {"status": "ok", "rounds": rounds, "timing": timing, "build_seconds": eng.build_seconds,
             "build_info": eng.build.info}
 
@@ -566,20 +562,6 @@ def task_quality(spec, rt, batch_size: int, reference: str, quality: dict, mode:
     if mode == "relative" and quality.get("accuracy_reference"):
         return {"quality_loss": max(0.0, quality["accuracy_drop"]) / quality["accuracy_reference"]}
     return {}
-
-
-def _die_with_parent() -> None:
-    """Linux: get SIGKILLed when the planner process dies (kill -9 included), so no orphan keeps running."""
-    parent = int(os.environ.get("PLANNER_PARENT_PID", "0") or 0)
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if parent and os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 # how this process started: "spawn" (``python -m planner.measure.worker``) or "fork" (from the fork server,
@@ -636,7 +618,7 @@ def run_file(path: str | Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    _die_with_parent()
+    die_with_parent(int(os.environ.get("PLANNER_PARENT_PID", "0") or 0))
     return run_file(argv[0])
 
 

@@ -9,6 +9,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from planner.target import Target
 
 
+def per_sample(p50_ms: float, batch_size: int) -> dict[str, float]:
+    """The figures derived from a batch's median latency: per-sample latency and throughput (samples/s)."""
+    return {"latency_per_sample_ms": p50_ms / batch_size, "throughput": batch_size / (p50_ms / 1e3)}
+
+
 def metrics_of(res: dict[str, Any], cfg: "TrialConfig", target: "Target") -> dict[str, float]:
     """Flatten a worker's trial result into named metrics (latency at the target's percentile as ``latency_ms``)."""
     lat = res["latency"]
@@ -18,8 +23,7 @@ def metrics_of(res: dict[str, Any], cfg: "TrialConfig", target: "Target") -> dic
         "latency_p50_ms": lat["p50_ms"], "latency_p90_ms": lat["p90_ms"], "latency_p99_ms": lat["p99_ms"],
         "latency_mean_ms": lat["mean_ms"], "latency_min_ms": lat["min_ms"], "latency_cv": lat["cv"],
         "latency_samples": lat["n"], "latency_windows": lat["windows"],
-        "latency_per_sample_ms": lat["p50_ms"] / cfg.batch_size,
-        "throughput": cfg.batch_size / (lat["p50_ms"] / 1e3),
+        **per_sample(lat["p50_ms"], cfg.batch_size),
         "compile_seconds": res.get("compile_seconds", 0.0),
         "peak_rss_mb": res.get("peak_rss_mb", 0.0),
         "model_rss_mb": res.get("model_rss_mb", 0.0),

@@ -68,10 +68,10 @@ def _first_line(e: Exception) -> str:
 class Heartbeat:
     """Beat for one trial in a thread while its worker runs (Optuna's own thread only runs inside optimize())."""
 
-    def __init__(self, study, trial):
+    def __init__(self, storage, trial_id: int):
         import threading
 
-        self.storage, self.trial_id = study._storage, trial._trial_id
+        self.storage, self.trial_id = storage, trial_id
         self.interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True) if self.interval else None

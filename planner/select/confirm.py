@@ -16,7 +16,6 @@ policies' picks and the registry aliases use confirmed figures wherever there ar
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import time
@@ -24,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from planner.record.metrics import per_sample
 from planner.select.pareto import Point, feasible_points
 
 ATTR = "confirmation"  # the study user attribute
@@ -84,16 +84,17 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
     no round starts after it; the candidates keep the complete rounds they have (``rounds_cut`` says so).
     A callable ``deadline`` says itself whether the time is up.  ``server``: the study's worker fork server
     (`planner.measure.forkserver.ForkServer`), None to spawn each worker."""
-    from planner.measure.runner import WorkerProcess as Job
+    from planner.measure.runner import Runner
 
     say = on_progress or (lambda msg: None)
-    jobs: dict[int, Job] = {}
+    runner = Runner(env, timeout, server=server)
+    jobs: dict = {}
     results: dict[int, dict] = {}
     late = deadline if callable(deadline) else (lambda: deadline is not None and time.monotonic() > deadline)
     try:
         for p in points:
             job, jobdir = make_job(p)
-            jobs[p.number] = Job(job, jobdir, env, gated=True, server=server)
+            jobs[p.number] = runner.submit(job, jobdir, p.number)
         say(f"rebuilding {len(jobs)} candidates")
         building = set(jobs)
         while building:  # a built candidate waits (paused) for its first round
@@ -106,7 +107,7 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
                     results[n] = j.collect(timed_out=timeout if j.poll() is None else None)
                     building.discard(n)
                 elif late():
-                    j.kill()
+                    runner.kill(j)
                     results[n] = {"status": "skipped", "reason": "budget",
                                   "message": "its rebuild was not done when the study's --timeout ran out"}
                     building.discard(n)
@@ -116,9 +117,8 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
             if r > 0 and late():
                 for n in live:
                     if n not in results:
-                        jobs[n].kill()
-                        got = [json.loads((jobs[n].gate / f"round-{k}.json").read_text()) for k in range(r)]
-                        results[n] = {"status": "ok", "rounds": got,
+                        runner.kill(jobs[n])
+                        results[n] = {"status": "ok", "rounds": [jobs[n].gate.round_result(k) for k in range(r)],
                                       "rounds_cut": f"{r} of {rounds} rounds: the study's --timeout ran out"}
                 break
             shift = r % len(live) if live else 0
@@ -127,14 +127,9 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
                     continue
                 say(f"round {r + 1}/{rounds}: trial {n}")
                 j = jobs[n]
-                for other in live:
-                    if other != n:
-                        jobs[other].pause()
-                j.resume()
-                (j.gate / f"go-{r}").touch()
-                done = j.gate / f"round-{r}.json"
+                runner.give_turn(j, r)  # every other candidate paused while this one measures
                 t0 = time.monotonic()
-                while not done.exists():
+                while j.gate.round_result(r) is None:
                     if j.poll() is not None or time.monotonic() - t0 > timeout:
                         results[n] = j.collect(timed_out=timeout if j.poll() is None else None)
                         break
@@ -151,9 +146,7 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
                     continue
                 results[n] = jobs[n].collect()
     finally:
-        for j in jobs.values():  # Ctrl-C or a fault above: no worker left behind, none left stopped
-            if j.poll() is None:
-                j.kill()
+        runner.close()  # Ctrl-C or a fault above: no worker left behind, none left stopped
     return results
 
 
@@ -166,8 +159,7 @@ def summarize(rounds: list[dict[str, Any]], percentile: str, batch_size: int) ->
     return {
         "latency_ms": med(f"{percentile}_ms"),
         "latency_p50_ms": p50, "latency_p90_ms": med("p90_ms"), "latency_p99_ms": med("p99_ms"),
-        "latency_per_sample_ms": p50 / batch_size,
-        "throughput": batch_size / (p50 / 1e3),
+        **per_sample(p50, batch_size),
         "rounds": len(rounds),
         "round_p50_ms": [float(r["p50_ms"]) for r in rounds],
         "round_cv": [float(r["cv"]) for r in rounds],
@@ -190,7 +182,7 @@ def record(study, points: list[Point], results: dict[int, dict], percentile: str
         if res.get("status") == "skipped":
             skipped[str(p.number)] = res.get("message", "")
         elif res.get("status") == "ok" and got and (len(got) == rounds or res.get("rounds_cut")):
-            c = summarize(got, percentile, int(p.config.get("batch_size", 1)))
+            c = summarize(got, percentile, p.batch_size or 1)
             c["study_latency_ms"] = p.latency_ms
             c["ratio_to_study"] = c["latency_ms"] / p.latency_ms if p.latency_ms else None
             c["slo_violated"] = latency_slo_ms is not None and c["latency_ms"] > latency_slo_ms
@@ -220,17 +212,17 @@ def rows(summary: dict[str, Any], points: list[Point]) -> list[dict[str, Any]]:
     out = []
     for n, c in summary["trials"].items():
         p = by_n.get(int(n))
-        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.config.get("batch_size") if p else None,
+        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.batch_size if p else None,
                     "study_ms": c["study_latency_ms"], "confirmed_ms": c["latency_ms"], "ratio": c["ratio_to_study"],
                     "rounds_p50_ms": c["round_p50_ms"], "slo_violated": c["slo_violated"]})
     for n, f in summary["failed"].items():
         p = by_n.get(int(n))
-        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.config.get("batch_size") if p else None,
+        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.batch_size if p else None,
                     "study_ms": p.latency_ms if p else None, "confirmed_ms": None, "ratio": None,
                     "failed": f"{f['reason']}: {f['message']}"})
     for n, why in summary.get("skipped", {}).items():
         p = by_n.get(int(n))
-        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.config.get("batch_size") if p else None,
+        out.append({"trial": int(n), "deployment": p.label if p else "", "batch": p.batch_size if p else None,
                     "study_ms": p.latency_ms if p else None, "confirmed_ms": None, "ratio": None,
                     "failed": f"skipped: {why}"})
     return sorted(out, key=lambda r: (r["confirmed_ms"] is None, r["confirmed_ms"] or 0.0))

@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -247,96 +247,29 @@ def export(ref: str | None, out: Path, fmt: str = "bundle", force: bool = False,
 
 
 def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, timeout: float, storage: str | None) -> ExportResult:
-    import numpy as np
-
-    from planner.record.mlflow import redact
-    from planner.cache import sha256_file
-    from planner.select.registry import registered_model_name
-    from planner.select.verify import engine_backend, engine_job, run_engine_job
+    from planner.config import TrialConfig
 
     dl = work / "download"
     dl.mkdir()
     notes: list[str] = []
-    try:
-        mpath = _download(client, res.run_id, "manifest.json", dl)
-    except Exception:
-        run = client.get_run(res.run_id)
-        raise ConfigError(f"run {res.run_id} ({run.info.run_name}, {run.info.status}, planner.status="
-                          f"{run.data.tags.get('planner.status', '?')}) has no manifest.json: it is not a measured planner trial") from None
-    manifest = json.loads(mpath.read_text())
-    files = manifest.get("files") or {}
-    if not files:
-        note = (manifest.get("backend") or {}).get("artifact_note", "")
-        raise ConfigError(f"run {res.run_id}: the trial left no engine file to export{': ' + note if note else ''}")
-    engine_files = {safe_relpath(f): meta for f, meta in files.items()}
-    for f in engine_files:
-        if PurePosixPath(f).name in RESERVED or f in RESERVED:
-            raise UnsafePath(f"refusing engine file {f!r}: the name is reserved for the bundle's own files")
-    cfg = (manifest.get("trial") or {}).get("config") or {}
-    main_names = _main_engine_files(cfg.get("backend"))
-    main = sorted((f for f in engine_files if PurePosixPath(f).name in main_names and "/" not in f),
-                  key=lambda f: main_names.index(PurePosixPath(f).name))
-    if not main:
-        raise ConfigError(f"run {res.run_id}: none of {sorted(engine_files)} is an engine planner can load "
-                          f"({', '.join(main_names)})")
-    engine_file = main[0]
-    batch = int(cfg.get("batch_size") or 1)
-    model = manifest.get("model") or {}
-    target = manifest.get("target") or {}
-    tname = name or (res.model or registered_model_name(model.get("name", "model"), target.get("name", "target")))
-    try:
-        safe_relpath(tname)
-    except UnsafePath as e:
-        raise ConfigError(f"--name {tname!r}: {e}") from None
-    if "/" in tname:
-        raise ConfigError(f"--name {tname!r}: must be a single folder name")
+    manifest, engine_files = _trial_manifest(client, res.run_id, dl)
+    cfg = TrialConfig.from_dict((manifest.get("trial") or {}).get("config") or {})
+    engine_file = _main_engine_file(res.run_id, engine_files, cfg.backend)
+    batch = cfg.batch_size
+    model, target = manifest.get("model") or {}, manifest.get("target") or {}
+    tname = _bundle_name(name, res, model, target)
 
     staged = work / "out"
     root = staged / tname if fmt == "triton" else staged
     engine_rel = "1" if fmt == "triton" else "."
     root.mkdir(parents=True)
     safe_join(root, engine_rel).mkdir(parents=True, exist_ok=True)
+    _copy_engine(client, res.run_id, engine_files, safe_join(root, engine_rel), dl / "engine")
 
-    # the engine, checked against the trial's own manifest on the way
-    for f, meta in engine_files.items():
-        src = _download(client, res.run_id, f"engine/{f}", dl / "engine")
-        if meta.get("sha256") and sha256_file(src) != meta["sha256"]:
-            raise PlannerError(f"run {res.run_id}: artifact engine/{f} does not match the sha256 in its manifest "
-                               "(the artifact store was modified); refusing to export it")
-        dst = safe_join(root, f"{engine_rel}/{f}")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-
-    # samples + reference
+    engine = _engine_decl(engine_file)  # its declaration: how to load it, its Triton platform
     n = batch * max(SAMPLE_BATCHES, math.ceil(MIN_SAMPLES / batch))
-    inputs, ref_out, why = _reference_samples(home, manifest, n)
-    reference = "fp32"
-    if inputs is None:
-        reference = "engine"
-        notes.append(f"fp32 reference unavailable ({why}): reference outputs are the engine's own")
-        inputs = _sample_inputs(manifest, n, seed=int(model.get("seed", 0)))
-    samples_path = safe_join(root, "samples.npz")
-    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()})
-    describe = None
-    engine = engine_backend(engine_file)  # its declaration: how to load it, its Triton platform
-    kind = PurePosixPath(engine_file).suffix.lstrip(".")
-    need_describe = fmt == "triton" and not engine_file.endswith(".onnx")  # ONNX: the graph states its IO
-    if reference == "engine" or need_describe:
-        partial = {"target": target, "trial": manifest.get("trial"), "model": model,
-                   "export": {"engine_dir": engine_rel, "engine_file": engine_file, "batch_size": batch}}
-        outs = work / "engine_out.npy"
-        r = run_engine_job(engine_job(root, partial, samples=str(samples_path), write_outputs=str(outs),
-                                      describe=need_describe), timeout)
-        if r.get("status") != "ok":
-            if reference == "engine":
-                raise PlannerError(f"run {res.run_id}: the engine could not be run to make reference outputs: {r.get('message')}")
-            notes.append(f"engine not loadable here ({r.get('message')}); Triton config built from the manifest")
-        else:
-            describe = r.get("describe")
-            if reference == "engine":
-                ref_out = np.load(outs)
-    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()}, ref=ref_out, **_output_axes(home, manifest))
-
+    reference, describe = _samples_and_reference(home, manifest, n, root, engine_rel, engine_file, batch, fmt, work,
+                                                 timeout, notes, res.run_id)
     tol = tolerance(manifest.get("metrics") or {}, reference)
     if fmt == "triton":
         cfg_text, io = triton_config(tname, engine.triton, root / engine_rel / engine_file, manifest, batch, describe,
@@ -349,30 +282,142 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
     safe_join(root, "README.md").write_text(readme(manifest, engine_file, fmt, tname, batch, reference, tol, res, io, notes))
 
     listed = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    export_info = {"format": fmt, "engine_dir": engine_rel, "engine_file": engine_file, "batch_size": batch,
+                   "sample_count": n, "reference": reference, "tolerance": tol,
+                   "triton_name": tname if fmt == "triton" else None, "notes": notes}
+    _write_bundle_manifest(root, manifest, listed, export_info, res, uri, _rebuild_check(home, storage, manifest))
+    return ExportResult(staged, root, res.run_id, fmt, engine_file, reference, listed, tname, notes)
+
+
+def _trial_manifest(client, run_id: str, dl: Path) -> tuple[dict, dict[str, dict]]:
+    """The trial's manifest and its engine files (safe relative paths -> their entries); `ConfigError` for a run
+    that is not a measured planner trial or left no engine."""
+    try:
+        mpath = _download(client, run_id, "manifest.json", dl)
+    except Exception:
+        run = client.get_run(run_id)
+        raise ConfigError(f"run {run_id} ({run.info.run_name}, {run.info.status}, planner.status="
+                          f"{run.data.tags.get('planner.status', '?')}) has no manifest.json: it is not a measured planner trial") from None
+    manifest = json.loads(mpath.read_text())
+    files = manifest.get("files") or {}
+    if not files:
+        note = (manifest.get("backend") or {}).get("artifact_note", "")
+        raise ConfigError(f"run {run_id}: the trial left no engine file to export{': ' + note if note else ''}")
+    engine_files = {safe_relpath(f): meta for f, meta in files.items()}
+    for f in engine_files:
+        if PurePosixPath(f).name in RESERVED or f in RESERVED:
+            raise UnsafePath(f"refusing engine file {f!r}: the name is reserved for the bundle's own files")
+    return manifest, engine_files
+
+
+def _main_engine_file(run_id: str, engine_files: dict, backend: str) -> str:
+    main_names = _main_engine_files(backend)
+    main = sorted((f for f in engine_files if PurePosixPath(f).name in main_names and "/" not in f),
+                  key=lambda f: main_names.index(PurePosixPath(f).name))
+    if not main:
+        raise ConfigError(f"run {run_id}: none of {sorted(engine_files)} is an engine planner can load "
+                          f"({', '.join(main_names)})")
+    return main[0]
+
+
+def _bundle_name(name: str | None, res, model: dict, target: dict) -> str:
+    from planner.select.registry import registered_model_name
+
+    tname = name or (res.model or registered_model_name(model.get("name", "model"), target.get("name", "target")))
+    try:
+        safe_relpath(tname)
+    except UnsafePath as e:
+        raise ConfigError(f"--name {tname!r}: {e}") from None
+    if "/" in tname:
+        raise ConfigError(f"--name {tname!r}: must be a single folder name")
+    return tname
+
+
+def _copy_engine(client, run_id: str, engine_files: dict, dst_dir: Path, dl: Path) -> None:
+    """Download the engine files into ``dst_dir``, each checked against the sha256 in the trial's manifest."""
+    from planner.cache import sha256_file
+
+    for f, meta in engine_files.items():
+        src = _download(client, run_id, f"engine/{f}", dl)
+        if meta.get("sha256") and sha256_file(src) != meta["sha256"]:
+            raise PlannerError(f"run {run_id}: artifact engine/{f} does not match the sha256 in its manifest "
+                               "(the artifact store was modified); refusing to export it")
+        dst = safe_join(dst_dir, f)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+
+def _engine_decl(engine_file: str):
+    from planner.select.verify import engine_backend
+
+    return engine_backend(engine_file)
+
+
+def _samples_and_reference(home, manifest: dict, n: int, root: Path, engine_rel: str, engine_file: str, batch: int,
+                           fmt: str, work: Path, timeout: float, notes: list[str], run_id: str) -> tuple[str, dict | None]:
+    """Write samples.npz (inputs and reference outputs) into the bundle: the fp32 reference when the study's is
+    here, else the engine's own outputs.  Returns (which reference, the engine's self-description for Triton)."""
+    import numpy as np
+
+    from planner.select.verify import engine_job, run_engine_job
+
+    model, target = manifest.get("model") or {}, manifest.get("target") or {}
+    inputs, ref_out, why = _reference_samples(home, manifest, n)
+    reference = "fp32"
+    if inputs is None:
+        reference = "engine"
+        notes.append(f"fp32 reference unavailable ({why}): reference outputs are the engine's own")
+        inputs = _sample_inputs(manifest, n, seed=int(model.get("seed", 0)))
+    samples_path = safe_join(root, "samples.npz")
+    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()})
+    describe = None
+    need_describe = fmt == "triton" and not engine_file.endswith(".onnx")  # ONNX: the graph states its IO
+    if reference == "engine" or need_describe:
+        partial = {"target": target, "trial": manifest.get("trial"), "model": model,
+                   "export": {"engine_dir": engine_rel, "engine_file": engine_file, "batch_size": batch}}
+        outs = work / "engine_out.npy"
+        r = run_engine_job(engine_job(root, partial, samples=str(samples_path), write_outputs=str(outs),
+                                      describe=need_describe), timeout)
+        if r.get("status") != "ok":
+            if reference == "engine":
+                raise PlannerError(f"run {run_id}: the engine could not be run to make reference outputs: {r.get('message')}")
+            notes.append(f"engine not loadable here ({r.get('message')}); Triton config built from the manifest")
+        else:
+            describe = r.get("describe")
+            if reference == "engine":
+                ref_out = np.load(outs)
+    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()}, ref=ref_out, **_output_axes(home, manifest))
+    return reference, describe
+
+
+def _write_bundle_manifest(root: Path, manifest: dict, listed: list[str], export_info: dict, res, uri: str,
+                           rebuild_check: str) -> None:
+    """The bundle's manifest.json: the trial's, with the bundle's files and checksums and how it was exported."""
     from planner.record.manifest import file_checksums
+    from planner.record.mlflow import redact
 
     new = dict(manifest)
     new["files"] = file_checksums(root, listed)
+    e = export_info
     new["export"] = {
-        "format": fmt,
+        "format": e["format"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": {"run_id": res.run_id, "ref": res.uri, "registered_model": res.model, "version": res.version,
                    "alias": res.alias, "tracking_uri": redact(uri)},
-        "engine_dir": engine_rel,
-        "engine_file": engine_file,
-        "engine_kind": kind,
-        "batch_size": batch,
+        "engine_dir": e["engine_dir"],
+        "engine_file": e["engine_file"],
+        "engine_kind": PurePosixPath(e["engine_file"]).suffix.lstrip("."),
+        "batch_size": e["batch_size"],
         "samples": "samples.npz",
-        "sample_count": n,
-        "reference": reference,
+        "sample_count": e["sample_count"],
+        "reference": e["reference"],
         "reference_layout": "ref[i] = concatenation of every output of sample i, flattened, float32",
-        "tolerance": tol,
-        "triton_name": tname if fmt == "triton" else None,
-        "rebuild_check": _rebuild_check(home, storage, manifest),
-        "notes": notes,
+        "tolerance": e["tolerance"],
+        "triton_name": e["triton_name"],
+        "rebuild_check": rebuild_check,
+        "notes": e["notes"],
     }
     (root / "manifest.json").write_text(json.dumps(new, indent=2, default=str))
-    return ExportResult(staged, root, res.run_id, fmt, engine_file, reference, listed, tname, notes)
 
 
 def _rebuild_check(home, storage: str | None, manifest: dict) -> str:
@@ -650,71 +695,20 @@ class TritonPythonModel:
 
 def readme(manifest: dict, engine_file: str, fmt: str, name: str, batch: int, reference: str, tol: dict, res, io,
            notes: list[str]) -> str:
+    from planner.config import TrialConfig
+
     model = manifest.get("model") or {}
     target = manifest.get("target") or {}
     m = manifest.get("metrics") or {}
-    cfg = (manifest.get("trial") or {}).get("config") or {}
+    cfg = TrialConfig.from_dict((manifest.get("trial") or {}).get("config") or {})
     tr = manifest.get("trial") or {}
     libs = ((manifest.get("environment") or {}).get("libraries") or {})
     inputs = model.get("inputs") or []
     sig = ", ".join(f"{i['name']}: {i.get('dtype', 'float32')}[batch, {', '.join(map(str, i['shape']))}]" for i in inputs)
     kind = Path(engine_file).suffix
-    d = "." if fmt == "bundle" else "1"
-    feed = "{" + ", ".join(f'"{i["name"]}": batch_{i["name"]}' for i in inputs) + "}"
-    load = {
-        ".onnx": f"""```python
-import json, numpy as np, onnxruntime as ort
-
-opts = json.load(open("{d}/session.json"))          # the session options that were measured
-so = ort.SessionOptions()
-so.graph_optimization_level = {{"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}}[opts["graph_optimization_level"]]
-so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if opts["execution_mode"] == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
-so.intra_op_num_threads = opts["intra_op_threads"]
-so.inter_op_num_threads = opts["inter_op_threads"]
-providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if opts["execution_provider"] == "cuda" else ["CPUExecutionProvider"]
-sess = ort.InferenceSession("{d}/{engine_file}", sess_options=so, providers=providers)
-outputs = sess.run(None, {feed})         # numpy arrays, batch axis first
-```
-or, with planner installed: `from planner.backends.onnxruntime import load_artifact; rt = load_artifact("{d}"); rt.infer({feed})`.""",
-        ".pt2": f"""```python
-import torch
-
-ep = torch.export.load("{d}/{engine_file}")          # torch=={libs.get('torch', '2.x')}
-model = ep.module()
-with torch.inference_mode():
-    out = model({", ".join(f"torch.from_numpy(batch_{i['name']})" for i in inputs) or "x"})
-```
-Cast float inputs to {'float16' if cfg.get('quant', {}).get('scheme') == 'fp16' else 'bfloat16' if cfg.get('quant', {}).get('scheme') == 'bf16' else 'the dtype the program expects (float32 here)'}.
-The program was exported with a dynamic batch axis when possible; `torch.compile(model)` may be applied on top
-(the measured backend was `{cfg.get('backend')}`).""",
-        ".plan": f"""```python
-import tensorrt as trt                                  # tensorrt=={libs.get('tensorrt', '10.x')}, same GPU model
-runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-engine = runtime.deserialize_cuda_engine(open("{d}/{engine_file}", "rb").read())
-context = engine.create_execution_context()
-# set input shapes (batch 1..{batch}), bind device buffers with context.set_tensor_address, then
-# context.execute_async_v3(stream)
-```
-or, with planner installed: `from planner.backends.tensorrt import load_artifact; rt = load_artifact("{d}", batch={batch}); rt.infer({feed})`.
-A TensorRT plan only runs on the GPU model and TensorRT version it was built with ({(target.get('device') or {}).get('gpu') or 'see manifest.json'}).""",
-        ".xml": f"""```python
-import json, openvino as ov                              # openvino=={libs.get('openvino', '2026.x')}
-
-props = json.load(open("{d}/openvino.json"))["properties"]   # the compile properties that were measured
-compiled = ov.Core().compile_model("{d}/{engine_file}", "CPU", props)
-outputs = compiled([{", ".join(f"batch_{i['name']}" for i in inputs)}])   # results by output port
-```
-or, with planner installed: `from planner.backends.openvino import load_artifact; rt = load_artifact("{d}", batch={batch}); rt.infer({feed})`.""",
-        ".so": f"""```python
-from planner.backends.tvm import load_artifact          # pip install 'planner[tvm]'
-rt = load_artifact("{d}")
-outputs = rt.infer({feed})
-```""",
-    }.get(kind, "See manifest.json.")
+    load = _load_snippet(kind, "." if fmt == "bundle" else "1", engine_file, inputs, cfg, libs, batch, target)
     lines = [
-        f"# {name}: {model.get('name')} on {target.get('name')} ({cfg.get('backend')}, batch {batch})",
+        f"# {name}: {model.get('name')} on {target.get('name')} ({cfg.backend}, batch {batch})",
         "",
         f"Exported by `planner export` from MLflow run `{res.run_id}`"
         + (f" (registered model `{res.model}` version {res.version}{', alias @' + res.alias if res.alias else ''})" if res.model else "")
@@ -724,11 +718,11 @@ outputs = rt.infer({feed})
         f"| latency p50 / p99 per batch | {m.get('latency_p50_ms', float('nan')):.4g} ms / {m.get('latency_p99_ms', float('nan')):.4g} ms |",
         f"| throughput | {m.get('throughput', float('nan')):.5g} samples/s |",
         f"| quality loss vs fp32 | {m.get('quality_loss', float('nan')):.3g} |",
-        f"| precision / quantization | {cfg.get('quant', {}).get('scheme', 'none')} |",
-        f"| pruning | {cfg.get('prune', {}).get('method', 'none')} {cfg.get('prune', {}).get('ratio', 0)} |",
+        f"| precision / quantization | {cfg.quant.scheme} |",
+        f"| pruning | {cfg.prune.method} {cfg.prune.ratio} |",
         f"| batch size | {batch} |",
         "",
-        *served_lines(target.get("traffic"), cfg.get("serving"), m),
+        *served_lines(target.get("traffic"), asdict(cfg.serving) if cfg.serving else None, m),
         f"Inputs: {sig or 'see manifest.json'} (axis 0 is the batch axis).",
         "",
         "## Load and call",
@@ -770,3 +764,63 @@ outputs = rt.infer({feed})
     if notes:
         lines += ["", "Notes:", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
+
+
+def _load_snippet(kind: str, d: str, engine_file: str, inputs: list[dict], cfg, libs: dict, batch: int, target: dict) -> str:
+    """How a serving team loads and calls the engine with its own runtime, by the engine file's suffix."""
+    feed = "{" + ", ".join(f'"{i["name"]}": batch_{i["name"]}' for i in inputs) + "}"
+    dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(cfg.precision, "the dtype the program expects (float32 here)")
+    return {
+        ".onnx": f"""```python
+import json, numpy as np, onnxruntime as ort
+
+opts = json.load(open("{d}/session.json"))          # the session options that were measured
+so = ort.SessionOptions()
+so.graph_optimization_level = {{"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}}[opts["graph_optimization_level"]]
+so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if opts["execution_mode"] == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+so.intra_op_num_threads = opts["intra_op_threads"]
+so.inter_op_num_threads = opts["inter_op_threads"]
+providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if opts["execution_provider"] == "cuda" else ["CPUExecutionProvider"]
+sess = ort.InferenceSession("{d}/{engine_file}", sess_options=so, providers=providers)
+outputs = sess.run(None, {feed})         # numpy arrays, batch axis first
+```
+or, with planner installed: `from planner.backends.onnxruntime import load_artifact; rt = load_artifact("{d}"); rt.infer({feed})`.""",
+        ".pt2": f"""```python
+import torch
+
+ep = torch.export.load("{d}/{engine_file}")          # torch=={libs.get('torch', '2.x')}
+model = ep.module()
+with torch.inference_mode():
+    out = model({", ".join(f"torch.from_numpy(batch_{i['name']})" for i in inputs) or "x"})
+```
+Cast float inputs to {dtype}.
+The program was exported with a dynamic batch axis when possible; `torch.compile(model)` may be applied on top
+(the measured backend was `{cfg.backend}`).""",
+        ".plan": f"""```python
+import tensorrt as trt                                  # tensorrt=={libs.get('tensorrt', '10.x')}, same GPU model
+runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+engine = runtime.deserialize_cuda_engine(open("{d}/{engine_file}", "rb").read())
+context = engine.create_execution_context()
+# set input shapes (batch 1..{batch}), bind device buffers with context.set_tensor_address, then
+# context.execute_async_v3(stream)
+```
+or, with planner installed: `from planner.backends.tensorrt import load_artifact; rt = load_artifact("{d}", batch={batch}); rt.infer({feed})`.
+A TensorRT plan only runs on the GPU model and TensorRT version it was built with ({(target.get('device') or {}).get('gpu') or 'see manifest.json'}).""",
+        ".xml": f"""```python
+import json, openvino as ov                              # openvino=={libs.get('openvino', '2026.x')}
+
+props = json.load(open("{d}/openvino.json"))["properties"]   # the compile properties that were measured
+compiled = ov.Core().compile_model("{d}/{engine_file}", "CPU", props)
+outputs = compiled([{", ".join(f"batch_{i['name']}" for i in inputs)}])   # results by output port
+```
+or, with planner installed: `from planner.backends.openvino import load_artifact; rt = load_artifact("{d}", batch={batch}); rt.infer({feed})`.""",
+        ".so": f"""```python
+from planner.backends.tvm import load_artifact          # pip install 'planner[tvm]'
+rt = load_artifact("{d}")
+outputs = rt.infer({feed})
+```""",
+    }.get(kind, "See manifest.json.")
+
+

@@ -6,35 +6,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from planner.errors import ConfigError, did_you_mean
+from planner.record.trial import TrialRecord
 
 
-@dataclass(frozen=True)
-class Point:
-    """One measured, feasible deployment."""
-
-    number: int
-    config: dict[str, Any]
-    label: str
-    metrics: dict[str, float]
-    run_id: str | None
-    noise_floor: float = 0.0  # quality losses below it are ties (see `NOISE_FLOORS`)
-
-    @property
-    def latency_ms(self) -> float:
-        return self.metrics["latency_ms"]
-
-    @property
-    def quality_loss(self) -> float:
-        return self.metrics["quality_loss"]
-
-    @property
-    def tied_loss(self) -> float:
-        """The quality loss as the front, the policies and the hypervolume compare it: 0 below the noise floor."""
-        return tie(self.quality_loss, self.noise_floor)
-
-    @property
-    def throughput(self) -> float:
-        return self.metrics.get("throughput", 0.0)
+Point = TrialRecord  # one measured deployment (the typed record every reader after the worker uses)
 
 
 # Quality losses below these floors are numerical noise, not quality: ties for the front, the plots, the
@@ -68,8 +43,7 @@ def tie(loss: float, floor: float) -> float:
 
 
 def _point(t) -> Point:
-    return Point(t.number, t.user_attrs.get("config", {}), t.user_attrs.get("label", ""), dict(t.user_attrs.get("metrics", {})),
-                 t.user_attrs.get("mlflow_run_id"))
+    return TrialRecord.from_trial(t)
 
 
 def feasible_points(study) -> list[Point]:
@@ -98,7 +72,7 @@ def with_confirmation(p: Point, c: dict[str, Any]) -> Point:
     m = {**p.metrics, **{k: float(c[k]) for k in CONFIRMED_METRICS if k in c},
          "study_latency_ms": p.metrics["latency_ms"], "study_latency_p50_ms": p.metrics.get("latency_p50_ms", p.metrics["latency_ms"]),
          "confirmed_rounds": float(c.get("rounds", 0))}
-    return Point(p.number, p.config, p.label, m, p.run_id)
+    return p.with_metrics(m)
 
 
 def confirmed_points(study) -> list[Point]:
@@ -254,7 +228,7 @@ def table_rows(front: list[Point]) -> list[dict[str, Any]]:
     for p in front:
         m = p.metrics
         rows.append({
-            "trial": p.number, "deployment": p.label, "batch": p.config.get("batch_size"),
+            "trial": p.number, "deployment": p.label, "batch": p.batch_size,
             "p50_ms": m.get("latency_p50_ms"), "p99_ms": m.get("latency_p99_ms"),
             "throughput": m.get("throughput"), "quality_loss": m.get("quality_loss"),
             "run_id": p.run_id,
@@ -292,10 +266,9 @@ def hypervolume(front: list[Point], ref_latency_ms: float, ref_quality_loss: flo
     return area / (ref_latency_ms * ref_quality_loss)
 
 
-def _is_fp32_eager(cfg: dict) -> bool:
-    return (cfg.get("backend") == "torch" and (cfg.get("quant") or {}).get("scheme", "none") == "none"
-            and not float((cfg.get("prune") or {}).get("ratio", 0.0) or 0.0)
-            and not int((cfg.get("distill") or {}).get("steps", 0) or 0))
+def _is_fp32_eager(p: Point) -> bool:
+    c = p.cfg
+    return c is not None and c.backend == "torch" and not c.quant.active and not c.prune.ratio and not c.distill.active
 
 
 def study_summary(study, front: list[Point] | None = None) -> dict[str, Any]:
@@ -333,8 +306,8 @@ def study_summary(study, front: list[Point] | None = None) -> dict[str, Any]:
         thr = [p.throughput for p in feasible if p.throughput]
         if thr:
             m["best_throughput"] = max(thr)
-        eager = [p for p in (_point(t) for t in measured) if _is_fp32_eager(p.config)
-                 and p.config.get("batch_size") == best.config.get("batch_size") and "latency_ms" in p.metrics]
+        eager = [p for p in (_point(t) for t in measured) if _is_fp32_eager(p)
+                 and p.batch_size == best.batch_size and "latency_ms" in p.metrics]
         if eager:
             fp32 = min(eager, key=lambda p: p.latency_ms)
             m["fp32_latency_ms"] = fp32.latency_ms

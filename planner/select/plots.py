@@ -15,33 +15,16 @@ import html
 import json
 import math
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from planner.record.trial import TrialRecord
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 INFEASIBLE = "#b0b0b0"
 
 
-@dataclass
-class PlotPoint:
-    number: int
-    backend: str
-    label: str
-    config: dict[str, Any]
-    metrics: dict[str, float]
-    feasible: bool
-    pareto: bool = False
-    run_id: str | None = None
-    violated: list[str] = field(default_factory=list)
-
-    @property
-    def latency_ms(self) -> float:
-        return float(self.metrics.get("latency_ms", math.nan))
-
-    @property
-    def quality_loss(self) -> float:
-        return float(self.metrics.get("quality_loss", math.nan))
+PlotPoint = TrialRecord  # a measured trial, feasible or not, with its front membership (``on_front``)
 
 
 def study_points(study) -> list[PlotPoint]:
@@ -51,15 +34,9 @@ def study_points(study) -> list[PlotPoint]:
     from planner.select.pareto import pareto_front
 
     front = {p.number for p in pareto_front(study)}
-    out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("duplicate_of") is not None or not t.user_attrs.get("metrics"):
-            continue
-        cfg = t.user_attrs.get("config", {})
-        violated = [k for k, v in t.constraints.items() if v > 0]
-        out.append(PlotPoint(t.number, cfg.get("backend", "?"), t.user_attrs.get("label", ""), cfg,
-                             dict(t.user_attrs["metrics"]), not violated, t.number in front,
-                             t.user_attrs.get("mlflow_run_id"), violated))
+    out = [TrialRecord.from_trial(t, on_front=t.number in front)
+           for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+           if t.user_attrs.get("duplicate_of") is None and t.user_attrs.get("metrics")]
     return sorted(out, key=lambda p: p.number)
 
 
@@ -78,7 +55,7 @@ def _use_log(values: list[float]) -> bool:
 
 
 def _front(points: list[PlotPoint]) -> list[PlotPoint]:
-    return sorted((p for p in points if p.pareto), key=lambda p: (p.latency_ms, p.quality_loss))
+    return sorted((p for p in points if p.on_front), key=lambda p: (p.latency_ms, p.quality_loss))
 
 
 # --------------------------------------------------------------------------- PNG
@@ -144,19 +121,16 @@ def pareto_png(points: list[PlotPoint], path: Path, slo_ms: float | None = None,
 
 def _axis_values(points: list[PlotPoint]) -> list[tuple[str, list[Any], bool]]:
     """(axis name, value per point, categorical?) for parameters that vary, then the metrics."""
-    def prec(p):
-        return str((p.config.get("quant") or {}).get("scheme", "none"))
-
     cols: list[tuple[str, list[Any], bool]] = [
         ("backend", [p.backend for p in points], True),
-        ("batch_size", [p.config.get("batch_size") for p in points], False),
-        ("quant", [prec(p) for p in points], True),
-        ("prune_ratio", [float((p.config.get("prune") or {}).get("ratio", 0.0)) for p in points], False),
+        ("batch_size", [p.batch_size for p in points], False),
+        ("quant", [p.cfg.quant.scheme if p.cfg else "none" for p in points], True),
+        ("prune_ratio", [p.cfg.prune.ratio if p.cfg else 0.0 for p in points], False),
     ]
-    opts = sorted({f"{p.backend}.{k}" for p in points for k in (p.config.get("backend_options") or {})})
+    opts = sorted({f"{p.backend}.{k}" for p in points if p.cfg for k in p.cfg.options()})
     for o in opts:
         b, _, k = o.partition(".")
-        cols.append((o, [str((p.config.get("backend_options") or {}).get(k, "-")) if p.backend == b else "-" for p in points], True))
+        cols.append((o, [str(p.cfg.options().get(k, "-")) if p.cfg and p.backend == b else "-" for p in points], True))
     keep = [c for c in cols if c[0] == "backend" or len({str(v) for v in c[1]}) > 1]
     for m in ("latency_ms", "throughput", "quality_loss"):
         keep.append((m, [float(p.metrics.get(m, math.nan)) for p in points], False))
@@ -187,11 +161,11 @@ def parallel_png(points: list[PlotPoint], path: Path, title: str = "") -> Path:
                 norm_cols.append([((f(v) - flo) / (fhi - flo) if fhi > flo else 0.5) if math.isfinite(v) else math.nan for v in fv])
                 ticks.append([(0.0, f"{lo:.3g}"), (1.0, f"{hi:.3g}")] if fhi > flo else [(0.5, f"{lo:.3g}")])
         xs = list(range(len(axes)))
-        order = sorted(range(len(pts)), key=lambda i: (pts[i].pareto, pts[i].feasible))  # front drawn last, on top
+        order = sorted(range(len(pts)), key=lambda i: (pts[i].on_front, pts[i].feasible))  # front drawn last, on top
         for i in order:
             p = pts[i]
             ys = [col[i] for col in norm_cols]
-            if p.pareto:
+            if p.on_front:
                 ax.plot(xs, ys, color=colours[p.backend], lw=2.4, alpha=0.95, zorder=3)
             elif p.feasible:
                 ax.plot(xs, ys, color=colours[p.backend], lw=1.0, alpha=0.45, zorder=2)
@@ -245,106 +219,130 @@ def _ticks(lo: float, hi: float, log: bool) -> list[float]:
     return out
 
 
-def pareto_html(points: list[PlotPoint], path: Path, slo_ms: float | None = None, max_quality_loss: float | None = None,
-                title: str = "") -> Path:
-    pts = _finite(points)
-    colours = _colours(pts)
+class _Scale:
+    """Data -> SVG coordinates of the Pareto plot: log axes where the values span decades (zero losses sit on
+    the axis floor)."""
+
     W, H, L, R, T, B = 820, 520, 80, 20, 40, 60
-    lats = [p.latency_ms for p in pts] + ([slo_ms] if slo_ms else [])
-    qs = [p.quality_loss for p in pts]
-    xlog = _use_log(lats)
-    # y: log over the positive values when they span decades (zeros sit on the axis floor)
-    pos_q = [q for q in qs if q > 0]
-    ylog = _use_log(qs)
-    xlo, xhi = (min(lats), max(lats)) if lats else (0.1, 1.0)
-    if xlog:
-        xlo, xhi = xlo / 1.3, xhi * 1.3
-    else:
-        pad = (xhi - xlo) * 0.08 or xhi * 0.1 or 1.0
-        xlo, xhi = max(0.0, xlo - pad), xhi + pad
-    if ylog:
-        ylo, yhi = min(pos_q) / 3, max(pos_q) * 2
-    else:
-        ylo, yhi = (0.0, max(qs) * 1.1 if qs and max(qs) > 0 else 1.0)
 
-    def sx(v):
-        if xlog:
-            return L + (math.log10(v) - math.log10(xlo)) / (math.log10(xhi) - math.log10(xlo)) * (W - L - R)
-        return L + (v - xlo) / ((xhi - xlo) or 1) * (W - L - R)
+    def __init__(self, lats: list[float], qs: list[float]):
+        pos_q = [q for q in qs if q > 0]
+        self.xlog, self.ylog = _use_log(lats), _use_log(qs)
+        xlo, xhi = (min(lats), max(lats)) if lats else (0.1, 1.0)
+        if self.xlog:
+            xlo, xhi = xlo / 1.3, xhi * 1.3
+        else:
+            pad = (xhi - xlo) * 0.08 or xhi * 0.1 or 1.0
+            xlo, xhi = max(0.0, xlo - pad), xhi + pad
+        if self.ylog:
+            ylo, yhi = min(pos_q) / 3, max(pos_q) * 2
+        else:
+            ylo, yhi = (0.0, max(qs) * 1.1 if qs and max(qs) > 0 else 1.0)
+        self.xlo, self.xhi, self.ylo, self.yhi = xlo, xhi, ylo, yhi
 
-    def sy(v):
-        if ylog:
-            v = max(v, ylo)
-            return H - B - (math.log10(v) - math.log10(ylo)) / (math.log10(yhi) - math.log10(ylo)) * (H - T - B)
-        return H - B - (v - ylo) / ((yhi - ylo) or 1) * (H - T - B)
+    def x(self, v: float) -> float:
+        W, L, R = self.W, self.L, self.R
+        if self.xlog:
+            return L + (math.log10(v) - math.log10(self.xlo)) / (math.log10(self.xhi) - math.log10(self.xlo)) * (W - L - R)
+        return L + (v - self.xlo) / ((self.xhi - self.xlo) or 1) * (W - L - R)
 
-    svg: list[str] = [f'<svg id="plot" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-                      'font-family="sans-serif" font-size="11">']
-    svg.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="#fafafa" stroke="#999"/>')
-    for v in _ticks(xlo, xhi, xlog):
-        if xlo <= v <= xhi:
-            x = sx(v)
+    def y(self, v: float) -> float:
+        H, T, B = self.H, self.T, self.B
+        if self.ylog:
+            v = max(v, self.ylo)
+            return H - B - (math.log10(v) - math.log10(self.ylo)) / (math.log10(self.yhi) - math.log10(self.ylo)) * (H - T - B)
+        return H - B - (v - self.ylo) / ((self.yhi - self.ylo) or 1) * (H - T - B)
+
+
+def _svg_axes(sc: _Scale, slo_ms: float | None, max_quality_loss: float | None, xlabel: str) -> list[str]:
+    """The frame, grid, tick labels, axis titles and the SLO / quality-bound lines."""
+    W, H, L, R, T, B = sc.W, sc.H, sc.L, sc.R, sc.T, sc.B
+    svg = [f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="#fafafa" stroke="#999"/>']
+    for v in _ticks(sc.xlo, sc.xhi, sc.xlog):
+        if sc.xlo <= v <= sc.xhi:
+            x = sc.x(v)
             svg.append(f'<line x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{H - B}" stroke="#e3e3e3"/>')
             svg.append(f'<text x="{x:.1f}" y="{H - B + 16}" text-anchor="middle">{v:g}</text>')
-    for v in _ticks(ylo, yhi, ylog):
-        if ylo <= v <= yhi:
-            y = sy(v)
+    for v in _ticks(sc.ylo, sc.yhi, sc.ylog):
+        if sc.ylo <= v <= sc.yhi:
+            y = sc.y(v)
             svg.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#e3e3e3"/>')
             svg.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    xlabel = "served latency (ms)" if any("served_p99_ms" in p.metrics for p in pts) else "latency per batch (ms)"
     svg.append(f'<text x="{(L + W - R) / 2}" y="{H - 18}" text-anchor="middle" font-size="13">{xlabel}'
-               f'{" - log scale" if xlog else ""}</text>')
+               f'{" - log scale" if sc.xlog else ""}</text>')
     svg.append(f'<text transform="translate(18,{(T + H - B) / 2}) rotate(-90)" text-anchor="middle" font-size="13">'
-               f'quality loss{" - log scale" if ylog else ""}</text>')
+               f'quality loss{" - log scale" if sc.ylog else ""}</text>')
     if slo_ms:
-        x = sx(slo_ms)
+        x = sc.x(slo_ms)
         svg.append(f'<line x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{H - B}" stroke="#d62728" stroke-dasharray="6,4" stroke-width="1.5"/>')
         svg.append(f'<text x="{x + 4:.1f}" y="{T + 14}" fill="#d62728">SLO {slo_ms:g} ms</text>')
-    if max_quality_loss is not None and ylo <= max_quality_loss <= yhi:
-        y = sy(max_quality_loss)
+    if max_quality_loss is not None and sc.ylo <= max_quality_loss <= sc.yhi:
+        y = sc.y(max_quality_loss)
         svg.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#9467bd" stroke-dasharray="2,3" stroke-width="1.5"/>')
         svg.append(f'<text x="{W - R - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#9467bd">max quality loss {max_quality_loss:g}</text>')
-    front = _front(pts)
+    return svg
+
+
+def _svg_points(sc: _Scale, pts: list[PlotPoint], front: list[PlotPoint], colours: dict[str, str]) -> list[str]:
+    """The front's staircase, then every point (hover: its figures; x: infeasible), the front on top."""
+    svg = []
     if front:
         d, prev = [], None
         for p in front:  # staircase: the best quality reachable at each latency
-            x, y = sx(p.latency_ms), sy(p.quality_loss)
+            x, y = sc.x(p.latency_ms), sc.y(p.quality_loss)
             d.append(f"M{x:.1f},{y:.1f}" if prev is None else f"L{x:.1f},{prev[1]:.1f} L{x:.1f},{y:.1f}")
             prev = (x, y)
         svg.append(f'<path d="{" ".join(d)}" fill="none" stroke="black" stroke-width="1.5" opacity="0.7"/>')
-    for p in sorted(pts, key=lambda p: p.pareto):
-        x, y = sx(p.latency_ms), sy(p.quality_loss)
+    for p in sorted(pts, key=lambda p: p.on_front):
+        x, y = sc.x(p.latency_ms), sc.y(p.quality_loss)
         info = {
-            "trial": p.number, "deployment": p.label, "backend": p.backend, "batch": p.config.get("batch_size"),
+            "trial": p.number, "deployment": p.label, "backend": p.backend, "batch": p.batch_size,
             "latency_ms": p.latency_ms, "p50_ms": p.metrics.get("latency_p50_ms"), "p99_ms": p.metrics.get("latency_p99_ms"),
-            "throughput": p.metrics.get("throughput"), "quality_loss": p.quality_loss, "pareto": p.pareto,
+            "throughput": p.metrics.get("throughput"), "quality_loss": p.quality_loss, "pareto": p.on_front,
             **{k: p.metrics[k] for k in ("served_p50_ms", "served_p99_ms", "served_rate", "served_achieved_rate",
                                          "sustained_rate") if k in p.metrics},
             "feasible": p.feasible, "violated": ",".join(p.violated), "run_id": p.run_id,
         }
-        tip = (f"#{p.number} {p.label}  batch {p.config.get('batch_size')}\n{p.latency_ms:.4g} ms, loss {p.quality_loss:.3g}"
-               f"{'  [Pareto]' if p.pareto else ''}{'' if p.feasible else '  [infeasible: ' + ','.join(p.violated) + ']'}")
+        tip = (f"#{p.number} {p.label}  batch {p.batch_size}\n{p.latency_ms:.4g} ms, loss {p.quality_loss:.3g}"
+               f"{'  [Pareto]' if p.on_front else ''}{'' if p.feasible else '  [infeasible: ' + ','.join(p.violated) + ']'}")
         colour = colours[p.backend]
         attrs = (f'class="pt" data-backend="{html.escape(p.backend)}" data-info="{html.escape(json.dumps(info, default=str))}"')
         if p.feasible:
-            r = 7 if p.pareto else 5
-            stroke = ' stroke="black" stroke-width="2"' if p.pareto else ""
+            r = 7 if p.on_front else 5
+            stroke = ' stroke="black" stroke-width="2"' if p.on_front else ""
             svg.append(f'<circle {attrs} cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{colour}" fill-opacity="0.85"{stroke}>'
                        f'<title>{html.escape(tip)}</title></circle>')
         else:
             svg.append(f'<g {attrs}><title>{html.escape(tip)}</title>'
                        f'<path d="M{x - 4:.1f},{y - 4:.1f} L{x + 4:.1f},{y + 4:.1f} M{x - 4:.1f},{y + 4:.1f} L{x + 4:.1f},{y - 4:.1f}" '
                        f'stroke="{colour}" stroke-width="2" opacity="0.6"/></g>')
-        if p.pareto:
+        if p.on_front:
             svg.append(f'<text x="{x + 8:.1f}" y="{y - 8:.1f}" font-size="10">#{p.number}</text>')
-    svg.append("</svg>")
+    return svg
 
+
+def pareto_html(points: list[PlotPoint], path: Path, slo_ms: float | None = None, max_quality_loss: float | None = None,
+                title: str = "") -> Path:
+    """The interactive Pareto plot: inline SVG and a few lines of JS, no CDN (opens offline)."""
+    pts = _finite(points)
+    colours = _colours(pts)
+    front = _front(pts)
+    sc = _Scale([p.latency_ms for p in pts] + ([slo_ms] if slo_ms else []), [p.quality_loss for p in pts])
+    xlabel = "served latency (ms)" if any("served_p99_ms" in p.metrics for p in pts) else "latency per batch (ms)"
+    svg = [f'<svg id="plot" xmlns="http://www.w3.org/2000/svg" width="{sc.W}" height="{sc.H}" viewBox="0 0 {sc.W} {sc.H}" '
+           'font-family="sans-serif" font-size="11">', *_svg_axes(sc, slo_ms, max_quality_loss, xlabel),
+           *_svg_points(sc, pts, front, colours), "</svg>"]
+    Path(path).write_text(_html_page(svg, front, colours, title), encoding="utf-8")
+    return path
+
+
+def _html_page(svg: list[str], front: list[PlotPoint], colours: dict[str, str], title: str) -> str:
     legend = "".join(
         f'<span class="lg" data-backend="{html.escape(b)}"><i style="background:{c}"></i>{html.escape(b)}</span>'
         for b, c in colours.items()
     )
     rows = "".join(
-        f"<tr><td>{p.number}</td><td>{html.escape(p.label)}</td><td>{p.config.get('batch_size')}</td>"
+        f"<tr><td>{p.number}</td><td>{html.escape(p.label)}</td><td>{p.batch_size}</td>"
         f"<td>{p.metrics.get('latency_p50_ms', math.nan):.4g}</td><td>{p.metrics.get('latency_p99_ms', math.nan):.4g}</td>"
         f"<td>{p.metrics.get('throughput', math.nan):.5g}</td><td>{p.quality_loss:.3g}</td>"
         f"<td><code>{html.escape(p.run_id or '')}</code></td></tr>"
@@ -389,8 +387,7 @@ td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
 </script>
 </body></html>
 """
-    Path(path).write_text(doc, encoding="utf-8")
-    return path
+    return doc
 
 
 # --------------------------------------------------------------------------- the study hook
@@ -423,7 +420,7 @@ def log_study_plots(rec, study, target) -> list[str]:
     points = study_points(study)
     if not points or not rec.parent_run_id:
         return []
-    title = f"{study.study_name}: {len(points)} measured, {sum(p.pareto for p in points)} Pareto-optimal"
+    title = f"{study.study_name}: {len(points)} measured, {sum(p.on_front for p in points)} Pareto-optimal"
     with tempfile.TemporaryDirectory(prefix="planner-plots-") as tmp:
         files = write_study_plots(points, Path(tmp), target, title)
         for f in files:

@@ -44,14 +44,14 @@ def _fmt(v: Any) -> str:
 
 def version_tags(point, study_name: str) -> dict[str, str]:
     """What a serving team wants to see on a model version without opening the run."""
-    cfg, m = point.config or {}, point.metrics
+    c, m = point.cfg, point.metrics
     tags: dict[str, Any] = {
-        "backend": cfg.get("backend"),
-        "precision": _precision(cfg),
-        "quant_scheme": (cfg.get("quant") or {}).get("scheme", "none"),
-        "prune_method": (cfg.get("prune") or {}).get("method", "none"),
-        "prune_ratio": (cfg.get("prune") or {}).get("ratio", 0.0),
-        "batch_size": cfg.get("batch_size"),
+        "backend": c.backend if c else None,
+        "precision": c.precision if c else None,
+        "quant_scheme": c.quant.scheme if c else None,
+        "prune_method": c.prune.method if c else None,
+        "prune_ratio": c.prune.ratio if c else None,
+        "batch_size": c.batch_size if c else None,
         "latency_ms": m.get("latency_ms"),
         "p50_ms": m.get("latency_p50_ms"),
         "p99_ms": m.get("latency_p99_ms"),
@@ -59,7 +59,7 @@ def version_tags(point, study_name: str) -> dict[str, str]:
         "quality_loss": m.get("quality_loss"),
         "study": study_name,
         "trial": point.number,
-        "config_key": _config_key(cfg),
+        "config_key": c.key() if c else None,
         "label": point.label,
         "pareto": "true",
         # re-measured in interleaved rounds after the search (planner.select.confirm): latency_ms above is that
@@ -71,7 +71,7 @@ def version_tags(point, study_name: str) -> dict[str, str]:
 
         tags.update(ttft_ms=m["ttft_ms"], tpot_ms=m["tpot_ms"], response_ms=response_ms(point),
                     tokens_per_s=m.get("tokens_per_s"))
-    for k, v in sorted((cfg.get("backend_options") or {}).items()):
+    for k, v in sorted((c.options() if c else {}).items()):
         tags[f"option.{k}"] = v
     return {k: _fmt(v)[:5000] for k, v in tags.items() if v is not None}
 
@@ -80,7 +80,7 @@ def version_description(point, study_name: str, target_name: str) -> str:
     """One paragraph a person choosing a version reads in the registry: deployment, latency, quality, target."""
     m = point.metrics
     lat = m.get("latency_ms")
-    parts = [f"{point.label or (point.config or {}).get('backend', '?')}, batch {(point.config or {}).get('batch_size', '?')}"]
+    parts = [f"{point.label or point.backend}, batch {point.batch_size or '?'}"]
     if isinstance(lat, (int, float)):
         tail = f"; p99 {m['latency_p99_ms']:.4g} ms" if isinstance(m.get("latency_p99_ms"), (int, float)) else ""
         conf = f", confirmed over {int(m['confirmed_rounds'])} rounds" if m.get("confirmed_rounds") else ""
@@ -93,25 +93,6 @@ def version_description(point, study_name: str, target_name: str) -> str:
         parts.append(f"quality loss {q:.3g} vs fp32" + (f" (below the noise floor {floor:g}: exact)" if floor and q < floor else ""))
     parts.append(f"target {target_name}")
     return f"{' — '.join(parts)}. Trial {point.number} of study {study_name}."
-
-
-def _config_key(cfg: dict) -> str | None:
-    try:
-        from planner.config import TrialConfig
-
-        return TrialConfig.from_dict(cfg).key()
-    except Exception:
-        return None
-
-
-def _precision(cfg: dict) -> str:
-    scheme = (cfg.get("quant") or {}).get("scheme", "none")
-    try:
-        from planner.schemes import precision_of
-
-        return precision_of(scheme)
-    except Exception:
-        return scheme
 
 
 def _not_found(e: Exception) -> bool:
@@ -277,7 +258,7 @@ def study_note(study, target, front, summary: dict[str, Any], registry: dict[str
     else:
         vs = (f", **{m['best_latency_vs_fp32']:.2f}×** the latency of eager torch fp32 ({_ms(m['fp32_latency_ms'])})"
               if "best_latency_vs_fp32" in m else "")
-        lines.append(f"**Fastest feasible: #{best.number} {best.label} (batch {best.config.get('batch_size')}): "
+        lines.append(f"**Fastest feasible: #{best.number} {best.label} (batch {best.batch_size}): "
                      f"{_ms(best.latency_ms)}**{vs}, quality loss {best.quality_loss:.3g}.")
     lines += ["", f"Trials: {int(m['trials_measured'])} measured ({int(m['trials_infeasible'])} infeasible), "
                   f"{int(m['trials_failed'])} failed, {int(m['trials_duplicate'])} duplicates. "
@@ -302,7 +283,7 @@ def study_note(study, target, front, summary: dict[str, Any], registry: dict[str
             ref = f"models:/{name}@{alias}" if name and alias in aliases else None
             cmd = (f"planner export {ref} --out {alias}/" if ref
                    else f"planner export --study {study.study_name} --trial {p.number} --out {alias}/")
-            lines.append(f"| {pol.name} | #{p.number} | {p.label} b={p.config.get('batch_size')} | {_ms(p.latency_ms)} | "
+            lines.append(f"| {pol.name} | #{p.number} | {p.label} b={p.batch_size} | {_ms(p.latency_ms)} | "
                          f"{p.quality_loss:.3g} | `{cmd}` |")
         lines += ["", "Add `--format triton` for a Triton model repository; `planner verify DIR` checks an export."]
         if name and "knee" in aliases:  # each registered version is an MLflow Model (planner.select.mlmodel)

@@ -33,6 +33,9 @@ ONNX schemes (onnxruntime.quantization; the model is first run through
   reduce_range "auto" (the default) uses 7-bit weights on x86 CPUs without VNNI, where
   ORT's u8*s8 kernels otherwise saturate (see `int8_saturates`).
 
+Each (scheme, format) is implemented by one function registered in `HANDLERS` with ``@handles(scheme, fmt)``;
+`quantize_torch` and `quantize_onnx` dispatch by that table, never by comparing scheme names.
+
 Failures of the quantizer on a particular graph raise
 ``CandidateFailed(FailReason.COMPILE, ...)``; bad options raise ``ConfigError``.
 """
@@ -45,8 +48,9 @@ import logging
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from planner.errors import CandidateFailed, ConfigError, FailReason, did_you_mean
 from planner.schemes import SCHEMES, schemes_for_format
@@ -75,6 +79,36 @@ MAX_CALIB_SAMPLES = 512
 # through quantize_static) degenerates to minmax.
 ENTROPY_NUM_BINS = 512
 LARGE_MODEL_BYTES = 1_800_000_000  # above this, write weights as ONNX external data (protobuf limit: 2 GiB)
+
+
+@dataclass(frozen=True)
+class Handler:
+    """What implements one scheme for one model format: ``fn`` and what it needs first.
+
+    torch: ``fn(module, opts, example_inputs) -> module``; ONNX: ``fn(src, dst, opts, calib, info, large)``.
+    """
+
+    fn: Callable[..., Any]
+    needs_linear: bool = False  # torch: the module must have nn.Linear layers (else `unsupported`)
+    preprocess: bool = False  # ONNX: run through quant_pre_process (shape inference + graph optimisation) first
+    refuse: Callable[[dict], str | None] | None = None  # why a combination of valid options cannot work
+
+
+# (scheme, format) -> its handler; one registration per row of `planner.schemes.SCHEMES` and format it lists
+# (tests/test_declarations.py checks both ways).  Dispatch is by this table: no branch on a scheme's name.
+HANDLERS: dict[tuple[str, str], Handler] = {}
+
+
+def handles(scheme: str, fmt: str, **kw) -> Callable:
+    """Register the decorated function as what implements ``scheme`` on models of format ``fmt``."""
+    if scheme not in SCHEMES or fmt not in SCHEMES[scheme].formats:
+        raise ValueError(f"{scheme}/{fmt}: not a row of planner.schemes.SCHEMES")
+
+    def register(fn):
+        HANDLERS[(scheme, fmt)] = Handler(fn, **kw)
+        return fn
+
+    return register
 
 
 def onnx_bytes(path: Path) -> int:
@@ -147,9 +181,8 @@ def resolve_options(cfg: "QuantConfig") -> dict[str, Any]:
 def unsupported_combination(cfg: "QuantConfig") -> str | None:
     """Why a combination of individually valid options cannot work (None: it can)."""
     opts = resolve_options(cfg)
-    if cfg.scheme == "int8_static" and opts["activation_type"] == "s8" and opts["weight_type"] == "u8":
-        return "int8_static: onnxruntime does not support activation_type=s8 with weight_type=u8"
-    return None
+    h = HANDLERS.get((cfg.scheme, "onnx"))
+    return h.refuse(opts) if h is not None and h.refuse is not None else None
 
 
 def validate(cfg: "QuantConfig") -> None:
@@ -179,72 +212,103 @@ def input_dtype(cfg: "QuantConfig") -> "torch.dtype | None":
     """
     import torch
 
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.scheme)
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(SCHEMES[cfg.scheme].precision)
 
 
 def quantize_torch(module: "nn.Module", cfg: "QuantConfig", example_inputs: "tuple[torch.Tensor, ...]") -> "nn.Module":
     """Quantize a torch module for torch backends; may modify ``module`` in place."""
-    import torch
     from torch import nn
 
-    resolve_options(cfg)
-    if cfg.scheme not in TORCH_SCHEMES:
+    opts = resolve_options(cfg)
+    h = HANDLERS.get((cfg.scheme, "torch"))
+    if h is None:
         raise CandidateFailed(FailReason.UNSUPPORTED,
                               f"quantization scheme {cfg.scheme!r} is not available for torch modules "
                               f"(available: {', '.join(TORCH_SCHEMES)})")
-    if cfg.scheme == "none":
-        return module
-    if cfg.scheme in ("fp16", "bf16"):
-        return module.to(input_dtype(cfg))
-    if cfg.scheme == "int4_weight_only":
-        from planner.transforms.int4 import quantize_int4
-
-        gs = resolve_options(cfg)["group_size"]
-        total = sum(type(m) is nn.Linear for m in module.modules())
-        done, kept = quantize_int4(module, gs)
-        if not done:
-            raise CandidateFailed(FailReason.UNSUPPORTED,
-                                  f"int4_weight_only: none of the {total} nn.Linear layers fits the int4 CPU kernel "
-                                  f"(out_features a multiple of 16, in_features of group_size {gs})")
-        try:
-            with torch.no_grad():
-                module.eval()(*example_inputs)
-        except Exception as e:  # noqa: BLE001
-            raise CandidateFailed(FailReason.COMPILE, f"int4_weight_only model failed to run: {type(e).__name__}: {e}") from e
-        setattr(module, QUANT_INFO_ATTR, {"scheme": cfg.scheme, "group_size": gs, "layers_quantized": done,
-                                          "layers_kept_float": kept})
-        return module
-    if cfg.scheme in ("int8_dynamic", "int8_weight_only") and not any(isinstance(m, nn.Linear) for m in module.modules()):
+    if h.needs_linear and not any(isinstance(m, nn.Linear) for m in module.modules()):
         raise CandidateFailed(FailReason.UNSUPPORTED, f"{cfg.scheme} quantizes nn.Linear layers and "
                               f"{type(module).__name__} has none (e.g. transformers GPT-2 uses Conv1D)")
-    if cfg.scheme == "int8_dynamic":
-        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+    return h.fn(module, opts, example_inputs)
 
-        qconfig = per_channel_dynamic_qconfig if resolve_options(cfg)["per_channel"] else default_dynamic_qconfig
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return quantize_dynamic(module.eval(), {nn.Linear: qconfig}, dtype=torch.qint8)
-        except Exception as e:  # noqa: BLE001
-            raise CandidateFailed(FailReason.COMPILE,
-                                  f"torch int8_dynamic quantization failed: {type(e).__name__}: {e}") from e
-    if cfg.scheme == "int8_weight_only":
-        try:
-            from torchao.quantization import Int8WeightOnlyConfig, quantize_
-        except Exception as e:  # noqa: BLE001 -- torchao missing or broken build
-            raise CandidateFailed(FailReason.UNSUPPORTED,
-                                  f"int8_weight_only needs torchao (pip install 'planner[compress]'): {e}") from e
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                quantize_(module, Int8WeightOnlyConfig())
-                with torch.no_grad():
-                    module.eval()(*example_inputs)
-        except Exception as e:  # noqa: BLE001
-            raise CandidateFailed(FailReason.UNSUPPORTED,
-                                  f"torchao int8_weight_only failed on this model/device: {type(e).__name__}: {e}") from e
-        return module
-    raise AssertionError(cfg.scheme)  # pragma: no cover
+
+@handles("none", "torch")
+def _torch_none(module, opts, example_inputs):
+    return module
+
+
+@handles("fp16", "torch")
+def _torch_fp16(module, opts, example_inputs):
+    import torch
+
+    return module.to(torch.float16)
+
+
+@handles("bf16", "torch")
+def _torch_bf16(module, opts, example_inputs):
+    import torch
+
+    return module.to(torch.bfloat16)
+
+
+@handles("int4_weight_only", "torch")
+def _torch_int4(module, opts, example_inputs):
+    import torch
+    from torch import nn
+
+    from planner.transforms.int4 import quantize_int4
+
+    gs = opts["group_size"]
+    total = sum(type(m) is nn.Linear for m in module.modules())
+    done, kept = quantize_int4(module, gs)
+    if not done:
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              f"int4_weight_only: none of the {total} nn.Linear layers fits the int4 CPU kernel "
+                              f"(out_features a multiple of 16, in_features of group_size {gs})")
+    try:
+        with torch.no_grad():
+            module.eval()(*example_inputs)
+    except Exception as e:  # noqa: BLE001
+        raise CandidateFailed(FailReason.COMPILE, f"int4_weight_only model failed to run: {type(e).__name__}: {e}") from e
+    setattr(module, QUANT_INFO_ATTR, {"scheme": "int4_weight_only", "group_size": gs, "layers_quantized": done,
+                                      "layers_kept_float": kept})
+    return module
+
+
+@handles("int8_dynamic", "torch", needs_linear=True)
+def _torch_int8_dynamic(module, opts, example_inputs):
+    import torch
+    from torch import nn
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+    qconfig = per_channel_dynamic_qconfig if opts["per_channel"] else default_dynamic_qconfig
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return quantize_dynamic(module.eval(), {nn.Linear: qconfig}, dtype=torch.qint8)
+    except Exception as e:  # noqa: BLE001
+        raise CandidateFailed(FailReason.COMPILE,
+                              f"torch int8_dynamic quantization failed: {type(e).__name__}: {e}") from e
+
+
+@handles("int8_weight_only", "torch", needs_linear=True)
+def _torch_int8_weight_only(module, opts, example_inputs):
+    import torch
+
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except Exception as e:  # noqa: BLE001 -- torchao missing or broken build
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              f"int8_weight_only needs torchao (pip install 'planner[compress]'): {e}") from e
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_(module, Int8WeightOnlyConfig())
+            with torch.no_grad():
+                module.eval()(*example_inputs)
+    except Exception as e:  # noqa: BLE001
+        raise CandidateFailed(FailReason.UNSUPPORTED,
+                              f"torchao int8_weight_only failed on this model/device: {type(e).__name__}: {e}") from e
+    return module
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -331,13 +395,14 @@ def quantize_onnx(src: Path, dst: Path, cfg: "QuantConfig", calib: "dict[str, np
     """
     src, dst = Path(src), Path(dst)
     opts = resolve_options(cfg)
-    if cfg.scheme not in ONNX_SCHEMES:
+    h = HANDLERS.get((cfg.scheme, "onnx"))
+    if h is None:
         raise CandidateFailed(FailReason.UNSUPPORTED,
                               f"quantization scheme {cfg.scheme!r} is not available for ONNX models "
                               f"(available: {', '.join(ONNX_SCHEMES)})")
-    if cfg.scheme in CALIBRATED and not calib:
+    if SCHEMES[cfg.scheme].calibrated and not calib:
         raise ConfigError(f"{cfg.scheme} needs calibration data (calib)")
-    bad = unsupported_combination(cfg)
+    bad = h.refuse(opts) if h.refuse is not None else None
     if bad:
         raise CandidateFailed(FailReason.UNSUPPORTED, bad)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -350,24 +415,14 @@ def quantize_onnx(src: Path, dst: Path, cfg: "QuantConfig", calib: "dict[str, np
         raise CandidateFailed(FailReason.COMPILE, f"{cfg.scheme}: cannot read ONNX model {src}: {e}") from e
     large = src_bytes > LARGE_MODEL_BYTES
     info: dict[str, Any] = {"scheme": cfg.scheme, "options": opts, "src_bytes": src_bytes}
-    if cfg.scheme == "none":
-        if src.resolve() != dst.resolve():
-            import onnx
-
-            _save(onnx.load(str(src)), dst, large)  # not a file copy: external data must follow
-    elif cfg.scheme == "fp16":
-        _fp16(src, dst, large)
+    if not h.preprocess:
+        h.fn(src, dst, opts, calib, info, large)
     else:  # the quantizers want shape-inferred, pre-optimised graphs
         with tempfile.TemporaryDirectory(prefix="planner-quant-") as tmpdir:
             model_in, info["preprocessed"], why = _preprocess(src, Path(tmpdir), large)
             if why:
                 info["preprocess_error"] = why
-            if cfg.scheme == "int4_weight_only":
-                _int4(model_in, dst, opts, info, large)
-            elif cfg.scheme == "fp8":
-                _fp8(model_in, dst, opts, calib, info, large)
-            else:
-                _int8(model_in, dst, cfg.scheme, opts, calib, info, large)
+            h.fn(model_in, dst, opts, calib, info, large)
     try:
         import onnx
 
@@ -458,7 +513,16 @@ def sensitive_nodes_by_activation(float_model: Path, qdq_model: Path, reader) ->
     return sorted(drop.items(), key=lambda kv: -kv[1])
 
 
-def _fp16(src: Path, dst: Path, large: bool) -> None:
+@handles("none", "onnx")
+def _onnx_none(src: Path, dst: Path, opts: dict, calib, info: dict, large: bool) -> None:
+    if src.resolve() != dst.resolve():
+        import onnx
+
+        _save(onnx.load(str(src)), dst, large)  # not a file copy: external data must follow
+
+
+@handles("fp16", "onnx")
+def _fp16(src: Path, dst: Path, opts: dict, calib, info: dict, large: bool) -> None:
     import onnx
 
     try:
@@ -539,7 +603,8 @@ def _entropy_cache(model_in: Path, op_types, reader, tmp: Path, large: bool) -> 
 INT4_ACCURACY_LEVEL = 0
 
 
-def _int4(model_in: Path, dst: Path, opts: dict, info: dict, large: bool) -> None:
+@handles("int4_weight_only", "onnx", preprocess=True)
+def _int4(model_in: Path, dst: Path, opts: dict, calib, info: dict, large: bool) -> None:
     """int4 weight-only: every MatMul whose second input is a constant 2-D weight becomes a MatMulNBits with
     symmetric int4 blocks of ``group_size`` along K (round to nearest; no data needed).  Gemm (e.g. a CNN's
     classifier head) and MatMuls of two activations (attention scores) stay in float; a model with no
@@ -573,6 +638,7 @@ def _int4(model_in: Path, dst: Path, opts: dict, info: dict, large: bool) -> Non
     _save(model, dst, large)
 
 
+@handles("fp8", "onnx", preprocess=True)
 def _fp8(model_in: Path, dst: Path, opts: dict, calib, info: dict, large: bool) -> None:
     """Float8 (E4M3FN) Q/DQ for weights and activations, scales from ONNX Runtime's distribution calibration
     (the method it implements for float8; zero points are 0, as TensorRT requires).  The graph is for
@@ -606,70 +672,22 @@ def _fp8(model_in: Path, dst: Path, opts: dict, calib, info: dict, large: bool) 
         raise CandidateFailed(FailReason.COMPILE, "onnxruntime fp8 quantization wrote no model")
 
 
-def _int8(model_in: Path, dst: Path, scheme: str, opts: dict, calib, info: dict, large: bool) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
-
+def _int8_setup(opts: dict, info: dict) -> tuple[list[str] | None, bool]:
+    """(op types, reduce_range) of an ONNX Runtime int8 quantization, recorded in ``info``."""
     op_types = OP_TYPES[opts["op_types"]]
     info["op_types"] = op_types or "all"
     reduce_range = int8_saturates() if opts["reduce_range"] == "auto" else bool(opts["reduce_range"])
     info["reduce_range"] = reduce_range
+    return op_types, reduce_range
+
+
+@contextlib.contextmanager
+def _ort_quantizer(scheme: str, dst: Path):
+    """Run an ONNX Runtime quantizer quietly; a crash on this graph, or no model written, fails the candidate."""
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # calibrators print
             warnings.simplefilter("ignore")
-            if scheme == "int8_dynamic":
-                quantize_dynamic(
-                    str(model_in), str(dst),
-                    op_types_to_quantize=op_types,
-                    per_channel=opts["per_channel"],
-                    reduce_range=reduce_range,
-                    weight_type=_qtype(opts["weight_type"]),
-                    use_external_data_format=large,
-                )
-            else:
-                reader, n = _make_reader(model_in, calib)
-                info["calib_samples"] = n
-                method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                          "percentile": CalibrationMethod.Percentile}[opts["calibrate_method"]]
-                with tempfile.TemporaryDirectory(prefix="planner-calib-") as tmp:
-                    extra = {}
-                    if opts.get("symmetric"):
-                        extra["extra_options"] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
-                    if method == CalibrationMethod.Entropy:
-                        cache = _entropy_cache(model_in, op_types, reader, Path(tmp), large)
-                        if cache is not None:
-                            extra["calibration_cache_path"] = str(cache)
-                            info["entropy_num_bins"] = ENTROPY_NUM_BINS
-                        reader.rewind()
-
-                    def run_static(exclude: list[str]) -> None:
-                        reader.rewind()
-                        quantize_static(
-                            str(model_in), str(dst), reader,
-                            quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=op_types,
-                            per_channel=opts["per_channel"],
-                            reduce_range=reduce_range,
-                            activation_type=_qtype(opts["activation_type"]),
-                            weight_type=_qtype(opts["weight_type"]),
-                            calibrate_method=method,
-                            use_external_data_format=large,
-                            nodes_to_exclude=exclude,
-                            **extra,
-                        )
-
-                    run_static([])
-                    k = int(opts.get("fallback_layers") or 0)
-                    if k > 0:  # sensitive-layer fallback: re-quantize with the k worst layers left in fp32
-                        rank = opts.get("fallback_rank", "weight")
-                        info["fallback_rank"] = rank
-                        if rank == "activation":
-                            ranked = sensitive_nodes_by_activation(model_in, dst, reader)
-                            info["fallback_sqnr_drop_db"] = [round(v, 2) for _, v in ranked[:k]]
-                        else:
-                            ranked = sensitive_nodes(model_in, dst)
-                            info["fallback_sqnr_db"] = [round(v, 2) for _, v in ranked[:k]]
-                        info["fallback_nodes"] = [n for n, _ in ranked[:k]]
-                        run_static(info["fallback_nodes"])
+            yield
     except (ConfigError, CandidateFailed):
         raise
     except Exception as e:  # noqa: BLE001 -- the quantizer crashed on this graph
@@ -677,3 +695,74 @@ def _int8(model_in: Path, dst: Path, scheme: str, opts: dict, calib, info: dict,
                               f"onnxruntime {scheme} quantization failed: {type(e).__name__}: {e}") from e
     if not dst.is_file():
         raise CandidateFailed(FailReason.COMPILE, f"onnxruntime {scheme} quantization wrote no model")
+
+
+@handles("int8_dynamic", "onnx", preprocess=True)
+def _int8_dynamic(model_in: Path, dst: Path, opts: dict, calib, info: dict, large: bool) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    op_types, reduce_range = _int8_setup(opts, info)
+    with _ort_quantizer("int8_dynamic", dst):
+        quantize_dynamic(str(model_in), str(dst), op_types_to_quantize=op_types, per_channel=opts["per_channel"],
+                         reduce_range=reduce_range, weight_type=_qtype(opts["weight_type"]),
+                         use_external_data_format=large)
+
+
+def _signed_activations_need_signed_weights(opts: dict) -> str | None:
+    if opts["activation_type"] == "s8" and opts["weight_type"] == "u8":
+        return "int8_static: onnxruntime does not support activation_type=s8 with weight_type=u8"
+    return None
+
+
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # -> CalibrationMethod
+
+
+@handles("int8_static", "onnx", preprocess=True, refuse=_signed_activations_need_signed_weights)
+def _int8_static(model_in: Path, dst: Path, opts: dict, calib, info: dict, large: bool) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    op_types, reduce_range = _int8_setup(opts, info)
+    with _ort_quantizer("int8_static", dst):
+        reader, n = _make_reader(model_in, calib)
+        info["calib_samples"] = n
+        method = getattr(CalibrationMethod, CALIBRATION_METHODS[opts["calibrate_method"]])
+        with tempfile.TemporaryDirectory(prefix="planner-calib-") as tmp:
+            extra = {}
+            if opts.get("symmetric"):
+                extra["extra_options"] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+            if method == CalibrationMethod.Entropy:
+                cache = _entropy_cache(model_in, op_types, reader, Path(tmp), large)
+                if cache is not None:
+                    extra["calibration_cache_path"] = str(cache)
+                    info["entropy_num_bins"] = ENTROPY_NUM_BINS
+                reader.rewind()
+
+            def run_static(exclude: list[str]) -> None:
+                reader.rewind()
+                quantize_static(
+                    str(model_in), str(dst), reader,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=op_types,
+                    per_channel=opts["per_channel"],
+                    reduce_range=reduce_range,
+                    activation_type=_qtype(opts["activation_type"]),
+                    weight_type=_qtype(opts["weight_type"]),
+                    calibrate_method=method,
+                    use_external_data_format=large,
+                    nodes_to_exclude=exclude,
+                    **extra,
+                )
+
+            run_static([])
+            k = int(opts.get("fallback_layers") or 0)
+            if k > 0:  # sensitive-layer fallback: re-quantize with the k worst layers left in fp32
+                rank = opts.get("fallback_rank", "weight")
+                info["fallback_rank"] = rank
+                if rank == "activation":
+                    ranked = sensitive_nodes_by_activation(model_in, dst, reader)
+                    info["fallback_sqnr_drop_db"] = [round(v, 2) for _, v in ranked[:k]]
+                else:
+                    ranked = sensitive_nodes(model_in, dst)
+                    info["fallback_sqnr_db"] = [round(v, 2) for _, v in ranked[:k]]
+                info["fallback_nodes"] = [n for n, _ in ranked[:k]]
+                run_static(info["fallback_nodes"])

@@ -17,7 +17,10 @@ def source(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_backend_conformance(name, source, fast_target, tmp_path):
+def test_backend_conformance(name, fast_target, tmp_path):
+    """`planner.backends.conformance.run_conformance`: what a plugin package runs on its own backend too."""
+    from planner.backends.conformance import run_conformance
+
     cls = registry.get(name)
     assert cls.name == name
     avail = cls.availability()
@@ -30,27 +33,26 @@ def test_backend_conformance(name, source, fast_target, tmp_path):
         pytest.skip(f"{name} builds LLM decoders only (tests/backends/test_{name}.py)")
     if fast_target.device.kind not in cls.devices:
         pytest.skip(f"{name} does not run on {fast_target.device.kind}")
-    cfg = TrialConfig(name, 3)
-    assert cls.check(cfg, fast_target, source.format) is None
-    build = cls().compile(source, cfg, fast_target, tmp_path)
-    assert build.ok, build.error
-    assert build.artifacts and all(p.is_file() for p in build.artifacts)
-    feed = source.example_inputs(3, seed=9)
-    import torch
+    run_conformance(cls, tmp_path, fast_target)
 
-    with torch.inference_mode():
-        ref = source.base_module()(*[torch.from_numpy(v) for v in feed.values()]).numpy()
-    out = build.runtime.infer(feed)
-    np.testing.assert_allclose(out[0], ref, rtol=1e-4, atol=1e-5)
-    # the declared engine files are what it wrote, and its own loader runs them (what export and verify rely on)
-    assert cls.engine_files and set(cls.engine_files) <= {p.name for p in build.artifacts}
-    loaded = cls.load_artifact(tmp_path, batch=3, device="cpu")
-    np.testing.assert_allclose(loaded.infer(feed)[0], ref, rtol=1e-4, atol=1e-5)
-    fn = build.runtime.bind(feed)
-    fn()
-    build.runtime.synchronize()
-    # a CPU engine has no host<->device copies to time apart, and is timed by the host clock
-    assert build.runtime.bind_host(feed) is None and build.runtime.timing_stream() is None
+
+def test_conformance_fails_a_backend_whose_reloaded_engine_differs(tmp_path, fast_target):
+    """The suite can fail: a backend whose `load_artifact` gives other outputs than its build is caught."""
+    from planner.backends.conformance import run_conformance
+    from planner.backends.onnxruntime import OnnxRuntime
+
+    class Drifting(OnnxRuntime):
+        name = "drifting"
+
+        @classmethod
+        def load_artifact(cls, engine_dir, batch, device):
+            rt = OnnxRuntime.load_artifact(engine_dir, batch, device)
+            infer = rt.infer
+            rt.infer = lambda feed: [o + 1.0 for o in infer(feed)]
+            return rt
+
+    with pytest.raises(AssertionError, match="reloaded by load_artifact"):
+        run_conformance(Drifting, tmp_path, fast_target)
 
 
 def test_onnxruntime_io_binding_gives_the_session_outputs(source, fast_target, tmp_path):

@@ -203,15 +203,15 @@ def test_option_errors_are_all_reported_at_once(targets):
         validate_options(bad, targets["h100"])
     text = "\n".join(e.value.errors)
     assert len(e.value.errors) == 5
-    for word in ("optimization_level=7", "0 to 5", "workspace_mb=0", "cuda_graph='yes'", "sparse_weights=1", "tactics"):
+    for word in ("optimization_level=7", "int ≥ 0, ≤ 5", "workspace_mb=0", "cuda_graph='yes'", "sparse_weights=1", "tactics"):
         assert word in text
 
 
 @pytest.mark.parametrize("opts,msg", [
-    ({"optimization_level": -1}, "0 to 5"),
-    ({"optimization_level": True}, "0 to 5"),
-    ({"optimization_level": "3"}, "0 to 5"),
-    ({"workspace_mb": 1.5}, "whole number"),
+    ({"optimization_level": -1}, "int ≥ 0, ≤ 5"),
+    ({"optimization_level": True}, "int ≥ 0, ≤ 5"),
+    ({"optimization_level": "3"}, "int ≥ 0, ≤ 5"),
+    ({"workspace_mb": 1.5}, "int ≥ 1"),
     ({"workspace_mb": 100_000}, "GPU memory"),  # an 80 GB H100 has 81920 MiB
 ])
 def test_bad_option_values(targets, opts, msg):
@@ -220,7 +220,7 @@ def test_bad_option_values(targets, opts, msg):
 
 
 def test_check_rejects_before_compiling(targets):
-    assert "0 to 5" in TensorRT.check(cfg(optimization_level=9), targets["h100"], "torch")
+    assert "int ≥ 0, ≤ 5" in TensorRT.check(cfg(optimization_level=9), targets["h100"], "torch")
     assert "does not implement" in TensorRT.check(cfg("int8_dynamic"), targets["h100"], "torch")
     assert "does not run on cpu" in TensorRT.check(cfg(), targets["cpu"], "torch")
     assert TensorRT.check(cfg("fp16", optimization_level=5), targets["h100"], "torch") is None

@@ -179,7 +179,7 @@ def test_check_rejects_what_tvm_cannot_do(target):
     assert "bf16" in TVM.check(_cfg(scheme="bf16"), target, "torch")
     fp32_only = target.model_copy(update={"precisions": ["fp32"]})
     assert "fp16" in TVM.check(_cfg(scheme="fp16"), fp32_only, "torch")
-    assert "unknown option" in TVM.check(_cfg(tuning_trails=3), target, "torch")
+    assert "unknown; valid" in TVM.check(_cfg(tuning_trails=3), target, "torch")
     assert TVM.check(_cfg(tuning_trials=8, threads=1), target, "onnx") is None
 
 

@@ -1,10 +1,11 @@
 """A plugin backend for search-loop tests (registered through PLANNER_BACKENDS)."""
 
 import time
+from typing import Literal
 
 import numpy as np
 
-from planner.backends.base import Backend, BuildResult, Runtime
+from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime
 from planner.errors import CandidateFailed, FailReason
 
 
@@ -46,11 +47,14 @@ class Fake(Backend):
     # trial) and 10 ms on every later build (a deployment whose study measurement was a lucky window)
     # flaky: real outputs, 1 ms a call, and every build after the first fails
     # build_delay: seconds compile() sleeps (a trial that surely outlasts a short --timeout, however fast workers start)
-    options = {"behaviour": ("ok", "compile_error", "slow", "steady", "lucky", "flaky"), "build_delay": float}
+    class Options(BackendOptions):
+        behaviour: Literal["ok", "compile_error", "slow", "steady", "lucky", "flaky"] = "ok"
+        build_delay: float = 0.0
 
     def compile(self, source, cfg, target, workdir):
-        b = cfg.options().get("behaviour", "ok")
-        time.sleep(float(cfg.options().get("build_delay", 0.0)))
+        opts = self.resolve_options(cfg.options())
+        b = opts["behaviour"]
+        time.sleep(opts["build_delay"])
         if b == "compile_error":
             raise CandidateFailed(FailReason.COMPILE, "fake compiler rejected the graph")
         (workdir / "engine.bin").write_bytes(b"fake")
@@ -74,7 +78,8 @@ class Missing(Backend):
     pip_extra = "ghost"
     devices = ("cpu",)
     input_format = "torch"
-    options = {"hint": ("fast", "slow")}
+    class Options(BackendOptions):
+        hint: Literal["fast", "slow"] = "fast"
 
     def compile(self, source, cfg, target, workdir):  # pragma: no cover - never sampled
         raise AssertionError("a backend that is not installed was compiled")

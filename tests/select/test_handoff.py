@@ -146,10 +146,12 @@ def test_plots_on_the_parent_run(facts, tmp_path):
 
 
 def test_plots_draw_slo_and_log_axis(tmp_path):
-    from planner.select.plots import PlotPoint, write_study_plots
+    from planner.config import TrialConfig
+    from planner.record.trial import TrialRecord
+    from planner.select.plots import write_study_plots
 
-    pts = [PlotPoint(i, b, b, {"backend": b, "batch_size": 1 + i % 2}, {"latency_ms": lat, "quality_loss": q, "throughput": 1 / lat},
-                     feasible=q < 0.5, pareto=par)
+    pts = [TrialRecord(i, TrialConfig(b, 1 + i % 2).to_dict(), b, {"latency_ms": lat, "quality_loss": q, "throughput": 1 / lat},
+                       None, feasible=q < 0.5, on_front=par)
            for i, (b, lat, q, par) in enumerate([("a", 0.1, 0.2, True), ("b", 5.0, 0.0, True), ("a", 3.0, 0.3, False),
                                                  ("b", 2.0, 0.9, False)])]
     target = types.SimpleNamespace(constraints=types.SimpleNamespace(latency_slo_ms=4.0, max_quality_loss=0.5))

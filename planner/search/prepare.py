@@ -1,0 +1,55 @@
+"""The study's first job: load the model in a worker, compute its fp32 reference, and try each pruning method of
+the space once on it (issue 28), before any state is written.  A user error is a `ConfigError`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from planner.errors import ConfigError, FailReason
+from planner.paths import safe_name
+
+# a fp32 reference that fails so at its batch is computed again at batch 1 (the one batch every model runs at)
+REFERENCE_FALLBACK_REASONS = (FailReason.CRASH.value, FailReason.OOM.value, FailReason.TIMEOUT.value)
+
+
+def prepare_reference(opt) -> tuple[dict[str, Any], Path, dict[str, str]]:
+    """(the prepare job's result, the staging folder holding reference.npz, the pruning methods that cannot apply
+    to the model -> why) for the Optimizer ``opt``."""
+    from planner.measure.runner import run_job
+    from planner.space import probe_ratio
+
+    opt.home.cache.mkdir(parents=True, exist_ok=True)
+    staging = opt.home.root / "staging" / f"{safe_name(opt.study_name)}-{os.getpid()}"
+    common = dict(spec=opt.model.to_dict(), target=opt.target.model_dump(mode="json"), cache_dir=str(opt.home.cache),
+                  reference=str(staging / "reference.npz"), eval_samples=opt.opts.eval_samples)
+    probe = [m for m in opt.space.prune.methods if m != "none"]
+    if probe:  # each pruning method is tried once on the model here, not once per trial (issue 28)
+        common.update(prune_methods=tuple(probe), prune_ratio=probe_ratio(opt.space))
+    job = opt.kind.prepare_job(**common)
+    env = opt.worker_env()
+    res = run_job(job, staging, opt.opts.trial_timeout, env, server=opt.server)
+    if res["status"] == "failed" and res.get("reason") in REFERENCE_FALLBACK_REASONS \
+            and opt.kind.reference_batch_fallback and job.reference_batch != 1:
+        # some models (exported, stateful) only run at batch 1 and kill their process, or never return, at a
+        # larger one: the reference is computed at batch 1 then, and each b > 1 candidate fails as its own trial
+        first = res
+        res = run_job(replace(job, reference_batch=1), staging, opt.opts.trial_timeout, env, server=opt.server)
+        if res["status"] == "ok":
+            print(f"note: model {opt.model.ref} failed at the reference batch ({first.get('reason')}: "
+                  f"{first.get('message')}); its fp32 reference was computed at batch 1", file=sys.stderr)
+            res["reference_fallback"] = f"{first.get('reason')}: {first.get('message')}"
+    if res["status"] == "config_error":
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigError(res["message"].splitlines())
+    if res["status"] != "ok":
+        tail = (res.get("log_tail") or "").strip().splitlines()[-1:] or [""]
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigError(f"model {opt.model.ref}: could not be loaded and run in fp32 ({res.get('reason')}: "
+                          f"{res.get('message')}) {tail[0]}")
+    unusable = res.pop("prune_unusable", None) or {}
+    return res, staging, unusable

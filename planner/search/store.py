@@ -1,0 +1,161 @@
+"""The study's Optuna side through Optuna's public API only: the storage object planner made (so a trial's id
+comes from `get_trial_id_from_study_id_trial_number`, never from a private attribute), the trials of dead
+workers failed, what was measured already, and heartbeats."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from planner.search.storage import Heartbeat, pid_alive
+
+
+class StudyStore:
+    def __init__(self, study, storage):
+        self.study, self.storage = study, storage
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+
+    def trial_id(self, number: int) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+    def frozen(self, number: int):
+        """The stored trial ``number`` as Optuna holds it now (a FrozenTrial)."""
+        return self.storage.get_trial(self.trial_id(number))
+
+    def heartbeat(self, trial) -> Heartbeat:
+        """A started heartbeat for ``trial`` (stop it with ``__exit__``)."""
+        return Heartbeat(self.storage, self.trial_id(trial.number)).__enter__()
+
+    def numbers(self, state: str) -> set[int]:
+        """Numbers of the study's trials in ``state`` (a `TrialState` name)."""
+        from optuna.trial import TrialState
+
+        return {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState[state],))}
+
+    def fail(self, number: int, reason: str, message: str | None = None) -> None:
+        """Fail a trial another (dead) process left RUNNING, with ``reason`` as its ``fail_reason``."""
+        from optuna.trial import TrialState
+
+        tid = self.trial_id(number)
+        self.storage.set_trial_user_attr(tid, "fail_reason", reason)
+        if message:
+            self.storage.set_trial_user_attr(tid, "fail_message", message[:2000])
+        self.storage.set_trial_state_values(tid, state=TrialState.FAIL)
+
+    def fail_orphans(self) -> None:
+        """Trials left RUNNING by a dead process of this host are failed, so resume neither loses nor repeats work."""
+        from optuna.trial import TrialState
+
+        host = socket.gethostname()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            pid = t.user_attrs.get("pid")
+            if t.user_attrs.get("host") == host and pid and not pid_alive(int(pid)):
+                self.fail(t.number, "interrupted")
+
+    def fail_stale(self) -> list[str]:
+        """Fail the trials of workers that stopped beating (died elsewhere); the MLflow run ids they had."""
+        import optuna
+        from optuna.trial import TrialState
+
+        running = {t.number: t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        if not running:
+            return []
+        optuna.storages.fail_stale_trials(self.study)
+        return [running[t.number].user_attrs["mlflow_run_id"]
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                if t.number in running and running[t.number].user_attrs.get("mlflow_run_id")]
+
+    def fail_running(self, trial, e: BaseException) -> None:
+        """Never leave an Optuna trial RUNNING after a planner fault or Ctrl-C."""
+        from optuna.trial import TrialState
+
+        if self.frozen(trial.number).state == TrialState.RUNNING:
+            trial.set_user_attr("fail_reason", "interrupted" if isinstance(e, KeyboardInterrupt) else "planner_error")
+            trial.set_user_attr("fail_message", f"{type(e).__name__}: {e}"[:2000])
+            self.study.tell(trial, state=TrialState.FAIL)
+
+    def seen(self) -> dict[str, Any]:
+        """config key -> the completed trial that measured it (duplicates left out)."""
+        from optuna.trial import TrialState
+
+        return {t.user_attrs["config_key"]: t
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if "config_key" in t.user_attrs and t.user_attrs.get("duplicate_of") is None}
+
+    def tuning_spent(self) -> float:
+        """Auto-tuning seconds already spent by this study's trials (all workers, resumed runs included)."""
+        return sum(float((t.user_attrs.get("metrics") or {}).get("build.tuning_seconds", 0.0))
+                   for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("duplicate_of") is None)
+
+
+def open_study(opt, storage):
+    """Create (or resume) the study of Optimizer ``opt``: checked against what an existing one was made with, its
+    inputs recorded on a new one and the space's seeds queued; trials of dead processes failed."""
+    import optuna
+
+    from planner.errors import ConfigError
+    from planner.search.samplers import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(
+            study_name=opt.study_name, storage=storage, load_if_exists=True,
+            directions=[o.direction for o in opt.objectives],
+            sampler=make_sampler(opt.opts.sampler, opt.opts.seed, len(opt.objectives)),
+        )
+    except ConfigError:
+        raise
+    except ValueError as e:  # e.g. directions differ from the stored study
+        raise ConfigError(f"--study {opt.study_name}: {e}") from None
+    attrs = study.user_attrs
+    mine = {"model": opt.model.ref, "model_hash": opt.model_info["model_hash"], "target": opt.target.name,
+            "space": opt.space.name, "objectives": [o.name for o in opt.objectives],
+            "workload": opt.kind.workload.name if opt.kind.workload is not None else None}
+    if attrs.get("model_hash"):
+        for k in ("model_hash", "target", "space", "objectives", "workload"):
+            if attrs.get(k) != mine[k]:
+                raise ConfigError(
+                    f"--study {opt.study_name}: exists with {k}={attrs.get(k)!r}, but this run has {mine[k]!r}; "
+                    "choose another --study name to start a new study"
+                )
+    else:
+        for k, v in mine.items():
+            study.set_user_attr(k, v)
+        study.set_user_attr("sampler", opt.opts.sampler)  # what joining workers use
+        study.set_user_attr("model_spec", opt.model.to_dict())
+        study.set_user_attr("target_spec", opt.target.model_dump(mode="json"))
+        study.set_user_attr("space_spec", opt.space.model_dump(mode="json"))
+        if opt.space_notes:
+            study.set_user_attr("space_notes", opt.space_notes)
+        for k, v in opt.kind.study_attrs().items():
+            study.set_user_attr(k, v)
+        study.set_user_attr("model_info", {k: v for k, v in opt.model_info.items() if k != "status"})
+        from planner.select.pareto import noise_floor_for  # quality losses below it are ties (issue 19)
+
+        study.set_user_attr("quality_noise_floor", noise_floor_for(opt.model_info.get("output_kind")))
+        study.set_metric_names([o.metric for o in opt.objectives])
+        enqueue_seeds(opt, study)
+    StudyStore(study, storage).fail_orphans()
+    optuna.storages.fail_stale_trials(study)
+    return study
+
+
+def enqueue_seeds(opt, study) -> None:
+    """The space's seeds become the new study's first trials (Optuna's enqueue_trial), in order; those this
+    target or model cannot run are left out and listed as the study attr ``seeds_skipped``."""
+    if not opt.space.seeds or opt.opts.sampler == "grid":  # grid measures every point anyway
+        return
+    from planner.space import ordered_seeds, seed_params, usable_backends
+
+    fmt = opt.model_info.get("format", "torch")
+    backends, _ = usable_backends(opt.space, opt.target, fmt)
+    skipped = []
+    for i, seed in ordered_seeds(opt.space):
+        params, why = seed_params(seed, opt.space, opt.target, fmt, backends)
+        if params is None:
+            skipped.append(f"seeds[{i}]: {why}")
+            continue
+        study.enqueue_trial(params, user_attrs={"seed": i}, skip_if_exists=True)
+        opt.seeds_queued += 1
+    if skipped:
+        study.set_user_attr("seeds_skipped", skipped)
