@@ -112,7 +112,6 @@ class OpenVINODefault(Backend):
     input_format = "torch"
     accepts_onnx = True
     quant_schemes = ("none",)
-    options: dict = {}
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         import time
