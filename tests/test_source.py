@@ -243,6 +243,7 @@ def test_hf_directory_inputs_class_and_weights(tmp_path):
     feat = ModelSource(parse_model(f"hf:{d}", task="feature-extraction"), tmp_path / "c")
     assert type(feat.base_module().model).__name__ == "ViTModel"
     assert feat.output_names == ["last_hidden_state", "pooler_output"]
+    assert feat.quality_outputs == [0] and feat.output_kind == "embedding" and src.output_kind == "logits"
 
     b = bert_classifier(tmp_path / "bert")
     from transformers import BertForSequenceClassification
