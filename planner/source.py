@@ -103,8 +103,8 @@ class ModelSource:
             t0 = time.perf_counter()
             from planner.llm.hf import HFDecoder
 
-            if isinstance(raw, HFDecoder):
-                self._output_names = ["logits"]
+            if isinstance(raw, HFDecoder) or callable(getattr(raw, "prefill", None)):
+                self._output_names = ["logits"]  # planner's decoder API (planner.llm): kept as it is, never wrapped
                 self._module = raw
             else:
                 self._module = self._flatten(raw)
