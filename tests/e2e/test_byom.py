@@ -97,6 +97,12 @@ def test_hf_directory(tmp_path, kind):
     assert names == {"text": ["input_ids", "token_type_ids", "attention_mask"], "vision": ["pixel_values"],
                      "decoder": ["input_ids"]}[kind]
     assert st.user_attrs["model_info"]["quality_outputs"] == ["logits"]
+    if kind == "vision":  # the deployment leaves as a bundle that verifies
+        best = pareto_front(st)[0]
+        ex = run_cli("export", "--study", "s", "--trial", best.number, "--out", tmp_path / "ex", "--home", home.root)
+        assert ex.returncode == 0, ex.stderr + ex.stdout
+        v = run_cli("verify", tmp_path / "ex")
+        assert v.returncode == 0 and "match the fp32 reference" in v.stdout, v.stderr + v.stdout
 
 
 def test_hf_directory_errors_are_one_line(tmp_path):
