@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 PREFERRED = ("logits", "last_hidden_state")  # what quality is judged on by default, when a model returns it
+EMBEDDINGS = ("last_hidden_state", "pooler_output", "text_embeds", "image_embeds", "sentence_embedding")
 
 
 def _is_tensor(x: Any) -> bool:
@@ -65,6 +66,12 @@ def select_outputs(names: list[str], wanted: tuple[str, ...] | list[str], where:
         raise ConfigError(f"{where}: --output {','.join(missing)}: no such output; the model's outputs are "
                           f"{', '.join(names) or 'none'}")
     return [names.index(w) for w in chosen]
+
+
+def output_kind_of(chosen: list[str]) -> str:
+    """The output kind (the quality metrics it gets) of the outputs quality is judged on, when the user says none:
+    ``embedding`` for hidden states and embeddings, else ``logits``."""
+    return "embedding" if chosen and all(c in EMBEDDINGS for c in chosen) else "logits"
 
 
 def judged_on(model_info: dict) -> str | None:

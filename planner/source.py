@@ -106,8 +106,8 @@ class ModelSource:
             t0 = time.perf_counter()
             from planner.llm.hf import HFDecoder
 
-            if isinstance(raw, HFDecoder):
-                self._output_names = ["logits"]
+            if isinstance(raw, HFDecoder) or callable(getattr(raw, "prefill", None)):
+                self._output_names = ["logits"]  # planner's decoder API (planner.llm): kept as it is, never wrapped
                 self._module = raw
             else:
                 self._module = self._flatten(raw)
@@ -174,9 +174,23 @@ class ModelSource:
 
     @property
     def output_kind(self) -> str:
+        """logits | embedding: as the user or the factory's module says, else from the outputs quality is judged on
+        (`planner.outputs.output_kind_of`)."""
         if self._output_kind == "auto" and self.format == "torch":
             self._load()
-        return self._output_kind if self._output_kind != "auto" else "logits"
+        if self._output_kind != "auto":
+            return self._output_kind
+        from planner.outputs import output_kind_of
+
+        return output_kind_of([self.output_names[i] for i in self.quality_outputs])
+
+    @property
+    def quality_outputs(self) -> list[int]:
+        """Indices (in `output_names`) of the outputs quality is judged on: the user's ``--output``, else the default
+        (`planner.outputs.default_outputs`)."""
+        from planner.outputs import select_outputs
+
+        return select_outputs(self.output_names, self.spec.outputs, f"model {self.spec.ref}")
 
     def model_hash(self) -> str:
         """sha256 over the weights (torch) or the file bytes (ONNX), plus the input signature."""

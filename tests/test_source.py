@@ -234,14 +234,19 @@ def test_hf_directory_inputs_class_and_weights(tmp_path):
     src = ModelSource(parse_model(f"hf:{d}"), tmp_path / "c")
     assert [(i.name, i.shape) for i in src.inputs] == [("pixel_values", (3, 16, 16))]
     assert type(src.base_module().model).__name__ == "ViTForImageClassification" and src.output_names == ["logits"]
+    import torch
+
+    from planner.backends._torch_runtime import save_exported_program
+
+    assert save_exported_program(src.base_module(), src.example_inputs(2), tmp_path / "m.pt2", None, False) is None
+    assert torch.export.load(str(tmp_path / "m.pt2")).module()(torch.randn(5, 3, 16, 16))[0].shape == (5, 5)  # dynamic batch
     feat = ModelSource(parse_model(f"hf:{d}", task="feature-extraction"), tmp_path / "c")
     assert type(feat.base_module().model).__name__ == "ViTModel"
     assert feat.output_names == ["last_hidden_state", "pooler_output"]
+    assert feat.quality_outputs == [0] and feat.output_kind == "embedding" and src.output_kind == "logits"
 
     b = bert_classifier(tmp_path / "bert")
     from transformers import BertForSequenceClassification
-
-    import torch
 
     (tmp_path / "pickled").mkdir()
     torch.save(BertForSequenceClassification.from_pretrained(b).state_dict(), tmp_path / "pickled" / "pytorch_model.bin")

@@ -143,10 +143,7 @@ def do_prepare(job: "PrepareJob") -> dict:
                 out = module(*[torch.from_numpy(v) for v in feed.values()])
             return [o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
 
-    from planner.outputs import select_outputs
-
-    names = src.output_names
-    chosen = select_outputs(names, spec.outputs, f"model {spec.ref}")
+    names, chosen = src.output_names, src.quality_outputs
     outs = []
     widths: list[int] = []
     for feed, valid in batches(inputs, n, ref_batch, axes):

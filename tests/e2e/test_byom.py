@@ -65,6 +65,12 @@ def test_user_file_returning_model_output(tmp_path):
     assert info["output_names"][0] == "logits" and "hidden_states.0" in info["output_names"]
     assert info["quality_outputs"] == ["logits"]
     assert "quality is judged on output logits" in r.stdout
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    notes = [r.data.tags["mlflow.note.content"] for r in runs if "mlflow.note.content" in r.data.tags]
+    assert any("Quality is judged on output logits (of logits, hidden_states.0" in n for n in notes), notes
     assert all(t.user_attrs["metrics"]["quality_loss"] < 1e-3 for t in st.trials)
 
 
@@ -91,6 +97,12 @@ def test_hf_directory(tmp_path, kind):
     assert names == {"text": ["input_ids", "token_type_ids", "attention_mask"], "vision": ["pixel_values"],
                      "decoder": ["input_ids"]}[kind]
     assert st.user_attrs["model_info"]["quality_outputs"] == ["logits"]
+    if kind == "vision":  # the deployment leaves as a bundle that verifies
+        best = pareto_front(st)[0]
+        ex = run_cli("export", "--study", "s", "--trial", best.number, "--out", tmp_path / "ex", "--home", home.root)
+        assert ex.returncode == 0, ex.stderr + ex.stdout
+        v = run_cli("verify", tmp_path / "ex")
+        assert v.returncode == 0 and "match the fp32 reference" in v.stdout, v.stderr + v.stdout
 
 
 def test_hf_directory_errors_are_one_line(tmp_path):
