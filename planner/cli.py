@@ -85,7 +85,7 @@ def optimize(
     if spec is not None and (evaluator is not None or evaluator_metric is not None):
         spec = collect(lambda: spec.with_evaluator(evaluator, evaluator_metric))
     tgt = collect(lambda: load_target(target) if target is not None else probe_host())
-    spc = collect(lambda: load_space(space or ("llm" if workload else "default")))  # a decoder workload: the LLM space
+    spc = collect(lambda: load_space(default_space(space, workload)))
     wl = None
     if workload:
         from planner.llm.workload import load_workload
@@ -108,6 +108,11 @@ def optimize(
     from planner.console import RichReporter
 
     _run(Optimizer(spec, tgt, spc, Home.resolve(home), opts, RichReporter(_console()), workload=wl))
+
+
+def default_space(space: Optional[str], workload: Optional[str]) -> str:
+    """The space a study searches: ``--space``, else the LLM space for a decoder workload, else 'default'."""
+    return space or ("llm" if workload else "default")
 
 
 def _trials(trials: Optional[int], study_trials: Optional[int]) -> int:

@@ -160,7 +160,9 @@ class RichReporter:
         n_ok = sum(o.status == "ok" for o in result.outcomes)
         n_fail = sum(o.status == "failed" for o in result.outcomes)
         n_skip = sum(o.status == "skipped" for o in result.outcomes)
-        skipped = f", {n_skip} skipped as hopeless (not measured)" if n_skip else ""
+        n_stop = sum(o.status == "stopped" for o in result.outcomes)
+        skipped = f", {n_skip} skipped (known hopeless or unsupported: not measured)" if n_skip else ""
+        skipped += f", {n_stop} stopped in distillation" if n_stop else ""
         c.print(f"\n{len(result.outcomes)} trials this run: {n_ok} feasible, {n_fail} failed{skipped}; stopped: {result.stopped_because}")
         split = time_split_line(result.outcomes)
         if split:

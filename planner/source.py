@@ -384,28 +384,36 @@ class ModelSource:
             from planner.transforms.distill import distill as do_distill
 
             t0 = time.perf_counter()
-            calib = self.calibration_inputs(self._distill_samples(distill), seed=7)
             if prune.active:  # in stages, judged and cached after each (planner.transforms.distill.distill_staged)
-                from planner.transforms.distill import distill_staged
+                from dataclasses import replace
 
-                load, save = self._student_cache(prune, distill)
+                from planner.transforms.distill import STAGES, distill_staged
+
+                # one data pool for every step count (that of the longest stage): a student continued from a
+                # shorter request's cached stage then equals one trained through, and a rebuild without the
+                # cache trains the student that was measured
+                pool = replace(distill, steps=max(int(distill.steps), STAGES[-1]))
+                calib = self.calibration_inputs(self._distill_samples(pool), seed=7)
+
+                load, save = self._student_cache(prune, distill, self._distill_samples(pool))
                 info = distill_staged(module, base, distill, calib, self.input_names, judge=self.distill_judge,
                                       bound=self.distill_bound, load=load, save=save)
             else:
+                calib = self.calibration_inputs(self._distill_samples(distill), seed=7)
                 info = do_distill(module, base, distill, calib, self.input_names)
             self.transform_info.update(info or {})
             self.transform_info["distill_data_held_out"] = float(self.calibration_source == "held-out")
             self.transform_info["distill_seconds"] = time.perf_counter() - t0
         return module.eval()
 
-    def _student_cache(self, prune: PruneConfig, distill: DistillConfig):
+    def _student_cache(self, prune: PruneConfig, distill: DistillConfig, pool: int):
         """(load, save) of pruned students distilled to a stage, on disk under the cache folder, keyed by the model,
-        the pruning and the training settings (not the steps asked for: a longer request continues a shorter one's
-        student)."""
+        the pruning, the training settings and the data pool (not the steps asked for: a longer request continues a
+        shorter one's student)."""
         import torch
 
         folder = self.cache_dir / "students"
-        base = repr((self.model_hash(), prune, float(distill.lr), int(distill.batch), self.calibration_source))
+        base = repr((self.model_hash(), prune, float(distill.lr), int(distill.batch), self.calibration_source, int(pool)))
 
         def path(steps: int) -> Path:
             return folder / f"{hashlib.sha256(f'{base}|{steps}'.encode()).hexdigest()[:20]}.pt"

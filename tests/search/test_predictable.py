@@ -150,3 +150,14 @@ def test_expensive_seeds_run_last_and_default_spaces_seed_batch_1():
     assert ordered_seeds(shuffled.model_copy(update={"seed_order": "as_written"}))[0][0] == 0
     for name in ("default", "cnn", "transformer"):
         assert any(s.backend == "openvino" and s.batch_size == 1 and s.quant == "none" for s in load_space(name).seeds), name
+
+
+def test_a_decoder_workload_without_a_space_searches_the_llm_space():
+    """`planner optimize --workload FILE` without --space: the LLM space (llama.cpp in it, no pruning), not the
+    default space's channel pruning and OpenVINO int8_static the decoder runtimes do not take."""
+    from planner.cli import default_space
+
+    assert default_space(None, "chat.yaml") == "llm" and default_space(None, None) == "default"
+    assert default_space("cnn", "chat.yaml") == "cnn"
+    llm = load_space(default_space(None, "chat.yaml"))
+    assert "llamacpp" in llm.backends and llm.prune.methods == ["none"]

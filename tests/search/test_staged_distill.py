@@ -131,3 +131,27 @@ def test_the_study_stops_a_hopeless_student_and_says_where(tmp_path):
     out = " ".join(r.stdout.split())  # (the console wraps long lines)
     assert "stopped #0" in out and "distillation stopped at 100 of 1000 steps" in out, out
     assert list((home.cache / "students").glob("*.pt"))
+
+
+def test_a_longer_request_continues_the_cached_student_through_the_model_source(tmp_path):
+    """Through `ModelSource` (what a trial worker builds): a 1000-step request after a 300-step one with the same
+    pruning and training settings continues from the cached 300-step student (one data pool for every step count),
+    and ends with the weights a fresh cache trains through all 1000 steps."""
+    from planner.config import TrialConfig
+    from planner.model import parse_model
+    from planner.source import ModelSource
+
+    def cfg(steps):
+        return TrialConfig(backend="torch", batch_size=1, prune=PruneConfig("l1", 0.5, 1),
+                           distill=DistillConfig(steps=steps, lr=1e-3, batch=16))
+
+    spec = parse_model("tiny-mlp")
+    ModelSource(spec, tmp_path / "shared").torch_module(cfg(300))
+    src = ModelSource(spec, tmp_path / "shared")
+    cont = src.torch_module(cfg(1000))
+    assert src.transform_info["distill_resumed_from"] == 300 and src.transform_info["distill_steps"] == 1000
+    fresh = ModelSource(spec, tmp_path / "fresh")
+    scratch = fresh.torch_module(cfg(1000))
+    assert fresh.transform_info["distill_resumed_from"] == 0
+    for (k, a), b in zip(cont.state_dict().items(), scratch.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), k
