@@ -225,3 +225,25 @@ def test_measure_served_reads_the_traffic_and_the_serving_config():
     out = measure_served([FakeEngine(0.030)], t, ServingConfig())
     assert [p["rate"] for p in out["rate_points"]] == [25, 50, 37.5]
     assert out["sustained_rate"] == 25 and out["rate_points"][0]["meets"] and not out["rate_points"][1]["meets"]
+
+
+def test_a_late_generator_shows_as_latency_not_as_a_lighter_load(monkeypatch):
+    """The generator is held up 60 ms before sending the third request (a busy host): that request's latency still
+    counts from its scheduled arrival, and it is counted as sent late (coordinated omission would hide both)."""
+    import planner.measure.serving as serving
+
+    real, n = serving._sleep_until, []
+
+    def stalled(t, clock):
+        real(t, clock)
+        n.append(1)
+        if len(n) == 3:
+            time.sleep(0.060)
+
+    monkeypatch.setattr(serving, "_sleep_until", stalled)
+    eng = FakeEngine(0.005)
+    keep: list = []
+    s = serve_open([eng], [0.0, 0.1, 0.2, 0.3], keep=keep, rate=None)
+    third = (keep[2].done - keep[2].scheduled) * 1e3
+    assert third >= 60 + 5 - 1 and s.late >= 1
+    assert s.max_ms >= 60
