@@ -1,7 +1,9 @@
 """The load generator, the dynamic batcher and the served-latency accounting, against a fake engine whose
 service time is known (it sleeps) and whose calls are recorded.  Timing tolerances are a few ms: the
 engine sleeps for tens of ms, so a wrong accounting (latency from send instead of from arrival, a batch
-formed too early or too late, waits not added up) is off by far more than that."""
+formed too early or too late, waits not added up) is off by far more than that.  On a loaded host a thread is
+sometimes descheduled for longer: the tolerances add the largest oversleep the fake engine itself saw in the same
+test (`FakeEngine.noise_ms`), a measure of that run's scheduling delays, never a fixed allowance for them."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import time
 import pytest
 
 from planner.measure.serving import (ServedStats, arrival_times, serve_closed, serve_open, sustained_rate)
+
+
+TOL_MS = 6.0
 
 
 class FakeEngine:
@@ -28,8 +33,14 @@ class FakeEngine:
         with self.lock:
             self.calls.append((t, time.perf_counter(), k))
 
+    def noise_ms(self) -> float:
+        """The largest oversleep of its calls (ms): how late this host woke a sleeping thread during the test."""
+        return max(((e - s) - (self.base + self.per * k)) * 1e3 for s, e, k in self.calls) if self.calls else 0.0
 
-TOL_MS = 6.0
+
+def tol(*engines: FakeEngine) -> float:
+    return TOL_MS + 2 * max(e.noise_ms() for e in engines)
+
 
 
 def test_arrivals_seeded_and_at_the_rate():
@@ -54,7 +65,7 @@ def test_burst_waits_add_up_exactly():
     s = serve_open([eng], [0.0, 0.0, 0.0], keep=keep, rate=None)
     lat = sorted((r.done - r.scheduled) * 1e3 for r in keep)
     for got, want in zip(lat, (30, 60, 90)):
-        assert abs(got - want) < TOL_MS, lat
+        assert abs(got - want) < tol(eng), lat
     assert s.completed == 3 and s.dropped == 0 and s.batches == {"1": 3}
 
 
@@ -66,7 +77,7 @@ def test_latency_counts_from_the_scheduled_arrival():
     serve_open([eng], arrival_times("uniform", 100.0, 0.08), keep=keep, drain_s=1.0)
     lat = [(r.done - r.scheduled) * 1e3 for r in keep]
     for i, got in enumerate(lat):
-        assert abs(got - (25 + 15 * i)) < TOL_MS + 0.5 * i, lat  # sleep overshoot adds up along the queue
+        assert abs(got - (25 + 15 * i)) < tol(eng) + 0.5 * i, lat  # sleep overshoot adds up along the queue
 
 
 def test_waits_follow_lindley_on_poisson_arrivals():
@@ -83,7 +94,7 @@ def test_waits_follow_lindley_on_poisson_arrivals():
         errs.append(abs(r.done - predicted_done) * 1e3)
         done_prev = r.done
     errs.sort()
-    assert errs[len(errs) // 2] < 1.0 and errs[-1] < TOL_MS, errs[-5:]
+    assert errs[len(errs) // 2] < 1.0 and errs[-1] < tol(eng), (errs[-5:], eng.noise_ms())
 
 
 def test_md1_mean_wait_matches_pollaczek_khinchine():
@@ -93,7 +104,12 @@ def test_md1_mean_wait_matches_pollaczek_khinchine():
     eng = FakeEngine(service)
     keep: list = []
     s = serve_open([eng], arrival_times("poisson", rate, 16.0, seed=7), keep=keep, warmup_s=1.0, rate=rate)
-    times = [end - start for start, end, _ in eng.calls]
+    # the server's effective service time: from when it could start a request (arrived, the previous one done) to
+    # its end -- the engine's time plus the dispatch (thread wake-up), which a loaded host lengthens
+    times, prev_end = [], -math.inf
+    for r, (start, end, _) in zip(keep, eng.calls):
+        times.append(end - max(r.enqueued, prev_end))
+        prev_end = end
     es, es2 = sum(times) / len(times), sum(t * t for t in times) / len(times)
     rho = rate * es
     assert 0.4 < rho < 0.65, rho
@@ -114,8 +130,11 @@ def test_batcher_forms_batches_as_declared():
     assert [k for _, _, k in eng.calls] == [4, 4, 2]
     assert s.batches == {"4": 2, "2": 1} and s.mean_batch == pytest.approx(3.6)
     lat = sorted({round((r.done - r.scheduled) * 1e3) for r in keep})
-    assert abs(lat[0] - 20) < TOL_MS and abs(lat[1] - 40) < TOL_MS
-    assert abs(lat[-1] - 70) < TOL_MS  # waited to 50 ms for more, then ran 20 ms
+    t = tol(eng)
+    assert abs(lat[0] - 20) < t and abs(lat[1] - 40) < t
+    assert abs(lat[-1] - 70) < t  # waited to 50 ms for more, then ran 20 ms
+    third_start = eng.calls[2][0]
+    assert third_start - keep[8].enqueued >= 0.050 - 0.001  # the delay of its oldest request was waited out
 
 
 def test_batcher_waits_up_to_the_delay_for_a_second_request():
@@ -125,7 +144,7 @@ def test_batcher_waits_up_to_the_delay_for_a_second_request():
     serve_open([eng], [0.0, 0.010], max_batch=4, max_queue_delay_s=0.030, keep=keep)
     assert [k for _, _, k in eng.calls] == [2]
     first, second = ((r.done - r.scheduled) * 1e3 for r in keep)
-    assert abs(first - 40) < TOL_MS and abs(second - 30) < TOL_MS
+    assert abs(first - 40) < tol(eng) and abs(second - 30) < tol(eng)
 
 
 def test_no_batching_without_a_max_batch():
@@ -142,7 +161,7 @@ def test_instances_run_in_parallel():
     lat = sorted((r.done - r.scheduled) * 1e3 for r in keep)
     assert len(a.calls) == len(b.calls) == 2
     for got, want in zip(lat, (30, 30, 60, 60)):
-        assert abs(got - want) < TOL_MS, lat
+        assert abs(got - want) < tol(a, b), lat
 
 
 def test_overload_is_not_a_latency():
@@ -163,7 +182,7 @@ def test_closed_loop_clients_wait_for_their_answers():
     """Two clients, one instance of 20 ms, no batching: each request waits for the other's, ~40 ms, 50 req/s."""
     eng = FakeEngine(0.020)
     s = serve_closed([eng], 2, 1.0, warmup_s=0.2)
-    assert abs(s.p50_ms - 40) < TOL_MS and abs(s.achieved_rate - 50) < 8
+    assert abs(s.p50_ms - 40) < tol(eng) and abs(s.achieved_rate - 50) < 8
     eng2 = FakeEngine(0.020)
     s2 = serve_closed([eng2], 2, 1.0, warmup_s=0.2, max_batch=2, max_queue_delay_s=0.005)
     assert s2.mean_batch > 1.5 and s2.p50_ms < 30  # batched together: one call serves both clients
@@ -201,8 +220,30 @@ def test_measure_served_reads_the_traffic_and_the_serving_config():
     eng = FakeEngine(0.020)
     closed = measure_served([eng], Traffic(arrival="closed", concurrency=2, duration_s=0.6, warmup_s=0.2), ServingConfig())
     assert closed["at_rate"]["arrival"] == "closed" and "sustained_rate" not in closed
-    assert abs(closed["at_rate"]["p50_ms"] - 40) < TOL_MS
+    assert abs(closed["at_rate"]["p50_ms"] - 40) < tol(eng)
     t = Traffic(rate=25, duration_s=1.5, warmup_s=0.2, drain_s=0.5, slo_ms=100, rate_search_steps=2, seed=3)
     out = measure_served([FakeEngine(0.030)], t, ServingConfig())
     assert [p["rate"] for p in out["rate_points"]] == [25, 50, 37.5]
     assert out["sustained_rate"] == 25 and out["rate_points"][0]["meets"] and not out["rate_points"][1]["meets"]
+
+
+def test_a_late_generator_shows_as_latency_not_as_a_lighter_load(monkeypatch):
+    """The generator is held up 60 ms before sending the third request (a busy host): that request's latency still
+    counts from its scheduled arrival, and it is counted as sent late (coordinated omission would hide both)."""
+    import planner.measure.serving as serving
+
+    real, n = serving._sleep_until, []
+
+    def stalled(t, clock):
+        real(t, clock)
+        n.append(1)
+        if len(n) == 3:
+            time.sleep(0.060)
+
+    monkeypatch.setattr(serving, "_sleep_until", stalled)
+    eng = FakeEngine(0.005)
+    keep: list = []
+    s = serve_open([eng], [0.0, 0.1, 0.2, 0.3], keep=keep, rate=None)
+    third = (keep[2].done - keep[2].scheduled) * 1e3
+    assert third >= 60 + 5 - 1 and s.late >= 1
+    assert s.max_ms >= 60
