@@ -21,12 +21,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from planner.config import DistillConfig, PruneConfig, TrialConfig
+from planner.config import TrialConfig
 from planner.errors import CandidateFailed, ConfigError, FailReason
 from planner.model import InputSpec, ModelSpec
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
-DISTILL_DATA_BYTES = 256 << 20  # inputs held for distillation (2048 digits images are 2 MB; 256 MB is ~430 resnet18 images)
 
 
 class ModelSource:
@@ -110,35 +109,12 @@ class ModelSource:
                 self._output_names = ["logits"]  # planner's decoder API (planner.llm): kept as it is, never wrapped
                 self._module = raw
             else:
-                self._module = self._flatten(raw)
+                self._module, self._output_names, note = flatten_module(raw, self.spec.ref, self.input_names,
+                                                                        self.example_inputs(1, seed=5))
+                if note:
+                    self.log.append(note)
             self._spent("model", t0)
         return self._module
-
-    def _flatten(self, raw):
-        """`raw`, or `raw` wrapped in `FlatOutputs`: one forward at batch 1 shows what it returns."""
-        import torch
-
-        from planner.outputs import flatten_outputs, is_plain
-
-        names = self.input_names
-        keyword = _keyword_call(raw, names)
-        args = [torch.from_numpy(v) for v in self.example_inputs(1, seed=5).values()]
-        try:
-            with torch.inference_mode():
-                out = raw(**dict(zip(names, args))) if keyword else raw(*args)
-        except ConfigError:
-            raise
-        except Exception as e:
-            raise ConfigError(f"model {self.spec.ref}: forward on example inputs ({', '.join(names)}) raised "
-                              f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
-        flat = flatten_outputs(out)
-        if not flat:
-            raise ConfigError(f"model {self.spec.ref}: forward returned {type(out).__name__} with no tensor in it")
-        self._output_names = [n for n, _ in flat]
-        if not keyword and is_plain(out):
-            return raw
-        self.log.append(f"outputs flattened: {', '.join(self._output_names)}" + (" (keyword inputs)" if keyword else ""))
-        return flat_outputs_module(raw, names, keyword).eval()
 
     @property
     def output_names(self) -> list[str]:
@@ -218,32 +194,10 @@ class ModelSource:
 
         From ``--data file.npz``, ``--data file.py:fn`` / ``module:fn`` (a function returning such a
         dict), or a ``dataset()`` function beside the model factory.  None means synthetic inputs."""
-        if self._data is not None:
-            return self._data
-        ref = self.spec.data
-        if ref is None:
-            if self.format == "torch":
-                self._load()
-            if self._dataset_fn is None:
-                return None
-            self._data = _call_dataset(self._dataset_fn, f"{self.spec.ref}: dataset()")
-        elif ref.endswith(".npz"):
-            try:
-                with np.load(ref, allow_pickle=False) as z:
-                    self._data = {k: z[k] for k in z.files}
-            except (OSError, ValueError) as e:
-                raise ConfigError(f"--data {ref}: not a readable .npz ({e})") from None
-        else:
-            from planner.model import ModelSpec
-
-            fn, _ = _resolve_factory(ModelSpec(ref, "file" if ref.rpartition(":")[0].endswith(".py") else "module", "data"))
-            self._data = _call_dataset(fn, f"--data {ref}")
-        missing = [n for n in self.input_names if n not in self._data]
-        if missing:
-            raise ConfigError(f"data for {self.spec.ref}: missing arrays {missing}; has {sorted(self._data)}")
-        sizes = {len(v) for k, v in self._data.items()}
-        if len(sizes) != 1:
-            raise ConfigError(f"data for {self.spec.ref}: arrays have different sample counts {sorted(sizes)}")
+        if self._data is None:
+            if self.spec.data is None and self.format == "torch":
+                self._load()  # a `dataset()` beside the factory comes with it
+            self._data = load_data(self.spec, self._dataset_fn, self.input_names)
         return self._data
 
     def sample_inputs(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -352,95 +306,11 @@ class ModelSource:
         key = (cfg.prune, cfg.distill)
         if key not in self._transformed:
             t0 = time.perf_counter()
-            self._transformed[key] = self._apply_transforms(base, cfg.prune, cfg.distill)
+            from planner.transforms.pipeline import apply_transforms
+
+            self._transformed[key] = apply_transforms(self, base, cfg.prune, cfg.distill)
             self._spent("transforms", t0)
         return self._transformed[key]
-
-    def _apply_transforms(self, base, prune: PruneConfig, distill: DistillConfig):
-        import copy
-
-        import torch
-
-        module = copy.deepcopy(base)
-        example = tuple(torch.from_numpy(v) for v in self.example_inputs(2, seed=123).values())
-        if prune.active:
-            from planner.transforms.prune import prune as do_prune
-
-            from planner.transforms.prune import prune_info
-
-            t0 = time.perf_counter()
-            flops_before = flops_per_sample(module, example)
-            module = do_prune(module, prune, example)
-            self.transform_info["prune_seconds"] = time.perf_counter() - t0
-            info = prune_info(module) or {}
-            for k in ("params_before", "params_after", "sparsity"):
-                if isinstance(info.get(k), (int, float)):
-                    self.transform_info[f"prune_{k}"] = info[k]
-            self.transform_info["prune_size_only"] = float(bool(info.get("size_only")))
-            if flops_before:
-                self.transform_info["flops_before"] = flops_before
-                self.transform_info["flops_after"] = flops_per_sample(module, example)
-        if distill.active:
-            from planner.transforms.distill import distill as do_distill
-
-            t0 = time.perf_counter()
-            if prune.active:  # in stages, judged and cached after each (planner.transforms.distill.distill_staged)
-                from dataclasses import replace
-
-                from planner.transforms.distill import STAGES, distill_staged
-
-                # one data pool for every step count (that of the longest stage): a student continued from a
-                # shorter request's cached stage then equals one trained through, and a rebuild without the
-                # cache trains the student that was measured
-                pool = replace(distill, steps=max(int(distill.steps), STAGES[-1]))
-                calib = self.calibration_inputs(self._distill_samples(pool), seed=7)
-
-                load, save = self._student_cache(prune, distill, self._distill_samples(pool))
-                info = distill_staged(module, base, distill, calib, self.input_names, judge=self.distill_judge,
-                                      bound=self.distill_bound, load=load, save=save)
-            else:
-                calib = self.calibration_inputs(self._distill_samples(distill), seed=7)
-                info = do_distill(module, base, distill, calib, self.input_names)
-            self.transform_info.update(info or {})
-            self.transform_info["distill_data_held_out"] = float(self.calibration_source == "held-out")
-            self.transform_info["distill_seconds"] = time.perf_counter() - t0
-        return module.eval()
-
-    def _student_cache(self, prune: PruneConfig, distill: DistillConfig, pool: int):
-        """(load, save) of pruned students distilled to a stage, on disk under the cache folder, keyed by the model,
-        the pruning, the training settings and the data pool (not the steps asked for: a longer request continues a
-        shorter one's student)."""
-        import torch
-
-        folder = self.cache_dir / "students"
-        base = repr((self.model_hash(), prune, float(distill.lr), int(distill.batch), self.calibration_source, int(pool)))
-
-        def path(steps: int) -> Path:
-            return folder / f"{hashlib.sha256(f'{base}|{steps}'.encode()).hexdigest()[:20]}.pt"
-
-        def load(steps: int):
-            p = path(steps)
-            if not p.is_file():
-                return None
-            try:
-                return torch.load(p, map_location="cpu", weights_only=True)
-            except Exception:  # noqa: BLE001 -- a torn or stale file: train again
-                return None
-
-        def save(steps: int, state) -> None:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path(steps).with_suffix(f".{os.getpid()}.tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path(steps))
-
-        return load, save
-
-    def _distill_samples(self, distill) -> int:
-        """How many calibration samples distillation draws from: as many as its steps touch (at least 64),
-        capped at `DISTILL_DATA_BYTES` of inputs."""
-        one = self.calibration_inputs(1, seed=7)
-        per_sample = max(1, sum(a.nbytes for a in one.values()))
-        return max(64, min(distill.steps * distill.batch, DISTILL_DATA_BYTES // per_sample))
 
     def transform_key(self, cfg: TrialConfig | None) -> str:
         if cfg is None:
@@ -454,47 +324,40 @@ class ModelSource:
             if cfg is not None and (cfg.prune.active or cfg.distill.active):
                 raise ConfigError("pruning and distillation need a PyTorch model, not an ONNX file")
             return Path(self.spec.ref)
-        from planner.cache import ArtifactCache, cache_key
-
-        cache = ArtifactCache(self.cache_dir / "artifacts")
-        key = cache_key("onnx-export", self.model_hash(), self.transform_key(cfg), torch_version())
-        hit = cache.get(key)
-        if hit is None:
-            import tempfile
-
-            module = self.torch_module(cfg)
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
-                path = Path(tmp) / "model.onnx"
-                t0 = time.perf_counter()
-                flat = type(self.base_module()).__name__ == "FlatOutputs"  # its outputs keep their names in the file
-                export_onnx(module, self.example_inputs(2, seed=5), path, self.batch_axes,
-                            self.output_names if flat else None)
-                self._spent("export", t0)
-                facts = Path(tmp) / "transform_info.json"  # prune/distill facts travel with the cached export
-                facts.write_text(json.dumps(self.transform_info, default=str))
-                hit = cache.put(key, {"model.onnx": path, "transform_info.json": facts})
-            self.transform_info["onnx_export_cached"] = 0
-        else:
-            facts = hit / "transform_info.json"
-            if facts.is_file():
-                for k, v in json.loads(facts.read_text()).items():
-                    self.transform_info.setdefault(k, v)
-            self.transform_info["onnx_export_cached"] = 1
-        return hit / "model.onnx"
+        return cached_onnx_export(self, cfg)
 
 
-def flops_per_sample(module, example: tuple) -> float | None:
-    """FLOPs of one forward pass per sample (torch's FLOP counter), None when it cannot count."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+def cached_onnx_export(source: ModelSource, cfg: TrialConfig | None) -> Path:
+    """The ONNX export of ``source``'s model with ``cfg``'s transforms, from the content-addressed cache or exported
+    now (with the transforms' facts beside it, so a cached export still reports them)."""
+    from planner.cache import ArtifactCache, cache_key
 
-    try:
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            module(*example)
-        return counter.get_total_flops() / max(1, example[0].shape[0])
-    except Exception:
-        return None
+    cache = ArtifactCache(source.cache_dir / "artifacts")
+    key = cache_key("onnx-export", source.model_hash(), source.transform_key(cfg), torch_version())
+    hit = cache.get(key)
+    if hit is None:
+        import tempfile
+
+        module = source.torch_module(cfg)
+        source.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=source.cache_dir) as tmp:
+            path = Path(tmp) / "model.onnx"
+            t0 = time.perf_counter()
+            flat = type(source.base_module()).__name__ == "FlatOutputs"  # its outputs keep their names in the file
+            export_onnx(module, source.example_inputs(2, seed=5), path, source.batch_axes,
+                        source.output_names if flat else None)
+            source._spent("export", t0)
+            facts = Path(tmp) / "transform_info.json"  # prune/distill facts travel with the cached export
+            facts.write_text(json.dumps(source.transform_info, default=str))
+            hit = cache.put(key, {"model.onnx": path, "transform_info.json": facts})
+        source.transform_info["onnx_export_cached"] = 0
+    else:
+        facts = hit / "transform_info.json"
+        if facts.is_file():
+            for k, v in json.loads(facts.read_text()).items():
+                source.transform_info.setdefault(k, v)
+        source.transform_info["onnx_export_cached"] = 1
+    return hit / "model.onnx"
 
 
 def torch_version() -> str:
@@ -629,6 +492,31 @@ def _resolve_factory(spec: ModelSpec):
                      "output_kind": getattr(mod, "OUTPUT_KIND", None)}
 
 
+def load_data(spec: ModelSpec, dataset_fn, input_names: list[str]) -> dict[str, np.ndarray] | None:
+    """The model's evaluation data (see `ModelSource.data`), checked against its inputs; None: synthetic inputs."""
+    ref = spec.data
+    if ref is None:
+        if dataset_fn is None:
+            return None
+        data = _call_dataset(dataset_fn, f"{spec.ref}: dataset()")
+    elif ref.endswith(".npz"):
+        try:
+            with np.load(ref, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--data {ref}: not a readable .npz ({e})") from None
+    else:
+        fn, _ = _resolve_factory(ModelSpec(ref, "file" if ref.rpartition(":")[0].endswith(".py") else "module", "data"))
+        data = _call_dataset(fn, f"--data {ref}")
+    missing = [n for n in input_names if n not in data]
+    if missing:
+        raise ConfigError(f"data for {spec.ref}: missing arrays {missing}; has {sorted(data)}")
+    sizes = {len(v) for k, v in data.items()}
+    if len(sizes) != 1:
+        raise ConfigError(f"data for {spec.ref}: arrays have different sample counts {sorted(sizes)}")
+    return data
+
+
 def _call_dataset(fn, where: str) -> dict[str, np.ndarray]:
     out = fn()
     if not isinstance(out, dict) or not out:
@@ -647,6 +535,33 @@ def to_model_layout(samples: dict[str, np.ndarray], axes: dict[str, int | None])
         else:
             out[k] = v if ax == 0 else np.ascontiguousarray(np.moveaxis(v, 0, ax))
     return out
+
+
+def flatten_module(raw, ref: str, names: list[str], example: dict[str, np.ndarray]):
+    """(the module backends receive, its output names, a note or None): ``raw`` as it is when it takes positional
+    inputs and returns tensors, else wrapped in `FlatOutputs`; one forward on ``example`` shows what it returns."""
+    import torch
+
+    from planner.outputs import flatten_outputs, is_plain
+
+    keyword = _keyword_call(raw, names)
+    args = [torch.from_numpy(v) for v in example.values()]
+    try:
+        with torch.inference_mode():
+            out = raw(**dict(zip(names, args))) if keyword else raw(*args)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"model {ref}: forward on example inputs ({', '.join(names)}) raised "
+                          f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
+    flat = flatten_outputs(out)
+    if not flat:
+        raise ConfigError(f"model {ref}: forward returned {type(out).__name__} with no tensor in it")
+    out_names = [n for n, _ in flat]
+    if not keyword and is_plain(out):
+        return raw, out_names, None
+    note = f"outputs flattened: {', '.join(out_names)}" + (" (keyword inputs)" if keyword else "")
+    return flat_outputs_module(raw, names, keyword).eval(), out_names, note
 
 
 def _keyword_call(module, names: list[str]) -> bool:
