@@ -127,60 +127,9 @@ def distill(
 ) -> dict[str, Any]:
     """Distil ``teacher`` into ``student`` in place; returns losses before/after.  ``seed`` seeds the batches
     (a stage of `distill_staged` starting at step s uses SEED + s)."""
-    import numpy as np
-    import torch
-
-    if cfg.steps < 0 or not (cfg.lr > 0) or cfg.batch < 1 or (cfg.max_seconds is not None and not cfg.max_seconds > 0):
-        raise ConfigError("distill: steps must be >= 0, lr > 0, batch >= 1 and max_seconds > 0 "
-                          f"(got steps={cfg.steps}, lr={cfg.lr}, batch={cfg.batch}, max_seconds={cfg.max_seconds})")
-    missing = [n for n in input_names if n not in calib]
-    if missing:
-        raise ConfigError(f"distill: calibration data lacks input(s) {missing}; it has {sorted(calib)}")
-    n = min(int(np.asarray(calib[k]).shape[0]) for k in input_names)
-    if n == 0:
-        raise ConfigError("distill: calibration data is empty")
-
+    _check(cfg, calib, input_names)
     params = list(student.parameters())
-    device = params[0].device if params else torch.device("cpu")
-    arrays = {k: torch.from_numpy(np.ascontiguousarray(calib[k][:n])) for k in input_names}
-    for k, a in arrays.items():
-        if a.is_floating_point():
-            arrays[k] = a.float()
-
-    trim = SequenceTrim(arrays, input_names)
-
-    def batch(idx, cut: bool = True):
-        x = {k: arrays[k][idx] for k in input_names}
-        x = trim(x) if cut else x
-        return tuple(x[k].to(device) for k in input_names)
-
-    eval_idx = torch.arange(min(n, EVAL_SAMPLES))
-
-    def trim_is_exact() -> bool:
-        """The teacher gives the same outputs on cut and uncut batches of the evaluation subset."""
-        with torch.no_grad():
-            for s in range(0, len(eval_idx), EVAL_BATCH):
-                idx = eval_idx[s:s + EVAL_BATCH]
-                try:
-                    a, b = _float_outputs(teacher(*batch(idx))), _float_outputs(teacher(*batch(idx, cut=False)))
-                except Exception:  # noqa: BLE001 -- the model needs its full width: train uncut
-                    return False
-                if len(a) != len(b) or any(x.shape != y.shape or not torch.allclose(x, y, atol=TRIM_ATOL)
-                                           for x, y in zip(a, b)):
-                    return False
-        return True
-
-    def eval_loss() -> float:
-        student.eval()
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for s in range(0, len(eval_idx), EVAL_BATCH):
-                idx = eval_idx[s:s + EVAL_BATCH]
-                x = batch(idx)
-                total += float(_loss(student(*x), teacher(*x))) * len(idx)
-                count += len(idx)
-        return total / count
-
+    data = _Batches(calib, input_names, params[0].device if params else None)
     t0 = time.perf_counter()
     teacher.eval()
     reason = quantized_reason(student)
@@ -189,19 +138,103 @@ def distill(
         reason = "steps=0"
     if reason is not None:
         try:
-            loss = eval_loss()
+            loss = data.eval_loss(student, teacher)
         except Exception:  # noqa: BLE001 -- e.g. fp16 student fed float32 inputs: nothing to report
             loss = None
         result.update(distill_loss_before=loss, distill_loss_after=loss, skipped=reason,
                       distill_seconds=round(time.perf_counter() - t0, 3))
         return result
 
-    if trim.names and not trim_is_exact():
-        trim.disable()
-    before = eval_loss()
+    if data.trim.names and not data.trim_is_exact(teacher):
+        data.trim.disable()
+    before = data.eval_loss(student, teacher)
+    done, stopped, kept = _train(student, teacher, params, data, cfg, seed)
+    after = data.eval_loss(student, teacher)
+    result.update(distill_loss_before=before, distill_loss_after=after, distill_steps=done,
+                  distill_seconds=round(time.perf_counter() - t0, 3),
+                  distill_seq_trim=round(sum(kept) / len(kept), 4) if kept else 1.0)
+    if stopped:
+        result["distill_stopped"] = stopped
+    return result
+
+
+def _check(cfg: "DistillConfig", calib: dict, input_names: list[str]) -> None:
+    """`ConfigError` for settings or data distillation cannot use."""
+    import numpy as np
+
+    if cfg.steps < 0 or not (cfg.lr > 0) or cfg.batch < 1 or (cfg.max_seconds is not None and not cfg.max_seconds > 0):
+        raise ConfigError("distill: steps must be >= 0, lr > 0, batch >= 1 and max_seconds > 0 "
+                          f"(got steps={cfg.steps}, lr={cfg.lr}, batch={cfg.batch}, max_seconds={cfg.max_seconds})")
+    missing = [n for n in input_names if n not in calib]
+    if missing:
+        raise ConfigError(f"distill: calibration data lacks input(s) {missing}; it has {sorted(calib)}")
+    if min(int(np.asarray(calib[k]).shape[0]) for k in input_names) == 0:
+        raise ConfigError("distill: calibration data is empty")
+
+
+class _Batches:
+    """The distillation data as tensors: training batches (padding trimmed where that changes nothing) and the
+    fixed evaluation subset the losses before and after are measured on."""
+
+    def __init__(self, calib: dict, input_names: list[str], device):
+        import numpy as np
+        import torch
+
+        self.names = input_names
+        self.n = n = min(int(np.asarray(calib[k]).shape[0]) for k in input_names)
+        self.device = device or torch.device("cpu")
+        self.arrays = {k: torch.from_numpy(np.ascontiguousarray(calib[k][:n])) for k in input_names}
+        for k, a in self.arrays.items():
+            if a.is_floating_point():
+                self.arrays[k] = a.float()
+        self.trim = SequenceTrim(self.arrays, input_names)
+        self.eval_idx = torch.arange(min(n, EVAL_SAMPLES))
+
+    def batch(self, idx, cut: bool = True) -> tuple:
+        x = {k: self.arrays[k][idx] for k in self.names}
+        x = self.trim(x) if cut else x
+        return tuple(x[k].to(self.device) for k in self.names)
+
+    def _eval_batches(self):
+        for s in range(0, len(self.eval_idx), EVAL_BATCH):
+            yield self.eval_idx[s:s + EVAL_BATCH]
+
+    def trim_is_exact(self, teacher) -> bool:
+        """The teacher gives the same outputs on cut and uncut batches of the evaluation subset."""
+        import torch
+
+        with torch.no_grad():
+            for idx in self._eval_batches():
+                try:
+                    a, b = _float_outputs(teacher(*self.batch(idx))), _float_outputs(teacher(*self.batch(idx, cut=False)))
+                except Exception:  # noqa: BLE001 -- the model needs its full width: train uncut
+                    return False
+                if len(a) != len(b) or any(x.shape != y.shape or not torch.allclose(x, y, atol=TRIM_ATOL)
+                                           for x, y in zip(a, b)):
+                    return False
+        return True
+
+    def eval_loss(self, student, teacher) -> float:
+        import torch
+
+        student.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for idx in self._eval_batches():
+                x = self.batch(idx)
+                total += float(_loss(student(*x), teacher(*x))) * len(idx)
+                count += len(idx)
+        return total / count
+
+
+def _train(student, teacher, params: list, data: _Batches, cfg: "DistillConfig", seed: int) -> tuple[int, str | None, list]:
+    """Adam on the MSE to the teacher's outputs for ``cfg.steps`` seeded batches (normalisation layers frozen,
+    gradients clipped); (steps done, why it stopped early or None, the kept share of each trimmed batch)."""
+    import torch
+
     flags = [p.requires_grad for p in params]
     norm_types = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)
-    bs = min(int(cfg.batch), n)
+    bs = min(int(cfg.batch), data.n)
     done, stopped, kept = 0, None, []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -220,9 +253,9 @@ def distill(
                     if cfg.max_seconds is not None and time.perf_counter() - t_train > cfg.max_seconds:
                         stopped = "max_seconds"
                         break
-                    x = batch(torch.randint(0, n, (bs,), generator=g))
-                    if trim.names:
-                        kept.append(x[input_names.index(MASK_INPUT)].shape[1] / arrays[MASK_INPUT].shape[1])
+                    x = data.batch(torch.randint(0, data.n, (bs,), generator=g))
+                    if data.trim.names:
+                        kept.append(x[data.names.index(MASK_INPUT)].shape[1] / data.arrays[MASK_INPUT].shape[1])
                     with torch.no_grad():
                         target = teacher(*x)
                     loss = _loss(student(*x), target)
@@ -237,13 +270,7 @@ def distill(
                 p.requires_grad_(f)
             for p in params:
                 p.grad = None
-    after = eval_loss()
-    result.update(distill_loss_before=before, distill_loss_after=after, distill_steps=done,
-                  distill_seconds=round(time.perf_counter() - t0, 3),
-                  distill_seq_trim=round(sum(kept) / len(kept), 4) if kept else 1.0)
-    if stopped:
-        result["distill_stopped"] = stopped
-    return result
+    return done, stopped, kept
 
 
 # --------------------------------------------------------------------------- staged (multi-fidelity) distillation
