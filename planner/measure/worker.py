@@ -123,36 +123,9 @@ def do_prepare(job: "PrepareJob") -> dict:
     ref_batch = max(1, min(int(job.reference_batch or REFERENCE_BATCH), n))
     axes = src.batch_axes
     t0 = time.perf_counter()
-    if src.format == "onnx":
-        from planner.backends.onnxruntime import make_session
-        from planner.source import onnx_output_axes
-
-        sess = make_session(Path(spec.ref), {"graph_optimization_level": "disable"}, target)
-        run = lambda feed: [np.asarray(o) for o in sess.run(None, feed)]  # noqa: E731
-        params = None
-        out_axes = onnx_output_axes(Path(spec.ref), src.inputs)
-    else:
-        import torch
-
-        module = src.base_module()
-        params = sum(p.numel() for p in module.parameters())
-        out_axes = None
-
-        def run(feed):
-            with torch.inference_mode():
-                out = module(*[torch.from_numpy(v) for v in feed.values()])
-            return [o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
-
+    run, params, out_axes = _fp32_runner(src, spec, target)
     names, chosen = src.output_names, src.quality_outputs
-    outs = []
-    widths: list[int] = []
-    for feed, valid in batches(inputs, n, ref_batch, axes):
-        got = run(feed)
-        if not widths:  # values per sample of each output
-            widths = [int(np.size(o)) // max(1, np.shape(o)[a] if np.ndim(o) else 1)
-                      for o, a in zip(got, out_axes or [0] * len(got))]
-        outs.append(flat_outputs(got, out_axes)[:valid])
-    ref = np.concatenate(outs)
+    ref, widths = _reference_outputs(run, inputs, n, ref_batch, axes, out_axes)
     ref_seconds = time.perf_counter() - t0
     arrays = {f"in:{k}": v for k, v in inputs.items()}
     arrays.update({f"axis:{k}": np.int64(-1 if a is None else a) for k, a in axes.items()})
@@ -165,22 +138,9 @@ def do_prepare(job: "PrepareJob") -> dict:
     elif spec.outputs:
         raise ConfigError(f"model {spec.ref}: --output: the model returned {len(widths)} outputs, not the "
                           f"{len(names)} named {', '.join(names)}")
-    evaluation = None
-    if spec.evaluator:  # the task metrics of the fp32 model: what every trial's are compared with
-        from planner.measure.evaluator import evaluator_quality, load_evaluator, make_predict, parse_metric, run_evaluator
-
-        fn = load_evaluator(spec.evaluator)
-        try:
-            evaluation = run_evaluator(fn, make_predict(run, ref_batch), ref_batch,
-                                       f"--evaluator {spec.evaluator} (fp32 reference)")
-        except ConfigError:
-            raise
-        except Exception as e:
-            raise ConfigError(f"--evaluator {spec.evaluator}: raised on the fp32 model: {type(e).__name__}: {e}") from None
-        name, goal = parse_metric(spec.evaluator_metric)
-        evaluator_quality(evaluation, evaluation, name, goal)  # the chosen metric exists
-        for k, v in evaluation.items():
-            arrays[f"evalref:{k}"] = np.float64(v)
+    evaluation = _reference_evaluation(spec, run, ref_batch)
+    for k, v in (evaluation or {}).items():
+        arrays[f"evalref:{k}"] = np.float64(v)
     data = src.data()
     if data is not None and "labels" in data:
         arrays["labels"] = data["labels"][np.arange(n) % len(data["labels"])]
@@ -189,23 +149,11 @@ def do_prepare(job: "PrepareJob") -> dict:
     tmp = out_path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, out_path)
-    unusable = {}
-    if job.prune_methods and src.format != "onnx":  # what cannot apply to the model's structure: tried once, here
-        import torch
-
-        from planner.transforms.prune import unusable_methods
-
-        example = tuple(torch.from_numpy(v) for v in src.example_inputs(2, seed=123).values())
-        unusable = unusable_methods(src.base_module(), job.prune_methods, example, job.prune_ratio)
-    widths = None
-    if job.prune_methods and src.format != "onnx":
-        from planner.transforms.prune import transformer_widths
-
-        widths = transformer_widths(src.base_module())
+    unusable, prune_widths = _prune_probe(src, job)
     return {
         "status": "ok",
         "prune_unusable": unusable,
-        "prune_widths": widths,  # what a pruned model's layer widths are predicted from (planner.space)
+        "prune_widths": prune_widths,  # what a pruned model's layer widths are predicted from (planner.space)
         "model_hash": src.model_hash(),
         "inputs": [i.to_dict() for i in src.inputs],
         "output_kind": src.output_kind,
@@ -220,6 +168,75 @@ def do_prepare(job: "PrepareJob") -> dict:
         "reference_seconds": ref_seconds,
         "reference_batch": ref_batch,
     }
+
+
+def _fp32_runner(src, spec, target):
+    """(a call from a feed to the fp32 model's outputs as numpy arrays, its parameter count or None, its outputs'
+    batch axes or None): ONNX Runtime without graph optimisation for an ONNX file, eager torch otherwise."""
+    import numpy as np
+
+    if src.format == "onnx":
+        from planner.backends.onnxruntime import make_session
+        from planner.source import onnx_output_axes
+
+        sess = make_session(Path(spec.ref), {"graph_optimization_level": "disable"}, target)
+        return (lambda feed: [np.asarray(o) for o in sess.run(None, feed)]), None, onnx_output_axes(Path(spec.ref), src.inputs)
+    import torch
+
+    module = src.base_module()
+
+    def run(feed):
+        with torch.inference_mode():
+            out = module(*[torch.from_numpy(v) for v in feed.values()])
+        return [o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+
+    return run, sum(p.numel() for p in module.parameters()), None
+
+
+def _reference_outputs(run, inputs: dict, n: int, ref_batch: int, axes: dict, out_axes) -> tuple:
+    """(the flattened outputs of every sample, the values per sample of each output)."""
+    import numpy as np
+
+    outs, widths = [], []
+    for feed, valid in batches(inputs, n, ref_batch, axes):
+        got = run(feed)
+        if not widths:
+            widths = [int(np.size(o)) // max(1, np.shape(o)[a] if np.ndim(o) else 1)
+                      for o, a in zip(got, out_axes or [0] * len(got))]
+        outs.append(flat_outputs(got, out_axes)[:valid])
+    return np.concatenate(outs), widths
+
+
+def _reference_evaluation(spec, run, ref_batch: int) -> dict | None:
+    """The task metrics of the fp32 model from the user's evaluator (what every trial's are compared with)."""
+    if not spec.evaluator:
+        return None
+    from planner.measure.evaluator import evaluator_quality, load_evaluator, make_predict, parse_metric, run_evaluator
+
+    fn = load_evaluator(spec.evaluator)
+    try:
+        evaluation = run_evaluator(fn, make_predict(run, ref_batch), ref_batch, f"--evaluator {spec.evaluator} (fp32 reference)")
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"--evaluator {spec.evaluator}: raised on the fp32 model: {type(e).__name__}: {e}") from None
+    name, goal = parse_metric(spec.evaluator_metric)
+    evaluator_quality(evaluation, evaluation, name, goal)  # the chosen metric exists
+    return evaluation
+
+
+def _prune_probe(src, job) -> tuple[dict, Any]:
+    """(pruning methods that cannot apply to the model's structure -> why, its prunable widths): tried once,
+    here, not once per trial (issue 28)."""
+    if not job.prune_methods or src.format == "onnx":
+        return {}, None
+    import torch
+
+    from planner.transforms.prune import transformer_widths, unusable_methods
+
+    example = tuple(torch.from_numpy(v) for v in src.example_inputs(2, seed=123).values())
+    return (unusable_methods(src.base_module(), job.prune_methods, example, job.prune_ratio),
+            transformer_widths(src.base_module()))
 
 
 def _is_oom(e: BaseException) -> bool:
