@@ -263,9 +263,11 @@ class Optimizer:
         attrs = study.user_attrs
         mine = {"model": self.model.ref, "model_hash": self.model_info["model_hash"], "target": self.target.name,
                 "space": self.space.name, "objectives": [o.name for o in self.objectives],
-                "workload": self.kind.workload.name if self.kind.workload is not None else None}
+                "workload": self.kind.workload.name if self.kind.workload is not None else None,
+                # served and single-request latencies are different objectives: one study holds one kind
+                "traffic": self.target.traffic.describe() if self.target.traffic is not None else None}
         if attrs.get("model_hash"):
-            for k in ("model_hash", "target", "space", "objectives", "workload"):
+            for k in ("model_hash", "target", "space", "objectives", "workload", "traffic"):
                 if attrs.get(k) != mine[k]:
                     raise ConfigError(
                         f"--study {self.study_name}: exists with {k}={attrs.get(k)!r}, but this run has {mine[k]!r}; "
