@@ -180,3 +180,16 @@ def test_bad_serving_space_is_reported(tmp_path):
         _space(tmp_path, "name: s\nbackends: {onnxruntime: {}}\nserving: {instances: [0, 2], max_batch: [1.5]}\n")
     text = str(e.value)
     assert "serving.instances: must be whole numbers ≥ 1" in text and "serving.max_batch: must be whole numbers ≥ 1" in text
+
+
+def test_a_study_does_not_mix_served_and_single_request_latency(tmp_path):
+    """Resuming a study with the same target name but traffic added would put served p99s beside single-request
+    p50s in one front: refused, exit 2."""
+    home = tmp_path / "home"
+    common = ("--model", "tiny-mlp", "--space", DATA / "small-space.yaml", "--trials", "1", "--eval-samples", "8",
+              "--study", "s", "--home", home)
+    r = run_cli("optimize", "--target", DATA / "fast-cpu.yaml", *common)
+    assert r.returncode == 0, r.stderr
+    served = _target_yaml(tmp_path, "traffic: {rate: 50, duration_s: 0.5, warmup_s: 0.1}\n")
+    r = run_cli("optimize", "--target", served, *common)
+    assert r.returncode == 2 and "traffic" in r.stderr and "choose another --study name" in r.stderr, r.stderr

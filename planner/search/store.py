@@ -110,9 +110,11 @@ def open_study(opt, storage):
     attrs = study.user_attrs
     mine = {"model": opt.model.ref, "model_hash": opt.model_info["model_hash"], "target": opt.target.name,
             "space": opt.space.name, "objectives": [o.name for o in opt.objectives],
-            "workload": opt.kind.workload.name if opt.kind.workload is not None else None}
+            "workload": opt.kind.workload.name if opt.kind.workload is not None else None,
+            # served and single-request latencies are different objectives: one study holds one kind
+            "traffic": opt.target.traffic.describe() if opt.target.traffic is not None else None}
     if attrs.get("model_hash"):
-        for k in ("model_hash", "target", "space", "objectives", "workload"):
+        for k in ("model_hash", "target", "space", "objectives", "workload", "traffic"):
             if attrs.get(k) != mine[k]:
                 raise ConfigError(
                     f"--study {opt.study_name}: exists with {k}={attrs.get(k)!r}, but this run has {mine[k]!r}; "
