@@ -96,12 +96,15 @@ class Reporter:
 def space_yaml(model: str, served: bool, seed_quant: str | None = None) -> str:
     schemes = MODELS[model]["schemes"]
     text = (f"name: bench-serving-{'served' if served else 'single'}\nbackends:\n"
-            f"  openvino: {{performance_hint: [LATENCY]}}\n  onnxruntime: {{}}\n"
+            f"  openvino: {{performance_hint: [{'LATENCY, THROUGHPUT' if served else 'LATENCY'}]}}\n  onnxruntime: {{}}\n"
             f"batch_size: [1]\nquantize:\n  schemes: [{', '.join(schemes)}]\n")
     if served:
         text += "serving:\n  instances: [1, 2]\n  max_batch: [1, 4, 8]\n  max_queue_delay_us: [500, 2000]\n"
         if seed_quant:  # the single-request study's engine first (its serving left to the sampler), as a user would
-            text += f"seeds:\n  - {{backend: openvino, quant: {seed_quant}}}\n  - {{backend: openvino, quant: {seed_quant}}}\n"
+            text += (f"seeds:\n  - {{backend: openvino, quant: {seed_quant}}}\n  - {{backend: openvino, quant: {seed_quant}}}\n"
+                     # OpenVINO's own THROUGHPUT default (a stream per core, a thread each) is always measured
+                     f"  - {{backend: openvino, options: {{performance_hint: THROUGHPUT}}, quant: {seed_quant}, "
+                     f"serving: {{instances: 2, max_batch: 1}}}}\n")
     return text
 
 

@@ -140,6 +140,8 @@ class Seed(BaseModel):
     batch_size: Optional[int] = None
     prune: dict[str, Scalar] = Field(default_factory=dict, description="method, ratio, round_to")
     distill: dict[str, Scalar] = Field(default_factory=dict, description="steps, lr, batch")
+    serving: dict[Literal["instances", "threads", "max_batch", "max_queue_delay_us"], int] = Field(
+        default_factory=dict, description="how it is served, when the target declares traffic (ignored otherwise)")
 
 
 class SearchSpace(BaseModel):
@@ -348,6 +350,12 @@ def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backe
             return None, f"pruning method {seed.prune['method']} does not apply to this model (left out of the space)"
         params.update({f"prune.{k}": v for k, v in seed.prune.items()})
         params.update({f"distill.{k}": v for k, v in seed.distill.items()})
+    if seed.serving and getattr(target, "traffic", None) is not None:  # e.g. a server's own default configuration
+        for k, v in seed.serving.items():
+            allowed = getattr(space.serving, k).values()
+            if allowed and v not in allowed:
+                return None, f"serving.{k}={v} is not among the space's serving.{k} values {allowed}"
+        params.update({f"serving.{k}": v for k, v in seed.serving.items()})
     return params, ""
 
 

@@ -193,3 +193,25 @@ def test_a_study_does_not_mix_served_and_single_request_latency(tmp_path):
     served = _target_yaml(tmp_path, "traffic: {rate: 50, duration_s: 0.5, warmup_s: 0.1}\n")
     r = run_cli("optimize", "--target", served, *common)
     assert r.returncode == 2 and "traffic" in r.stderr and "choose another --study name" in r.stderr, r.stderr
+
+
+def test_a_seed_fixes_how_it_is_served_under_traffic_only(tmp_path):
+    """A seed's ``serving`` (e.g. OpenVINO's THROUGHPUT default: a stream per core) becomes the trial's serving
+    config under traffic, is ignored without traffic, and a value the space does not offer skips the seed."""
+    from planner.space import seed_params
+
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\nbackends: {torch: {}}\nserving: {instances: [1, 2], max_batch: [1, 4]}\n"
+                     "seeds:\n  - {backend: torch, serving: {instances: 2, max_batch: 1}}\n"
+                     "  - {backend: torch, serving: {instances: 3}}\n")
+    spc = load_space(space)
+    served = load_target(_target_yaml(tmp_path, "traffic: {rate: 50}\n")).model_copy(update={"threads": 2})
+    plain = load_target(DATA / "fast-cpu.yaml")
+    params, _ = seed_params(spc.seeds[0], spc, served, "torch", ["torch"])
+    assert params["serving.instances"] == 2 and params["serving.max_batch"] == 1
+    cfg = rebuild(params, spc, served, "torch")
+    assert cfg.serving == ServingConfig(instances=2, threads=0, max_batch=1, max_queue_delay_us=0)
+    params, _ = seed_params(spc.seeds[0], spc, plain, "torch", ["torch"])
+    assert not any(k.startswith("serving.") for k in params) and rebuild(params, spc, plain, "torch").serving is None
+    params, why = seed_params(spc.seeds[1], spc, served, "torch", ["torch"])
+    assert params is None and "serving.instances=3" in why
