@@ -36,6 +36,7 @@ from typing import Any
 
 from planner.errors import ConfigError, PlannerError
 from planner.paths import UnsafePath, safe_join, safe_relpath
+from planner.select.verify import engine_backend
 from planner.select.verify import sample_inputs as _sample_inputs
 
 SAMPLE_BATCHES = 2  # at least this many batches, and at least MIN_SAMPLES samples
@@ -266,7 +267,7 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
     safe_join(root, engine_rel).mkdir(parents=True, exist_ok=True)
     _copy_engine(client, res.run_id, engine_files, safe_join(root, engine_rel), dl / "engine")
 
-    engine = _engine_decl(engine_file)  # its declaration: how to load it, its Triton platform
+    engine = engine_backend(engine_file)  # its declaration: how to load it, its Triton platform
     n = batch * max(SAMPLE_BATCHES, math.ceil(MIN_SAMPLES / batch))
     reference, describe = _samples_and_reference(home, manifest, n, root, engine_rel, engine_file, batch, fmt, work,
                                                  timeout, notes, res.run_id)
@@ -345,12 +346,6 @@ def _copy_engine(client, run_id: str, engine_files: dict, dst_dir: Path, dl: Pat
         dst = safe_join(dst_dir, f)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
-
-
-def _engine_decl(engine_file: str):
-    from planner.select.verify import engine_backend
-
-    return engine_backend(engine_file)
 
 
 def _samples_and_reference(home, manifest: dict, n: int, root: Path, engine_rel: str, engine_file: str, batch: int,

@@ -24,10 +24,7 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 INFEASIBLE = "#b0b0b0"
 
 
-PlotPoint = TrialRecord  # a measured trial, feasible or not, with its front membership (``on_front``)
-
-
-def study_points(study) -> list[PlotPoint]:
+def study_points(study) -> list[TrialRecord]:
     """Every measured (complete, non-duplicate) trial of an Optuna study, with its front membership."""
     from optuna.trial import TrialState
 
@@ -40,12 +37,12 @@ def study_points(study) -> list[PlotPoint]:
     return sorted(out, key=lambda p: p.number)
 
 
-def _colours(points: list[PlotPoint]) -> dict[str, str]:
+def _colours(points: list[TrialRecord]) -> dict[str, str]:
     backends = sorted({p.backend for p in points})
     return {b: PALETTE[i % len(PALETTE)] for i, b in enumerate(backends)}
 
 
-def _finite(points: list[PlotPoint]) -> list[PlotPoint]:
+def _finite(points: list[TrialRecord]) -> list[TrialRecord]:
     return [p for p in points if math.isfinite(p.latency_ms) and p.latency_ms > 0 and math.isfinite(p.quality_loss)]
 
 
@@ -54,7 +51,7 @@ def _use_log(values: list[float]) -> bool:
     return bool(pos) and max(pos) / min(pos) > 10
 
 
-def _front(points: list[PlotPoint]) -> list[PlotPoint]:
+def _front(points: list[TrialRecord]) -> list[TrialRecord]:
     return sorted((p for p in points if p.on_front), key=lambda p: (p.latency_ms, p.quality_loss))
 
 
@@ -70,7 +67,7 @@ def _plt():
     return plt
 
 
-def pareto_png(points: list[PlotPoint], path: Path, slo_ms: float | None = None, max_quality_loss: float | None = None,
+def pareto_png(points: list[TrialRecord], path: Path, slo_ms: float | None = None, max_quality_loss: float | None = None,
                title: str = "") -> Path:
     plt = _plt()
     pts = _finite(points)
@@ -119,7 +116,7 @@ def pareto_png(points: list[PlotPoint], path: Path, slo_ms: float | None = None,
     return path
 
 
-def _axis_values(points: list[PlotPoint]) -> list[tuple[str, list[Any], bool]]:
+def _axis_values(points: list[TrialRecord]) -> list[tuple[str, list[Any], bool]]:
     """(axis name, value per point, categorical?) for parameters that vary, then the metrics."""
     cols: list[tuple[str, list[Any], bool]] = [
         ("backend", [p.backend for p in points], True),
@@ -137,7 +134,7 @@ def _axis_values(points: list[PlotPoint]) -> list[tuple[str, list[Any], bool]]:
     return keep
 
 
-def parallel_png(points: list[PlotPoint], path: Path, title: str = "") -> Path:
+def parallel_png(points: list[TrialRecord], path: Path, title: str = "") -> Path:
     plt = _plt()
     pts = [p for p in points if math.isfinite(p.latency_ms)]
     axes = _axis_values(pts)
@@ -283,7 +280,7 @@ def _svg_axes(sc: _Scale, slo_ms: float | None, max_quality_loss: float | None, 
     return svg
 
 
-def _svg_points(sc: _Scale, pts: list[PlotPoint], front: list[PlotPoint], colours: dict[str, str]) -> list[str]:
+def _svg_points(sc: _Scale, pts: list[TrialRecord], front: list[TrialRecord], colours: dict[str, str]) -> list[str]:
     """The front's staircase, then every point (hover: its figures; x: infeasible), the front on top."""
     svg = []
     if front:
@@ -321,7 +318,7 @@ def _svg_points(sc: _Scale, pts: list[PlotPoint], front: list[PlotPoint], colour
     return svg
 
 
-def pareto_html(points: list[PlotPoint], path: Path, slo_ms: float | None = None, max_quality_loss: float | None = None,
+def pareto_html(points: list[TrialRecord], path: Path, slo_ms: float | None = None, max_quality_loss: float | None = None,
                 title: str = "") -> Path:
     """The interactive Pareto plot: inline SVG and a few lines of JS, no CDN (opens offline)."""
     pts = _finite(points)
@@ -336,7 +333,7 @@ def pareto_html(points: list[PlotPoint], path: Path, slo_ms: float | None = None
     return path
 
 
-def _html_page(svg: list[str], front: list[PlotPoint], colours: dict[str, str], title: str) -> str:
+def _html_page(svg: list[str], front: list[TrialRecord], colours: dict[str, str], title: str) -> str:
     legend = "".join(
         f'<span class="lg" data-backend="{html.escape(b)}"><i style="background:{c}"></i>{html.escape(b)}</span>'
         for b, c in colours.items()
@@ -393,7 +390,7 @@ td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
 # --------------------------------------------------------------------------- the study hook
 
 
-def write_study_plots(points: list[PlotPoint], directory: Path, target=None, title: str = "") -> list[Path]:
+def write_study_plots(points: list[TrialRecord], directory: Path, target=None, title: str = "") -> list[Path]:
     """Write pareto.png, pareto.html and parallel.png into ``directory``; the PNGs only when matplotlib exists."""
     slo = getattr(getattr(target, "constraints", None), "latency_slo_ms", None)
     traffic = getattr(target, "traffic", None)
