@@ -13,7 +13,7 @@ from typing import Any
 from planner.errors import ConfigError, FailReason
 from planner.paths import safe_name
 
-# a fp32 reference that fails so at its batch is computed again at batch 1 (the one batch every model runs at)
+# a fp32 reference that fails so at its batch is computed again at the largest smaller batch that returns
 REFERENCE_FALLBACK_REASONS = (FailReason.CRASH.value, FailReason.OOM.value, FailReason.TIMEOUT.value)
 
 
@@ -33,16 +33,8 @@ def prepare_reference(opt) -> tuple[dict[str, Any], Path, dict[str, str]]:
     job = opt.kind.prepare_job(**common)
     env = opt.worker_env()
     res = run_job(job, staging, opt.opts.trial_timeout, env, server=opt.server)
-    if res["status"] == "failed" and res.get("reason") in REFERENCE_FALLBACK_REASONS \
-            and opt.kind.reference_batch_fallback and job.reference_batch != 1:
-        # some models (exported, stateful) only run at batch 1 and kill their process, or never return, at a
-        # larger one: the reference is computed at batch 1 then, and each b > 1 candidate fails as its own trial
-        first = res
-        res = run_job(replace(job, reference_batch=1), staging, opt.opts.trial_timeout, env, server=opt.server)
-        if res["status"] == "ok":
-            print(f"note: model {opt.model.ref} failed at the reference batch ({first.get('reason')}: "
-                  f"{first.get('message')}); its fp32 reference was computed at batch 1", file=sys.stderr)
-            res["reference_fallback"] = f"{first.get('reason')}: {first.get('message')}"
+    if res["status"] == "failed" and res.get("reason") in REFERENCE_FALLBACK_REASONS and opt.kind.reference_batch_fallback:
+        res = _largest_batch_that_returns(opt, job, res, staging, env)
     if res["status"] == "config_error":
         shutil.rmtree(staging, ignore_errors=True)
         raise ConfigError(res["message"].splitlines())
@@ -53,3 +45,41 @@ def prepare_reference(opt) -> tuple[dict[str, Any], Path, dict[str, str]]:
                           f"{res.get('message')}) {tail[0]}")
     unusable = res.pop("prune_unusable", None) or {}
     return res, staging, unusable
+
+
+def fallback_batches(failed: int) -> list[int]:
+    """The batches a reference that failed at ``failed`` is tried at again: the powers of two below it."""
+    out, b = [], 1
+    while b < failed:
+        out.append(b)
+        b *= 2
+    return out
+
+
+def _largest_batch_that_returns(opt, job, first: dict, staging: Path, env: dict) -> dict:
+    """Some models (exported, stateful) kill their process, or never return, above some batch (issue 29): the
+    reference is computed at the largest power-of-two batch below the failed one that returns (a bisection: at most
+    log2 of the batch further runs, each bounded by the trial timeout; batch 1 at worst); the study's b > that
+    candidates then fail as their own trials.  ``first`` is returned when no smaller batch runs either."""
+    from planner.measure.runner import run_job
+    from planner.measure.worker import REFERENCE_BATCH
+
+    failed = max(1, min(int(job.reference_batch or REFERENCE_BATCH), int(job.eval_samples)))
+    sizes = fallback_batches(failed)
+    best, lo, hi = None, 0, len(sizes) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        res = run_job(replace(job, reference_batch=sizes[mid]), staging, opt.opts.trial_timeout, env, server=opt.server)
+        if res["status"] == "ok":
+            best, lo = res, mid + 1
+        elif res["status"] == "failed" and res.get("reason") in REFERENCE_FALLBACK_REASONS:
+            hi = mid - 1
+        else:
+            return res  # a user error or a failure of another kind: reported as it is
+    if best is None:
+        return first
+    print(f"note: model {opt.model.ref} failed at the reference batch {failed} ({first.get('reason')}: "
+          f"{first.get('message')}); its fp32 reference was computed at batch {best.get('reference_batch')}, the "
+          "largest that returned", file=sys.stderr)
+    best["reference_fallback"] = f"{first.get('reason')}: {first.get('message')}"
+    return best

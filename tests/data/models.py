@@ -126,20 +126,20 @@ def abort_above_batch1():
     return AbortAboveBatch1().eval()
 
 
-class HangAboveBatch1(Tiny):
-    """Never returns at any batch larger than 1 (its forward sleeps forever there)."""
+class HangAboveBatch2(Tiny):
+    """Never returns at any batch larger than 2 (its forward sleeps forever there)."""
 
     def forward(self, x):
-        if x.shape[0] > 1:
+        if x.shape[0] > 2:
             import time
 
             time.sleep(3600)
-        return self.fc(x)
+        return super().forward(x)
 
 
-def hang_above_batch1():
+def hang_above_batch2():
     torch.manual_seed(0)
-    return HangAboveBatch1().eval()
+    return HangAboveBatch2().eval()
 
 
 class HfStyleAttention(torch.nn.Module):
