@@ -43,7 +43,7 @@ def optimize(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: sqlite in the home folder)"),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | random | grid"),
     seed: Optional[int] = typer.Option(0, "--seed", help="sampler seed"),
-    objectives: Optional[str] = typer.Option(None, "--objectives", help="comma list of latency, quality, throughput, memory, size; with --workload also ttft, tpot, tokens (default: latency,quality or ttft,tpot,quality)"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help="comma list of latency, quality, throughput, memory, size; with traffic also sustained; with --workload also ttft, tpot, tokens (default: latency,quality or ttft,tpot,quality)"),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help="LLM workload YAML: measure a decoder's TTFT/TPOT against its SLO"),
     inputs: Optional[str] = typer.Option(None, "--inputs", help="input shapes without batch axis: NAME:DIMxDIM[:DTYPE][:batch=AXIS|none],... (batch=AXIS: the batch axis's place in the full shape, default 0; none: a scalar or constant)"),
     output: Optional[str] = typer.Option(None, "--output", help="comma list of the outputs quality is judged on (default: logits, else last_hidden_state, else the first output)"),

@@ -97,6 +97,11 @@ class Traffic(_Strict):
             raise ValueError("arrival 'closed' takes 'concurrency', not 'rate'")
         return self
 
+    @property
+    def point_seconds(self) -> float:
+        """Seconds one load point takes (warm-up and measured window; the drain is waited only when behind)."""
+        return self.warmup_s + self.duration_s
+
     def describe(self) -> str:
         load = f"{self.rate:g} req/s" if self.arrival == "poisson" else f"{self.concurrency} clients"
         return f"{self.arrival} {load}, {self.request_batch} sample(s)/request"

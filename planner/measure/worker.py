@@ -485,6 +485,24 @@ def do_trial(job: "TrialJob") -> dict:
     }
 
 
+def _served_round(rt, cfg, target, inputs: dict):
+    """One re-measurement round under ``target.traffic``: the load point at the traffic's rate (or concurrency),
+    as the trial measured it (`planner.measure.serving.served`), without the sustained-rate search."""
+    from planner.config import ServingConfig
+    from planner.measure.serving import engine_calls, served
+
+    sv = cfg.serving or ServingConfig()
+    calls = engine_calls(rt, sv.instances, inputs, target.traffic.request_batch, sv.max_batch)
+
+    def one_round() -> dict:
+        try:
+            return {"served": served(calls, target.traffic, sv).to_dict()}
+        except ValueError as e:
+            raise CandidateFailed(FailReason.MEASURE, f"served latency: {e}") from None
+
+    return one_round
+
+
 def served_figures(rt, cfg, target, inputs: dict) -> dict:
     """Served latency of the built engine under ``target.traffic``, as ``cfg.serving`` serves it
     (`planner.measure.serving.measure_served`); an engine that fails under load fails the trial."""
@@ -537,15 +555,23 @@ def do_confirm(job: "ConfirmJob") -> dict:
     r = read_reference(job.reference)
     inputs = r["inputs"]
     n = len(next(iter(inputs.values())))
-    feed, _ = next(batches(inputs, n, cfg.batch_size, r["axes"]))
-    fn, time_one, timing = timed_call(rt, feed)
+    if target.traffic is not None:  # served latency at the traffic's rate, queueing included, in each round
+        one_round, timing = _served_round(rt, cfg, target, inputs), "served"
+    else:
+        feed, _ = next(batches(inputs, n, cfg.batch_size, r["axes"]))
+        fn, time_one, timing = timed_call(rt, feed)
+
+        def one_round() -> dict:
+            return measure(fn, target.measurement, sync=rt.synchronize, time_one=time_one).to_dict()
     gate = Gate(job.gate)
     gate.say_ready()
     rounds = []
     for r in range(int(job.rounds)):
         gate.wait(r)
         try:
-            stats = measure(fn, target.measurement, sync=rt.synchronize, time_one=time_one).to_dict()
+            stats = one_round()
+        except CandidateFailed:
+            raise
         except Exception as e:
             traceback.print_exc()
             reason = FailReason.OOM if _is_oom(e) else FailReason.CRASH

@@ -20,6 +20,8 @@ OBJECTIVES = {
     "throughput": Objective("throughput", "throughput", "maximize"),
     "memory": Objective("memory", "peak_rss_mb", "minimize"),
     "size": Objective("size", "artifact_mb", "minimize"),
+    # a target with open-loop traffic (`traffic:` with rate_search_steps > 0): the highest rate served within the SLO
+    "sustained": Objective("sustained", "sustained_rate", "maximize"),
     # decoder workloads (--workload)
     "ttft": Objective("ttft", "ttft_ms", "minimize"),
     "tpot": Objective("tpot", "tpot_ms", "minimize"),
@@ -39,6 +41,20 @@ def parse_objectives(text: str | tuple[str, ...]) -> tuple[Objective, ...]:
     if len(set(names)) != len(names):
         raise ConfigError("--objectives: an objective is listed twice")
     return tuple(OBJECTIVES[n] for n in names)
+
+
+def check_objectives(objectives: tuple[Objective, ...], target, workload=None) -> None:
+    """`ConfigError` for an objective the study cannot measure: decoder metrics without a workload, the
+    sustained rate without open-loop traffic that searches it."""
+    names = {o.name for o in objectives}
+    llm = names & {"ttft", "tpot", "tokens"}
+    if llm and workload is None:
+        raise ConfigError(f"--objectives {sorted(llm)[0]}: measured for decoder workloads only; give --workload FILE")
+    if "sustained" in names:
+        tr = getattr(target, "traffic", None)
+        if tr is None or tr.arrival == "closed" or tr.rate_search_steps < 1:
+            raise ConfigError(f"--objectives sustained: target {target.name!r} must declare open-loop traffic that searches "
+                              "the sustained rate (traffic: {arrival: poisson, rate: R, rate_search_steps: N >= 1})")
 
 
 def constraints(metrics: dict[str, float], target) -> dict[str, float]:

@@ -30,8 +30,9 @@ def confirm(opt, study, recording) -> dict[str, Any] | None:
         deadline = opt.t_start + opt.opts.timeout
         budget = deadline - time.monotonic()
     trial_s = {t.number: (t.duration.total_seconds() if t.duration else None) for t in study.get_trials(deepcopy=False)}
-    costs = {p.number: cf.estimated_seconds(p, trial_s.get(p.number), rounds, opt.target.measurement.warmup_seconds)
-             for p in points}
+    traffic = opt.target.traffic  # with one, each round is a load point at its rate (served latency)
+    costs = {p.number: cf.estimated_seconds(p, trial_s.get(p.number), rounds, opt.target.measurement.warmup_seconds,
+                                            traffic) for p in points}
     chosen, skipped = cf.fit_budget(points, costs, budget)
     for n, why in skipped.items():
         opt.reporter.confirming(f"not re-measuring #{n}: {why}")
@@ -50,8 +51,10 @@ def confirm(opt, study, recording) -> dict[str, Any] | None:
 
     results = cf.run_rounds(chosen, make_job, opt.worker_env(), rounds, opt.opts.trial_timeout,
                             opt.reporter.confirming, deadline=deadline, server=opt.server) if chosen else {}
-    summary = cf.record(study, points, results, opt.target.constraints.latency_percentile, rounds,
-                        opt.target.constraints.latency_slo_ms, {str(n): why for n, why in skipped.items()})
+    pct, slo = ((traffic.percentile, traffic.slo_ms) if traffic is not None else
+                (opt.target.constraints.latency_percentile, opt.target.constraints.latency_slo_ms))
+    summary = cf.record(study, points, results, pct, rounds, slo, {str(n): why for n, why in skipped.items()},
+                        served=traffic.describe() if traffic is not None else None)
     recording.confirmation(summary, cf.markdown(summary, points), {p.number: p.run_id for p in points})
     for p in chosen:  # the engines were only rebuilt to be timed: keep the trial's own
         shutil.rmtree(root / f"{p.number:04d}" / "build", ignore_errors=True)
@@ -64,7 +67,7 @@ def confirm_reserve(opt, study) -> float:
     current winner (the fastest feasible trial, `planner.select.confirm.estimated_seconds`, with a quarter
     more for margin) plus a typical trial of this study (the median wall time of its measured trials), which
     a trial started now would take out of it.  0 when nothing is to be re-measured."""
-    if opt.opts.confirm_top_k <= 0 or opt.kind.remeasure_refusal or opt.target.traffic is not None:
+    if opt.opts.confirm_top_k <= 0 or opt.kind.remeasure_refusal:
         return 0.0
     from optuna.trial import TrialState
 
@@ -77,6 +80,7 @@ def confirm_reserve(opt, study) -> float:
             if t.duration is not None and t.user_attrs.get("duplicate_of") is None and t.user_attrs.get("mlflow_run_id")]
     durations = sorted(t.duration.total_seconds() for t in done)
     own = next((t.duration.total_seconds() for t in done if t.number == points[0].number), None)
-    cost = cf.estimated_seconds(points[0], own, opt.opts.confirm_rounds, opt.target.measurement.warmup_seconds)
+    cost = cf.estimated_seconds(points[0], own, opt.opts.confirm_rounds, opt.target.measurement.warmup_seconds,
+                                opt.target.traffic)
     typical = durations[len(durations) // 2] if durations else 0.0
     return 1.25 * (cost or 0.0) + typical

@@ -18,7 +18,7 @@ from typing import Any
 from planner.errors import ConfigError
 from planner.model import ModelSpec
 from planner.paths import Home
-from planner.record.objectives import Objective, parse_objectives
+from planner.record.objectives import Objective, check_objectives, parse_objectives
 from planner.search.outcome import Reporter, SilentReporter, StudyOptions, StudyResult, TrialOutcome
 from planner.search.storage import make_storage, study_progress
 from planner.search.trials import Trials, early_exit_bound
@@ -51,6 +51,7 @@ class Optimizer:
         self.home = home
         self.reporter = reporter or SilentReporter()
         self.objectives: tuple[Objective, ...] = parse_objectives(options.objectives or self.kind.default_objectives())
+        check_objectives(self.objectives, target, workload)
         options.check()
         self.study_name = options.study_name or default_study_name(model, target, space) + self.kind.name_suffix
         self.storage_url = options.storage or home.optuna_url
@@ -203,11 +204,7 @@ class Optimizer:
         self.t_start = time.monotonic()  # --timeout counts from here: the trial loop and the re-measurement
         try:
             loop.run()
-            if self.opts.confirm_top_k > 0 and self.target.traffic is not None:
-                # the re-measurement repeats the single-request protocol; served figures are not re-measured
-                self.reporter.confirming("not re-measuring: the target declares traffic (served latency is measured "
-                                         "once per trial)")
-            elif self.opts.confirm_top_k > 0:
+            if self.opts.confirm_top_k > 0:  # with traffic, each round is a load point at the traffic's rate
                 try:
                     from planner.search.remeasure import confirm
 

@@ -44,13 +44,19 @@ def candidates(study, top_k: int) -> list[Point]:
     return out
 
 
-def estimated_seconds(p: Point, trial_seconds: float | None, rounds: int, warmup_seconds: float = 0.0) -> float | None:
+def estimated_seconds(p: Point, trial_seconds: float | None, rounds: int, warmup_seconds: float = 0.0,
+                      traffic=None) -> float | None:
     """What re-measuring ``p`` should cost: its rebuild (the trial's wall time less its measurement; the
     rebuild reuses the trial's caches, so this is an upper estimate) plus ``rounds`` measurements like the
-    trial's (samples x mean latency, plus the warm-up).  None when the trial's time is unknown."""
+    trial's (samples x mean latency, plus the warm-up; under ``traffic`` (`planner.target.Traffic`) one load
+    point each, the trial having measured its sustained-rate points too).  None when the trial's time is unknown."""
     if trial_seconds is None:
         return None
     m = p.metrics
+    if traffic is not None:
+        single = m.get("latency_samples", 0.0) * m.get("latency_p50_ms", 0.0) / 1e3 + warmup_seconds
+        points = 1 + (traffic.rate_search_steps if traffic.arrival != "closed" else 0)
+        return max(0.0, trial_seconds - single - points * traffic.point_seconds) + rounds * traffic.point_seconds
     measure = m.get("latency_samples", 0.0) * m.get("latency_mean_ms", m.get("latency_ms", 0.0)) / 1e3 + warmup_seconds
     return max(0.0, trial_seconds - measure) + rounds * measure
 
@@ -150,6 +156,29 @@ def run_rounds(points: list[Point], make_job: Callable[[Point], tuple[Any, Path]
     return results
 
 
+def summarize_served(rounds: list[dict[str, Any]], percentile: str, slo_ms: float | None) -> dict[str, Any]:
+    """Confirmed served metrics (rounds measured under the target's traffic): the median over rounds of each
+    load point's figures; ``slo_violated`` when the median percentile breaks the served SLO or most rounds did
+    not serve the rate (dropped requests, the rate not achieved)."""
+    from planner.measure.serving import ServedStats
+
+    pts = [ServedStats(**r["served"]) for r in rounds]
+
+    def med(key: str) -> float:
+        return float(statistics.median(getattr(s, key) for s in pts))
+
+    served = med(f"{percentile}_ms")
+    rate_kept = 2 * sum(s.meets(None) for s in pts) > len(pts)
+    return {
+        "latency_ms": served, "served_latency_ms": served, "served_p50_ms": med("p50_ms"), "served_p90_ms": med("p90_ms"),
+        "served_p99_ms": med("p99_ms"), "served_achieved_rate": med("achieved_rate"),
+        "rounds": len(rounds), "round_p50_ms": [float(s.p50_ms) for s in pts],
+        "round_served_ms": [float(getattr(s, f"{percentile}_ms")) for s in pts], "round_cv": [],
+        "served_rate_kept": rate_kept,
+        "slo_violated": (slo_ms is not None and served > slo_ms) or not rate_kept,
+    }
+
+
 def summarize(rounds: list[dict[str, Any]], percentile: str, batch_size: int) -> dict[str, Any]:
     """Confirmed metrics: the median over rounds of each round's statistic."""
     def med(key: str) -> float:
@@ -167,10 +196,11 @@ def summarize(rounds: list[dict[str, Any]], percentile: str, batch_size: int) ->
 
 
 def record(study, points: list[Point], results: dict[int, dict], percentile: str, rounds: int,
-           latency_slo_ms: float | None, skipped: dict[str, str] | None = None) -> dict[str, Any]:
+           latency_slo_ms: float | None, skipped: dict[str, str] | None = None, served: str | None = None) -> dict[str, Any]:
     """Store the confirmation as the study's user attribute ``confirmation`` and return it.  ``skipped``:
     ``{trial number: why}`` for candidates left out to fit the study's budget (kept in ``skipped``, with
-    those whose rebuild the deadline stopped)."""
+    those whose rebuild the deadline stopped).  ``served``: the traffic the rounds were served (its
+    description), when the target declares one; ``percentile`` and ``latency_slo_ms`` are then the served ones."""
     trials: dict[str, Any] = {}
     failed: dict[str, Any] = {}
     skipped: dict[str, str] = dict(skipped or {})
@@ -182,10 +212,13 @@ def record(study, points: list[Point], results: dict[int, dict], percentile: str
         if res.get("status") == "skipped":
             skipped[str(p.number)] = res.get("message", "")
         elif res.get("status") == "ok" and got and (len(got) == rounds or res.get("rounds_cut")):
-            c = summarize(got, percentile, p.batch_size or 1)
+            if "served" in got[0]:  # under the target's traffic: latency_slo_ms is the served SLO
+                c = summarize_served(got, percentile, latency_slo_ms)
+            else:
+                c = summarize(got, percentile, p.batch_size or 1)
+                c["slo_violated"] = latency_slo_ms is not None and c["latency_ms"] > latency_slo_ms
             c["study_latency_ms"] = p.latency_ms
             c["ratio_to_study"] = c["latency_ms"] / p.latency_ms if p.latency_ms else None
-            c["slo_violated"] = latency_slo_ms is not None and c["latency_ms"] > latency_slo_ms
             if res.get("build_seconds") is not None:
                 c["rebuild_seconds"] = float(res["build_seconds"])
             info = res.get("build_info") or {}
@@ -199,7 +232,7 @@ def record(study, points: list[Point], results: dict[int, dict], percentile: str
         else:
             failed[str(p.number)] = {"reason": res.get("reason", "crash"),
                                      "message": str(res.get("message") or f"{len(got)} of {rounds} rounds measured")[:500]}
-    summary = {"top_k": len(points), "rounds": rounds, "percentile": percentile,
+    summary = {"top_k": len(points), "rounds": rounds, "percentile": percentile, "served": served,
                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "trials": trials, "failed": failed,
                "skipped": skipped}
     study.set_user_attr(ATTR, summary)
@@ -230,8 +263,9 @@ def rows(summary: dict[str, Any], points: list[Point]) -> list[dict[str, Any]]:
 
 def markdown(summary: dict[str, Any], points: list[Point]) -> str:
     pct = summary["percentile"]
+    how = f"served {pct} latency under {summary['served']}" if summary.get("served") else f"{pct} latency"
     head = (f"Re-measured {summary['top_k']} fastest feasible trials in {summary['rounds']} interleaved rounds "
-            f"({pct} latency, median over rounds).\n\n"
+            f"({how}, median over rounds).\n\n"
             f"| trial | deployment | batch | study {pct} ms | confirmed {pct} ms | confirmed / study | round p50s ms |\n"
             "|---:|---|---:|---:|---:|---:|---|\n")
     lines = []

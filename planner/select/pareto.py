@@ -59,7 +59,9 @@ def feasible_points(study) -> list[Point]:
 
 
 # metrics a confirmation (planner.select.confirm) replaces; the study's own figure stays as study_latency_ms
-CONFIRMED_METRICS = ("latency_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_per_sample_ms", "throughput")
+CONFIRMED_METRICS = ("latency_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_per_sample_ms", "throughput",
+                     # under the target's traffic (planner.select.confirm.summarize_served)
+                     "served_latency_ms", "served_p50_ms", "served_p90_ms", "served_p99_ms", "served_achieved_rate")
 
 
 def confirmed(study) -> dict[int, dict[str, Any]]:

@@ -18,7 +18,7 @@ def served_study(tmp_path_factory):
     home = Home(tmp_path_factory.mktemp("served") / "home")
     r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "traffic-cpu.yaml", "--space",
                 DATA / "serving-space.yaml", "--trials", "6", "--sampler", "random", "--seed", "2",
-                "--eval-samples", "8", "--study", "served", "--home", home.root)
+                "--eval-samples", "8", "--study", "served", "--confirm", "2", "--confirm-rounds", "3", "--home", home.root)
     assert r.returncode == 0, r.stderr + r.stdout
     import optuna
 
@@ -90,3 +90,49 @@ def test_triton_export_has_dynamic_batching_exactly_when_the_trial_batched(serve
         readme = (out / "m" / "README.md").read_text()
         assert "## Served latency" in readme and "poisson arrivals at 200" in readme
         assert f"{t.user_attrs['metrics']['served_p99_ms']:.4g}" in readme
+
+
+def test_the_fastest_served_trials_are_re_measured_under_the_traffic(served_study):
+    """The winner's curse holds for served latency too: the study's fastest feasible trials are re-measured in
+    interleaved rounds, each round a load point at the traffic's rate; the front uses the confirmed figures."""
+    from planner.select.pareto import confirmed_points
+
+    home, r, study = served_study
+    conf = study.user_attrs["confirmation"]
+    assert conf["served"] == "poisson 200 req/s, 1 sample(s)/request" and conf["percentile"] == "p99"
+    assert conf["trials"], conf
+    by_n = {t.number: t for t in study.trials}
+    for n, c in conf["trials"].items():
+        assert c["rounds"] == conf["rounds"] and len(c["round_served_ms"]) == conf["rounds"]
+        assert c["latency_ms"] == c["served_p99_ms"] == c["served_latency_ms"]
+        assert sorted(c["round_served_ms"])[len(c["round_served_ms"]) // 2] == pytest.approx(c["served_p99_ms"])
+        assert c["study_latency_ms"] == by_n[int(n)].user_attrs["metrics"]["served_p99_ms"]
+        assert c["served_achieved_rate"] > 150
+    pts = {p.number: p for p in confirmed_points(study)}
+    for n, c in conf["trials"].items():
+        if not c["slo_violated"]:
+            assert pts[int(n)].latency_ms == c["latency_ms"] and pts[int(n)].metrics["served_p99_ms"] == c["served_p99_ms"]
+
+
+def test_sustained_rate_as_an_objective(tmp_path):
+    """`--objectives sustained,quality`: the study maximizes the highest rate served within the SLO."""
+    import optuna
+
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "traffic-cpu.yaml", "--space",
+                DATA / "serving-space.yaml", "--trials", "2", "--sampler", "random", "--eval-samples", "8",
+                "--objectives", "sustained,quality", "--study", "sus", "--confirm", "0", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="sus", storage=home.optuna_url)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = _complete(study)
+    assert done and all(t.values[0] == t.user_attrs["metrics"]["sustained_rate"] for t in done)
+
+
+def test_sustained_objective_needs_open_loop_traffic(tmp_path):
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--trials", "1",
+                "--objectives", "sustained,quality", "--home", tmp_path / "home")
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "--objectives sustained" in err[0] and "traffic" in err[0], r.stderr
+    assert not (tmp_path / "home" / "optuna.db").exists()

@@ -89,6 +89,39 @@ def test_summary_is_the_median_over_rounds():
     assert c["round_p50_ms"] == [5.0, 1.0, 3.0]
 
 
+def _served_round(p99, achieved=100.0, dropped=0):
+    from planner.measure.serving import ServedStats
+
+    return {"served": ServedStats(arrival="poisson", rate=100.0, concurrency=None, requests=400, warmup_requests=50,
+                                  completed=400 - dropped, dropped=dropped, late=0, achieved_rate=achieved, p50_ms=p99 / 4,
+                                  p90_ms=p99 / 2, p99_ms=p99, mean_ms=p99 / 3, max_ms=p99 * 2, mean_batch=1.0, seconds=4.0,
+                                  offered_rate=100.0).to_dict()}
+
+
+def test_served_rounds_give_the_median_served_figures_and_judge_the_served_slo():
+    rounds = [_served_round(v) for v in (9.0, 3.0, 6.0)]
+    c = cf.summarize_served(rounds, "p99", slo_ms=8.0)
+    assert c["latency_ms"] == c["served_p99_ms"] == c["served_latency_ms"] == 6.0 and c["served_p50_ms"] == 1.5
+    assert c["round_served_ms"] == [9.0, 3.0, 6.0] and not c["slo_violated"] and c["served_rate_kept"]
+    assert cf.summarize_served(rounds, "p99", slo_ms=5.0)["slo_violated"]  # the median breaks the SLO
+    # most rounds did not serve the rate (dropped requests, or the rate not achieved): infeasible whatever the p99
+    short = [_served_round(2.0, dropped=3), _served_round(2.0, achieved=50.0), _served_round(2.0)]
+    c = cf.summarize_served(short, "p99", slo_ms=8.0)
+    assert not c["served_rate_kept"] and c["slo_violated"]
+
+
+def test_served_confirmation_replaces_the_served_figures_on_the_front():
+    s = _study([(1.0, 0.0, True), (1.5, 0.0, True)])
+    pts = cf.candidates(s, 2)
+    summary = cf.record(s, pts, {0: {"status": "ok", "rounds": [_served_round(3.0)] * 2},
+                                 1: {"status": "ok", "rounds": [_served_round(1.2)] * 2}}, "p99", 2, None,
+                        served="poisson 100 req/s, 1 sample(s)/request")
+    assert summary["served"].startswith("poisson 100") and "served p99 latency under poisson" in cf.markdown(summary, pts)
+    front = pareto_front(s)
+    assert [p.number for p in front] == [1] and front[0].metrics["served_p99_ms"] == 1.2
+    assert front[0].metrics["study_latency_ms"] == 1.5
+
+
 def test_non_dominated_respects_maximized_objectives():
     s = _study([(1.0, 0.0, True), (2.0, 0.0, True)], objectives=("latency", "throughput"))
     pts = cf.candidates(s, 2)
