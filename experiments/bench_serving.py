@@ -99,7 +99,7 @@ def space_yaml(model: str, served: bool, seed_quant: str | None = None) -> str:
             f"  openvino: {{performance_hint: [{'LATENCY, THROUGHPUT' if served else 'LATENCY'}]}}\n  onnxruntime: {{}}\n"
             f"batch_size: [1]\nquantize:\n  schemes: [{', '.join(schemes)}]\n")
     if served:
-        text += "serving:\n  instances: [1, 2]\n  max_batch: [1, 4, 8]\n  max_queue_delay_us: [500, 2000]\n"
+        text += "serving:\n  instances: [1, 2]\n  max_batch: [1, 4, 8]\n  max_queue_delay_us: [0, 2000]\n"
         if seed_quant:  # the single-request study's engine first (its serving left to the sampler), as a user would
             text += (f"seeds:\n  - {{backend: openvino, quant: {seed_quant}}}\n  - {{backend: openvino, quant: {seed_quant}}}\n"
                      # OpenVINO's own THROUGHPUT default (a stream per core, a thread each) is always measured
@@ -120,21 +120,32 @@ def run_study(model: str, target, space_text: str, home, trials: int, seed: int,
     p.write_text(space_text)
     space = load_space(p)
     opts = StudyOptions(trials=trials, seed=seed, sampler="tpe" if "served" in tag else "grid",
-                        eval_samples=MODELS[model]["eval_samples"], confirm_top_k=0, study_name=f"{model}-{tag}")
+                        eval_samples=MODELS[model]["eval_samples"], study_name=f"{model}-{tag}",
+                        # the served study re-measures its 3 fastest feasible trials under the traffic (3 rounds)
+                        confirm_top_k=3 if "served" in tag else 0, confirm_rounds=3)
     return Optimizer(parse_model(model), target, space, home, opts, Reporter(f"{model} {tag}")).run()
 
 
 def best_trial(study, bound: float, metric: str) -> tuple[Any, bool]:
-    """The trial with the lowest ``metric`` among the feasible ones; where none is feasible (no deployment met the
+    """The trial with the lowest ``metric`` among the feasible ones, with the study's re-measured (confirmed)
+    figures where it has them, as planner's front reads them; where none is feasible (no deployment met the
     served SLO or rate), among those within the quality bound, with False."""
     from optuna.trial import TrialState
 
+    from planner.select.pareto import confirmed
+
+    conf = confirmed(study)
+
+    def value(t):
+        c = conf.get(t.number) or {}
+        return c.get(metric, t.user_attrs["metrics"][metric])
+
     done = [t for t in study.trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
             and t.user_attrs["metrics"]["quality_loss"] <= bound]
-    ok = [t for t in done if all(v <= 0 for v in t.constraints.values())]
+    ok = [t for t in done if all(v <= 0 for v in t.constraints.values()) and not (conf.get(t.number) or {}).get("slo_violated")]
     if not done:
         raise SystemExit(f"study {study.study_name}: no trial within the quality bound")
-    return min(ok or done, key=lambda t: t.user_attrs["metrics"][metric]), bool(ok)
+    return min(ok or done, key=value), bool(ok)
 
 
 def ov_throughput_default(xml: Path) -> dict[str, int]:
@@ -223,7 +234,7 @@ def bench_model(model: str, args, home, target0, rounds: int, duration: float) -
     min_requests = 100 if args.quick else 400  # per load point, for p99 to mean something
     traffic = dict(arrival="poisson", rate=round(0.9 * capacity, 1), duration_s=max(duration, min_requests / (0.9 * capacity)),
                    warmup_s=0.5, drain_s=2.0,
-                   seed=args.seed, percentile="p99", slo_ms=round(slo, 3), rate_search_steps=2)
+                   seed=args.seed, percentile="p99", slo_ms=round(slo, 3), rate_search_steps=3)
     t_served = t_single.model_copy(update={"traffic": Traffic(**traffic)})
     log(f"[{model}] served study at {traffic['rate']} req/s")
     t0 = time.perf_counter()
@@ -257,7 +268,7 @@ def bench_model(model: str, args, home, target0, rounds: int, duration: float) -
             k = (r * len(LOADS) + li) % len(VARIANTS)
             order = list(VARIANTS[k:] + VARIANTS[:k])
             for v in order:
-                tr = Traffic(**{**traffic, "rate": round(load * capacity, 1), "rate_search_steps": 2 if load == LOADS[-1] else 0,
+                tr = Traffic(**{**traffic, "rate": round(load * capacity, 1), "rate_search_steps": 4 if load == LOADS[-1] else 0,
                                 "duration_s": max(duration, min_requests / (load * capacity))})
                 tgt = t_single.model_copy(update={"traffic": tr})
                 res = run_point(minfo, cfgs[v], tgt, home, home.root / "bench" / f"{model}-{v}-{load}-{r}")
@@ -273,6 +284,7 @@ def bench_model(model: str, args, home, target0, rounds: int, duration: float) -
             "served_pick": {"feasible": feasible, "trial": served.number, "label": served.user_attrs["label"], "config": served.user_attrs["config"],
                             "study_metrics": {k: served.user_attrs["metrics"].get(k) for k in
                                               ("served_p50_ms", "served_p99_ms", "sustained_rate", "quality_loss")}},
+            "served_confirmation": ss.user_attrs.get("confirmation"),
             "served_trials": [{"trial": t.number, "label": t.user_attrs.get("label"), "state": t.state.name,
                                "served_p99_ms": (t.user_attrs.get("metrics") or {}).get("served_p99_ms"),
                                "sustained_rate": (t.user_attrs.get("metrics") or {}).get("sustained_rate"),
@@ -297,6 +309,19 @@ def _f(x, fmt="{:.2f}"):
     return "n/a" if x is None else fmt.format(x)
 
 
+def _confirmation_lines(m: dict) -> list[str]:
+    """The served study's re-measurement of its fastest trials (planner's own `--confirm` under the traffic)."""
+    c = m.get("served_confirmation") or {}
+    labels = {t["trial"]: t["label"] for t in m.get("served_trials", [])}
+    rows = [f"#{n} `{labels.get(int(n), '?')}`: study p99 {v['study_latency_ms']:.2f} ms → confirmed "
+            f"{v['latency_ms']:.2f} ms (rounds {', '.join(f'{x:.1f}' for x in v.get('round_served_ms', []))})"
+            + (" — breaks the SLO or the rate" if v.get("slo_violated") else "") for n, v in (c.get("trials") or {}).items()]
+    if not rows:
+        return []
+    return [f"The served study re-measured its fastest feasible trials in {c.get('rounds')} interleaved rounds under its "
+            "traffic (planner's `--confirm`): " + "; ".join(rows) + ".", ""]
+
+
 def markdown(result: dict) -> str:
     env = result["environment"]
     lines = [f"# Served latency benchmark {result['date']}{' (quick)' if result['quick'] else ''}", "",
@@ -316,6 +341,7 @@ def markdown(result: dict) -> str:
                   + ("" if m["served_pick"]["feasible"] else " (no trial of the served study met the SLO and the rate: "
                      "the lowest served p99 within the quality bound)") + ". OpenVINO THROUGHPUT default here: "
                   f"{m['ov_throughput_default']}.", "",
+                  *_confirmation_lines(m),
                   "Served p50 / p99 (achieved / offered rate: the offered rate is the Poisson sample's own, a few "
                   "percent off the asked one at a few hundred requests). Harness floor: the same generator and server around an "
                   "engine that does nothing (what the in-process harness itself adds on this host at that rate).", "",
