@@ -80,6 +80,7 @@ SPACE = """name: s
 backends:
   onnxruntime: {}
   torch_compile: {}
+  tvm: {}
 batch_size: [1, 4, 8]
 serving:
   instances: [1, 2, 4]
@@ -102,8 +103,13 @@ def test_serving_is_sampled_only_with_traffic_and_rebuilt_from_params(tmp_path):
         cfg = sample(trial, space, served, "torch")
         assert cfg.batch_size == 2  # the request batch: the server forms the batches, not the space's batch_size
         assert "batch_size" not in trial.params
-        if cfg.backend == "torch_compile":  # declares no serving: one instance, no batching
+        if cfg.backend == "tvm":  # declares no serving: one instance, no batching
             assert cfg.serving == ServingConfig() and not any(k.startswith("serving.") for k in trial.params)
+            continue
+        if cfg.backend == "torch_compile":  # instances and threads; no dynamic batching (it would recompile)
+            assert cfg.serving.instances in (1, 2) and cfg.serving.max_batch == 1
+            assert "serving.instances" in trial.params and "serving.max_batch" not in trial.params
+            assert rebuild(trial.params, space, served, "torch") == cfg
             continue
         sv = cfg.serving
         assert sv.instances in (1, 2)  # capped at the target's 2 threads

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from planner.backends.base import Backend, BuildResult
+from planner.backends.base import Backend, BuildResult, Serving
 from planner.backends.pt2 import load_pt2
 from planner.backends.torch_eager import TorchOptions
 
@@ -33,6 +33,10 @@ class TorchCompile(Backend):
     engine_files = ("model.pt2",)  # torch.export program (planner.backends.pt2); Triton: Python backend
     load_artifact = classmethod(load_pt2)
     decoder_schemes = quant_schemes  # planner.llm.runtimes runs decoders with the same transforms
+    # server threads share the compiled module, each with its own intra-op team; no dynamic batching: every batch
+    # size a batcher forms would be a recompilation (Dynamo guards on the shape) inside the served latency
+    serving = Serving(instance="a thread running the compiled module (one copy of the weights)",
+                      threads="torch.set_num_threads in that thread (its own intra-op team)", dynamic_batch=False)
     Options = TorchCompileOptions
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
@@ -61,6 +65,8 @@ class TorchCompile(Backend):
         t0 = time.perf_counter()
         compiled = torch.compile(module, mode=opts["mode"], dynamic=opts["dynamic"])
         rt = TorchRuntime(compiled, device, in_dtype, cl)
+        if cfg.serving is not None and device == "cpu":
+            rt.serve_threads = cfg.serving.threads_per_instance(target.thread_count())
         example = source.example_inputs(cfg.batch_size, seed=3)
         rt.infer(example)  # triggers compilation for this shape
         run = rt.bind(example)  # and through the timed path, so no recompilation lands in the measurement

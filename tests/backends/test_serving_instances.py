@@ -41,7 +41,9 @@ def _concurrently(calls, feed):
 
 def test_declarations_where_the_engine_has_them():
     assert registry.get("openvino").serving is not None and registry.get("onnxruntime").serving is not None
-    assert registry.get("torch_compile").serving is None  # one instance, no batching
+    # torch.compile: instances and threads, no dynamic batching (each batch size would recompile while served)
+    assert registry.get("torch_compile").serving is not None and not registry.get("torch_compile").serving.dynamic_batch
+    assert registry.get("tvm").serving is None  # one instance: TVM's thread pool is per process
 
 
 def test_onnxruntime_sessions_per_instance_with_their_threads(source, target, tmp_path):
@@ -76,14 +78,17 @@ def test_openvino_streams_per_instance_and_a_dynamic_batch_when_batching(source,
     assert json.loads((tmp_path / "plain" / "openvino.json").read_text())["dynamic_batch"] is False  # no batching: static
 
 
-def test_torch_threads_per_instance(source, target, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "torch_compile"])
+def test_torch_threads_per_instance(source, target, tmp_path, backend):
     import torch
 
-    cfg = TrialConfig("torch", 1, serving=ServingConfig(instances=2, max_batch=4, max_queue_delay_us=100))
-    build = registry.get("torch")().compile(source, cfg, target, tmp_path)
+    batch = 3 if backend == "torch" else 1  # torch.compile: the compiled batch (it serves without batching)
+    cfg = TrialConfig(backend, 1, serving=ServingConfig(instances=2, max_batch=4 if backend == "torch" else 1,
+                                                        max_queue_delay_us=100 if backend == "torch" else 0))
+    build = registry.get(backend)().compile(source, cfg, target, tmp_path)
     assert build.ok, build.error
     calls = build.runtime.serving_instances(2)
-    feed = source.example_inputs(3, seed=3)
+    feed = source.example_inputs(batch, seed=3)
     want = build.runtime.infer(feed)[0]
     seen = []
 
