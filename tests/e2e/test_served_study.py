@@ -136,3 +136,29 @@ def test_sustained_objective_needs_open_loop_traffic(tmp_path):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "--objectives sustained" in err[0] and "traffic" in err[0], r.stderr
     assert not (tmp_path / "home" / "optuna.db").exists()
+
+
+def test_closed_loop_traffic_end_to_end(tmp_path):
+    """`traffic: {arrival: closed, concurrency: C}`: C clients each wait for their answer; the study measures, re-measures
+    and records the served figures at that concurrency (no rate search: a closed loop has no arrival rate)."""
+    import optuna
+
+    home = Home(tmp_path / "home")
+    target = tmp_path / "closed.yaml"
+    text = (DATA / "traffic-cpu.yaml").read_text()
+    text = text[:text.index("traffic:")] + ("traffic:\n  arrival: closed\n  concurrency: 4\n  duration_s: 1.0\n  warmup_s: 0.2\n"
+                                           "  percentile: p99\n  slo_ms: 200\n")
+    target.write_text(text)
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", DATA / "serving-space.yaml",
+                "--trials", "2", "--sampler", "random", "--eval-samples", "8", "--study", "closed", "--confirm", "1",
+                "--confirm-rounds", "2", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="closed", storage=home.optuna_url)
+    done = _complete(study)
+    assert done
+    for t in done:
+        m = t.user_attrs["metrics"]
+        assert t.values[0] == m["served_p99_ms"] and m["served_requests"] > 4 and "sustained_rate" not in m
+        assert "served_rate" not in m and m["served_achieved_rate"] > 0
+    conf = study.user_attrs["confirmation"]
+    assert conf["served"] == "closed 4 clients, 1 sample(s)/request" and len(conf["trials"]) == 1
