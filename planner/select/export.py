@@ -149,17 +149,25 @@ def _download(client, run_id: str, path: str, dst: Path) -> Path:
     return Path(client.download_artifacts(run_id, path, str(dst)))
 
 
-def _output_axes(home, manifest: dict) -> dict[str, Any]:
-    """``{"out_axes": …}`` when the study's reference records outputs batched on an axis other than 0 (verify puts
-    them first, as the reference did); else {}."""
+def _output_axes(home, manifest: dict, engine_path: Path) -> list[int] | None:
+    """Each output's batch axis, as the study's reference records it (``out_axes``, written for ONNX models; verify
+    puts each first, as the reference did); None: every output batches on axis 0.  When the study's reference is
+    gone, an ONNX engine's outputs get theirs as the study derived them (`planner.source.onnx_output_axes`: the
+    dim named as an input's batch dim), from the inputs' recorded batch axes."""
     import numpy as np
 
     study = (manifest.get("trial") or {}).get("study")
     path = home.study_dir(study) / "reference.npz" if study else None
-    if path is None or not path.is_file():
-        return {}
-    with np.load(path, allow_pickle=False) as z:
-        return {"out_axes": z["out_axes"]} if "out_axes" in z.files else {}
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return [int(a) for a in z["out_axes"]] if "out_axes" in z.files else None
+    inputs = (manifest.get("model") or {}).get("inputs") or []
+    if engine_path.suffix == ".onnx" and any(i.get("batch_axis", 0) != 0 for i in inputs):
+        from planner.model import InputSpec
+        from planner.source import onnx_output_axes
+
+        return onnx_output_axes(engine_path, tuple(InputSpec.from_dict(i) for i in inputs))
+    return None
 
 
 def _reference_samples(home, manifest: dict, n: int) -> tuple[dict[str, Any] | None, Any, str]:
@@ -269,18 +277,20 @@ def _build(client, res, work: Path, fmt: str, name: str | None, home, uri: str, 
 
     engine = engine_backend(engine_file)  # its declaration: how to load it, its Triton platform
     n = batch * max(SAMPLE_BATCHES, math.ceil(MIN_SAMPLES / batch))
-    reference, describe = _samples_and_reference(home, manifest, n, root, engine_rel, engine_file, batch, fmt, work,
-                                                 timeout, notes, res.run_id)
+    reference, describe, out_axes = _samples_and_reference(home, manifest, n, root, engine_rel, engine_file, batch, fmt,
+                                                           work, timeout, notes, res.run_id)
     tol = tolerance(manifest.get("metrics") or {}, reference)
     if fmt == "triton":
         cfg_text, io = triton_config(tname, engine.triton, root / engine_rel / engine_file, manifest, batch, describe,
-                                     notes, res.run_id, engine)
+                                     notes, res.run_id, engine, out_axes=out_axes)
         safe_join(root, "config.pbtxt").write_text(cfg_text)
         if engine.triton is None:
-            safe_join(root, f"{engine_rel}/model.py").write_text(python_backend_model(engine_file))
+            safe_join(root, f"{engine_rel}/model.py").write_text(python_backend_model(engine_file, out_axes))
     else:
         io = None
-    safe_join(root, "README.md").write_text(readme(manifest, engine_file, fmt, tname, batch, reference, tol, res, io, notes))
+    out_names = _onnx_io(root / engine_rel / engine_file)[1] if engine_file.endswith(".onnx") and out_axes else []
+    safe_join(root, "README.md").write_text(readme(manifest, engine_file, fmt, tname, batch, reference, tol, res, io, notes,
+                                                   out_axes, [o["name"] for o in out_names]))
 
     listed = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     export_info = {"format": fmt, "engine_dir": engine_rel, "engine_file": engine_file, "batch_size": batch,
@@ -349,9 +359,10 @@ def _copy_engine(client, run_id: str, engine_files: dict, dst_dir: Path, dl: Pat
 
 
 def _samples_and_reference(home, manifest: dict, n: int, root: Path, engine_rel: str, engine_file: str, batch: int,
-                           fmt: str, work: Path, timeout: float, notes: list[str], run_id: str) -> tuple[str, dict | None]:
-    """Write samples.npz (inputs and reference outputs) into the bundle: the fp32 reference when the study's is
-    here, else the engine's own outputs.  Returns (which reference, the engine's self-description for Triton)."""
+                           fmt: str, work: Path, timeout: float, notes: list[str], run_id: str) -> tuple[str, dict | None, list[int] | None]:
+    """Write samples.npz (inputs, reference outputs, the outputs' batch axes) into the bundle: the fp32 reference
+    when the study's is here, else the engine's own outputs.  Returns (which reference, the engine's
+    self-description for Triton, each output's batch axis or None: all 0)."""
     import numpy as np
 
     from planner.select.verify import engine_job, run_engine_job
@@ -363,8 +374,10 @@ def _samples_and_reference(home, manifest: dict, n: int, root: Path, engine_rel:
         reference = "engine"
         notes.append(f"fp32 reference unavailable ({why}): reference outputs are the engine's own")
         inputs = _sample_inputs(manifest, n, seed=int(model.get("seed", 0)))
+    out_axes = _output_axes(home, manifest, root / engine_rel / engine_file)
+    axes = {"out_axes": np.asarray(out_axes, dtype=np.int64)} if out_axes is not None else {}
     samples_path = safe_join(root, "samples.npz")
-    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()})
+    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()}, **axes)
     describe = None
     need_describe = fmt == "triton" and not engine_file.endswith(".onnx")  # ONNX: the graph states its IO
     if reference == "engine" or need_describe:
@@ -381,8 +394,8 @@ def _samples_and_reference(home, manifest: dict, n: int, root: Path, engine_rel:
             describe = r.get("describe")
             if reference == "engine":
                 ref_out = np.load(outs)
-    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()}, ref=ref_out, **_output_axes(home, manifest))
-    return reference, describe
+    np.savez(samples_path, **{f"in:{k}": v for k, v in inputs.items()}, ref=ref_out, **axes)
+    return reference, describe, out_axes
 
 
 def _write_bundle_manifest(root: Path, manifest: dict, listed: list[str], export_info: dict, res, uri: str,
@@ -478,27 +491,68 @@ def _main_engine_files(backend: str | None) -> list[str]:
     return out
 
 
+def _axis_word(axis: int | None) -> str:
+    return "no batch axis" if axis is None else f"batch axis {axis}"
+
+
+def off_axis_tensors(model_inputs: list[dict], out_axes: list[int] | None, out_names: list[str]) -> list[str]:
+    """The tensors that do not batch on axis 0, as ``name (batch axis N | no batch axis)``: inputs by the
+    ``batch_axis`` the study recorded, outputs by its reference's ``out_axes``.  Non-empty: Triton's batching
+    (the batch the first dim of every input and output) cannot serve the model."""
+    out = [f"{i['name']} ({_axis_word(i.get('batch_axis', 0))})" for i in model_inputs if i.get("batch_axis", 0) != 0]
+    out += [f"{out_names[k] if k < len(out_names) else f'output {k}'} ({_axis_word(a)})"
+            for k, a in enumerate(out_axes or []) if a]
+    return out
+
+
+def full_dims(spec: dict) -> list[int]:
+    """A model input's full shape as the manifest records it (shape without the batch axis, ``batch_axis``), with
+    -1 at its batch axis; an input without one: its shape ([] for a scalar)."""
+    shape, axis = [int(d) for d in spec["shape"]], spec.get("batch_axis", 0)
+    return shape if axis is None else [*shape[:axis], -1, *shape[axis:]]
+
+
 def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict, batch: int, describe: dict | None,
-                  notes: list[str], run_id: str = "", backend=None) -> tuple[str, dict]:
+                  notes: list[str], run_id: str = "", backend=None, out_axes: list[int] | None = None) -> tuple[str, dict]:
     """``config.pbtxt`` text and the IO it declares.  ``head``: the backend's declared Triton line
     (`Backend.triton`); None: Triton's Python backend around the engine.  ``backend``: its class, which adds the
-    measured engine settings as Triton parameters (`Backend.triton_parameters`)."""
+    measured engine settings as Triton parameters (`Backend.triton_parameters`).  ``out_axes``: each output's
+    batch axis as the study's reference records it (None: all 0).
+
+    A model with an input batched on an axis other than 0 or not at all (its manifest ``batch_axis``), or an
+    output batched elsewhere (``out_axes``), is beyond Triton's batching, which takes the batch as the first dim of
+    every tensor: max_batch_size 0, full dims (-1 at each batch axis) and no dynamic_batching.  A tensor of no
+    dims (a scalar, or a batch-only tensor once the batch dim is Triton's) is ``dims: [ 1 ]`` with
+    ``reshape: { shape: [ ] }``, Triton's form for it."""
     target = manifest.get("target") or {}
     model_inputs = (manifest.get("model") or {}).get("inputs") or []
     gpu = (target.get("device") or {}).get("kind") == "cuda"
     io_desc = (describe or {}).get("io")
+    explicit = bool(off_axis_tensors(model_inputs, out_axes, []))
+    declared_ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"),
+                     "dims": full_dims(i) if explicit else list(i["shape"])} for i in model_inputs]
+
+    def described(mode: str) -> list[dict]:  # the engine's own tensors; full shapes when batching is explicit
+        return [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"] if explicit else t["shape"][1:]}
+                for t in io_desc if t["mode"] == mode]
+
     if head is None:  # python backend around torch.export / TVM
-        ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]
+        ins = declared_ins
         width = (describe or {}).get("flat_output_width")
-        outs = [{"name": "output0", "dtype": "float32", "dims": [int(width) if width else -1]}]
+        outs = [{"name": "output0", "dtype": "float32", "dims": [*([-1] if explicit else []), int(width) if width else -1]}]
         dyn = (describe or {}).get("dynamic_batch")
-        max_batch = int(target.get("max_batch_size") or batch) if dyn else batch
+        max_batch = 0 if explicit else int(target.get("max_batch_size") or batch) if dyn else batch
         head = 'backend: "python"'
     elif engine_path.suffix == ".onnx":
         ins, outs = _onnx_io(engine_path)
         b0 = [i["dims"][0] if i["dims"] else -1 for i in ins + outs]
-        dynamic = all(d == -1 for d in b0)
-        if dynamic:
+        if explicit:  # full shapes: an input's as the study declared it (sizes the graph leaves open, -1 at its
+            max_batch = 0  # batch axis), an output's as the graph gives it (its batch dim is -1 there)
+            declared = {i["name"]: i["dims"] for i in declared_ins}
+            for i in ins:
+                if i["name"] in declared and len(declared[i["name"]]) == len(i["dims"]):
+                    i["dims"] = declared[i["name"]]
+        elif all(d == -1 for d in b0):
             max_batch = int(target.get("max_batch_size") or batch)
             ins = [{**i, "dims": i["dims"][1:]} for i in ins]
             outs = [{**o, "dims": o["dims"][1:]} for o in outs]
@@ -506,29 +560,48 @@ def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict
             max_batch = 0
             notes.append("the ONNX graph has a fixed batch axis: max_batch_size 0 and dims include the batch axis")
     else:  # an engine whose runtime states its tensors (`Backend.describe_engine`)
-        ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"), "dims": list(i["shape"])} for i in model_inputs]
+        ins = declared_ins
         outs = [{"name": "output0", "dtype": "float32", "dims": [-1]}]
         if not io_desc:
             notes.append("the engine could not be loaded here: output name 'output0' and dims [-1] are placeholders; "
                          "check them against the engine's tensor names")
-        if engine_path.suffix == ".plan":  # TensorRT: its optimization profile bounds the batch
+        if explicit:
             if io_desc:
-                ins = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io_desc if t["mode"] == "input"]
-                outs = [{"name": t["name"], "dtype": t["dtype"], "dims": t["shape"][1:]} for t in io_desc if t["mode"] == "output"]
+                ins, outs = described("input"), described("output")
+            max_batch = 0
+        elif engine_path.suffix == ".plan":  # TensorRT: its optimization profile bounds the batch
+            if io_desc:
+                ins, outs = described("input"), described("output")
             max_batch = plan_max_batch(manifest, batch, notes)
         else:
             ins, outs, max_batch = engine_io(io_desc, ins, outs, target, batch, notes)
+    if explicit:
+        off = off_axis_tensors(model_inputs, out_axes, [o["name"] for o in outs] if len(outs) == len(out_axes or []) else [])
+        notes.append("max_batch_size 0, full dims (-1 at each batch axis) and no dynamic_batching: Triton batches only "
+                     f"tensors whose first dim is the batch, and {', '.join(off)} do not; each request is one batch as "
+                     "the model takes it")
     instances, batching, served_max = serving_config(manifest, notes)
     if served_max and max_batch:  # the server formed batches up to this many samples: what was measured
         max_batch = served_max
+    if batching and not max_batch:
+        batching = ""
+        notes.append("the measured dynamic batching is not written: Triton allows dynamic_batching only with max_batch_size > 0")
+    scalars = [t["name"] for t in ins + outs if not t["dims"]]
+    if scalars:
+        notes.append(f"{', '.join(scalars)}: no dims of its own, declared as Triton does it, dims [ 1 ] reshaped to [ ] "
+                     "(a client sends and receives it with shape [1])")
     for io in ins + outs:
         if io["dtype"] not in TRITON_TYPES:
             raise PlannerError(f"tensor {io['name']!r}: dtype {io['dtype']} has no Triton type")
 
+    def dims(t: dict) -> str:
+        if not t["dims"]:  # Triton wants non-empty dims: [1], reshaped to the model's []
+            return "dims: [ 1 ]\n    reshape: { shape: [ ] }"
+        return f"dims: [ {', '.join(str(int(d)) for d in t['dims'])} ]"
+
     def block(kw: str, ts: list[dict]) -> str:
         items = ",\n".join(
-            f'  {{\n    name: "{t["name"]}"\n    data_type: {TRITON_TYPES[t["dtype"]]}\n    dims: [ {", ".join(str(int(d)) for d in t["dims"])} ]\n  }}'
-            for t in ts
+            f'  {{\n    name: "{t["name"]}"\n    data_type: {TRITON_TYPES[t["dtype"]]}\n    {dims(t)}\n  }}' for t in ts
         )
         return f"{kw} [\n{items}\n]"
 
@@ -544,7 +617,7 @@ def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict
     ]) + "\n" + batching
     if backend is not None:
         text += backend.triton_parameters(engine_path.parent, gpu, notes)
-    return text, {"inputs": ins, "outputs": outs, "max_batch_size": max_batch}
+    return text, {"inputs": ins, "outputs": outs, "max_batch_size": max_batch, "explicit_batch": explicit}
 
 
 def served_lines(traffic: dict | None, serving: dict | None, m: dict) -> list[str]:
@@ -612,12 +685,13 @@ def engine_io(io: list[dict] | None, ins: list[dict], outs: list[dict], target: 
     return ins, outs, 0
 
 
-def python_backend_model(engine_file: str) -> str:
-    """Triton Python-backend ``model.py`` that loads the engine next to it and returns one flat output."""
+def python_backend_model(engine_file: str, out_axes: list[int] | None = None) -> str:
+    """Triton Python-backend ``model.py`` that loads the engine next to it and returns one flat output
+    (``out_axes``: each engine output's batch axis, moved first before flattening, as the study's reference did)."""
     return f'''"""Triton Python backend for a planner engine ({engine_file}); written by `planner export --format triton`.
 
 Output "output0" is every model output of a sample, flattened and concatenated (float32), exactly
-what samples.npz's "ref" holds.
+what samples.npz's "ref" holds (each output's batch axis, OUT_AXES, moved first).
 """
 
 import json
@@ -627,6 +701,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 ENGINE = {engine_file!r}
+OUT_AXES = {list(out_axes) if out_axes else None!r}  # each output's batch axis (None: all 0)
 
 
 def _load(here, device):
@@ -675,6 +750,8 @@ class TritonPythonModel:
         for request in requests:
             arrays = [pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.inputs]
             outs = self.run(arrays)
+            if OUT_AXES:
+                outs = [np.moveaxis(np.asarray(o), a, 0) for o, a in zip(outs, OUT_AXES)]
             b = outs[0].shape[0]
             flat = np.concatenate([np.asarray(o, dtype=np.float32).reshape(b, -1) for o in outs], axis=1)
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output, flat)]))
@@ -688,8 +765,18 @@ class TritonPythonModel:
 # --------------------------------------------------------------------------- README
 
 
+def input_signature(inputs: list[dict]) -> str:
+    """``name: dtype[dims]`` per input, ``batch`` at its batch axis (an input without one: its shape, so marked)."""
+    def one(i: dict) -> str:
+        dims = ["batch" if d == -1 else str(d) for d in full_dims(i)] if i.get("batch_axis", 0) is not None else \
+            [str(d) for d in i["shape"]]
+        return f"{i['name']}: {i.get('dtype', 'float32')}[{', '.join(dims)}]" + \
+            (" (no batch axis: one value per call, for the whole batch)" if i.get("batch_axis", 0) is None else "")
+    return ", ".join(one(i) for i in inputs)
+
+
 def readme(manifest: dict, engine_file: str, fmt: str, name: str, batch: int, reference: str, tol: dict, res, io,
-           notes: list[str]) -> str:
+           notes: list[str], out_axes: list[int] | None = None, out_names: list[str] | None = None) -> str:
     from planner.config import TrialConfig
 
     model = manifest.get("model") or {}
@@ -699,9 +786,19 @@ def readme(manifest: dict, engine_file: str, fmt: str, name: str, batch: int, re
     tr = manifest.get("trial") or {}
     libs = ((manifest.get("environment") or {}).get("libraries") or {})
     inputs = model.get("inputs") or []
-    sig = ", ".join(f"{i['name']}: {i.get('dtype', 'float32')}[batch, {', '.join(map(str, i['shape']))}]" for i in inputs)
+    sig = input_signature(inputs)
+    axes_line = f"Inputs: {sig or 'see manifest.json'} (axis 0 is the batch axis)."
+    if off_axis_tensors(inputs, out_axes, out_names or []):
+        names = out_names or []
+        off_out = [f"{names[k] if k < len(names) else f'output {k}'} on axis {a}" for k, a in enumerate(out_axes or []) if a]
+        axes_line = (f"Inputs: {sig} (`batch` marks each input's batch axis)."
+                     + (f" Outputs batched on another axis than 0: {', '.join(off_out)}." if off_out else "")
+                     + " `samples.npz` keeps every array sample-major (the batch axis first; `ref` too): move an "
+                       "input's to its own axis to call the engine, as below.")
     kind = Path(engine_file).suffix
     load = _load_snippet(kind, "." if fmt == "bundle" else "1", engine_file, inputs, cfg, libs, batch, target)
+    if any(out_axes or []):
+        load = load.replace("# numpy arrays, batch axis first", "# numpy arrays, each output's batch axis as above")
     lines = [
         f"# {name}: {model.get('name')} on {target.get('name')} ({cfg.backend}, batch {batch})",
         "",
@@ -718,7 +815,7 @@ def readme(manifest: dict, engine_file: str, fmt: str, name: str, batch: int, re
         f"| batch size | {batch} |",
         "",
         *served_lines(target.get("traffic"), asdict(cfg.serving) if cfg.serving else None, m),
-        f"Inputs: {sig or 'see manifest.json'} (axis 0 is the batch axis).",
+        axes_line,
         "",
         "## Load and call",
         "",
@@ -726,7 +823,8 @@ def readme(manifest: dict, engine_file: str, fmt: str, name: str, batch: int, re
         "",
         "```python",
         "import numpy as np",
-        'z = np.load("samples.npz"); ' + "; ".join(f'batch_{i["name"]} = z["in:{i["name"]}"][:{batch}]' for i in inputs),
+        'z = np.load("samples.npz")',
+        *[f'batch_{i["name"]} = {_feed_expr(i, batch)}' for i in inputs],
         "```",
         "",
         load,
@@ -737,7 +835,10 @@ def readme(manifest: dict, engine_file: str, fmt: str, name: str, batch: int, re
             "## Triton",
             "",
             "This folder is one model of a Triton model repository: `config.pbtxt` and version `1/`. Serve with",
-            f"`tritonserver --model-repository <parent of {name}>`. Max batch size {io['max_batch_size'] if io else '?'}; "
+            f"`tritonserver --model-repository <parent of {name}>`. Max batch size {io['max_batch_size'] if io else '?'}"
+            + (" (not every tensor batches on its first dim, which Triton's batching needs: each request is one batch "
+               "in the model's own layout, the full dims with -1 at each batch axis)" if io and io.get("explicit_batch") else "")
+            + "; "
             f"inputs {', '.join(i['name'] for i in (io or {}).get('inputs', []))}; outputs {', '.join(o['name'] for o in (io or {}).get('outputs', []))}.",
             "",
         ]
@@ -759,6 +860,17 @@ def readme(manifest: dict, engine_file: str, fmt: str, name: str, batch: int, re
     if notes:
         lines += ["", "Notes:", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
+
+
+def _feed_expr(spec: dict, batch: int) -> str:
+    """How one input's first batch is read from ``samples.npz`` (sample-major) into the model's layout."""
+    axis = spec.get("batch_axis", 0)
+    got = f'z["in:{spec["name"]}"]'
+    if axis is None:
+        return f"{got}[0]   # no batch axis: one value for the whole batch"
+    if axis == 0:
+        return f"{got}[:{batch}]"
+    return f"np.moveaxis({got}[:{batch}], 0, {axis})   # batch axis {axis}"
 
 
 def _load_snippet(kind: str, d: str, engine_file: str, inputs: list[dict], cfg, libs: dict, batch: int, target: dict) -> str:

@@ -2,6 +2,9 @@
 a user file whose transformers model returns a ``ModelOutput`` (no wrapper), ``hf:DIR`` directories (text, vision)
 and an ONNX file whose inputs batch on axis 1 or not at all."""
 
+import re
+
+import numpy as np
 import optuna
 import pytest
 from hf_tiny import bert_classifier, gpt2_decoder, vit_classifier
@@ -160,3 +163,31 @@ def test_onnx_inputs_batched_on_axis_1_or_not_at_all(tmp_path):
     assert ex.returncode == 0, ex.stderr + ex.stdout
     v = run_cli("verify", tmp_path / "ex")  # the samples fed and the outputs read with the same axes
     assert v.returncode == 0 and "match the fp32 reference" in v.stdout, v.stderr + v.stdout
+    readme = (tmp_path / "ex" / "README.md").read_text()
+    assert "x: float32[batch, 16], state: float32[2, batch, 8], sr: int64[] (no batch axis" in readme, readme
+    assert "new_state on axis 1" in readme and 'np.moveaxis(z["in:state"][:2], 0, 1)' in readme
+
+    # Triton: state and new_state batch on axis 1, sr not at all: no implicit batching, full dims
+    tr = run_cli("export", "--study", "st", "--trial", b2.number, "--out", tmp_path / "tr", "--format", "triton",
+                 "--name", "st", "--home", home.root)
+    assert tr.returncode == 0, tr.stderr + tr.stdout
+    cfg = (tmp_path / "tr" / "st" / "config.pbtxt").read_text()
+    assert "max_batch_size: 0" in cfg and "dynamic_batching" not in cfg
+    for name, dtype, dims in [("x", "FP32", "-1, 16"), ("state", "FP32", "2, -1, 8"), ("out", "FP32", "-1, 8"),
+                              ("new_state", "FP32", "2, -1, 8")]:
+        assert re.search(rf'name: "{name}"\s*data_type: TYPE_{dtype}\s*dims: \[ {dims} \]\s*\}}', cfg), (name, cfg)
+    assert re.search(r'name: "sr"\s*data_type: TYPE_INT64\s*dims: \[ 1 \]\s*reshape: \{ shape: \[ \] \}', cfg), cfg
+    readme = (tmp_path / "tr" / "st" / "README.md").read_text()
+    assert "Max batch size 0 (not every tensor batches on its first dim" in readme
+    assert "state (batch axis 1), sr (no batch axis), new_state (batch axis 1)" in readme
+    v = run_cli("verify", tmp_path / "tr")
+    assert v.returncode == 0 and "match the fp32 reference" in v.stdout, v.stderr + v.stdout
+
+    # without the study's reference the engine is its own, read with the outputs' axes the graph names
+    (home.study_dir("st") / "reference.npz").unlink()
+    ex = run_cli("export", "--study", "st", "--trial", b2.number, "--out", tmp_path / "own", "--home", home.root)
+    assert ex.returncode == 0, ex.stderr + ex.stdout
+    with np.load(tmp_path / "own" / "samples.npz") as z:
+        assert list(z["out_axes"]) == [0, 1] and z["ref"].shape[1] == 8 + 16
+    v = run_cli("verify", tmp_path / "own")
+    assert v.returncode == 0 and "match the engine reference" in v.stdout, v.stderr + v.stdout
