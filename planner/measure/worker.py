@@ -159,6 +159,7 @@ def do_prepare(job: "PrepareJob") -> dict:
         "output_kind": src.output_kind,
         "output_shape": list(ref.shape[1:]),
         "output_names": names,
+        "output_axes": [int(a) for a in out_axes] if out_axes and any(out_axes) else None,  # None: all on axis 0
         "quality_outputs": [names[i] for i in chosen],
         "param_count": params,
         "synthetic_data": src.synthetic,

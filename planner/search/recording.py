@@ -104,7 +104,9 @@ class StudyRecording:
         m = build_manifest(
             directory=workdir, files=files,
             model={**self.model.to_dict(), "hash": self.model_info["model_hash"], "inputs": self.model_info["inputs"],
-                   "output_kind": self.model_info.get("output_kind")},
+                   "output_kind": self.model_info.get("output_kind"),
+                   # each output's batch axis where one is not 0 (the reference's; MLflow Model and bundle read it)
+                   **({"output_axes": self.model_info["output_axes"]} if self.model_info.get("output_axes") else {})},
             target=self.target.model_dump(mode="json"),
             trial={"study": self.study_name, "number": number, "config": cfg.to_dict(), "params": params,
                    "config_key": cfg.key()},

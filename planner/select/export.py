@@ -156,6 +156,9 @@ def _output_axes(home, manifest: dict, engine_path: Path) -> list[int] | None:
     dim named as an input's batch dim), from the inputs' recorded batch axes."""
     import numpy as np
 
+    recorded = (manifest.get("model") or {}).get("output_axes")
+    if recorded:  # the trial's manifest records them (studies since the MLflow Model loader reads them)
+        return [int(a) for a in recorded]
     study = (manifest.get("trial") or {}).get("study")
     path = home.study_dir(study) / "reference.npz" if study else None
     if path is not None and path.is_file():

@@ -55,11 +55,17 @@ def requirements(backend, libraries: dict[str, str]) -> list[str]:
 
 
 def _signature(inputs: list[dict], batch_axis: int, width: int | None):
+    """Inputs in the model's own layout (``batch_axis``, -1 or the engine's fixed batch, at each input's batch axis;
+    an input without one: its shape); one output ``[samples, width]``."""
     import numpy as np
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    ins = Schema([TensorSpec(np.dtype(i.get("dtype", "float32")), (batch_axis, *i["shape"]), i["name"]) for i in inputs])
+    def shape(i: dict) -> tuple:
+        dims, axis = list(i["shape"]), i.get("batch_axis", 0)
+        return tuple(dims) if axis is None else (*dims[:axis], batch_axis, *dims[axis:])
+
+    ins = Schema([TensorSpec(np.dtype(i.get("dtype", "float32")), shape(i), i["name"]) for i in inputs])
     outs = Schema([TensorSpec(np.dtype("float32"), (batch_axis, int(width) if width else -1), "output0")])
     return ModelSignature(inputs=ins, outputs=outs)
 
@@ -82,6 +88,7 @@ def _facts(manifest: dict, engine_file: str, batch: int, describe: dict, metrics
         "device": "cuda" if (target.get("device") or {}).get("kind") == "cuda" else "cpu",
         "threads": target.get("threads"),
         "inputs": (manifest.get("model") or {}).get("inputs") or [],
+        "output_axes": (manifest.get("model") or {}).get("output_axes"),  # None: every output batches on axis 0
         "metrics": {k: float(metrics[k]) for k in keep if isinstance(metrics.get(k), (int, float))},
         "target": target.get("name"),
         "study": trial.get("study"),
@@ -139,7 +146,7 @@ def build_model_dir(manifest: dict, engine_dir: Path, out: Path, *, run_id: str,
     from mlflow.pyfunc import save_model
 
     import planner.backends.registry as registry
-    from planner.select.verify import engine_job, run_engine_job, sample_inputs
+    from planner.select.verify import engine_job, model_layout, run_engine_job, sample_inputs
 
     files = manifest.get("files") or {}
     cfg = (manifest.get("trial") or {}).get("config") or {}
@@ -169,7 +176,8 @@ def build_model_dir(manifest: dict, engine_dir: Path, out: Path, *, run_id: str,
             _onnx_flavor(mlflow_model, Path(engine_dir), engine_file)
         libs = (manifest.get("environment") or {}).get("libraries") or {}
         code = _stage_code(Path(tmp) / "code")
-        example_in = example if len(example) > 1 else {model_inputs[0]["name"]: next(iter(example.values()))}
+        laid = model_layout(example, model_inputs)  # the signature's layout: each batch on its input's axis
+        example_in = laid if len(laid) > 1 else {model_inputs[0]["name"]: next(iter(laid.values()))}
         save_model(out, loader_module=LOADER_MODULE, code_paths=[str(code)], mlflow_model=mlflow_model,
                    signature=_signature(model_inputs, -1 if facts["dynamic_batch"] else batch, facts["output_width"]),
                    input_example=example_in, pip_requirements=requirements(backend, libs),

@@ -13,9 +13,11 @@ part of this package the loader runs, so the model loads where planner is not in
      torch program.
 
 ``predict`` takes the inputs named in the signature (a dict of arrays, or one array for a one-input model)
-with the batch axis first, runs them in batches of the engine's batch size (a fixed-batch engine gets the
-last batch padded) and returns one float32 array ``[samples, width]``: every output of a sample flattened
-and concatenated, the layout of a bundle's ``samples.npz`` ``ref`` and of Triton's Python backend output.
+in the model's own layout (each input's batch on its batch axis, axis 0 unless the model says otherwise; an
+input without one, such as a scalar, as it is), runs them in batches of the engine's batch size (a fixed-batch
+engine gets the last batch padded) and returns one float32 array ``[samples, width]``: every output of a sample
+flattened and concatenated (an output batched on another axis has it moved first), the layout of a bundle's
+``samples.npz`` ``ref`` and of Triton's Python backend output.
 """
 
 from __future__ import annotations
@@ -59,14 +61,17 @@ def check_engine_files(model_dir: Path, facts: dict[str, Any]) -> None:
                             + "; ".join(rep.problems) + " (engine files changed since registration; compare manifest sha256)")
 
 
-def _chunks(inputs: dict[str, Any], n: int, batch: int, pad: bool):
-    """(feed, valid) over n samples in batches of ``batch``; ``pad``: the last one filled to ``batch``."""
+def _chunks(inputs: dict[str, Any], n: int, batch: int, pad: bool, axes: dict[str, int | None] | None = None):
+    """(feed, valid) over n samples in batches of ``batch``; ``pad``: the last one filled to ``batch``.  ``axes``:
+    each input's batch axis (default 0; None: not batched, fed whole to every call)."""
     import numpy as np
 
+    axes = axes or {}
     for start in range(0, n, batch):
         valid = min(batch, n - start)
         idx = np.arange(start, start + (batch if pad else valid)) % n
-        yield {k: np.ascontiguousarray(v[idx]) for k, v in inputs.items()}, valid
+        yield {k: (v if axes.get(k, 0) is None else np.ascontiguousarray(np.take(v, idx, axis=axes.get(k, 0))))
+               for k, v in inputs.items()}, valid
 
 
 class PlannerEngine:
@@ -81,6 +86,8 @@ class PlannerEngine:
         # a dynamic-batch engine takes up to the target's max batch per call
         self.max_batch = max(self.batch, int(facts.get("max_batch_size") or self.batch)) if self.dynamic else self.batch
         self.input_names = [i["name"] for i in facts.get("inputs") or []]
+        self.axes = {i["name"]: i.get("batch_axis", 0) for i in facts.get("inputs") or []}
+        self.out_axes = facts.get("output_axes")  # None: every output batches on axis 0
         device = facts.get("device") or "cpu"
         if "torch" in _backend(facts["engine_file"]).modules:
             import torch
@@ -106,10 +113,15 @@ class PlannerEngine:
         import numpy as np
 
         feed = self._feed(model_input)
-        n = len(next(iter(feed.values())))
+        batched = [(k, self.axes.get(k, 0)) for k in feed if self.axes.get(k, 0) is not None]
+        if not batched:
+            raise ValueError(f"no input of {list(feed)} has a batch axis: nothing says how many samples there are")
+        n = int(np.shape(feed[batched[0][0]])[batched[0][1]])
         outs = []
-        for chunk, valid in _chunks(feed, n, self.max_batch, pad=not self.dynamic):
+        for chunk, valid in _chunks(feed, n, self.max_batch, pad=not self.dynamic, axes=self.axes):
             res = self.runtime.infer(chunk)
+            if self.out_axes:
+                res = [np.moveaxis(np.asarray(o), a, 0) for o, a in zip(res, self.out_axes)]
             b = res[0].shape[0]
             outs.append(np.concatenate([np.asarray(o, dtype=np.float32).reshape(b, -1) for o in res], axis=1)[:valid])
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)

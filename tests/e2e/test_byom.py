@@ -165,6 +165,25 @@ def test_onnx_inputs_batched_on_axis_1_or_not_at_all(tmp_path):
     assert v.returncode == 0 and "match the fp32 reference" in v.stdout, v.stderr + v.stdout
     readme = (tmp_path / "ex" / "README.md").read_text()
     assert "x: float32[batch, 16], state: float32[2, batch, 8], sr: int64[] (no batch axis" in readme, readme
+
+    # the registered MLflow Model takes the inputs in the model's layout and gives the bundle's reference outputs
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    mlflow.set_tracking_uri(home.tracking_uri)
+    version = next(v for m in c.search_registered_models() for v in c.search_model_versions(f"name = '{m.name}'"))
+    model = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
+    sig = {i.name: i.shape for i in model.metadata.get_input_schema().inputs}
+    b = sig["x"][0]  # -1 for an engine that takes any batch, else its batch
+    assert b in (-1, model.metadata.metadata["planner"]["batch_size"]), sig
+    assert sig == {"x": (b, 16), "state": (2, b, 8), "sr": ()}, sig
+    k = 3 if b == -1 else b  # a fixed-batch engine's signature takes its batch
+    with np.load(tmp_path / "ex" / "samples.npz") as z:
+        feed = {"x": z["in:x"][:k], "state": np.moveaxis(z["in:state"][:k], 0, 1), "sr": np.asarray(z["in:sr"][0])}
+        want = z["ref"][:k]
+    got = model.predict(feed)
+    assert got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-5), np.abs(got - want).max()
     assert "new_state on axis 1" in readme and 'np.moveaxis(z["in:state"][:2], 0, 1)' in readme
 
     # Triton: state and new_state batch on axis 1, sr not at all: no implicit batching, full dims
