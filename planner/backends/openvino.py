@@ -122,7 +122,8 @@ class OvRuntime(Runtime):
 
     @staticmethod
     def _feeds(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return [np.ascontiguousarray(v) for v in inputs.values()]  # positional, in the model's input order
+        # positional, in the model's input order; C order (np.asarray keeps a 0-d scalar 0-d, ascontiguousarray not)
+        return [np.asarray(v, order="C") for v in inputs.values()]
 
     def bind(self, inputs: dict[str, np.ndarray]) -> Callable[[], Any]:
         import openvino as ov
@@ -460,17 +461,25 @@ def _source_model(source, cfg, info: dict[str, Any], workdir: Path, target=None)
     return model
 
 
-def _reshape(model, batch: int | None) -> None:
-    """Fix the batch axis of every input to ``batch`` (None: make it dynamic)."""
+def _reshape(model, batch: int | None, axes: dict[str, int | None] | None = None) -> None:
+    """Fix the batch axis of every input to ``batch`` (None: make it dynamic).  ``axes``: each input's batch axis
+    by name (`planner.source.ModelSource.batch_axes`; default 0); an input without one (None: a scalar, a
+    configuration tensor) keeps the shape the model gives it."""
     import openvino as ov
 
+    axes = axes or {}
     shapes = {}
     for inp in model.inputs:
+        name = inp.get_any_name()
+        axis = axes.get(name, 0)
+        if axis is None:
+            continue
         ps = inp.get_partial_shape()
-        if ps.rank.is_dynamic or len(ps) == 0:
-            raise CandidateFailed(FailReason.UNSUPPORTED, f"input {inp.get_any_name()!r} has no batch axis to set")
-        dims = [ov.Dimension(batch) if batch is not None else ov.Dimension()] + [ps[i] for i in range(1, len(ps))]
-        shapes[inp.get_any_name()] = ov.PartialShape(dims)
+        if ps.rank.is_dynamic or len(ps) <= axis:
+            raise CandidateFailed(FailReason.UNSUPPORTED, f"input {name!r} has no batch axis {axis} to set")
+        dims = [ps[i] for i in range(len(ps))]
+        dims[axis] = ov.Dimension(batch) if batch is not None else ov.Dimension()
+        shapes[name] = ov.PartialShape(dims)
     try:
         model.reshape(shapes)
     except Exception as e:  # noqa: BLE001
@@ -686,7 +695,7 @@ class OpenVINO(Backend):
         sv = cfg.serving
         if sv is not None and sv.batching:  # the server forms batches of any size up to its max batch
             opts["dynamic_batch"] = True
-        _reshape(model, None if opts["dynamic_batch"] else cfg.batch_size)
+        _reshape(model, None if opts["dynamic_batch"] else cfg.batch_size, source.batch_axes)
         xml = workdir / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
         props = compile_properties(opts, precision, target.thread_count())

@@ -210,3 +210,41 @@ def test_onnx_inputs_batched_on_axis_1_or_not_at_all(tmp_path):
         assert list(z["out_axes"]) == [0, 1] and z["ref"].shape[1] == 8 + 16
     v = run_cli("verify", tmp_path / "own")
     assert v.returncode == 0 and "match the engine reference" in v.stdout, v.stderr + v.stdout
+
+
+def test_openvino_serves_inputs_batched_on_axis_1_or_not_at_all(tmp_path):
+    """OpenVINO sets the batch on each input's own axis and leaves an unbatched scalar as the model has it; a
+    scalar is fed 0-d: both candidates agree with the fp32 reference, and the registered MLflow Model predicts it."""
+    import sys
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    pytest.importorskip("openvino")
+    sys.path.insert(0, str(DATA))
+    from stateful_onnx import build
+
+    f = build(tmp_path / "stateful.onnx")
+    target = tmp_path / "ov-cpu.yaml"
+    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [", "backends: [openvino, "))
+    space = ("name: ov\nbatch_size: [1, 2]\nbackends:\n  openvino: {}\n"
+             "seeds:\n  - {backend: openvino, batch_size: 1}\n  - {backend: openvino, batch_size: 2}\n")
+    home = Home(tmp_path / "home")
+    (tmp_path / "space.yaml").write_text(space)
+    r = run_cli("optimize", "--model", f, "--target", target, "--space", tmp_path / "space.yaml", "--trials", "2",
+                "--eval-samples", "4", "--confirm", "0", "--study", "ov", "--home", home.root, "--output", "out,new_state",
+                "--inputs", "x:16,state:2x8:float32:batch=1,sr::int64:batch=none")
+    assert r.returncode == 0, r.stderr + r.stdout
+    st = optuna.load_study(study_name="ov", storage=home.optuna_url)
+    assert [t.state.name for t in st.trials] == ["COMPLETE", "COMPLETE"], [t.user_attrs.get("fail_message") for t in st.trials]
+    assert all(t.user_attrs["metrics"]["quality_loss"] < 1e-5 for t in st.trials)
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    mlflow.set_tracking_uri(home.tracking_uri)
+    v = next(v for m in c.search_registered_models() for v in c.search_model_versions(f"name = '{m.name}'"))
+    model = mlflow.pyfunc.load_model(f"models:/{v.name}/{v.version}")
+    b = model.metadata.metadata["planner"]["batch_size"]
+    with np.load(home.study_dir("ov") / "reference.npz") as z:
+        feed = {"x": z["in:x"][:b], "state": np.moveaxis(z["in:state"][:b], 0, 1), "sr": np.asarray(z["in:sr"][0])}
+        want = z["ref"][:b]
+    got = model.predict(feed)
+    assert got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-5), np.abs(got - want).max()
