@@ -155,3 +155,24 @@ def test_a_longer_request_continues_the_cached_student_through_the_model_source(
     assert fresh.transform_info["distill_resumed_from"] == 0
     for (k, a), b in zip(cont.state_dict().items(), scratch.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), k
+
+
+def test_stopped_students_count_toward_the_study_goal(tmp_path):
+    """--study-trials counts every trial that ran a worker: a stopped student spent the budget as a measured one
+    did.  (They were not counted: a study whose every candidate was stopped asked for more without end.)  A
+    resumed run with the same goal runs nothing more."""
+    space, target, env = fake_backend_files(tmp_path, SPACE)
+    target.write_text(target.read_text().replace("max_quality_loss: 0.05", "max_quality_loss: 0.000001"))
+    home = Home(tmp_path / "home")
+    args = ("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--study-trials", "2",
+            "--timeout", "90", "--sampler", "random", "--eval-samples", "8", "--study", "goal", "--confirm", "0",
+            "--home", home.root)
+    r = run_cli(*args, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    trials = optuna.load_study(study_name="goal", storage=home.optuna_url).trials
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"], [t.user_attrs for t in trials]
+    assert all(t.user_attrs.get("distill_stopped") for t in trials)
+    assert "finished trials (--study-trials 2)" in " ".join(r.stdout.split()), r.stdout
+    r = run_cli(*args, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert len(optuna.load_study(study_name="goal", storage=home.optuna_url).trials) == 2
