@@ -161,3 +161,44 @@ def test_a_decoder_workload_without_a_space_searches_the_llm_space():
     assert default_space("cnn", "chat.yaml") == "cnn"
     llm = load_space(default_space(None, "chat.yaml"))
     assert "llamacpp" in llm.backends and llm.prune.methods == ["none"]
+
+
+RESUME_SPACE = """\
+name: resumed
+batch_size: [1]
+backends:
+  fake:
+    behaviour: [steady]
+prune:
+  methods: [METHODS]
+  ratio: [0.2, 0.3, 0.4, 0.5]
+  round_to: [1]
+"""
+
+
+def test_a_resume_keeps_the_pruning_methods_the_study_was_created_with(tmp_path):
+    """The first run drops `heads` (a CNN has none) and searches [none, l1, magnitude]; the resumed run's space
+    (same name) lists [none, l1, heads], so its own drop leaves [none, l1].  Optuna refuses a categorical whose
+    choices change within a study: the resume samples the stored choices, and a proposal of a method this run
+    cannot use is skipped (PRUNED, unsupported, no worker), never a crash or a failed trial."""
+    space, target, env = fake_backend_files(tmp_path, RESUME_SPACE.replace("METHODS", "none, l1, heads, magnitude"))
+    home = Home(tmp_path / "home")
+    args = ("optimize", "--model", f"{DATA / 'models.py'}:tiny_conv", "--inputs", "x:3x8x8", "--target", target,
+            "--space", space, "--sampler", "random",
+            "--eval-samples", "8", "--study", "r", "--confirm", "0", "--home", home.root)
+    r = run_cli(*args, "--trials", "3", env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="r", storage=home.optuna_url)
+    assert study.user_attrs["space_spec"]["prune"]["methods"] == ["none", "l1", "magnitude"]
+    space.write_text(RESUME_SPACE.replace("METHODS", "none, l1, heads"))
+    r = run_cli(*args, "--trials", "6", "--seed", "1", env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "magnitude" in r.stderr and "not in this run" in r.stderr, r.stderr
+    trials = optuna.load_study(study_name="r", storage=home.optuna_url).get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state.name == "FAIL"], [t.user_attrs for t in trials]
+    later = [t for t in trials if t.number >= 3]
+    assert later
+    # a magnitude config the first run measured is answered from the study; a new one is skipped
+    skipped = [t for t in later if t.params.get("prune.method") == "magnitude" and t.user_attrs.get("duplicate_of") is None]
+    assert skipped and all(t.state.name == "PRUNED" and t.user_attrs["skip_reason"] == "unsupported" for t in skipped)
+    assert all(t.user_attrs["config"]["prune"]["method"] in ("none", "l1") for t in later if t not in skipped)
