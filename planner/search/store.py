@@ -180,7 +180,7 @@ def enqueue_seeds(opt, study) -> None:
     from planner.space import ordered_seeds, seed_params, usable_backends
 
     fmt = opt.model_info.get("format", "torch")
-    backends, _ = usable_backends(opt.space, opt.target, fmt)
+    backends = [b for b in usable_backends(opt.space, opt.target, fmt)[0] if not opt.kind.check_backend(b)]
     skipped = []
     for i, seed in ordered_seeds(opt.space):
         params, why = seed_params(seed, opt.space, opt.target, fmt, backends)
