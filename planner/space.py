@@ -128,12 +128,16 @@ class ServingSpace(BaseModel):
     max_queue_delay_us: Param = Param(choices=[500, 2000])  # sampled only with max_batch > 1
 
 
+BEST = "best"  # a seed's backend: the host's best engine (`planner.backends.registry.best_engine`)
+
+
 class Seed(BaseModel):
     """A deployment the study measures first, before the sampler explores: known-good points (an Olive-style
     recipe) that a short budget must not miss.  Unnamed dimensions are left to the sampler."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    backend: str
+    backend: str = Field(description=f"a backend of the space, or {BEST!r}: the host's best engine the study can use "
+                                     "(planner.backends.registry.BEST_ENGINES), at its own defaults")
     options: dict[str, Scalar] = Field(default_factory=dict, description="backend options")
     quant: Optional[str] = None
     quant_options: dict[str, Scalar] = Field(default_factory=dict)
@@ -256,8 +260,11 @@ def _in(param: Param, value: Any) -> bool:
 
 def _seed_errors(seed: Seed, space: SearchSpace) -> list[str]:
     """A seed may name only what its space can sample: its backends, options, schemes and values."""
+    if seed.backend == BEST:
+        return _best_seed_errors(seed, space)
     if seed.backend not in space.backends:
-        return [f"backend: {seed.backend!r} is not one of the space's backends ({', '.join(space.backends)})"]
+        return [f"backend: {seed.backend!r} is not one of the space's backends ({', '.join(space.backends)}) "
+                f"nor {BEST!r} (the host's best engine)"]
     errors = []
     params = space.backends[seed.backend]
     for k, v in seed.options.items():
@@ -281,6 +288,24 @@ def _seed_errors(seed: Seed, space: SearchSpace) -> list[str]:
             errors.append(f"quant_options.{k}: not searched for {seed.quant} (searched: {', '.join(qparams) or 'none'})")
         elif not _in(qparams[k], v):
             errors.append(f"quant_options.{k}={v!r}: not among the space's values {qparams[k].values()}")
+    return errors + _common_seed_errors(seed, space)
+
+
+def _best_seed_errors(seed: Seed, space: SearchSpace) -> list[str]:
+    """A `best` seed runs the resolved engine at its own defaults: no options; a scheme of the space."""
+    errors = []
+    if seed.options:
+        errors.append(f"options: a {BEST!r} seed runs the engine's own defaults; name a backend of the space "
+                      f"({', '.join(space.backends)}) to set its options")
+    if seed.quant_options:
+        errors.append(f"quant_options: a {BEST!r} seed takes none (which options an engine acts on depends on it)")
+    if seed.quant is not None and seed.quant not in space.quantize.schemes:
+        errors.append(f"quant: {seed.quant!r} is not one of the space's schemes ({', '.join(space.quantize.schemes)})")
+    return errors + _common_seed_errors(seed, space)
+
+
+def _common_seed_errors(seed: Seed, space: SearchSpace) -> list[str]:
+    errors = []
     if seed.batch_size is not None and not _in(space.batch_size, seed.batch_size):
         errors.append(f"batch_size={seed.batch_size}: not among the space's {space.batch_size.values()}")
     fields = {"method": None, "ratio": space.prune.ratio, "round_to": space.prune.round_to}
@@ -322,11 +347,23 @@ def ordered_seeds(space: SearchSpace) -> list[tuple[int, Seed]]:
 
 def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backends: list[str]) -> tuple[dict | None, str]:
     """The Optuna params that make `sample` draw ``seed`` (what it leaves open, the sampler fills in),
-    or None and why the seed cannot run with this target/model."""
-    if seed.backend not in backends:
-        return None, f"backend {seed.backend} is not usable here"
-    params: dict[str, Any] = {"backend": seed.backend}
-    params.update({f"{seed.backend}.{k}": v for k, v in seed.options.items()})
+    or None and why the seed cannot run with this target/model.  A `best` seed takes the first engine of
+    `planner.backends.registry.BEST_ENGINES` among ``backends``, with that engine's own option defaults where the
+    space searches them (and has the default among its values; other options are left to the sampler)."""
+    import planner.backends.registry as registry
+
+    backend, options = seed.backend, dict(seed.options)
+    if backend == BEST:
+        backend = registry.best_engine(target.device.kind, backends)
+        if backend is None:
+            return None, (f"no engine of the host's best ({', '.join(registry.BEST_ENGINES.get(target.device.kind, ()))}) "
+                          f"is usable here")
+        defaults = registry.get(backend).resolve_options({})
+        options = {k: defaults[k] for k, p in space.backends[backend].items() if k in defaults and _in(p, defaults[k])}
+    elif backend not in backends:
+        return None, f"backend {backend} is not usable here"
+    params: dict[str, Any] = {"backend": backend}
+    params.update({f"{backend}.{k}": v for k, v in options.items()})
     if seed.batch_size is not None:
         if seed.batch_size not in batch_sizes(space, target):
             if seed.batch_size > target.max_batch_size:
@@ -334,14 +371,14 @@ def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backe
             return None, f"batch size {seed.batch_size} is not among this study's batch sizes {batch_sizes(space, target)}"
         params["batch_size"] = seed.batch_size
     if seed.quant is not None:
-        if seed.quant not in (schemes_for(seed.backend, space, target) or ["none"]):
+        if seed.quant not in (schemes_for(backend, space, target) or ["none"]):
             from planner.schemes import precision_of
 
             if precision_of(seed.quant) not in target.precisions:
                 return None, (f"{seed.quant} needs precision {precision_of(seed.quant)}, which target '{target.name}' "
                               f"lacks (its precisions: {', '.join(target.precisions)})")
-            return None, f"{seed.backend} cannot run {seed.quant} on target '{target.name}'"
-        params[f"{seed.backend}.quant"] = seed.quant
+            return None, f"{backend} cannot run {seed.quant} on target '{target.name}'"
+        params[f"{backend}.quant"] = seed.quant
         params.update({f"quant.{seed.quant}.{k}": v for k, v in seed.quant_options.items()})
     if seed.prune or seed.distill:
         if model_format != "torch" and seed.prune.get("method", "none") != "none":

@@ -22,6 +22,19 @@ REGISTRY: dict[str, str] = {
     "llamacpp": "planner.backends.llamacpp:LlamaCpp",
 }
 
+# The host's best engine per device kind, best first: what a seed `backend: best` resolves to (the first of these
+# the study can use), at that engine's own defaults -- the deployment a user would pick instead of searching
+# (OpenVINO's defaults beat the rest on CPU, issue 18; TensorRT on NVIDIA GPUs).  Declared here, once.
+BEST_ENGINES: dict[str, tuple[str, ...]] = {
+    "cpu": ("openvino", "onnxruntime", "torch_compile", "torch"),
+    "cuda": ("tensorrt", "torch_compile", "onnxruntime", "torch"),
+}
+
+
+def best_engine(device_kind: str, usable: list[str]) -> str | None:
+    """The first of `BEST_ENGINES` for ``device_kind`` among ``usable`` (None: none of them is)."""
+    return next((b for b in BEST_ENGINES.get(device_kind, ()) if b in usable), None)
+
 
 ENTRY_POINT_GROUP = "planner.backends"
 

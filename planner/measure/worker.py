@@ -351,8 +351,10 @@ def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
     workdir.mkdir(parents=True, exist_ok=True)
     setup_threads(target)
     src = ModelSource(spec, Path(job.cache_dir), model_hash=job.model_hash)
-    if job.kind == "trial" and cfg.prune.active and cfg.distill.active and not spec.evaluator:
-        src.distill_judge = distill_judge(job.reference, job.output_kind, target.constraints.quality_loss_mode)
+    if job.kind == "trial" and cfg.prune.active and cfg.distill.active:
+        mode = target.constraints.quality_loss_mode
+        src.distill_judge = (evaluator_judge(spec, job.reference, cfg.batch_size, mode) if spec.evaluator
+                             else distill_judge(job.reference, job.output_kind, mode))
         src.distill_bound = target.constraints.max_quality_loss
     backend_cls = runnable_backend(cfg, target, src.format)
 
@@ -398,6 +400,28 @@ def distill_judge(reference: str, output_kind: str, mode: str):
         if mode == "relative" and q.get("accuracy_reference"):
             return max(0.0, q["accuracy_drop"]) / q["accuracy_reference"]
         return float(q["quality_loss"])
+
+    return judge
+
+
+def evaluator_judge(spec, reference: str, batch_size: int, mode: str):
+    """The judge of a staged distillation for a model with a user evaluator: the evaluator's quality loss of the
+    student (eager torch, fp32), as `task_quality` computes a trial's, against the fp32 model's metrics recorded
+    in ``reference``; the user's evaluator runs once per judged stage."""
+
+    class _Eager:
+        def __init__(self, student):
+            self.student = student
+
+        def infer(self, feed: dict) -> list:
+            import torch
+
+            with torch.inference_mode():
+                out = self.student(*[torch.from_numpy(v) for v in feed.values()])
+            return [o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+
+    def judge(student) -> float:
+        return float(task_quality(spec, _Eager(student), batch_size, reference, {}, mode)["quality_loss"])
 
     return judge
 

@@ -14,7 +14,7 @@ from planner.errors import ConfigError
 @dataclass(frozen=True)
 class StudyOptions:
     trials: int = 20  # candidates this process measures (a proposal answered from the study as a duplicate is free)
-    study_trials: int | None = None  # stop once the study holds this many finished trials, all workers counted
+    study_trials: int | None = None  # stop once the study holds this many finished trials (stopped students too), all workers
     timeout: float | None = None  # seconds for the whole study
     trial_timeout: float = 900.0  # seconds per candidate (compile + measure)
     study_name: str | None = None

@@ -13,8 +13,11 @@ WORKER_LOSSES = frozenset({"interrupted", "planner_error"})
 def study_progress(study, before: int | None = None) -> tuple[int, int]:
     """(finished, running) trials of the study, all workers counted (only trials numbered below ``before``).
 
-    Finished: complete (duplicates included), or failed for a reason of the candidate.  Trials whose
-    worker was lost (stale heartbeat, interrupt) and surplus/in-flight-duplicate trials do not count."""
+    Finished: every trial that ran a worker or was answered from the study: complete (duplicates included),
+    failed for a reason of the candidate, or a student staged distillation stopped (PRUNED with
+    ``distill_stopped``: its worker ran, so it spent the study's budget).  Trials whose worker was lost (stale
+    heartbeat, interrupt), surplus and in-flight-duplicate trials, and proposals skipped as known hopeless before
+    any worker do not count."""
     from optuna.trial import TrialState
 
     finished = running = 0
@@ -24,6 +27,8 @@ def study_progress(study, before: int | None = None) -> tuple[int, int]:
         if t.state == TrialState.COMPLETE:
             finished += 1
         elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") and t.user_attrs["fail_reason"] not in WORKER_LOSSES:
+            finished += 1
+        elif t.state == TrialState.PRUNED and t.user_attrs.get("distill_stopped"):
             finished += 1
         elif t.state == TrialState.RUNNING:
             running += 1

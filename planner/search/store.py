@@ -120,6 +120,7 @@ def open_study(opt, storage):
                     f"--study {opt.study_name}: exists with {k}={attrs.get(k)!r}, but this run has {mine[k]!r}; "
                     "choose another --study name to start a new study"
                 )
+        keep_prune_methods(opt, attrs)
     else:
         for k, v in mine.items():
             study.set_user_attr(k, v)
@@ -142,6 +143,35 @@ def open_study(opt, storage):
     return study
 
 
+def keep_prune_methods(opt, attrs: dict) -> None:
+    """A resumed study samples the pruning methods it was created with (its stored ``space_spec``, after that
+    run's drop): Optuna refuses a categorical whose choices change within a study, and this run's prepare may drop
+    a different set (or its space list others).  A stored method this run cannot use is kept among the choices
+    but skipped when proposed (`Optimizer.prune_skipped`, a known-unsupported proposal: no worker); a method
+    this run could use that the study was created without is not searched.  Each difference is a note."""
+    import sys
+
+    stored = ((attrs.get("space_spec") or {}).get("prune") or {}).get("methods")
+    now = list(opt.space.prune.methods)
+    if not stored or list(stored) == now:
+        return
+    opt.space = opt.space.model_copy(update={"prune": opt.space.prune.model_copy(update={"methods": list(stored)})})
+    notes = []
+    for m in stored:
+        if m not in now:
+            why = opt.prune_unusable.get(m, "not in this run's search space")
+            opt.prune_skipped[m] = why
+            notes.append(f"prune.methods: {m} is searched by study {opt.study_name} (created with it) but not usable "
+                         f"in this run ({why}); its proposals are skipped")
+    for m in now:
+        if m not in stored:
+            notes.append(f"prune.methods: {m} not searched: study {opt.study_name} was created without it "
+                         "(a study's choices cannot change; use another --study name to search it)")
+    opt.space_notes = opt.space_notes + notes
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def enqueue_seeds(opt, study) -> None:
     """The space's seeds become the new study's first trials (Optuna's enqueue_trial), in order; those this
     target or model cannot run are left out and listed as the study attr ``seeds_skipped``."""
@@ -150,7 +180,7 @@ def enqueue_seeds(opt, study) -> None:
     from planner.space import ordered_seeds, seed_params, usable_backends
 
     fmt = opt.model_info.get("format", "torch")
-    backends, _ = usable_backends(opt.space, opt.target, fmt)
+    backends = [b for b in usable_backends(opt.space, opt.target, fmt)[0] if not opt.kind.check_backend(b)]
     skipped = []
     for i, seed in ordered_seeds(opt.space):
         params, why = seed_params(seed, opt.space, opt.target, fmt, backends)

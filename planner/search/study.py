@@ -59,6 +59,9 @@ class Optimizer:
         self.experiment = f"planner/{model.name}/{target.name}"
         self.study_dir = home.study_dir(self.study_name)
         self.space_notes: list[str] = []  # what the study's preparation left out of the space, and why
+        self.prune_unusable: dict[str, str] = {}  # pruning methods this run's prepare found unusable -> why
+        # methods a resumed study samples (its choices were fixed when it was created) that this run cannot use -> why
+        self.prune_skipped: dict[str, str] = {}
         self.seeds_queued = 0  # seed configs this run enqueued into a new study (`enqueue_seeds`)
         self.model_info: dict[str, Any] | None = None  # what the prepare job found (`prepare`)
         self.t_start: float | None = None  # when `run` started its trial loop (`--timeout` counts from there)
@@ -97,6 +100,7 @@ class Optimizer:
         from planner.search.prepare import prepare_reference
 
         self.model_info, self._staging, unusable = prepare_reference(self)
+        self.prune_unusable = dict(unusable)
         if unusable:  # left out of the space, with a note: they could only fail, trial after trial
             import sys
 

@@ -146,6 +146,8 @@ class Trials:
         caller tells it PRUNED): one its kind or the pruned shapes rule out, or one a measured trial already shows
         far outside the quality bound (`planner.search.feasibility`); None: measure it."""
         why = self.opt.kind.check(cfg) or shape_misfit(cfg, widths)
+        if not why and cfg.prune.method in self.opt.prune_skipped:  # a resumed study's method this run cannot use
+            why = f"prune.method {cfg.prune.method}: {self.opt.prune_skipped[cfg.prune.method]}"
         if why:
             trial.set_user_attr("skip_reason", FailReason.UNSUPPORTED.value)
             trial.set_user_attr("skip_message", why)

@@ -19,6 +19,12 @@ def tiny():
     return Tiny().eval()
 
 
+def tiny_hidden():
+    """16 -> 64 -> 4 (the input `tests/data/evaluators.py` feeds): a hidden layer that channel pruning narrows."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)).eval()
+
+
 def example_inputs(batch_size):
     return (torch.randn(batch_size, 16),)
 

@@ -149,7 +149,73 @@ def test_expensive_seeds_run_last_and_default_spaces_seed_batch_1():
     assert ordered_seeds(shuffled)[-1][0] == 0  # written first, measured last
     assert ordered_seeds(shuffled.model_copy(update={"seed_order": "as_written"}))[0][0] == 0
     for name in ("default", "cnn", "transformer"):
-        assert any(s.backend == "openvino" and s.batch_size == 1 and s.quant == "none" for s in load_space(name).seeds), name
+        assert any(s.backend == "best" and s.batch_size == 1 and s.quant == "none" for s in load_space(name).seeds), name
+
+
+def test_the_batch_1_seed_resolves_to_the_best_engine_the_target_allows():
+    """`backend: best` is the first of BEST_ENGINES the study can use, at its own defaults: OpenVINO (LATENCY, its
+    CPU default) where the target allows it, ONNX Runtime (graph level all, sequential) where its `backends:` list
+    leaves OpenVINO out, instead of a seed skipped as unusable."""
+    from planner.space import seed_params, usable_backends
+    from planner.target import load_target
+
+    cpu = load_target(DATA.parent.parent / "targets" / "cpu.yaml")
+    no_ov = cpu.model_copy(update={"backends": [b for b in cpu.backends if b != "openvino"]})
+    for name in ("default", "cnn", "transformer"):
+        space = load_space(name)
+        (best,) = [s for s in space.seeds if s.backend == "best"]
+        backends, _ = usable_backends(space, no_ov, "torch")
+        params, why = seed_params(best, space, no_ov, "torch", backends)
+        assert params is not None, why
+        assert params["backend"] == "onnxruntime" and params["batch_size"] == 1 and params["onnxruntime.quant"] == "none"
+        assert params["onnxruntime.graph_optimization_level"] == "all", params
+        assert seed_params(best, space, no_ov, "torch", ["torch"])[0]["backend"] == "torch"
+        assert seed_params(best, space, no_ov, "torch", [])[0] is None
+        if "openvino" in usable_backends(space, cpu, "torch")[0]:
+            params, _ = seed_params(best, space, cpu, "torch", usable_backends(space, cpu, "torch")[0])
+            assert params["backend"] == "openvino" and params["openvino.performance_hint"] == "LATENCY"
+
+
+def test_a_best_seed_names_no_options(tmp_path):
+    from planner.errors import ConfigError
+
+    p = tmp_path / "s.yaml"
+    p.write_text("name: s\nbackends: {onnxruntime: {graph_optimization_level: [all, basic]}}\n"
+                 "seeds:\n  - {backend: best, options: {graph_optimization_level: basic}}\n  - {backend: bset}\n")
+    with pytest.raises(ConfigError) as e:
+        load_space(p)
+    text = "\n".join(e.value.errors)
+    assert "seeds[0].options: a 'best' seed runs the engine's own defaults" in text
+    assert "seeds[1].backend: 'bset' is not one of the space's backends (onnxruntime) nor 'best'" in text
+
+
+BEST_SPACE = """\
+name: best-seed
+batch_size: [1, 8]
+backends:
+  onnxruntime: {graph_optimization_level: [basic, all]}
+  openvino: {performance_hint: [LATENCY, THROUGHPUT]}
+seeds:
+  - {backend: best, quant: none, batch_size: 1}
+"""
+
+
+def test_a_study_on_a_target_without_openvino_measures_the_best_seed_on_onnxruntime(tmp_path):
+    """Real study (real Optuna and MLflow, ONNX Runtime on tiny-mlp): the test target's backends leave OpenVINO
+    out; the study's first trial is the `best` seed on ONNX Runtime at batch 1, none skipped."""
+    space = tmp_path / "space.yaml"
+    space.write_text(BEST_SPACE)
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", space, "--trials", "1",
+                "--eval-samples", "8", "--study", "b", "--confirm", "0", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="b", storage=home.optuna_url)
+    assert "seeds_skipped" not in study.user_attrs
+    (t,) = study.trials
+    assert t.state.name == "COMPLETE" and t.user_attrs["seed"] == 0
+    cfg = t.user_attrs["config"]
+    assert cfg["backend"] == "onnxruntime" and cfg["batch_size"] == 1, cfg
+    assert t.params["onnxruntime.graph_optimization_level"] == "all"  # ONNX Runtime's default
 
 
 def test_a_decoder_workload_without_a_space_searches_the_llm_space():
@@ -161,3 +227,44 @@ def test_a_decoder_workload_without_a_space_searches_the_llm_space():
     assert default_space("cnn", "chat.yaml") == "cnn"
     llm = load_space(default_space(None, "chat.yaml"))
     assert "llamacpp" in llm.backends and llm.prune.methods == ["none"]
+
+
+RESUME_SPACE = """\
+name: resumed
+batch_size: [1]
+backends:
+  fake:
+    behaviour: [steady]
+prune:
+  methods: [METHODS]
+  ratio: [0.2, 0.3, 0.4, 0.5]
+  round_to: [1]
+"""
+
+
+def test_a_resume_keeps_the_pruning_methods_the_study_was_created_with(tmp_path):
+    """The first run drops `heads` (a CNN has none) and searches [none, l1, magnitude]; the resumed run's space
+    (same name) lists [none, l1, heads], so its own drop leaves [none, l1].  Optuna refuses a categorical whose
+    choices change within a study: the resume samples the stored choices, and a proposal of a method this run
+    cannot use is skipped (PRUNED, unsupported, no worker), never a crash or a failed trial."""
+    space, target, env = fake_backend_files(tmp_path, RESUME_SPACE.replace("METHODS", "none, l1, heads, magnitude"))
+    home = Home(tmp_path / "home")
+    args = ("optimize", "--model", f"{DATA / 'models.py'}:tiny_conv", "--inputs", "x:3x8x8", "--target", target,
+            "--space", space, "--sampler", "random",
+            "--eval-samples", "8", "--study", "r", "--confirm", "0", "--home", home.root)
+    r = run_cli(*args, "--trials", "3", env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="r", storage=home.optuna_url)
+    assert study.user_attrs["space_spec"]["prune"]["methods"] == ["none", "l1", "magnitude"]
+    space.write_text(RESUME_SPACE.replace("METHODS", "none, l1, heads"))
+    r = run_cli(*args, "--trials", "6", "--seed", "1", env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "magnitude" in r.stderr and "not in this run" in r.stderr, r.stderr
+    trials = optuna.load_study(study_name="r", storage=home.optuna_url).get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state.name == "FAIL"], [t.user_attrs for t in trials]
+    later = [t for t in trials if t.number >= 3]
+    assert later
+    # a magnitude config the first run measured is answered from the study; a new one is skipped
+    skipped = [t for t in later if t.params.get("prune.method") == "magnitude" and t.user_attrs.get("duplicate_of") is None]
+    assert skipped and all(t.state.name == "PRUNED" and t.user_attrs["skip_reason"] == "unsupported" for t in skipped)
+    assert all(t.user_attrs["config"]["prune"]["method"] in ("none", "l1") for t in later if t not in skipped)

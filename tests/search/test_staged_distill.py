@@ -155,3 +155,75 @@ def test_a_longer_request_continues_the_cached_student_through_the_model_source(
     assert fresh.transform_info["distill_resumed_from"] == 0
     for (k, a), b in zip(cont.state_dict().items(), scratch.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), k
+
+
+def test_stopped_students_count_toward_the_study_goal(tmp_path):
+    """--study-trials counts every trial that ran a worker: a stopped student spent the budget as a measured one
+    did.  (They were not counted: a study whose every candidate was stopped asked for more without end.)  A
+    resumed run with the same goal runs nothing more."""
+    space, target, env = fake_backend_files(tmp_path, SPACE)
+    target.write_text(target.read_text().replace("max_quality_loss: 0.05", "max_quality_loss: 0.000001"))
+    home = Home(tmp_path / "home")
+    args = ("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--study-trials", "2",
+            "--timeout", "90", "--sampler", "random", "--eval-samples", "8", "--study", "goal", "--confirm", "0",
+            "--home", home.root)
+    r = run_cli(*args, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    trials = optuna.load_study(study_name="goal", storage=home.optuna_url).trials
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"], [t.user_attrs for t in trials]
+    assert all(t.user_attrs.get("distill_stopped") for t in trials)
+    assert "finished trials (--study-trials 2)" in " ".join(r.stdout.split()), r.stdout
+    r = run_cli(*args, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert len(optuna.load_study(study_name="goal", storage=home.optuna_url).trials) == 2
+
+
+def test_an_evaluator_models_student_is_judged_by_the_evaluators_metric(tmp_path):
+    """With a user evaluator, staged distillation judges a student by the evaluator's quality loss (the metric's
+    drop from the fp32 model's, as a trial's), not by a comparison of raw outputs: the unchanged model loses
+    nothing, a student whose outputs collapsed to zero loses all of `mean_abs`."""
+    import numpy as np
+    from support import DATA
+
+    from planner.measure.worker import evaluator_judge
+    from planner.model import parse_model
+
+    spec = parse_model(f"{DATA / 'models.py'}:tiny").with_evaluator(f"{DATA / 'evaluators.py'}:score", "mean_abs:max")
+    import sys
+
+    sys.path.insert(0, str(DATA))
+    import evaluators
+    import models
+
+    model = models.tiny().eval()
+    with torch.no_grad():
+        ref = evaluators.score(lambda feed: [model(torch.from_numpy(feed["x"])).numpy()], 8)
+    reference = tmp_path / "reference.npz"
+    np.savez(reference, **{f"evalref:{k}": np.float64(v) for k, v in ref.items()})
+    judge = evaluator_judge(spec, str(reference), 8, "absolute")
+    assert judge(model) == 0.0
+    dead = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in dead.parameters():
+            p.zero_()
+    assert judge(dead) == pytest.approx(ref["mean_abs"])
+
+
+def test_a_study_stops_an_evaluator_models_hopeless_student(tmp_path):
+    """A model with an --evaluator: its pruned student is judged after each stage by the evaluator's metric
+    (`mean_abs`, higher is better; pruning lowers it) and stopped like any other (it was distilled through every
+    stage unjudged, then measured)."""
+    from support import DATA
+
+    space, target, env = fake_backend_files(tmp_path, SPACE)
+    target.write_text(target.read_text().replace("max_quality_loss: 0.05", "max_quality_loss: 0.000001"))
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:tiny_hidden", "--inputs", "x:16",
+                "--evaluator", f"{DATA / 'evaluators.py'}:score", "--evaluator-metric", "mean_abs:max",
+                "--target", target, "--space", space, "--trials", "1", "--sampler", "random", "--eval-samples", "8",
+                "--study", "ev", "--confirm", "0", "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    (t,) = optuna.load_study(study_name="ev", storage=home.optuna_url).trials
+    assert t.state.name == "PRUNED", t.user_attrs
+    d = t.user_attrs["distill_stopped"]
+    assert d["steps"] == 100 and d["quality_loss"] > 0.000002 and t.constraints["quality"] > 0

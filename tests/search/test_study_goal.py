@@ -29,16 +29,19 @@ def study(tmp_path):
     add(TrialState.FAIL)                                      # 4 stale heartbeat (worker died): does not count
     add(TrialState.PRUNED, surplus=True)                      # 5 surplus ask: does not count
     add(TrialState.RUNNING)                                   # 6 in flight somewhere
+    add(TrialState.PRUNED, distill_stopped={"steps": 100})    # 7 a stopped student: its worker ran, counts
+    add(TrialState.PRUNED, skip_reason="hopeless")            # 8 skipped before any worker: free, does not count
     return s
 
 
 def test_finished_counts_judged_candidates_only(study):
-    assert study_progress(study) == (3, 1)
+    assert study_progress(study) == (4, 1)
 
 
 def test_before_counts_only_earlier_trials(study):
     assert study_progress(study, before=2) == (2, 0)
     assert study_progress(study, before=7) == (3, 1)
+    assert study_progress(study, before=9) == (4, 1)
 
 
 def test_dangling_runs_are_closed_as_lost_or_interrupted_and_live_ones_kept(tmp_path):
