@@ -46,13 +46,16 @@ def candidates(study, top_k: int) -> list[Point]:
 
 def estimated_seconds(p: Point, trial_seconds: float | None, rounds: int, warmup_seconds: float = 0.0,
                       traffic=None) -> float | None:
-    """What re-measuring ``p`` should cost: its rebuild (the trial's wall time less its measurement; the
-    rebuild reuses the trial's caches, so this is an upper estimate) plus ``rounds`` measurements like the
+    """What re-measuring ``p`` should cost: its rebuild (the trial's wall time less its measurement and its
+    transforms, which the rebuild takes from the cache) plus ``rounds`` measurements like the
     trial's (samples x mean latency, plus the warm-up; under ``traffic`` (`planner.target.Traffic`) one load
     point each, the trial having measured its sustained-rate points too).  None when the trial's time is unknown."""
     if trial_seconds is None:
         return None
     m = p.metrics
+    # the rebuild takes the transforms from the cache (pruned and distilled students, quantized models, ONNX
+    # exports): a distilled trial's training time is not paid again (a rebuild the deadline overtakes is stopped)
+    trial_seconds = max(0.0, trial_seconds - float(m.get("time.transforms_s", 0.0)))
     if traffic is not None:
         single = m.get("latency_samples", 0.0) * m.get("latency_p50_ms", 0.0) / 1e3 + warmup_seconds
         points = 1 + (traffic.rate_search_steps if traffic.arrival != "closed" else 0)

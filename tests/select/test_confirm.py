@@ -218,6 +218,9 @@ def test_estimate_and_budget_skip_what_does_not_fit():
     p = _pt(0, 10.0)  # one measurement: 100 samples x 10 ms = 1 s (+ 0.2 s warm-up)
     assert cf.estimated_seconds(p, 31.2, 3, 0.2) == pytest.approx(30.0 + 3 * 1.2)
     assert cf.estimated_seconds(p, None, 3) is None
+    # a distilled trial: its 25 s of transforms come from the cache on the rebuild
+    d = p.with_metrics({**p.metrics, "time.transforms_s": 25.0})
+    assert cf.estimated_seconds(d, 31.2, 3, 0.2) == pytest.approx(5.0 + 3 * 1.2)
     pts = [_pt(0, 1.0), _pt(1, 2.0), _pt(2, 3.0)]
     kept, skipped = cf.fit_budget(pts, {0: 5.0, 1: 5.0, 2: 5.0}, 12.0)
     assert [p.number for p in kept] == [0, 1] and skipped == {2: "needs ~5 s to rebuild and re-measure; 2 s of --timeout left"}
