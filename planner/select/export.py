@@ -515,23 +515,28 @@ def full_dims(spec: dict) -> list[int]:
     return shape if axis is None else [*shape[:axis], -1, *shape[axis:]]
 
 
-def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict, batch: int, describe: dict | None,
-                  notes: list[str], run_id: str = "", backend=None, out_axes: list[int] | None = None) -> tuple[str, dict]:
-    """``config.pbtxt`` text and the IO it declares.  ``head``: the backend's declared Triton line
-    (`Backend.triton`); None: Triton's Python backend around the engine.  ``backend``: its class, which adds the
-    measured engine settings as Triton parameters (`Backend.triton_parameters`).  ``out_axes``: each output's
-    batch axis as the study's reference records it (None: all 0).
+def _pbtxt_dims(t: dict) -> str:
+    if not t["dims"]:  # Triton wants non-empty dims: [1], reshaped to the model's []
+        return "dims: [ 1 ]\n    reshape: { shape: [ ] }"
+    return f"dims: [ {', '.join(str(int(d)) for d in t['dims'])} ]"
 
-    A model with an input batched on an axis other than 0 or not at all (its manifest ``batch_axis``), or an
-    output batched elsewhere (``out_axes``), is beyond Triton's batching, which takes the batch as the first dim of
-    every tensor: max_batch_size 0, full dims (-1 at each batch axis) and no dynamic_batching.  A tensor of no
-    dims (a scalar, or a batch-only tensor once the batch dim is Triton's) is ``dims: [ 1 ]`` with
-    ``reshape: { shape: [ ] }``, Triton's form for it."""
+
+def _pbtxt_tensors(kw: str, ts: list[dict]) -> str:
+    """A config.pbtxt ``input [...]`` / ``output [...]`` block."""
+    items = ",\n".join(
+        f'  {{\n    name: "{t["name"]}"\n    data_type: {TRITON_TYPES[t["dtype"]]}\n    {_pbtxt_dims(t)}\n  }}' for t in ts
+    )
+    return f"{kw} [\n{items}\n]"
+
+
+def _triton_io(head: str | None, engine_path: Path, manifest: dict, batch: int, describe: dict | None,
+               notes: list[str], explicit: bool) -> tuple[str, list[dict], list[dict], int]:
+    """(the config's backend line, its inputs, its outputs, max_batch_size) by the kind of engine: Triton's Python
+    backend around an engine (``head`` None), an ONNX graph (its own IO), or an engine whose runtime states its
+    tensors (`Backend.describe_engine`).  ``explicit``: some tensor does not batch on its first dim (full dims)."""
     target = manifest.get("target") or {}
     model_inputs = (manifest.get("model") or {}).get("inputs") or []
-    gpu = (target.get("device") or {}).get("kind") == "cuda"
     io_desc = (describe or {}).get("io")
-    explicit = bool(off_axis_tensors(model_inputs, out_axes, []))
     declared_ins = [{"name": i["name"], "dtype": i.get("dtype", "float32"),
                      "dims": full_dims(i) if explicit else list(i["shape"])} for i in model_inputs]
 
@@ -578,6 +583,26 @@ def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict
             max_batch = plan_max_batch(manifest, batch, notes)
         else:
             ins, outs, max_batch = engine_io(io_desc, ins, outs, target, batch, notes)
+    return head, ins, outs, max_batch
+
+
+def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict, batch: int, describe: dict | None,
+                  notes: list[str], run_id: str = "", backend=None, out_axes: list[int] | None = None) -> tuple[str, dict]:
+    """``config.pbtxt`` text and the IO it declares.  ``head``: the backend's declared Triton line
+    (`Backend.triton`); None: Triton's Python backend around the engine.  ``backend``: its class, which adds the
+    measured engine settings as Triton parameters (`Backend.triton_parameters`).  ``out_axes``: each output's
+    batch axis as the study's reference records it (None: all 0).
+
+    A model with an input batched on an axis other than 0 or not at all (its manifest ``batch_axis``), or an
+    output batched elsewhere (``out_axes``), is beyond Triton's batching, which takes the batch as the first dim of
+    every tensor: max_batch_size 0, full dims (-1 at each batch axis) and no dynamic_batching.  A tensor of no
+    dims (a scalar, or a batch-only tensor once the batch dim is Triton's) is ``dims: [ 1 ]`` with
+    ``reshape: { shape: [ ] }``, Triton's form for it."""
+    target = manifest.get("target") or {}
+    model_inputs = (manifest.get("model") or {}).get("inputs") or []
+    gpu = (target.get("device") or {}).get("kind") == "cuda"
+    explicit = bool(off_axis_tensors(model_inputs, out_axes, []))
+    head, ins, outs, max_batch = _triton_io(head, engine_path, manifest, batch, describe, notes, explicit)
     if explicit:
         off = off_axis_tensors(model_inputs, out_axes, [o["name"] for o in outs] if len(outs) == len(out_axes or []) else [])
         notes.append("max_batch_size 0, full dims (-1 at each batch axis) and no dynamic_batching: Triton batches only "
@@ -597,24 +622,13 @@ def triton_config(name: str, head: str | None, engine_path: Path, manifest: dict
         if io["dtype"] not in TRITON_TYPES:
             raise PlannerError(f"tensor {io['name']!r}: dtype {io['dtype']} has no Triton type")
 
-    def dims(t: dict) -> str:
-        if not t["dims"]:  # Triton wants non-empty dims: [1], reshaped to the model's []
-            return "dims: [ 1 ]\n    reshape: { shape: [ ] }"
-        return f"dims: [ {', '.join(str(int(d)) for d in t['dims'])} ]"
-
-    def block(kw: str, ts: list[dict]) -> str:
-        items = ",\n".join(
-            f'  {{\n    name: "{t["name"]}"\n    data_type: {TRITON_TYPES[t["dtype"]]}\n    {dims(t)}\n  }}' for t in ts
-        )
-        return f"{kw} [\n{items}\n]"
-
     text = "\n".join([
         f"# written by planner export from MLflow run {run_id}".rstrip(),
         f'name: "{name}"',
         head,
         f"max_batch_size: {max_batch}",
-        block("input", ins),
-        block("output", outs),
+        _pbtxt_tensors("input", ins),
+        _pbtxt_tensors("output", outs),
         f"instance_group [ {{ count: {instances}, kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
         "version_policy: { latest: { num_versions: 1 } }",
     ]) + "\n" + batching
