@@ -146,7 +146,8 @@ def build_model_dir(manifest: dict, engine_dir: Path, out: Path, *, run_id: str,
     from mlflow.pyfunc import save_model
 
     import planner.backends.registry as registry
-    from planner.select.verify import engine_job, model_layout, run_engine_job, sample_inputs
+    from planner.select.verify import engine_job, run_engine_job, sample_inputs
+    from planner.source import to_model_layout
 
     files = manifest.get("files") or {}
     cfg = (manifest.get("trial") or {}).get("config") or {}
@@ -176,7 +177,8 @@ def build_model_dir(manifest: dict, engine_dir: Path, out: Path, *, run_id: str,
             _onnx_flavor(mlflow_model, Path(engine_dir), engine_file)
         libs = (manifest.get("environment") or {}).get("libraries") or {}
         code = _stage_code(Path(tmp) / "code")
-        laid = model_layout(example, model_inputs)  # the signature's layout: each batch on its input's axis
+        # the signature's layout: each input's samples on its batch axis, an unbatched one given once
+        laid = to_model_layout(example, {i["name"]: i.get("batch_axis", 0) for i in model_inputs})
         example_in = laid if len(laid) > 1 else {model_inputs[0]["name"]: next(iter(laid.values()))}
         save_model(out, loader_module=LOADER_MODULE, code_paths=[str(code)], mlflow_model=mlflow_model,
                    signature=_signature(model_inputs, -1 if facts["dynamic_batch"] else batch, facts["output_width"]),

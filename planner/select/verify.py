@@ -224,15 +224,6 @@ def sample_inputs(manifest: dict, n: int, seed: int = 0) -> dict[str, Any]:
     return out
 
 
-def model_layout(samples: dict[str, Any], specs: list[dict]) -> dict[str, Any]:
-    """Sample-major inputs (`sample_inputs`, a bundle's samples.npz) in the model's own layout: each input's
-    samples moved to its batch axis; an input without one: its first sample (one value for the whole batch)."""
-    import numpy as np
-
-    axes = {i["name"]: i.get("batch_axis", 0) for i in specs}
-    return {k: (np.asarray(v[0]) if axes.get(k, 0) is None else np.moveaxis(v, 0, axes.get(k, 0)) if axes.get(k, 0) else v)
-            for k, v in samples.items()}
-
 # --------------------------------------------------------------------------- runner side (fresh process)
 
 
