@@ -9,6 +9,8 @@ from typing import Any
 
 from planner.search.storage import Heartbeat, pid_alive
 
+OWNER_GRACE_SECONDS = 10.0  # an asked trial without an owner after this long lost its process (see fail_orphans)
+
 
 class StudyStore:
     def __init__(self, study, storage):
@@ -47,10 +49,36 @@ class StudyStore:
         from optuna.trial import TrialState
 
         host = socket.gethostname()
+        ownerless = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             pid = t.user_attrs.get("pid")
-            if t.user_attrs.get("host") == host and pid and not pid_alive(int(pid)):
+            if pid is None:
+                ownerless.append(t)
+            elif t.user_attrs.get("host") == host and not pid_alive(int(pid)):
                 self.fail(t.number, "interrupted")
+        for t in self._still_ownerless(ownerless):
+            self.fail(t.number, "interrupted")
+
+    def _still_ownerless(self, trials, grace: float | None = None) -> list:
+        """Of RUNNING trials without an owner (``pid``), those still without one ``grace`` seconds after they
+        started: their process died between Optuna's ask and its first write (a kill -9 can land there).  A live
+        process writes its owner right after the ask, so a younger one is waited for, never failed."""
+        import datetime
+        import time
+
+        from optuna.trial import TrialState
+
+        grace = OWNER_GRACE_SECONDS if grace is None else grace
+        left = list(trials)
+        while left:
+            now = datetime.datetime.now()  # Optuna stamps datetime_start in local time
+            ages = [(now - t.datetime_start).total_seconds() if t.datetime_start else grace for t in left]
+            if min(ages) >= grace:
+                return left
+            time.sleep(min(0.5, grace - min(ages)))
+            fresh = [self.frozen(t.number) for t in left]
+            left = [t for t in fresh if t.state == TrialState.RUNNING and t.user_attrs.get("pid") is None]
+        return []
 
     def fail_stale(self) -> list[str]:
         """Fail the trials of workers that stopped beating (died elsewhere); the MLflow run ids they had."""

@@ -61,6 +61,8 @@ class Trials:
             self.fail_stale()
         self.seen.update(self.store.seen())  # configs other workers measured meanwhile are not measured again
         trial = study.ask()
+        trial.set_user_attr("host", socket.gethostname())  # the owner first: a resume fails a dead owner's trial
+        trial.set_user_attr("pid", os.getpid())
         if opt.opts.study_trials is not None:
             finished, running = study_progress(study, before=trial.number)
             if finished + running >= opt.opts.study_trials:  # lost the race for the last slot: give it back
@@ -82,8 +84,6 @@ class Trials:
         from optuna.trial import TrialState
 
         opt, study = self.opt, self.store.study
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
         widths = opt.model_info.get("prune_widths")
         cfg = sample(trial, opt.space, opt.target, self.fmt, self.backends, widths=widths)
         key = cfg.key()

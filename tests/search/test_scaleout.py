@@ -279,3 +279,42 @@ def test_three_workers_reach_the_study_goal_though_one_is_killed(postgres, tmp_p
     lost = next(t for t in trials if t.number == killed).user_attrs["mlflow_run_id"]
     assert failed.get(lost) == "worker_lost"
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_a_trial_asked_by_a_process_that_died_before_naming_itself_is_failed_on_resume(tmp_path, monkeypatch):
+    """kill -9 can land between Optuna's ask and the owner's first write: such a trial has no pid; once it is older
+    than the grace a live process needs to write one it is failed, a younger one is waited for, an owned one kept."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from planner.search.storage import make_storage
+    from planner.search.store import StudyStore
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    ownerless = study.ask()  # its process "died" here
+    owned = study.ask()
+    owned.set_user_attr("host", socket.gethostname())
+    owned.set_user_attr("pid", os.getpid())  # alive: kept
+    store = StudyStore(study, storage)
+    assert [t.number for t in store._still_ownerless([store.frozen(ownerless.number)], grace=0.5)] == [ownerless.number]
+
+    late = study.ask()  # a live process writing its owner within the grace is not failed
+
+    def name_it():
+        time.sleep(0.3)
+        late.set_user_attr("pid", os.getpid())
+
+    import threading
+
+    threading.Thread(target=name_it).start()
+    assert store._still_ownerless([store.frozen(late.number)], grace=3.0) == []
+
+    time.sleep(0.6)
+    monkeypatch.setattr("planner.search.store.OWNER_GRACE_SECONDS", 0.5)
+    t0 = time.time()
+    StudyStore(study, storage).fail_orphans()
+    assert time.time() - t0 < 5  # the module's grace was used, not a default bound at import
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {ownerless.number: TrialState.FAIL, owned.number: TrialState.RUNNING, late.number: TrialState.RUNNING}
+    assert study.trials[ownerless.number].user_attrs["fail_reason"] == "interrupted"
