@@ -20,6 +20,10 @@ def confirm(opt, study, recording) -> dict[str, Any] | None:
     if opt.kind.remeasure_refusal:  # e.g. decoders: TTFT/TPOT come from a workload replay, not one timed call
         return None
     points = cf.candidates(study, opt.opts.confirm_top_k)
+    traffic = opt.target.traffic  # with one, each round is a load point at its rate (served latency)
+    closest = not points and traffic is not None
+    if closest:  # nothing served the traffic within its SLO: the closest are re-measured and shown as such
+        points = cf.closest_served(study, opt.opts.confirm_top_k)
     if not points:
         return None
     rounds = opt.opts.confirm_rounds
@@ -30,15 +34,15 @@ def confirm(opt, study, recording) -> dict[str, Any] | None:
         deadline = opt.t_start + opt.opts.timeout
         budget = deadline - time.monotonic()
     trial_s = {t.number: (t.duration.total_seconds() if t.duration else None) for t in study.get_trials(deepcopy=False)}
-    traffic = opt.target.traffic  # with one, each round is a load point at its rate (served latency)
     costs = {p.number: cf.estimated_seconds(p, trial_s.get(p.number), rounds, opt.target.measurement.warmup_seconds,
                                             traffic) for p in points}
     chosen, skipped = cf.fit_budget(points, costs, budget)
     for n, why in skipped.items():
         opt.reporter.confirming(f"not re-measuring #{n}: {why}")
     if chosen:
-        opt.reporter.confirming(f"re-measuring the {len(chosen)} fastest feasible trials "
-                                f"({', '.join(f'#{p.number}' for p in chosen)}) in {rounds} interleaved rounds")
+        which = (f"no trial served {traffic.describe()} within its SLO: re-measuring the {len(chosen)} closest" if closest
+                 else f"re-measuring the {len(chosen)} fastest feasible trials")
+        opt.reporter.confirming(f"{which} ({', '.join(f'#{p.number}' for p in chosen)}) in {rounds} interleaved rounds")
     root = opt.study_dir / "confirm"
     model_hash = (opt.model_info or {}).get("model_hash")  # None in `planner confirm` (no prepare ran)
 
@@ -54,7 +58,7 @@ def confirm(opt, study, recording) -> dict[str, Any] | None:
     pct, slo = ((traffic.percentile, traffic.slo_ms) if traffic is not None else
                 (opt.target.constraints.latency_percentile, opt.target.constraints.latency_slo_ms))
     summary = cf.record(study, points, results, pct, rounds, slo, {str(n): why for n, why in skipped.items()},
-                        served=traffic.describe() if traffic is not None else None)
+                        served=traffic.describe() if traffic is not None else None, closest=closest)
     recording.confirmation(summary, cf.markdown(summary, points), {p.number: p.run_id for p in points})
     for p in chosen:  # the engines were only rebuilt to be timed: keep the trial's own
         shutil.rmtree(root / f"{p.number:04d}" / "build", ignore_errors=True)

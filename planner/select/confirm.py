@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from planner.record.metrics import per_sample
-from planner.select.pareto import Point, feasible_points
+from planner.select.pareto import Point, feasible_points, trial_point
 
 ATTR = "confirmation"  # the study user attribute
 
@@ -38,6 +38,33 @@ def candidates(study, top_k: int) -> list[Point]:
         if key in seen or "latency_ms" not in p.metrics:
             continue
         seen.add(key)
+        out.append(p)
+        if len(out) >= top_k:
+            break
+    return out
+
+
+SERVED_CONSTRAINTS = ("served_slo", "served_rate")  # planner.record.objectives.constraints under traffic
+
+
+def closest_served(study, top_k: int) -> list[Point]:
+    """When no trial serves the traffic within its SLO: the ``top_k`` trials closest to it, to be re-measured and
+    shown as such (each meets every other constraint, the quality bound first; those that kept the rate before
+    those that did not, then the lowest served percentile), one per distinct config."""
+    from optuna.trial import TrialState
+
+    near = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("duplicate_of") is not None or "served_slo" not in t.constraints and "served_rate" not in t.constraints:
+            continue
+        if all(v <= 0 for k, v in t.constraints.items() if k not in SERVED_CONSTRAINTS):
+            near.append((t.constraints.get("served_rate", 0.0) > 0, trial_point(t)))
+    seen: set[str] = set()
+    out: list[Point] = []
+    for _, p in sorted(near, key=lambda x: (x[0], x[1].latency_ms, x[1].quality_loss, x[1].number)):
+        if str(p.config) in seen or "latency_ms" not in p.metrics:
+            continue
+        seen.add(str(p.config))
         out.append(p)
         if len(out) >= top_k:
             break
@@ -199,11 +226,13 @@ def summarize(rounds: list[dict[str, Any]], percentile: str, batch_size: int) ->
 
 
 def record(study, points: list[Point], results: dict[int, dict], percentile: str, rounds: int,
-           latency_slo_ms: float | None, skipped: dict[str, str] | None = None, served: str | None = None) -> dict[str, Any]:
+           latency_slo_ms: float | None, skipped: dict[str, str] | None = None, served: str | None = None,
+           closest: bool = False) -> dict[str, Any]:
     """Store the confirmation as the study's user attribute ``confirmation`` and return it.  ``skipped``:
     ``{trial number: why}`` for candidates left out to fit the study's budget (kept in ``skipped``, with
     those whose rebuild the deadline stopped).  ``served``: the traffic the rounds were served (its
-    description), when the target declares one; ``percentile`` and ``latency_slo_ms`` are then the served ones."""
+    description), when the target declares one; ``percentile`` and ``latency_slo_ms`` are then the served ones.
+    ``closest``: no trial was feasible under the traffic; ``points`` are the closest ones (`closest_served`)."""
     trials: dict[str, Any] = {}
     failed: dict[str, Any] = {}
     skipped: dict[str, str] = dict(skipped or {})
@@ -238,6 +267,9 @@ def record(study, points: list[Point], results: dict[int, dict], percentile: str
     summary = {"top_k": len(points), "rounds": rounds, "percentile": percentile, "served": served,
                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "trials": trials, "failed": failed,
                "skipped": skipped}
+    if closest:
+        summary["closest"] = True
+        summary["slo_ms"] = latency_slo_ms
     study.set_user_attr(ATTR, summary)
     return summary
 
@@ -267,7 +299,10 @@ def rows(summary: dict[str, Any], points: list[Point]) -> list[dict[str, Any]]:
 def markdown(summary: dict[str, Any], points: list[Point]) -> str:
     pct = summary["percentile"]
     how = f"served {pct} latency under {summary['served']}" if summary.get("served") else f"{pct} latency"
-    head = (f"Re-measured {summary['top_k']} fastest feasible trials in {summary['rounds']} interleaved rounds "
+    which = (f"trials closest to the served SLO (no trial served the traffic within it: {summary['top_k']} with the "
+             "lowest served latency within the other constraints)" if summary.get("closest")
+             else f"{summary['top_k']} fastest feasible trials")
+    head = (f"Re-measured {which} in {summary['rounds']} interleaved rounds "
             f"({how}, median over rounds).\n\n"
             f"| trial | deployment | batch | study {pct} ms | confirmed {pct} ms | confirmed / study | round p50s ms |\n"
             "|---:|---|---:|---:|---:|---:|---|\n")

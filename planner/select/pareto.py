@@ -42,7 +42,7 @@ def tie(loss: float, floor: float) -> float:
     return 0.0 if loss < floor else loss
 
 
-def _point(t) -> Point:
+def trial_point(t) -> Point:
     return TrialRecord.from_trial(t)
 
 
@@ -54,7 +54,7 @@ def feasible_points(study) -> list[Point]:
         if t.user_attrs.get("duplicate_of") is not None:
             continue
         if all(v <= 0 for v in t.constraints.values()):
-            out.append(_point(t))
+            out.append(trial_point(t))
     return out
 
 
@@ -308,7 +308,7 @@ def study_summary(study, front: list[Point] | None = None) -> dict[str, Any]:
         thr = [p.throughput for p in feasible if p.throughput]
         if thr:
             m["best_throughput"] = max(thr)
-        eager = [p for p in (_point(t) for t in measured) if _is_fp32_eager(p)
+        eager = [p for p in (trial_point(t) for t in measured) if _is_fp32_eager(p)
                  and p.batch_size == best.batch_size and "latency_ms" in p.metrics]
         if eager:
             fp32 = min(eager, key=lambda p: p.latency_ms)

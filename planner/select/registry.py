@@ -244,6 +244,26 @@ def _ms(v) -> str:
     return f"{v:.4g} ms" if isinstance(v, (int, float)) else "-"
 
 
+def closest_served_lines(conf: dict[str, Any], study) -> list[str]:
+    """With traffic that no trial served within its SLO: the re-measured closest trials (`confirm.closest_served`),
+    each with its served percentile and sustained rate, and what to change; [] otherwise."""
+    if not conf.get("closest") or not conf.get("trials"):
+        return []
+    pct, slo = conf.get("percentile", "p99"), conf.get("slo_ms")
+    out = ["", f"Closest under {conf.get('served')}, re-measured ({conf.get('rounds')} rounds; SLO {pct} ≤ {_ms(slo)}):", ""]
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for n, c in sorted(conf["trials"].items(), key=lambda kv: kv[1]["latency_ms"]):
+        t = trials.get(int(n))
+        label = t.user_attrs.get("label", "") if t is not None else ""
+        rate = ((t.user_attrs.get("metrics") or {}).get("sustained_rate") if t is not None else None)
+        kept = "" if c.get("served_rate_kept", True) else ", the rate not kept"
+        out.append(f"- #{n} {label}: served {pct} {_ms(c['latency_ms'])}{kept}"
+                   + (f"; within the SLO up to {rate:.4g} req/s" if isinstance(rate, (int, float)) else ""))
+    out += ["", "Lower the traffic's rate to what the closest sustains, raise its `slo_ms`, or widen the space "
+                "(more instances, batching, cheaper precisions)."]
+    return out
+
+
 def study_note(study, target, front, summary: dict[str, Any], registry: dict[str, Any] | None, plots: list[str],
                parent_run_id: str, view: str | None = None) -> str:
     """The parent run's Markdown description (MLflow run note): the outcome, the front, the picks and how to
@@ -255,6 +275,7 @@ def study_note(study, target, front, summary: dict[str, Any], registry: dict[str
              f" on {target.name}", ""]
     if best is None:
         lines.append("**No feasible deployment**: every measured trial broke a constraint or failed.")
+        lines += closest_served_lines(study.user_attrs.get("confirmation") or {}, study)
     else:
         vs = (f", **{m['best_latency_vs_fp32']:.2f}×** the latency of eager torch fp32 ({_ms(m['fp32_latency_ms'])})"
               if "best_latency_vs_fp32" in m else "")

@@ -162,3 +162,31 @@ def test_closed_loop_traffic_end_to_end(tmp_path):
         assert "served_rate" not in m and m["served_achieved_rate"] > 0
     conf = study.user_attrs["confirmation"]
     assert conf["served"] == "closed 4 clients, 1 sample(s)/request" and len(conf["trials"]) == 1
+
+
+def test_no_trial_within_the_slo_re_measures_the_closest_and_says_so(tmp_path):
+    """An SLO nothing can meet: the study has no feasible deployment, yet its closest trials (the quality bound met,
+    the lowest served p99) are re-measured under the traffic, flagged as breaking the SLO, and named in the note."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    home = Home(tmp_path / "home")
+    target = tmp_path / "strict.yaml"
+    target.write_text((DATA / "traffic-cpu.yaml").read_text().replace("slo_ms: 200", "slo_ms: 0.0001"))
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", DATA / "serving-space.yaml",
+                "--trials", "2", "--sampler", "random", "--eval-samples", "8", "--study", "strict", "--confirm", "1",
+                "--confirm-rounds", "2", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="strict", storage=home.optuna_url)
+    done = _complete(study)
+    assert done and all(t.constraints["served_slo"] > 0 for t in done)
+    conf = study.user_attrs["confirmation"]
+    assert conf["closest"] and conf["slo_ms"] == 0.0001 and len(conf["trials"]) == 1
+    (n, c), = conf["trials"].items()
+    quality_ok = [t for t in done if t.constraints["quality"] <= 0]
+    assert int(n) == min(quality_ok, key=lambda t: (t.constraints["served_rate"] > 0, t.values[0])).number
+    assert c["slo_violated"] and c["rounds"] == 2
+    assert "closest" in r.stdout
+    note = MlflowClient(tracking_uri=home.tracking_uri).get_run(
+        study.user_attrs["mlflow_parent_run_id"]).data.tags["mlflow.note.content"]
+    assert "**No feasible deployment**" in note and f"- #{n} " in note and "Lower the traffic's rate" in note
