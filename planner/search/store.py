@@ -149,6 +149,7 @@ def open_study(opt, storage):
                     "choose another --study name to start a new study"
                 )
         keep_prune_methods(opt, attrs)
+        keep_backends(opt, study)
     else:
         for k, v in mine.items():
             study.set_user_attr(k, v)
@@ -156,6 +157,8 @@ def open_study(opt, storage):
         study.set_user_attr("model_spec", opt.model.to_dict())
         study.set_user_attr("target_spec", opt.target.model_dump(mode="json"))
         study.set_user_attr("space_spec", opt.space.model_dump(mode="json"))
+        if opt.backends is not None:
+            study.set_user_attr("backends", list(opt.backends))  # the sampled choices (`keep_backends`)
         if opt.space_notes:
             study.set_user_attr("space_notes", opt.space_notes)
         for k, v in opt.kind.study_attrs().items():
@@ -195,6 +198,51 @@ def keep_prune_methods(opt, attrs: dict) -> None:
         if m not in stored:
             notes.append(f"prune.methods: {m} not searched: study {opt.study_name} was created without it "
                          "(a study's choices cannot change; use another --study name to search it)")
+    opt.space_notes = opt.space_notes + notes
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def keep_backends(opt, study) -> None:
+    """A resumed study samples the backends it was created with (its ``backends`` attribute; for a study made
+    before planner stored it, the choices of its trials' ``backend`` parameter): Optuna refuses a categorical whose
+    choices change, and the backends usable here change as packages are installed or removed, or as the target
+    lists others.  A stored backend this run cannot use stays among the choices and its proposals are skipped as
+    unsupported (no worker); one usable now that the study was created without is not searched.  Each difference is
+    a note; a stored backend the space no longer lists, or none usable at all, is a one-line error."""
+    import sys
+
+    if opt.backends is None:
+        return
+    stored = study.user_attrs.get("backends")
+    if stored is None:
+        dists = (t.distributions.get("backend") for t in study.get_trials(deepcopy=False))
+        d = next((d for d in dists if d is not None), None)
+        stored = list(d.choices) if d is not None else None
+    now = list(opt.backends)
+    if not stored or list(stored) == now:
+        return
+    from planner.errors import ConfigError
+
+    gone = [b for b in stored if b not in opt.space.backends]
+    if gone:
+        raise ConfigError(f"--study {opt.study_name}: created with backends {stored}, but space '{opt.space.name}' no "
+                          f"longer lists {gone}; choose another --study name to search this space")
+    if not any(b in now for b in stored):
+        why = "; ".join(f"{b}: {opt.skipped.get(b, 'not usable here')}" for b in stored)
+        raise ConfigError(f"--study {opt.study_name}: none of the backends it was created with is usable here ({why})")
+    notes = []
+    for b in stored:
+        if b not in now:
+            why = opt.skipped.get(b, "not usable in this run")
+            opt.backend_skipped[b] = why
+            notes.append(f"backend {b} is searched by study {opt.study_name} (created with it) but not usable in this "
+                         f"run ({why}); its proposals are skipped")
+    for b in now:
+        if b not in stored:
+            notes.append(f"backend {b} not searched: study {opt.study_name} was created without it "
+                         "(a study's choices cannot change; use another --study name to search it)")
+    opt.backends = list(stored)
     opt.space_notes = opt.space_notes + notes
     for note in notes:
         print(f"note: {note}", file=sys.stderr)

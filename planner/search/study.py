@@ -62,6 +62,8 @@ class Optimizer:
         self.prune_unusable: dict[str, str] = {}  # pruning methods this run's prepare found unusable -> why
         # methods a resumed study samples (its choices were fixed when it was created) that this run cannot use -> why
         self.prune_skipped: dict[str, str] = {}
+        self.backends: list[str] | None = None  # what the study samples (`validate`; a resumed study: its own list)
+        self.backend_skipped: dict[str, str] = {}  # a resumed study's backends this run cannot use -> why
         self.seeds_queued = 0  # seed configs this run enqueued into a new study (`enqueue_seeds`)
         self.model_info: dict[str, Any] | None = None  # what the prepare job found (`prepare`)
         self.t_start: float | None = None  # when `run` started its trial loop (`--timeout` counts from there)
@@ -83,6 +85,7 @@ class Optimizer:
                 backends.remove(b)
                 skipped[b] = why
         self.skipped = skipped
+        self.backends = list(backends)
         if not backends:
             why = "; ".join(f"{b}: {r}" for b, r in skipped.items())
             raise ConfigError(f"search space '{self.space.name}': no backend usable on target '{self.target.name}' ({why})")
@@ -203,7 +206,8 @@ class Optimizer:
         })
         slots = max(1, self.opts.compile_workers)
         runner = Runner(self.worker_env(), self.opts.trial_timeout, server=self._server, gated=slots > 1)
-        loop = _Loop(self, Trials(self, store, recording, runner, backends, self.model_info.get("format", "torch")))
+        # a resumed study samples the backends it was created with (`planner.search.store.keep_backends`)
+        loop = _Loop(self, Trials(self, store, recording, runner, self.backends, self.model_info.get("format", "torch")))
         status = "FINISHED"
         self.t_start = time.monotonic()  # --timeout counts from here: the trial loop and the re-measurement
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.config import TrialConfig
-from planner.errors import FailReason
+from planner.errors import ConfigError, FailReason
 from planner.search.outcome import TrialOutcome
 from planner.space import batch_sizes, sample, shape_misfit
 
@@ -85,7 +85,14 @@ class Trials:
 
         opt, study = self.opt, self.store.study
         widths = opt.model_info.get("prune_widths")
-        cfg = sample(trial, opt.space, opt.target, self.fmt, self.backends, widths=widths)
+        try:
+            cfg = sample(trial, opt.space, opt.target, self.fmt, self.backends, widths=widths)
+        except ValueError as e:  # Optuna: a parameter's choices differ from the study's (its target or space changed)
+            if "dynamic value space" not in str(e) and "different distribution" not in str(e):
+                raise
+            raise ConfigError(f"--study {opt.study_name}: this run offers other choices for a parameter than the study was "
+                              f"created with ({e}); the target '{opt.target.name}' or space '{opt.space.name}' changed "
+                              "since: resume with the ones it was created with, or choose another --study name") from None
         key = cfg.key()
         trial.set_user_attr("config_key", key)
         trial.set_user_attr("config", cfg.to_dict())
@@ -148,6 +155,8 @@ class Trials:
         why = self.opt.kind.check(cfg) or shape_misfit(cfg, widths)
         if not why and cfg.prune.method in self.opt.prune_skipped:  # a resumed study's method this run cannot use
             why = f"prune.method {cfg.prune.method}: {self.opt.prune_skipped[cfg.prune.method]}"
+        if not why and cfg.backend in self.opt.backend_skipped:  # a resumed study's backend this run cannot use
+            why = f"backend {cfg.backend}: {self.opt.backend_skipped[cfg.backend]}"
         if why:
             trial.set_user_attr("skip_reason", FailReason.UNSUPPORTED.value)
             trial.set_user_attr("skip_message", why)

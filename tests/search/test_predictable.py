@@ -268,3 +268,47 @@ def test_a_resume_keeps_the_pruning_methods_the_study_was_created_with(tmp_path)
     skipped = [t for t in later if t.params.get("prune.method") == "magnitude" and t.user_attrs.get("duplicate_of") is None]
     assert skipped and all(t.state.name == "PRUNED" and t.user_attrs["skip_reason"] == "unsupported" for t in skipped)
     assert all(t.user_attrs["config"]["prune"]["method"] in ("none", "l1") for t in later if t not in skipped)
+
+
+def test_a_resume_keeps_the_backends_the_study_was_created_with(tmp_path):
+    """The first run searches torch and ONNX Runtime; the resumed run's target (same name) allows torch only.  The
+    resume samples the stored backends, skips an ONNX Runtime proposal as unsupported (no worker, no failed
+    trial) and says so; before, Optuna refused the changed choices with a traceback."""
+    target = tmp_path / "t.yaml"
+    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [torch, torch_compile, onnxruntime, tvm]",
+                                                                   "backends: [torch, onnxruntime]"))
+    space = tmp_path / "s.yaml"
+    space.write_text("name: two\nbatch_size: [1, 4]\nbackends:\n  torch: {}\n"
+                     "  onnxruntime: {graph_optimization_level: [disable, basic, extended, all]}\n")
+    home = Home(tmp_path / "home")
+    args = ("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--sampler", "random",
+            "--eval-samples", "6", "--study", "b", "--confirm", "0", "--home", home.root)
+    r = run_cli(*args, "--trials", "2")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert optuna.load_study(study_name="b", storage=home.optuna_url).user_attrs["backends"] == ["torch", "onnxruntime"]
+    target.write_text(target.read_text().replace("backends: [torch, onnxruntime]", "backends: [torch]"))
+    r = run_cli(*args, "--trials", "4", "--seed", "3")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "backend onnxruntime is searched by study b" in r.stderr, r.stderr
+    trials = optuna.load_study(study_name="b", storage=home.optuna_url).get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state.name == "FAIL"], [t.user_attrs for t in trials]
+    later = [t for t in trials if t.number >= 2 and t.user_attrs.get("duplicate_of") is None]
+    ort = [t for t in later if t.params.get("backend") == "onnxruntime"]
+    assert ort, [(t.number, t.params, t.state.name) for t in trials]
+    assert all(t.state.name == "PRUNED" and t.user_attrs["skip_reason"] == "unsupported" for t in ort)
+    assert [t for t in later if t.state.name == "COMPLETE" and t.params.get("backend") == "torch"]
+
+
+def test_a_resume_whose_space_changed_a_choice_is_one_line_exit_2(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text("name: opt\nbatch_size: [1]\nbackends:\n  onnxruntime: {graph_optimization_level: [basic, all]}\n")
+    home = Home(tmp_path / "home")
+    args = ("optimize", "--model", "tiny-mlp", "--target", DATA / "fast-cpu.yaml", "--space", space, "--sampler",
+            "random", "--eval-samples", "6", "--study", "o", "--confirm", "0", "--home", home.root)
+    r = run_cli(*args, "--trials", "1")
+    assert r.returncode == 0, r.stderr + r.stdout
+    space.write_text(space.read_text().replace("[basic, all]", "[basic, extended, all]"))
+    r = run_cli(*args, "--trials", "2")
+    assert r.returncode == 2, r.stderr + r.stdout
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "--study o" in err[0] and "space 'opt' changed" in err[0] and "Traceback" not in r.stderr
