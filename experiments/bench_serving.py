@@ -318,8 +318,10 @@ def _confirmation_lines(m: dict) -> list[str]:
             + (" — breaks the SLO or the rate" if v.get("slo_violated") else "") for n, v in (c.get("trials") or {}).items()]
     if not rows:
         return []
-    return [f"The served study re-measured its fastest feasible trials in {c.get('rounds')} interleaved rounds under its "
-            "traffic (planner's `--confirm`): " + "; ".join(rows) + ".", ""]
+    which = ("no trial met the SLO at the rate, so it re-measured the closest ones" if c.get("closest")
+             else "it re-measured its fastest feasible trials")
+    return [f"The served study's `--confirm`: {which} in {c.get('rounds')} interleaved rounds under its traffic: "
+            + "; ".join(rows) + ".", ""]
 
 
 def markdown(result: dict) -> str:
