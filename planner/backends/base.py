@@ -85,9 +85,14 @@ class BackendOptions(BaseModel):
     """A backend's own options, declared once as a pydantic model: one field per option, its type or its
     choices (``Literal[...]``), its default and its description.  Validation, the defaults a trial fills in,
     the values a search space may name (`Backend.options`) and the docs table (`options_table`) all read it.
-    Strict: ``"4"`` is not 4 and ``True`` is not 1."""
+    Strict: ``"4"`` is not 4 and ``True`` is not 1.  An option that can change a deployment's speed by an order of
+    magnitude (tuning, a compile mode, an execution provider) is declared ``Field(..., json_schema_extra=DECISIVE)``:
+    trials that differ in it are never judged by each other's early exit (`Backend.decisive_options`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+DECISIVE = {"decisive": True}  # json_schema_extra of an option that can change latency by an order of magnitude
 
 
 def option_values(field) -> Any:
@@ -167,6 +172,11 @@ class Backend(ABC):
             raise TypeError(f"{cls.__name__}: declare its options as `class Options(BackendOptions)` (pydantic fields "
                             "with defaults), not as an `options` dict: `options` is derived from `Options`")
         cls.options = {k: option_values(f) for k, f in cls.Options.model_fields.items()}
+
+    @classmethod
+    def decisive_options(cls) -> tuple[str, ...]:
+        """The options declared ``DECISIVE``: a slow region (`planner.search.feasibility.slow`) keeps them fixed."""
+        return tuple(k for k, f in cls.Options.model_fields.items() if (f.json_schema_extra or {}).get("decisive"))
 
     @classmethod
     def resolve_options(cls, opts: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeInt
 
-from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime
+from planner.backends.base import DECISIVE, Backend, BackendOptions, BuildResult, Runtime
 from planner.errors import CandidateFailed, FailReason
 
 # GGUF file types llama.cpp's quantizer writes here (llama_ftype values of llama.h)
@@ -59,7 +59,8 @@ N_BATCH: tuple[int, ...] = (512, 32, 64, 128, 256)
 class LlamaCppOptions(BackendOptions):
     threads: NonNegativeInt = Field(0, description="llama.cpp threads (0: the target's threads)")
     n_batch: Literal[N_BATCH] = Field(N_BATCH[0], description="tokens per llama_decode call in the prefill")
-    int4_type: Literal[INT4_TYPES] = Field(INT4_TYPES[0], description="the GGUF type of int4_weight_only")
+    int4_type: Literal[INT4_TYPES] = Field(INT4_TYPES[0], description="the GGUF type of int4_weight_only",
+                                           json_schema_extra=DECISIVE)
 
 
 def gguf_type(scheme: str, options: dict[str, Any]) -> str:

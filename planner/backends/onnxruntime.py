@@ -11,7 +11,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 from pydantic import Field, NonNegativeInt
 
-from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime, Serving
+from planner.backends.base import DECISIVE, Backend, BackendOptions, BuildResult, Runtime, Serving
 from planner.transforms.quantize import ORT_INT8_STATIC_OPTIONS
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -25,7 +25,7 @@ class OrtOptions(BackendOptions):
     intra_op_threads: NonNegativeInt = Field(0, description="threads inside an operator (0: the target's threads)")
     inter_op_threads: NonNegativeInt = Field(0, description="threads across operators in parallel mode (0: 1)")
     execution_provider: Literal["cpu", "cuda", "tensorrt"] | None = Field(
-        None, description="None: CUDA on a GPU target, else CPU")
+        None, description="None: CUDA on a GPU target, else CPU", json_schema_extra=DECISIVE)
 
 
 class OrtRuntime(Runtime):

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import numpy as np
 from pydantic import Field
 
-from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime
+from planner.backends.base import DECISIVE, Backend, BackendOptions, BuildResult, Runtime
 from planner.errors import CandidateFailed, ConfigError, FailReason
 from planner.schemes import PRECISIONS, precision_of, schemes_for_format
 
@@ -60,11 +60,13 @@ SPARSE_FROM = (8, 0)  # 2:4 sparse tensor cores: Ampere and later
 
 class TensorRTOptions(BackendOptions):
     optimization_level: int = Field(DEFAULT_OPTIMIZATION_LEVEL, ge=0, le=5,
-                                    description="builder optimization level (TensorRT's default: 3)")
+                                    description="builder optimization level (TensorRT's default: 3)",
+                                    json_schema_extra=DECISIVE)
     workspace_mb: int | None = Field(None, ge=1, description=f"builder workspace in MiB (None: {DEFAULT_WORKSPACE_MB}, "
                                                                "capped at the target GPU's memory)")
-    sparse_weights: bool = Field(False, description="2:4 sparse tensor cores for weights that have the pattern")
-    cuda_graph: bool = Field(False, description="replay each batch as one CUDA graph")
+    sparse_weights: bool = Field(False, description="2:4 sparse tensor cores for weights that have the pattern",
+                                 json_schema_extra=DECISIVE)
+    cuda_graph: bool = Field(False, description="replay each batch as one CUDA graph", json_schema_extra=DECISIVE)
 
 
 # --------------------------------------------------------------------------- the plan (pure)

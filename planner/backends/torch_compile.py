@@ -8,15 +8,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from planner.backends.base import Backend, BuildResult, Serving
+from planner.backends.base import DECISIVE, Backend, BuildResult, Serving
 from planner.backends.pt2 import load_pt2
 from planner.backends.torch_eager import TorchOptions
 
 
 class TorchCompileOptions(TorchOptions):
     mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
-        "default", description="torch.compile's mode")
-    freezing: bool = Field(False, description="Inductor constant-folds the weights (a big win for CPU inference)")
+        "default", description="torch.compile's mode", json_schema_extra=DECISIVE)
+    freezing: bool = Field(False, description="Inductor constant-folds the weights (a big win for CPU inference)",
+                           json_schema_extra=DECISIVE)
     dynamic: bool = Field(False, description="compile for dynamic shapes")
 
 

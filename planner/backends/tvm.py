@@ -33,7 +33,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field, NonNegativeInt
 
-from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime
+from planner.backends.base import DECISIVE, Backend, BackendOptions, BuildResult, Runtime
 from planner.errors import CandidateFailed, FailReason
 
 META_FILE = "tvm_meta.json"
@@ -369,11 +369,13 @@ def _record_callback(ms, database, n_tasks: int, budget: int, t0: float, state: 
 
 
 class TVMOptions(BackendOptions):
-    tuning_trials: NonNegativeInt = Field(0, description="MetaSchedule measured trials; 0 = untuned default schedules")
+    tuning_trials: NonNegativeInt = Field(0, description="MetaSchedule measured trials; 0 = untuned default schedules",
+                                          json_schema_extra=DECISIVE)
     max_tuning_seconds: float | None = Field(
-        None, ge=0, description="cap on the search time of one build (candidates past it are skipped)")
+        None, ge=0, description="cap on the search time of one build (candidates past it are skipped)",
+        json_schema_extra=DECISIVE)
     threads: NonNegativeInt = Field(0, description="CPU thread-pool size (0: the target's threads)")
-    opt_level: Literal[3, 2, 1, 0] = Field(3, description="Relax build optimisation level")
+    opt_level: Literal[3, 2, 1, 0] = Field(3, description="Relax build optimisation level", json_schema_extra=DECISIVE)
     tuning_strategy: Literal["auto", "replay-trace", "evolutionary"] = Field("auto", description="MetaSchedule search strategy")
 
 

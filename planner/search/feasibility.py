@@ -1,6 +1,6 @@
 """What the study already knows about feasibility, used before a candidate is measured (issue 28).
 
-Two parts:
+Three parts:
 
 * The samplers learn from the constraints every measured trial records with Optuna's public
   ``Trial.set_constraint`` (`Optimizer._complete`): Optuna 5's TPE puts trials with a positive constraint
@@ -14,6 +14,11 @@ Two parts:
   <= s distillation steps and a precision at least as lossy as p: pruning more, training less and quantizing
   more do not win back a loss that large.  Such a candidate is told to Optuna as PRUNED with the covering
   trial's quality violation as its constraint (so TPE learns the region too) and costs no trial of --trials.
+* Slow regions: trials cut by the early exit (`FailReason.EARLY_EXIT`: many times slower than the best at their
+  batch size) with the same backend, quantization scheme, batch size and decisive options (`region`: tuning, compile
+  mode, execution provider, declared on the backend's options).  Once `SLOW_CUTS` of them were cut, a candidate of
+  that region pruned no more than they were (or not at all) is not built again: its other options (threads, graph
+  levels, hints: a few-fold at most) do not make up an order of magnitude.  One cut is not enough.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Iterable
 from planner.config import TrialConfig
 
 HOPELESS_FACTOR = 2.0  # a loss this many times the bound is "far above" it
+SLOW_CUTS = 2  # early exits of one region (backend, scheme, batch) before its other candidates are known slow
 # how much a precision loses, in order (a candidate at a rank >= the covering trial's loses at least as much)
 PRECISION_RANK = {"fp32": 0, "fp16": 1, "bf16": 1, "fp8": 2, "int8": 2, "int4": 3}
 
@@ -88,3 +94,44 @@ def hopeless(cfg: TrialConfig, known: list[Evidence]) -> Evidence | None:
     """The measured trial that shows ``cfg`` hopeless (the one with the smallest loss), or None."""
     hits = [e for e in known if covers(e, cfg)]
     return min(hits, key=lambda e: (e.loss, e.number)) if hits else None
+
+
+def _prunes_no_more(cfg: TrialConfig, cut: TrialConfig) -> bool:
+    """``cfg`` removes no more of the model than ``cut`` did, so it cannot be faster for its pruning."""
+    if not cfg.prune.active:
+        return True
+    return (cut.prune.active and cfg.prune.method == cut.prune.method and cfg.prune.ratio <= cut.prune.ratio
+            and cfg.prune.round_to >= cut.prune.round_to)
+
+
+def slow_cuts(trials: Iterable[Any]) -> list[tuple[int, TrialConfig]]:
+    """(number, config) of the trials among ``trials`` (Optuna FrozenTrials) that the early exit cut."""
+    out = []
+    for t in trials:
+        a = t.user_attrs
+        if a.get("fail_reason") == "early_exit" and "config" in a and a.get("duplicate_of") is None:
+            out.append((t.number, TrialConfig.from_dict(a["config"])))
+    return out
+
+
+def region(cfg: TrialConfig) -> tuple:
+    """What a slow region fixes: backend, batch size, scheme and the backend's decisive options
+    (`Backend.decisive_options`: tuning, compile mode, execution provider: those can make it an order faster)."""
+    import planner.backends.registry as registry
+
+    try:
+        cls = registry.get(cfg.backend)
+        opts = cls.resolve_options(cfg.options())
+    except Exception:  # noqa: BLE001 -- a backend (or its options) this run does not know: every option decides
+        return (cfg.backend, cfg.batch_size, cfg.quant.scheme, tuple(sorted(cfg.options().items())))
+    return (cfg.backend, cfg.batch_size, cfg.quant.scheme, tuple((k, opts.get(k)) for k in cls.decisive_options()))
+
+
+def slow(cfg: TrialConfig, cuts: list[tuple[int, TrialConfig]], needed: int = SLOW_CUTS) -> list[int]:
+    """The cut trials that together show ``cfg`` slow (at least ``needed`` of its `region`, pruned no less than
+    ``cfg``), or []."""
+    if len(cuts) < needed:
+        return []
+    mine = region(cfg)
+    hits = [n for n, c in cuts if region(c) == mine and _prunes_no_more(cfg, c)]
+    return hits if len(hits) >= needed else []

@@ -162,11 +162,24 @@ class Trials:
             trial.set_user_attr("skip_message", why)
             trial.set_constraint("supported", 1.0)  # not a region to propose
             return TrialOutcome(trial.number, cfg, "skipped", reason=FailReason.UNSUPPORTED.value, message=why)
-        if not cfg.prune.active or self.opt.opts.sampler == "grid":  # a grid is asked for in full
+        if self.opt.opts.sampler == "grid":  # a grid is asked for in full
             return None
         from optuna.trial import TrialState
 
-        from planner.search.feasibility import evidence, hopeless
+        from planner.search.feasibility import evidence, hopeless, slow, slow_cuts
+
+        cut = slow(cfg, slow_cuts(self.store.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))))
+        if cut:
+            msg = (f"hopeless: trials {', '.join(f'#{n}' for n in cut)} ({cfg.backend}, {cfg.quant.scheme}, batch "
+                   f"{cfg.batch_size}, with other options and no less pruning) were cut by the early exit, many times "
+                   "slower than the best at this batch size")
+            trial.set_user_attr("hopeless_like", cut[0])
+            trial.set_user_attr("skip_reason", "hopeless")
+            trial.set_user_attr("skip_message", msg)
+            trial.set_constraint("early_exit", 1.0)  # a region the sampler should leave
+            return TrialOutcome(trial.number, cfg, "skipped", reason="hopeless", message=msg)
+        if not cfg.prune.active:
+            return None
 
         bound = self.opt.target.constraints.max_quality_loss
         known = evidence(self.store.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)), bound)

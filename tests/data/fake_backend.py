@@ -4,8 +4,9 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from planner.backends.base import Backend, BackendOptions, BuildResult, Runtime
+from planner.backends.base import DECISIVE, Backend, BackendOptions, BuildResult, Runtime
 from planner.errors import CandidateFailed, FailReason
 
 
@@ -48,7 +49,8 @@ class Fake(Backend):
     # flaky: real outputs, 1 ms a call, and every build after the first fails
     # build_delay: seconds compile() sleeps (a trial that surely outlasts a short --timeout, however fast workers start)
     class Options(BackendOptions):
-        behaviour: Literal["ok", "compile_error", "slow", "steady", "lucky", "flaky"] = "ok"
+        # what it does decides its speed by orders: trials of another behaviour are another slow region
+        behaviour: Literal["ok", "compile_error", "slow", "steady", "lucky", "flaky"] = Field("ok", json_schema_extra=DECISIVE)
         build_delay: float = 0.0
 
     def compile(self, source, cfg, target, workdir):

@@ -156,3 +156,52 @@ def test_a_timed_study_keeps_the_time_to_confirm_its_winner(tmp_path):
     (winner,) = conf["trials"].values()
     assert "rounds_cut" not in winner, winner
     assert "kept to re-measure the winner" in r.stdout
+
+
+def test_a_region_cut_twice_by_the_early_exit_is_known_slow(tmp_path):
+    """Two trials of one (backend, scheme, batch) region with other options cut by the early exit: a third
+    proposal there, pruned no more than they were, is known slow; one cut is not enough (an option may be what
+    made it slow), and another batch size, scheme or more pruning is not covered."""
+    from planner.search.feasibility import slow, slow_cuts
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", directions=["minimize", "minimize"])
+
+    def cut(cfg, reason="early_exit", **attrs):
+        t = study.ask()
+        t.set_user_attr("config", cfg.to_dict())
+        t.set_user_attr("fail_reason", reason)
+        for k, v in attrs.items():
+            t.set_user_attr(k, v)
+        study.tell(t, state=TrialState.FAIL)
+
+    region = dict(ratio=0.0, method="none", scheme="int8_dynamic")
+    cut(_cfg(**region))                                  # 0
+    cut(_cfg(**region), reason="timeout")                # 1 not an early exit
+    trials = study.get_trials(deepcopy=False)
+    assert slow(_cfg(**region), slow_cuts(trials)) == []  # one cut: an option may be the cause
+    cut(_cfg(ratio=0.3, method="l1", scheme="int8_dynamic", round_to=8))  # 2 pruned, cut anyway
+    cuts = slow_cuts(study.get_trials(deepcopy=False))
+    assert [n for n, _ in cuts] == [0, 2]
+    assert slow(_cfg(**region), cuts) == [0, 2]                    # unpruned: no faster than either
+    assert slow(_cfg(ratio=0.2, steps=100, scheme="int8_dynamic"), cuts) == []  # pruned: only #2 covers it
+    assert slow(_cfg(ratio=0.5, scheme="int8_dynamic"), cuts) == []  # more pruning than #2 may be faster
+    assert slow(_cfg(**{**region, "scheme": "none"}), cuts) == []  # another precision
+    other_batch = TrialConfig(backend="onnxruntime", batch_size=8, quant=QuantConfig("int8_dynamic"))
+    assert slow(other_batch, cuts) == []
+
+
+def test_a_decisive_option_starts_another_slow_region(tmp_path):
+    """Untuned TVM cut twice says nothing about tuned TVM: `tuning_trials` is declared decisive, `threads` is not."""
+    from planner.backends.tvm import TVM
+    from planner.search.feasibility import region, slow
+
+    assert {"tuning_trials", "max_tuning_seconds", "opt_level"} <= set(TVM.decisive_options())
+    assert "threads" not in TVM.decisive_options()
+
+    def tvm(**opts):
+        return TrialConfig(backend="tvm", batch_size=1, backend_options=tuple(sorted(opts.items())))
+
+    cuts = [(0, tvm(threads=1)), (1, tvm(threads=2))]
+    assert region(tvm()) == region(tvm(threads=2)) == region(tvm(tuning_trials=0))  # defaults resolved
+    assert slow(tvm(), cuts) == [0, 1]
+    assert slow(tvm(tuning_trials=64), cuts) == []
