@@ -180,23 +180,30 @@ def keep_prune_methods(opt, attrs: dict) -> None:
     a different set (or its space list others).  A stored method this run cannot use is kept among the choices
     but skipped when proposed (`Optimizer.prune_skipped`, a known-unsupported proposal: no worker); a method
     this run could use that the study was created without is not searched.  Each difference is a note."""
-    import sys
-
     stored = ((attrs.get("space_spec") or {}).get("prune") or {}).get("methods")
     now = list(opt.space.prune.methods)
     if not stored or list(stored) == now:
         return
     opt.space = opt.space.model_copy(update={"prune": opt.space.prune.model_copy(update={"methods": list(stored)})})
+    _keep_stored(opt, "prune.method", stored, now, lambda m: opt.prune_unusable.get(m, "not in this run's search space"),
+                 opt.prune_skipped)
+
+
+def _keep_stored(opt, what: str, stored: list, now: list, why_unusable, skipped: dict) -> None:
+    """What keeping a resumed study's stored choices (``stored``, not this run's ``now``) means: each stored one this
+    run cannot use goes into ``skipped`` with ``why_unusable(choice)`` (its proposals are skipped, no worker); each
+    difference is a note, printed and kept in the study's space notes."""
+    import sys
+
     notes = []
-    for m in stored:
-        if m not in now:
-            why = opt.prune_unusable.get(m, "not in this run's search space")
-            opt.prune_skipped[m] = why
-            notes.append(f"prune.methods: {m} is searched by study {opt.study_name} (created with it) but not usable "
-                         f"in this run ({why}); its proposals are skipped")
-    for m in now:
-        if m not in stored:
-            notes.append(f"prune.methods: {m} not searched: study {opt.study_name} was created without it "
+    for c in stored:
+        if c not in now:
+            skipped[c] = why = why_unusable(c)
+            notes.append(f"{what} {c} is searched by study {opt.study_name} (created with it) but not usable in this "
+                         f"run ({why}); its proposals are skipped")
+    for c in now:
+        if c not in stored:
+            notes.append(f"{what} {c} not searched: study {opt.study_name} was created without it "
                          "(a study's choices cannot change; use another --study name to search it)")
     opt.space_notes = opt.space_notes + notes
     for note in notes:
@@ -210,8 +217,6 @@ def keep_backends(opt, study) -> None:
     lists others.  A stored backend this run cannot use stays among the choices and its proposals are skipped as
     unsupported (no worker); one usable now that the study was created without is not searched.  Each difference is
     a note; a stored backend the space no longer lists, or none usable at all, is a one-line error."""
-    import sys
-
     if opt.backends is None:
         return
     stored = study.user_attrs.get("backends")
@@ -231,21 +236,8 @@ def keep_backends(opt, study) -> None:
     if not any(b in now for b in stored):
         why = "; ".join(f"{b}: {opt.skipped.get(b, 'not usable here')}" for b in stored)
         raise ConfigError(f"--study {opt.study_name}: none of the backends it was created with is usable here ({why})")
-    notes = []
-    for b in stored:
-        if b not in now:
-            why = opt.skipped.get(b, "not usable in this run")
-            opt.backend_skipped[b] = why
-            notes.append(f"backend {b} is searched by study {opt.study_name} (created with it) but not usable in this "
-                         f"run ({why}); its proposals are skipped")
-    for b in now:
-        if b not in stored:
-            notes.append(f"backend {b} not searched: study {opt.study_name} was created without it "
-                         "(a study's choices cannot change; use another --study name to search it)")
+    _keep_stored(opt, "backend", stored, now, lambda b: opt.skipped.get(b, "not usable in this run"), opt.backend_skipped)
     opt.backends = list(stored)
-    opt.space_notes = opt.space_notes + notes
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
 
 
 def enqueue_seeds(opt, study) -> None:

@@ -138,22 +138,27 @@ def test_sustained_objective_needs_open_loop_traffic(tmp_path):
     assert not (tmp_path / "home" / "optuna.db").exists()
 
 
-def test_closed_loop_traffic_end_to_end(tmp_path):
-    """`traffic: {arrival: closed, concurrency: C}`: C clients each wait for their answer; the study measures, re-measures
-    and records the served figures at that concurrency (no rate search: a closed loop has no arrival rate)."""
+def _short_study(tmp_path, target_text: str, name: str):
+    """Two random trials of tiny-mlp on a target written from ``target_text``, re-measuring 1 in 2 rounds."""
     import optuna
 
     home = Home(tmp_path / "home")
-    target = tmp_path / "closed.yaml"
+    target = tmp_path / f"{name}.yaml"
+    target.write_text(target_text)
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", DATA / "serving-space.yaml",
+                "--trials", "2", "--sampler", "random", "--eval-samples", "8", "--study", name, "--confirm", "1",
+                "--confirm-rounds", "2", "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return home, r, optuna.load_study(study_name=name, storage=home.optuna_url)
+
+
+def test_closed_loop_traffic_end_to_end(tmp_path):
+    """`traffic: {arrival: closed, concurrency: C}`: C clients each wait for their answer; the study measures, re-measures
+    and records the served figures at that concurrency (no rate search: a closed loop has no arrival rate)."""
     text = (DATA / "traffic-cpu.yaml").read_text()
     text = text[:text.index("traffic:")] + ("traffic:\n  arrival: closed\n  concurrency: 4\n  duration_s: 1.0\n  warmup_s: 0.2\n"
                                            "  percentile: p99\n  slo_ms: 200\n")
-    target.write_text(text)
-    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", DATA / "serving-space.yaml",
-                "--trials", "2", "--sampler", "random", "--eval-samples", "8", "--study", "closed", "--confirm", "1",
-                "--confirm-rounds", "2", "--home", home.root)
-    assert r.returncode == 0, r.stderr + r.stdout
-    study = optuna.load_study(study_name="closed", storage=home.optuna_url)
+    home, r, study = _short_study(tmp_path, text, "closed")
     done = _complete(study)
     assert done
     for t in done:
@@ -167,17 +172,10 @@ def test_closed_loop_traffic_end_to_end(tmp_path):
 def test_no_trial_within_the_slo_re_measures_the_closest_and_says_so(tmp_path):
     """An SLO nothing can meet: the study has no feasible deployment, yet its closest trials (the quality bound met,
     the lowest served p99) are re-measured under the traffic, flagged as breaking the SLO, and named in the note."""
-    import optuna
     from mlflow.tracking import MlflowClient
 
-    home = Home(tmp_path / "home")
-    target = tmp_path / "strict.yaml"
-    target.write_text((DATA / "traffic-cpu.yaml").read_text().replace("slo_ms: 200", "slo_ms: 0.0001"))
-    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", DATA / "serving-space.yaml",
-                "--trials", "2", "--sampler", "random", "--eval-samples", "8", "--study", "strict", "--confirm", "1",
-                "--confirm-rounds", "2", "--home", home.root)
-    assert r.returncode == 0, r.stderr + r.stdout
-    study = optuna.load_study(study_name="strict", storage=home.optuna_url)
+    home, r, study = _short_study(tmp_path, (DATA / "traffic-cpu.yaml").read_text().replace("slo_ms: 200", "slo_ms: 0.0001"),
+                                  "strict")
     done = _complete(study)
     assert done and all(t.constraints["served_slo"] > 0 for t in done)
     conf = study.user_attrs["confirmation"]
