@@ -77,7 +77,8 @@ SCHEMES: dict[str, Scheme] = {
                {"op_types": ("matmul", "all"), "weight_type": ("s8", "u8"), "per_channel": _BOOL,
                 "reduce_range": _REDUCE}),
         Scheme("int8_static", "int8", ("cpu", "cuda"), "int8 weights and activations, calibrated (QDQ)", ("onnx",),
-               {"op_types": ("all", "matmul"), "activation_type": ("s8", "u8"), "weight_type": ("s8", "u8"),
+               # op_types auto: matmul on a graph with attention (Softmax), else all (planner.transforms.quantize)
+               {"op_types": ("auto", "all", "matmul"), "activation_type": ("s8", "u8"), "weight_type": ("s8", "u8"),
                 "per_channel": _BOOL, "reduce_range": _REDUCE,
                 "calibrate_method": ("minmax", "entropy", "percentile"),
                 # TensorRT-style Q/DQ: zero points 0 for activations and weights, biases left in float

@@ -72,6 +72,7 @@ CALIBRATED = tuple(n for n, sc in SCHEMES.items() if sc.calibrated)  # activatio
 NNCF_INT8_OPTIONS = ("preset", "model_type", "fast_bias_correction", "subset_size", "accuracy_control")
 ORT_INT8_STATIC_OPTIONS = tuple(k for k in SCHEMES["int8_static"].options if k not in NNCF_INT8_OPTIONS)
 OP_TYPES: dict[str, list[str] | None] = {"matmul": ["MatMul", "Gemm"], "all": None}  # None: every op ORT supports
+ATTENTION_OPS = ("Softmax", "Attention", "MultiHeadAttention")  # a graph with one is a transformer (`auto_op_types`)
 CALIB_BATCH = 8  # calibration batch when the model's batch axis is dynamic
 MAX_CALIB_SAMPLES = 512
 # Entropy (KL) calibration histogram size.  ORT's search is a Python loop: ~0.5 s per
@@ -672,13 +673,33 @@ def _fp8(model_in: Path, dst: Path, opts: dict, calib, info: dict, large: bool) 
         raise CandidateFailed(FailReason.COMPILE, "onnxruntime fp8 quantization wrote no model")
 
 
-def _int8_setup(opts: dict, info: dict) -> tuple[list[str] | None, bool]:
-    """(op types, reduce_range) of an ONNX Runtime int8 quantization, recorded in ``info``."""
-    op_types = OP_TYPES[opts["op_types"]]
+def _int8_setup(opts: dict, info: dict, model_in: Path | None = None) -> tuple[list[str] | None, bool]:
+    """(op types, reduce_range) of an ONNX Runtime int8 quantization, recorded in ``info``; op_types ``auto``
+    (int8_static's default) is ``matmul`` on a graph with attention and ``all`` otherwise (`auto_op_types`)."""
+    choice = opts["op_types"]
+    if choice == "auto":
+        choice = info["op_types_auto"] = auto_op_types(model_in)
+    op_types = OP_TYPES[choice]
     info["op_types"] = op_types or "all"
     reduce_range = int8_saturates() if opts["reduce_range"] == "auto" else bool(opts["reduce_range"])
     info["reduce_range"] = reduce_range
     return op_types, reduce_range
+
+
+def auto_op_types(model: Path | None) -> str:
+    """``matmul`` for a graph with attention (a Softmax), else ``all``.  Quantizing every op ORT can on a
+    transformer (embedding Gathers, LayerNorm, Softmax, residual Adds, per-tensor minmax) wrecks it: MiniLM-L6 lost
+    0.63 (1 - cosine of its embeddings) with ``all`` and 0.08 with ``matmul``
+    (`experiments/results/ort-int8-minilm-2026-12-06.md`); on a CNN ``all`` quantizes the convolutions too."""
+    if model is None:
+        return "all"
+    import onnx
+
+    try:
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 -- unreadable here: the quantizer reports it
+        return "all"
+    return "matmul" if any(n.op_type in ATTENTION_OPS for n in graph.node) else "all"
 
 
 @contextlib.contextmanager
@@ -721,7 +742,7 @@ CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "
 def _int8_static(model_in: Path, dst: Path, opts: dict, calib, info: dict, large: bool) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    op_types, reduce_range = _int8_setup(opts, info)
+    op_types, reduce_range = _int8_setup(opts, info, model_in)
     with _ort_quantizer("int8_static", dst):
         reader, n = _make_reader(model_in, calib)
         info["calib_samples"] = n

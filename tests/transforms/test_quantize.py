@@ -445,3 +445,39 @@ def test_onnx_int4_of_a_model_without_matmul_is_unsupported(onnx_models, tmp_pat
         Q.quantize_onnx(src, tmp_path / "q.onnx", _q("int4_weight_only"), None)
     assert e.value.reason == FailReason.UNSUPPORTED and "MatMul" in str(e.value)
     assert not (tmp_path / "q.onnx").exists()
+
+
+class TinyAttention(nn.Module):
+    """One self-attention block: a graph with a Softmax, as a transformer's."""
+
+    def __init__(self, d: int = 16):
+        super().__init__()
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        a = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1)
+        return self.out(a @ v)
+
+
+def test_int8_static_op_types_auto_quantizes_only_matmuls_on_a_transformer(onnx_models, tmp_path):
+    """op_types `auto` (the default): a graph with attention gets only its MatMul/Gemm quantized (all of them wrecked
+    MiniLM), a CNN everything ORT quantizes; an explicit value is taken as given."""
+    import onnx
+
+    assert Q.resolve_options(_q("int8_static"))["op_types"] == "auto"
+    torch.manual_seed(0)
+    path = tmp_path / "attn.onnx"
+    torch.onnx.export(TinyAttention().eval(), (torch.randn(2, 6, 16),), str(path), dynamo=True, input_names=["x"],
+                      verbose=False, dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    calib = {"x": np.random.default_rng(0).standard_normal((16, 6, 16)).astype(np.float32)}
+    info = Q.quantize_onnx(path, tmp_path / "a.onnx", _q("int8_static", calibrate_method="minmax"), calib)
+    assert info["op_types_auto"] == "matmul" and info["op_types"] == ["MatMul", "Gemm"]
+    quantized = {n.op_type for n in onnx.load(str(tmp_path / "a.onnx")).graph.node
+                 if any(i.endswith("DequantizeLinear_Output") for i in n.input)}
+    assert "Softmax" not in quantized
+    src, conv_calib, _, _ = onnx_models["conv"]
+    info = Q.quantize_onnx(src, tmp_path / "c.onnx", _q("int8_static", calibrate_method="minmax"), conv_calib)
+    assert info["op_types_auto"] == "all" and info["op_types"] == "all"
+    info = Q.quantize_onnx(path, tmp_path / "e.onnx", _q("int8_static", op_types="all", calibrate_method="minmax"), calib)
+    assert "op_types_auto" not in info and info["op_types"] == "all"
