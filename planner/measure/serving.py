@@ -1,15 +1,16 @@
-"""Served latency: a load generator and a dynamic batcher in front of N engine instances, in this process.
+"""Served latency: scheduled arrivals and a dynamic batcher in front of N engine instances, in this process.
 
 What a deployment's users see is not the time of one request on an idle engine but the time from when a request
 *arrives* to when its answer is back, queueing included.  This module measures that:
 
-- arrivals (`arrival_times`): open-loop Poisson at a rate (seeded), or evenly spaced (for tests); or closed loop
-  (`serve_closed`: C clients, each sends its next request when the previous one is answered);
+- arrivals (`arrival_times`): open-loop Poisson at a rate (seeded), or evenly spaced (for tests), read off the clock
+  by idle instances (`_ScheduledServer`: no generator thread); or closed loop (`serve_closed`: C clients, each
+  sends its next request when the previous one is answered, through `Server`'s queue);
 - a dynamic batcher (`Server`) in the manner of Triton's: an idle instance takes the oldest waiting request and
   waits up to ``max_queue_delay_s`` (from that request's arrival in the queue) for more, up to ``max_batch``
   requests, then runs them as one batch;
 - N instances, one thread each, each owning its engine call (its own infer request, session or module);
-- a request's latency is its completion minus its *scheduled* arrival, so a generator that falls behind
+- a request's latency is its completion minus its *scheduled* arrival, so a harness that falls behind
   (the GIL, a busy host) shows up as latency, never as a lighter load (no coordinated omission);
 - warm-up requests (scheduled before ``warmup_s``) are left out of the figures; requests not answered by the
   drain deadline are *dropped* and enter the percentiles at the latency they had reached then (a lower bound);
@@ -18,7 +19,7 @@ What a deployment's users see is not the time of one request on an idle engine b
 
 The instances are given as ``call(k)`` functions that run a batch of ``k`` requests; `engine_calls` makes them
 from a built runtime (`planner.backends.base.Runtime.serving_instances`).  Pure Python threads: the engines
-release the GIL while they compute, the generator and batcher need little of it.
+release the GIL while they compute, the batcher needs little of it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-LATE_MS = 1.0  # a request enqueued more than this after its scheduled arrival counts as sent late
+LATE_MS = 1.0  # a request taken (open loop) or sent (closed loop) more than this late counts as late
 MEETS_ACHIEVED = 0.95  # a rate is sustained when at least this share of it is achieved
 
 
@@ -64,7 +65,7 @@ class ServedStats:
     warmup_requests: int
     completed: int
     dropped: int
-    late: int  # sent more than LATE_MS after their scheduled arrival (the generator fell behind)
+    late: int  # taken (open loop) or sent (closed loop) more than LATE_MS late: the harness fell behind
     achieved_rate: float  # answered requests per second from the first measured arrival to the last answer
     p50_ms: float
     p90_ms: float
@@ -93,13 +94,14 @@ class ServedStats:
 
 
 class _Req:
-    __slots__ = ("idx", "scheduled", "enqueued", "done", "batch", "event")
+    __slots__ = ("idx", "scheduled", "enqueued", "done", "batch", "event", "late")
 
     def __init__(self, idx: int, scheduled: float, enqueued: float, event: threading.Event | None = None):
         self.idx, self.scheduled, self.enqueued = idx, scheduled, enqueued
         self.done: float | None = None
         self.batch = 0
         self.event = event
+        self.late = False  # taken late by the harness (open loop), or enqueued late by a client (closed loop)
 
 
 class Server:
@@ -194,7 +196,7 @@ def _sleep_until(t: float, clock: Callable[[], float]) -> None:
         time.sleep(left if left > 0.002 else left / 2)
 
 
-def _stats(reqs: list[_Req], t0: float, warmup_s: float, end: float, server: Server, *, arrival: str,
+def _stats(reqs: list[_Req], t0: float, warmup_s: float, end: float, server, *, arrival: str,
            rate: float | None, concurrency: int | None, instances: int) -> ServedStats:
     import numpy as np
 
@@ -217,7 +219,7 @@ def _stats(reqs: list[_Req], t0: float, warmup_s: float, end: float, server: Ser
     return ServedStats(
         arrival=arrival, rate=rate, concurrency=concurrency, requests=len(measured),
         warmup_requests=len(reqs) - len(measured), completed=len(done), dropped=dropped,
-        late=sum(1 for r in measured if (r.enqueued - r.scheduled) * 1e3 > LATE_MS),
+        late=sum(1 for r in measured if r.late or (r.enqueued - r.scheduled) * 1e3 > LATE_MS),
         achieved_rate=len(done) / window if len(done) > 1 else 0.0,
         p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(lat.mean()), max_ms=float(lat.max()),
         mean_batch=float(np.mean(sizes)) if sizes else 0.0, seconds=window, max_batch=server.max_batch,
@@ -225,30 +227,93 @@ def _stats(reqs: list[_Req], t0: float, warmup_s: float, end: float, server: Ser
     )
 
 
+class _ScheduledServer:
+    """The open loop's server: its arrivals are known in advance (an open loop sends whatever the server does), so
+    an idle instance reads them off the clock instead of a generator thread putting each on a queue.  Batching as
+    `Server`'s: an idle instance waits for the oldest unanswered request's arrival, then up to ``max_queue_delay_s``
+    more (or until ``max_batch`` requests have arrived), and takes every arrived request up to ``max_batch``.  The
+    Python work per request is a list write, so the harness keeps up with tens of thousands of requests a second
+    (a generator thread handing over each request fell behind at a few thousand).  A batch taken more than
+    `LATE_MS` after the moment its instance meant to take it counts its requests ``late``: the harness (the GIL, a
+    busy host) woke late, and that shows as latency, never as a lighter load."""
+
+    def __init__(self, calls, sched: list[float], max_batch: int, max_queue_delay_s: float, clock, end: float):
+        if max_batch < 1 or max_queue_delay_s < 0:
+            raise ValueError(f"max_batch must be >= 1 and max_queue_delay_s >= 0 (got {max_batch}, {max_queue_delay_s})")
+        self.sched, self.max_batch, self.delay, self.clock, self.end = sched, int(max_batch), float(max_queue_delay_s), clock, end
+        n = len(sched)
+        self.done: list[float | None] = [None] * n
+        self.batch = [0] * n
+        self.late = [False] * n
+        self.next = 0  # the oldest request no instance has taken
+        self.lock = threading.Lock()
+        self.batch_sizes: list[int] = []
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._instance, args=(c,), daemon=True, name=f"instance-{i}")
+                        for i, c in enumerate(calls)]
+
+    def run(self) -> None:
+        for t in self.threads:
+            t.start()
+        for t in self.threads:
+            t.join(max(0.0, self.end - self.clock()) + 30.0)
+
+    def _close_time(self, i: int) -> float:
+        """When the batch starting at request ``i`` is taken: ``max_batch`` arrived, or the delay from ``i``'s arrival."""
+        sched, last = self.sched, i + self.max_batch - 1
+        close = sched[i] + self.delay
+        return min(close, sched[last]) if last < len(sched) else close
+
+    def _instance(self, call) -> None:
+        n, sched, clock = len(self.sched), self.sched, self.clock
+        while True:
+            with self.lock:
+                i = self.next
+            if i >= n or self.errors or clock() > self.end:
+                return
+            wake = max(self._close_time(i), clock())
+            _sleep_until(wake, clock)
+            with self.lock:
+                i, now = self.next, clock()
+                if i >= n or sched[i] > now:  # another instance took what this one waited for
+                    continue
+                j = i + 1
+                while j < n and j - i < self.max_batch and sched[j] <= now:
+                    j += 1
+                self.next = j
+            late = (now - wake) * 1e3 > LATE_MS
+            try:
+                call(j - i)
+            except BaseException as e:  # noqa: BLE001 -- the measurement reports it; the requests stay unanswered
+                self.errors.append(e)
+                return
+            t = clock()
+            self.batch_sizes.append(j - i)
+            for k in range(i, j):
+                self.done[k], self.batch[k], self.late[k] = t, j - i, late
+
+
 def serve_open(calls: Sequence[Callable[[int], Any]], arrivals: Sequence[float], *, max_batch: int = 1,
                max_queue_delay_s: float = 0.0, warmup_s: float = 0.0, drain_s: float = 2.0, rate: float | None = None,
                arrival: str = "poisson", clock: Callable[[], float] = time.perf_counter,
                keep: list | None = None) -> ServedStats:
-    """Open loop: send a request at each scheduled offset of ``arrivals`` (s), whatever the server is doing;
-    wait for the answers up to ``drain_s`` after the last arrival; the figures of those scheduled from
-    ``warmup_s`` on.  ``keep``: a list that receives the requests (tests read their times)."""
-    server = Server(calls, max_batch, max_queue_delay_s, clock)
+    """Open loop: a request arrives at each scheduled offset of ``arrivals`` (s), whatever the server is doing
+    (`_ScheduledServer`); answers are waited for up to ``drain_s`` after the last arrival; the figures of those
+    scheduled from ``warmup_s`` on.  ``keep``: a list that receives the requests (tests read their times)."""
+    if not calls:
+        raise ValueError("a server needs at least one instance")
     t0 = clock() + 0.02
-    reqs = []
-    for i, a in enumerate(arrivals):
-        s = t0 + a
-        _sleep_until(s, clock)
-        r = _Req(i, s, clock())
-        reqs.append(r)
-        server.submit(r)
+    sched = [t0 + a for a in arrivals]
     end = t0 + (arrivals[-1] if arrivals else 0.0) + drain_s
-    while clock() < end and any(r.done is None for r in reqs[-64:]) and not server.errors:
-        time.sleep(0.001)
-    while clock() < end and any(r.done is None for r in reqs) and not server.errors:
-        time.sleep(0.002)
-    server.close(drop=True)
+    server = _ScheduledServer(calls, sched, max_batch, max_queue_delay_s, clock, end)
+    server.run()
     if server.errors:
         raise server.errors[0]
+    reqs = []
+    for i, s in enumerate(sched):
+        r = _Req(i, s, s)
+        r.done, r.batch, r.late = server.done[i], server.batch[i], server.late[i]
+        reqs.append(r)
     if keep is not None:
         keep.extend(reqs)
     duration = arrivals[-1] if arrivals else 0.0

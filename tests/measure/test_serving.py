@@ -227,9 +227,9 @@ def test_measure_served_reads_the_traffic_and_the_serving_config():
     assert out["sustained_rate"] == 25 and out["rate_points"][0]["meets"] and not out["rate_points"][1]["meets"]
 
 
-def test_a_late_generator_shows_as_latency_not_as_a_lighter_load(monkeypatch):
-    """The generator is held up 60 ms before sending the third request (a busy host): that request's latency still
-    counts from its scheduled arrival, and it is counted as sent late (coordinated omission would hide both)."""
+def test_a_late_harness_shows_as_latency_not_as_a_lighter_load(monkeypatch):
+    """The harness is held up 60 ms before taking the third request (a busy host): that request's latency still
+    counts from its scheduled arrival, and it is counted as late (coordinated omission would hide both)."""
     import planner.measure.serving as serving
 
     real, n = serving._sleep_until, []
