@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from planner.errors import ConfigError
 
@@ -125,14 +125,13 @@ class MlflowRecorder:
             self.client.log_artifact(self.parent_run_id, str(f))
         return self.parent_run_id
 
-    def close_dangling(self, keep: set[int] = frozenset(), lost: set[int] = frozenset()) -> int:
-        """Mark child runs left RUNNING by an interrupted process as FAILED, except runs of trials in ``keep``
-        (trial numbers still RUNNING in Optuna: live workers, whose run may not yet be linked from the trial).
-
-        Runs of trials in ``lost`` (failed because their process died) are tagged ``worker_lost``, the others
-        ``interrupted``. Runs are matched to trials by their ``planner.trial`` tag, which is set when the run is
-        created: a trial's ``mlflow_run_id`` attribute is written only after that, so matching on it would close
-        a live worker's brand-new run."""
+    def close_dangling(self, left_open: Callable[[int | None], str | None]) -> int:
+        """Mark child runs left RUNNING by a gone worker as FAILED.  ``left_open(trial number)`` (None: a run without
+        one) says, when it is asked, how a RUNNING run of that trial is closed: the ``planner.status`` tag to give it
+        (``worker_lost``, ``interrupted``), or None to leave it to its live worker.  Runs are matched to trials by
+        their ``planner.trial`` tag, set when the run is created (a trial's ``mlflow_run_id`` attribute is written
+        only after that).  The question is asked per run, after the runs were listed: a trial asked, or one finished
+        but still uploading its artifacts, by a live worker while this one started is left alone."""
         n = 0
         for run in self.child_runs():
             if run.info.status != "RUNNING":
@@ -141,9 +140,10 @@ class MlflowRecorder:
                 number = int(run.data.tags.get("planner.trial", ""))
             except ValueError:
                 number = None
-            if number in keep:
+            status = left_open(number)
+            if status is None:
                 continue
-            self.client.set_tag(run.info.run_id, "planner.status", "worker_lost" if number in lost else "interrupted")
+            self.client.set_tag(run.info.run_id, "planner.status", status)
             self.client.set_terminated(run.info.run_id, status="FAILED")
             n += 1
         return n

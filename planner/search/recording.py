@@ -24,9 +24,9 @@ class StudyRecording:
     def parent_run_id(self) -> str | None:
         return self.rec.parent_run_id
 
-    def start(self, running: set[int], failed: set[int]) -> None:
-        """Open (or resume) the parent run with the study's inputs; close runs left open by dead workers (those of
-        ``running`` trials belong to live workers and stay open)."""
+    def start(self, left_open) -> None:
+        """Open (or resume) the parent run with the study's inputs; close runs left open by gone workers
+        (``left_open``: `planner.search.store.StudyStore.left_open`, asked per run)."""
         import yaml
 
         snap = self.study_dir / "inputs"
@@ -52,7 +52,7 @@ class StudyRecording:
         if known != parent:
             self.study.set_user_attr("mlflow_parent_run_id", parent)
         self.study.set_user_attr("mlflow_experiment", self.experiment)
-        self.rec.close_dangling(keep=running, lost=failed)
+        self.rec.close_dangling(left_open)
 
     def trial_started(self, number: int, cfg: TrialConfig) -> str:
         return self.rec.start_trial(number, {**cfg.flat(), "config_key": cfg.key()}, {

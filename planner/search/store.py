@@ -9,6 +9,7 @@ from typing import Any
 
 from planner.search.storage import Heartbeat, pid_alive
 
+UPLOAD_SECONDS = 600.0  # a COMPLETE trial's run still RUNNING this long after it was told lost its worker
 OWNER_GRACE_SECONDS = 10.0  # an asked trial without an owner after this long lost its process (see fail_orphans)
 
 
@@ -79,6 +80,32 @@ class StudyStore:
             fresh = [self.frozen(t.number) for t in left]
             left = [t for t in fresh if t.state == TrialState.RUNNING and t.user_attrs.get("pid") is None]
         return []
+
+    def left_open(self, number: int | None) -> str | None:
+        """How a RUNNING MLflow run of trial ``number`` is closed when a study (re)starts: None while its worker may
+        be alive (the trial RUNNING; or COMPLETE, its worker uploading artifacts, unless its owner on this host is
+        dead or it was told more than `UPLOAD_SECONDS` ago), ``worker_lost`` when the trial was failed (its worker died, or ends the run itself right after),
+        else ``interrupted``.  Read at the moment of asking: a stale list of RUNNING trials closed a live worker's
+        run that finished meanwhile."""
+        import datetime
+
+        from optuna.trial import TrialState
+
+        if number is None:
+            return "interrupted"
+        try:
+            t = self.frozen(number)
+        except Exception:  # noqa: BLE001 -- no such trial (another study's run under this parent)
+            return "interrupted"
+        if t.state in (TrialState.RUNNING, TrialState.WAITING):
+            return None
+        if t.state == TrialState.COMPLETE:
+            pid = t.user_attrs.get("pid")
+            dead = t.user_attrs.get("host") == socket.gethostname() and pid and not pid_alive(int(pid))
+            # on another host: no upload takes this long after the trial was told
+            old = t.datetime_complete is not None and (datetime.datetime.now() - t.datetime_complete).total_seconds() > UPLOAD_SECONDS
+            return "interrupted" if dead or old else None
+        return "worker_lost" if t.state == TrialState.FAIL else "interrupted"
 
     def fail_stale(self) -> list[str]:
         """Fail the trials of workers that stopped beating (died elsewhere); the MLflow run ids they had."""

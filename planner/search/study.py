@@ -194,7 +194,7 @@ class Optimizer:
         self.install_reference()
         store = StudyStore(study, storage)
         recording = self.recording(study, rec)
-        recording.start(running=store.numbers("RUNNING"), failed=store.numbers("FAIL"))
+        recording.start(store.left_open)
         total = self.opts.trials
         if self.opts.study_trials is not None:
             total = min(total, max(0, self.opts.study_trials - study_progress(study)[0]))

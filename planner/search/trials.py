@@ -61,16 +61,20 @@ class Trials:
             self.fail_stale()
         self.seen.update(self.store.seen())  # configs other workers measured meanwhile are not measured again
         trial = study.ask()
-        trial.set_user_attr("host", socket.gethostname())  # the owner first: a resume fails a dead owner's trial
-        trial.set_user_attr("pid", os.getpid())
-        if opt.opts.study_trials is not None:
-            finished, running = study_progress(study, before=trial.number)
-            if finished + running >= opt.opts.study_trials:  # lost the race for the last slot: give it back
-                trial.set_user_attr("surplus", True)
-                study.tell(trial, state=TrialState.PRUNED)
-                return None
+        # its first beat, then its owner, before anything else: a worker killed after the ask leaves a trial other
+        # workers fail once its beats stop, and a resume on this host fails once its owner is dead (or, killed
+        # before the owner was written, once it is `OWNER_GRACE_SECONDS` old: `StudyStore.fail_orphans`)
         beat = self.store.heartbeat(trial)
         try:
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
+            if opt.opts.study_trials is not None:
+                finished, running = study_progress(study, before=trial.number)
+                if finished + running >= opt.opts.study_trials:  # lost the race for the last slot: give it back
+                    beat.__exit__()
+                    trial.set_user_attr("surplus", True)
+                    study.tell(trial, state=TrialState.PRUNED)
+                    return None
             return self._start(trial, beat, inflight_keys)
         except BaseException as e:  # a planner bug or Ctrl-C: never leave the Optuna trial RUNNING
             beat.__exit__()

@@ -1,5 +1,8 @@
 """--study-trials: which trials count toward a shared study's goal (real Optuna storage)."""
 
+import subprocess
+import sys
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -45,19 +48,39 @@ def test_before_counts_only_earlier_trials(study):
 
 
 def test_dangling_runs_are_closed_as_lost_or_interrupted_and_live_ones_kept(tmp_path):
-    """Real MLflow (sqlite): runs of live trials stay RUNNING, matched by trial number (a live worker's new run
-    is not yet linked from its trial); a run whose Optuna trial was failed because its worker died is tagged
-    worker_lost; any other run left RUNNING is tagged interrupted."""
-    from planner.record.mlflow import MlflowRecorder
+    """Real MLflow and Optuna (sqlite): a run is closed by what its trial is when it is asked, not by a list read
+    earlier: RUNNING trials keep their runs; a COMPLETE trial whose owner lives keeps its run (its worker is
+    uploading the artifacts: closing it lost a finished trial's run in the 3-worker test), one whose owner on this
+    host is dead is interrupted; a failed trial's run is worker_lost; a run of no trial is interrupted."""
+    import os
+    import socket
 
+    from planner.record.mlflow import MlflowRecorder
+    from planner.search.storage import make_storage
+    from planner.search.store import StudyStore
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    study = optuna.create_study(storage=storage, study_name="s", directions=["minimize"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for state, pid in ((TrialState.RUNNING, os.getpid()), (TrialState.FAIL, dead.pid),
+                       (TrialState.COMPLETE, os.getpid()), (TrialState.COMPLETE, dead.pid)):
+        t = study.ask()
+        t.set_user_attr("host", socket.gethostname())
+        t.set_user_attr("pid", pid)
+        if state == TrialState.COMPLETE:
+            study.tell(t, 1.0)
+        elif state == TrialState.FAIL:
+            study.tell(t, state=TrialState.FAIL)
     rec = MlflowRecorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "planner/t", tmp_path / "artifacts")
     rec.start_study("s", None, {}, {})
-    live, lost, other = (rec.start_trial(i, {}, {}) for i in range(3))
-    assert rec.close_dangling(keep={0}, lost={1}) == 2  # trial numbers, as tagged at run creation
+    running, lost, uploading, orphaned, stray = (rec.start_trial(i, {}, {}) for i in range(5))  # 4: no such trial
+    assert rec.close_dangling(StudyStore(study, storage).left_open) == 3
     runs = {r.info.run_id: r for r in rec.child_runs()}
-    assert runs[live].info.status == "RUNNING"
+    assert runs[running].info.status == runs[uploading].info.status == "RUNNING"
     assert (runs[lost].info.status, runs[lost].data.tags["planner.status"]) == ("FAILED", "worker_lost")
-    assert (runs[other].info.status, runs[other].data.tags["planner.status"]) == ("FAILED", "interrupted")
+    for r in (orphaned, stray):
+        assert (runs[r].info.status, runs[r].data.tags["planner.status"]) == ("FAILED", "interrupted")
 
 
 def test_grid_sampling_survives_a_surplus_trial_without_params():
