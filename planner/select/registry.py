@@ -257,8 +257,9 @@ def closest_served_lines(conf: dict[str, Any], study) -> list[str]:
         label = t.user_attrs.get("label", "") if t is not None else ""
         rate = ((t.user_attrs.get("metrics") or {}).get("sustained_rate") if t is not None else None)
         kept = "" if c.get("served_rate_kept", True) else ", the rate not kept"
-        out.append(f"- #{n} {label}: served {pct} {_ms(c['latency_ms'])}{kept}"
-                   + (f"; within the SLO up to {rate:.4g} req/s" if isinstance(rate, (int, float)) else ""))
+        within = ("" if not isinstance(rate, (int, float)) else
+                  f"; within the SLO up to {rate:.4g} req/s" if rate > 0 else "; within the SLO at no measured rate")
+        out.append(f"- #{n} {label}: served {pct} {_ms(c['latency_ms'])}{kept}{within}")
     out += ["", "Lower the traffic's rate to what the closest sustains, raise its `slo_ms`, or widen the space "
                 "(more instances, batching, cheaper precisions)."]
     return out
