@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.config import DistillConfig, PruneConfig, QuantConfig, ServingConfig, TrialConfig, freeze_options
 from planner.errors import ConfigError, did_you_mean
-from planner.schemes import STRUCTURED_PRUNE_METHODS
+from planner.schemes import SCHEMES, STRUCTURED_PRUNE_METHODS
 from planner.yamlio import read_yaml, validate
 
 Scalar = Union[bool, int, float, str]
@@ -133,7 +133,8 @@ BEST = "best"  # a seed's backend: the host's best engine (`planner.backends.reg
 
 class Seed(BaseModel):
     """A deployment the study measures first, before the sampler explores: known-good points (an Olive-style
-    recipe) that a short budget must not miss.  Unnamed dimensions are left to the sampler."""
+    recipe) that a short budget must not miss.  Backend and scheme options it leaves open take the engine's and the
+    scheme's own defaults (where the space's values include them); other unnamed dimensions are left to the sampler."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     backend: str = Field(description=f"a backend of the space, or {BEST!r}: the host's best engine the study can use "
@@ -346,22 +347,27 @@ def ordered_seeds(space: SearchSpace) -> list[tuple[int, Seed]]:
 
 
 def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backends: list[str]) -> tuple[dict | None, str]:
-    """The Optuna params that make `sample` draw ``seed`` (what it leaves open, the sampler fills in),
-    or None and why the seed cannot run with this target/model.  A `best` seed takes the first engine of
-    `planner.backends.registry.BEST_ENGINES` among ``backends``, with that engine's own option defaults where the
-    space searches them (and has the default among its values; other options are left to the sampler)."""
+    """The Optuna params that make `sample` draw ``seed``, or None and why the seed cannot run with this
+    target/model.  A `best` seed takes the first engine of `planner.backends.registry.BEST_ENGINES` among
+    ``backends``.  Backend and scheme options the seed leaves open take the engine's and the scheme's own defaults
+    where the space searches them and has the default among its values; the rest it leaves open (batch size,
+    pruning, distillation, serving) the sampler fills in."""
     import planner.backends.registry as registry
 
-    backend, options = seed.backend, dict(seed.options)
+    backend = seed.backend
     if backend == BEST:
         backend = registry.best_engine(target.device.kind, backends)
         if backend is None:
             return None, (f"no engine of the host's best ({', '.join(registry.BEST_ENGINES.get(target.device.kind, ()))}) "
                           f"is usable here")
-        defaults = registry.get(backend).resolve_options({})
-        options = {k: defaults[k] for k, p in space.backends[backend].items() if k in defaults and _in(p, defaults[k])}
     elif backend not in backends:
         return None, f"backend {backend} is not usable here"
+    # what a seed leaves open of its engine, it takes at the engine's own defaults: a seed stands for a deployment a
+    # user of that engine would run (digits-cnn: ONNX Runtime's seed drew graph_optimization_level 'basic' and timed
+    # 40 us where the default 'all' takes 24 us, experiments/results/budget-2026-12-06-*)
+    defaults = registry.get(backend).resolve_options({})
+    options = {k: defaults[k] for k, p in space.backends[backend].items() if k in defaults and _in(p, defaults[k])}
+    options.update(seed.options)
     params: dict[str, Any] = {"backend": backend}
     params.update({f"{backend}.{k}": v for k, v in options.items()})
     if seed.batch_size is not None:
@@ -379,7 +385,11 @@ def seed_params(seed: Seed, space: SearchSpace, target, model_format: str, backe
                               f"lacks (its precisions: {', '.join(target.precisions)})")
             return None, f"{backend} cannot run {seed.quant} on target '{target.name}'"
         params[f"{backend}.quant"] = seed.quant
-        params.update({f"quant.{seed.quant}.{k}": v for k, v in seed.quant_options.items()})
+        qdefaults = {k: vals[0] for k, vals in SCHEMES[seed.quant].options.items()} if seed.quant in SCHEMES else {}
+        qopts = {k: qdefaults[k] for k, p in space.quantize.options.get(seed.quant, {}).items()
+                 if k in qdefaults and _in(p, qdefaults[k])}
+        qopts.update(seed.quant_options)
+        params.update({f"quant.{seed.quant}.{k}": v for k, v in qopts.items()})
     if seed.prune or seed.distill:
         if model_format != "torch" and seed.prune.get("method", "none") != "none":
             return None, "pruning needs a PyTorch model"

@@ -155,10 +155,34 @@ def test_seed_params_rebuild_the_seeded_config(fast_target):
                 quant="int8_dynamic", quant_options={"op_types": "matmul"}, batch_size=8,
                 prune={"method": "l1", "ratio": 0.3, "round_to": 8})
     params, why = seed_params(seed, space, fast_target, "torch", backends)
-    cfg = rebuild({**params, "onnxruntime.execution_mode": "sequential"}, space, fast_target, "torch")
+    cfg = rebuild(params, space, fast_target, "torch")
     assert (cfg.backend, cfg.batch_size, cfg.quant.scheme, cfg.prune.method, cfg.prune.ratio) == ("onnxruntime", 8, "int8_dynamic", "l1", 0.3)
     assert cfg.options()["graph_optimization_level"] == "all"
+    # what the seed leaves open of its engine and scheme it runs at their defaults, not at a sampled value
+    assert params["onnxruntime.execution_mode"] == "sequential"
+    assert cfg.options()["execution_mode"] == "sequential"
+    assert cfg.quant.opts()["op_types"] == "matmul"
     assert seed_params(seed, space, fast_target, "onnx", backends) == (None, "pruning needs a PyTorch model")
+
+
+def test_a_seed_runs_the_engine_and_scheme_defaults_it_leaves_open(fast_target):
+    """A seed left open on an option takes the engine's (scheme's) default where the space can sample it; a value it
+    names wins; a default the space does not offer stays the sampler's."""
+    from planner.space import Seed, SearchSpace, seed_params
+
+    space = SearchSpace.model_validate({
+        "name": "s", "backends": {"onnxruntime": {"graph_optimization_level": ["basic", "all"],
+                                                  "execution_mode": ["parallel"]}},
+        "quantize": {"schemes": ["none", "int8_static"],
+                     "options": {"int8_static": {"calibrate_method": ["entropy", "minmax"], "activation_type": ["u8"]}}}})
+    params, _ = seed_params(Seed(backend="onnxruntime", quant="int8_static"), space, fast_target, "onnx", ["onnxruntime"])
+    assert params["onnxruntime.graph_optimization_level"] == "all"  # ONNX Runtime's default
+    assert "onnxruntime.execution_mode" not in params  # its default (sequential) is not among the space's values
+    assert params["quant.int8_static.calibrate_method"] == "minmax"  # the scheme's default
+    assert "quant.int8_static.activation_type" not in params  # s8 is the default; the space offers u8 only
+    named, _ = seed_params(Seed(backend="onnxruntime", options={"graph_optimization_level": "basic"}, quant="int8_static",
+                                quant_options={"calibrate_method": "entropy"}), space, fast_target, "onnx", ["onnxruntime"])
+    assert (named["onnxruntime.graph_optimization_level"], named["quant.int8_static.calibrate_method"]) == ("basic", "entropy")
 
 
 CPU_SPACES = ("default", "cnn", "transformer")
