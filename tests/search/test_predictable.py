@@ -163,7 +163,7 @@ def test_the_batch_1_seed_resolves_to_the_best_engine_the_target_allows():
     no_ov = cpu.model_copy(update={"backends": [b for b in cpu.backends if b != "openvino"]})
     for name in ("default", "cnn", "transformer"):
         space = load_space(name)
-        (best,) = [s for s in space.seeds if s.backend == "best"]
+        (best,) = [s for s in space.seeds if s.backend == "best" and s.batch_size == 1]
         backends, _ = usable_backends(space, no_ov, "torch")
         params, why = seed_params(best, space, no_ov, "torch", backends)
         assert params is not None, why
