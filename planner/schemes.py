@@ -64,6 +64,9 @@ class Scheme:
     # option -> valid values; the first value is the default
     options: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     calibrated: bool = False  # activation scales come from calibration data
+    # option -> its values from least to most lossy, where that order holds whatever the model (planner.search.
+    # feasibility: a quantization that lost far too much covers the same one with options no less lossy)
+    lossier: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 SCHEMES: dict[str, Scheme] = {
@@ -75,7 +78,8 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("int8_dynamic", "int8", ("cpu", "cuda"), "int8 weights, activations quantized at run time",
                ("torch", "onnx"),
                {"op_types": ("matmul", "all"), "weight_type": ("s8", "u8"), "per_channel": _BOOL,
-                "reduce_range": _REDUCE}),
+                "reduce_range": _REDUCE},
+               lossier={"op_types": ("matmul", "all"), "per_channel": (True, False)}),
         Scheme("int8_static", "int8", ("cpu", "cuda"), "int8 weights and activations, calibrated (QDQ)", ("onnx",),
                # op_types auto: matmul on a graph with attention (Softmax), else all (planner.transforms.quantize)
                {"op_types": ("auto", "all", "matmul"), "activation_type": ("s8", "u8"), "weight_type": ("s8", "u8"),
@@ -95,13 +99,15 @@ SCHEMES: dict[str, Scheme] = {
                 "subset_size": (300, 64, 128, 512),  # calibration samples; 300 is NNCF's default
                 # NNCF accuracy control: layers go back to float until the label accuracy drop is within the bound
                 "accuracy_control": _BOOL},
-               calibrated=True),
+               calibrated=True,
+               lossier={"per_channel": (True, False), "fallback_layers": (8, 4, 2, 1, 0)}),
         Scheme("int8_weight_only", "int8", ("cpu", "cuda"), "int8 weights, float compute", ("torch",)),
         # torch: CPU only (planner.transforms.int4; `Backend.scheme_devices`); ONNX Runtime: MatMulNBits, CPU and CUDA
         Scheme("int4_weight_only", "int4", ("cpu", "cuda"), "int4 weights (grouped), float compute", ("torch", "onnx"),
                # symmetric: NNCF's INT4_SYM (True) or INT4_ASYM (a zero point per group), openvino only; torch's int4
                # layout is asymmetric and ONNX Runtime's MatMulNBits symmetric, both fixed
-               {"group_size": INT4_GROUP_SIZES, "symmetric": (True, False)}),
+               {"group_size": INT4_GROUP_SIZES, "symmetric": (True, False)},
+               lossier={"group_size": tuple(sorted(INT4_GROUP_SIZES))}),  # fewer scales per weight: lossier
         # float8 E4M3 Q/DQ (calibrated, ORT's distribution method): for TensorRT on sm_89+ GPUs
         Scheme("fp8", "fp8", ("cuda",), "float8 weights and activations", ("onnx",),
                # matmul first: with every op quantized ("all"), ONNX Runtime's CPU reference gave a tiny MLP 0.48

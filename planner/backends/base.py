@@ -159,6 +159,10 @@ class Backend(ABC):
     # all of them.  Only these are sampled, so a label never shows an option the engine ignored.
     scheme_options: ClassVar[dict[str, tuple[str, ...]]] = {}
     accepts_onnx: ClassVar[bool] = False  # a torch-input backend that can also import ONNX files
+    # who quantizes its models, when backends share one implementation (the same scheme and options give the same
+    # quantized model, e.g. "torch": planner's torch transforms); None: its own.  The search's hopeless rule
+    # (planner.search.feasibility) carries a quantization's loss across the backends that share it
+    quantizer: ClassVar[str | None] = None
     # its options: the one declaration (a `BackendOptions` subclass; none by default)
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     # derived from `Options` (never written by hand): option name -> its choices (tuple, default first) or its type

@@ -14,6 +14,10 @@ Three parts:
   <= s distillation steps and a precision at least as lossy as p: pruning more, training less and quantizing
   more do not win back a loss that large.  Such a candidate is told to Optuna as PRUNED with the covering
   trial's quality violation as its constraint (so TPE learns the region too) and costs no trial of --trials.
+  A quantized trial of the *unpruned* model that lost that much covers the candidates quantized the same way:
+  the same scheme through the same quantizer (`Backend.quantizer`: torch and torch.compile share planner's torch
+  transforms), its options no less lossy (`Scheme.lossier`: a larger int4 group, per-tensor scales), any pruning
+  on top.  The sampler cannot learn this alone: a scheme is a parameter per backend (``{backend}.quant``).
 * Slow regions: trials cut by the early exit (`FailReason.EARLY_EXIT`: many times slower than the best at their
   batch size) with the same backend, quantization scheme, batch size and decisive options (`region`: tuning, compile
   mode, execution provider, declared on the backend's options).  Once `SLOW_CUTS` of them were cut, a candidate of
@@ -51,8 +55,8 @@ class Evidence:
 
 
 def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTOR) -> list[Evidence]:
-    """The pruned trials among ``trials`` (Optuna FrozenTrials) whose measured quality loss was at least
-    ``factor`` x ``bound``: COMPLETE trials measured by this study (not duplicates, not skipped), and trials a
+    """The pruned or quantized trials among ``trials`` (Optuna FrozenTrials) whose measured quality loss was at
+    least ``factor`` x ``bound``: COMPLETE trials measured by this study (not duplicates, not skipped), and trials a
     staged distillation stopped (user attr ``distill_stopped``: the loss at the steps it reached)."""
     out: list[Evidence] = []
     for t in trials:
@@ -69,7 +73,7 @@ def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTO
         if loss is None or not (loss > bound and loss >= factor * bound):
             continue
         cfg = TrialConfig.from_dict(a["config"])
-        if not cfg.prune.active:
+        if not cfg.prune.active and cfg.quant.scheme == "none":  # fp32 far off: the engine's numbers, not a region
             continue
         if stopped:  # what was shown is the loss at the steps reached, not at the steps asked
             from dataclasses import replace
@@ -81,6 +85,8 @@ def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTO
 
 def covers(e: Evidence, cfg: TrialConfig) -> bool:
     """Whether measured ``e`` shows that ``cfg`` cannot be within the bound either."""
+    if not e.config.prune.active:  # the quantization alone lost it: the same quantization, pruned or not
+        return same_quantization_or_lossier(cfg, e.config)
     if not cfg.prune.active or cfg.prune.method != e.config.prune.method:
         return False
     if cfg.prune.ratio < e.config.prune.ratio or cfg.prune.round_to > e.config.prune.round_to:
@@ -88,6 +94,56 @@ def covers(e: Evidence, cfg: TrialConfig) -> bool:
     if cfg.distill.steps > e.config.distill.steps:
         return False
     return PRECISION_RANK.get(cfg.precision, 0) >= PRECISION_RANK.get(e.config.precision, 0)
+
+
+def quantizer(backend: str) -> str:
+    """Who quantizes for ``backend`` (`Backend.quantizer`, else the backend itself)."""
+    import planner.backends.registry as registry
+
+    try:
+        return registry.get(backend).quantizer or backend
+    except Exception:  # noqa: BLE001 -- a backend this run does not know shares nothing
+        return backend
+
+
+def same_quantization_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
+    """``cfg`` quantizes as ``seen`` did, or more lossily: the same scheme through the same quantizer, each option
+    the quantizer acts on equal or, where the scheme orders its values (`Scheme.lossier`), no less lossy."""
+    from planner.schemes import SCHEMES
+
+    scheme = cfg.quant.scheme
+    if scheme == "none" or scheme != seen.quant.scheme or quantizer(cfg.backend) != quantizer(seen.backend):
+        return False
+    spec = SCHEMES.get(scheme)
+    if spec is None:
+        return cfg.quant.opts() == seen.quant.opts()
+    import planner.backends.registry as registry
+
+    try:
+        honours = registry.get(cfg.backend).honours
+    except Exception:  # noqa: BLE001
+        honours = lambda s, k: True  # noqa: E731
+    defaults = {k: vals[0] for k, vals in spec.options.items()}
+    mine, theirs = {**defaults, **cfg.quant.opts()}, {**defaults, **seen.quant.opts()}
+    for k in set(mine) | set(theirs):
+        if not honours(scheme, k):
+            continue
+        a, b = mine.get(k), theirs.get(k)
+        order = spec.lossier.get(k)
+        if order and a in order and b in order:
+            if order.index(a) < order.index(b):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def explain(e: Evidence, bound: float) -> str:
+    """Why ``e`` makes a candidate hopeless, for the skip message."""
+    lost = f"hopeless: trial {e.number} ({e.config.describe()}) lost {e.loss:.3g} against the bound {bound:.3g}"
+    if not e.config.prune.active:
+        return lost + " with the same quantization and no less lossy options"
+    return lost + " with less pruning, at least as many distillation steps and no lossier precision"
 
 
 def hopeless(cfg: TrialConfig, known: list[Evidence]) -> Evidence | None:

@@ -170,7 +170,7 @@ class Trials:
             return None
         from optuna.trial import TrialState
 
-        from planner.search.feasibility import evidence, hopeless, slow, slow_cuts
+        from planner.search.feasibility import evidence, explain, hopeless, slow, slow_cuts
 
         cut = slow(cfg, slow_cuts(self.store.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))))
         if cut:
@@ -182,7 +182,7 @@ class Trials:
             trial.set_user_attr("skip_message", msg)
             trial.set_constraint("early_exit", 1.0)  # a region the sampler should leave
             return TrialOutcome(trial.number, cfg, "skipped", reason="hopeless", message=msg)
-        if not cfg.prune.active:
+        if not cfg.prune.active and cfg.quant.scheme == "none":
             return None
 
         bound = self.opt.target.constraints.max_quality_loss
@@ -190,8 +190,7 @@ class Trials:
         e = hopeless(cfg, known)
         if e is None:
             return None
-        msg = (f"hopeless: trial {e.number} ({e.config.describe()}) lost {e.loss:.3g} against the bound {bound:.3g} "
-               "with less pruning, at least as many distillation steps and no lossier precision")
+        msg = explain(e, bound)
         trial.set_user_attr("hopeless_like", e.number)
         trial.set_user_attr("skip_reason", "hopeless")
         trial.set_user_attr("skip_message", msg)

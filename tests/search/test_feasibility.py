@@ -4,7 +4,7 @@ measured trial already showed hopeless is not measured again (real Optuna storag
 import optuna
 import pytest
 from optuna.trial import TrialState
-from support import fake_backend_files, run_cli
+from support import DATA, fake_backend_files, run_cli
 
 from planner.config import DistillConfig, PruneConfig, QuantConfig, TrialConfig
 from planner.paths import Home
@@ -62,6 +62,37 @@ def test_what_a_hopeless_trial_covers():
     assert hopeless(_cfg(ratio=0.6), [q, e]) == e
 
 
+def _q(backend, scheme, ratio=0.0, method="none", **opts):
+    return TrialConfig(backend=backend, batch_size=1, prune=PruneConfig(method, ratio, 8 if ratio else 1),
+                       quant=QuantConfig(scheme, tuple(sorted(opts.items()))))
+
+
+def test_a_quantization_that_lost_far_too_much_covers_the_same_quantization():
+    """An unpruned int4 trial far above the bound covers int4 through the same quantizer (torch and torch.compile
+    share planner's torch transforms) with a group no smaller, pruned or not; not another quantizer (ONNX Runtime's
+    MatMulNBits, NNCF), a smaller group, another scheme or fp32.  Per-tensor int8 is lossier than per-channel."""
+    e = Evidence(5, _q("torch", "int4_weight_only", group_size=32), loss=0.03)
+    assert covers(e, _q("torch", "int4_weight_only", group_size=32))
+    assert covers(e, _q("torch_compile", "int4_weight_only", group_size=128))  # same quantizer, coarser groups
+    assert covers(e, _q("torch_compile", "int4_weight_only", 0.3, "l1", group_size=32))  # pruned on top
+    assert not covers(e, _q("onnxruntime", "int4_weight_only", group_size=32))  # another quantizer
+    assert not covers(e, _q("openvino", "int4_weight_only", group_size=128))
+    assert not covers(e, _q("torch", "int8_dynamic"))  # another scheme
+    finer = Evidence(6, _q("torch", "int4_weight_only", group_size=128), loss=0.06)
+    assert not covers(finer, _q("torch_compile", "int4_weight_only", group_size=32))  # finer groups may make it
+    assert not covers(e, _q("torch", "none"))
+    per_tensor = Evidence(7, _q("torch_compile", "int8_dynamic", per_channel=False), loss=0.06)
+    assert covers(per_tensor, _q("torch", "int8_dynamic", per_channel=False))
+    assert not covers(per_tensor, _q("torch", "int8_dynamic", per_channel=True))
+    per_channel = Evidence(8, _q("torch", "int8_dynamic", per_channel=True), loss=0.06)
+    assert covers(per_channel, _q("torch_compile", "int8_dynamic", per_channel=False))
+    # NNCF's options the torch quantizer does not act on play no part; OpenVINO's own do
+    nncf = Evidence(9, _q("openvino", "int8_static", preset="mixed"), loss=0.5)
+    assert covers(nncf, _q("openvino", "int8_static", preset="mixed", fallback_layers=0))
+    assert not covers(nncf, _q("openvino", "int8_static", preset="performance"))
+    assert not covers(nncf, _q("openvino", "int8_static", preset="mixed", fallback_layers=2))  # fewer layers int8
+
+
 def test_evidence_is_measured_pruned_trials_far_above_the_bound(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", directions=["minimize", "minimize"])
 
@@ -75,12 +106,14 @@ def test_evidence_is_measured_pruned_trials_far_above_the_bound(tmp_path):
 
     add(_cfg(ratio=0.3), 0.5)                       # 0 far above 0.05: evidence
     add(_cfg(ratio=0.2), 0.08)                      # 1 above, not far above: may yet be reached with training
-    add(_cfg(ratio=0.0, method="none"), 0.5)        # 2 not pruned
+    add(_cfg(ratio=0.0, method="none"), 0.5)        # 2 neither pruned nor quantized: the engine's numbers
     add(_cfg(ratio=0.4), 0.5, duplicate_of=0)       # 3 a duplicate shows nothing new
     add(_cfg(ratio=0.3, steps=1000), None, TrialState.PRUNED,
         distill_stopped={"steps": 300, "quality_loss": 0.4})  # 4 a staged distillation stopped at 300 steps
+    add(_cfg(ratio=0.0, method="none", scheme="int8_dynamic"), 0.2)  # 5 a quantization far above
+    add(_cfg(ratio=0.0, method="none", scheme="int8_dynamic"), 0.06)  # 6 above, not far above
     got = evidence(study.get_trials(deepcopy=False), 0.05)
-    assert [e.number for e in got] == [0, 4]
+    assert [e.number for e in got] == [0, 4, 5]
     assert got[1].config.distill.steps == 300
 
 
@@ -205,3 +238,45 @@ def test_a_decisive_option_starts_another_slow_region(tmp_path):
     assert region(tvm()) == region(tvm(threads=2)) == region(tvm(tuning_trials=0))  # defaults resolved
     assert slow(tvm(), cuts) == [0, 1]
     assert slow(tvm(tuning_trials=64), cuts) == []
+
+
+QUANT_SPACE = """\
+name: quant-hopeless
+batch_size: [1]
+backends:
+  torch: {}
+  torch_compile: {mode: [default], freezing: [false]}
+  onnxruntime: {}
+quantize:
+  schemes: [int8_dynamic]
+  options:
+    int8_dynamic: {per_channel: [true, false], op_types: [matmul]}
+seeds:
+  - {backend: torch, quant: int8_dynamic, quant_options: {per_channel: true}}
+"""
+
+
+def test_a_quantization_far_above_the_bound_is_not_tried_on_the_engines_that_share_it(tmp_path):
+    """A bound no int8 can meet: the seed (torch, per-channel int8) misses it far; torch.compile's int8 (the same
+    torch quantizer) and per-tensor int8 are skipped as hopeless naming the seed, without a worker; ONNX Runtime's
+    int8 (its own quantizer) is still measured."""
+    space = tmp_path / "space.yaml"
+    space.write_text(QUANT_SPACE)
+    target = tmp_path / "target.yaml"
+    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("max_quality_loss: 0.05", "max_quality_loss: 1.0e-9"))
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "3",
+                "--sampler", "random", "--seed", "1", "--eval-samples", "8", "--study", "qh", "--confirm", "0",
+                "--home", home.root)
+    assert r.returncode == 0, r.stderr + r.stdout
+    trials = optuna.load_study(study_name="qh", storage=home.optuna_url).get_trials(deepcopy=False)
+    seed = trials[0]
+    assert seed.user_attrs["metrics"]["quality_loss"] > 2e-9 and seed.constraints["quality"] > 0
+    measured = {t.user_attrs["config"]["backend"] for t in trials
+                if t.state == TrialState.COMPLETE and t.user_attrs.get("duplicate_of") is None}
+    assert measured == {"torch", "onnxruntime"}, measured
+    skipped = [t for t in trials if t.user_attrs.get("hopeless_like") is not None]
+    assert skipped and all(t.user_attrs["hopeless_like"] == 0 and t.state == TrialState.PRUNED for t in skipped)
+    assert {t.user_attrs["config"]["backend"] for t in skipped} <= {"torch", "torch_compile"}
+    assert any(t.user_attrs["config"]["backend"] == "torch_compile" for t in skipped)
+    assert "same quantization" in skipped[0].user_attrs["skip_message"]
