@@ -108,11 +108,14 @@ def quantizer(backend: str) -> str:
 
 def same_quantization_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
     """``cfg`` quantizes as ``seen`` did, or more lossily: the same scheme through the same quantizer, each option
-    the quantizer acts on equal or, where the scheme orders its values (`Scheme.lossier`), no less lossy."""
+    the quantizer acts on equal or, where the scheme orders its values (`Scheme.lossier`), no less lossy; on the
+    same backend, its decisive options equal too (llama.cpp's int4 type is one: a backend option that quantizes)."""
     from planner.schemes import SCHEMES
 
     scheme = cfg.quant.scheme
     if scheme == "none" or scheme != seen.quant.scheme or quantizer(cfg.backend) != quantizer(seen.backend):
+        return False
+    if cfg.backend == seen.backend and _decisive(cfg) != _decisive(seen):  # e.g. llama.cpp's int4 type
         return False
     spec = SCHEMES.get(scheme)
     if spec is None:
@@ -168,6 +171,10 @@ def slow_cuts(trials: Iterable[Any]) -> list[tuple[int, TrialConfig]]:
         if a.get("fail_reason") == "early_exit" and "config" in a and a.get("duplicate_of") is None:
             out.append((t.number, TrialConfig.from_dict(a["config"])))
     return out
+
+
+def _decisive(cfg: TrialConfig) -> tuple:
+    return region(cfg)[3]
 
 
 def region(cfg: TrialConfig) -> tuple:

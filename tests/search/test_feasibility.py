@@ -91,6 +91,13 @@ def test_a_quantization_that_lost_far_too_much_covers_the_same_quantization():
     assert covers(nncf, _q("openvino", "int8_static", preset="mixed", fallback_layers=0))
     assert not covers(nncf, _q("openvino", "int8_static", preset="performance"))
     assert not covers(nncf, _q("openvino", "int8_static", preset="mixed", fallback_layers=2))  # fewer layers int8
+    # on one backend, a decisive option that quantizes (llama.cpp's int4 type) must match
+    q4_0 = Evidence(10, TrialConfig(backend="llamacpp", batch_size=1, backend_options=(("int4_type", "Q4_0"),),
+                                    quant=QuantConfig("int4_weight_only")), loss=0.5)
+    assert covers(q4_0, TrialConfig(backend="llamacpp", batch_size=1, backend_options=(("int4_type", "Q4_0"),),
+                                    quant=QuantConfig("int4_weight_only")))
+    assert not covers(q4_0, TrialConfig(backend="llamacpp", batch_size=1, backend_options=(("int4_type", "Q4_K_M"),),
+                                        quant=QuantConfig("int4_weight_only")))
 
 
 def test_evidence_is_measured_pruned_trials_far_above_the_bound(tmp_path):
