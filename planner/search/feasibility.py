@@ -108,14 +108,16 @@ def quantizer(backend: str) -> str:
 
 def same_quantization_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
     """``cfg`` quantizes as ``seen`` did, or more lossily: the same scheme through the same quantizer, each option
-    the quantizer acts on equal or, where the scheme orders its values (`Scheme.lossier`), no less lossy; on the
-    same backend, its decisive options equal too (llama.cpp's int4 type is one: a backend option that quantizes)."""
+    the quantizer acts on equal or, where the scheme orders its values (`Scheme.lossier`), no less lossy; on a
+    backend that quantizes by itself (no shared `Backend.quantizer`), its decisive options equal too (llama.cpp's
+    int4 type is one: a backend option that quantizes)."""
     from planner.schemes import SCHEMES
 
     scheme = cfg.quant.scheme
     if scheme == "none" or scheme != seen.quant.scheme or quantizer(cfg.backend) != quantizer(seen.backend):
         return False
-    if cfg.backend == seen.backend and _decisive(cfg) != _decisive(seen):  # e.g. llama.cpp's int4 type
+    own = quantizer(cfg.backend) == cfg.backend  # a backend quantizing by itself: its options may quantize
+    if own and cfg.backend == seen.backend and _decisive(cfg) != _decisive(seen):  # e.g. llama.cpp's int4 type
         return False
     spec = SCHEMES.get(scheme)
     if spec is None:

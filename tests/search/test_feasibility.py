@@ -84,6 +84,11 @@ def test_a_quantization_that_lost_far_too_much_covers_the_same_quantization():
     per_tensor = Evidence(7, _q("torch_compile", "int8_dynamic", per_channel=False), loss=0.06)
     assert covers(per_tensor, _q("torch", "int8_dynamic", per_channel=False))
     assert not covers(per_tensor, _q("torch", "int8_dynamic", per_channel=True))
+    compiled = Evidence(11, TrialConfig(backend="torch_compile", batch_size=1, backend_options=(("mode", "default"),),
+                                        quant=QuantConfig("int8_dynamic", (("per_channel", True),))), loss=0.06)
+    assert covers(compiled, TrialConfig(backend="torch_compile", batch_size=1,  # a shared quantizer: modes do not quantize
+                                        backend_options=(("mode", "max-autotune-no-cudagraphs"),),
+                                        quant=QuantConfig("int8_dynamic", (("per_channel", True),))))
     per_channel = Evidence(8, _q("torch", "int8_dynamic", per_channel=True), loss=0.06)
     assert covers(per_channel, _q("torch_compile", "int8_dynamic", per_channel=False))
     # NNCF's options the torch quantizer does not act on play no part; OpenVINO's own do
