@@ -111,6 +111,7 @@ def same_quantization_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
     the quantizer acts on equal or, where the scheme orders its values (`Scheme.lossier`), no less lossy; on a
     backend that quantizes by itself (no shared `Backend.quantizer`), its decisive options equal too (llama.cpp's
     int4 type is one: a backend option that quantizes)."""
+    import planner.backends.registry as registry
     from planner.schemes import SCHEMES
 
     scheme = cfg.quant.scheme
@@ -122,8 +123,6 @@ def same_quantization_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
     spec = SCHEMES.get(scheme)
     if spec is None:
         return cfg.quant.opts() == seen.quant.opts()
-    import planner.backends.registry as registry
-
     try:
         honours = registry.get(cfg.backend).honours
     except Exception:  # noqa: BLE001
