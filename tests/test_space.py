@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from planner.errors import ConfigError
-from planner.space import builtin_spaces, load_space, rebuild, sample
+from planner.space import Param, builtin_spaces, load_space, rebuild, sample
 
 
 @pytest.mark.parametrize("name", sorted(builtin_spaces()))
@@ -59,9 +59,10 @@ def test_sample_respects_target_and_rebuild_matches(fast_target):
 
 
 def test_torch_backends_get_only_the_scheme_options_they_act_on(fast_target):
-    """int8_dynamic's op_types/weight_type/reduce_range are ONNX Runtime's; torch acts on per_channel only."""
+    """int8_dynamic's op_types/weight_type are ONNX Runtime's; torch acts on per_channel and reduce_range."""
     space = load_space("transformer").model_copy(update={"prune": load_space("default").prune}, deep=True)
     space.quantize.options["int8_dynamic"]["weight_type"] = space.quantize.options["int8_static"]["activation_type"]
+    space.quantize.options["int8_dynamic"]["reduce_range"] = Param(choices=["auto", False])
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     got = {}
     for _ in range(200):
@@ -70,8 +71,8 @@ def test_torch_backends_get_only_the_scheme_options_they_act_on(fast_target):
         if cfg.quant.scheme == "int8_dynamic":
             got.setdefault(cfg.backend, set()).update(cfg.quant.opts())
         study.tell(t, 0.0)
-    assert got["torch"] == got["torch_compile"] == {"per_channel"}
-    assert got["onnxruntime"] == {"op_types", "per_channel", "weight_type"}
+    assert got["torch"] == got["torch_compile"] == {"per_channel", "reduce_range"}
+    assert got["onnxruntime"] == {"op_types", "per_channel", "weight_type", "reduce_range"}
 
 
 def test_scheme_filtered_by_target_precisions(fast_target):
@@ -138,7 +139,7 @@ def test_seeds_may_name_only_what_the_space_samples(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_space(p)
     text = "\n".join(e.value.errors)
-    assert "seeds[5].quant_options.op_types: torch does not act on it for int8_dynamic (it acts on: per_channel)" in text
+    assert "seeds[5].quant_options.op_types: torch does not act on it for int8_dynamic (it acts on: per_channel, reduce_range)" in text
     assert "seeds[0].backend: 'tvm'" in text
     assert "seeds[1].options.graph_optimization_level='fast'" in text and "seeds[1].quant: 'int8_static'" in text
     assert "seeds[2].prune.ratio=0.7" in text

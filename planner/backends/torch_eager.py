@@ -27,7 +27,7 @@ class TorchEager(Backend):
     quant_schemes = ("none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16")
     scheme_devices = {"int4_weight_only": ("cpu",)}  # torch's CPU int4 kernel (planner.transforms.int4)
     # quantize_dynamic on nn.Linear: op/weight types are fixed; int4: planner.transforms.int4's layout is asymmetric
-    scheme_options = {"int8_dynamic": ("per_channel",), "int4_weight_only": ("group_size",)}
+    scheme_options = {"int8_dynamic": ("per_channel", "reduce_range"), "int4_weight_only": ("group_size",)}
     quantizer = "torch"  # planner's torch transforms (prepare_torch_module), shared with the other torch backend
     engine_files = ("model.pt2",)  # torch.export program (planner.backends.pt2); Triton: Python backend
     load_artifact = classmethod(load_pt2)

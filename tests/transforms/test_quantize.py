@@ -117,6 +117,29 @@ def test_torch_int8_dynamic_per_channel_option_reaches_the_weights():
         assert linears and {m.weight().qscheme() for m in linears} == {qscheme}
 
 
+def test_torch_int8_dynamic_reduce_range_picks_the_activation_bits():
+    """torch's dynamic Linear narrows activations to 7 bits unless told otherwise: planner's reduce_range decides
+    (auto: 7 only where u8*s8 kernels saturate) and says so in quant_info."""
+    import copy
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 64) * 3
+    model = MLP().eval()
+    with torch.no_grad():
+        want = model(x)
+        outs = {}
+        for rr, bits in ((True, 7), (False, 8)):
+            qm = Q.quantize_torch(copy.deepcopy(model), _q("int8_dynamic", reduce_range=rr), (x,))
+            assert Q.quant_info(qm)["activation_bits"] == bits and Q.quant_info(qm)["layers_quantized"] == 3
+            outs[bits] = qm(x)
+        auto = Q.quantize_torch(copy.deepcopy(model), _q("int8_dynamic"), (x,))
+        assert Q.quant_info(auto)["activation_bits"] == (7 if Q.int8_saturates() else 8)
+    assert not torch.equal(outs[7], outs[8])
+    if not Q.int8_saturates():  # 8-bit activations are the finer grid where the kernels do not saturate
+        err = {b: (o - want).pow(2).mean().item() for b, o in outs.items()}
+        assert err[8] < err[7]
+
+
 def test_torch_fp16_bf16_cast_module_and_report_input_dtype():
     torch.manual_seed(0)
     x = torch.randn(8, 64)
