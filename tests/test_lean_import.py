@@ -24,3 +24,10 @@ def test_backend_registry_lookup_is_light():
     # capability checks import backend classes but not their runtimes (numpy is allowed here)
     code = "from planner.backends import registry\n[registry.get(n).availability() for n in registry.names()]"
     assert [m for m in _loaded(code) if m != "numpy"] == []
+
+
+def test_choosing_what_a_fork_server_preloads_imports_none_of_it():
+    """The planner process lists the worker server's modules (`preload_for`) without importing them: finding
+    ``torch.onnx`` would import torch into a process that never runs it (2 s at every study's start)."""
+    code = "from planner.measure.forkserver import preload_for\nassert 'torch.onnx' in preload_for(['torch', 'onnxruntime'])"
+    assert [m for m in _loaded(code) if m != "numpy"] == []

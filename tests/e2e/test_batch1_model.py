@@ -45,7 +45,7 @@ def test_model_that_hangs_above_a_batch_gets_its_reference_at_the_largest_batch_
                      "seeds:\n  - {backend: torch, batch_size: 4}\n  - {backend: torch, batch_size: 2}\n"
                      "  - {backend: torch, batch_size: 1}\n")
     r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:hang_above_batch2", "--target", DATA / "fast-cpu.yaml",
-                "--space", space, "--trials", "3", "--eval-samples", "6", "--study", "hang", "--trial-timeout", "15",
+                "--space", space, "--trials", "3", "--eval-samples", "6", "--study", "hang", "--trial-timeout", "8",
                 "--confirm", "0", "--home", home.root)
     assert r.returncode == 0, r.stderr + r.stdout
     assert "its fp32 reference was computed at batch 2, the largest that returned" in r.stderr
