@@ -25,3 +25,36 @@ def fake_backend_files(tmp_path, space_yaml: str):
     target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [", "backends: [fake, "))
     env = {"PLANNER_BACKENDS": "fake=fake_backend:Fake", "PYTHONPATH": f"{DATA}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return space, target, env
+
+
+def run_triton_python_model(model_dir, inputs: dict, monkeypatch):
+    """Run the Triton Python-backend ``1/model.py`` that `planner export --format triton` wrote, on CPU, against a
+    stand-in for ``triton_python_backend_utils`` (no Triton server here): its one output for one request."""
+    import importlib.util
+    import json
+    import types
+
+    class Tensor:
+        def __init__(self, name, array):
+            self.name, self.array = name, array
+
+        def as_numpy(self):
+            return self.array
+
+    class Response:
+        def __init__(self, output_tensors):
+            self.output_tensors = output_tensors
+
+    fake = types.ModuleType("triton_python_backend_utils")
+    fake.Tensor, fake.InferenceResponse = Tensor, Response
+    fake.get_input_tensor_by_name = lambda req, name: req[name]
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    spec = importlib.util.spec_from_file_location("planner_triton_model", Path(model_dir) / "1" / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    m = mod.TritonPythonModel()
+    m.initialize({"model_config": json.dumps({"input": [{"name": n} for n in inputs], "output": [{"name": "output0"}]}),
+                  "model_instance_kind": "CPU"})
+    (resp,) = m.execute([{n: Tensor(n, a) for n, a in inputs.items()}])
+    assert resp.output_tensors[0].name == "output0"
+    return resp.output_tensors[0].as_numpy()

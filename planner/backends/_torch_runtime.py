@@ -117,6 +117,56 @@ class TorchRuntime(Runtime):
         return run
 
 
+def save_torch_engine(module, example: dict[str, np.ndarray], workdir: Path, input_dtype=None,
+                      channels_last: bool = False) -> tuple[Path | None, str | None]:
+    """The torch backends' deployable engine: ``model.pt2`` (torch.export), or where torch.export cannot hold the
+    module, ``model.ts`` (TorchScript, `trace_torchscript`); (None, why) when neither can.  Returns (file, note)."""
+    pt2 = Path(workdir) / "model.pt2"
+    note = save_exported_program(module, example, pt2, input_dtype, channels_last)
+    if note is None:
+        return pt2, None
+    ts = Path(workdir) / "model.ts"
+    why = trace_torchscript(module, example, ts, input_dtype, channels_last)
+    if why is None:
+        return ts, f"{note}; saved as TorchScript (model.ts) instead"
+    return None, f"{note}; TorchScript: {why}"
+
+
+def _outputs(out) -> list:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def trace_torchscript(module, example: dict[str, np.ndarray], path: Path, input_dtype=None,
+                      channels_last: bool = False) -> str | None:
+    """``torch.jit.trace`` of the module saved at ``path`` with what a loader needs in ``planner.json`` (its float
+    input dtype; whether the trace takes another batch: checked by running it at batch + 1 against the module).
+    Returns an error note instead of raising."""
+    import json
+
+    import torch
+
+    try:
+        device = module_device(module)
+        args = tuple(place_inputs(example, device, input_dtype, channels_last))
+        with torch.no_grad():
+            traced = torch.jit.trace(module, args, check_trace=False, strict=False)
+            more = {k: np.concatenate([v, v[:1]]) for k, v in example.items()}
+            other = tuple(place_inputs(more, device, input_dtype, channels_last))
+            try:
+                got, want = _outputs(traced(*other)), _outputs(module(*other))
+                dynamic = len(got) == len(want) and all(
+                    g.shape == w.shape and torch.allclose(g.float(), w.float(), rtol=1e-3, atol=1e-4)
+                    for g, w in zip(got, want))
+            except Exception:  # noqa: BLE001 -- the trace fixed the batch
+                dynamic = False
+        meta = {"input_dtype": str(input_dtype).replace("torch.", "") if input_dtype is not None else None,
+                "dynamic_batch": dynamic}
+        torch.jit.save(traced, str(path), _extra_files={"planner.json": json.dumps(meta)})
+        return None
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
 def save_exported_program(module, example: dict[str, np.ndarray], path: Path, input_dtype=None,
                           channels_last: bool = False) -> str | None:
     """Save ``torch.export`` of the module (dynamic batch) as ``.pt2``; return an error note instead of raising.

@@ -143,6 +143,9 @@ class Backend(ABC):
     # the deployable engine's files in the trial's work dir (the first is the main file `planner verify` loads);
     # empty: the backend leaves no engine to export
     engine_files: ClassVar[tuple[str, ...]] = ()
+    # a one-file engine it writes instead, for a model its `engine_files` cannot hold (torch: TorchScript
+    # ``model.ts`` where torch.export fails, e.g. torch's dynamic int8 Linear); None: none
+    fallback_engine: ClassVar[str | None] = None
     # the head line of a Triton config.pbtxt for its engine ('platform: "onnxruntime_onnx"', 'backend: "openvino"');
     # None: the engine runs in Triton's Python backend around `load_artifact`
     triton: ClassVar[str | None] = None
@@ -206,6 +209,11 @@ class Backend(ABC):
         if missing:
             return Availability(False, f"missing {', '.join(missing)}: {cls.install_command()}")
         return Availability(True, cls.version())
+
+    @classmethod
+    def main_engine_names(cls) -> tuple[str, ...]:
+        """The names its main engine file may have: ``engine_files[0]``, then its `fallback_engine`."""
+        return cls.engine_files[:1] + ((cls.fallback_engine,) if cls.fallback_engine else ())
 
     @classmethod
     def load_artifact(cls, engine_dir: Path, batch: int, device: str) -> Runtime:

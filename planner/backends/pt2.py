@@ -1,4 +1,7 @@
-"""``torch.export`` programs (``model.pt2``): the exportable engine of the torch and torch.compile backends.
+"""``torch.export`` programs (``model.pt2``): the exportable engine of the torch and torch.compile backends, and
+their fallback, a TorchScript module (``model.ts``) for a model torch.export cannot hold (torch's dynamic int8
+``Linear`` keeps its weights in a packed object torch.export does not serialise; TorchScript does, and runs the
+same fbgemm kernels that were measured).
 
 Loaded by `TorchEager.load_artifact` / `TorchCompile.load_artifact` in a fresh process (``planner verify``,
 Triton's Python backend) with torch alone.
@@ -6,6 +9,7 @@ Triton's Python backend) with torch alone.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -20,17 +24,25 @@ def _pt2_input_dtypes(ep) -> list:
 
 
 class Pt2Runtime:
-    """A ``torch.export`` program as a planner Runtime (float inputs cast to what the program expects)."""
+    """A ``torch.export`` program (or a TorchScript module, ``.ts``) as a planner Runtime (float inputs cast to
+    what the program expects)."""
 
     def __init__(self, path: Path, device: str):
         import torch
 
         from planner.backends._torch_runtime import TorchRuntime
 
-        ep = torch.export.load(str(path))
-        self.dtypes = _pt2_input_dtypes(ep)
-        self.dynamic_batch = self._dynamic(ep)
-        module = ep.module()
+        if Path(path).suffix == ".ts":
+            extra = {"planner.json": ""}  # written by planner.backends._torch_runtime.trace_torchscript
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            meta = json.loads(extra["planner.json"] or "{}")
+            self.dtypes = [getattr(torch, meta["input_dtype"]) if meta.get("input_dtype") else None]
+            self.dynamic_batch = bool(meta.get("dynamic_batch"))
+        else:
+            ep = torch.export.load(str(path))
+            self.dtypes = _pt2_input_dtypes(ep)
+            self.dynamic_batch = self._dynamic(ep)
+            module = ep.module()
         if device != "cpu":
             try:
                 module = module.to(device)
@@ -55,5 +67,7 @@ class Pt2Runtime:
 
 
 def load_pt2(cls, engine_dir: Path, batch: int, device: str) -> Pt2Runtime:
-    """`Backend.load_artifact` of the torch backends: ``model.pt2`` from ``engine_dir``."""
-    return Pt2Runtime(Path(engine_dir) / cls.engine_files[0], device)
+    """`Backend.load_artifact` of the torch backends: ``model.pt2`` (or its fallback ``model.ts``) from ``engine_dir``."""
+    names = cls.main_engine_names()
+    path = next((Path(engine_dir) / n for n in names if (Path(engine_dir) / n).is_file()), Path(engine_dir) / names[0])
+    return Pt2Runtime(path, device)

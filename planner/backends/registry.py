@@ -110,6 +110,6 @@ def names_for_device(kind: str) -> list[str]:
 def by_engine_file(filename: str) -> type | None:
     """The backend class whose main engine file is named ``filename`` (None: no backend writes it)."""
     for cls in classes().values():
-        if cls.engine_files and cls.engine_files[0] == filename:
+        if filename in cls.main_engine_names():
             return cls
     return None

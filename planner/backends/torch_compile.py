@@ -33,6 +33,7 @@ class TorchCompile(Backend):
     scheme_options = {"int8_dynamic": ("per_channel", "reduce_range"), "int4_weight_only": ("group_size",)}
     quantizer = "torch"  # planner's torch transforms (prepare_torch_module), shared with the other torch backend
     engine_files = ("model.pt2",)  # torch.export program (planner.backends.pt2); Triton: Python backend
+    fallback_engine = "model.ts"  # TorchScript where torch.export cannot hold the module (its dynamic int8 Linear)
     load_artifact = classmethod(load_pt2)
     decoder_schemes = quant_schemes  # planner.llm.runtimes runs decoders with the same transforms
     # server threads share the compiled module, each with its own intra-op team; no dynamic batching: every batch
@@ -44,7 +45,7 @@ class TorchCompile(Backend):
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
         import torch
 
-        from planner.backends._torch_runtime import (TorchRuntime, prepare_torch_module, save_exported_program,
+        from planner.backends._torch_runtime import (TorchRuntime, prepare_torch_module, save_torch_engine,
                                                      uses_channels_last)
 
         opts = self.resolve_options(cfg.options())
@@ -52,11 +53,11 @@ class TorchCompile(Backend):
         cl = uses_channels_last(cfg)
         info = {"device": device, "mode": opts["mode"], "memory_format": "channels_last" if cl else "contiguous"}
         artifacts = []
-        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype, cl)
+        engine, note = save_torch_engine(module, source.example_inputs(cfg.batch_size), workdir, in_dtype, cl)
         if note:
             info["artifact_note"] = note
-        else:
-            artifacts.append(workdir / "model.pt2")
+        if engine is not None:
+            artifacts.append(engine)
 
         import torch._inductor.config as inductor_config
 

@@ -30,6 +30,7 @@ class TorchEager(Backend):
     scheme_options = {"int8_dynamic": ("per_channel", "reduce_range"), "int4_weight_only": ("group_size",)}
     quantizer = "torch"  # planner's torch transforms (prepare_torch_module), shared with the other torch backend
     engine_files = ("model.pt2",)  # torch.export program (planner.backends.pt2); Triton: Python backend
+    fallback_engine = "model.ts"  # TorchScript where torch.export cannot hold the module (its dynamic int8 Linear)
     load_artifact = classmethod(load_pt2)
     decoder_schemes = quant_schemes  # planner.llm.runtimes runs decoders with the same transforms
     Options = TorchOptions
@@ -37,7 +38,7 @@ class TorchEager(Backend):
                       threads="torch.set_num_threads in that thread (its own intra-op team)")
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:
-        from planner.backends._torch_runtime import (TorchRuntime, prepare_torch_module, save_exported_program,
+        from planner.backends._torch_runtime import (TorchRuntime, prepare_torch_module, save_torch_engine,
                                                      uses_channels_last)
 
         t0 = time.perf_counter()
@@ -46,11 +47,11 @@ class TorchEager(Backend):
         cl = uses_channels_last(cfg)
         info = {"device": device, "memory_format": "channels_last" if cl else "contiguous"}
         artifacts = []
-        note = save_exported_program(module, source.example_inputs(cfg.batch_size), workdir / "model.pt2", in_dtype, cl)
+        engine, note = save_torch_engine(module, source.example_inputs(cfg.batch_size), workdir, in_dtype, cl)
         if note:
             info["artifact_note"] = note
-        else:
-            artifacts.append(workdir / "model.pt2")
+        if engine is not None:
+            artifacts.append(engine)
         rt = TorchRuntime(module, device, in_dtype, cl)
         if cfg.serving is not None and device == "cpu":
             rt.serve_threads = cfg.serving.threads_per_instance(target.thread_count())

@@ -4,7 +4,7 @@
 
 bundle (``DIR/``)::
 
-    model.onnx + session.json | model.pt2 | model.plan | model.so | model.xml + model.bin + openvino.json
+    model.onnx + session.json | model.pt2 (or model.ts) | model.plan | model.so | model.xml + model.bin + openvino.json
                      the engine, as measured
     samples.npz      ``in:<input>`` sample inputs (2 batches at the trial's batch size) and ``ref``:
                      the fp32 reference outputs, flattened per sample (or the engine's own outputs
@@ -484,14 +484,9 @@ def _main_engine_files(backend: str | None) -> list[str]:
     """Engine file names to look for in a trial's files: its backend's main file first, then every backend's."""
     import planner.backends.registry as registry
 
-    out = []
-    known = registry.all_backends()
-    if backend in known and registry.get(backend).engine_files:
-        out.append(registry.get(backend).engine_files[0])
-    for cls in registry.classes().values():
-        if cls.engine_files and cls.engine_files[0] not in out:
-            out.append(cls.engine_files[0])
-    return out
+    own = registry.get(backend).main_engine_names() if backend in registry.all_backends() else ()
+    others = (n for cls in registry.classes().values() for n in cls.main_engine_names())
+    return list(dict.fromkeys((*own, *others)))
 
 
 def _axis_word(axis: int | None) -> str:
@@ -711,6 +706,7 @@ Output "output0" is every model output of a sample, flattened and concatenated (
 what samples.npz's "ref" holds (each output's batch axis, OUT_AXES, moved first).
 """
 
+import itertools
 import json
 import os
 
@@ -723,14 +719,20 @@ OUT_AXES = {list(out_axes) if out_axes else None!r}  # each output's batch axis 
 
 def _load(here, device):
     path = os.path.join(here, ENGINE)
-    if ENGINE.endswith(".pt2"):
+    if ENGINE.endswith((".pt2", ".ts")):
         import torch
 
-        ep = torch.export.load(path)
-        names = set(ep.graph_signature.user_inputs)
-        dtypes = [getattr(n.meta.get("val"), "dtype", None) for n in ep.graph.nodes
-                  if n.op == "placeholder" and n.name in names]
-        module = ep.module()
+        if ENGINE.endswith(".ts"):  # TorchScript: the float input dtype is in its planner.json
+            extra = {{"planner.json": ""}}
+            module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+            dt = json.loads(extra["planner.json"] or "{{}}").get("input_dtype")
+            dtypes = itertools.repeat(getattr(torch, dt) if dt else None)  # every input
+        else:
+            ep = torch.export.load(path)
+            names = set(ep.graph_signature.user_inputs)
+            dtypes = [getattr(n.meta.get("val"), "dtype", None) for n in ep.graph.nodes
+                      if n.op == "placeholder" and n.name in names]
+            module = ep.module()
         if device != "cpu":
             module = module.to(device)
 
@@ -859,7 +861,7 @@ def readme(manifest: dict, engine_file: str, fmt: str, name: str, batch: int, re
             f"inputs {', '.join(i['name'] for i in (io or {}).get('inputs', []))}; outputs {', '.join(o['name'] for o in (io or {}).get('outputs', []))}.",
             "",
         ]
-        if kind in (".pt2", ".so"):
+        if kind in (".pt2", ".ts", ".so"):
             lines += ["The engine runs in Triton's Python backend (`1/model.py`); its output `output0` is all outputs of a sample "
                       "flattened and concatenated.", ""]
     lines += [
@@ -922,6 +924,17 @@ with torch.inference_mode():
 Cast float inputs to {dtype}.
 The program was exported with a dynamic batch axis when possible; `torch.compile(model)` may be applied on top
 (the measured backend was `{cfg.backend}`).""",
+        ".ts": f"""```python
+import json, torch                                      # torch=={libs.get('torch', '2.x')}
+
+extra = {{"planner.json": ""}}
+model = torch.jit.load("{d}/{engine_file}", _extra_files=extra)   # TorchScript
+meta = json.loads(extra["planner.json"])                 # input_dtype, dynamic_batch
+with torch.inference_mode():
+    out = model({", ".join(f"torch.from_numpy(batch_{i['name']})" for i in inputs) or "x"})
+```
+Cast float inputs to {dtype}. TorchScript, not a torch.export program: torch.export could not hold this model
+({cfg.quant.scheme if cfg.quant.active else 'fp32'}), TorchScript keeps the kernels that were measured (the measured backend was `{cfg.backend}`).""",
         ".plan": f"""```python
 import tensorrt as trt                                  # tensorrt=={libs.get('tensorrt', '10.x')}, same GPU model
 runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))

@@ -152,9 +152,9 @@ def build_model_dir(manifest: dict, engine_dir: Path, out: Path, *, run_id: str,
     files = manifest.get("files") or {}
     cfg = (manifest.get("trial") or {}).get("config") or {}
     backend = registry.get(cfg["backend"]) if cfg.get("backend") else None
-    if backend is None or not backend.engine_files or backend.engine_files[0] not in files:
+    engine_file = next((n for n in (backend.main_engine_names() if backend else ()) if n in files), None)
+    if engine_file is None:
         raise PlannerError(f"run {run_id}: its backend {cfg.get('backend')!r} declares no engine file among {sorted(files)}")
-    engine_file = backend.engine_files[0]
     batch = int(cfg.get("batch_size") or 1)
     model_inputs = (manifest.get("model") or {}).get("inputs") or []
     if not model_inputs:

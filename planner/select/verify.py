@@ -233,7 +233,7 @@ def engine_backend(engine_file: str):
 
     cls = registry.by_engine_file(Path(engine_file).name)
     if cls is None:
-        known = sorted({c.engine_files[0] for c in registry.classes().values() if c.engine_files})
+        known = sorted({n for c in registry.classes().values() for n in c.main_engine_names()})
         raise ValueError(f"unknown engine file {engine_file!r} (known: {', '.join(known)})")
     return cls
 

@@ -70,3 +70,35 @@ def test_memory_format_option_reaches_the_module_and_its_inputs(conv_source, fas
         ref = ModelSource(conv_source.spec, tmp_path / "cache").base_module()(torch.from_numpy(feed["x"])).numpy()
     np.testing.assert_allclose(rt.infer(feed)[0], ref, rtol=1e-4, atol=1e-5)
     assert [Path(p).name for p in build.artifacts] == ["model.pt2"]  # the exported program, in either layout
+
+
+@pytest.fixture
+def mlp_source(tmp_path):
+    return ModelSource(parse_model(f"{DATA / 'models.py'}:tiny"), tmp_path / "cache")
+
+
+@pytest.mark.parametrize("backend", ["torch", "torch_compile"])
+def test_dynamic_int8_leaves_a_torchscript_engine_that_loads_and_matches(mlp_source, fast_target, tmp_path, backend):
+    """torch.export cannot hold torch's dynamic int8 Linear (its weights are a packed object): the backend saves
+    the module as TorchScript (`fallback_engine`), which `load_artifact` runs with the same outputs, at the built
+    batch and another one; an fp32 trial still leaves a torch.export program."""
+    from planner.config import QuantConfig
+
+    cls = registry.get(backend)
+    opts = {} if backend == "torch" else {"mode": "default"}
+    quant = QuantConfig("int8_dynamic", freeze_options({"per_channel": True, "reduce_range": False}))
+    cfg = TrialConfig(backend, 2, quant=quant, backend_options=freeze_options(opts))
+    (tmp_path / "q").mkdir(), (tmp_path / "f").mkdir()  # a trial's work dir exists before it builds
+    build = cls().compile(mlp_source, cfg, fast_target, tmp_path / "q")
+    assert build.ok, build.error
+    assert [Path(p).name for p in build.artifacts] == [cls.fallback_engine] == ["model.ts"]
+    assert "torch.export failed" in build.info["artifact_note"] and "TorchScript" in build.info["artifact_note"]
+    loaded = cls.load_artifact(tmp_path / "q", 2, "cpu")
+    assert loaded.dynamic_batch is True
+    for b in (2, 5):
+        feed = mlp_source.example_inputs(b, seed=3)
+        np.testing.assert_allclose(loaded.infer(feed)[0], build.runtime.infer(feed)[0], rtol=1e-5, atol=1e-6)
+    fp32 = cls().compile(mlp_source, TrialConfig(backend, 2, backend_options=freeze_options(opts)), fast_target,
+                         tmp_path / "f")
+    assert [Path(p).name for p in fp32.artifacts] == ["model.pt2"] and "artifact_note" not in fp32.info
+    assert registry.by_engine_file("model.ts") is registry.get("torch")

@@ -7,13 +7,12 @@ export/verify below runs the real `planner` CLI in a subprocess.
 import json
 import re
 import shutil
-import sys
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import DATA, run_cli
+from support import DATA, run_cli, run_triton_python_model
 
 from planner.paths import Home
 
@@ -325,35 +324,11 @@ def test_triton_torch_export_python_backend(facts, tmp_path, monkeypatch):
     assert {"config.pbtxt", "1/model.pt2", "1/model.py"} <= set(m["files"]) and m["export"]["engine_dir"] == "1"
 
     # run the generated Triton model.py against a stand-in for triton_python_backend_utils
-    class Tensor:
-        def __init__(self, name, array):
-            self.name, self.array = name, array
-
-        def as_numpy(self):
-            return self.array
-
-    class Response:
-        def __init__(self, output_tensors):
-            self.output_tensors = output_tensors
-
-    fake = types.ModuleType("triton_python_backend_utils")
-    fake.Tensor, fake.InferenceResponse = Tensor, Response
-    fake.get_input_tensor_by_name = lambda req, name: req[name]
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("planner_triton_model", model / "1" / "model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    m = mod.TritonPythonModel()
-    m.initialize({"model_config": json.dumps({"input": [{"name": "x"}], "output": [{"name": "output0"}]}),
-                  "model_instance_kind": "CPU"})
     with np.load(model / "samples.npz") as z:
         x, ref = z["in:x"], z["ref"]
     b = t.user_attrs["config"]["batch_size"]
-    (resp,) = m.execute([{"x": Tensor("x", x[:b])}])
-    assert resp.output_tensors[0].name == "output0"
-    np.testing.assert_allclose(resp.output_tensors[0].as_numpy(), ref[:b], atol=1e-5)
+    out = run_triton_python_model(model, {"x": x[:b]}, monkeypatch)
+    np.testing.assert_allclose(out, ref[:b], atol=1e-5)
 
 
 def test_without_the_study_reference_the_engine_is_its_own_reference(facts, tmp_path):

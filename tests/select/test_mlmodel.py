@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import DATA, ROOT, run_cli
+from support import DATA, ROOT, run_cli, run_triton_python_model
 
 from planner.paths import Home
 
@@ -29,17 +29,24 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 ALL = "tiny-mlp-all"  # model name under which every measured trial is registered
 
 
+KINDS = ["onnxruntime", "openvino", "torch", "torch-int8"]  # the study's deployments: backend, -int8 for int8_dynamic
+
+
 @pytest.fixture(scope="module")
 def study_home(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlmodel")
     home = Home(root / "home")
-    space = root / "space.yaml"  # 3 configs at batch 4: onnxruntime, openvino (fixed batch), torch (model.pt2)
+    # 4 configs at batch 4: onnxruntime, openvino (fixed batch), torch (model.pt2), torch int8_dynamic (model.ts:
+    # torch.export cannot hold its packed weights, so it is saved as TorchScript)
+    space = root / "space.yaml"
     space.write_text("name: mlmodel\nbatch_size: [4]\nbackends:\n  torch: {}\n  onnxruntime:\n"
-                     "    graph_optimization_level: [basic]\n  openvino: {}\n")
+                     "    graph_optimization_level: [basic]\n  openvino: {}\nquantize:\n  schemes: [none, int8_dynamic]\n"
+                     "seeds:\n  - {backend: onnxruntime, quant: none}\n  - {backend: openvino, quant: none}\n"
+                     "  - {backend: torch, quant: none}\n  - {backend: torch, quant: int8_dynamic}\n")
     target = root / "target.yaml"
     target.write_text((DATA / "fast-cpu.yaml").read_text().replace("backends: [", "backends: [openvino, "))
-    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "3",
-                "--sampler", "grid", "--eval-samples", "8", "--study", STUDY, "--home", home.root)
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "4",
+                "--eval-samples", "8", "--study", STUDY, "--home", home.root)
     assert r.returncode == 0, r.stderr + r.stdout
     assert "could not" not in r.stderr, r.stderr  # the MLflow Model was logged without a warning
     return home
@@ -57,10 +64,11 @@ def facts(study_home):
     mlflow.set_tracking_uri(study_home.tracking_uri)
     study = optuna.load_study(study_name=STUDY, storage=study_home.optuna_url)
     client = MlflowClient(tracking_uri=study_home.tracking_uri)
-    points = {p.config["backend"]: p for p in feasible_points(study)}
-    assert set(points) == {"onnxruntime", "openvino", "torch"}
+    points = {p.config["backend"] + ("-int8" if p.config["quant"]["scheme"] != "none" else ""): p
+              for p in feasible_points(study)}
+    assert set(points) == set(KINDS)
     reg = register_front(client, list(points.values()), model_name=ALL, target_name="fast-cpu", study_name=STUDY)
-    assert len(reg["created"]) == 3
+    assert len(reg["created"]) == len(KINDS)
     return types.SimpleNamespace(study=study, client=client, front=pareto_front(study), points=points, home=study_home,
                                  name=registered_model_name("tiny-mlp", "fast-cpu"), all=reg["name"],
                                  version={b: reg["versions"][p.run_id] for b, p in points.items()})
@@ -116,8 +124,8 @@ def test_registered_versions_are_mlflow_models_with_signature_example_requiremen
         assert (d / "code" / "planner" / "backends" / "base.py").is_file()
         assert not list((d / "code").rglob("__pycache__"))
         meta = m.metadata["planner"]
-        engine = {"onnxruntime": "model.onnx", "openvino": "model.xml", "torch": "model.pt2"}[b]
-        assert meta["engine_file"] == engine and meta["backend"] == b and meta["batch_size"] == 4
+        engine = {"onnxruntime": "model.onnx", "openvino": "model.xml", "torch": "model.pt2", "torch-int8": "model.ts"}[b]
+        assert meta["engine_file"] == engine and meta["backend"] == b.removesuffix("-int8") and meta["batch_size"] == 4
         p = facts.points[b]
         assert meta["trial"] == p.number and meta["study"] == STUDY and meta["target"] == "fast-cpu"
         assert meta["metrics"]["latency_ms"] == pytest.approx(p.metrics["latency_ms"])
@@ -132,15 +140,34 @@ def test_registered_versions_are_mlflow_models_with_signature_example_requiremen
         assert np.asarray(example["inputs"]["x"]).shape == (4, 64)
         reqs = (d / "requirements.txt").read_text().split()
         libs = meta["manifest"]["environment"]["libraries"]
-        runtime = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}[b]
+        runtime = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(b, "torch")
         assert f"{runtime}=={libs[runtime]}" in reqs and f"numpy=={libs['numpy']}" in reqs
         assert not any(r.startswith(("torch", "optuna")) for r in reqs if runtime != "torch")
-    # ONNX Runtime and torch.export programs take any batch; OpenVINO's IR was reshaped to the trial's batch
+    # ONNX Runtime, torch.export programs and this TorchScript trace take any batch; OpenVINO's IR was reshaped to
+    # the trial's batch
     dyn = {b: Model.load(str(tmp_path / b / "engine" / "MLmodel")).metadata["planner"]["dynamic_batch"] for b in facts.points}
-    assert dyn == {"onnxruntime": True, "openvino": False, "torch": True}
+    assert dyn == {"onnxruntime": True, "openvino": False, "torch": True, "torch-int8": True}
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
+def test_a_torchscript_engine_goes_to_triton_and_its_python_model_runs_it(facts, tmp_path, monkeypatch):
+    """torch's dynamic int8 trial (model.ts): the Triton repository holds the TorchScript file, and the Python
+    backend's model.py loads it with torch alone and answers a request with the bundle's reference outputs."""
+    from planner.select.export import export
+    from planner.select.verify import verify
+
+    export(_uri(facts, "torch-int8"), tmp_path / "repo", fmt="triton", name="mlp_ts", home=facts.home.root)
+    model = tmp_path / "repo" / "mlp_ts"
+    assert (model / "1" / "model.ts").is_file() and not (model / "1" / "model.pt2").exists()
+    assert 'backend: "python"' in (model / "config.pbtxt").read_text()
+    assert "torch.jit.load" in (model / "README.md").read_text()
+    assert verify(tmp_path / "repo").ok
+    x, ref = _samples(model)
+    out = run_triton_python_model(model, {"x": x[:4]}, monkeypatch)
+    tol = json.loads((model / "manifest.json").read_text())["export"]["tolerance"]
+    assert out.shape == ref[:4].shape and _within(out, ref[:4], tol).all()
+
+
+@pytest.mark.parametrize("backend", KINDS)
 def test_pyfunc_predict_equals_what_verify_checks(facts, bundles, backend):
     """`mlflow.pyfunc.load_model(models:/…).predict` gives the outputs `planner verify` checks against the fp32
     reference, within the bundle's tolerance; the engine files are the bundle's, byte for byte."""
