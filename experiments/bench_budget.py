@@ -134,8 +134,11 @@ def main(argv=None) -> int:
     from planner.target import load_target, probe_host
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from harness import environment, finish_environment
+
     home = Home.resolve(args.home).ensure()
     base_target = load_target(args.target) if args.target else probe_host()
+    env = environment(base_target.thread_count())
     cells = []
     for c in args.cells.split(","):
         model, _, b = c.partition(":")
@@ -175,7 +178,9 @@ def main(argv=None) -> int:
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M%S")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"argv": sys.argv[1:], "target": base_target.name, "seconds": time.perf_counter() - t_all, "rows": rows}
+    finish_environment(env)
+    meta = {"argv": sys.argv[1:], "target": base_target.name, "seconds": time.perf_counter() - t_all, "rows": rows,
+            "environment": env}
     (out / f"budget-{stamp}.json").write_text(json.dumps(meta, indent=2, default=str))
     (out / f"budget-{stamp}.md").write_text(markdown(meta))
     print(markdown(meta))
@@ -200,6 +205,10 @@ def markdown(meta: dict[str, Any]) -> str:
                          f"{s['infeasible']} ({s['stopped']}) | {s['failed']} {s['fail_reasons'] or ''} | "
                          f"{s['known_failures']} | {s['skipped']} | {share} | {len(s['front'])} | "
                          f"{'yes' if s['confirmed'] else 'no'} | {s['hv']:.3f} | {ratio} | {goal} |")
+    if meta.get("environment"):  # the host (lscpu flags, nproc, libraries) and its load: compare within one run
+        from harness import environment_markdown
+
+        lines += [""] + environment_markdown(meta["environment"])
     return "\n".join(lines) + "\n"
 
 
