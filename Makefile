@@ -30,8 +30,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/planner optimize --model digits-cnn --space cnn --trials 20 --timeout 240 --objectives latency,throughput,quality
 
+# The default suite (not slow, not gpu) in two passes: two tests at a time (pytest-xdist, a file per worker),
+# then the `serial` ones alone (tests/conftest.py SERIAL: they time real work or load every core).
 test: install
-	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python -m pytest
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow and not gpu and not serial"
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python -m pytest -m "serial and not slow and not gpu"
 
 test-all: install
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python -m pytest -m "not gpu"

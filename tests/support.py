@@ -7,6 +7,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+TESTS = Path(__file__).resolve().parent
+
+# Test files whose tests hold real work to a clock or load every core (served latency under traffic, multi-worker
+# studies, trial timeouts, killed and signalled processes, a browser): `make test` runs the rest two at a time
+# (pytest-xdist) and these afterwards, alone on the machine, so that what they time is not the other test's load.
+SERIAL = {
+    "backends/test_serving_instances.py", "browser/test_ui_browser.py", "e2e/test_batch1_model.py",
+    "e2e/test_served_study.py", "measure/test_forkserver.py", "measure/test_serving.py", "measure/test_timer.py",
+    "measure/test_worker.py", "search/test_early_exit.py", "search/test_scaleout.py", "select/test_confirm.py",
+    "test_cli_ui.py", "test_traffic.py",
+}
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600):
