@@ -66,25 +66,71 @@ def confirm(opt, study, recording) -> dict[str, Any] | None:
     return summary
 
 
-def confirm_reserve(opt, study) -> float:
-    """Seconds of --timeout a new trial may not start into (issue 28): the estimated re-measurement of the
-    current winner (the fastest feasible trial, `planner.select.confirm.estimated_seconds`, with a quarter
-    more for margin) plus a typical trial of this study (the median wall time of its measured trials), which
-    a trial started now would take out of it.  0 when nothing is to be re-measured."""
-    if opt.opts.confirm_top_k <= 0 or opt.kind.remeasure_refusal:
-        return 0.0
+def _measured(study) -> list:
+    """The study's trials a worker ran to the end (no duplicates), with their wall times."""
     from optuna.trial import TrialState
 
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+            if t.duration is not None and t.user_attrs.get("duplicate_of") is None and t.user_attrs.get("mlflow_run_id")]
+
+
+def _confirm_cost(opt, study, done: list) -> float:
+    """Seconds to re-measure the current winner (the fastest feasible trial, `planner.select.confirm.
+    estimated_seconds`, with a quarter more for margin); 0 when nothing is to be re-measured."""
+    if opt.opts.confirm_top_k <= 0 or opt.kind.remeasure_refusal:
+        return 0.0
     from planner.select import confirm as cf
 
     points = cf.candidates(study, 1)
     if not points:
         return 0.0
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-            if t.duration is not None and t.user_attrs.get("duplicate_of") is None and t.user_attrs.get("mlflow_run_id")]
-    durations = sorted(t.duration.total_seconds() for t in done)
     own = next((t.duration.total_seconds() for t in done if t.number == points[0].number), None)
     cost = cf.estimated_seconds(points[0], own, opt.opts.confirm_rounds, opt.target.measurement.warmup_seconds,
                                 opt.target.traffic)
-    typical = durations[len(durations) // 2] if durations else 0.0
-    return 1.25 * (cost or 0.0) + typical
+    return 1.25 * (cost or 0.0)
+
+
+def confirm_reserve(opt, study) -> float:
+    """Seconds of --timeout a new trial may not start into (issue 28): the re-measurement of the current winner
+    (`_confirm_cost`) plus a typical trial of this study (the median wall time of its measured trials), which a
+    trial started now would take out of it.  0 when nothing is to be re-measured."""
+    done = _measured(study)
+    cost = _confirm_cost(opt, study, done)
+    if not cost:
+        return 0.0
+    durations = sorted(t.duration.total_seconds() for t in done)
+    return cost + (durations[len(durations) // 2] if durations else 0.0)
+
+
+def _distill_steps(cfg) -> int:
+    """The distillation steps a trial's config runs (0: none; a config dict as trials store it, or a TrialConfig)."""
+    from planner.config import TrialConfig
+
+    if isinstance(cfg, dict):
+        cfg = TrialConfig.from_dict(cfg)
+    return cfg.distill.steps if cfg is not None and cfg.prune.active and cfg.distill.active else 0
+
+
+def would_overrun(opt, study, cfg, elapsed: float) -> str | None:
+    """Why a candidate just sampled is not started under --timeout (issue 28): the longest measured trial built
+    like it (the same distillation steps, which dominate a trial's time: 0 for one that does not distill) would
+    end inside the time kept to re-measure the winner.  `confirm_reserve` judges before sampling by a typical
+    trial; this judges the candidate itself, so a 3000-step student is not started 50 s before the end because
+    most trials took 5 s.  None: start it (also when no trial like it was measured yet)."""
+    if opt.opts.timeout is None:
+        return None
+    done = _measured(study)
+    cost = _confirm_cost(opt, study, done)
+    if not cost:
+        return None
+    steps = _distill_steps(cfg)
+    like = [t.duration.total_seconds() for t in done if t.user_attrs.get("config")
+            and _distill_steps(t.user_attrs["config"]) == steps]
+    if not like:
+        return None
+    left = opt.opts.timeout - elapsed
+    if left - max(like) >= cost:
+        return None
+    kind = f"{steps} distillation steps" if steps else "no distillation"
+    return (f"not started: trials like it ({kind}) took up to {max(like):.0f} s, and {left:.0f} s of --timeout "
+            f"are left, ~{cost:.0f} s of them kept to re-measure the winner")

@@ -338,6 +338,9 @@ class _Loop:
         self.dup_run = self.dup_run + 1 if free else 0
         if free:  # it costs no measurement, so no trial of --trials
             self.asked -= 1
+        if out.reason == "time":  # the candidate would run into the time kept to re-measure the winner
+            self.stopped = f"study timeout ({self.opt.opts.timeout:.0f} s): {out.message}"
+            self.stop_asking = True
         if getattr(self.trials.store.study.sampler, "exhausted", False):
             self.stopped, self.stop_asking = "search space exhausted (every combination measured)", True
         elif self.dup_run >= self.opt.opts.max_duplicates:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,14 @@ class Trials:
             return TrialOutcome(trial.number, cfg, "duplicate", message="same config as a trial in flight")
 
         skip = self._known_hopeless(trial, cfg, widths)
+        if skip is None and opt.opts.timeout is not None:  # it would eat the time kept to re-measure the winner
+            from planner.search.remeasure import would_overrun
+
+            why = would_overrun(opt, study, cfg, time.monotonic() - opt.t_start)
+            if why:
+                trial.set_user_attr("skip_reason", "time")
+                trial.set_user_attr("skip_message", why)
+                skip = TrialOutcome(trial.number, cfg, "skipped", reason="time", message=why)
         if skip is not None:  # known before compiling (issue 28): no worker, no MLflow run, no trial of --trials
             study.tell(trial, state=TrialState.PRUNED)
             beat.__exit__()

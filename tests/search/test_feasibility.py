@@ -203,6 +203,45 @@ def test_a_timed_study_keeps_the_time_to_confirm_its_winner(tmp_path):
     assert "kept to re-measure the winner" in r.stdout
 
 
+def test_a_candidate_that_would_run_into_the_time_kept_to_confirm_is_not_started():
+    """The demo's miss (issue 28): trials without distillation took ~5 s, students of 3000 steps ~60 s; with 57 s
+    of --timeout left a 3000-step student was started (a typical trial fits) and ate the time kept to re-measure
+    the winner.  The candidate itself is judged once sampled: by the longest trial built like it."""
+    import datetime as dt
+    import types
+
+    from planner.search.remeasure import confirm_reserve, would_overrun
+
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    t0 = dt.datetime(2026, 12, 6, 12, 0, 0)
+
+    def measured(n, cfg, seconds, latency, **metrics):
+        t = optuna.trial.create_trial(values=[latency, 0.0], constraints={"quality": -1.0}, user_attrs={
+            "config": cfg.to_dict(), "label": cfg.describe(), "mlflow_run_id": f"run{n}",
+            "metrics": {"latency_ms": latency, "latency_mean_ms": latency, "latency_samples": 100, "quality_loss": 0.0,
+                        **metrics}})
+        t.datetime_start, t.datetime_complete = t0, t0 + dt.timedelta(seconds=seconds)
+        study.add_trial(t)
+
+    for n, secs in enumerate((5.0, 4.0, 6.0, 5.5)):
+        measured(n, _cfg(ratio=0.0, method="none"), secs, latency=1.0 + n)
+    measured(4, _cfg(ratio=0.5, steps=3000), 62.0, latency=0.5, **{"time.transforms_s": 58.0})  # the winner
+    opts = types.SimpleNamespace(timeout=240.0, confirm_top_k=1, confirm_rounds=3)
+    opt = types.SimpleNamespace(opts=opts, kind=types.SimpleNamespace(remeasure_refusal=None),
+                                target=types.SimpleNamespace(measurement=types.SimpleNamespace(warmup_seconds=0.0),
+                                                             traffic=None))
+    student, plain = _cfg(ratio=0.4, steps=3000), _cfg(ratio=0.0, method="none")
+    elapsed = 240.0 - 57.0
+    assert confirm_reserve(opt, study) < 57.0  # judged by a typical trial, there was time to start one
+    why = would_overrun(opt, study, student, elapsed)
+    assert why and "3000 distillation steps" in why and "took up to 62 s" in why, why
+    assert would_overrun(opt, study, plain, elapsed) is None  # a 6 s trial still fits
+    assert would_overrun(opt, study, _cfg(ratio=0.4, steps=300), elapsed) is None  # none like it measured yet
+    assert would_overrun(opt, study, student, 240.0 - 200.0) is None  # early in the study it fits
+    opts.timeout = None
+    assert would_overrun(opt, study, student, elapsed) is None  # no --timeout, no deadline
+
+
 def test_a_region_cut_twice_by_the_early_exit_is_known_slow(tmp_path):
     """Two trials of one (backend, scheme, batch) region with other options cut by the early exit: a third
     proposal there, pruned no more than they were, is known slow; one cut is not enough (an option may be what
