@@ -236,6 +236,9 @@ def test_a_candidate_that_would_run_into_the_time_kept_to_confirm_is_not_started
     why = would_overrun(opt, study, student, elapsed)
     assert why and "3000 distillation steps" in why and "took up to 62 s" in why, why
     assert would_overrun(opt, study, plain, elapsed) is None  # a 6 s trial still fits
+    # the demo's second run: students had taken up to 54.5 s, 71 s were left, and the next one took 64 s
+    assert would_overrun(opt, study, student, 240.0 - (62.0 * 1.25 + 5.0)) and \
+        would_overrun(opt, study, student, 240.0 - (62.0 * 1.25 + 12.0)) is None
     assert would_overrun(opt, study, _cfg(ratio=0.4, steps=300), elapsed) is None  # none like it measured yet
     assert would_overrun(opt, study, student, 240.0 - 200.0) is None  # early in the study it fits
     opts.timeout = None
