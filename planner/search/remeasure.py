@@ -115,9 +115,9 @@ def would_overrun(opt, study, cfg, elapsed: float) -> str | None:
     """Why a candidate just sampled is not started under --timeout (issue 28): the longest measured trial built
     like it (the same distillation steps, which dominate a trial's time: 0 for one that does not distill), with a
     quarter more for margin (students of one length took 42-64 s in one demo), would end inside the time kept to
-    re-measure the winner.  `confirm_reserve` judges before sampling by a typical
-    trial; this judges the candidate itself, so a 3000-step student is not started 50 s before the end because
-    most trials took 5 s.  None: start it (also when no trial like it was measured yet)."""
+    re-measure the winner.  `confirm_reserve` judges before sampling by a typical trial; this judges the
+    candidate itself, so a 3000-step student is not started 50 s before the end because most trials took 5 s.
+    None: start it (also when no trial like it was measured yet)."""
     if opt.opts.timeout is None:
         return None
     done = _measured(study)
