@@ -67,6 +67,9 @@ class Scheme:
     # option -> its values from least to most lossy, where that order holds whatever the model (planner.search.
     # feasibility: a quantization that lost far too much covers the same one with options no less lossy)
     lossier: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # weights only, rounded to a grid without data: the grid (bits, group, options) decides the loss more than who
+    # rounds (planner.search.feasibility: a loss far enough above the bound through one quantizer covers the others)
+    data_free: bool = False
 
 
 SCHEMES: dict[str, Scheme] = {
@@ -101,13 +104,14 @@ SCHEMES: dict[str, Scheme] = {
                 "accuracy_control": _BOOL},
                calibrated=True,
                lossier={"per_channel": (True, False), "fallback_layers": (8, 4, 2, 1, 0)}),
-        Scheme("int8_weight_only", "int8", ("cpu", "cuda"), "int8 weights, float compute", ("torch",)),
+        Scheme("int8_weight_only", "int8", ("cpu", "cuda"), "int8 weights, float compute", ("torch",), data_free=True),
         # torch: CPU only (planner.transforms.int4; `Backend.scheme_devices`); ONNX Runtime: MatMulNBits, CPU and CUDA
         Scheme("int4_weight_only", "int4", ("cpu", "cuda"), "int4 weights (grouped), float compute", ("torch", "onnx"),
                # symmetric: NNCF's INT4_SYM (True) or INT4_ASYM (a zero point per group), openvino only; torch's int4
                # layout is asymmetric and ONNX Runtime's MatMulNBits symmetric, both fixed
                {"group_size": INT4_GROUP_SIZES, "symmetric": (True, False)},
-               lossier={"group_size": tuple(sorted(INT4_GROUP_SIZES))}),  # fewer scales per weight: lossier
+               lossier={"group_size": tuple(sorted(INT4_GROUP_SIZES))},  # fewer scales per weight: lossier
+               data_free=True),
         # float8 E4M3 Q/DQ (calibrated, ORT's distribution method): for TensorRT on sm_89+ GPUs
         Scheme("fp8", "fp8", ("cuda",), "float8 weights and activations", ("onnx",),
                # matmul first: with every op quantized ("all"), ONNX Runtime's CPU reference gave a tiny MLP 0.48

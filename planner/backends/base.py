@@ -166,6 +166,9 @@ class Backend(ABC):
     # quantized model, e.g. "torch": planner's torch transforms); None: its own.  The search's hopeless rule
     # (planner.search.feasibility) carries a quantization's loss across the backends that share it
     quantizer: ClassVar[str | None] = None
+    # its quantized weights follow its own formats (llama.cpp's GGUF types), not the scheme's options: the hopeless
+    # rule never carries a data-free scheme's loss between it and another quantizer (`Scheme.data_free`)
+    own_weight_formats: ClassVar[bool] = False
     # its options: the one declaration (a `BackendOptions` subclass; none by default)
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     # derived from `Options` (never written by hand): option name -> its choices (tuple, default first) or its type

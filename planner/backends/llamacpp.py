@@ -289,6 +289,7 @@ class LlamaCpp(Backend):
     input_format = "torch"
     quant_schemes = ("none", "fp16", "int8_weight_only", "int4_weight_only")
     scheme_options = {"int4_weight_only": ()}  # GGUF blocks are fixed: group_size is not honoured (int4_type is)
+    own_weight_formats = True  # GGUF block types (Q4_K_M's super-blocks): not comparable to another int4 quantizer
     engine_files = ("model.gguf",)
     decoder_schemes = quant_schemes
     decoder_only = True

@@ -18,6 +18,13 @@ Three parts:
   the same scheme through the same quantizer (`Backend.quantizer`: torch and torch.compile share planner's torch
   transforms), its options no less lossy (`Scheme.lossier`: a larger int4 group, per-tensor scales), any pruning
   on top.  The sampler cannot learn this alone: a scheme is a parameter per backend (``{backend}.quant``).
+  Through *another* quantizer only a data-free weight-only scheme (`Scheme.data_free`: int4/int8 weights rounded
+  to a grid, no calibration) is covered, and only by a loss of at least `CROSS_QUANTIZER_FACTOR` x the bound: the
+  grid decides such a loss more than who rounds (MiniLM-L6's int4 at group 32 lost 0.033 through NNCF, 0.049
+  through ONNX Runtime, 0.066 through torch: a 2x spread, so a quantizer twice as good as the one seen still misses
+  the bound by 1.5x).  Calibrated schemes are not carried across (ONNX Runtime's int8_static per-tensor lost 0.07
+  on MiniLM where NNCF's lost 0.003), nor to or from a backend with its own weight formats
+  (`Backend.own_weight_formats`: llama.cpp's GGUF types).
 * Slow regions: trials cut by the early exit (`FailReason.EARLY_EXIT`: many times slower than the best at their
   batch size) with the same backend, quantization scheme, batch size and decisive options (`region`: tuning, compile
   mode, execution provider, declared on the backend's options).  Once `SLOW_CUTS` of them were cut, a candidate of
@@ -33,6 +40,7 @@ from typing import Any, Iterable
 from planner.config import TrialConfig
 
 HOPELESS_FACTOR = 2.0  # a loss this many times the bound is "far above" it
+CROSS_QUANTIZER_FACTOR = 3.0  # a data-free scheme's loss this many times the bound covers its other quantizers
 SLOW_CUTS = 2  # early exits of one region (backend, scheme, batch) before its other candidates are known slow
 # how much a precision loses, in order (a candidate at a rank >= the covering trial's loses at least as much)
 PRECISION_RANK = {"fp32": 0, "fp16": 1, "bf16": 1, "fp8": 2, "int8": 2, "int4": 3}
@@ -47,11 +55,13 @@ def sampler_reads_constraints() -> bool:
 
 @dataclass(frozen=True)
 class Evidence:
-    """A measured (or stopped) pruned trial whose quality loss was far above the bound."""
+    """A measured (or stopped) pruned trial whose quality loss was far above the bound (``over``: the loss as a
+    multiple of the bound; 0 when not known, and then it is never carried across quantizers)."""
 
     number: int
     config: TrialConfig
     loss: float
+    over: float = 0.0
 
 
 def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTOR) -> list[Evidence]:
@@ -79,14 +89,15 @@ def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTO
             from dataclasses import replace
 
             cfg = replace(cfg, distill=replace(cfg.distill, steps=int(stopped.get("steps", 0))))
-        out.append(Evidence(t.number, cfg, float(loss)))
+        out.append(Evidence(t.number, cfg, float(loss), float(loss) / bound if bound > 0 else 0.0))
     return out
 
 
 def covers(e: Evidence, cfg: TrialConfig) -> bool:
     """Whether measured ``e`` shows that ``cfg`` cannot be within the bound either."""
     if not e.config.prune.active:  # the quantization alone lost it: the same quantization, pruned or not
-        return same_quantization_or_lossier(cfg, e.config)
+        return (same_quantization_or_lossier(cfg, e.config)
+                or (e.over >= CROSS_QUANTIZER_FACTOR and same_grid_or_lossier(cfg, e.config)))
     if not cfg.prune.active or cfg.prune.method != e.config.prune.method:
         return False
     if cfg.prune.ratio < e.config.prune.ratio or cfg.prune.round_to > e.config.prune.round_to:
@@ -142,11 +153,43 @@ def same_quantization_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
     return True
 
 
+def same_grid_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
+    """``cfg`` rounds the weights of a data-free scheme (`Scheme.data_free`) to the grid ``seen`` used, or a
+    coarser one, through another quantizer: each option both backends act on equal or no less lossy; neither backend
+    has its own weight formats (`Backend.own_weight_formats`)."""
+    import planner.backends.registry as registry
+    from planner.schemes import SCHEMES
+
+    scheme = cfg.quant.scheme
+    spec = SCHEMES.get(scheme)
+    if spec is None or not spec.data_free or scheme != seen.quant.scheme:
+        return False
+    try:
+        mine, theirs = registry.get(cfg.backend), registry.get(seen.backend)
+    except Exception:  # noqa: BLE001 -- a backend this run does not know shares nothing
+        return False
+    if mine.own_weight_formats or theirs.own_weight_formats:
+        return False
+    defaults = {k: vals[0] for k, vals in spec.options.items()}
+    a_opts, b_opts = {**defaults, **cfg.quant.opts()}, {**defaults, **seen.quant.opts()}
+    for k in spec.options:
+        if not (mine.honours(scheme, k) and theirs.honours(scheme, k)):
+            continue
+        a, b = a_opts.get(k), b_opts.get(k)
+        order = spec.lossier.get(k)
+        if order and a in order and b in order:
+            if order.index(a) < order.index(b):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
 def explain(e: Evidence, bound: float) -> str:
     """Why ``e`` makes a candidate hopeless, for the skip message."""
     lost = f"hopeless: trial {e.number} ({e.config.describe()}) lost {e.loss:.3g} against the bound {bound:.3g}"
     if not e.config.prune.active:
-        return lost + " with the same quantization and no less lossy options"
+        return lost + " with the same quantization (or its weight grid) and no less lossy options"
     return lost + " with less pruning, at least as many distillation steps and no lossier precision"
 
 

@@ -75,7 +75,7 @@ def test_a_quantization_that_lost_far_too_much_covers_the_same_quantization():
     assert covers(e, _q("torch", "int4_weight_only", group_size=32))
     assert covers(e, _q("torch_compile", "int4_weight_only", group_size=128))  # same quantizer, coarser groups
     assert covers(e, _q("torch_compile", "int4_weight_only", 0.3, "l1", group_size=32))  # pruned on top
-    assert not covers(e, _q("onnxruntime", "int4_weight_only", group_size=32))  # another quantizer
+    assert not covers(e, _q("onnxruntime", "int4_weight_only", group_size=32))  # another quantizer (bound unknown)
     assert not covers(e, _q("openvino", "int4_weight_only", group_size=128))
     assert not covers(e, _q("torch", "int8_dynamic"))  # another scheme
     finer = Evidence(6, _q("torch", "int4_weight_only", group_size=128), loss=0.06)
@@ -103,6 +103,46 @@ def test_a_quantization_that_lost_far_too_much_covers_the_same_quantization():
                                     quant=QuantConfig("int4_weight_only")))
     assert not covers(q4_0, TrialConfig(backend="llamacpp", batch_size=1, backend_options=(("int4_type", "Q4_K_M"),),
                                         quant=QuantConfig("int4_weight_only")))
+
+
+def test_a_weight_grid_far_off_covers_the_other_quantizers():
+    """A data-free weight-only scheme (int4/int8 weights rounded to a grid) that lost at least
+    CROSS_QUANTIZER_FACTOR x the bound through one quantizer covers it through the others at a grid no finer;
+    2x is not enough (quantizers differ ~2x), a calibrated scheme never crosses, nor does llama.cpp's own GGUF types."""
+    from planner.search.feasibility import CROSS_QUANTIZER_FACTOR
+
+    bound = 0.01
+    far = Evidence(1, _q("openvino", "int4_weight_only", group_size=32, symmetric=True), loss=0.033, over=3.3)
+    assert CROSS_QUANTIZER_FACTOR <= 3.3
+    assert covers(far, _q("onnxruntime", "int4_weight_only", group_size=32))
+    assert covers(far, _q("torch", "int4_weight_only", group_size=128))  # a coarser grid
+    assert covers(far, _q("torch_compile", "int4_weight_only", 0.3, "l1", group_size=32))  # pruned on top
+    coarse = Evidence(6, _q("openvino", "int4_weight_only", group_size=128), loss=0.05, over=5.0)
+    assert covers(coarse, _q("onnxruntime", "int4_weight_only", group_size=128))
+    assert not covers(coarse, _q("onnxruntime", "int4_weight_only", group_size=32))  # finer groups may make it
+    assert not covers(far, _q("torch", "int8_weight_only"))  # another scheme
+    near = Evidence(2, _q("onnxruntime", "int4_weight_only", group_size=32), loss=0.025, over=2.5)
+    assert covers(near, _q("onnxruntime", "int4_weight_only", group_size=32))  # its own quantizer: 2x suffices
+    assert not covers(near, _q("torch", "int4_weight_only", group_size=32))
+    static = Evidence(3, _q("onnxruntime", "int8_static", per_channel=False), loss=0.07, over=7.0)
+    assert not covers(static, _q("openvino", "int8_static"))  # calibrated: ORT's per-tensor is not NNCF's
+    wo = Evidence(4, _q("torch", "int8_weight_only"), loss=0.05, over=5.0)
+    assert covers(wo, _q("openvino", "int8_weight_only"))
+    gguf = TrialConfig(backend="llamacpp", batch_size=1, backend_options=(("int4_type", "Q4_K_M"),),
+                       quant=QuantConfig("int4_weight_only"))
+    assert not covers(far, gguf)
+    assert not covers(Evidence(5, gguf, loss=0.5, over=50.0), _q("openvino", "int4_weight_only", group_size=128))
+    # the multiple of the bound comes from the study's bound
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    t = study.ask()
+    t.set_user_attr("config", far.config.to_dict())
+    t.set_user_attr("metrics", {"quality_loss": 0.033})
+    study.tell(t, [1.0, 0.033])
+    (got,) = evidence(study.get_trials(deepcopy=False), bound)
+    assert got.over == pytest.approx(3.3)
+    assert hopeless(_q("onnxruntime", "int4_weight_only", group_size=32), [got]) == got
+    (lax,) = evidence(study.get_trials(deepcopy=False), 0.015)  # 2.2x a looser bound: not carried across
+    assert hopeless(_q("onnxruntime", "int4_weight_only", group_size=32), [lax]) is None
 
 
 def test_evidence_is_measured_pruned_trials_far_above_the_bound(tmp_path):
