@@ -139,7 +139,8 @@ class LineReporter:
 
     def trial_done(self, o):
         wall = time.perf_counter() - self.t0 if o.status != "duplicate" else 0.0
-        if o.status != "duplicate":  # duplicates are free: the count is of measured candidates, as --trials is
+        free = o.status in ("duplicate", "skipped")  # cost no trial: the count is of measured candidates, as --trials is
+        if not free:
             self.n += 1
             self.wall.append(wall)
         label = f"{o.config.describe()} b={o.config.batch_size}" if o.config else "?"
@@ -148,8 +149,9 @@ class LineReporter:
         elif o.status == "duplicate":
             detail = o.message or ""
         else:
-            detail = f"{o.reason}: {(o.message or '').splitlines()[0][:120] if o.message else ''}"
-        count = f"{self.n}/{self.total}" if o.status != "duplicate" else " " * len(f"{self.n}/{self.total}")
+            first = (o.message or "").splitlines()[0][:120] if o.message else ""
+            detail = first if first.startswith(f"{o.reason}:") else f"{o.reason}: {first}"
+        count = " " * len(f"{self.n}/{self.total}") if free else f"{self.n}/{self.total}"
         log(f"[{self.model}] {count} #{o.number} {o.status:10s} {label}: {detail}  [{wall:.0f} s]")
 
     @staticmethod
