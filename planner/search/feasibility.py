@@ -25,6 +25,10 @@ Three parts:
   the bound by 1.5x).  Calibrated schemes are not carried across (ONNX Runtime's int8_static per-tensor lost 0.07
   on MiniLM where NNCF's lost 0.003), nor to or from a backend with its own weight formats
   (`Backend.own_weight_formats`: llama.cpp's GGUF types).
+  A staged distillation judges its student after each stage (`planner.transforms.distill.distill_staged`); a
+  trial records that curve (user attr ``distill_curve``), and a stage whose loss was far above the bound is
+  evidence too, for the same pruning with no more steps than that stage: a student continued from a stage equals
+  one trained through it, so a shorter request of the same student would be that very student.
 * Slow regions: trials cut by the early exit (`FailReason.EARLY_EXIT`: many times slower than the best at their
   batch size) with the same backend, quantization scheme, batch size and decisive options (`region`: tuning, compile
   mode, execution provider, declared on the backend's options).  Once `SLOW_CUTS` of them were cut, a candidate of
@@ -37,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from planner.config import TrialConfig
+from planner.config import QuantConfig, TrialConfig
 
 HOPELESS_FACTOR = 2.0  # a loss this many times the bound is "far above" it
 CROSS_QUANTIZER_FACTOR = 3.0  # a data-free scheme's loss this many times the bound covers its other quantizers
@@ -62,17 +66,28 @@ class Evidence:
     config: TrialConfig
     loss: float
     over: float = 0.0
+    stage: int | None = None  # the distillation steps of a judged stage of a longer trial (``distill_curve``)
 
 
 def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTOR) -> list[Evidence]:
     """The pruned or quantized trials among ``trials`` (Optuna FrozenTrials) whose measured quality loss was at
     least ``factor`` x ``bound``: COMPLETE trials measured by this study (not duplicates, not skipped), and trials a
-    staged distillation stopped (user attr ``distill_stopped``: the loss at the steps it reached)."""
+    staged distillation stopped (user attr ``distill_stopped``: the loss at the steps it reached); and each judged
+    stage of a measured trial's distillation (user attr ``distill_curve``) that far above, at its steps."""
+    from dataclasses import replace
+
     out: list[Evidence] = []
     for t in trials:
         a = t.user_attrs
         if "config" not in a or a.get("duplicate_of") is not None or a.get("hopeless_like") is not None:
             continue
+        if t.state.name == "COMPLETE" and a.get("distill_curve"):
+            base = TrialConfig.from_dict(a["config"])
+            for steps, q in a["distill_curve"]:
+                if base.prune.active and q > bound and q >= factor * bound and int(steps) < base.distill.steps:
+                    # judged in fp32 (eager torch), before any quantization: evidence for every precision
+                    cfg = replace(base, distill=replace(base.distill, steps=int(steps)), quant=QuantConfig("none"))
+                    out.append(Evidence(t.number, cfg, float(q), float(q) / bound if bound > 0 else 0.0, int(steps)))
         stopped = a.get("distill_stopped")
         if t.state.name == "COMPLETE":
             loss = (a.get("metrics") or {}).get("quality_loss")
@@ -86,8 +101,6 @@ def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTO
         if not cfg.prune.active and cfg.quant.scheme == "none":  # fp32 far off: the engine's numbers, not a region
             continue
         if stopped:  # what was shown is the loss at the steps reached, not at the steps asked
-            from dataclasses import replace
-
             cfg = replace(cfg, distill=replace(cfg.distill, steps=int(stopped.get("steps", 0))))
         out.append(Evidence(t.number, cfg, float(loss), float(loss) / bound if bound > 0 else 0.0))
     return out
@@ -190,6 +203,9 @@ def explain(e: Evidence, bound: float) -> str:
     lost = f"hopeless: trial {e.number} ({e.config.describe()}) lost {e.loss:.3g} against the bound {bound:.3g}"
     if not e.config.prune.active:
         return lost + " with the same quantization (or its weight grid) and no less lossy options"
+    if e.stage is not None:
+        lost = (f"hopeless: trial {e.number}'s student lost {e.loss:.3g} against the bound {bound:.3g} after "
+                f"{e.stage} distillation steps ({e.config.describe()})")
     return lost + " with less pruning, at least as many distillation steps and no lossier precision"
 
 

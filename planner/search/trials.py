@@ -218,6 +218,9 @@ class Trials:
                 for name, v in cons.items():
                     trial.set_constraint(name, v)
                 trial.set_user_attr("metrics", metrics)
+                curve = (res.get("transform_info") or {}).get("distill_curve")
+                if curve:  # the student's quality after each stage: evidence for shorter requests (feasibility)
+                    trial.set_user_attr("distill_curve", [[int(n), float(q)] for n, q in curve])
                 values = [metrics[o.metric] for o in opt.objectives]
                 params = trial.params
                 self.seen[f.key] = study.tell(trial, values)

@@ -145,6 +145,29 @@ def test_a_weight_grid_far_off_covers_the_other_quantizers():
     assert hopeless(_q("onnxruntime", "int4_weight_only", group_size=32), [lax]) is None
 
 
+def test_a_judged_stage_far_above_the_bound_covers_shorter_students():
+    """A measured 3000-step student whose distillation was judged after 100 and 300 steps (0.4 and 0.02, in fp32)
+    and ended within the bound is evidence at the stages that were far off: a request for the same pruning (or more)
+    with no more steps than such a stage is hopeless, whatever its precision; longer requests are not."""
+    bound = 0.005
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    t = study.ask()
+    t.set_user_attr("config", _cfg(ratio=0.6, steps=3000, scheme="int8_dynamic").to_dict())
+    t.set_user_attr("metrics", {"quality_loss": 0.0})
+    t.set_user_attr("distill_curve", [[100, 0.4], [300, 0.02], [1000, 0.004]])
+    study.tell(t, [1.0, 0.0])
+    got = evidence(study.get_trials(deepcopy=False), bound)
+    assert [(e.stage, e.config.distill.steps, e.config.quant.scheme) for e in got] == [(100, 100, "none"), (300, 300, "none")]
+    assert hopeless(_cfg(ratio=0.6, steps=300), got).stage == 300
+    assert hopeless(_cfg(ratio=0.7, steps=100, scheme="int8_dynamic"), got).stage == 300  # smallest loss that covers
+    assert hopeless(_cfg(ratio=0.6, steps=1000), got) is None  # that stage was within 2x the bound
+    assert hopeless(_cfg(ratio=0.5, steps=100), got) is None  # less pruning
+    assert hopeless(_cfg(ratio=0.6, steps=300, method="l2"), got) is None
+    from planner.search.feasibility import explain
+
+    assert "trial 0's student lost 0.02" in explain(got[1], bound) and "after 300 distillation steps" in explain(got[1], bound)
+
+
 def test_evidence_is_measured_pruned_trials_far_above_the_bound(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", directions=["minimize", "minimize"])
 

@@ -133,6 +133,22 @@ def test_the_study_stops_a_hopeless_student_and_says_where(tmp_path):
     assert list((home.cache / "students").glob("*.pt"))
 
 
+def test_a_measured_trial_records_its_students_curve(tmp_path):
+    """A student within the bound is measured as a trial; its quality after each judged stage (100 and 300 of 1000
+    steps) is recorded on the trial (``distill_curve``): what the hopeless rule reads for shorter requests."""
+    space, target, env = fake_backend_files(tmp_path, SPACE)
+    target.write_text(target.read_text().replace("max_quality_loss: 0.05", "max_quality_loss: 0.9"))
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "1",
+                "--sampler", "random", "--eval-samples", "8", "--study", "curve", "--confirm", "0",
+                "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    (t,) = optuna.load_study(study_name="curve", storage=home.optuna_url).trials
+    assert t.state.name == "COMPLETE", t.user_attrs
+    curve = t.user_attrs["distill_curve"]
+    assert [n for n, _ in curve] == [100, 300] and all(0 <= q < 0.9 for _, q in curve), curve
+
+
 def test_a_longer_request_continues_the_cached_student_through_the_model_source(tmp_path):
     """Through `ModelSource` (what a trial worker builds): a 1000-step request after a 300-step one with the same
     pruning and training settings continues from the cached 300-step student (one data pool for every step count),
