@@ -11,8 +11,9 @@ Three parts:
   measured trial already showed it is not measured.  A measured trial with pruning method m at ratio r,
   s distillation steps and a precision p, whose loss was at least `HOPELESS_FACTOR` x the bound, covers every
   candidate with the same method, a ratio >= r, rounding to a multiple <= its own (keeps no more units),
-  <= s distillation steps and a precision at least as lossy as p: pruning more, training less and quantizing
-  more do not win back a loss that large.  Such a candidate is told to Optuna as PRUNED with the covering
+  <= s distillation steps at a learning rate no higher (on digits-cnn l1 0.4, 300 steps: 11 digits of 540 wrong at
+  lr 0.001, 1 at 0.003) and a precision at least as lossy as p: pruning more, training less and quantizing more do
+  not win back a loss that large.  Such a candidate is told to Optuna as PRUNED with the covering
   trial's quality violation as its constraint (so TPE learns the region too) and costs no trial of --trials.
   A quantized trial of the *unpruned* model that lost that much covers the candidates quantized the same way:
   the same scheme through the same quantizer (`Backend.quantizer`: torch and torch.compile share planner's torch
@@ -116,6 +117,8 @@ def covers(e: Evidence, cfg: TrialConfig) -> bool:
     if cfg.prune.ratio < e.config.prune.ratio or cfg.prune.round_to > e.config.prune.round_to:
         return False
     if cfg.distill.steps > e.config.distill.steps:
+        return False
+    if cfg.distill.steps > 0 and cfg.distill.lr > e.config.distill.lr:  # a faster learning rate may recover sooner
         return False
     return PRECISION_RANK.get(cfg.precision, 0) >= PRECISION_RANK.get(e.config.precision, 0)
 

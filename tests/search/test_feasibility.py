@@ -163,6 +163,9 @@ def test_a_judged_stage_far_above_the_bound_covers_shorter_students():
     assert hopeless(_cfg(ratio=0.6, steps=1000), got) is None  # that stage was within 2x the bound
     assert hopeless(_cfg(ratio=0.5, steps=100), got) is None  # less pruning
     assert hopeless(_cfg(ratio=0.6, steps=300, method="l2"), got) is None
+    fast = _cfg(ratio=0.6, steps=300)
+    fast = TrialConfig(backend=fast.backend, batch_size=1, prune=fast.prune, distill=DistillConfig(steps=300, lr=1e-3))
+    assert hopeless(fast, got) is None  # a higher learning rate than the student's may recover sooner
     from planner.search.feasibility import explain
 
     assert "trial 0's student lost 0.02" in explain(got[1], bound) and "after 300 distillation steps" in explain(got[1], bound)
