@@ -154,19 +154,7 @@ def same_quantization_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
         honours = registry.get(cfg.backend).honours
     except Exception:  # noqa: BLE001
         honours = lambda s, k: True  # noqa: E731
-    defaults = {k: vals[0] for k, vals in spec.options.items()}
-    mine, theirs = {**defaults, **cfg.quant.opts()}, {**defaults, **seen.quant.opts()}
-    for k in set(mine) | set(theirs):
-        if not honours(scheme, k):
-            continue
-        a, b = mine.get(k), theirs.get(k)
-        order = spec.lossier.get(k)
-        if order and a in order and b in order:
-            if order.index(a) < order.index(b):
-                return False
-        elif a != b:
-            return False
-    return True
+    return _no_less_lossy(spec, cfg, seen, lambda k: honours(scheme, k))
 
 
 def same_grid_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
@@ -186,12 +174,18 @@ def same_grid_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
         return False
     if mine.own_weight_formats or theirs.own_weight_formats:
         return False
+    return _no_less_lossy(spec, cfg, seen, lambda k: mine.honours(scheme, k) and theirs.honours(scheme, k))
+
+
+def _no_less_lossy(spec, cfg: TrialConfig, seen: TrialConfig, compared) -> bool:
+    """Each option of ``spec`` (a `Scheme`) for which ``compared(option)`` holds is equal in ``cfg`` and ``seen``
+    (defaults filled in) or, where the scheme orders its values (`Scheme.lossier`), no less lossy in ``cfg``."""
     defaults = {k: vals[0] for k, vals in spec.options.items()}
-    a_opts, b_opts = {**defaults, **cfg.quant.opts()}, {**defaults, **seen.quant.opts()}
-    for k in spec.options:
-        if not (mine.honours(scheme, k) and theirs.honours(scheme, k)):
+    mine, theirs = {**defaults, **cfg.quant.opts()}, {**defaults, **seen.quant.opts()}
+    for k in set(mine) | set(theirs):
+        if not compared(k):
             continue
-        a, b = a_opts.get(k), b_opts.get(k)
+        a, b = mine.get(k), theirs.get(k)
         order = spec.lossier.get(k)
         if order and a in order and b in order:
             if order.index(a) < order.index(b):

@@ -113,18 +113,24 @@ distill:
 """
 
 
+def _one_trial(tmp_path, bound: float):
+    """(home, the CLI's result, the trial) of a one-trial study of SPACE on tiny-mlp at quality bound ``bound``."""
+    space, target, env = fake_backend_files(tmp_path, SPACE)
+    target.write_text(target.read_text().replace("max_quality_loss: 0.05", f"max_quality_loss: {bound:.7f}"))
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "1",
+                "--sampler", "random", "--eval-samples", "8", "--study", "one", "--confirm", "0",
+                "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    (t,) = optuna.load_study(study_name="one", storage=home.optuna_url).trials
+    return home, r, t
+
+
 def test_the_study_stops_a_hopeless_student_and_says_where(tmp_path):
     """A bound no pruned student can reach: the trial's distillation stops after its first stage (100 of 1000
     steps); the trial is PRUNED with where it stopped and a positive quality constraint, and the student of that
     stage is cached for a longer request."""
-    space, target, env = fake_backend_files(tmp_path, SPACE)
-    target.write_text(target.read_text().replace("max_quality_loss: 0.05", "max_quality_loss: 0.000001"))
-    home = Home(tmp_path / "home")
-    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "1",
-                "--sampler", "random", "--eval-samples", "8", "--study", "st", "--confirm", "0",
-                "--home", home.root, env=env)
-    assert r.returncode == 0, r.stderr + r.stdout
-    (t,) = optuna.load_study(study_name="st", storage=home.optuna_url).trials
+    home, r, t = _one_trial(tmp_path, 0.000001)
     assert t.state.name == "PRUNED", t.user_attrs
     d = t.user_attrs["distill_stopped"]
     assert d["steps"] == 100 and d["quality_loss"] > 0.000002 and t.constraints["quality"] > 0
@@ -136,14 +142,7 @@ def test_the_study_stops_a_hopeless_student_and_says_where(tmp_path):
 def test_a_measured_trial_records_its_students_curve(tmp_path):
     """A student within the bound is measured as a trial; its quality after each judged stage (100 and 300 of 1000
     steps) is recorded on the trial (``distill_curve``): what the hopeless rule reads for shorter requests."""
-    space, target, env = fake_backend_files(tmp_path, SPACE)
-    target.write_text(target.read_text().replace("max_quality_loss: 0.05", "max_quality_loss: 0.9"))
-    home = Home(tmp_path / "home")
-    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "1",
-                "--sampler", "random", "--eval-samples", "8", "--study", "curve", "--confirm", "0",
-                "--home", home.root, env=env)
-    assert r.returncode == 0, r.stderr + r.stdout
-    (t,) = optuna.load_study(study_name="curve", storage=home.optuna_url).trials
+    _, _, t = _one_trial(tmp_path, 0.9)
     assert t.state.name == "COMPLETE", t.user_attrs
     curve = t.user_attrs["distill_curve"]
     assert [n for n, _ in curve] == [100, 300] and all(0 <= q < 0.9 for _, q in curve), curve
