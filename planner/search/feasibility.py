@@ -203,7 +203,8 @@ def explain(e: Evidence, bound: float) -> str:
     if e.stage is not None:
         lost = (f"hopeless: trial {e.number}'s student lost {e.loss:.3g} against the bound {bound:.3g} after "
                 f"{e.stage} distillation steps ({e.config.describe()})")
-    return lost + " with less pruning, at least as many distillation steps and no lossier precision"
+    return lost + (" with less pruning, at least as many distillation steps at a learning rate no lower and no "
+                   "lossier precision")
 
 
 def hopeless(cfg: TrialConfig, known: list[Evidence]) -> Evidence | None:
