@@ -146,6 +146,8 @@ class LineReporter:
         label = f"{o.config.describe()} b={o.config.batch_size}" if o.config else "?"
         if o.status in ("ok", "infeasible"):
             detail = self.measured(o.metrics) + (f" ({o.message})" if o.message else "")
+            if o.composed_of:
+                detail += f" [engine of #{o.composed_of['engine']}, student of #{o.composed_of['student']}]"
         elif o.status == "duplicate":
             detail = o.message or ""
         else:

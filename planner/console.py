@@ -126,6 +126,8 @@ class RichReporter:
                           f"single p50 {m['latency_p50_ms']:.3f} ms  loss {m['quality_loss']:.2e}")
             if o.status == "infeasible":
                 detail += f"  [yellow]{o.message}[/]"
+            if o.composed_of:
+                detail += f"  [dim](composed: the engine of #{o.composed_of['engine']}, the student of #{o.composed_of['student']})[/]"
         elif o.status in ("duplicate", "skipped", "stopped"):
             detail = o.message or ""
         else:

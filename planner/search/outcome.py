@@ -63,6 +63,7 @@ class TrialOutcome:
     message: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None
+    composed_of: dict[str, int] | None = None  # a composite's halves: {"engine": trial, "student": trial} (search.compose)
 
 
 @dataclass

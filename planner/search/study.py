@@ -276,6 +276,8 @@ class _Loop:
         self.stopped = "trial budget reached"
         self.asked = self.dup_run = 0
         self.stop_asking = False
+        # composites (planner.search.compose) need a pruned student and a sampler that takes queued trials
+        self.composes = opt.opts.sampler != "grid" and any(m != "none" for m in opt.space.prune.methods)
 
     def run(self) -> None:
         slots = max(1, self.opt.opts.compile_workers)
@@ -322,6 +324,10 @@ class _Loop:
                     return False
                 if finished + running >= opts.study_trials:
                     return True
+            if self.composes:  # the fastest engine on the best student, once the seeds are measured
+                from planner.search.compose import queue_composites
+
+                queue_composites(study, self.opt.objectives[0])
             self.asked += 1
             got = self.trials.launch({flight.key for flight, _ in self.runner.flights})
             if got is None:  # surplus: another worker asked for the study's last trial first

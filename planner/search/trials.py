@@ -228,7 +228,8 @@ class Trials:
                 self.recording.trial_measured(f.run_id, trial.number, cfg, res, metrics, violated, f.workdir, params)
                 return TrialOutcome(trial.number, cfg, "infeasible" if violated else "ok",
                                     reason=(FailReason.QUALITY.value if "quality" in violated else (violated or None)),
-                                    message=f"violates {violated}" if violated else None, metrics=metrics, run_id=f.run_id)
+                                    message=f"violates {violated}" if violated else None, metrics=metrics, run_id=f.run_id,
+                                    composed_of=trial.user_attrs.get("composed_of"))
             reason = res.get("reason", FailReason.CRASH.value) if res.get("status") == "failed" else FailReason.CRASH.value
             message = res.get("message", "")
             if reason == FailReason.DISTILL_STOPPED.value and res.get("detail"):
