@@ -327,7 +327,7 @@ class _Loop:
             if self.composes:  # the fastest engine on the best student, once the seeds are measured
                 from planner.search.compose import queue_composites
 
-                queue_composites(study, self.opt.objectives[0])
+                queue_composites(study, self.opt.objectives[0], self.opt.target.constraints.max_quality_loss)
             self.asked += 1
             got = self.trials.launch({flight.key for flight, _ in self.runner.flights})
             if got is None:  # surplus: another worker asked for the study's last trial first

@@ -53,6 +53,14 @@ def test_no_composite_from_infeasible_or_duplicate_trials_or_a_student_already_o
     assert composites(other_batch, "latency_ms", False, set()) == []
 
 
+def test_no_composite_whose_two_losses_add_up_past_the_bound():
+    """A student at 0.0037 on an engine whose int8 lost 0.0019: together over a 0.005 bound, not composed."""
+    edge = [_trial(1, OV_INT8, 0.5, loss=0.0019), _trial(2, ORT_STUDENT, 0.4, loss=0.0037)]
+    assert composites(edge, "latency_ms", False, set(), bound=0.005) == []
+    assert len(composites(edge, "latency_ms", False, set(), bound=0.006)) == 1
+    assert len(composites(edge, "latency_ms", False, set())) == 1  # no bound given: composed
+
+
 SPACE = """\
 name: compose
 batch_size: [1]
