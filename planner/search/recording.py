@@ -54,10 +54,12 @@ class StudyRecording:
         self.study.set_user_attr("mlflow_experiment", self.experiment)
         self.rec.close_dangling(left_open)
 
-    def trial_started(self, number: int, cfg: TrialConfig) -> str:
+    def trial_started(self, number: int, cfg: TrialConfig, origin: str = "sampler") -> str:
+        """``origin``: who proposed it (the tag ``planner.origin``: ``sampler``, ``seed N`` from the space,
+        ``composite of #E and #S`` from `planner.search.compose`)."""
         return self.rec.start_trial(number, {**cfg.flat(), "config_key": cfg.key()}, {
             "backend": cfg.backend, "precision": cfg.precision, "batch_size": str(cfg.batch_size),
-            "planner.label": cfg.describe(), "planner.status": "running",
+            "planner.label": cfg.describe(), "planner.status": "running", "planner.origin": origin,
         })
 
     def trial_measured(self, run_id: str, number: int, cfg: TrialConfig, res: dict, metrics: dict, violated: str,

@@ -42,6 +42,16 @@ def early_exit_bound(points, batch_size: int, factor: float | None) -> float | N
     return min(best) * factor if best else None
 
 
+def _origin(attrs: dict) -> str:
+    """Who proposed a trial (the MLflow tag ``planner.origin``)."""
+    if attrs.get("composed_of"):
+        c = attrs["composed_of"]
+        return f"composite of #{c['engine']} (engine) and #{c['student']} (student)"
+    if attrs.get("seed") is not None:
+        return f"seed {attrs['seed']}"
+    return "sampler"
+
+
 class Trials:
     """The steps of a trial for one study (`Optimizer` holds the study's facts and passes itself)."""
 
@@ -136,7 +146,7 @@ class Trials:
             return skip
 
         opt.reporter.trial_started(trial.number, cfg)
-        run_id = self.recording.trial_started(trial.number, cfg)
+        run_id = self.recording.trial_started(trial.number, cfg, _origin(trial.user_attrs))
         trial.set_user_attr("mlflow_run_id", run_id)
         workdir = opt.study_dir / "trials" / f"{trial.number:04d}"
         from planner.select.pareto import feasible_points

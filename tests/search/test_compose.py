@@ -100,3 +100,9 @@ def test_a_study_measures_the_composite_after_its_seeds(tmp_path):
     assert cfg["distill"]["steps"] == 30
     assert study.user_attrs["composed"] == [[0, 1]]
     assert "composed: the engine of #0, the student of #1" in " ".join(r.stdout.split()), r.stdout
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=home.tracking_uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.`planner.origin` != ''")
+    origins = {int(run.data.tags["planner.trial"]): run.data.tags["planner.origin"] for run in runs}
+    assert origins == {0: "seed 0", 1: "seed 1", 2: "composite of #0 (engine) and #1 (student)"}, origins
