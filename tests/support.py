@@ -27,6 +27,16 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
                           cwd=cwd or ROOT, env=e, timeout=timeout)
 
 
+def bound_files(tmp_path, space_yaml: str, bound: float) -> tuple[Path, Path]:
+    """(space, target): the space YAML and the short-protocol test target with its quality bound set to ``bound``,
+    written to ``tmp_path``."""
+    space = tmp_path / "space.yaml"
+    space.write_text(space_yaml)
+    target = tmp_path / "target.yaml"
+    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("max_quality_loss: 0.05", f"max_quality_loss: {bound!r}"))
+    return space, target
+
+
 def fake_backend_files(tmp_path, space_yaml: str):
     """(space, target, env) for studies on the plugin backend `tests/data/fake_backend.py`: the space YAML written
     to ``tmp_path``, the short-protocol test target allowing `fake`, and the environment that registers it."""

@@ -4,7 +4,7 @@ student, queued as the study's next trial (real Optuna storage; a real study on 
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
-from support import DATA, run_cli
+from support import bound_files, run_cli
 
 from planner.paths import Home
 from planner.search.compose import composites
@@ -82,10 +82,7 @@ seeds:
 def test_a_study_measures_the_composite_after_its_seeds(tmp_path):
     """The seeds measure ONNX Runtime unpruned and a torch student; the study's third trial is the student on
     ONNX Runtime (the only unpruned engine it has, hence the fastest), marked as a composite on the console."""
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
-    target = tmp_path / "target.yaml"
-    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("max_quality_loss: 0.05", "max_quality_loss: 1.0"))
+    space, target = bound_files(tmp_path, SPACE, 1.0)
     home = Home(tmp_path / "home")
     r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "3",
                 "--sampler", "random", "--eval-samples", "8", "--study", "c", "--confirm", "0", "--home", home.root)

@@ -4,7 +4,7 @@ measured trial already showed hopeless is not measured again (real Optuna storag
 import optuna
 import pytest
 from optuna.trial import TrialState
-from support import DATA, fake_backend_files, run_cli
+from support import bound_files, fake_backend_files, run_cli
 
 from planner.config import DistillConfig, PruneConfig, QuantConfig, TrialConfig
 from planner.paths import Home
@@ -380,10 +380,7 @@ def test_a_quantization_far_above_the_bound_is_not_tried_on_the_engines_that_sha
     """A bound no int8 can meet: the seed (torch, per-channel int8) misses it far; torch.compile's int8 (the same
     torch quantizer) and per-tensor int8 are skipped as hopeless naming the seed, without a worker; ONNX Runtime's
     int8 (its own quantizer) is still measured."""
-    space = tmp_path / "space.yaml"
-    space.write_text(QUANT_SPACE)
-    target = tmp_path / "target.yaml"
-    target.write_text((DATA / "fast-cpu.yaml").read_text().replace("max_quality_loss: 0.05", "max_quality_loss: 1.0e-9"))
+    space, target = bound_files(tmp_path, QUANT_SPACE, 1.0e-9)
     home = Home(tmp_path / "home")
     r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "3",
                 "--sampler", "random", "--seed", "1", "--eval-samples", "8", "--study", "qh", "--confirm", "0",
