@@ -131,6 +131,7 @@ def remeasure_together(model: str, batch: int, studies: dict[str, Any], fronts: 
     host's drift (digits-cnn b=1: the same deployment confirmed at 0.0287 and 0.0254 ms); interleaved, a ratio
     compares the deployments."""
     import dataclasses
+    import shutil
     import tempfile
 
     from bench_compression import MODELS, model_target, study_space
@@ -171,8 +172,6 @@ def remeasure_together(model: str, batch: int, studies: dict[str, Any], fronts: 
         else:
             failed[f"{kind} #{p.number}"] = str(res.get("message") or res.get("reason") or "no result")[:200]
             out[kind].append(p)
-    import shutil
-
     shutil.rmtree(root, ignore_errors=True)
     return out, failed
 

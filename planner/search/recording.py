@@ -56,7 +56,7 @@ class StudyRecording:
 
     def trial_started(self, number: int, cfg: TrialConfig, origin: str = "sampler") -> str:
         """``origin``: who proposed it (the tag ``planner.origin``: ``sampler``, ``seed N`` from the space,
-        ``composite of #E and #S`` from `planner.search.compose`)."""
+        ``composite of #E (engine) and #S (student)`` from `planner.search.compose`)."""
         return self.rec.start_trial(number, {**cfg.flat(), "config_key": cfg.key()}, {
             "backend": cfg.backend, "precision": cfg.precision, "batch_size": str(cfg.batch_size),
             "planner.label": cfg.describe(), "planner.status": "running", "planner.origin": origin,

@@ -44,8 +44,10 @@ def early_exit_bound(points, batch_size: int, factor: float | None) -> float | N
 
 def _origin(attrs: dict) -> str:
     """Who proposed a trial (the MLflow tag ``planner.origin``)."""
-    if attrs.get("composed_of"):
-        c = attrs["composed_of"]
+    from planner.search.compose import COMPOSED
+
+    if attrs.get(COMPOSED):
+        c = attrs[COMPOSED]
         return f"composite of #{c['engine']} (engine) and #{c['student']} (student)"
     if attrs.get("seed") is not None:
         return f"seed {attrs['seed']}"
@@ -220,6 +222,8 @@ class Trials:
         """Record a finished worker's result in Optuna and MLflow."""
         from optuna.trial import TrialState
 
+        from planner.search.compose import COMPOSED
+
         opt, study, trial, cfg = self.opt, self.store.study, f.trial, f.cfg
         f.beat.__exit__()
         try:
@@ -239,7 +243,7 @@ class Trials:
                 return TrialOutcome(trial.number, cfg, "infeasible" if violated else "ok",
                                     reason=(FailReason.QUALITY.value if "quality" in violated else (violated or None)),
                                     message=f"violates {violated}" if violated else None, metrics=metrics, run_id=f.run_id,
-                                    composed_of=trial.user_attrs.get("composed_of"))
+                                    composed_of=trial.user_attrs.get(COMPOSED))
             reason = res.get("reason", FailReason.CRASH.value) if res.get("status") == "failed" else FailReason.CRASH.value
             message = res.get("message", "")
             if reason == FailReason.DISTILL_STOPPED.value and res.get("detail"):
