@@ -50,10 +50,10 @@ def composites(trials, metric: str, maximize: bool, done: set[tuple[int, int]],
     before (``done``); ``trials``: the study's COMPLETE trials.  With the quality ``bound``, a pair whose two
     losses add up to more than it is left out (a student at the edge of the bound gains an engine's int8 loss on
     top: digits-cnn students at 1-2 digits of 540 over the teacher, run on NNCF int8, lost 3)."""
+    from planner.select.pareto import feasible_trials
+
     best: dict[tuple[int, bool], Any] = {}
-    for t in trials:
-        if t.user_attrs.get("duplicate_of") is not None or any(v > 0 for v in t.constraints.values()):
-            continue
+    for t in feasible_trials(trials):
         value = (t.user_attrs.get("metrics") or {}).get(metric)
         if value is None:
             continue

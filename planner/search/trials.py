@@ -13,6 +13,7 @@ from typing import Any
 
 from planner.config import TrialConfig
 from planner.errors import ConfigError, FailReason
+from planner.search.compose import COMPOSED
 from planner.search.outcome import TrialOutcome
 from planner.space import batch_sizes, sample, shape_misfit
 
@@ -44,8 +45,6 @@ def early_exit_bound(points, batch_size: int, factor: float | None) -> float | N
 
 def _origin(attrs: dict) -> str:
     """Who proposed a trial (the MLflow tag ``planner.origin``)."""
-    from planner.search.compose import COMPOSED
-
     if attrs.get(COMPOSED):
         c = attrs[COMPOSED]
         return f"composite of #{c['engine']} (engine) and #{c['student']} (student)"
@@ -221,8 +220,6 @@ class Trials:
     def complete(self, f: Flight, res: dict) -> TrialOutcome:
         """Record a finished worker's result in Optuna and MLflow."""
         from optuna.trial import TrialState
-
-        from planner.search.compose import COMPOSED
 
         opt, study, trial, cfg = self.opt, self.store.study, f.trial, f.cfg
         f.beat.__exit__()

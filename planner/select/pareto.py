@@ -46,16 +46,17 @@ def trial_point(t) -> Point:
     return TrialRecord.from_trial(t)
 
 
+def feasible_trials(trials) -> list:
+    """The COMPLETE trials among ``trials`` (Optuna FrozenTrials) that the study measured itself (not duplicates)
+    and that meet every constraint."""
+    return [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("duplicate_of") is None
+            and all(v <= 0 for v in t.constraints.values())]
+
+
 def feasible_points(study) -> list[Point]:
     from optuna.trial import TrialState
 
-    out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("duplicate_of") is not None:
-            continue
-        if all(v <= 0 for v in t.constraints.values()):
-            out.append(trial_point(t))
-    return out
+    return [trial_point(t) for t in feasible_trials(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))]
 
 
 # metrics a confirmation (planner.select.confirm) replaces; the study's own figure stays as study_latency_ms
