@@ -68,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=None, help="measured seconds per load point (default 8, quick 3)")
     ap.add_argument("--slo-factor", type=float, default=5.0, help="served p99 SLO = this x the single pick's p50")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lengths", choices=("full", "data"), default="full",
+                    help="data: every request at its own sample's length (traffic lengths: data), for every variant "
+                         "on an engine that takes any length; capacity then from the single pick at those lengths")
     ap.add_argument("--out", default=str(REPO / "experiments" / "results"))
     return ap.parse_args(argv)
 
@@ -187,8 +190,9 @@ def run_point(model_info: dict, cfg, target, home, workdir: Path) -> dict:
         return {"status": res.get("status"), "reason": res.get("reason"), "message": (res.get("message") or "")[:300]}
     at = res["served"]["at_rate"]
     return {"status": "ok", "single_p50_ms": res["latency"]["p50_ms"], "quality_loss": res["quality"].get("quality_loss"),
-            **{k: at.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "rate", "offered_rate", "achieved_rate", "dropped", "late",
-                                      "mean_batch", "requests")},
+            **{k: at.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "rate", "offered_rate", "achieved_rate",
+                                      "dropped", "late", "mean_batch", "requests", "lengths")},
+            "lengths_served": res["served"].get("lengths"),
             "sustained_rate": res["served"].get("sustained_rate"), "rate_points": res["served"].get("rate_points"),
             "build_info": {k: v for k, v in (res.get("build_info") or {}).items() if k.startswith("compiled_")}}
 
@@ -229,12 +233,29 @@ def bench_model(model: str, args, home, target0, rounds: int, duration: float) -
     p50 = single.user_attrs["metrics"]["latency_p50_ms"]
     capacity = 1000.0 / p50
     slo = args.slo_factor * p50
+    lengths = {"lengths": "data", "length_multiple": 8} if args.lengths == "data" else {}
+    minfo = {"spec": st.user_attrs.get("model_spec") or _spec(model), "reference": str(home.study_dir(f"{model}-single") / "reference.npz"),
+             "output_kind": (st.user_attrs.get("model_info") or {}).get("output_kind", "logits")}
+    if lengths:  # one client at a time at the requests' own lengths: what the single pick sustains one at a time
+        from planner.config import ServingConfig, TrialConfig
+
+        one = Traffic(arrival="closed", concurrency=1, duration_s=max(duration, 3.0), warmup_s=0.5, drain_s=2.0,
+                      seed=args.seed, rate_search_steps=0, **lengths)
+        cfg1 = TrialConfig.from_dict({**single.user_attrs["config"], "serving": ServingConfig().to_dict()})
+        res1 = run_point(minfo, cfg1, t_single.model_copy(update={"traffic": one}), home, home.root / "bench" / f"{model}-own")
+        if res1["status"] != "ok":
+            raise SystemExit(f"[{model}] the single pick at own lengths failed: {res1}")
+        p50 = res1["mean_ms"]
+        log(f"[{model}] single pick at the requests' own lengths (1 client): mean {p50:.3f} ms per request "
+            f"(padded: p50 {single.user_attrs['metrics']['latency_p50_ms']:.3f} ms)")
+        capacity = 1000.0 / p50
+        slo = args.slo_factor * p50
     log(f"[{model}] single-request pick #{single.number} {single.user_attrs['label']}: p50 {p50:.3f} ms -> "
         f"capacity {capacity:.0f} req/s; SLO p99 <= {slo:.2f} ms")
     min_requests = 100 if args.quick else 400  # per load point, for p99 to mean something
     traffic = dict(arrival="poisson", rate=round(0.9 * capacity, 1), duration_s=max(duration, min_requests / (0.9 * capacity)),
                    warmup_s=0.5, drain_s=2.0,
-                   seed=args.seed, percentile="p99", slo_ms=round(slo, 3), rate_search_steps=3)
+                   seed=args.seed, percentile="p99", slo_ms=round(slo, 3), rate_search_steps=3, **lengths)
     t_served = t_single.model_copy(update={"traffic": Traffic(**traffic)})
     log(f"[{model}] served study at {traffic['rate']} req/s")
     t0 = time.perf_counter()
@@ -248,8 +269,6 @@ def bench_model(model: str, args, home, target0, rounds: int, duration: float) -
     xml = next((home.study_dir(f"{model}-single") / "trials").glob("*/model.xml"), None)
     tput = ov_throughput_default(xml) if xml else {"streams": os.cpu_count() or 1, "threads": os.cpu_count() or 1, "requests": os.cpu_count() or 1}
     cfgs = variant_configs(single.user_attrs["config"], served.user_attrs["config"], tput)
-    minfo = {"spec": st.user_attrs.get("model_spec") or _spec(model), "reference": str(home.study_dir(f"{model}-single") / "reference.npz"),
-             "output_kind": (st.user_attrs.get("model_info") or {}).get("output_kind", "logits")}
     cells: dict[str, dict[str, list]] = {f"{load:.1f}": {v: [] for v in VARIANTS} for load in LOADS}
     floor: dict[str, dict] = {}
     for r in range(rounds):
@@ -278,8 +297,9 @@ def bench_model(model: str, args, home, target0, rounds: int, duration: float) -
                     f"p50 {res['p50_ms']:.2f} p99 {res['p99_ms']:.2f} ms, achieved {res['achieved_rate']:.0f}/"
                     f"{res['rate']:.0f} req/s, dropped {res['dropped']}, sustained {res.get('sustained_rate')}"
                     if res["status"] == "ok" else f"{res['status']} {res.get('reason')} {res.get('message')}"))
-    return {"model": model, "bound": bound, "single_pick": {"trial": single.number, "label": single.user_attrs["label"],
-                                                            "config": single.user_attrs["config"], "p50_ms": p50},
+    return {"model": model, "bound": bound, "lengths": args.lengths, "single_pick": {"trial": single.number, "label": single.user_attrs["label"],
+                                                            "config": single.user_attrs["config"], "p50_ms": p50,
+                                                            "padded_p50_ms": single.user_attrs["metrics"]["latency_p50_ms"]},
             "capacity_rps": capacity, "slo_p99_ms": slo, "traffic": traffic, "served_study_seconds": served_seconds,
             "served_pick": {"feasible": feasible, "trial": served.number, "label": served.user_attrs["label"], "config": served.user_attrs["config"],
                             "study_metrics": {k: served.user_attrs["metrics"].get(k) for k in
@@ -324,6 +344,14 @@ def _confirmation_lines(m: dict) -> list[str]:
             + "; ".join(rows) + ".", ""]
 
 
+def _mean_length(cells: list[dict]) -> str:
+    for c in cells:
+        hist = c.get("lengths") or {}
+        if hist:
+            return f"{sum(int(k) * v for k, v in hist.items()) / sum(hist.values()):.1f}"
+    return "full (padded)"
+
+
 def markdown(result: dict) -> str:
     env = result["environment"]
     lines = [f"# Served latency benchmark {result['date']}{' (quick)' if result['quick'] else ''}", "",
@@ -343,6 +371,14 @@ def markdown(result: dict) -> str:
                   + ("" if m["served_pick"]["feasible"] else " (no trial of the served study met the SLO and the rate: "
                      "the lowest served p99 within the quality bound)") + ". OpenVINO THROUGHPUT default here: "
                   f"{m['ov_throughput_default']}.", "",
+                  *([f"**Requests at their own lengths** (`traffic.lengths: data`, padded to a multiple of 8): every "
+                     "variant on an engine that takes any length (OpenVINO, ONNX Runtime: a dynamic length axis, as a "
+                     "single-tool user converting the model gets by default) is served each sentence at its length; "
+                     "the capacity above is the single pick's mean time per request with one client at those lengths "
+                     f"(its single-request p50 padded to the full length: {m['single_pick']['padded_p50_ms']:.3f} ms). "
+                     "Mean padded length served per variant at 90 %: " + ", ".join(
+                         f"{TITLES[v]} {_mean_length(m['cells'][f'{LOADS[-1]:.1f}'][v])}" for v in VARIANTS) + ".", ""]
+                    if m.get("lengths") == "data" else []),
                   *_confirmation_lines(m),
                   "Served p50 / p99 (achieved / offered rate: the offered rate is the Poisson sample's own, a few "
                   "percent off the asked one at a few hundred requests). Harness floor: the same generator and server around an "

@@ -28,7 +28,9 @@ OUTPUT_KINDS = ("auto", "logits", "embedding")
 @dataclass(frozen=True)
 class InputSpec:
     """One model input: its shape without the batch axis, and where the batch axis goes (None: the input has none,
-    a scalar or a constant given once per call, such as a sample rate)."""
+    a scalar or a constant given once per call, such as a sample rate).  ``length_axis``: an axis of ``shape`` that
+    holds a sequence padded to its size (token ids, an attention mask): a request may be shorter, padded with 0 after
+    its end; served traffic with ``lengths: data`` sends each request at its own length (`planner.target.Traffic`)."""
 
     name: str
     shape: tuple[int, ...]  # without the batch axis
@@ -36,15 +38,25 @@ class InputSpec:
     low: int = 0  # integer inputs: values drawn from [low, high)
     high: int = 2
     batch_axis: Optional[int] = 0
+    length_axis: Optional[int] = None  # an axis of `shape` (no batch axis) padded to its size; None: fixed
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "low": self.low, "high": self.high,
-                "batch_axis": self.batch_axis}
+        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "low": self.low, "high": self.high,
+             "batch_axis": self.batch_axis}
+        if self.length_axis is not None:
+            d["length_axis"] = self.length_axis
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
         return cls(d["name"], tuple(int(x) for x in d["shape"]), d.get("dtype", "float32"), int(d.get("low", 0)),
-                   int(d.get("high", 2)), d.get("batch_axis", 0))
+                   int(d.get("high", 2)), d.get("batch_axis", 0), d.get("length_axis"))
+
+    def full_length_axis(self) -> int | None:
+        """`length_axis` in the full shape (the batch axis in place)."""
+        if self.length_axis is None:
+            return None
+        return self.length_axis + (1 if self.batch_axis is not None and self.batch_axis <= self.length_axis else 0)
 
     def full_shape(self, batch: int) -> tuple[int, ...]:
         """The shape the model takes at ``batch``."""
@@ -103,6 +115,8 @@ class _InputYAML(BaseModel):
     low: int = 0
     high: int = 2
     batch_axis: Optional[int] = Field(0, ge=0, description="where the batch axis goes in the full shape; null: none")
+    length_axis: Optional[int] = Field(None, ge=0, description="an axis of `shape` holding a sequence padded with 0 "
+                                                               "to its size (token ids, a mask); null: fixed")
 
 
 class _ModelYAML(BaseModel):
@@ -237,13 +251,16 @@ def _parse_model(ref: str, inputs: tuple[InputSpec, ...], output_kind: str, data
             src = "hf:" + str((base / src[3:]).resolve())
         bad_axes = [f"{ref}: inputs: {i.name}: batch_axis {i.batch_axis} is past the {len(i.shape) + 1} axes of its full shape"
                     for i in y.inputs if i.batch_axis is not None and i.batch_axis > len(i.shape)]
+        bad_axes += [f"{ref}: inputs: {i.name}: length_axis {i.length_axis} is past the {len(i.shape)} axes of its shape "
+                     f"(without the batch axis)" for i in y.inputs if i.length_axis is not None and i.length_axis >= len(i.shape)]
         if bad_axes:
             raise ConfigError(bad_axes)
         d = y.data
         if d is not None and not Path(d).is_absolute():
             d = str((base / d).resolve())
         try:
-            spec = parse_model(src, tuple(InputSpec(i.name, tuple(i.shape), i.dtype, i.low, i.high, i.batch_axis)
+            spec = parse_model(src, tuple(InputSpec(i.name, tuple(i.shape), i.dtype, i.low, i.high, i.batch_axis,
+                                                    i.length_axis)
                                           for i in y.inputs) or inputs,
                                y.output_kind if y.output_kind != "auto" else output_kind, d or data,
                                tuple(y.outputs) or outputs, y.task or task)

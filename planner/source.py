@@ -53,6 +53,9 @@ class ModelSource:
         # staged distillation (issue 28): the trial worker sets a judge (student -> quality loss) and the bound
         self.distill_judge = None
         self.distill_bound: float | None = None
+        # served traffic with requests at their own lengths (`Traffic.lengths` "data"): the ONNX export keeps each
+        # input's `length_axis` dynamic, so the engines that take any length (`Backend.variable_length`) get them
+        self.variable_length = False
 
     def _spent(self, phase: str, t0: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
@@ -223,6 +226,11 @@ class ModelSource:
         return out
 
     @property
+    def length_axes(self) -> dict[str, int]:
+        """Each input's `InputSpec.length_axis` in the model's layout (full shape), for those that have one."""
+        return {i.name: ax for i in self.inputs if (ax := i.full_length_axis()) is not None}
+
+    @property
     def batch_axes(self) -> dict[str, int | None]:
         """Each input's batch axis in the model's layout (None: the input has none)."""
         return {i.name: i.batch_axis for i in self.inputs}
@@ -333,7 +341,9 @@ def cached_onnx_export(source: ModelSource, cfg: TrialConfig | None) -> Path:
     from planner.cache import ArtifactCache, cache_key
 
     cache = ArtifactCache(source.cache_dir / "artifacts")
-    key = cache_key("onnx-export", source.model_hash(), source.transform_key(cfg), torch_version())
+    lengths = source.length_axes if source.variable_length else {}
+    key = cache_key("onnx-export", source.model_hash(), source.transform_key(cfg), torch_version(),
+                    *(["lengths", json.dumps(lengths, sort_keys=True)] if lengths else []))
     hit = cache.get(key)
     if hit is None:
         import tempfile
@@ -345,7 +355,7 @@ def cached_onnx_export(source: ModelSource, cfg: TrialConfig | None) -> Path:
             t0 = time.perf_counter()
             flat = type(source.base_module()).__name__ == "FlatOutputs"  # its outputs keep their names in the file
             export_onnx(module, source.example_inputs(2, seed=5), path, source.batch_axes,
-                        source.output_names if flat else None)
+                        source.output_names if flat else None, lengths)
             source._spent("export", t0)
             facts = Path(tmp) / "transform_info.json"  # prune/distill facts travel with the cached export
             facts.write_text(json.dumps(source.transform_info, default=str))
@@ -367,9 +377,10 @@ def torch_version() -> str:
 
 
 def export_onnx(module, example: dict[str, np.ndarray], path: Path, batch_axes: dict[str, int | None] | None = None,
-                output_names: list[str] | None = None) -> None:
+                output_names: list[str] | None = None, length_axes: dict[str, int] | None = None) -> None:
     """torch.export-based ONNX export with a dynamic batch axis (each input's own, ``batch_axes``; axis 0 when not
-    given; none for an input without one); weights embedded in one file."""
+    given; none for an input without one) and, for the inputs in ``length_axes`` (name: axis of the full shape), a
+    dynamic length shared by all of them, up to the example's; weights embedded in one file."""
     import logging
     import warnings
 
@@ -379,7 +390,14 @@ def export_onnx(module, example: dict[str, np.ndarray], path: Path, batch_axes: 
     names = list(example)
     batch = torch.export.Dim("batch", min=1, max=4096)
     axes = batch_axes or {}
-    dynamic_shapes = tuple({axes.get(n, 0): batch} if axes.get(n, 0) is not None else None for n in names)
+    dims: list[dict | None] = [{axes.get(n, 0): batch} if axes.get(n, 0) is not None else None for n in names]
+    if length_axes:
+        full = max(int(example[n].shape[a]) for n, a in length_axes.items())
+        length = torch.export.Dim("length", min=2, max=full)  # 1 would be specialised by torch.export
+        for i, n in enumerate(names):
+            if n in length_axes:
+                dims[i] = {**(dims[i] or {}), length_axes[n]: length}
+    dynamic_shapes = tuple(dims)
     if any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()):
         dynamic_shapes = (dynamic_shapes,)  # forward(*args) (`FlatOutputs`): one structure for all of them
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)

@@ -78,6 +78,11 @@ class Traffic(_Strict):
     rate: Optional[float] = Field(default=None, gt=0, description="requests/s (poisson)")
     concurrency: Optional[int] = Field(default=None, ge=1, description="clients (closed)")
     request_batch: int = Field(default=1, ge=1, description="samples per request")
+    lengths: Literal["full", "data"] = Field(
+        default="full", description="full: every request padded to the model's input length; data: each request "
+        "at its own sample's length (inputs with a `length_axis`: token ids, masks), on engines that take any length")
+    length_multiple: int = Field(default=8, ge=1, description="lengths: data: requests padded to a multiple of this "
+                                                              "(a batch holds requests of one padded length)")
     duration_s: float = Field(default=4.0, gt=0, description="measured seconds per load point, after the warm-up")
     warmup_s: float = Field(default=0.5, ge=0, description="seconds of requests left out of the figures")
     drain_s: float = Field(default=2.0, gt=0, description="how long after the last arrival answers are waited for")
@@ -104,7 +109,8 @@ class Traffic(_Strict):
 
     def describe(self) -> str:
         load = f"{self.rate:g} req/s" if self.arrival == "poisson" else f"{self.concurrency} clients"
-        return f"{self.arrival} {load}, {self.request_batch} sample(s)/request"
+        return (f"{self.arrival} {load}, {self.request_batch} sample(s)/request"
+                + (f", own lengths (padded to a multiple of {self.length_multiple})" if self.lengths == "data" else ""))
 
 
 class Target(_Strict):

@@ -175,6 +175,9 @@ class Backend(ABC):
     options: ClassVar[dict[str, Any]] = {}
     # how its engine is served under traffic (instances, threads, dynamic batching); None: one instance, no batching
     serving: ClassVar[Serving | None] = None
+    # its engine, built from the ONNX export with each input's `length_axis` dynamic (`ModelSource.variable_length`),
+    # takes requests shorter than the model's input length (traffic ``lengths: data``); False: they are padded to it
+    variable_length: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

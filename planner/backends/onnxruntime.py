@@ -159,6 +159,7 @@ class OnnxRuntime(Backend):
     scheme_options = {"int8_static": ORT_INT8_STATIC_OPTIONS, "int4_weight_only": ("group_size",)}
     Options = OrtOptions
     serving = Serving(instance="an InferenceSession of its own", threads="intra_op_num_threads of each session")
+    variable_length = True  # its session takes the export's dynamic length axis as it is
 
     @classmethod
     def load_artifact(cls, engine_dir: Path, batch: int, device: str) -> "OrtRuntime":

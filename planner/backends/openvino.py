@@ -679,6 +679,7 @@ class OpenVINO(Backend):
     Options = OpenVINOOptions
     serving = Serving(instance="a CPU stream (NUM_STREAMS) with its own infer request",
                       threads="INFERENCE_NUM_THREADS = instances x threads per instance")
+    variable_length = True  # the IR keeps the export's dynamic length axis (`_reshape` fixes the batch axis only)
 
 
     def compile(self, source, cfg, target, workdir: Path) -> BuildResult:

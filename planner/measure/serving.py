@@ -80,6 +80,8 @@ class ServedStats:
     # the measured requests per second of their scheduled span: the sample's own rate (a Poisson sample of a few
     # hundred requests is some percent off the asked rate), what the achieved rate is held to
     offered_rate: float | None = None
+    # requests at their own lengths (traffic ``lengths: data``): padded length -> measured requests of it
+    lengths: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,10 +96,11 @@ class ServedStats:
 
 
 class _Req:
-    __slots__ = ("idx", "scheduled", "enqueued", "done", "batch", "event", "late")
+    __slots__ = ("idx", "scheduled", "enqueued", "done", "batch", "event", "late", "cls")
 
-    def __init__(self, idx: int, scheduled: float, enqueued: float, event: threading.Event | None = None):
-        self.idx, self.scheduled, self.enqueued = idx, scheduled, enqueued
+    def __init__(self, idx: int, scheduled: float, enqueued: float, event: threading.Event | None = None,
+                 cls: int | None = None):
+        self.idx, self.scheduled, self.enqueued, self.cls = idx, scheduled, enqueued, cls
         self.done: float | None = None
         self.batch = 0
         self.event = event
@@ -106,10 +109,13 @@ class _Req:
 
 class Server:
     """A dynamic batcher in front of instance threads.  ``calls[i](k)`` runs a batch of ``k`` requests on
-    instance ``i``; `submit` queues a request; `close` stops the instances after what is queued (or drops it)."""
+    instance ``i``; `submit` queues a request; `close` stops the instances after what is queued (or drops it).
+    With ``shaped``, requests carry a class (``_Req.cls``, their padded length): a batch holds the oldest request's
+    class only and runs as ``calls[i](k, class)``."""
 
     def __init__(self, calls: Sequence[Callable[[int], Any]], max_batch: int = 1, max_queue_delay_s: float = 0.0,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, shaped: bool = False):
+        self.shaped = shaped
         if not calls:
             raise ValueError("a server needs at least one instance")
         if max_batch < 1 or max_queue_delay_s < 0:
@@ -137,16 +143,29 @@ class Server:
                     self.cond.wait()
                 if not self.queue:
                     return None  # closed and empty
-                deadline = self.queue[0].enqueued + self.delay
-                while len(self.queue) < self.max_batch and not self.closed:
+                head = self.queue[0]
+                deadline = head.enqueued + self.delay
+                while self._ready(head) < self.max_batch and not self.closed:
                     left = deadline - self.clock()
                     if left <= 0:
                         break
                     self.cond.wait(left)
                 if not self.queue:  # another instance took them while this one waited
                     continue
-                n = min(self.max_batch, len(self.queue))
-                return [self.queue.popleft() for _ in range(n)]
+                if not self.shaped:
+                    n = min(self.max_batch, len(self.queue))
+                    return [self.queue.popleft() for _ in range(n)]
+                c = self.queue[0].cls
+                got = [r for r in self.queue if r.cls == c][: self.max_batch]
+                keep = set(map(id, got))
+                self.queue = deque(r for r in self.queue if id(r) not in keep)
+                return got
+
+    def _ready(self, head: _Req) -> int:
+        """Queued requests that can join ``head``'s batch (its class, when shaped)."""
+        if not self.shaped:
+            return len(self.queue)
+        return sum(1 for r in self.queue if r.cls == head.cls)
 
     def _instance(self, call: Callable[[int], Any]) -> None:
         while True:
@@ -154,7 +173,10 @@ class Server:
             if batch is None:
                 return
             try:
-                call(len(batch))
+                if self.shaped:
+                    call(len(batch), batch[0].cls)
+                else:
+                    call(len(batch))
             except BaseException as e:  # noqa: BLE001 -- the measurement reports it; the requests stay unanswered
                 self.errors.append(e)
                 with self.cond:
@@ -216,6 +238,10 @@ def _stats(reqs: list[_Req], t0: float, warmup_s: float, end: float, server, *, 
     for b in server.batch_sizes:
         hist[str(b)] = hist.get(str(b), 0) + 1
     p50, p90, p99 = (float(x) for x in np.percentile(lat, [50, 90, 99]))
+    lengths: dict[str, int] = {}
+    for r in measured:
+        if r.cls is not None:
+            lengths[str(r.cls)] = lengths.get(str(r.cls), 0) + 1
     return ServedStats(
         arrival=arrival, rate=rate, concurrency=concurrency, requests=len(measured),
         warmup_requests=len(reqs) - len(measured), completed=len(done), dropped=dropped,
@@ -224,6 +250,7 @@ def _stats(reqs: list[_Req], t0: float, warmup_s: float, end: float, server, *, 
         p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(lat.mean()), max_ms=float(lat.max()),
         mean_batch=float(np.mean(sizes)) if sizes else 0.0, seconds=window, max_batch=server.max_batch,
         instances=instances, batches=hist, offered_rate=(len(measured) - 1) / span if span > 0 and rate is not None else None,
+        lengths=dict(sorted(lengths.items(), key=lambda kv: int(kv[0]))),
     )
 
 
@@ -237,11 +264,16 @@ class _ScheduledServer:
     `LATE_MS` after the moment its instance meant to take it counts its requests ``late``: the harness (the GIL, a
     busy host) woke late, and that shows as latency, never as a lighter load."""
 
-    def __init__(self, calls, sched: list[float], max_batch: int, max_queue_delay_s: float, clock, end: float):
+    def __init__(self, calls, sched: list[float], max_batch: int, max_queue_delay_s: float, clock, end: float,
+                 classes: Sequence[int] | None = None):
         if max_batch < 1 or max_queue_delay_s < 0:
             raise ValueError(f"max_batch must be >= 1 and max_queue_delay_s >= 0 (got {max_batch}, {max_queue_delay_s})")
         self.sched, self.max_batch, self.delay, self.clock, self.end = sched, int(max_batch), float(max_queue_delay_s), clock, end
         n = len(sched)
+        self.classes = list(classes) if classes is not None else None
+        if self.classes is not None and len(self.classes) != n:
+            raise ValueError(f"{len(self.classes)} request classes for {n} arrivals")
+        self.taken = [False] * n
         self.done: list[float | None] = [None] * n
         self.batch = [0] * n
         self.late = [False] * n
@@ -249,7 +281,8 @@ class _ScheduledServer:
         self.lock = threading.Lock()
         self.batch_sizes: list[int] = []
         self.errors: list[BaseException] = []
-        self.threads = [threading.Thread(target=self._instance, args=(c,), daemon=True, name=f"instance-{i}")
+        loop = self._instance if self.classes is None else self._instance_shapes
+        self.threads = [threading.Thread(target=loop, args=(c,), daemon=True, name=f"instance-{i}")
                         for i, c in enumerate(calls)]
 
     def run(self) -> None:
@@ -292,26 +325,75 @@ class _ScheduledServer:
             for k in range(i, j):
                 self.done[k], self.batch[k], self.late[k] = t, j - i, late
 
+    # requests of several shapes (`classes`: the padded length of each): a batch holds one shape, as Triton's
+    # dynamic batcher batches only requests whose inputs have the same shape
+    def _same_class(self, i: int, upto: float) -> list[int]:
+        """Untaken requests of ``i``'s class scheduled by ``upto``, from ``i`` on, at most ``max_batch``."""
+        sched, cls, taken, c = self.sched, self.classes, self.taken, self.classes[i]  # type: ignore[index]
+        out, j, n = [i], i + 1, len(sched)
+        while j < n and len(out) < self.max_batch and sched[j] <= upto:
+            if not taken[j] and cls[j] == c:  # type: ignore[index]
+                out.append(j)
+            j += 1
+        return out
+
+    def _close_time_shapes(self, i: int) -> float:
+        """When the batch of ``i``'s class starting at ``i`` is taken: ``max_batch`` of them arrived, or the delay."""
+        close = self.sched[i] + self.delay
+        got = self._same_class(i, close)
+        return self.sched[got[-1]] if len(got) == self.max_batch else close
+
+    def _instance_shapes(self, call) -> None:
+        n, sched, clock, taken = len(self.sched), self.sched, self.clock, self.taken
+        while True:
+            with self.lock:
+                while self.next < n and taken[self.next]:
+                    self.next += 1
+                i = self.next
+                if i >= n or self.errors or clock() > self.end:
+                    return
+                wake = max(self._close_time_shapes(i), clock())
+            _sleep_until(wake, clock)
+            with self.lock:
+                now = clock()
+                if taken[i] or sched[i] > now:  # another instance took what this one waited for
+                    continue
+                got = self._same_class(i, now)
+                for k in got:
+                    taken[k] = True
+            late = (now - wake) * 1e3 > LATE_MS
+            try:
+                call(len(got), self.classes[i])  # type: ignore[index]
+            except BaseException as e:  # noqa: BLE001 -- the measurement reports it; the requests stay unanswered
+                self.errors.append(e)
+                return
+            t = clock()
+            self.batch_sizes.append(len(got))
+            for k in got:
+                self.done[k], self.batch[k], self.late[k] = t, len(got), late
+
 
 def serve_open(calls: Sequence[Callable[[int], Any]], arrivals: Sequence[float], *, max_batch: int = 1,
                max_queue_delay_s: float = 0.0, warmup_s: float = 0.0, drain_s: float = 2.0, rate: float | None = None,
                arrival: str = "poisson", clock: Callable[[], float] = time.perf_counter,
-               keep: list | None = None) -> ServedStats:
+               keep: list | None = None, classes: Sequence[int] | None = None) -> ServedStats:
     """Open loop: a request arrives at each scheduled offset of ``arrivals`` (s), whatever the server is doing
     (`_ScheduledServer`); answers are waited for up to ``drain_s`` after the last arrival; the figures of those
-    scheduled from ``warmup_s`` on.  ``keep``: a list that receives the requests (tests read their times)."""
+    scheduled from ``warmup_s`` on.  ``keep``: a list that receives the requests (tests read their times).
+    ``classes``: each request's shape (its padded length): a batch then holds requests of one class and the
+    instances are called ``call(k, class)``."""
     if not calls:
         raise ValueError("a server needs at least one instance")
     t0 = clock() + 0.02
     sched = [t0 + a for a in arrivals]
     end = t0 + (arrivals[-1] if arrivals else 0.0) + drain_s
-    server = _ScheduledServer(calls, sched, max_batch, max_queue_delay_s, clock, end)
+    server = _ScheduledServer(calls, sched, max_batch, max_queue_delay_s, clock, end, classes)
     server.run()
     if server.errors:
         raise server.errors[0]
     reqs = []
     for i, s in enumerate(sched):
-        r = _Req(i, s, s)
+        r = _Req(i, s, s, cls=classes[i] if classes is not None else None)
         r.done, r.batch, r.late = server.done[i], server.batch[i], server.late[i]
         reqs.append(r)
     if keep is not None:
@@ -324,11 +406,11 @@ def serve_open(calls: Sequence[Callable[[int], Any]], arrivals: Sequence[float],
 
 def serve_closed(calls: Sequence[Callable[[int], Any]], concurrency: int, seconds: float, *, max_batch: int = 1,
                  max_queue_delay_s: float = 0.0, warmup_s: float = 0.0, drain_s: float = 2.0,
-                 clock: Callable[[], float] = time.perf_counter) -> ServedStats:
+                 clock: Callable[[], float] = time.perf_counter, classes: Sequence[int] | None = None) -> ServedStats:
     """Closed loop: ``concurrency`` clients, each sending its next request when its last one is answered, for
     ``seconds`` (warm-up included).  Latency hides queueing that an open loop shows: use it for a known number of
-    callers, not for a rate."""
-    server = Server(calls, max_batch, max_queue_delay_s, clock)
+    callers, not for a rate.  ``classes``: request ``i``'s shape is ``classes[i % len(classes)]`` (`serve_open`)."""
+    server = Server(calls, max_batch, max_queue_delay_s, clock, shaped=classes is not None)
     t0 = clock()
     stop = t0 + seconds
     reqs: list[_Req] = []
@@ -341,6 +423,8 @@ def serve_closed(calls: Sequence[Callable[[int], Any]], concurrency: int, second
             with lock:
                 r.idx = len(reqs)
                 reqs.append(r)
+            if classes is not None:
+                r.cls = classes[r.idx % len(classes)]
             server.submit(r)
             if not r.event.wait(seconds + drain_s) or r.done is None:  # type: ignore[union-attr]
                 return
@@ -381,46 +465,100 @@ def sustained_rate(measure_at: Callable[[float], ServedStats], start_rate: float
 # ------------------------------------------------------------------ a built engine under the target's traffic
 
 
-def engine_calls(runtime, instances: int, inputs: dict, request_batch: int, max_batch: int,
-                 engine_batch: int | None = None) -> list[Callable[[int], Any]]:
-    """``call(k)`` per instance (`Runtime.serving_instances`): runs ``k`` requests of ``request_batch`` samples as
-    one batch.  The feeds of every k are made beforehand (a server's copies into a batch are not timed), from
-    the evaluation inputs; ``engine_batch``: an engine with a fixed batch axis gets its batch padded to it."""
+def sample_lengths(inputs: dict, length_axes: dict[str, int]) -> "np.ndarray":
+    """Each sample's own length: one past the last non-zero position on the length axis of any input in
+    ``length_axes`` (name: `InputSpec.length_axis`, an axis of the sample's shape; ``inputs`` sample-major)."""
     import numpy as np
 
     n = len(next(iter(inputs.values())))
-    feeds = {}
-    for k in range(1, max_batch + 1):
+    out = np.zeros(n, dtype=np.int64)
+    for name, axis in length_axes.items():
+        v = np.asarray(inputs[name]) != 0
+        v = np.moveaxis(v, axis + 1, 1).reshape(n, v.shape[axis + 1], -1).any(axis=2)  # (samples, length)
+        last = np.where(v.any(axis=1), v.shape[1] - np.argmax(v[:, ::-1], axis=1), 0)
+        out = np.maximum(out, last)
+    return out
+
+
+def request_lengths(inputs: dict, length_axes: dict[str, int], request_batch: int, multiple: int,
+                    seed: int = 0) -> list[int]:
+    """The shape of each request of one pass over the samples (in a seeded order, ``request_batch`` samples per
+    request): its longest sample's length rounded up to ``multiple`` (a client padding to a multiple, as
+    tokenizers' ``pad_to_multiple_of`` does), at least 2 and at most the inputs' full length."""
+    import numpy as np
+
+    full = min(int(np.asarray(inputs[k]).shape[a + 1]) for k, a in length_axes.items())
+    real = sample_lengths(inputs, length_axes)
+    order = np.random.default_rng(seed).permutation(len(real))
+    out = []
+    for i in range(max(1, len(order) // request_batch)):
+        longest = int(real[order[i * request_batch:(i + 1) * request_batch]].max())
+        out.append(int(min(full, max(2, -(-longest // multiple) * multiple))))
+    return out
+
+
+def engine_calls(runtime, instances: int, inputs: dict, request_batch: int, max_batch: int,
+                 engine_batch: int | None = None, lengths: Sequence[int] | None = None,
+                 length_axes: dict[str, int] | None = None) -> list[Callable[..., Any]]:
+    """``call(k)`` per instance (`Runtime.serving_instances`): runs ``k`` requests of ``request_batch`` samples as
+    one batch.  The feeds of every k are made beforehand (a server's copies into a batch are not timed), from
+    the evaluation inputs; ``engine_batch``: an engine with a fixed batch axis gets its batch padded to it.
+    With ``lengths`` (each request's padded length, `request_lengths`), ``call(k, length)``: the batch is cut to
+    that length on the inputs' ``length_axes``, from samples no longer than it."""
+    import numpy as np
+
+    n = len(next(iter(inputs.values())))
+    real = sample_lengths(inputs, length_axes) if lengths else None
+
+    def rows_of(k: int) -> int:
         rows = k * request_batch
         if engine_batch is not None:
             if rows > engine_batch:
                 raise ValueError(f"a batch of {rows} samples exceeds the engine's fixed batch {engine_batch}")
             rows = engine_batch
-        idx = np.arange(rows) % n
+        return rows
+
+    feeds: dict[Any, dict] = {}
+    if lengths:
+        for length in sorted(set(lengths)):
+            pool = np.flatnonzero(real <= length)  # type: ignore[operator]
+            for k in range(1, max_batch + 1):
+                idx = pool[np.arange(rows_of(k)) % len(pool)]
+                feeds[(k, length)] = {name: np.ascontiguousarray(
+                    np.take(v[idx], np.arange(length), axis=length_axes[name] + 1)  # type: ignore[index]
+                    if name in (length_axes or {}) else v[idx]) for name, v in inputs.items()}
+        return [(lambda k, length, f=f: f(feeds[(k, length)])) for f in runtime.serving_instances(instances)]
+    for k in range(1, max_batch + 1):
+        idx = np.arange(rows_of(k)) % n
         feeds[k] = {name: np.ascontiguousarray(v[idx]) for name, v in inputs.items()}
     return [(lambda k, f=f: f(feeds[k])) for f in runtime.serving_instances(instances)]
 
 
-def served(calls: Sequence[Callable[[int], Any]], traffic, serving, rate: float | None = None) -> ServedStats:
+def served(calls: Sequence[Callable[..., Any]], traffic, serving, rate: float | None = None,
+           lengths: Sequence[int] | None = None) -> ServedStats:
     """One load point of ``traffic`` (a `planner.target.Traffic`) on ``calls`` batched per ``serving``
-    (a `planner.config.ServingConfig`); ``rate`` overrides the traffic's rate (the sustained-rate search)."""
+    (a `planner.config.ServingConfig`); ``rate`` overrides the traffic's rate (the sustained-rate search);
+    ``lengths``: each request's padded length, cycled (`request_lengths`; the calls take ``(k, length)``)."""
     kw = dict(max_batch=serving.max_batch, max_queue_delay_s=serving.max_queue_delay_us / 1e6,
               warmup_s=traffic.warmup_s, drain_s=traffic.drain_s)
     if traffic.arrival == "closed":
-        return serve_closed(calls, traffic.concurrency, traffic.warmup_s + traffic.duration_s, **kw)
+        return serve_closed(calls, traffic.concurrency, traffic.warmup_s + traffic.duration_s,
+                            classes=list(lengths) if lengths else None, **kw)
     r = rate or traffic.rate
     arrivals = arrival_times(traffic.arrival, r, traffic.warmup_s + traffic.duration_s, traffic.seed)
-    return serve_open(calls, arrivals, rate=r, arrival=traffic.arrival, **kw)
+    classes = [lengths[i % len(lengths)] for i in range(len(arrivals))] if lengths else None
+    return serve_open(calls, arrivals, rate=r, arrival=traffic.arrival, classes=classes, **kw)
 
 
-def measure_served(calls: Sequence[Callable[[int], Any]], traffic, serving) -> dict[str, Any]:
+def measure_served(calls: Sequence[Callable[..., Any]], traffic, serving,
+                   lengths: Sequence[int] | None = None) -> dict[str, Any]:
     """The served figures of a trial: the point at the traffic's rate (or concurrency) and, for open-loop traffic,
     the sustained rate within the SLO (`sustained_rate`, from the traffic's rate)."""
-    at = served(calls, traffic, serving)
+    at = served(calls, traffic, serving, lengths=lengths)
     out: dict[str, Any] = {"at_rate": at.to_dict()}
     if traffic.arrival != "closed" and traffic.rate_search_steps > 0:
         slo = traffic.slo_ms
-        rate, points = sustained_rate(lambda r: served(calls, traffic, serving, r), traffic.rate, slo,
+        rate, points = sustained_rate(lambda r: served(calls, traffic, serving, r, lengths), traffic.rate, slo,
                                       traffic.percentile, traffic.rate_search_steps, first=at)
         out["sustained_rate"] = rate
         out["rate_points"] = [{"rate": p.rate, "offered_rate": p.offered_rate, "achieved_rate": p.achieved_rate,

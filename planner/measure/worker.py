@@ -357,6 +357,7 @@ def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
                              else distill_judge(job.reference, job.output_kind, mode))
         src.distill_bound = target.constraints.max_quality_loss
     backend_cls = runnable_backend(cfg, target, src.format)
+    src.variable_length = served_lengths(target, backend_cls, src)
 
     rss0 = rss_mb()
     t0 = time.perf_counter()
@@ -373,6 +374,8 @@ def build_engine(job: "TrialJob | ConfirmJob") -> Engine:
     if not build.ok:
         raise CandidateFailed(FailReason.COMPILE, build.error or "backend returned no runtime")
     assert build.runtime is not None
+    if src.variable_length:  # the hand-off (Triton dims, signature) gives the length axes as -1
+        build.info["length_axes"] = {i.name: i.length_axis for i in src.inputs if i.length_axis is not None}
     return Engine(spec, target, cfg, src, build, build_seconds, rss0, import_seconds)
 
 
@@ -480,7 +483,8 @@ def do_trial(job: "TrialJob") -> dict:
     served = None
     if target.traffic is not None:  # the same engine under the target's traffic (planner.measure.serving)
         t0 = time.perf_counter()
-        served = served_figures(rt, cfg, target, inputs)
+        lengths, laxes = _lengths(target, cfg, inputs, src.inputs) if src.variable_length else (None, None)
+        served = served_figures(rt, cfg, target, inputs, lengths, laxes)
         split["serving"] = time.perf_counter() - t0
     peak, gpu_peak = peak_memory_mb(rt)
     artifacts = [p for p in build.artifacts if Path(p).is_file()]
@@ -510,35 +514,64 @@ def do_trial(job: "TrialJob") -> dict:
     }
 
 
-def _served_round(rt, cfg, target, inputs: dict):
+def served_lengths(target, backend_cls, src) -> bool:
+    """Whether requests go at their own lengths: the traffic asks for it (``lengths: data``), the model declares
+    length axes (`InputSpec.length_axis`) and the engine takes any length (`Backend.variable_length`); else each
+    request is padded to the model's input length.  A traffic asking for lengths of a model without length axes
+    fails the candidate (the study's prepare says it once, before any trial)."""
+    traffic = target.traffic
+    if traffic is None or traffic.lengths != "data":
+        return False
+    if not src.length_axes:
+        raise CandidateFailed(FailReason.UNSUPPORTED, "traffic.lengths: data needs an input with a length_axis "
+                              "(token ids, a mask); this model's inputs: " + ", ".join(src.input_names))
+    return bool(backend_cls.variable_length)
+
+
+def _lengths(target, cfg, inputs: dict, src_inputs) -> tuple[list[int] | None, dict[str, int] | None]:
+    """(each request's padded length, the inputs' length axes) when requests go at their own lengths, else
+    (None, None): the engine was built for them (build info ``length_axes``, `served_lengths`)."""
+    from planner.measure.serving import request_lengths
+
+    axes = {i.name: i.length_axis for i in src_inputs if i.length_axis is not None}
+    traffic = target.traffic
+    if not axes or traffic is None or traffic.lengths != "data":
+        return None, None
+    return request_lengths(inputs, axes, traffic.request_batch, traffic.length_multiple, traffic.seed), axes
+
+
+def _served_round(rt, cfg, target, inputs: dict, lengths=None, axes=None):
     """One re-measurement round under ``target.traffic``: the load point at the traffic's rate (or concurrency),
     as the trial measured it (`planner.measure.serving.served`), without the sustained-rate search."""
     from planner.config import ServingConfig
     from planner.measure.serving import engine_calls, served
 
     sv = cfg.serving or ServingConfig()
-    calls = engine_calls(rt, sv.instances, inputs, target.traffic.request_batch, sv.max_batch)
+    calls = engine_calls(rt, sv.instances, inputs, target.traffic.request_batch, sv.max_batch, lengths=lengths,
+                         length_axes=axes)
 
     def one_round() -> dict:
         try:
-            return {"served": served(calls, target.traffic, sv).to_dict()}
+            return {"served": served(calls, target.traffic, sv, lengths=lengths).to_dict()}
         except ValueError as e:
             raise CandidateFailed(FailReason.MEASURE, f"served latency: {e}") from None
 
     return one_round
 
 
-def served_figures(rt, cfg, target, inputs: dict) -> dict:
+def served_figures(rt, cfg, target, inputs: dict, lengths=None, axes=None) -> dict:
     """Served latency of the built engine under ``target.traffic``, as ``cfg.serving`` serves it
-    (`planner.measure.serving.measure_served`); an engine that fails under load fails the trial."""
+    (`planner.measure.serving.measure_served`); an engine that fails under load fails the trial.  ``lengths``:
+    each request's padded length (`_lengths`), for an engine built for them."""
     from planner.config import ServingConfig
     from planner.measure.serving import engine_calls, measure_served
 
     sv = cfg.serving or ServingConfig()
     traffic = target.traffic
     try:
-        calls = engine_calls(rt, sv.instances, inputs, traffic.request_batch, sv.max_batch)
-        out = measure_served(calls, traffic, sv)
+        calls = engine_calls(rt, sv.instances, inputs, traffic.request_batch, sv.max_batch, lengths=lengths,
+                             length_axes=axes)
+        out = measure_served(calls, traffic, sv, lengths)
     except NotImplementedError as e:
         raise CandidateFailed(FailReason.UNSUPPORTED, str(e)) from None
     except ValueError as e:
@@ -548,6 +581,9 @@ def served_figures(rt, cfg, target, inputs: dict) -> dict:
         reason = FailReason.OOM if _is_oom(e) else FailReason.CRASH
         raise CandidateFailed(reason, f"inference failed under load: {type(e).__name__}: {str(e)[:300]}") from None
     out["traffic"] = traffic.model_dump(mode="json")
+    if traffic.lengths == "data":  # what the requests were: their own lengths, or padded for a fixed-length engine
+        out["lengths"] = ({"requests": "own", "padded_to_multiple_of": traffic.length_multiple}
+                          if lengths else {"requests": "padded to the model's input length (the engine's is fixed)"})
     out["serving"] = {"instances": sv.instances, "threads_per_instance": sv.threads_per_instance(target.thread_count()),
                       "max_batch": sv.max_batch, "max_queue_delay_us": sv.max_queue_delay_us}
     return out
@@ -581,7 +617,8 @@ def do_confirm(job: "ConfirmJob") -> dict:
     inputs = r["inputs"]
     n = len(next(iter(inputs.values())))
     if target.traffic is not None:  # served latency at the traffic's rate, queueing included, in each round
-        one_round, timing = _served_round(rt, cfg, target, inputs), "served"
+        lengths, laxes = _lengths(target, cfg, inputs, eng.src.inputs) if eng.src.variable_length else (None, None)
+        one_round, timing = _served_round(rt, cfg, target, inputs, lengths, laxes), "served"
     else:
         feed, _ = next(batches(inputs, n, cfg.batch_size, r["axes"]))
         fn, time_one, timing = timed_call(rt, feed)

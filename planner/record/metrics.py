@@ -74,6 +74,9 @@ def served_metrics(served: dict[str, Any], target: "Target") -> dict[str, float]
         m["served_offered_rate"] = at["offered_rate"]
     if "sustained_rate" in served:
         m["sustained_rate"] = served["sustained_rate"]
+    if at.get("lengths"):  # requests at their own lengths (traffic lengths: data): their mean padded length
+        n = sum(at["lengths"].values())
+        m["served_mean_length"] = sum(int(k) * v for k, v in at["lengths"].items()) / n
     m["served_latency_ms"] = at[f"{pct}_ms"]
     return m
 

@@ -43,6 +43,13 @@ def prepare_reference(opt) -> tuple[dict[str, Any], Path, dict[str, str]]:
         shutil.rmtree(staging, ignore_errors=True)
         raise ConfigError(f"model {opt.model.ref}: could not be loaded and run in fp32 ({res.get('reason')}: "
                           f"{res.get('message')}) {tail[0]}")
+    traffic = opt.target.traffic
+    if traffic is not None and traffic.lengths == "data" and not any(
+            i.get("length_axis") is not None for i in res.get("inputs") or []):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigError(f"target {opt.target.name}: traffic.lengths: data needs a model input with a length_axis "
+                          f"(token ids, a mask; see docs/targets-and-spaces.md); model {opt.model.ref} has inputs "
+                          + ", ".join(i["name"] for i in res.get("inputs") or []) + "; valid: lengths: full")
     unusable = res.pop("prune_unusable", None) or {}
     return res, staging, unusable
 

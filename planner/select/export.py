@@ -647,7 +647,13 @@ def served_lines(traffic: dict | None, serving: dict | None, m: dict) -> list[st
         f"{traffic.get('request_batch', 1)} sample(s) per request, {traffic.get('duration_s')} s after "
         f"{traffic.get('warmup_s')} s of warm-up (latency = completion − scheduled arrival, queueing included), "
         f"served by {serving['instances']} instance(s), {batching}.",
-        "",
+        *([f"Each request was sent at its own sample's length, padded to a multiple of "
+           f"{traffic.get('length_multiple')} (mean {m['served_mean_length']:.3g}); a batch held requests of one "
+           "length, as Triton's dynamic batcher forms them. The engine's length axes are dynamic (-1).", ""]
+          if traffic.get("lengths") == "data" and m.get("served_mean_length") else
+          [f"The traffic sends requests at their own lengths, but this engine takes the model's full input length "
+           "only: every request was padded to it, as it must be when served.", ""]
+          if traffic.get("lengths") == "data" else [""]),
         "| served | value |", "|---|---|",
         f"| p50 / p90 / p99 | {m.get('served_p50_ms', nan):.4g} / {m.get('served_p90_ms', nan):.4g} / "
         f"{m.get('served_p99_ms', nan):.4g} ms |",

@@ -54,15 +54,18 @@ def requirements(backend, libraries: dict[str, str]) -> list[str]:
     return out
 
 
-def _signature(inputs: list[dict], batch_axis: int, width: int | None):
+def _signature(inputs: list[dict], batch_axis: int, width: int | None, lengths: bool = False):
     """Inputs in the model's own layout (``batch_axis``, -1 or the engine's fixed batch, at each input's batch axis;
-    an input without one: its shape); one output ``[samples, width]``."""
+    an input without one: its shape); one output ``[samples, width]``.  ``lengths``: the engine takes requests at
+    their own lengths (the trial was served so, build info ``length_axes``): -1 at each input's ``length_axis``."""
     import numpy as np
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
     def shape(i: dict) -> tuple:
         dims, axis = list(i["shape"]), i.get("batch_axis", 0)
+        if lengths and i.get("length_axis") is not None:
+            dims[int(i["length_axis"])] = -1
         return tuple(dims) if axis is None else (*dims[:axis], batch_axis, *dims[axis:])
 
     ins = Schema([TensorSpec(np.dtype(i.get("dtype", "float32")), shape(i), i["name"]) for i in inputs])
@@ -181,7 +184,8 @@ def build_model_dir(manifest: dict, engine_dir: Path, out: Path, *, run_id: str,
         laid = to_model_layout(example, {i["name"]: i.get("batch_axis", 0) for i in model_inputs})
         example_in = laid if len(laid) > 1 else {model_inputs[0]["name"]: next(iter(laid.values()))}
         save_model(out, loader_module=LOADER_MODULE, code_paths=[str(code)], mlflow_model=mlflow_model,
-                   signature=_signature(model_inputs, -1 if facts["dynamic_batch"] else batch, facts["output_width"]),
+                   signature=_signature(model_inputs, -1 if facts["dynamic_batch"] else batch, facts["output_width"],
+                                                  bool((manifest.get("backend") or {}).get("length_axes"))),
                    input_example=example_in, pip_requirements=requirements(backend, libs),
                    metadata={META_KEY: facts})
     return out

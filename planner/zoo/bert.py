@@ -33,8 +33,8 @@ LN_EPS = 1e-12
 MASK_VALUE = -10000.0
 
 INPUTS: tuple[InputSpec, ...] = (
-    InputSpec("input_ids", (SEQ,), "int64", 0, VOCAB),
-    InputSpec("attention_mask", (SEQ,), "int64", 1, 2),
+    InputSpec("input_ids", (SEQ,), "int64", 0, VOCAB, length_axis=0),
+    InputSpec("attention_mask", (SEQ,), "int64", 1, 2, length_axis=0),
 )
 OUTPUT_KIND = "embedding"
 

