@@ -233,7 +233,7 @@ def bench_model(model: str, args, home, target0, rounds: int, duration: float) -
     p50 = single.user_attrs["metrics"]["latency_p50_ms"]
     capacity = 1000.0 / p50
     slo = args.slo_factor * p50
-    lengths = {"lengths": "data", "length_multiple": 8} if args.lengths == "data" else {}
+    lengths = {"lengths": "data", "length_multiple": 8} if args.lengths == "data" and has_length_axes(model) else {}
     minfo = {"spec": st.user_attrs.get("model_spec") or _spec(model), "reference": str(home.study_dir(f"{model}-single") / "reference.npz"),
              "output_kind": (st.user_attrs.get("model_info") or {}).get("output_kind", "logits")}
     if lengths:  # one client at a time at the requests' own lengths: what the single pick sustains one at a time
@@ -241,7 +241,8 @@ def bench_model(model: str, args, home, target0, rounds: int, duration: float) -
 
         one = Traffic(arrival="closed", concurrency=1, duration_s=max(duration, 3.0), warmup_s=0.5, drain_s=2.0,
                       seed=args.seed, rate_search_steps=0, **lengths)
-        cfg1 = TrialConfig.from_dict({**single.user_attrs["config"], "serving": ServingConfig().to_dict()})
+        s1 = TrialConfig.from_dict({**single.user_attrs["config"], "serving": None})
+        cfg1 = TrialConfig(**{**s1.__dict__, "serving": ServingConfig()})
         res1 = run_point(minfo, cfg1, t_single.model_copy(update={"traffic": one}), home, home.root / "bench" / f"{model}-own")
         if res1["status"] != "ok":
             raise SystemExit(f"[{model}] the single pick at own lengths failed: {res1}")
@@ -314,6 +315,15 @@ def bench_model(model: str, args, home, target0, rounds: int, duration: float) -
             "harness_floor": floor}
 
 
+def has_length_axes(model: str) -> bool:
+    """Whether the zoo model's inputs declare a length axis (`--lengths data` applies to it; others stay padded)."""
+    import importlib
+
+    from planner.zoo import ZOO
+
+    return any(i.length_axis is not None for i in getattr(importlib.import_module(ZOO[model]), "INPUTS", ()))
+
+
 def _spec(model: str) -> dict:
     from planner.model import parse_model
 
@@ -378,7 +388,7 @@ def markdown(result: dict) -> str:
                      f"(its single-request p50 padded to the full length: {m['single_pick']['padded_p50_ms']:.3f} ms). "
                      "Mean padded length served per variant at 90 %: " + ", ".join(
                          f"{TITLES[v]} {_mean_length(m['cells'][f'{LOADS[-1]:.1f}'][v])}" for v in VARIANTS) + ".", ""]
-                    if m.get("lengths") == "data" else []),
+                    if m.get("lengths") == "data" and m["traffic"].get("lengths") == "data" else []),
                   *_confirmation_lines(m),
                   "Served p50 / p99 (achieved / offered rate: the offered rate is the Poisson sample's own, a few "
                   "percent off the asked one at a few hundred requests). Harness floor: the same generator and server around an "
@@ -410,6 +420,9 @@ def markdown(result: dict) -> str:
                       + (f"; sustained rate planner / single pick = {sus['planner'] / sus['single']:.2f} (goal ≥ 1.3)"
                          if sus["planner"] and sus["single"] else "; sustained rate of the single pick: none within the SLO")
                       + "."]
+        lines += ["", "Per round at 90 % (p99 ms; sustained req/s): " + "; ".join(
+            f"{TITLES[v]} " + ", ".join(f"{_f(c.get('p99_ms'), '{:.1f}')} ({_f(c.get('sustained_rate'), '{:.0f}')})"
+                                        for c in last[v] if c["status"] == "ok") for v in VARIANTS) + "."]
         lines += ["", "Variants: " + "; ".join(f"{TITLES[v]}: `{m['variants'][v]}`" for v in VARIANTS) + ".", ""]
     return "\n".join(lines) + "\n"
 

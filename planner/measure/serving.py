@@ -9,6 +9,8 @@ What a deployment's users see is not the time of one request on an idle engine b
 - a dynamic batcher (`Server`) in the manner of Triton's: an idle instance takes the oldest waiting request and
   waits up to ``max_queue_delay_s`` (from that request's arrival in the queue) for more, up to ``max_batch``
   requests, then runs them as one batch;
+- requests of several shapes (traffic ``lengths: data``: each at its own sample's length, `request_lengths`): a
+  batch holds one length, as Triton's batcher batches only same-shape requests, and runs as ``call(k, length)``;
 - N instances, one thread each, each owning its engine call (its own infer request, session or module);
 - a request's latency is its completion minus its *scheduled* arrival, so a harness that falls behind
   (the GIL, a busy host) shows up as latency, never as a lighter load (no coordinated omission);
