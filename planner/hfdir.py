@@ -113,7 +113,9 @@ def _text_inputs(directory: Path, config, accepted: set[str], where: str) -> tup
             low, high = 1, 2  # synthetic inputs: every token attended
         else:
             low, high = 0, 1
-        out.append(InputSpec(name, tuple(enc[name].shape[1:]), "int64", low, high))
+        # padded on the right with 0 after the text: the length axis (served traffic with lengths: data)
+        right = getattr(tok, "padding_side", "right") == "right"
+        out.append(InputSpec(name, tuple(enc[name].shape[1:]), "int64", low, high, length_axis=0 if right else None))
     if not out:
         raise ConfigError(f"{where}: its tokenizer gives {', '.join(enc)}, none of which the model takes")
     return tuple(out)

@@ -267,6 +267,40 @@ def test_hf_directory_inputs_class_and_weights(tmp_path):
     assert type(fixed.model).__name__ == "ViTForImageClassification"
 
 
+def test_length_axes_from_a_yaml_and_a_tokenizer_and_a_dynamic_length_export(tmp_path):
+    """An input's `length_axis`: from a model YAML (past the shape: one line) and from a right-padding tokenizer;
+    with `variable_length` the ONNX export keeps it dynamic (its own cache entry) and runs a shorter request."""
+    import sys
+
+    import numpy as np
+
+    y = tmp_path / "m.yaml"
+    y.write_text("source: tiny-mlp\ninputs:\n  - {name: x, shape: [64], length_axis: 1}\n")
+    with pytest.raises(ConfigError, match="length_axis 1 is past the 1 axes of its shape"):
+        parse_model(str(y))
+    y.write_text("source: tiny-mlp\ninputs:\n  - {name: x, shape: [64], length_axis: 0}\n")
+    spec = parse_model(str(y))
+    assert spec.inputs[0].length_axis == 0 and spec.inputs[0].full_length_axis() == 1
+    assert type(spec).from_dict(spec.to_dict()) == spec
+    pytest.importorskip("transformers")
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(DATA.parent))
+    from hf_tiny import bert_classifier
+
+    src = ModelSource(parse_model(f"hf:{bert_classifier(tmp_path / 'bert')}"), tmp_path / "c")
+    assert {i.name: i.length_axis for i in src.inputs} == {"input_ids": 0, "token_type_ids": 0, "attention_mask": 0}
+    assert src.length_axes == {"input_ids": 1, "token_type_ids": 1, "attention_mask": 1}
+    fixed = src.onnx_path(None)
+    src.variable_length = True
+    dynamic = src.onnx_path(None)
+    assert dynamic != fixed
+    feed = {k: np.ascontiguousarray(v[:, :5]) for k, v in src.example_inputs(1).items()}
+    assert ort.InferenceSession(str(dynamic)).run(None, feed)[0].shape[0] == 1
+    with pytest.raises(Exception):  # the fixed-length export takes its full length only
+        ort.InferenceSession(str(fixed)).run(None, feed)
+
+
 def test_calibration_of_inputs_not_batched_on_axis_0_is_an_unsupported_candidate(tmp_path):
     import sys
 
