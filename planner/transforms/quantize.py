@@ -381,13 +381,17 @@ def _make_reader(model_path: Path, calib: dict[str, "np.ndarray"]):
 
 
 def _preprocess(src: Path, tmp: Path, large: bool) -> tuple[Path, bool, str | None]:
+    import contextlib
+
     from onnxruntime.quantization import quant_pre_process
 
-    out = tmp / "preprocessed.onnx"
+    out = (tmp / "preprocessed.onnx").resolve()  # absolute: the call runs in `tmp`
     try:
-        with warnings.catch_warnings():
+        # in `tmp`: ONNX Runtime's symbolic shape inference saves the model it could not finish (with its weights,
+        # tens of MB) as sym_shape_infer_temp.onnx in the working directory, e.g. with a dynamic length axis
+        with contextlib.chdir(tmp), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quant_pre_process(str(src), str(out), save_as_external_data=large,
+            quant_pre_process(str(Path(src).resolve()), str(out), save_as_external_data=large,
                               all_tensors_to_one_file=True, external_data_location="preprocessed.onnx.data")
         if out.is_file():
             return out, True, None

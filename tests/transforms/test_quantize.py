@@ -504,3 +504,27 @@ def test_int8_static_op_types_auto_quantizes_only_matmuls_on_a_transformer(onnx_
     assert info["op_types_auto"] == "all" and info["op_types"] == "all"
     info = Q.quantize_onnx(path, tmp_path / "e.onnx", _q("int8_static", op_types="all", calibrate_method="minmax"), calib)
     assert "op_types_auto" not in info and info["op_types"] == "all"
+
+
+def test_onnx_int8_of_a_dynamic_length_model_writes_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """A text model exported with a dynamic length axis (served traffic at own lengths): ONNX Runtime's symbolic
+    shape inference in `quant_pre_process` cannot finish it and saves what it has (weights included) as
+    ``sym_shape_infer_temp.onnx`` in the working directory; planner runs it in its own temporary folder."""
+    import sys
+
+    from support import DATA
+
+    from planner.source import export_onnx
+
+    sys.path.insert(0, str(DATA))
+    from text_models import dataset, tiny_encoder
+
+    d = {k: v[:8] for k, v in dataset().items()}
+    src = tmp_path / "m.onnx"
+    export_onnx(tiny_encoder(), d, src, length_axes={"input_ids": 1, "attention_mask": 1})
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    info = Q.quantize_onnx(src, tmp_path / "q.onnx", QuantConfig("int8_static"), d)
+    assert (tmp_path / "q.onnx").is_file() and "preprocessed" in info
+    assert list(cwd.iterdir()) == []
