@@ -316,16 +316,22 @@ class _ScheduledServer:
                 while j < n and j - i < self.max_batch and sched[j] <= now:
                     j += 1
                 self.next = j
-            late = (now - wake) * 1e3 > LATE_MS
-            try:
-                call(j - i)
-            except BaseException as e:  # noqa: BLE001 -- the measurement reports it; the requests stay unanswered
-                self.errors.append(e)
+            if not self._run(call, range(i, j), (now - wake) * 1e3 > LATE_MS):
                 return
-            t = clock()
-            self.batch_sizes.append(j - i)
-            for k in range(i, j):
-                self.done[k], self.batch[k], self.late[k] = t, j - i, late
+
+    def _run(self, call, got, late: bool, *shape) -> bool:
+        """Run requests ``got`` as one batch (``call(k, *shape)``) and record their answers; False when the engine
+        raised (the measurement reports it; the requests stay unanswered)."""
+        try:
+            call(len(got), *shape)
+        except BaseException as e:  # noqa: BLE001
+            self.errors.append(e)
+            return False
+        t = self.clock()
+        self.batch_sizes.append(len(got))
+        for k in got:
+            self.done[k], self.batch[k], self.late[k] = t, len(got), late
+        return True
 
     # requests of several shapes (`classes`: the padded length of each): a batch holds one shape, as Triton's
     # dynamic batcher batches only requests whose inputs have the same shape
@@ -363,16 +369,8 @@ class _ScheduledServer:
                 got = self._same_class(i, now)
                 for k in got:
                     taken[k] = True
-            late = (now - wake) * 1e3 > LATE_MS
-            try:
-                call(len(got), self.classes[i])  # type: ignore[index]
-            except BaseException as e:  # noqa: BLE001 -- the measurement reports it; the requests stay unanswered
-                self.errors.append(e)
+            if not self._run(call, got, (now - wake) * 1e3 > LATE_MS, self.classes[i]):  # type: ignore[index]
                 return
-            t = clock()
-            self.batch_sizes.append(len(got))
-            for k in got:
-                self.done[k], self.batch[k], self.late[k] = t, len(got), late
 
 
 def serve_open(calls: Sequence[Callable[[int], Any]], arrivals: Sequence[float], *, max_batch: int = 1,

@@ -483,7 +483,7 @@ def do_trial(job: "TrialJob") -> dict:
     served = None
     if target.traffic is not None:  # the same engine under the target's traffic (planner.measure.serving)
         t0 = time.perf_counter()
-        lengths, laxes = _lengths(target, cfg, inputs, src.inputs) if src.variable_length else (None, None)
+        lengths, laxes = _lengths(src, target, inputs)
         served = served_figures(rt, cfg, target, inputs, lengths, laxes)
         split["serving"] = time.perf_counter() - t0
     peak, gpu_peak = peak_memory_mb(rt)
@@ -528,16 +528,16 @@ def served_lengths(target, backend_cls, src) -> bool:
     return bool(backend_cls.variable_length)
 
 
-def _lengths(target, cfg, inputs: dict, src_inputs) -> tuple[list[int] | None, dict[str, int] | None]:
-    """(each request's padded length, the inputs' length axes) when requests go at their own lengths, else
-    (None, None): the engine was built for them (build info ``length_axes``, `served_lengths`)."""
+def _lengths(src, target, inputs: dict) -> tuple[list[int] | None, dict[str, int] | None]:
+    """(each request's padded length, the inputs' length axes) when requests go at their own lengths (the engine
+    was built for them: `served_lengths`), else (None, None)."""
     from planner.measure.serving import request_lengths
 
-    axes = {i.name: i.length_axis for i in src_inputs if i.length_axis is not None}
-    traffic = target.traffic
-    if not axes or traffic is None or traffic.lengths != "data":
+    if not src.variable_length:
         return None, None
-    return request_lengths(inputs, axes, traffic.request_batch, traffic.length_multiple, traffic.seed), axes
+    axes = {i.name: i.length_axis for i in src.inputs if i.length_axis is not None}
+    t = target.traffic
+    return request_lengths(inputs, axes, t.request_batch, t.length_multiple, t.seed), axes
 
 
 def _served_round(rt, cfg, target, inputs: dict, lengths=None, axes=None):
@@ -617,7 +617,7 @@ def do_confirm(job: "ConfirmJob") -> dict:
     inputs = r["inputs"]
     n = len(next(iter(inputs.values())))
     if target.traffic is not None:  # served latency at the traffic's rate, queueing included, in each round
-        lengths, laxes = _lengths(target, cfg, inputs, eng.src.inputs) if eng.src.variable_length else (None, None)
+        lengths, laxes = _lengths(eng.src, target, inputs)
         one_round, timing = _served_round(rt, cfg, target, inputs, lengths, laxes), "served"
     else:
         feed, _ = next(batches(inputs, n, cfg.batch_size, r["axes"]))
