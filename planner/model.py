@@ -65,6 +65,11 @@ class InputSpec:
         return (*self.shape[:self.batch_axis], batch, *self.shape[self.batch_axis:])
 
 
+def length_axes(inputs) -> dict[str, int]:
+    """Each input's `InputSpec.length_axis` in the model's layout (full shape), for those that have one."""
+    return {i.name: ax for i in inputs if (ax := i.full_length_axis()) is not None}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     ref: str  # as the user gave it (or the YAML's source)

@@ -23,7 +23,7 @@ import numpy as np
 
 from planner.config import TrialConfig
 from planner.errors import CandidateFailed, ConfigError, FailReason
-from planner.model import InputSpec, ModelSpec
+from planner.model import InputSpec, ModelSpec, length_axes
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
 
@@ -53,9 +53,7 @@ class ModelSource:
         # staged distillation (issue 28): the trial worker sets a judge (student -> quality loss) and the bound
         self.distill_judge = None
         self.distill_bound: float | None = None
-        # served traffic with requests at their own lengths (`Traffic.lengths` "data"): the ONNX export keeps each
-        # input's `length_axis` dynamic, so the engines that take any length (`Backend.variable_length`) get them
-        self.variable_length = False
+        self.variable_length = False  # the ONNX export keeps each `length_axis` dynamic (traffic lengths: data)
 
     def _spent(self, phase: str, t0: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
@@ -226,11 +224,6 @@ class ModelSource:
         return out
 
     @property
-    def length_axes(self) -> dict[str, int]:
-        """Each input's `InputSpec.length_axis` in the model's layout (full shape), for those that have one."""
-        return {i.name: ax for i in self.inputs if (ax := i.full_length_axis()) is not None}
-
-    @property
     def batch_axes(self) -> dict[str, int | None]:
         """Each input's batch axis in the model's layout (None: the input has none)."""
         return {i.name: i.batch_axis for i in self.inputs}
@@ -341,7 +334,7 @@ def cached_onnx_export(source: ModelSource, cfg: TrialConfig | None) -> Path:
     from planner.cache import ArtifactCache, cache_key
 
     cache = ArtifactCache(source.cache_dir / "artifacts")
-    lengths = source.length_axes if source.variable_length else {}
+    lengths = length_axes(source.inputs) if source.variable_length else {}
     key = cache_key("onnx-export", source.model_hash(), source.transform_key(cfg), torch_version(),
                     *(["lengths", json.dumps(lengths, sort_keys=True)] if lengths else []))
     hit = cache.get(key)

@@ -290,7 +290,9 @@ def test_length_axes_from_a_yaml_and_a_tokenizer_and_a_dynamic_length_export(tmp
 
     src = ModelSource(parse_model(f"hf:{bert_classifier(tmp_path / 'bert')}"), tmp_path / "c")
     assert {i.name: i.length_axis for i in src.inputs} == {"input_ids": 0, "token_type_ids": 0, "attention_mask": 0}
-    assert src.length_axes == {"input_ids": 1, "token_type_ids": 1, "attention_mask": 1}
+    from planner.model import length_axes
+
+    assert length_axes(src.inputs) == {"input_ids": 1, "token_type_ids": 1, "attention_mask": 1}
     fixed = src.onnx_path(None)
     src.variable_length = True
     dynamic = src.onnx_path(None)

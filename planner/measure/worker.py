@@ -522,7 +522,9 @@ def served_lengths(target, backend_cls, src) -> bool:
     traffic = target.traffic
     if traffic is None or traffic.lengths != "data":
         return False
-    if not src.length_axes:
+    from planner.model import length_axes
+
+    if not length_axes(src.inputs):
         raise CandidateFailed(FailReason.UNSUPPORTED, "traffic.lengths: data needs an input with a length_axis "
                               "(token ids, a mask); this model's inputs: " + ", ".join(src.input_names))
     return bool(backend_cls.variable_length)
