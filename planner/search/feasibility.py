@@ -27,9 +27,18 @@ Three parts:
   on MiniLM where NNCF's lost 0.003), nor to or from a backend with its own weight formats
   (`Backend.own_weight_formats`: llama.cpp's GGUF types).
   A staged distillation judges its student after each stage (`planner.transforms.distill.distill_staged`); a
-  trial records that curve (user attr ``distill_curve``), and a stage whose loss was far above the bound is
+  trial records that curve (user attr ``distill_curve``), and a stage whose loss was above the bound is
   evidence too, for the same pruning with no more steps than that stage: a student continued from a stage equals
   one trained through it, so a shorter request of the same student would be that very student.
+  A pruned student is evidence as soon as it misses the bound at all (`STUDENT_FACTOR`), not only far above it:
+  a student's loss on a small evaluation set is noisy (digits-cnn's l1-0.5 student after 300, 1000 and 3000 steps
+  of one distillation: 1, 2 and 4 digits of 540 more wrong than its teacher; the bound, 0.005, is 2.7 digits), so a
+  student just past the bound is as likely a near miss of a feasible region as of an infeasible one; but every
+  candidate it covers (more pruning, less training) is expected to lose at least as much, so it is no more likely
+  to meet the bound than the student that just missed it, and each such miss is a measured trial spent.  A
+  near miss (under `HOPELESS_FACTOR` x the bound) is overruled by a *feasible* measured student at least as hard
+  (same method, as much pruning or more, no more steps at a learning rate no higher, a precision as lossy): then
+  the miss was the noise, not the region.
 * Slow regions: trials cut by the early exit (`FailReason.EARLY_EXIT`: many times slower than the best at their
   batch size) with the same backend, quantization scheme, batch size and decisive options (`region`: tuning, compile
   mode, execution provider, declared on the backend's options).  Once `SLOW_CUTS` of them were cut, a candidate of
@@ -45,6 +54,7 @@ from typing import Any, Iterable
 from planner.config import QuantConfig, TrialConfig
 
 HOPELESS_FACTOR = 2.0  # a loss this many times the bound is "far above" it
+STUDENT_FACTOR = 1.0  # a pruned student's loss this many times the bound makes it evidence (any miss; see below)
 CROSS_QUANTIZER_FACTOR = 3.0  # a data-free scheme's loss this many times the bound covers its other quantizers
 SLOW_CUTS = 2  # early exits of one region (backend, scheme, batch) before its other candidates are known slow
 # how much a precision loses, in order (a candidate at a rank >= the covering trial's loses at least as much)
@@ -70,11 +80,13 @@ class Evidence:
     stage: int | None = None  # the distillation steps of a judged stage of a longer trial (``distill_curve``)
 
 
-def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTOR) -> list[Evidence]:
-    """The pruned or quantized trials among ``trials`` (Optuna FrozenTrials) whose measured quality loss was at
-    least ``factor`` x ``bound``: COMPLETE trials measured by this study (not duplicates, not skipped), and trials a
-    staged distillation stopped (user attr ``distill_stopped``: the loss at the steps it reached); and each judged
-    stage of a measured trial's distillation (user attr ``distill_curve``) that far above, at its steps."""
+def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTOR,
+             student_factor: float = STUDENT_FACTOR) -> list[Evidence]:
+    """The pruned or quantized trials among ``trials`` (Optuna FrozenTrials) whose measured quality loss was above
+    ``bound`` and at least ``student_factor`` x it (pruned) or ``factor`` x it (quantized only): COMPLETE trials
+    measured by this study (not duplicates, not skipped), and trials a staged distillation stopped (user attr
+    ``distill_stopped``: the loss at the steps it reached); and each judged stage of a measured trial's distillation
+    (user attr ``distill_curve``) that far above, at its steps."""
     from dataclasses import replace
 
     out: list[Evidence] = []
@@ -85,7 +97,7 @@ def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTO
         if t.state.name == "COMPLETE" and a.get("distill_curve"):
             base = TrialConfig.from_dict(a["config"])
             for steps, q in a["distill_curve"]:
-                if base.prune.active and q > bound and q >= factor * bound and int(steps) < base.distill.steps:
+                if base.prune.active and q > bound and q >= student_factor * bound and int(steps) < base.distill.steps:
                     # judged in fp32 (eager torch), before any quantization: evidence for every precision
                     cfg = replace(base, distill=replace(base.distill, steps=int(steps)), quant=QuantConfig("none"))
                     out.append(Evidence(t.number, cfg, float(q), float(q) / bound if bound > 0 else 0.0, int(steps)))
@@ -96,10 +108,12 @@ def evidence(trials: Iterable[Any], bound: float, factor: float = HOPELESS_FACTO
             loss = stopped.get("quality_loss")
         else:
             continue
-        if loss is None or not (loss > bound and loss >= factor * bound):
+        if loss is None or not loss > bound:
             continue
         cfg = TrialConfig.from_dict(a["config"])
         if not cfg.prune.active and cfg.quant.scheme == "none":  # fp32 far off: the engine's numbers, not a region
+            continue
+        if loss < (student_factor if cfg.prune.active else factor) * bound:
             continue
         if stopped:  # what was shown is the loss at the steps reached, not at the steps asked
             cfg = replace(cfg, distill=replace(cfg.distill, steps=int(stopped.get("steps", 0))))
@@ -207,9 +221,28 @@ def explain(e: Evidence, bound: float) -> str:
                    "lossier precision")
 
 
-def hopeless(cfg: TrialConfig, known: list[Evidence]) -> Evidence | None:
-    """The measured trial that shows ``cfg`` hopeless (the one with the smallest loss), or None."""
-    hits = [e for e in known if covers(e, cfg)]
+def feasible_students(trials: Iterable[Any], bound: float) -> list[TrialConfig]:
+    """The configs of the pruned trials among ``trials`` measured within ``bound`` (COMPLETE, not duplicates):
+    what overrules a near miss (`hopeless`)."""
+    out = []
+    for t in trials:
+        a = t.user_attrs
+        if t.state.name != "COMPLETE" or "config" not in a or a.get("duplicate_of") is not None:
+            continue
+        loss = (a.get("metrics") or {}).get("quality_loss")
+        if loss is not None and loss <= bound:
+            cfg = TrialConfig.from_dict(a["config"])
+            if cfg.prune.active:
+                out.append(cfg)
+    return out
+
+
+def hopeless(cfg: TrialConfig, known: list[Evidence], feasible: Iterable[TrialConfig] = ()) -> Evidence | None:
+    """The measured trial that shows ``cfg`` hopeless (the one with the smallest loss), or None.  A near miss
+    (a student under `HOPELESS_FACTOR` x the bound) does not count where one of ``feasible`` (measured students
+    within the bound) is at least as hard as ``cfg``: it met the bound where ``cfg`` is expected to lose no more."""
+    harder = [f for f in feasible if cfg.prune.active and covers(Evidence(-1, cfg, 0.0), f)]
+    hits = [e for e in known if covers(e, cfg) and not (harder and e.config.prune.active and e.over < HOPELESS_FACTOR)]
     return min(hits, key=lambda e: (e.loss, e.number)) if hits else None
 
 

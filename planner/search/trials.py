@@ -190,7 +190,7 @@ class Trials:
             return None
         from optuna.trial import TrialState
 
-        from planner.search.feasibility import evidence, explain, hopeless, slow, slow_cuts
+        from planner.search.feasibility import evidence, explain, feasible_students, hopeless, slow, slow_cuts
 
         cut = slow(cfg, slow_cuts(self.store.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))))
         if cut:
@@ -206,8 +206,8 @@ class Trials:
             return None
 
         bound = self.opt.target.constraints.max_quality_loss
-        known = evidence(self.store.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)), bound)
-        e = hopeless(cfg, known)
+        trials = self.store.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        e = hopeless(cfg, evidence(trials, bound), feasible_students(trials, bound))
         if e is None:
             return None
         msg = explain(e, bound)

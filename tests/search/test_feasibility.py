@@ -8,7 +8,8 @@ from support import bound_files, fake_backend_files, run_cli
 
 from planner.config import DistillConfig, PruneConfig, QuantConfig, TrialConfig
 from planner.paths import Home
-from planner.search.feasibility import Evidence, covers, evidence, hopeless, sampler_reads_constraints
+from planner.search.feasibility import (Evidence, covers, evidence, feasible_students, hopeless,
+                                        sampler_reads_constraints)
 from planner.search.samplers import make_sampler
 
 
@@ -183,16 +184,34 @@ def test_evidence_is_measured_pruned_trials_far_above_the_bound(tmp_path):
         study.tell(t, [1.0, loss]) if state == TrialState.COMPLETE else study.tell(t, state=state)
 
     add(_cfg(ratio=0.3), 0.5)                       # 0 far above 0.05: evidence
-    add(_cfg(ratio=0.2), 0.08)                      # 1 above, not far above: may yet be reached with training
+    add(_cfg(ratio=0.2), 0.08)                      # 1 a student above, not far above: evidence (a near miss)
     add(_cfg(ratio=0.0, method="none"), 0.5)        # 2 neither pruned nor quantized: the engine's numbers
     add(_cfg(ratio=0.4), 0.5, duplicate_of=0)       # 3 a duplicate shows nothing new
     add(_cfg(ratio=0.3, steps=1000), None, TrialState.PRUNED,
         distill_stopped={"steps": 300, "quality_loss": 0.4})  # 4 a staged distillation stopped at 300 steps
     add(_cfg(ratio=0.0, method="none", scheme="int8_dynamic"), 0.2)  # 5 a quantization far above
-    add(_cfg(ratio=0.0, method="none", scheme="int8_dynamic"), 0.06)  # 6 above, not far above
+    add(_cfg(ratio=0.0, method="none", scheme="int8_dynamic"), 0.06)  # 6 a quantization above, not far above
+    add(_cfg(ratio=0.1), 0.04)                      # 7 a student within the bound
     got = evidence(study.get_trials(deepcopy=False), 0.05)
-    assert [e.number for e in got] == [0, 4, 5]
-    assert got[1].config.distill.steps == 300
+    assert [e.number for e in got] == [0, 1, 4, 5]
+    assert got[2].config.distill.steps == 300
+    assert got[1].over == pytest.approx(1.6)
+    assert feasible_students(study.get_trials(deepcopy=False), 0.05) == [_cfg(ratio=0.1)]
+
+
+def test_a_near_miss_covers_harder_students_unless_a_harder_one_met_the_bound():
+    """A student 1.6x over the bound (a near miss: 540 test images give a noisy loss) covers students pruned more
+    and trained no longer; a measured student at least as hard as the candidate that met the bound overrules it
+    (the miss was noise), but not a loss far above the bound."""
+    near = Evidence(1, _cfg(ratio=0.3, steps=1000), loss=0.008, over=1.6)
+    far = Evidence(2, _cfg(ratio=0.3, steps=1000), loss=0.05, over=10.0)
+    assert hopeless(_cfg(ratio=0.4, steps=300), [near]) == near
+    met = _cfg(ratio=0.5, steps=300)  # pruned more, trained no longer, and within the bound
+    assert hopeless(_cfg(ratio=0.4, steps=300), [near], [met]) is None
+    assert hopeless(_cfg(ratio=0.4, steps=300), [near, far], [met]) == far
+    assert hopeless(_cfg(ratio=0.6, steps=300), [near], [met]) == near  # harder than what met the bound
+    assert hopeless(_cfg(ratio=0.4, steps=300), [near], [_cfg(ratio=0.5, steps=300, method="l2")]) == near
+    assert hopeless(_cfg(ratio=0.4, steps=300), [near], [_cfg(ratio=0.5, steps=1000)]) == near  # trained longer
 
 
 SPACE = """\
