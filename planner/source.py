@@ -316,7 +316,8 @@ class ModelSource:
     def transform_key(self, cfg: TrialConfig | None) -> str:
         if cfg is None:
             return "fp32"
-        return hashlib.sha256(repr((cfg.prune, cfg.distill)).encode()).hexdigest()[:12]
+        from planner.transforms.pipeline import RECIPE  # how a config is pruned and trained is part of what it is
+        return hashlib.sha256(repr((cfg.prune, cfg.distill) + ((RECIPE,) if cfg.prune.active or cfg.distill.active else ())).encode()).hexdigest()[:12]
 
     # --------------------------------------------------------------------- ONNX
     def onnx_path(self, cfg: TrialConfig | None = None) -> Path:

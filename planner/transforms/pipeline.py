@@ -10,9 +10,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from planner.transforms.distill import SCHEDULE
+
 if TYPE_CHECKING:  # pragma: no cover
     from planner.config import DistillConfig, PruneConfig
 
+# What a pruned or distilled model is besides its config, in the keys of the students and exports cached from it:
+# changed whenever pruning or distillation change what a config yields (channels kept rounded up to round_to, not
+# down; the learning rate annealed over each stage), so no cache hands back a model of the old recipe.
+RECIPE = f"channels-kept-rounded-up;distill-lr-{SCHEDULE}"
 DISTILL_DATA_BYTES = 256 << 20  # inputs held for distillation (2048 digits images are 2 MB; 256 MB is ~430 resnet18 images)
 
 
@@ -70,12 +76,13 @@ def apply_transforms(source, base, prune: "PruneConfig", distill: "DistillConfig
 
 def _student_cache(source, prune: "PruneConfig", distill: "DistillConfig", pool: int):
     """(load, save) of pruned students distilled to a stage, on disk under the cache folder, keyed by the model,
-    the pruning, the training settings and the data pool (not the steps asked for: a longer request continues a
-    shorter one's student)."""
+    the pruning, the training settings, the data pool and `RECIPE` (not the steps asked for:
+    a longer request continues a shorter one's student)."""
     import torch
 
     folder = source.cache_dir / "students"
-    base = repr((source.model_hash(), prune, float(distill.lr), int(distill.batch), source.calibration_source, int(pool)))
+    base = repr((source.model_hash(), prune, float(distill.lr), int(distill.batch), source.calibration_source, int(pool),
+                 RECIPE))
 
     def path(steps: int) -> Path:
         return folder / f"{hashlib.sha256(f'{base}|{steps}'.encode()).hexdigest()[:20]}.pt"

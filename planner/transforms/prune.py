@@ -278,8 +278,8 @@ def _prune_channels(module, ratio: float, p: int, round_to: int, example_inputs)
                 example_inputs,
                 importance=tp.importance.MagnitudeImportance(p=p),
                 pruning_ratio=float(ratio),
+                pruning_ratio_dict=_kept_ratios(module, ratio, round_to, ignored),
                 ignored_layers=ignored,
-                round_to=int(round_to) if round_to > 1 else None,
                 forward_fn=lambda m, x: m(*x),
             )
             pruner.step()
@@ -293,6 +293,26 @@ def _prune_channels(module, ratio: float, p: int, round_to: int, example_inputs)
         for name, prm in module.named_parameters():
             prm.requires_grad_(flags.get(name, not all_frozen))
     return module
+
+
+def _kept_ratios(module, ratio: float, round_to: int, ignored) -> dict:
+    """Per layer (each Conv/Linear whose outputs are pruned), the pruning ratio that keeps exactly
+    `planner.config.round_keep` (n, ratio, round_to) of its n output channels: rounded *up* to a multiple of
+    ``round_to``, as planner declares and predicts.  torch-pruning's own ``round_to`` rounds the kept channels
+    down (digits-cnn at ratio 0.1, round_to 16 kept 16 of conv1's 32 channels) or, where that leaves none,
+    prunes nothing, so a larger ``round_to`` pruned more or less at random."""
+    from torch import nn
+
+    from planner.config import round_keep
+
+    out = {}
+    for m in module.modules():
+        if not isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) or any(m is i for i in ignored):
+            continue
+        n = int(m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features)
+        keep = round_keep(n, ratio, round_to)
+        out[m] = 0.0 if keep >= n else 1.0 - (keep + 0.5) / n  # torch-pruning keeps int(n * (1 - r)) = keep
+    return out
 
 
 # --------------------------------------------------------------------------- transformer heads / FFN

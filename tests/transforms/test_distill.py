@@ -203,3 +203,42 @@ def test_padding_is_kept_where_the_output_depends_on_it():
     student.widths.clear()
     res = distill(student, teacher, DistillConfig(steps=5, lr=1e-3, batch=8), _padded(), ["ids", "attention_mask"])
     assert res["distill_seq_trim"] == 1.0 and set(student.widths) == {24}, res
+
+
+def test_the_learning_rate_is_annealed_over_each_call():
+    """Each call anneals ``cfg.lr`` to 0 on a half cosine (the default schedule); "constant" keeps it."""
+    from planner.transforms.distill import SCHEDULE, lr_at
+
+    assert SCHEDULE == "cosine"
+    assert lr_at(0, 100, 3e-3) == pytest.approx(3e-3)
+    assert lr_at(50, 100, 3e-3) == pytest.approx(1.5e-3)
+    assert lr_at(99, 100, 3e-3) < 1e-6
+    assert all(lr_at(i + 1, 100, 1.0) <= lr_at(i, 100, 1.0) for i in range(99))
+    assert lr_at(99, 100, 3e-3, "constant") == 3e-3
+
+
+def test_each_step_runs_at_the_scheduled_learning_rate():
+    """The optimizer's learning rate at every step of a call is `lr_at`'s (observed through torch's global
+    optimizer hook, in the real training loop); an unknown schedule is a one-line error naming the valid ones.
+    (Whether annealing makes better students is a benchmark's question: experiments/student_stages.py.)"""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from planner.transforms.distill import lr_at
+
+    torch.manual_seed(0)
+    teacher = TinyResNet().eval()
+    calib = _calib((3, 12, 12), n=16)
+    pruned = prune(copy.deepcopy(teacher), PruneConfig("l1", 0.5), (torch.randn(2, 3, 12, 12),))
+    cfg = DistillConfig(steps=12, lr=1e-2, batch=4)
+    for schedule in ("cosine", "constant"):
+        seen: list[float] = []
+        handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
+        try:
+            res = distill(copy.deepcopy(pruned), teacher, cfg, calib, ["x"], schedule=schedule)
+        finally:
+            handle.remove()
+        assert res["distill_schedule"] == schedule and res["distill_steps"] == 12
+        assert seen == pytest.approx([lr_at(i, 12, 1e-2, schedule) for i in range(12)])
+    assert seen[-1] == 1e-2 and 0 < [lr_at(i, 12, 1e-2) for i in range(12)][-1] < 1e-3
+    with pytest.raises(ConfigError, match="valid: cosine, constant"):
+        distill(copy.deepcopy(pruned), teacher, cfg, calib, ["x"], schedule="linear")

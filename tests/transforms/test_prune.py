@@ -184,6 +184,21 @@ def test_l2_round_to_8_gives_multiples_of_8():
     assert out(torch.randn(1, 3, 16, 16)).shape == (1, 10)
 
 
+@pytest.mark.parametrize("ratio,round_to", [(0.1, 16), (0.3, 8), (0.3, 16), (0.6, 16), (0.45, 1)])
+def test_each_layer_keeps_its_channels_rounded_up_as_planner_declares(ratio, round_to):
+    """Every pruned conv keeps `round_keep(n, ratio, round_to)` of its n channels (rounded up, what the space and
+    the hopeless rule assume), not torch-pruning's own rounding (down: 0.1 at round_to 16 kept 16 of 32 channels,
+    and 0.6 at 16 kept all 32 of a layer, where 13 round down to none)."""
+    from planner.config import round_keep
+
+    model, ex = _resnet()
+    widths = {name: c.out_channels for name, c in model.named_modules() if isinstance(c, nn.Conv2d)}
+    out = P.prune(model, PruneConfig("l1", ratio, round_to=round_to), ex)
+    got = {name: c.out_channels for name, c in out.named_modules() if isinstance(c, nn.Conv2d)}
+    assert got == {name: round_keep(n, ratio, round_to) for name, n in widths.items()}, (got, widths)
+    assert out(torch.randn(1, 3, 16, 16)).shape == (1, 10)
+
+
 def test_mlp_structured_keeps_io_width():
     torch.manual_seed(0)
     model = MLP().eval()
