@@ -106,7 +106,31 @@ def study_stats(study, known_kinds=KNOWN_KINDS) -> dict[str, Any]:
                 why = a.get("skip_reason") or "hopeless"
                 s["skip_reasons"][why] = s["skip_reasons"].get(why, 0) + 1
     s["bad_share"] = (s["infeasible"] + s["failed"]) / s["measured"] if s["measured"] else None
+    s["trials"] = [trial_line(t) for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     return s
+
+
+def trial_line(t) -> dict[str, Any]:
+    """One trial as the report lists it: what it was, what became of it, its quality loss and, for a distilled
+    student, its loss after each judged stage (``distill_curve``)."""
+    a = t.user_attrs
+    m = a.get("metrics") or {}
+    if a.get("duplicate_of") is not None:
+        what = f"duplicate of #{a['duplicate_of']}"
+    elif a.get("distill_stopped"):
+        what = "stopped"
+    elif a.get("skip_reason"):
+        what = f"skipped ({a['skip_reason']})"
+    elif t.state.name == "FAIL":
+        what = f"failed ({a.get('fail_reason')})"
+    elif t.state.name == "COMPLETE":
+        what = "ok" if all(v <= 0 for v in t.constraints.values()) else "infeasible"
+    else:
+        what = t.state.name.lower()
+    return {"number": t.number, "status": what, "label": a.get("label", ""), "quality_loss": m.get("quality_loss"),
+            "latency_ms": m.get("latency_ms"), "distill_curve": a.get("distill_curve"),
+            "stopped": a.get("distill_stopped", {}).get("curve") if a.get("distill_stopped") else None,
+            "why": str(a.get("skip_message") or a.get("fail_message") or "")[:160]}
 
 
 def front_of(study):
@@ -296,6 +320,17 @@ def markdown(meta: dict[str, Any]) -> str:
             lines.append(f"* {r['model']} b={r['batch']} {kind} front, re-measured together (ref {j['ref_latency_ms']:.4f} ms): {pts}")
         for what, why in (j.get("failed") or {}).items():
             lines.append(f"  * {what} did not re-measure: {why}")
+    for r in meta["rows"]:
+        s = r.get("budget") or {}
+        if s.get("trials"):
+            lines += ["", f"Trials of the {r['model']} b={r['batch']} budget study (quality loss; a student's loss after "
+                      "each judged distillation stage):", ""]
+            for t in s["trials"]:
+                q = "" if t["quality_loss"] is None else f", loss {t['quality_loss']:.4f}"
+                curve = t["distill_curve"] or t["stopped"]
+                stages = "" if not curve else ", stages " + " ".join(f"{int(n)}:{float(v):.4f}" for n, v in curve)
+                why = f" -- {t['why']}" if t["status"].startswith("skipped") else ""
+                lines.append(f"* #{t['number']} {t['status']}: {t['label']}{q}{stages}{why}")
     if meta.get("environment"):  # the host (lscpu flags, nproc, libraries) and its load: compare within one run
         from harness import environment_markdown
 
