@@ -485,6 +485,25 @@ def fit_group_size(value: Any, param: Param, dims: list[int]) -> Any:
     return below[-1] if below else (fits[0] if fits else value)
 
 
+def prunes_nothing(cfg: TrialConfig, widths: dict | None) -> str | None:
+    """Why ``cfg``'s structured pruning would remove nothing from the model whose prunable widths are ``widths``
+    (every layer keeps all its channels, heads and neurons at that ratio and round_to: the unpruned model, with a
+    distillation on top), known before any worker starts; None when it removes something or is unknown."""
+    from planner.config import round_keep
+
+    if not widths or not cfg.prune.active or cfg.prune.method not in STRUCTURED_PRUNE_METHODS:
+        return None
+    p = cfg.prune
+    kept = ([(int(n), round_keep(int(n), p.ratio, p.round_to)) for n in widths.get("channels", [])]
+            + [(int(h), round_keep(int(h), p.ratio)) for h, _ in widths.get("heads", [])]
+            + [(int(d), round_keep(int(d), p.ratio, p.round_to)) for d in widths.get("ffn", [])])
+    if not kept or any(k < n for n, k in kept):
+        return None
+    sizes = sorted({n for n, _ in kept})
+    return (f"prune {p.method} {p.ratio:g} at round_to {p.round_to} keeps every unit of this model's prunable layers "
+            f"(widths {sizes[:6]}): nothing is pruned; the unpruned model is its own candidate")
+
+
 def shape_misfit(cfg: TrialConfig, widths: dict | None) -> str | None:
     """Why ``cfg`` cannot compile for the pruned shapes (a group size that divides no pruned width; the space
     offered none that does, `fit_group_size`), known before any worker starts; None when it can or is unknown."""

@@ -233,11 +233,11 @@ def _prune_probe(src, job) -> tuple[dict, Any]:
         return {}, None
     import torch
 
-    from planner.transforms.prune import transformer_widths, unusable_methods
+    from planner.transforms.prune import channel_widths, transformer_widths, unusable_methods
 
     example = tuple(torch.from_numpy(v) for v in src.example_inputs(2, seed=123).values())
     return (unusable_methods(src.base_module(), job.prune_methods, example, job.prune_ratio),
-            transformer_widths(src.base_module()))
+            transformer_widths(src.base_module()) or channel_widths(src.base_module(), example))
 
 
 def _is_oom(e: BaseException) -> bool:

@@ -15,7 +15,7 @@ from planner.config import TrialConfig
 from planner.errors import ConfigError, FailReason
 from planner.search.compose import COMPOSED
 from planner.search.outcome import TrialOutcome
-from planner.space import batch_sizes, sample, shape_misfit
+from planner.space import batch_sizes, prunes_nothing, sample, shape_misfit
 
 
 @dataclass
@@ -176,7 +176,7 @@ class Trials:
         """The outcome of a candidate skipped before any worker, with the constraint the sampler learns from (the
         caller tells it PRUNED): one its kind or the pruned shapes rule out, or one a measured trial already shows
         far outside the quality bound (`planner.search.feasibility`); None: measure it."""
-        why = self.opt.kind.check(cfg) or shape_misfit(cfg, widths)
+        why = self.opt.kind.check(cfg) or shape_misfit(cfg, widths) or prunes_nothing(cfg, widths)
         if not why and cfg.prune.method in self.opt.prune_skipped:  # a resumed study's method this run cannot use
             why = f"prune.method {cfg.prune.method}: {self.opt.prune_skipped[cfg.prune.method]}"
         if not why and cfg.backend in self.opt.backend_skipped:  # a resumed study's backend this run cannot use

@@ -256,6 +256,20 @@ def transformer_widths(module: "nn.Module") -> dict[str, list] | None:
     return {"heads": heads, "ffn": ffn}
 
 
+def channel_widths(module: "nn.Module", example_inputs) -> dict[str, list] | None:
+    """For a model `prune` prunes by channels: ``channels``, the output width of each Conv/Linear it may narrow
+    (not the output layers), for `planner.space` to tell a ratio and round_to that keep every channel.  None for a
+    transformer (`transformer_widths`)."""
+    from torch import nn
+
+    if getattr(module, SCOPE_ATTR, None) == "ffn" or is_transformer(module):
+        return None
+    ignored = _output_layers(module, tuple(example_inputs))
+    return {"channels": [int(m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features)
+                         for m in module.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+                         and not any(m is i for i in ignored)]}
+
+
 # --------------------------------------------------------------------------- channels (DepGraph)
 
 

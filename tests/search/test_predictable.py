@@ -90,6 +90,31 @@ def test_predicted_widths_are_the_pruned_models():
     assert pruned_widths(None, PruneConfig("l2", 0.3, 16)) == [] and pruned_widths(widths, PruneConfig()) == []
 
 
+def test_a_ratio_that_keeps_every_channel_is_known_to_prune_nothing():
+    """A CNN's prunable widths come from the prepare probe (`channel_widths`: not the output layer); a ratio and
+    round_to that keep every channel (l1 0.1 rounded up to 8 keeps 32 of 32 and 64 of 64) prune nothing, as the
+    pruned model shows, and `prunes_nothing` says so before any worker; 0.2 at 8 narrows the 64-wide layers."""
+    from planner.config import TrialConfig
+    from planner.space import prunes_nothing
+    from planner.transforms.prune import channel_widths
+    from planner.zoo.digits import DigitsCNN
+
+    torch.manual_seed(0)
+    model, ex = DigitsCNN().eval(), (torch.randn(2, 1, 16, 16),)
+    widths = channel_widths(model, ex)
+    assert widths == {"channels": [32, 64, 64]}  # conv1, conv2, conv3; fc gives the logits
+    for ratio, round_to, nothing in ((0.1, 8, True), (0.1, 16, True), (0.2, 16, True), (0.2, 8, False), (0.5, 16, False)):
+        cfg = TrialConfig(backend="onnxruntime", batch_size=1, prune=PruneConfig("l1", ratio, round_to))
+        pruned = prune(copy.deepcopy(model), cfg.prune, ex)
+        assert (sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in model.parameters())) == nothing
+        why = prunes_nothing(cfg, widths)
+        assert (why is not None) == nothing, (ratio, round_to, why)
+    assert "keeps every unit" in prunes_nothing(TrialConfig(backend="onnxruntime", batch_size=1, prune=PruneConfig("l1", 0.1, 8)), widths)
+    assert prunes_nothing(TrialConfig(backend="onnxruntime", batch_size=1), widths) is None
+    assert prunes_nothing(TrialConfig(backend="onnxruntime", batch_size=1, prune=PruneConfig("l1", 0.1, 8)), None) is None
+    assert channel_widths(copy.deepcopy(DigitsCNN()), ex) is not None and transformer_widths(model) is None
+
+
 @pytest.fixture()
 def int4_target(tmp_path):
     from planner.target import load_target
