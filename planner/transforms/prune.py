@@ -260,14 +260,18 @@ def channel_widths(module: "nn.Module", example_inputs) -> dict[str, list] | Non
     """For a model `prune` prunes by channels: ``channels``, the output width of each Conv/Linear it may narrow
     (not the output layers), for `planner.space` to tell a ratio and round_to that keep every channel.  None for a
     transformer (`transformer_widths`)."""
-    from torch import nn
-
     if getattr(module, SCOPE_ATTR, None) == "ffn" or is_transformer(module):
         return None
-    ignored = _output_layers(module, tuple(example_inputs))
-    return {"channels": [int(m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features)
-                         for m in module.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
-                         and not any(m is i for i in ignored)]}
+    return {"channels": [n for _, n in _narrowed(module, _output_layers(module, tuple(example_inputs)))]}
+
+
+def _narrowed(module, ignored) -> list[tuple]:
+    """(layer, output width) of each Conv/Linear whose outputs channel pruning may narrow (not in ``ignored``)."""
+    from torch import nn
+
+    return [(m, int(m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features))
+            for m in module.modules()
+            if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and not any(m is i for i in ignored)]
 
 
 # --------------------------------------------------------------------------- channels (DepGraph)
@@ -315,15 +319,10 @@ def _kept_ratios(module, ratio: float, round_to: int, ignored) -> dict:
     ``round_to``, as planner declares and predicts.  torch-pruning's own ``round_to`` rounds the kept channels
     down (digits-cnn at ratio 0.1, round_to 16 kept 16 of conv1's 32 channels) or, where that leaves none,
     prunes nothing, so a larger ``round_to`` pruned more or less at random."""
-    from torch import nn
-
     from planner.config import round_keep
 
     out = {}
-    for m in module.modules():
-        if not isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) or any(m is i for i in ignored):
-            continue
-        n = int(m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features)
+    for m, n in _narrowed(module, ignored):
         keep = round_keep(n, ratio, round_to)
         out[m] = 0.0 if keep >= n else 1.0 - (keep + 0.5) / n  # torch-pruning keeps int(n * (1 - r)) = keep
     return out
