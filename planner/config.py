@@ -152,9 +152,14 @@ class TrialConfig:
         walk("", self.to_dict())
         return out
 
-    def key(self) -> str:
-        """Stable content hash of the config (16 hex chars)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+    def key(self, network: tuple | None = None) -> str:
+        """Stable content hash of the config (16 hex chars).  ``network``: what its pruning builds of the model
+        (`planner.space.pruned_network`), then standing for the pruning settings: configs that prune the model to the
+        same network are one deployment."""
+        d = self.to_dict()
+        if network is not None and self.prune.active:
+            d["prune"] = {"network": list(network)}
+        blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> str:

@@ -134,4 +134,9 @@ def schemes_for_format(fmt: str) -> tuple[str, ...]:
 
 # Pruning methods; structured ones (l1, l2, heads) physically remove channels/heads.
 PRUNE_METHODS: tuple[str, ...] = ("none", "l1", "l2", "heads", "magnitude", "2:4")
-STRUCTURED_PRUNE_METHODS: tuple[str, ...] = ("l1", "l2", "heads")
+# The structured methods, each with the weight norm it ranks units (channels, heads, FFN neurons) by.  At the same
+# ratio and round_to they all keep the same number of units per layer (`planner.config.round_keep`): the norm only
+# decides which ones, so they build networks of the same widths (on a transformer ``heads`` and ``l1`` build the
+# very same one), and a student of one is evidence for the others (`planner.search.feasibility`).
+PRUNE_NORMS: dict[str, int] = {"l1": 1, "l2": 2, "heads": 1}
+STRUCTURED_PRUNE_METHODS: tuple[str, ...] = tuple(PRUNE_NORMS)

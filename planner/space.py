@@ -485,18 +485,36 @@ def fit_group_size(value: Any, param: Param, dims: list[int]) -> Any:
     return below[-1] if below else (fits[0] if fits else value)
 
 
+def kept_units(prune: PruneConfig, widths: dict | None) -> list[tuple[int, int]]:
+    """(width, kept) of each layer ``prune``'s structured pruning narrows, in the order of the model's `widths`
+    (channels, heads per attention module, FFN neurons): what `planner.transforms.prune` keeps
+    (`planner.config.round_keep`).  [] when unknown or not structured."""
+    from planner.config import round_keep
+
+    if not widths or not prune.active or prune.method not in STRUCTURED_PRUNE_METHODS:
+        return []
+    return ([(int(n), round_keep(int(n), prune.ratio, prune.round_to)) for n in widths.get("channels", [])]
+            + [(int(h), round_keep(int(h), prune.ratio)) for h, _ in widths.get("heads", [])]
+            + [(int(d), round_keep(int(d), prune.ratio, prune.round_to)) for d in widths.get("ffn", [])])
+
+
+def pruned_network(prune: PruneConfig, widths: dict | None) -> tuple | None:
+    """What ``prune`` makes of the model whose prunable widths are ``widths``: the norm its units are ranked by
+    (`planner.schemes.PRUNE_NORMS`) and the units kept per layer.  Two prunings with the same value build the same
+    network (l1 at 0.5 and at 0.6 keep 16 of 32 channels at round_to 8; on a transformer ``heads`` is ``l1``), so a
+    config is measured once (`planner.search.trials`).  None when unknown or not structured."""
+    from planner.schemes import PRUNE_NORMS
+
+    kept = kept_units(prune, widths)
+    return ("norm", PRUNE_NORMS[prune.method], "kept", tuple(k for _, k in kept)) if kept else None
+
+
 def prunes_nothing(cfg: TrialConfig, widths: dict | None) -> str | None:
     """Why ``cfg``'s structured pruning would remove nothing from the model whose prunable widths are ``widths``
     (every layer keeps all its channels, heads and neurons at that ratio and round_to: the unpruned model, with a
     distillation on top), known before any worker starts; None when it removes something or is unknown."""
-    from planner.config import round_keep
-
-    if not widths or not cfg.prune.active or cfg.prune.method not in STRUCTURED_PRUNE_METHODS:
-        return None
     p = cfg.prune
-    kept = ([(int(n), round_keep(int(n), p.ratio, p.round_to)) for n in widths.get("channels", [])]
-            + [(int(h), round_keep(int(h), p.ratio)) for h, _ in widths.get("heads", [])]
-            + [(int(d), round_keep(int(d), p.ratio, p.round_to)) for d in widths.get("ffn", [])])
+    kept = kept_units(p, widths)
     if not kept or any(k < n for n, k in kept):
         return None
     sizes = sorted({n for n, _ in kept})

@@ -10,9 +10,9 @@ Three parts:
 * Hopeless regions: a pruned candidate whose quality loss is bound to be far above the bound because a
   measured trial already showed it is not measured.  A measured trial with pruning method m at ratio r,
   s distillation steps and a precision p, whose loss was at least `HOPELESS_FACTOR` x the bound, covers every
-  candidate with the same method, a ratio >= r, rounding to a multiple <= its own (keeps no more units),
-  <= s distillation steps at a learning rate no higher (on digits-cnn l1 0.4, 300 steps: 11 digits of 540 wrong at
-  lr 0.001, 1 at 0.003) and a precision at least as lossy as p: pruning more, training less and quantizing more do
+  candidate with the same method (or, m being structured, another structured one: `same_widths`), a ratio >= r,
+  rounding to a multiple <= its own (keeps no more units), <= s distillation steps at a learning rate no higher
+  (on digits-cnn l1 0.4, 300 steps: 11 digits of 540 wrong at lr 0.001, 1 at 0.003) and a precision at least as lossy as p: pruning more, training less and quantizing more do
   not win back a loss that large.  Such a candidate is told to Optuna as PRUNED with the covering
   trial's quality violation as its constraint (so TPE learns the region too) and costs no trial of --trials.
   A quantized trial of the *unpruned* model that lost that much covers the candidates quantized the same way:
@@ -38,13 +38,15 @@ Three parts:
   candidate it covers (more pruning, less training) is expected to lose at least as much, so it is no more likely
   to meet the bound than the student that just missed it, and each such miss is a measured trial spent.  A
   near miss (under `HOPELESS_FACTOR` x the bound) is overruled by a *feasible* measured student at least as hard
-  (same method, as much pruning or more, no more steps at a learning rate no higher, a precision as lossy): then
+  (the same method or one of the same widths, as much pruning or more, no more steps at a learning rate no higher, a precision as lossy): then
   the miss was the noise, not the region.
 * Slow regions: trials cut by the early exit (`FailReason.EARLY_EXIT`: many times slower than the best at their
   batch size) with the same backend, quantization scheme, batch size and decisive options (`region`: tuning, compile
   mode, execution provider, declared on the backend's options).  Once `SLOW_CUTS` of them were cut, a candidate of
   that region pruned no more than they were (or not at all) is not built again: its other options (threads, graph
-  levels, hints: a few-fold at most) do not make up an order of magnitude.  One cut is not enough.
+  levels, hints: a few-fold at most) do not make up an order of magnitude.  One cut is not enough, but for the
+  very config it cut: proposed again, it is not built again (the cut only tightens as the study finds faster
+  deployments at that batch size).
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def covers(e: Evidence, cfg: TrialConfig) -> bool:
     if not e.config.prune.active:  # the quantization alone lost it: the same quantization, pruned or not
         return (same_quantization_or_lossier(cfg, e.config)
                 or (e.over >= CROSS_QUANTIZER_FACTOR and same_grid_or_lossier(cfg, e.config)))
-    if not cfg.prune.active or cfg.prune.method != e.config.prune.method:
+    if not cfg.prune.active or not same_widths(cfg.prune.method, e.config.prune.method):
         return False
     if cfg.prune.ratio < e.config.prune.ratio or cfg.prune.round_to > e.config.prune.round_to:
         return False
@@ -136,6 +138,16 @@ def covers(e: Evidence, cfg: TrialConfig) -> bool:
     if cfg.distill.steps > 0 and cfg.distill.lr > e.config.distill.lr:  # a faster learning rate may recover sooner
         return False
     return PRECISION_RANK.get(cfg.precision, 0) >= PRECISION_RANK.get(e.config.precision, 0)
+
+
+def same_widths(a: str, b: str) -> bool:
+    """Pruning methods ``a`` and ``b`` keep the same number of units per layer at a ratio and round_to: the same
+    method, or two structured ones (`planner.schemes.PRUNE_NORMS`: they differ only in the norm that ranks which
+    units stay; on digits-cnn l1 and l2 keep the same conv1 channels at ratios 0.3 and 0.4, and 15 of the same 16
+    at 0.5)."""
+    from planner.schemes import STRUCTURED_PRUNE_METHODS
+
+    return a == b or (a in STRUCTURED_PRUNE_METHODS and b in STRUCTURED_PRUNE_METHODS)
 
 
 def quantizer(backend: str) -> str:
@@ -251,7 +263,7 @@ def _prunes_no_more(cfg: TrialConfig, cut: TrialConfig) -> bool:
     """``cfg`` removes no more of the model than ``cut`` did, so it cannot be faster for its pruning."""
     if not cfg.prune.active:
         return True
-    return (cut.prune.active and cfg.prune.method == cut.prune.method and cfg.prune.ratio <= cut.prune.ratio
+    return (cut.prune.active and same_widths(cfg.prune.method, cut.prune.method) and cfg.prune.ratio <= cut.prune.ratio
             and cfg.prune.round_to >= cut.prune.round_to)
 
 
@@ -284,7 +296,10 @@ def region(cfg: TrialConfig) -> tuple:
 
 def slow(cfg: TrialConfig, cuts: list[tuple[int, TrialConfig]], needed: int = SLOW_CUTS) -> list[int]:
     """The cut trials that together show ``cfg`` slow (at least ``needed`` of its `region`, pruned no less than
-    ``cfg``), or []."""
+    ``cfg``, or one of this very config), or []."""
+    again = [n for n, c in cuts if c.key() == cfg.key()]
+    if again:  # this very config was cut: the bound it missed has not loosened since
+        return again
     if len(cuts) < needed:
         return []
     mine = region(cfg)

@@ -15,7 +15,7 @@ from planner.config import TrialConfig
 from planner.errors import ConfigError, FailReason
 from planner.search.compose import COMPOSED
 from planner.search.outcome import TrialOutcome
-from planner.space import batch_sizes, prunes_nothing, sample, shape_misfit
+from planner.space import batch_sizes, pruned_network, prunes_nothing, sample, shape_misfit
 
 
 @dataclass
@@ -109,7 +109,7 @@ class Trials:
             raise ConfigError(f"--study {opt.study_name}: this run offers other choices for a parameter than the study was "
                               f"created with ({e}); the target '{opt.target.name}' or space '{opt.space.name}' changed "
                               "since: resume with the ones it was created with, or choose another --study name") from None
-        key = cfg.key()
+        key = cfg.key(pruned_network(cfg.prune, widths))  # a pruning that builds a measured network is a duplicate
         trial.set_user_attr("config_key", key)
         trial.set_user_attr("config", cfg.to_dict())
         trial.set_user_attr("label", cfg.describe())
@@ -192,11 +192,16 @@ class Trials:
 
         from planner.search.feasibility import evidence, explain, feasible_students, hopeless, slow, slow_cuts
 
-        cut = slow(cfg, slow_cuts(self.store.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))))
+        cuts = slow_cuts(self.store.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        cut = slow(cfg, cuts)
         if cut:
-            msg = (f"hopeless: trials {', '.join(f'#{n}' for n in cut)} ({cfg.backend}, {cfg.quant.scheme}, batch "
-                   f"{cfg.batch_size}, with other options and no less pruning) were cut by the early exit, many times "
-                   "slower than the best at this batch size")
+            if any(n == cut[0] and c.key() == cfg.key() for n, c in cuts):
+                msg = (f"hopeless: trial #{cut[0]}, this very config, was cut by the early exit, many times slower than "
+                       "the best at this batch size (a bound that has only tightened since)")
+            else:
+                msg = (f"hopeless: trials {', '.join(f'#{n}' for n in cut)} ({cfg.backend}, {cfg.quant.scheme}, batch "
+                       f"{cfg.batch_size}, with other options and no less pruning) were cut by the early exit, many "
+                       "times slower than the best at this batch size")
             trial.set_user_attr("hopeless_like", cut[0])
             trial.set_user_attr("skip_reason", "hopeless")
             trial.set_user_attr("skip_message", msg)

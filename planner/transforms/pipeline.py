@@ -63,7 +63,7 @@ def apply_transforms(source, base, prune: "PruneConfig", distill: "DistillConfig
             pool = replace(distill, steps=max(int(distill.steps), STAGES[-1]))
             calib = source.calibration_inputs(_distill_samples(source, pool), seed=7)
 
-            load, save = _student_cache(source, prune, distill, _distill_samples(source, pool))
+            load, save = _student_cache(source, module, distill, _distill_samples(source, pool))
             info = distill_staged(module, base, distill, calib, source.input_names, judge=source.distill_judge,
                                   bound=source.distill_bound, load=load, save=save)
         else:
@@ -74,15 +74,16 @@ def apply_transforms(source, base, prune: "PruneConfig", distill: "DistillConfig
         source.transform_info["distill_seconds"] = time.perf_counter() - t0
     return module.eval()
 
-def _student_cache(source, prune: "PruneConfig", distill: "DistillConfig", pool: int):
+def _student_cache(source, pruned, distill: "DistillConfig", pool: int):
     """(load, save) of pruned students distilled to a stage, on disk under the cache folder, keyed by the model,
-    the pruning, the training settings, the data pool and `RECIPE` (not the steps asked for:
-    a longer request continues a shorter one's student)."""
+    the pruned network it starts from (its weights: prunings that build the same network, e.g. l1 at 0.5 and 0.6
+    keeping the same channels at round_to 8, share their student), the training settings, the data pool and
+    `RECIPE` (not the steps asked for: a longer request continues a shorter one's student)."""
     import torch
 
     folder = source.cache_dir / "students"
-    base = repr((source.model_hash(), prune, float(distill.lr), int(distill.batch), source.calibration_source, int(pool),
-                 RECIPE))
+    base = repr((source.model_hash(), network_digest(pruned), float(distill.lr), int(distill.batch),
+                 source.calibration_source, int(pool), RECIPE))
 
     def path(steps: int) -> Path:
         return folder / f"{hashlib.sha256(f'{base}|{steps}'.encode()).hexdigest()[:20]}.pt"
@@ -103,6 +104,18 @@ def _student_cache(source, prune: "PruneConfig", distill: "DistillConfig", pool:
         os.replace(tmp, path(steps))
 
     return load, save
+
+def network_digest(module) -> str:
+    """A content hash of ``module``'s state (every tensor's name, shape, dtype and values)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]
+
 
 def _distill_samples(source, distill) -> int:
     """How many calibration samples distillation draws from: as many as its steps touch (at least 64),

@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from planner.errors import CandidateFailed, ConfigError, FailReason, did_you_mean
+from planner.schemes import PRUNE_METHODS, PRUNE_NORMS, STRUCTURED_PRUNE_METHODS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -42,8 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from planner.config import PruneConfig
 
-METHODS: tuple[str, ...] = ("none", "l1", "l2", "magnitude", "2:4", "heads")
-STRUCTURED: tuple[str, ...] = ("l1", "l2", "heads")  # change the architecture (params drop)
+METHODS: tuple[str, ...] = PRUNE_METHODS
+STRUCTURED: tuple[str, ...] = STRUCTURED_PRUNE_METHODS  # change the architecture (params drop)
 SIZE_ONLY: tuple[str, ...] = ("magnitude", "2:4")  # zeros in dense storage
 
 # Transformer naming (the zoo's bert-mini: encoder.layers[i].attn.{q,k,v,o},
@@ -102,7 +103,7 @@ def prune(module: "nn.Module", cfg: "PruneConfig", example_inputs: "tuple[torch.
     info: dict[str, Any] = {"method": cfg.method, "ratio": float(cfg.ratio), "round_to": int(cfg.round_to),
                             "params_before": before}
     if cfg.method in STRUCTURED:
-        p = 2 if cfg.method == "l2" else 1
+        p = PRUNE_NORMS[cfg.method]
         if getattr(module, SCOPE_ATTR, None) == "ffn":  # the model's attention cannot be restructured
             info.update(prune_transformer(module, cfg.ratio, p=p, round_to=cfg.round_to, prune_heads=False))
             info["kind"] = "ffn"

@@ -58,3 +58,14 @@ def test_fast_batch1_candidate_is_not_cut_by_a_batch32_per_sample_time(tmp_path)
     assert {1} <= {p.number for p in pareto_front(study)}
     assert slow.state.name == "FAIL" and slow.user_attrs["fail_reason"] == "early_exit"
     assert "hopeless" in slow.user_attrs["fail_message"]
+
+    # proposed again (here: enqueued by hand), the very config that was cut is not built again
+    study.enqueue_trial(slow.params)
+    r = run_cli("optimize", "--model", "tiny-mlp", "--target", target, "--space", space, "--trials", "1",
+                "--sampler", "random", "--eval-samples", "8", "--early-exit-factor", "5", "--study", "ee",
+                "--confirm", "0", "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    again = optuna.load_study(study_name="ee", storage=home.optuna_url).trials[3]
+    assert again.params == slow.params and again.state.name == "PRUNED"
+    assert again.user_attrs["skip_reason"] == "hopeless" and again.user_attrs["hopeless_like"] == slow.number
+    assert "this very config" in again.user_attrs["skip_message"]

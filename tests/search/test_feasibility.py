@@ -55,7 +55,8 @@ def test_what_a_hopeless_trial_covers():
     assert covers(e, _cfg(ratio=0.4, steps=30, scheme="int8_dynamic"))  # a lossier precision cannot win it back
     assert not covers(e, _cfg(ratio=0.2, steps=100))  # less pruning
     assert not covers(e, _cfg(ratio=0.3, steps=300))  # more distillation
-    assert not covers(e, _cfg(ratio=0.3, steps=100, method="l2"))  # another method
+    assert covers(e, _cfg(ratio=0.3, steps=100, method="l2"))  # another norm: the same widths (PRUNE_NORMS)
+    assert not covers(e, _cfg(ratio=0.3, steps=100, method="magnitude"))  # another kind of pruning
     assert not covers(e, _cfg(ratio=0.3, steps=100, round_to=16))  # keeps more units
     assert not covers(e, _cfg(ratio=0.0, method="none"))
     q = Evidence(4, _cfg(ratio=0.3, steps=100, scheme="int8_dynamic"), loss=0.5)
@@ -163,7 +164,8 @@ def test_a_judged_stage_far_above_the_bound_covers_shorter_students():
     assert hopeless(_cfg(ratio=0.7, steps=100, scheme="int8_dynamic"), got).stage == 300  # smallest loss that covers
     assert hopeless(_cfg(ratio=0.6, steps=1000), got) is None  # that stage was within 2x the bound
     assert hopeless(_cfg(ratio=0.5, steps=100), got) is None  # less pruning
-    assert hopeless(_cfg(ratio=0.6, steps=300, method="l2"), got) is None
+    assert hopeless(_cfg(ratio=0.6, steps=300, method="l2"), got).stage == 300  # the same widths, another norm
+    assert hopeless(_cfg(ratio=0.6, steps=300, method="magnitude"), got) is None
     fast = _cfg(ratio=0.6, steps=300)
     fast = TrialConfig(backend=fast.backend, batch_size=1, prune=fast.prune, distill=DistillConfig(steps=300, lr=1e-3))
     assert hopeless(fast, got) is None  # a higher learning rate than the student's may recover sooner
@@ -210,7 +212,8 @@ def test_a_near_miss_covers_harder_students_unless_a_harder_one_met_the_bound():
     assert hopeless(_cfg(ratio=0.4, steps=300), [near], [met]) is None
     assert hopeless(_cfg(ratio=0.4, steps=300), [near, far], [met]) == far
     assert hopeless(_cfg(ratio=0.6, steps=300), [near], [met]) == near  # harder than what met the bound
-    assert hopeless(_cfg(ratio=0.4, steps=300), [near], [_cfg(ratio=0.5, steps=300, method="l2")]) == near
+    assert hopeless(_cfg(ratio=0.4, steps=300), [near], [_cfg(ratio=0.5, steps=300, method="l2")]) is None  # same widths
+    assert hopeless(_cfg(ratio=0.4, steps=300), [near], [_cfg(ratio=0.5, steps=300, method="magnitude")]) == near
     assert hopeless(_cfg(ratio=0.4, steps=300), [near], [_cfg(ratio=0.5, steps=1000)]) == near  # trained longer
 
 
@@ -334,6 +337,9 @@ def test_a_region_cut_twice_by_the_early_exit_is_known_slow(tmp_path):
     """Two trials of one (backend, scheme, batch) region with other options cut by the early exit: a third
     proposal there, pruned no more than they were, is known slow; one cut is not enough (an option may be what
     made it slow), and another batch size, scheme or more pruning is not covered."""
+    from dataclasses import replace
+
+    from planner.search.feasibility import region as region_of
     from planner.search.feasibility import slow, slow_cuts
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", directions=["minimize", "minimize"])
@@ -350,11 +356,14 @@ def test_a_region_cut_twice_by_the_early_exit_is_known_slow(tmp_path):
     cut(_cfg(**region))                                  # 0
     cut(_cfg(**region), reason="timeout")                # 1 not an early exit
     trials = study.get_trials(deepcopy=False)
-    assert slow(_cfg(**region), slow_cuts(trials)) == []  # one cut: an option may be the cause
+    sibling = replace(_cfg(**region), backend_options=(("graph_optimization_level", "basic"),))
+    assert region_of(sibling) == region_of(_cfg(**region))
+    assert slow(sibling, slow_cuts(trials)) == []  # one cut: an option may be the cause
+    assert slow(_cfg(**region), slow_cuts(trials)) == [0]  # but the very config cut is not built again
     cut(_cfg(ratio=0.3, method="l1", scheme="int8_dynamic", round_to=8))  # 2 pruned, cut anyway
     cuts = slow_cuts(study.get_trials(deepcopy=False))
     assert [n for n, _ in cuts] == [0, 2]
-    assert slow(_cfg(**region), cuts) == [0, 2]                    # unpruned: no faster than either
+    assert slow(sibling, cuts) == [0, 2]                    # unpruned: no faster than either
     assert slow(_cfg(ratio=0.2, steps=100, scheme="int8_dynamic"), cuts) == []  # pruned: only #2 covers it
     assert slow(_cfg(ratio=0.5, scheme="int8_dynamic"), cuts) == []  # more pruning than #2 may be faster
     assert slow(_cfg(**{**region, "scheme": "none"}), cuts) == []  # another precision

@@ -115,6 +115,77 @@ def test_a_ratio_that_keeps_every_channel_is_known_to_prune_nothing():
     assert channel_widths(copy.deepcopy(DigitsCNN()), ex) is not None and transformer_widths(model) is None
 
 
+def test_prunings_that_build_the_same_network_are_one_deployment():
+    """l1 at 0.5 and at 0.6, rounded up to 8, keep the same channels of digits-cnn (16/32/32 of 32/64/64): the
+    same pruned weights, so one network (`pruned_network`) and one config key; l2 keeps as many but ranks by
+    another norm (another network, the same widths).  On a transformer, ``heads`` builds what ``l1`` builds."""
+    from planner.config import TrialConfig
+    from planner.space import kept_units, pruned_network
+    from planner.transforms.pipeline import network_digest
+    from planner.transforms.prune import channel_widths
+    from planner.zoo import bert
+    from planner.zoo.digits import DigitsCNN
+
+    torch.manual_seed(0)
+    model, ex = DigitsCNN().eval(), (torch.randn(2, 1, 16, 16),)
+    widths = channel_widths(model, ex)
+
+    def cfg(method, ratio, round_to=8):
+        return TrialConfig(backend="onnxruntime", batch_size=1, prune=PruneConfig(method, ratio, round_to))
+
+    def digest(c):
+        return network_digest(prune(copy.deepcopy(model), c.prune, ex))
+
+    a, b, c = cfg("l1", 0.5), cfg("l1", 0.6), cfg("l2", 0.5)
+    assert [k for _, k in kept_units(a.prune, widths)] == [16, 32, 32]
+    assert pruned_network(a.prune, widths) == pruned_network(b.prune, widths) != pruned_network(c.prune, widths)
+    assert digest(a) == digest(b) != digest(c)  # what the key predicts is what pruning builds
+    assert a.key() != b.key() and a.key(pruned_network(a.prune, widths)) == b.key(pruned_network(b.prune, widths))
+    assert a.key(pruned_network(a.prune, widths)) != cfg("l1", 0.4).key(pruned_network(cfg("l1", 0.4).prune, widths))
+    assert pruned_network(a.prune, None) is None and pruned_network(cfg("magnitude", 0.5).prune, widths) is None
+
+    enc = bert.build().eval()
+    ids = (torch.randint(0, 100, (2, 8)), torch.ones(2, 8, dtype=torch.long))
+    tw = transformer_widths(enc)
+    heads, l1 = cfg("heads", 0.5), cfg("l1", 0.5)
+    assert pruned_network(heads.prune, tw) == pruned_network(l1.prune, tw)
+    assert network_digest(prune(copy.deepcopy(enc), heads.prune, ids)) == \
+        network_digest(prune(copy.deepcopy(enc), l1.prune, ids))
+
+
+SAME_NETWORK = """\
+name: same-network
+batch_size: [1]
+backends:
+  fake:
+    behaviour: [steady]
+prune:
+  methods: [l1]
+  ratio: [0.5, 0.6]
+  round_to: [1]
+seeds:
+  - {backend: fake, prune: {method: l1, ratio: 0.5, round_to: 1}}
+  - {backend: fake, prune: {method: l1, ratio: 0.6, round_to: 1}}
+"""
+
+
+def test_a_pruning_that_builds_a_measured_network_is_a_duplicate(tmp_path):
+    """TinyConv's 4 channels: l1 at 0.5 and at 0.6 both keep 2 (rounded up), the same network; the second seed
+    is answered from the first trial's measurement, not measured again."""
+    space, target, env = fake_backend_files(tmp_path, SAME_NETWORK)
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:tiny_conv", "--inputs", "x:3x8x8", "--target", target,
+                "--space", space, "--trials", "2", "--sampler", "random", "--eval-samples", "8", "--study", "n",
+                "--confirm", "0", "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    study = optuna.load_study(study_name="n", storage=home.optuna_url)
+    first, second = study.trials[:2]
+    assert [t.user_attrs["config"]["prune"]["ratio"] for t in (first, second)] == [0.5, 0.6]
+    assert first.state.name == "COMPLETE" and first.user_attrs.get("duplicate_of") is None
+    assert second.user_attrs["duplicate_of"] == first.number and second.values == first.values
+    assert study.user_attrs["model_info"]["prune_widths"] == {"channels": [4]}  # from the prepare probe
+
+
 @pytest.fixture()
 def int4_target(tmp_path):
     from planner.target import load_target

@@ -172,6 +172,16 @@ def test_a_longer_request_continues_the_cached_student_through_the_model_source(
     for (k, a), b in zip(cont.state_dict().items(), scratch.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), k
 
+    # another pruning config that builds the same network (64 of 128 neurons: 0.55 rounded up to 16) is the same
+    # student: the cached 1000-step one, no step trained again
+    same = TrialConfig(backend="torch", batch_size=1, prune=PruneConfig("l1", 0.55, 16),
+                       distill=DistillConfig(steps=1000, lr=1e-3, batch=16))
+    src = ModelSource(spec, tmp_path / "shared")
+    again = src.torch_module(same)
+    assert src.transform_info["distill_resumed_from"] == 1000
+    for (k, a), b in zip(again.state_dict().items(), cont.state_dict().values()):
+        assert torch.equal(a, b), k
+
 
 def test_stopped_students_count_toward_the_study_goal(tmp_path):
     """--study-trials counts every trial that ran a worker: a stopped student spent the budget as a measured one
