@@ -56,15 +56,22 @@ seeds:
 """
 
 
+def _two_trials(tmp_path, space_yaml: str, model: str, study: str):
+    """(home, the CLI's result) of a two-trial study of ``space_yaml`` on the fake backend, model ``model`` of
+    tests/data/models.py on 3x8x8 inputs."""
+    space, target, env = fake_backend_files(tmp_path, space_yaml)
+    home = Home(tmp_path / "home")
+    r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:{model}", "--inputs", "x:3x8x8", "--target", target,
+                "--space", space, "--trials", "2", "--sampler", "random", "--eval-samples", "8", "--study", study,
+                "--confirm", "0", "--home", home.root, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return home, r
+
+
 def test_a_method_that_cannot_apply_is_left_out_when_the_study_prepares(tmp_path):
     """An HF-style ViT in a space with l1 and heads: both are tried once in the prepare worker, left out of the
     stored space with a note, the seed that names l1 is skipped, and no trial is pruned (none fails)."""
-    space, target, env = fake_backend_files(tmp_path, SPACE)
-    home = Home(tmp_path / "home")
-    r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:hf_style_vit", "--inputs", "x:3x8x8", "--target", target,
-                "--space", space, "--trials", "2", "--sampler", "random", "--eval-samples", "8", "--study", "p",
-                "--confirm", "0", "--home", home.root, env=env)
-    assert r.returncode == 0, r.stderr + r.stdout
+    home, r = _two_trials(tmp_path, SPACE, "hf_style_vit", "p")
     assert "l1 left out" in r.stderr and "heads left out" in r.stderr
     study = optuna.load_study(study_name="p", storage=home.optuna_url)
     assert study.user_attrs["space_spec"]["prune"]["methods"] == ["none"]
@@ -172,12 +179,8 @@ seeds:
 def test_a_pruning_that_builds_a_measured_network_is_a_duplicate(tmp_path):
     """TinyConv's 4 channels: l1 at 0.5 and at 0.6 both keep 2 (rounded up), the same network; the second seed
     is answered from the first trial's measurement, not measured again."""
-    space, target, env = fake_backend_files(tmp_path, SAME_NETWORK)
-    home = Home(tmp_path / "home")
-    r = run_cli("optimize", "--model", f"{DATA / 'models.py'}:tiny_conv", "--inputs", "x:3x8x8", "--target", target,
-                "--space", space, "--trials", "2", "--sampler", "random", "--eval-samples", "8", "--study", "n",
-                "--confirm", "0", "--home", home.root, env=env)
-    assert r.returncode == 0, r.stderr + r.stdout
+    home, r = _two_trials(tmp_path, SAME_NETWORK, "tiny_conv", "n")
+    assert "prunes to the same network (otherwise the same config) as trial 0" in " ".join(r.stdout.split())
     study = optuna.load_study(study_name="n", storage=home.optuna_url)
     first, second = study.trials[:2]
     assert [t.user_attrs["config"]["prune"]["ratio"] for t in (first, second)] == [0.5, 0.6]
