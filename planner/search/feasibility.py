@@ -12,9 +12,10 @@ Three parts:
   s distillation steps and a precision p, whose loss was at least `HOPELESS_FACTOR` x the bound, covers every
   candidate with the same method (or, m being structured, another structured one: `same_widths`), a ratio >= r,
   rounding to a multiple <= its own (keeps no more units), <= s distillation steps at a learning rate no higher
-  (on digits-cnn l1 0.4, 300 steps: 11 digits of 540 wrong at lr 0.001, 1 at 0.003) and a precision at least as lossy as p: pruning more, training less and quantizing more do
-  not win back a loss that large.  Such a candidate is told to Optuna as PRUNED with the covering
-  trial's quality violation as its constraint (so TPE learns the region too) and costs no trial of --trials.
+  (on digits-cnn l1 0.4, 300 steps: 11 digits of 540 wrong at lr 0.001, 1 at 0.003) and a precision at least as
+  lossy as p: pruning more, training less and quantizing more do not win back a loss that large.  Such a
+  candidate is told to Optuna as PRUNED with the covering trial's quality violation as its constraint (so TPE
+  learns the region too) and costs no trial of --trials.
   A quantized trial of the *unpruned* model that lost that much covers the candidates quantized the same way:
   the same scheme through the same quantizer (`Backend.quantizer`: torch and torch.compile share planner's torch
   transforms), its options no less lossy (`Scheme.lossier`: a larger int4 group, per-tensor scales), any pruning
@@ -38,8 +39,8 @@ Three parts:
   candidate it covers (more pruning, less training) is expected to lose at least as much, so it is no more likely
   to meet the bound than the student that just missed it, and each such miss is a measured trial spent.  A
   near miss (under `HOPELESS_FACTOR` x the bound) is overruled by a *feasible* measured student at least as hard
-  (the same method or one of the same widths, as much pruning or more, no more steps at a learning rate no higher, a precision as lossy): then
-  the miss was the noise, not the region.
+  (the same method or one of the same widths, as much pruning or more, no more steps at a learning rate no higher,
+  a precision as lossy): then the miss was the noise, not the region.
 * Slow regions: trials cut by the early exit (`FailReason.EARLY_EXIT`: many times slower than the best at their
   batch size) with the same backend, quantization scheme, batch size and decisive options (`region`: tuning, compile
   mode, execution provider, declared on the backend's options).  Once `SLOW_CUTS` of them were cut, a candidate of

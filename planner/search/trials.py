@@ -124,8 +124,8 @@ class Trials:
                 trial.set_constraint(name, v)
             study.tell(trial, prev.values)
             beat.__exit__()
-            same = ("same config" if "config" not in prev.user_attrs or TrialConfig.from_dict(prev.user_attrs["config"]) == cfg
-                    else "prunes to the same network (otherwise the same config)")
+            exact = "config" not in prev.user_attrs or TrialConfig.from_dict(prev.user_attrs["config"]) == cfg
+            same = "same config" if exact else "prunes to the same network (otherwise the same config)"
             return TrialOutcome(trial.number, cfg, "duplicate", message=f"{same} as trial {prev.number}",
                                 metrics=prev.user_attrs.get("metrics", {}), run_id=prev.user_attrs.get("mlflow_run_id"))
         if key in inflight_keys:  # the same config is being measured right now

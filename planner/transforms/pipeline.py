@@ -105,6 +105,7 @@ def _student_cache(source, pruned, distill: "DistillConfig", pool: int):
 
     return load, save
 
+
 def network_digest(module) -> str:
     """A content hash of ``module``'s state (every tensor's name, shape, dtype and values)."""
     import torch
