@@ -163,16 +163,18 @@ class TrialConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
-        """Short human label, e.g. ``onnxruntime[graph_optimization_level=all] int8_static[per_channel=True] prune:l1=0.3``."""
+        """Short human label, e.g. ``onnxruntime[graph_optimization_level=all] int8_static[per_channel=True]
+        prune:l1=0.3[round_to=8] distill=1000[lr=0.003]``: two configs with the same label are the same config."""
         opts = ",".join(f"{k}={v}" for k, v in self.backend_options)
         parts = [f"{self.backend}[{opts}]" if opts else self.backend]
         if self.quant.active:
             qopts = ",".join(f"{k}={v}" for k, v in self.quant.options)
             parts.append(f"{self.quant.scheme}[{qopts}]" if qopts else self.quant.scheme)
         if self.prune.active:
-            parts.append(f"prune:{self.prune.method}={self.prune.ratio:g}")
+            rt = f"[round_to={self.prune.round_to}]" if self.prune.round_to > 1 else ""
+            parts.append(f"prune:{self.prune.method}={self.prune.ratio:g}{rt}")
         if self.distill.active:
-            parts.append(f"distill={self.distill.steps}")
+            parts.append(f"distill={self.distill.steps}[lr={self.distill.lr:g}]")
         if self.serving is not None:
             parts.append(f"serve:{self.serving.describe()}")
         return " ".join(parts)

@@ -27,4 +27,14 @@ def test_flat_and_describe():
     assert flat["quant.options.per_channel"] is True
     assert flat["prune.ratio"] == 0.3
     assert c.precision == "int8"
-    assert "int8_static[per_channel=True]" in c.describe() and "prune:l1=0.3" in c.describe()
+    assert "int8_static[per_channel=True]" in c.describe() and "prune:l1=0.3[round_to=16]" in c.describe()
+    # configs that differ only in the rounding or the distillation's learning rate have different labels
+    from dataclasses import replace
+
+    from planner.config import DistillConfig
+
+    students = [replace(c, prune=PruneConfig("l1", 0.3, rt), distill=DistillConfig(steps=300, lr=lr))
+                for rt in (8, 16) for lr in (0.001, 0.003)]
+    assert len({s.describe() for s in students}) == 4
+    assert "distill=300[lr=0.003]" in students[-1].describe()
+    assert "round_to" not in replace(c, prune=PruneConfig("magnitude", 0.3)).describe()  # no rounding to speak of
