@@ -13,7 +13,7 @@ torch schemes
   int4_weight_only  `planner.transforms.int4`: grouped int4 weights for torch's CPU int4 kernel
                     (bf16 compute); option group_size.  CPU only.
   int8_dynamic's reduce_range ("auto": true on x86 CPUs without VNNI, see `int8_saturates`) picks 7-bit
-  activations (torch's own default everywhere) or 8-bit; its other options (op_types, weight_type) are ONNX
+  weights (as ONNX Runtime's does; activations stay 8-bit, not torch's own 7) or 8-bit; its other options (op_types, weight_type) are ONNX
   Runtime's: validated, then ignored here.  The torch backends declare what they act on (`Backend.scheme_options`) and the
   search samples nothing else for them.
   What a torch quantization did is recorded on the module (`quant_info`).
@@ -280,10 +280,16 @@ def _torch_int4(module, opts, example_inputs):
 def _torch_int8_dynamic(module, opts, example_inputs):
     import torch
     from torch import nn
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+    from torch.ao.quantization import (MinMaxObserver, PerChannelMinMaxObserver, QConfig, default_dynamic_qconfig,
+                                       per_channel_dynamic_qconfig, quantize_dynamic)
 
     qconfig = per_channel_dynamic_qconfig if opts["per_channel"] else default_dynamic_qconfig
     reduce_range = int8_saturates() if opts["reduce_range"] == "auto" else bool(opts["reduce_range"])
+    if reduce_range:  # 7-bit weights (what ONNX Runtime's reduce_range narrows): the same guard as 7-bit activations
+        observer = PerChannelMinMaxObserver if opts["per_channel"] else MinMaxObserver
+        qscheme = torch.per_channel_symmetric if opts["per_channel"] else torch.per_tensor_symmetric
+        qconfig = QConfig(activation=qconfig.activation,
+                          weight=observer.with_args(dtype=torch.qint8, qscheme=qscheme, quant_min=-64, quant_max=63))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -291,17 +297,20 @@ def _torch_int8_dynamic(module, opts, example_inputs):
     except Exception as e:  # noqa: BLE001
         raise CandidateFailed(FailReason.COMPILE,
                               f"torch int8_dynamic quantization failed: {type(e).__name__}: {e}") from e
-    # torch's dynamic Linear (module version 4) always quantizes its activations to 7 bits (reduce_range=True),
-    # a guard for fbgemm's u8*s8 kernels on CPUs without VNNI.  Where those kernels do not saturate, 8-bit
-    # activations keep 4x less error: MiniLM-L6, per-channel, lost 0.030 of centered cosine with 7 bits, 0.0077
-    # with 8 (ONNX Runtime's int8_dynamic: 0.008).  Version 3 of the module is its forward without reduce_range.
+    # torch's dynamic Linear (module version 4) always quantizes its activations to 7 bits, a guard for fbgemm's
+    # u8*s8 kernels on CPUs without VNNI, whose int16 sums of two products saturate (2 * 255 * 127 > 32767).  7-bit
+    # weights keep those sums in range as well (2 * 255 * 64) and lose far less: MiniLM-L6, per-channel, lost 0.030
+    # of centered cosine with 7-bit activations, 0.0092 with 7-bit weights and 8-bit activations, at the same speed
+    # (experiments/results/torch-int8-dynamic-7bit-weights-minilm-2026-12-07.md; ONNX Runtime's int8_dynamic, which
+    # narrows the weights: 0.0092).  Version 3 of the module is its forward with 8-bit activations.
     n = 0
     for m in out.modules():
         if type(m).__name__ == "Linear" and "quantized.dynamic" in type(m).__module__:
-            m.version = 4 if reduce_range else 3
+            m.version = 3
             n += 1
     setattr(out, QUANT_INFO_ATTR, {"scheme": "int8_dynamic", "per_channel": bool(opts["per_channel"]),
-                                   "activation_bits": 7 if reduce_range else 8, "layers_quantized": n})
+                                   "weight_bits": 7 if reduce_range else 8, "activation_bits": 8,
+                                   "layers_quantized": n})
     return out
 
 
