@@ -25,6 +25,9 @@ def test_scheme_rows_are_consistent():
         assert set(s.devices) <= set(DEVICES) and s.formats and set(s.formats) <= {"torch", "onnx"}
         for option, values in s.options.items():
             assert isinstance(values, tuple) and values, (name, option)
+        for option, order in s.lossier.items():  # an order of the option's own values
+            assert set(order) <= set(s.options[option]), (name, option)
+        assert set(s.same_grid) <= set(s.options) and not set(s.same_grid) & set(s.lossier), name
 
 
 def test_transforms_implement_what_the_table_says():

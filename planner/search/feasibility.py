@@ -18,8 +18,8 @@ Three parts:
   learns the region too) and costs no trial of --trials.
   A quantized trial of the *unpruned* model that lost that much covers the candidates quantized the same way:
   the same scheme through the same quantizer (`Backend.quantizer`: torch and torch.compile share planner's torch
-  transforms), its options no less lossy (`Scheme.lossier`: a larger int4 group, per-tensor scales), any pruning
-  on top.  The sampler cannot learn this alone: a scheme is a parameter per backend (``{backend}.quant``).
+  transforms), its options no less lossy (`Scheme.lossier`: a larger int4 group, per-tensor scales) or picking
+  only kernels for the same grid (`Scheme.same_grid`: int8_static's u8 or s8 activations), any pruning on top.  The sampler cannot learn this alone: a scheme is a parameter per backend (``{backend}.quant``).
   Through *another* quantizer only a data-free weight-only scheme (`Scheme.data_free`: int4/int8 weights rounded
   to a grid, no calibration) is covered, and only by a loss of at least `CROSS_QUANTIZER_FACTOR` x the bound: the
   grid decides such a loss more than who rounds (MiniLM-L6's int4 at group 32 lost 0.033 through NNCF, 0.049
@@ -207,11 +207,12 @@ def same_grid_or_lossier(cfg: TrialConfig, seen: TrialConfig) -> bool:
 
 def _no_less_lossy(spec, cfg: TrialConfig, seen: TrialConfig, compared) -> bool:
     """Each option of ``spec`` (a `Scheme`) for which ``compared(option)`` holds is equal in ``cfg`` and ``seen``
-    (defaults filled in) or, where the scheme orders its values (`Scheme.lossier`), no less lossy in ``cfg``."""
+    (defaults filled in) or, where the scheme orders its values (`Scheme.lossier`), no less lossy in ``cfg``; options
+    that round to the same grid (`Scheme.same_grid`: they pick kernels) are not compared."""
     defaults = {k: vals[0] for k, vals in spec.options.items()}
     mine, theirs = {**defaults, **cfg.quant.opts()}, {**defaults, **seen.quant.opts()}
     for k in set(mine) | set(theirs):
-        if not compared(k):
+        if not compared(k) or k in spec.same_grid:
             continue
         a, b = mine.get(k), theirs.get(k)
         order = spec.lossier.get(k)

@@ -93,6 +93,16 @@ def test_a_quantization_that_lost_far_too_much_covers_the_same_quantization():
                                         quant=QuantConfig("int8_dynamic", (("per_channel", True),))))
     per_channel = Evidence(8, _q("torch", "int8_dynamic", per_channel=True), loss=0.06)
     assert covers(per_channel, _q("torch_compile", "int8_dynamic", per_channel=False))
+    # u8 or s8 activations: the same grid (Scheme.same_grid), so a miss with one covers the other; the calibration
+    # method is not ordered (percentile may win back what minmax loses to outliers)
+    static = Evidence(12, _q("onnxruntime", "int8_static", activation_type="u8", calibrate_method="percentile",
+                             per_channel=False), loss=0.2)
+    assert covers(static, _q("onnxruntime", "int8_static", activation_type="s8", calibrate_method="percentile",
+                             per_channel=False))
+    assert not covers(static, _q("onnxruntime", "int8_static", activation_type="s8", calibrate_method="minmax",
+                                 per_channel=False))
+    assert not covers(static, _q("onnxruntime", "int8_static", activation_type="u8", calibrate_method="percentile",
+                                 per_channel=True))
     # NNCF's options the torch quantizer does not act on play no part; OpenVINO's own do
     nncf = Evidence(9, _q("openvino", "int8_static", preset="mixed"), loss=0.5)
     assert covers(nncf, _q("openvino", "int8_static", preset="mixed", fallback_layers=0))
