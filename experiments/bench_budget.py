@@ -30,6 +30,7 @@ hv(budget) >= 95 % of hv(3x).
     .venv/bin/python experiments/bench_budget.py                         # all four cells (hours on 2 cores)
     .venv/bin/python experiments/bench_budget.py --cells digits-cnn:1 --trials 10
     .venv/bin/python experiments/bench_budget.py --report-only           # re-read the studies in --home
+    .venv/bin/python experiments/bench_budget.py --cells minilm:1 --home H --keep-existing   # add the 3x study
 
 Writes experiments/results/budget-<date>.md and .json.  Run it on a quiet machine: nothing else on the cores.
 """
@@ -64,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-dir", default=str(REPO / "experiments" / "results"))
     p.add_argument("--report-only", action="store_true", help="run nothing; report the studies already in --home")
     p.add_argument("--no-3x", action="store_true", help="skip the 3x studies (no hypervolume ratio)")
+    p.add_argument("--keep-existing", action="store_true",
+                   help="run only the studies --home does not hold yet (e.g. a 3x study beside an earlier budget one)")
     return p.parse_args(argv)
 
 
@@ -214,6 +217,12 @@ def run_study(model: str, batch: int, trials: int, timeout: float | None, name: 
     Optimizer(spec, target, space, home, opts, LineReporter(f"{name}", trials)).run()
 
 
+def _has_study(home, name: str) -> bool:
+    import optuna
+
+    return name in optuna.study.get_all_study_names(storage=home.optuna_url)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import optuna
@@ -240,7 +249,7 @@ def main(argv=None) -> int:
         if not args.no_3x:
             names["3x"] = f"b28-{model}-b{batch}-x3"
         for kind, name in names.items():
-            if args.report_only:
+            if args.report_only or (args.keep_existing and _has_study(home, name)):
                 continue
             k = 3 if kind == "3x" else 1
             t0 = time.perf_counter()
