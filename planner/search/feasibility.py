@@ -19,7 +19,8 @@ Three parts:
   A quantized trial of the *unpruned* model that lost that much covers the candidates quantized the same way:
   the same scheme through the same quantizer (`Backend.quantizer`: torch and torch.compile share planner's torch
   transforms), its options no less lossy (`Scheme.lossier`: a larger int4 group, per-tensor scales) or picking
-  only kernels for the same grid (`Scheme.same_grid`: int8_static's u8 or s8 activations), any pruning on top.  The sampler cannot learn this alone: a scheme is a parameter per backend (``{backend}.quant``).
+  only kernels for the same grid (`Scheme.same_grid`: int8_static's u8 or s8 activations), any pruning on top.
+  The sampler cannot learn this alone: a scheme is a parameter per backend (``{backend}.quant``).
   Through *another* quantizer only a data-free weight-only scheme (`Scheme.data_free`: int4/int8 weights rounded
   to a grid, no calibration) is covered, and only by a loss of at least `CROSS_QUANTIZER_FACTOR` x the bound: the
   grid decides such a loss more than who rounds (MiniLM-L6's int4 at group 32 lost 0.033 through NNCF, 0.049

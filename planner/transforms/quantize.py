@@ -13,8 +13,8 @@ torch schemes
   int4_weight_only  `planner.transforms.int4`: grouped int4 weights for torch's CPU int4 kernel
                     (bf16 compute); option group_size.  CPU only.
   int8_dynamic's reduce_range ("auto": true on x86 CPUs without VNNI, see `int8_saturates`) picks 7-bit
-  weights (as ONNX Runtime's does; activations stay 8-bit, not torch's own 7) or 8-bit; its other options (op_types, weight_type) are ONNX
-  Runtime's: validated, then ignored here.  The torch backends declare what they act on (`Backend.scheme_options`) and the
+  weights (as ONNX Runtime's does; activations stay 8-bit, not torch's own 7) or 8-bit; its other options
+  (op_types, weight_type) are ONNX Runtime's: validated, then ignored here.  The torch backends declare what they act on (`Backend.scheme_options`) and the
   search samples nothing else for them.
   What a torch quantization did is recorded on the module (`quant_info`).
 
