@@ -280,16 +280,12 @@ def _torch_int4(module, opts, example_inputs):
 def _torch_int8_dynamic(module, opts, example_inputs):
     import torch
     from torch import nn
-    from torch.ao.quantization import (MinMaxObserver, PerChannelMinMaxObserver, QConfig, default_dynamic_qconfig,
-                                       per_channel_dynamic_qconfig, quantize_dynamic)
+    from torch.ao.quantization import QConfig, default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     qconfig = per_channel_dynamic_qconfig if opts["per_channel"] else default_dynamic_qconfig
     reduce_range = int8_saturates() if opts["reduce_range"] == "auto" else bool(opts["reduce_range"])
     if reduce_range:  # 7-bit weights (what ONNX Runtime's reduce_range narrows): the same guard as 7-bit activations
-        observer = PerChannelMinMaxObserver if opts["per_channel"] else MinMaxObserver
-        qscheme = torch.per_channel_symmetric if opts["per_channel"] else torch.per_tensor_symmetric
-        qconfig = QConfig(activation=qconfig.activation,
-                          weight=observer.with_args(dtype=torch.qint8, qscheme=qscheme, quant_min=-64, quant_max=63))
+        qconfig = QConfig(activation=qconfig.activation, weight=qconfig.weight.with_args(quant_min=-64, quant_max=63))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
