@@ -111,12 +111,35 @@ def _distill_steps(cfg) -> int:
     return cfg.distill.steps if cfg is not None and cfg.prune.active and cfg.distill.active else 0
 
 
+def _trained_by(done: list, cfg) -> int | None:
+    """The number of a trial among ``done`` that distilled ``cfg``'s student to the end: the same pruning and
+    training settings and at least as many steps, not stopped (its stages are in the student cache, so ``cfg``
+    loads its student instead of training it); None when there is none or ``cfg`` does not distill."""
+    from dataclasses import replace
+
+    from planner.config import TrialConfig
+
+    if not _distill_steps(cfg):
+        return None
+    for t in done:
+        a = t.user_attrs
+        if t.state.name != "COMPLETE" or not a.get("config") or a.get("distill_stopped"):
+            continue
+        other = TrialConfig.from_dict(a["config"])
+        if (other.prune == cfg.prune and _distill_steps(other) >= cfg.distill.steps
+                and replace(other.distill, steps=0) == replace(cfg.distill, steps=0)):
+            return t.number
+    return None
+
+
 def would_overrun(opt, study, cfg, elapsed: float) -> str | None:
     """Why a candidate just sampled is not started under --timeout (issue 28): the longest measured trial built
-    like it (the same distillation steps, which dominate a trial's time: 0 for one that does not distill), with a
-    quarter more for margin (students of one length took 42-64 s in one demo), would end inside the time kept to
-    re-measure the winner.  `confirm_reserve` judges before sampling by a typical trial; this judges the
-    candidate itself, so a 3000-step student is not started 50 s before the end because most trials took 5 s.
+    like it (the same distillation steps, which dominate a trial's time: 0 for one that does not distill, nor for
+    one whose student a measured trial already trained, `_trained_by`), with a quarter more for margin (students
+    of one length took 42-64 s in one demo), would end inside the time kept to re-measure the winner.
+    `confirm_reserve` judges before sampling by a typical trial; this judges the candidate itself, so a 3000-step
+    student is not started 50 s before the end because most trials took 5 s, and a new engine for a student
+    already trained is (a demo left OpenVINO on the seeded student unmeasured, taken for 90 s of training).
     None: start it (also when no trial like it was measured yet)."""
     if opt.opts.timeout is None:
         return None
@@ -124,7 +147,8 @@ def would_overrun(opt, study, cfg, elapsed: float) -> str | None:
     cost = _confirm_cost(opt, study, done)
     if not cost:
         return None
-    steps = _distill_steps(cfg)
+    trained = _trained_by(done, cfg)
+    steps = 0 if trained is not None else _distill_steps(cfg)
     like = [t.duration.total_seconds() for t in done if t.user_attrs.get("config")
             and _distill_steps(t.user_attrs["config"]) == steps]
     if not like:
@@ -132,6 +156,7 @@ def would_overrun(opt, study, cfg, elapsed: float) -> str | None:
     left = opt.opts.timeout - elapsed
     if left - 1.25 * max(like) >= cost:
         return None
-    kind = f"{steps} distillation steps" if steps else "no distillation"
+    kind = (f"its student trained by #{trained}" if trained is not None
+            else f"{steps} distillation steps" if steps else "no distillation")
     return (f"not started: trials like it ({kind}) took up to {max(like):.0f} s, and {left:.0f} s of --timeout "
             f"are left, ~{cost:.0f} s of them kept to re-measure the winner")

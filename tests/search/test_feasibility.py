@@ -334,6 +334,16 @@ def test_a_candidate_that_would_run_into_the_time_kept_to_confirm_is_not_started
     why = would_overrun(opt, study, student, elapsed)
     assert why and "3000 distillation steps" in why and "took up to 62 s" in why, why
     assert would_overrun(opt, study, plain, elapsed) is None  # a 6 s trial still fits
+    # the winner's student on another engine (or asked for fewer steps) loads from the cache: a trial like the
+    # ones without distillation, started (a demo left OpenVINO on its seeded student unmeasured, taken for 90 s)
+    from dataclasses import replace
+
+    again = replace(_cfg(ratio=0.5, steps=3000), backend="openvino")
+    assert would_overrun(opt, study, again, elapsed) is None
+    assert would_overrun(opt, study, _cfg(ratio=0.5, steps=1000), elapsed) is None
+    why = would_overrun(opt, study, again, 240.0 - 8.0)  # with 8 s left even a 6 s trial runs into the reserve
+    assert why and "its student trained by #4" in why and "took up to 6 s" in why, why
+    assert would_overrun(opt, study, replace(again, distill=DistillConfig(steps=3000, lr=0.003)), elapsed)  # another lr
     # the demo's second run: students had taken up to 54.5 s, 71 s were left, and the next one took 64 s
     assert would_overrun(opt, study, student, 240.0 - (62.0 * 1.25 + 5.0)) and \
         would_overrun(opt, study, student, 240.0 - (62.0 * 1.25 + 12.0)) is None
