@@ -445,3 +445,38 @@ def test_a_quantization_far_above_the_bound_is_not_tried_on_the_engines_that_sha
     assert {t.user_attrs["config"]["backend"] for t in skipped} <= {"torch", "torch_compile"}
     assert any(t.user_attrs["config"]["backend"] == "torch_compile" for t in skipped)
     assert "same quantization" in skipped[0].user_attrs["skip_message"]
+
+
+def test_a_candidate_without_time_is_passed_over_before_the_search_stops():
+    """A candidate that would run into the time kept to re-measure the winner is not started, but the sampler is
+    asked again (a demo stopped with 119 s left at a 3000-step student, where trials without distillation took
+    5-10 s); the search stops after `TIME_SKIPS` such candidates in a row.  A measured trial between them starts the
+    count again; a known-hopeless skip neither counts nor resets it."""
+    import types
+
+    from planner.search.outcome import TrialOutcome
+    from planner.search.study import TIME_SKIPS, _Loop
+
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    opt = types.SimpleNamespace(opts=types.SimpleNamespace(timeout=240.0, max_duplicates=25),
+                                reporter=types.SimpleNamespace(trial_done=lambda out: None))
+    loop = _Loop.__new__(_Loop)
+    loop.opt, loop.trials = opt, types.SimpleNamespace(store=types.SimpleNamespace(study=study))
+    loop.outcomes, loop.asked, loop.dup_run, loop.time_run, loop.stop_asking = [], 0, 0, 0, False
+    loop.stopped = "trial budget reached"
+
+    def no_time(n):
+        return TrialOutcome(n, None, "skipped", reason="time", message="not started: trials like it took up to 86 s")
+
+    assert TIME_SKIPS > 1
+    for n in range(TIME_SKIPS - 1):
+        loop.done(no_time(n))
+    assert not loop.stop_asking  # asked again
+    loop.done(TrialOutcome(10, None, "ok"))  # a cheaper candidate fitted and ran
+    loop.done(TrialOutcome(11, None, "skipped", reason="unsupported", message="prunes nothing"))
+    for n in range(TIME_SKIPS - 1):
+        loop.done(no_time(20 + n))
+        loop.done(TrialOutcome(30 + n, None, "skipped", reason="unsupported", message="prunes nothing"))
+    assert not loop.stop_asking
+    loop.done(no_time(40))
+    assert loop.stop_asking and loop.stopped.startswith("study timeout (240 s): not started"), loop.stopped
