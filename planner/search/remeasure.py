@@ -111,23 +111,29 @@ def _distill_steps(cfg) -> int:
     return cfg.distill.steps if cfg is not None and cfg.prune.active and cfg.distill.active else 0
 
 
-def _trained_by(done: list, cfg) -> int | None:
-    """The number of a trial among ``done`` that distilled ``cfg``'s student to the end: the same pruning and
-    training settings and at least as many steps, not stopped (its stages are in the student cache, so ``cfg``
-    loads its student instead of training it); None when there is none or ``cfg`` does not distill."""
+def _trained_by(done: list, cfg, widths: dict | None) -> int | None:
+    """The number of a trial among ``done`` that distilled ``cfg``'s student to the end: a network pruned the same
+    (`planner.space.pruned_network` of the model's prunable ``widths``: the student cache is keyed by the pruned
+    network), the same training settings and at least as many steps, not stopped (its stages are in the student
+    cache, so ``cfg`` loads its student instead of training it); None when there is none or ``cfg`` does not
+    distill."""
     from dataclasses import replace
 
     from planner.config import TrialConfig
+    from planner.space import pruned_network
+
+    def student(c):
+        return pruned_network(c.prune, widths) or c.prune, replace(c.distill, steps=0)
 
     if not _distill_steps(cfg):
         return None
+    mine = student(cfg)
     for t in done:
         a = t.user_attrs
         if t.state.name != "COMPLETE" or not a.get("config") or a.get("distill_stopped"):
             continue
         other = TrialConfig.from_dict(a["config"])
-        if (other.prune == cfg.prune and _distill_steps(other) >= cfg.distill.steps
-                and replace(other.distill, steps=0) == replace(cfg.distill, steps=0)):
+        if _distill_steps(other) >= cfg.distill.steps and student(other) == mine:
             return t.number
     return None
 
@@ -147,7 +153,7 @@ def would_overrun(opt, study, cfg, elapsed: float) -> str | None:
     cost = _confirm_cost(opt, study, done)
     if not cost:
         return None
-    trained = _trained_by(done, cfg)
+    trained = _trained_by(done, cfg, opt.model_info.get("prune_widths"))
     steps = 0 if trained is not None else _distill_steps(cfg)
     like = [t.duration.total_seconds() for t in done if t.user_attrs.get("config")
             and _distill_steps(t.user_attrs["config"]) == steps]

@@ -350,7 +350,10 @@ class _Loop:
         # a candidate that would run into the time kept to re-measure the winner is not started; the sampler is
         # asked again (a cheaper one may fit: a demo stopped with 119 s left at a 3000-step student, where trials
         # without distillation took 5-10 s), until TIME_SKIPS in a row did not fit
-        self.time_run = self.time_run + 1 if out.reason == "time" else 0 if not free else self.time_run
+        if out.reason == "time":
+            self.time_run += 1
+        elif not free:  # measured: the next candidate without time starts the count again
+            self.time_run = 0
         if self.time_run >= TIME_SKIPS:
             self.stopped = f"study timeout ({self.opt.opts.timeout:.0f} s): {out.message}"
             self.stop_asking = True

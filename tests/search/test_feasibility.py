@@ -325,7 +325,7 @@ def test_a_candidate_that_would_run_into_the_time_kept_to_confirm_is_not_started
         measured(n, _cfg(ratio=0.0, method="none"), secs, latency=1.0 + n)
     measured(4, _cfg(ratio=0.5, steps=3000), 62.0, latency=0.5, **{"time.transforms_s": 58.0})  # the winner
     opts = types.SimpleNamespace(timeout=240.0, confirm_top_k=1, confirm_rounds=3)
-    opt = types.SimpleNamespace(opts=opts, kind=types.SimpleNamespace(remeasure_refusal=None),
+    opt = types.SimpleNamespace(opts=opts, kind=types.SimpleNamespace(remeasure_refusal=None), model_info={},
                                 target=types.SimpleNamespace(measurement=types.SimpleNamespace(warmup_seconds=0.0),
                                                              traffic=None))
     student, plain = _cfg(ratio=0.4, steps=3000), _cfg(ratio=0.0, method="none")
@@ -341,6 +341,10 @@ def test_a_candidate_that_would_run_into_the_time_kept_to_confirm_is_not_started
     again = replace(_cfg(ratio=0.5, steps=3000), backend="openvino")
     assert would_overrun(opt, study, again, elapsed) is None
     assert would_overrun(opt, study, _cfg(ratio=0.5, steps=1000), elapsed) is None
+    assert would_overrun(opt, study, _cfg(ratio=0.6, steps=3000), elapsed)  # another network, as far as widths tell
+    opt.model_info = {"prune_widths": {"channels": [32]}}  # l1 0.5 and 0.6 keep 16 of 32 at round_to 8: the same student
+    assert would_overrun(opt, study, _cfg(ratio=0.6, steps=3000), elapsed) is None
+    opt.model_info = {}
     why = would_overrun(opt, study, again, 240.0 - 8.0)  # with 8 s left even a 6 s trial runs into the reserve
     assert why and "its student trained by #4" in why and "took up to 6 s" in why, why
     assert would_overrun(opt, study, replace(again, distill=DistillConfig(steps=3000, lr=0.003)), elapsed)  # another lr
