@@ -341,6 +341,7 @@ def test_a_candidate_that_would_run_into_the_time_kept_to_confirm_is_not_started
     again = replace(_cfg(ratio=0.5, steps=3000), backend="openvino")
     assert would_overrun(opt, study, again, elapsed) is None
     assert would_overrun(opt, study, _cfg(ratio=0.5, steps=1000), elapsed) is None
+    assert would_overrun(opt, study, replace(_cfg(ratio=0.5, steps=3000), batch_size=64), elapsed) is None  # cnn.yaml's seeds
     assert would_overrun(opt, study, _cfg(ratio=0.6, steps=3000), elapsed)  # another network, as far as widths tell
     opt.model_info = {"prune_widths": {"channels": [32]}}  # l1 0.5 and 0.6 keep 16 of 32 at round_to 8: the same student
     assert would_overrun(opt, study, _cfg(ratio=0.6, steps=3000), elapsed) is None
