@@ -26,7 +26,8 @@ install: $(STAMP)
 # student last, at batch 8, 1 and 64 (trained once, then loaded from the student cache).  Distillation runs in stages and stops a student that cannot reach the bound; a region a measured trial
 # showed hopeless is not measured again.  No trial starts once what is left of the 4 minutes is needed to re-measure
 # the winner, so the run, re-measurement included, ends in about 4-5 minutes on 2 cores (measured: 4.1 min on a
-# quiet 2-core Xeon, experiments/results/demo-2026-12-06.md).
+# quiet 2-core Xeon, experiments/results/demo-2026-12-06.md; 3.0-3.4 min and a front of 3 on a 2-core AVX2 EPYC,
+# experiments/results/demo-2026-12-07-avx2.md).
 demo: install
 	$(BIN)/planner optimize --model digits-cnn --space cnn --trials 20 --timeout 240 --objectives latency,throughput,quality
 
