@@ -23,8 +23,9 @@ install: $(STAMP)
 # (batch 1 for latency, a large batch for throughput; with latency and quality alone every lossless deployment ties
 # on quality and the single fastest one is the whole front).  The space's seeds are measured first, cheap ones first
 # (OpenVINO fp32 and NNCF int8 at batch 1 and at a sampled batch, ONNX Runtime static int8), the pruned+distilled
-# student last, at batch 8, 1 and 64 (trained once, then loaded from the student cache).  Distillation runs in stages and stops a student that cannot reach the bound; a region a measured trial
-# showed hopeless is not measured again.  No trial starts once what is left of the 4 minutes is needed to re-measure
+# student last, at batch 8, 1 and 64 (trained once, then loaded from the student cache).  Distillation runs in
+# stages and stops a student that cannot reach the bound; a region a measured trial showed hopeless is not measured
+# again.  No trial starts once what is left of the 4 minutes is needed to re-measure
 # the winner, so the run, re-measurement included, ends in about 4-5 minutes on 2 cores (measured: 4.1 min on a
 # quiet 2-core Xeon, experiments/results/demo-2026-12-06.md; 3.0-3.4 min and a front of 3 on a 2-core AVX2 EPYC,
 # experiments/results/demo-2026-12-07-avx2.md).
